@@ -1,0 +1,368 @@
+//! The one registry of what meshproxy supports: for each Envoy message, the fields it
+//! honours and the fields it accepts without effect (with the reason ignoring them cannot
+//! change how traffic is handled). Any other field that is set, and any `Any` whose type is
+//! not listed, is rejected by [`super::check`] with the field's path. `--mode validate`, the
+//! (coming) xDS NACKs and the README conformance table all read this table.
+
+/// How meshproxy treats a field of a supported message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented with Envoy's documented semantics.
+    Honoured,
+    /// Accepted and parsed, with no effect yet; the text says why this cannot change traffic.
+    NoEffect(&'static str),
+}
+
+/// A supported message and its fields.
+#[derive(Debug)]
+pub struct MessageSupport {
+    /// Full protobuf name, e.g. `envoy.config.cluster.v3.Cluster`.
+    pub name: &'static str,
+    /// Fields honoured or accepted; every other field is rejected when set.
+    pub fields: &'static [(&'static str, Support)],
+}
+
+use Support::{Honoured as H, NoEffect as N};
+
+macro_rules! msg {
+    ($name:literal, [$($field:literal $(= $why:literal)?),* $(,)?]) => {
+        MessageSupport { name: $name, fields: &[$(($field, msg!(@s $($why)?))),*] }
+    };
+    (@s) => { H };
+    (@s $why:literal) => { N($why) };
+}
+
+/// Messages whose every field is plain data consumed where they appear (well-known types).
+pub const OPAQUE: &[&str] = &[
+    "google.protobuf.Duration",
+    "google.protobuf.Timestamp",
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Empty",
+    "google.protobuf.BoolValue",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.Int64Value",
+    "google.protobuf.DoubleValue",
+    "google.protobuf.StringValue",
+    "envoy.type.v3.Percent",
+    "envoy.type.v3.FractionalPercent",
+    "envoy.config.core.v3.Locality",
+    "envoy.config.core.v3.Metadata",
+    "envoy.config.core.v3.RuntimeFeatureFlag",
+];
+
+const STATS_ONLY: &str = "only shapes stat names and tags, never traffic";
+const SDS_PENDING: &str = "used by the xDS client (issue 5); static parts serve meanwhile";
+
+/// The table. Order is by config area; lookups go through [`find`].
+pub const MESSAGES: &[MessageSupport] = &[
+    // --- bootstrap ---------------------------------------------------------------------
+    msg!("envoy.config.bootstrap.v3.Bootstrap", [
+        "node", "static_resources", "admin", "dynamic_resources", "overload_manager",
+        "application_log_config",
+        "stats_config" = "stats tag extraction and matching only shape stat names",
+        "stats_flush_interval" = "no stats sinks flush yet; stat values are unaffected",
+        "stats_sinks" = "stats sinks only export metrics, they never touch traffic",
+        "tracing" = "a tracer acts only where an HCM enables tracing, which is rejected",
+        "layered_runtime" = "runtime feature flags are not consulted; fields that would read runtime are rejected",
+        "bootstrap_extensions" = "the extensions listed are inert until a listener uses them",
+        "cluster_manager" = "cluster manager options accepted here only tune logging and laziness",
+        "deferred_stat_options" = "meshproxy creates every stat lazily already",
+        "stats_eviction_interval" = STATS_ONLY,
+        "stats_server_version_override" = STATS_ONLY,
+    ]),
+    msg!("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig", ["log_format"]),
+    msg!("envoy.config.bootstrap.v3.Bootstrap.ApplicationLogConfig.LogFormat", ["text_format"]),
+    msg!("envoy.config.bootstrap.v3.Bootstrap.StaticResources", ["listeners", "clusters", "secrets"]),
+    msg!("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", ["lds_config", "cds_config", "ads_config"]),
+    msg!("envoy.config.bootstrap.v3.Bootstrap.DeferredStatOptions", ["enable_deferred_creation_stats"]),
+    msg!("envoy.config.bootstrap.v3.Admin", [
+        "address",
+        "access_log" = "admin access logs record admin requests only",
+        "access_log_path" = "admin access logs record admin requests only",
+        "profile_path" = "CPU profiling is not offered; no traffic effect",
+    ]),
+    msg!("envoy.config.bootstrap.v3.ClusterManager", [
+        "outlier_detection" = "only names the outlier event log file",
+        "enable_deferred_cluster_creation" = "clusters are cheap and created eagerly",
+        "load_stats_config" = "load reporting (LRS) only reports, never routes",
+        "local_cluster_name" = "zone-aware routing is not implemented; nothing reads the local cluster",
+    ]),
+    msg!("envoy.config.bootstrap.v3.ClusterManager.OutlierDetection", ["event_log_path"]),
+    msg!("envoy.config.bootstrap.v3.LayeredRuntime", ["layers"]),
+    msg!("envoy.config.bootstrap.v3.RuntimeLayer", ["name", "static_layer", "admin_layer"]),
+    msg!("envoy.config.bootstrap.v3.RuntimeLayer.AdminLayer", []),
+    msg!("envoy.config.overload.v3.OverloadManager", ["resource_monitors", "refresh_interval"]),
+    msg!("envoy.config.overload.v3.ResourceMonitor", ["name", "typed_config"]),
+    msg!("envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig", [
+        "max_active_downstream_connections",
+    ]),
+    msg!("envoy.extensions.bootstrap.internal_listener.v3.InternalListener", ["buffer_size_kb"]),
+    msg!("envoy.config.metrics.v3.StatsConfig", [
+        "stats_tags", "use_all_default_tags", "stats_matcher", "histogram_bucket_settings",
+    ]),
+    msg!("envoy.config.metrics.v3.TagSpecifier", ["tag_name", "regex", "fixed_value"]),
+    msg!("envoy.config.metrics.v3.StatsMatcher", ["reject_all", "exclusion_list", "inclusion_list"]),
+    msg!("envoy.config.metrics.v3.HistogramBucketSettings", ["match", "buckets", "bins"]),
+    msg!("envoy.type.matcher.v3.ListStringMatcher", ["patterns"]),
+    msg!("envoy.config.metrics.v3.StatsSink", ["name", "typed_config"]),
+    msg!("envoy.config.metrics.v3.StatsdSink", ["address", "tcp_cluster_name", "prefix"]),
+    msg!("envoy.config.metrics.v3.MetricsServiceConfig", [
+        "grpc_service", "transport_api_version", "report_counters_as_deltas", "emit_tags_as_labels",
+    ]),
+    msg!("envoy.config.trace.v3.Tracing", ["http"]),
+    msg!("envoy.config.trace.v3.Tracing.Http", ["name", "typed_config"]),
+    msg!("envoy.config.trace.v3.ZipkinConfig", [
+        "collector_cluster", "collector_endpoint", "trace_id_128bit", "shared_span_context",
+        "collector_endpoint_version", "collector_hostname", "split_spans_for_request",
+    ]),
+    msg!("envoy.config.trace.v3.DatadogConfig", ["collector_cluster", "service_name", "collector_hostname"]),
+    // --- core ----------------------------------------------------------------------------
+    msg!("envoy.config.core.v3.Node", [
+        "id", "cluster", "metadata", "locality",
+        "user_agent_name" = "reported to the control plane only",
+        "user_agent_version" = "reported to the control plane only",
+    ]),
+    msg!("envoy.config.core.v3.Address", ["socket_address", "pipe"]),
+    msg!("envoy.config.core.v3.SocketAddress", ["protocol", "address", "port_value", "ipv4_compat"]),
+    msg!("envoy.config.core.v3.Pipe", ["path", "mode"]),
+    msg!("envoy.config.core.v3.DataSource", ["filename", "inline_bytes", "inline_string"]),
+    msg!("envoy.config.core.v3.HeaderValueOption", ["header", "append", "append_action", "keep_empty_value"]),
+    msg!("envoy.config.core.v3.HeaderValue", ["key", "value"]),
+    msg!("envoy.config.core.v3.TransportSocket", ["name", "typed_config"]),
+    msg!("envoy.config.core.v3.TypedExtensionConfig", ["name", "typed_config"]),
+    msg!("envoy.config.core.v3.RuntimeFractionalPercent", ["default_value", "runtime_key"]),
+    msg!("envoy.config.core.v3.ConfigSource", [
+        "ads", "api_config_source", "path_config_source", "initial_fetch_timeout", "resource_api_version",
+    ]),
+    msg!("envoy.config.core.v3.AggregatedConfigSource", []),
+    msg!("envoy.config.core.v3.ApiConfigSource", [
+        "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only",
+        "cluster_names", "refresh_delay", "request_timeout",
+    ]),
+    msg!("envoy.config.core.v3.GrpcService", ["envoy_grpc", "timeout", "initial_metadata"]),
+    msg!("envoy.config.core.v3.GrpcService.EnvoyGrpc", ["cluster_name", "authority"]),
+    msg!("envoy.config.core.v3.Http1ProtocolOptions", []),
+    msg!("envoy.config.core.v3.Http2ProtocolOptions", [
+        "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size",
+    ]),
+    msg!("envoy.config.core.v3.HttpProtocolOptions", ["idle_timeout", "max_requests_per_connection"]),
+    msg!("envoy.config.core.v3.UpstreamHttpProtocolOptions", []),
+    msg!("envoy.config.core.v3.TcpKeepalive", ["keepalive_probes", "keepalive_time", "keepalive_interval"]),
+    msg!("envoy.config.core.v3.SubstitutionFormatString", [
+        "text_format", "json_format", "text_format_source", "omit_empty_values", "content_type",
+    ]),
+    // --- listeners ---------------------------------------------------------------------
+    msg!("envoy.config.listener.v3.Listener", [
+        "name", "address", "filter_chains", "default_filter_chain", "listener_filters",
+        "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
+        "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
+        "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
+    ]),
+    msg!("envoy.config.listener.v3.FilterChain", [
+        "filter_chain_match", "filters", "transport_socket", "name", "metadata",
+        "transport_socket_connect_timeout",
+    ]),
+    msg!("envoy.config.listener.v3.FilterChainMatch", [
+        "destination_port", "prefix_ranges", "direct_source_prefix_ranges", "source_type",
+        "source_prefix_ranges", "source_ports", "server_names", "transport_protocol",
+        "application_protocols",
+    ]),
+    msg!("envoy.config.core.v3.CidrRange", ["address_prefix", "prefix_len"]),
+    msg!("envoy.config.listener.v3.Filter", ["name", "typed_config"]),
+    msg!("envoy.config.listener.v3.ListenerFilter", ["name", "typed_config"]),
+    msg!("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", []),
+    msg!("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", []),
+    msg!("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", []),
+    msg!("envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", ["allow_requests_without_proxy_protocol"]),
+    // --- network filters -----------------------------------------------------------------
+    msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", [
+        "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts",
+        "access_log",
+    ]),
+    msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", ["clusters"]),
+    msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", ["name", "weight"]),
+    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", [
+        "codec_type", "stat_prefix", "route_config", "http_filters", "server_name",
+        "server_header_transformation", "use_remote_address", "xff_num_trusted_hops",
+        "skip_xff_append", "generate_request_id", "preserve_external_request_id",
+        "always_set_request_id_in_response", "stream_idle_timeout", "request_timeout",
+        "request_headers_timeout", "max_request_headers_kb", "normalize_path", "merge_slashes",
+        "upgrade_configs", "access_log", "common_http_protocol_options", "http_protocol_options",
+        "http2_protocol_options", "via", "delayed_close_timeout", "drain_timeout",
+        "strip_matching_host_port", "strip_any_host_port", "add_user_agent",
+    ]),
+    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", ["upgrade_type", "enabled"]),
+    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", ["name", "typed_config", "is_optional", "disabled"]),
+    // --- http filters --------------------------------------------------------------------
+    msg!("envoy.extensions.filters.http.router.v3.Router", ["suppress_envoy_headers", "dynamic_stats", "start_child_span" = "tracing is not enabled on any HCM"]),
+    msg!("envoy.extensions.filters.http.compressor.v3.Compressor", [
+        "compressor_library", "response_direction_config", "request_direction_config",
+    ]),
+    msg!("envoy.extensions.filters.http.compressor.v3.Compressor.ResponseDirectionConfig", [
+        "common_config", "disable_on_etag_header", "remove_accept_encoding_header",
+    ]),
+    msg!("envoy.extensions.filters.http.compressor.v3.Compressor.RequestDirectionConfig", ["common_config"]),
+    msg!("envoy.extensions.filters.http.compressor.v3.Compressor.CommonDirectionConfig", [
+        "enabled", "min_content_length", "content_type",
+    ]),
+    msg!("envoy.extensions.compression.gzip.compressor.v3.Gzip", ["compression_level", "window_bits", "memory_level", "chunk_size"]),
+    msg!("envoy.extensions.compression.brotli.compressor.v3.Brotli", ["quality", "window_bits", "chunk_size"]),
+    msg!("envoy.extensions.compression.zstd.compressor.v3.Zstd", ["compression_level", "chunk_size"]),
+    // --- routes --------------------------------------------------------------------------
+    msg!("envoy.config.route.v3.RouteConfiguration", [
+        "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",
+        "request_headers_to_add", "request_headers_to_remove", "ignore_port_in_host_matching",
+        "validate_clusters", "most_specific_header_mutations_wins",
+    ]),
+    msg!("envoy.config.route.v3.VirtualHost", [
+        "name", "domains", "routes", "require_tls", "request_headers_to_add",
+        "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+        "include_request_attempt_count", "include_attempt_count_in_response",
+    ]),
+    msg!("envoy.config.route.v3.Route", [
+        "name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
+        "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
+        "decorator", "metadata",
+    ]),
+    msg!("envoy.config.route.v3.Decorator", ["operation", "propagate"]),
+    msg!("envoy.config.route.v3.RouteMatch", [
+        "prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers",
+        "query_parameters", "runtime_fraction", "grpc",
+    ]),
+    msg!("envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions", []),
+    msg!("envoy.config.route.v3.HeaderMatcher", [
+        "name", "exact_match", "safe_regex_match", "range_match", "present_match", "prefix_match",
+        "suffix_match", "contains_match", "string_match", "invert_match", "treat_missing_header_as_empty",
+    ]),
+    msg!("envoy.type.v3.Int64Range", ["start", "end"]),
+    msg!("envoy.config.route.v3.QueryParameterMatcher", ["name", "string_match", "present_match"]),
+    msg!("envoy.type.matcher.v3.StringMatcher", ["exact", "prefix", "suffix", "safe_regex", "contains", "ignore_case"]),
+    msg!("envoy.type.matcher.v3.RegexMatcher", ["google_re2", "regex"]),
+    msg!("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", []),
+    msg!("envoy.type.matcher.v3.RegexMatchAndSubstitute", ["pattern", "substitution"]),
+    msg!("envoy.config.route.v3.RouteAction", [
+        "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
+        "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
+        "upgrade_configs", "max_stream_duration",
+        "retry_policy" = "retries come with the resilience issue; the route still works without them",
+    ]),
+    msg!("envoy.config.route.v3.RouteAction.UpgradeConfig", ["upgrade_type", "enabled"]),
+    msg!("envoy.config.route.v3.RouteAction.MaxStreamDuration", ["max_stream_duration"]),
+    msg!("envoy.config.route.v3.RouteAction.HashPolicy", [
+        "header", "cookie", "connection_properties", "query_parameter", "filter_state", "terminal",
+    ]),
+    msg!("envoy.config.route.v3.RouteAction.HashPolicy.Header", ["header_name"]),
+    msg!("envoy.config.route.v3.RouteAction.HashPolicy.Cookie", ["name", "ttl", "path"]),
+    msg!("envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties", ["source_ip"]),
+    msg!("envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter", ["name"]),
+    msg!("envoy.config.route.v3.WeightedCluster", ["clusters", "total_weight", "runtime_key_prefix"]),
+    msg!("envoy.config.route.v3.WeightedCluster.ClusterWeight", [
+        "name", "weight", "request_headers_to_add", "request_headers_to_remove",
+        "response_headers_to_add", "response_headers_to_remove",
+    ]),
+    msg!("envoy.config.route.v3.RedirectAction", [
+        "https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
+        "prefix_rewrite", "regex_rewrite", "response_code", "strip_query",
+    ]),
+    msg!("envoy.config.route.v3.DirectResponseAction", ["status", "body"]),
+    // --- clusters ------------------------------------------------------------------------
+    msg!("envoy.config.cluster.v3.Cluster", [
+        "name", "alt_stat_name", "type", "connect_timeout", "lb_policy", "load_assignment",
+        "circuit_breakers", "dns_lookup_family", "dns_refresh_rate", "respect_dns_ttl",
+        "transport_socket", "typed_extension_protocol_options", "upstream_connection_options",
+        "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
+        "maglev_lb_config", "least_request_lb_config", "common_lb_config", "metadata",
+        "cleanup_interval", "upstream_bind_config",
+    ]),
+    msg!("envoy.config.cluster.v3.Cluster.RingHashLbConfig", ["minimum_ring_size", "maximum_ring_size", "hash_function"]),
+    msg!("envoy.config.cluster.v3.Cluster.MaglevLbConfig", ["table_size"]),
+    msg!("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", ["choice_count", "active_request_bias"]),
+    msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig", []),
+    msg!("envoy.config.core.v3.RuntimeDouble", ["default_value", "runtime_key"]),
+    msg!("envoy.config.core.v3.BindConfig", ["source_address"]),
+    msg!("envoy.config.cluster.v3.CircuitBreakers", ["thresholds"]),
+    msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds", [
+        "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
+    ]),
+    msg!("envoy.config.cluster.v3.UpstreamConnectionOptions", ["tcp_keepalive"]),
+    msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints"]),
+    msg!("envoy.config.endpoint.v3.LocalityLbEndpoints", ["locality", "lb_endpoints", "load_balancing_weight", "priority"]),
+    msg!("envoy.config.endpoint.v3.LbEndpoint", ["endpoint", "load_balancing_weight", "metadata", "health_status"]),
+    msg!("envoy.config.endpoint.v3.Endpoint", ["address", "hostname"]),
+    msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", [
+        "explicit_http_config", "use_downstream_protocol_config", "auto_config",
+        "common_http_protocol_options",
+    ]),
+    msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", ["http_protocol_options", "http2_protocol_options"]),
+    msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", ["http_protocol_options", "http2_protocol_options"]),
+    msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig", ["http_protocol_options", "http2_protocol_options"]),
+    // --- tls -----------------------------------------------------------------------------
+    msg!("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", ["common_tls_context", "require_client_certificate"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", ["common_tls_context", "sni", "allow_renegotiation"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", [
+        "tls_params", "tls_certificates", "tls_certificate_sds_secret_configs", "validation_context",
+        "validation_context_sds_secret_config", "combined_validation_context", "alpn_protocols",
+    ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext", [
+        "default_validation_context", "validation_context_sds_secret_config",
+    ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.TlsParameters", [
+        "tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves",
+    ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", ["certificate_chain", "private_key"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", [
+        "trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names",
+    ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", ["san_type", "matcher"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", [
+        "name", "sds_config" = SDS_PENDING,
+    ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.Secret", ["name", "tls_certificate", "validation_context"]),
+    msg!("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", []),
+    // --- access logs ---------------------------------------------------------------------
+    msg!("envoy.config.accesslog.v3.AccessLog", ["name", "typed_config"]),
+    msg!("envoy.extensions.access_loggers.file.v3.FileAccessLog", ["path", "format", "json_format", "log_format"]),
+    msg!("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", ["log_format"]),
+    msg!("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", ["log_format"]),
+];
+
+/// Finds the support entry of a message by its full name.
+pub fn find(name: &str) -> Option<&'static MessageSupport> {
+    MESSAGES.iter().find(|m| m.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_message_and_field_exists_in_envoys_protos() {
+        for entry in MESSAGES {
+            let desc = xds_client::descriptors::message(entry.name)
+                .unwrap_or_else(|| panic!("unknown message {}", entry.name));
+            for (field, _) in entry.fields {
+                assert!(
+                    desc.get_field_by_name(field).is_some(),
+                    "{} has no field {field}",
+                    entry.name
+                );
+            }
+        }
+        for name in OPAQUE {
+            assert!(xds_client::descriptors::message(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = MESSAGES.iter().map(|m| m.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}

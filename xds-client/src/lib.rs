@@ -1,0 +1,13 @@
+//! xDS for meshproxy: Envoy's protobuf types, proto3 JSON decoding and encoding through
+//! Envoy's descriptor set, and (with the xDS issue) the ADS/SDS client.
+//!
+//! This crate knows nothing about sockets that carry traffic: it turns bytes and JSON into
+//! typed protos and back. Translation into meshproxy's internal config lives in `proxy`.
+
+pub mod descriptors;
+pub mod json;
+pub mod typed_struct;
+
+/// Envoy's generated protobuf types (v3 API, xds, udpa, google.protobuf), re-exported so
+/// every crate of the workspace names them the same way.
+pub use envoy_types::pb as proto;
