@@ -1,0 +1,397 @@
+//! Cluster translation: discovery type, endpoints, load-balancer policy, circuit breakers,
+//! upstream protocol and transport socket.
+
+use super::common::{self, Address};
+use super::error::{join, ConfigError, Result};
+use super::secrets::Secrets;
+use super::tls::{self, UpstreamTls};
+use std::sync::Arc;
+use std::time::Duration;
+use xds_client::proto::envoy::config::cluster::v3 as cluster;
+use xds_client::proto::envoy::extensions::upstreams::http::v3 as upstream_http;
+use prost::Message;
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// How a cluster learns its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Fixed IPs.
+    Static,
+    /// Every address every name resolves to, refreshed.
+    StrictDns,
+    /// The first address of the name, refreshed; connections keep their address.
+    LogicalDns,
+    /// The connection's original destination.
+    OriginalDst,
+    /// Endpoints from EDS (issue 5).
+    Eds,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power-of-N-choices least request with active request bias.
+    LeastRequest { choice_count: u32, active_request_bias: f64 },
+    /// Weighted random.
+    Random,
+    /// Consistent hashing ring.
+    RingHash { min_ring_size: u64, max_ring_size: u64 },
+    /// Maglev table.
+    Maglev { table_size: u64 },
+    /// Whatever the discovery type provides (ORIGINAL_DST).
+    ClusterProvided,
+}
+
+/// An endpoint as configured.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Its address (a hostname for DNS clusters).
+    pub address: Address,
+    /// Load-balancing weight (default 1).
+    pub weight: u32,
+    /// Hostname for `auto_host_rewrite`.
+    pub hostname: String,
+    /// Priority of its locality.
+    pub priority: u32,
+}
+
+/// Circuit-breaker thresholds of the default priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Max upstream connections.
+    pub max_connections: u64,
+    /// Max requests waiting for a connection.
+    pub max_pending_requests: u64,
+    /// Max concurrent requests.
+    pub max_requests: u64,
+    /// Max concurrent retries.
+    pub max_retries: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
+}
+
+/// Which HTTP protocol the cluster speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (h2c or h2 over TLS).
+    Http2,
+    /// Whatever the downstream request used.
+    UseDownstream,
+    /// Negotiated by ALPN (HTTP/1.1 without TLS).
+    Auto,
+}
+
+/// TCP keepalive settings for upstream sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keepalive {
+    /// Probes before the connection is dropped.
+    pub probes: Option<u32>,
+    /// Idle time before probing.
+    pub time: Option<Duration>,
+    /// Interval between probes.
+    pub interval: Option<Duration>,
+}
+
+/// DNS address family preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    /// Prefer IPv4, fall back to IPv6 (`AUTO` is v6-preferred in Envoy; see translate).
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 preferred.
+    V4Preferred,
+    /// Everything.
+    All,
+}
+
+/// A translated Cluster.
+#[derive(Debug)]
+pub struct ClusterConfig {
+    /// Name.
+    pub name: String,
+    /// Name used in stats.
+    pub stat_name: String,
+    /// Discovery type.
+    pub discovery: Discovery,
+    /// Connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// LB policy.
+    pub lb: LbPolicy,
+    /// Configured endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// Circuit breakers (DEFAULT priority).
+    pub thresholds: Thresholds,
+    /// Upstream TLS, if any.
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// Upstream HTTP protocol.
+    pub protocol: UpstreamProtocol,
+    /// Requests per upstream connection before it is closed.
+    pub max_requests_per_connection: Option<u32>,
+    /// Idle time after which an upstream connection is closed (default 1 h).
+    pub idle_timeout: Option<Duration>,
+    /// HTTP/2 max concurrent streams.
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// TCP keepalive.
+    pub keepalive: Option<Keepalive>,
+    /// DNS family.
+    pub dns_family: DnsFamily,
+    /// DNS refresh interval (default 5 s).
+    pub dns_refresh_rate: Duration,
+    /// Source address to bind upstream sockets to.
+    pub bind_address: Option<std::net::SocketAddr>,
+}
+
+fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
+    v.as_ref().map(|v| v.value)
+}
+
+/// Translates a Cluster.
+pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<ClusterConfig> {
+    use cluster::cluster::ClusterDiscoveryType as T;
+    if c.name.is_empty() {
+        return Err(ConfigError::at(join(path, "name"), "cluster name is required"));
+    }
+    let discovery = match &c.cluster_discovery_type {
+        Some(T::Type(0)) | None => Discovery::Static,
+        Some(T::Type(1)) => Discovery::StrictDns,
+        Some(T::Type(2)) => Discovery::LogicalDns,
+        Some(T::Type(3)) => Discovery::Eds,
+        Some(T::Type(4)) => Discovery::OriginalDst,
+        Some(T::Type(n)) => return Err(ConfigError::at(join(path, "type"), format!("unknown discovery type {n}"))),
+        Some(T::ClusterType(_)) => return Err(ConfigError::at(join(path, "cluster_type"), "custom cluster types are not supported")),
+    };
+    let lb = lb_policy(c, discovery, path)?;
+    let endpoints = endpoints(c, discovery, &join(path, "load_assignment"))?;
+    let (protocol, idle_timeout, max_rpc, h2_streams) = protocol_options(c, path)?;
+    let tls = match &c.transport_socket {
+        Some(ts) => tls::upstream_transport_socket(ts, secrets, &join(path, "transport_socket"))?,
+        None => None,
+    };
+    let keepalive = c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| Keepalive {
+        probes: u32_value(&k.keepalive_probes),
+        time: u32_value(&k.keepalive_time).map(|s| Duration::from_secs(s.into())),
+        interval: u32_value(&k.keepalive_interval).map(|s| Duration::from_secs(s.into())),
+    });
+    let bind_address = match c.upstream_bind_config.as_ref().and_then(|b| b.source_address.as_ref()) {
+        Some(sa) => {
+            let p = join(path, "upstream_bind_config.source_address");
+            let ip: std::net::IpAddr = sa.address.parse().map_err(|_| ConfigError::at(&p, "malformed IP address"))?;
+            let port = match sa.port_specifier {
+                Some(xds_client::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p as u16,
+                _ => 0,
+            };
+            Some(std::net::SocketAddr::new(ip, port))
+        }
+        None => None,
+    };
+    Ok(ClusterConfig {
+        name: c.name.clone(),
+        stat_name: if c.alt_stat_name.is_empty() { c.name.clone() } else { c.alt_stat_name.clone() },
+        discovery,
+        connect_timeout: match &c.connect_timeout {
+            Some(d) => common::duration(d, &join(path, "connect_timeout"))?,
+            None => Duration::from_secs(5),
+        },
+        lb,
+        endpoints,
+        thresholds: thresholds(c),
+        tls,
+        protocol,
+        max_requests_per_connection: max_rpc.or(u32_value(&c.max_requests_per_connection)),
+        idle_timeout,
+        http2_max_concurrent_streams: h2_streams,
+        keepalive,
+        dns_family: match c.dns_lookup_family {
+            0 => DnsFamily::Auto,
+            1 => DnsFamily::V4Only,
+            2 => DnsFamily::V6Only,
+            3 => DnsFamily::V4Preferred,
+            _ => DnsFamily::All,
+        },
+        dns_refresh_rate: match &c.dns_refresh_rate {
+            Some(d) => common::duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1)),
+            None => Duration::from_secs(5),
+        },
+        bind_address,
+    })
+}
+
+fn lb_policy(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<LbPolicy> {
+    use cluster::cluster::LbConfig as L;
+    let policy = match c.lb_policy {
+        0 => LbPolicy::RoundRobin,
+        1 => {
+            let (choice_count, bias) = match &c.lb_config {
+                Some(L::LeastRequestLbConfig(l)) => (
+                    u32_value(&l.choice_count).unwrap_or(2),
+                    l.active_request_bias.as_ref().map(|b| b.default_value).unwrap_or(1.0),
+                ),
+                _ => (2, 1.0),
+            };
+            if choice_count < 2 {
+                return Err(ConfigError::at(join(path, "least_request_lb_config.choice_count"), "must be at least 2"));
+            }
+            LbPolicy::LeastRequest { choice_count, active_request_bias: bias }
+        }
+        2 => {
+            let (min, max) = match &c.lb_config {
+                Some(L::RingHashLbConfig(r)) => {
+                    if r.hash_function != 0 {
+                        return Err(ConfigError::at(join(path, "ring_hash_lb_config.hash_function"), "only XX_HASH is supported"));
+                    }
+                    (
+                        r.minimum_ring_size.as_ref().map(|v| v.value).unwrap_or(1024),
+                        r.maximum_ring_size.as_ref().map(|v| v.value).unwrap_or(8 * 1024 * 1024),
+                    )
+                }
+                _ => (1024, 8 * 1024 * 1024),
+            };
+            if min > max {
+                return Err(ConfigError::at(join(path, "ring_hash_lb_config"), "minimum_ring_size exceeds maximum_ring_size"));
+            }
+            LbPolicy::RingHash { min_ring_size: min, max_ring_size: max }
+        }
+        3 => LbPolicy::Random,
+        5 => {
+            let table_size = match &c.lb_config {
+                Some(L::MaglevLbConfig(m)) => m.table_size.as_ref().map(|v| v.value).unwrap_or(65537),
+                _ => 65537,
+            };
+            if !is_prime(table_size) {
+                return Err(ConfigError::at(join(path, "maglev_lb_config.table_size"), "table size must be prime"));
+            }
+            LbPolicy::Maglev { table_size }
+        }
+        6 => LbPolicy::ClusterProvided,
+        n => return Err(ConfigError::at(join(path, "lb_policy"), format!("unsupported lb_policy {n}"))),
+    };
+    if discovery == Discovery::OriginalDst && policy != LbPolicy::ClusterProvided {
+        return Err(ConfigError::at(join(path, "lb_policy"), "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED"));
+    }
+    if discovery != Discovery::OriginalDst && policy == LbPolicy::ClusterProvided {
+        return Err(ConfigError::at(join(path, "lb_policy"), "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters"));
+    }
+    Ok(policy)
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+fn thresholds(c: &cluster::Cluster) -> Thresholds {
+    let mut t = Thresholds::default();
+    if let Some(th) = c.circuit_breakers.as_ref().and_then(|cb| cb.thresholds.iter().find(|t| t.priority == 0)) {
+        let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d);
+        t = Thresholds {
+            max_connections: v(&th.max_connections, t.max_connections),
+            max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
+            max_requests: v(&th.max_requests, t.max_requests),
+            max_retries: v(&th.max_retries, t.max_retries),
+        };
+    }
+    t
+}
+
+fn endpoints(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<Vec<EndpointConfig>> {
+    let Some(la) = &c.load_assignment else {
+        return match discovery {
+            Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns => {
+                Err(ConfigError::at(path, "load_assignment is required for STATIC and DNS clusters"))
+            }
+            _ => Ok(Vec::new()),
+        };
+    };
+    let mut out = Vec::new();
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        let lp = format!("{}[{i}]", join(path, "endpoints"));
+        for (j, lbe) in locality.lb_endpoints.iter().enumerate() {
+            let ep = format!("{}[{j}]", join(&lp, "lb_endpoints"));
+            use xds_client::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
+            let endpoint = match &lbe.host_identifier {
+                Some(HI::Endpoint(e)) => e,
+                _ => return Err(ConfigError::at(&ep, "endpoint is required (endpoint_name is not supported)")),
+            };
+            let addr_path = join(&ep, "endpoint.address");
+            let a = endpoint.address.as_ref().ok_or_else(|| ConfigError::at(&addr_path, "address is required"))?;
+            let allow_names = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
+            let address = common::address(a, &addr_path, allow_names)?;
+            let weight = lbe.load_balancing_weight.as_ref().map(|w| w.value).unwrap_or(1);
+            if weight == 0 {
+                return Err(ConfigError::at(join(&ep, "load_balancing_weight"), "weight must be at least 1"));
+            }
+            out.push(EndpointConfig { address, weight, hostname: endpoint.hostname.clone(), priority: locality.priority });
+        }
+    }
+    if discovery == Discovery::LogicalDns && out.len() != 1 {
+        return Err(ConfigError::at(path, "LOGICAL_DNS clusters must have exactly one endpoint"));
+    }
+    Ok(out)
+}
+
+fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<(UpstreamProtocol, Option<Duration>, Option<u32>, Option<u32>)> {
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut idle = Some(Duration::from_secs(3600));
+    let mut max_rpc = None;
+    let mut h2_streams = None;
+    for (key, any) in &c.typed_extension_protocol_options {
+        let p = format!("{}[{key:?}]", join(path, "typed_extension_protocol_options"));
+        if xds_client::descriptors::type_name_of_url(&any.type_url) != HTTP_PROTOCOL_OPTIONS {
+            return Err(ConfigError::at(&p, format!("unsupported protocol options {}", any.type_url)));
+        }
+        let hpo = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
+            .map_err(|e| ConfigError::at(&p, format!("malformed HttpProtocolOptions: {e}")))?;
+        use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
+        let h2 = |o: &Option<xds_client::proto::envoy::config::core::v3::Http2ProtocolOptions>| {
+            o.as_ref().and_then(|h| h.max_concurrent_streams.as_ref()).map(|v| v.value)
+        };
+        match &hpo.upstream_protocol_options {
+            Some(U::ExplicitHttpConfig(e)) => {
+                use upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig as PC;
+                match &e.protocol_config {
+                    Some(PC::Http2ProtocolOptions(o)) => {
+                        protocol = UpstreamProtocol::Http2;
+                        h2_streams = h2(&Some(o.clone()));
+                    }
+                    Some(PC::HttpProtocolOptions(_)) | None => protocol = UpstreamProtocol::Http1,
+                    Some(PC::Http3ProtocolOptions(_)) => return Err(ConfigError::at(join(&p, "explicit_http_config.http3_protocol_options"), "HTTP/3 is not supported")),
+                }
+            }
+            Some(U::UseDownstreamProtocolConfig(u)) => {
+                protocol = UpstreamProtocol::UseDownstream;
+                h2_streams = h2(&u.http2_protocol_options);
+            }
+            Some(U::AutoConfig(a)) => {
+                protocol = UpstreamProtocol::Auto;
+                h2_streams = h2(&a.http2_protocol_options);
+            }
+            None => {}
+        }
+        if let Some(common_opts) = &hpo.common_http_protocol_options {
+            idle = common::timeout(common_opts.idle_timeout.as_ref(), idle, &join(&p, "common_http_protocol_options.idle_timeout"))?;
+            max_rpc = u32_value(&common_opts.max_requests_per_connection);
+        }
+    }
+    Ok((protocol, idle, max_rpc, h2_streams))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primes() {
+        assert!(super::is_prime(65537));
+        assert!(!super::is_prime(65536));
+        assert!(super::is_prime(2));
+    }
+}

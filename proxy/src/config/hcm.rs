@@ -1,0 +1,211 @@
+//! `envoy.filters.network.http_connection_manager` configuration.
+
+use super::access_log::{self, AccessLogConfig};
+use super::common;
+use super::error::{join, ConfigError, Result};
+use super::route::{self, RouteConfig};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+
+/// Downstream codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 or HTTP/2 (by preface, or ALPN over TLS).
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+}
+
+/// What the `server` response header becomes (`server_header_transformation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    /// Always set to `server_name`.
+    Overwrite,
+    /// Set only if the upstream sent none.
+    AppendIfAbsent,
+    /// Pass the upstream's through untouched.
+    PassThrough,
+}
+
+/// Non-terminal HTTP filters meshproxy runs (the router is implied, and last).
+#[derive(Debug, Clone)]
+pub enum HttpFilterConfig {
+    /// Response compression.
+    Compressor(Arc<filters::http::compressor::CompressorConfig>),
+}
+
+/// A translated HttpConnectionManager.
+#[derive(Debug)]
+pub struct HttpConnectionManagerConfig {
+    /// `http.<stat_prefix>.` stats.
+    pub stat_prefix: String,
+    /// Downstream codec.
+    pub codec: Codec,
+    /// The inline route configuration.
+    pub routes: Arc<RouteConfig>,
+    /// HTTP filters before the router, in order.
+    pub filters: Vec<HttpFilterConfig>,
+    /// Router option: do not add `x-envoy-*` response headers.
+    pub suppress_envoy_headers: bool,
+    /// `server` header value (default `envoy`).
+    pub server_name: String,
+    /// How the `server` header is produced.
+    pub server_header: ServerHeader,
+    /// Trust the connection's peer address as the client address.
+    pub use_remote_address: bool,
+    /// Trusted hops in `x-forwarded-for`.
+    pub xff_num_trusted_hops: u32,
+    /// Do not append to `x-forwarded-for`.
+    pub skip_xff_append: bool,
+    /// Generate `x-request-id` when missing (default true).
+    pub generate_request_id: bool,
+    /// Keep an external `x-request-id` when the client is external.
+    pub preserve_external_request_id: bool,
+    /// Echo `x-request-id` in responses.
+    pub always_set_request_id_in_response: bool,
+    /// Per-stream idle timeout (default 5 min).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Whole-request receive timeout.
+    pub request_timeout: Option<Duration>,
+    /// Time to receive request headers.
+    pub request_headers_timeout: Option<Duration>,
+    /// Header size limit in bytes (default 60 KiB).
+    pub max_request_headers_bytes: usize,
+    /// RFC 3986 path normalisation.
+    pub normalize_path: bool,
+    /// Merge consecutive slashes.
+    pub merge_slashes: bool,
+    /// Upgrade types enabled by default (lower case).
+    pub upgrades: Vec<(String, bool)>,
+    /// Access logs.
+    pub access_logs: Vec<AccessLogConfig>,
+    /// Downstream connection idle timeout (default 1 h).
+    pub idle_timeout: Option<Duration>,
+    /// Requests per downstream connection.
+    pub max_requests_per_connection: Option<u32>,
+    /// HTTP/2 max concurrent streams.
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 initial stream window.
+    pub http2_initial_stream_window: Option<u32>,
+    /// HTTP/2 initial connection window.
+    pub http2_initial_connection_window: Option<u32>,
+    /// `via` header value to append.
+    pub via: Option<String>,
+    /// Strip the port from the host when it equals the listener port.
+    pub strip_matching_host_port: bool,
+    /// Strip any port from the host.
+    pub strip_any_host_port: bool,
+}
+
+/// Translates an HttpConnectionManager.
+pub fn translate(h: &hcm::HttpConnectionManager, path: &str) -> Result<HttpConnectionManagerConfig> {
+    use hcm::http_connection_manager::{RouteSpecifier as R, StripPortMode as S};
+    if h.stat_prefix.is_empty() {
+        return Err(ConfigError::at(join(path, "stat_prefix"), "stat_prefix is required"));
+    }
+    let routes = match &h.route_specifier {
+        Some(R::RouteConfig(rc)) => route::translate(rc, &join(path, "route_config"))?,
+        Some(R::Rds(_)) => return Err(ConfigError::at(join(path, "rds"), "RDS needs the xDS client (not implemented yet)")),
+        Some(R::ScopedRoutes(_)) => return Err(ConfigError::at(join(path, "scoped_routes"), "scoped routes are not supported")),
+        None => return Err(ConfigError::at(path, "route_config is required")),
+    };
+    let (filters, suppress_envoy_headers) = http_filters(&h.http_filters, &join(path, "http_filters"))?;
+    let common_opts = h.common_http_protocol_options.clone().unwrap_or_default();
+    let h2 = h.http2_protocol_options.clone().unwrap_or_default();
+    let max_kb = h.max_request_headers_kb.as_ref().map(|v| v.value).unwrap_or(60);
+    if !(1..=8192).contains(&max_kb) {
+        return Err(ConfigError::at(join(path, "max_request_headers_kb"), "must be in [1, 8192]"));
+    }
+    Ok(HttpConnectionManagerConfig {
+        stat_prefix: h.stat_prefix.clone(),
+        codec: match h.codec_type {
+            0 => Codec::Auto,
+            1 => Codec::Http1,
+            2 => Codec::Http2,
+            _ => return Err(ConfigError::at(join(path, "codec_type"), "HTTP/3 is not supported")),
+        },
+        routes: Arc::new(routes),
+        filters,
+        suppress_envoy_headers,
+        server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+        server_header: match h.server_header_transformation {
+            0 => ServerHeader::Overwrite,
+            1 => ServerHeader::AppendIfAbsent,
+            _ => ServerHeader::PassThrough,
+        },
+        use_remote_address: h.use_remote_address.as_ref().map(|b| b.value).unwrap_or(false),
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        skip_xff_append: h.skip_xff_append,
+        generate_request_id: h.generate_request_id.as_ref().map(|b| b.value).unwrap_or(true),
+        preserve_external_request_id: h.preserve_external_request_id,
+        always_set_request_id_in_response: h.always_set_request_id_in_response,
+        stream_idle_timeout: common::timeout(h.stream_idle_timeout.as_ref(), Some(Duration::from_secs(300)), &join(path, "stream_idle_timeout"))?,
+        request_timeout: common::timeout(h.request_timeout.as_ref(), None, &join(path, "request_timeout"))?,
+        request_headers_timeout: common::timeout(h.request_headers_timeout.as_ref(), None, &join(path, "request_headers_timeout"))?,
+        max_request_headers_bytes: max_kb as usize * 1024,
+        normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
+        merge_slashes: h.merge_slashes,
+        upgrades: h
+            .upgrade_configs
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                if !u.filters.is_empty() {
+                    return Err(ConfigError::at(format!("{}[{i}].filters", join(path, "upgrade_configs")), "upgrade filter chains are not supported"));
+                }
+                Ok((u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().map(|b| b.value).unwrap_or(true)))
+            })
+            .collect::<Result<_>>()?,
+        access_logs: access_log::translate_all(&h.access_log, &join(path, "access_log"))?,
+        idle_timeout: common::timeout(common_opts.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(path, "common_http_protocol_options.idle_timeout"))?,
+        max_requests_per_connection: common_opts.max_requests_per_connection.as_ref().map(|v| v.value).filter(|v| *v > 0),
+        http2_max_concurrent_streams: h2.max_concurrent_streams.as_ref().map(|v| v.value),
+        http2_initial_stream_window: h2.initial_stream_window_size.as_ref().map(|v| v.value),
+        http2_initial_connection_window: h2.initial_connection_window_size.as_ref().map(|v| v.value),
+        via: (!h.via.is_empty()).then(|| h.via.clone()),
+        strip_matching_host_port: h.strip_matching_host_port,
+        strip_any_host_port: matches!(h.strip_port_mode, Some(S::StripAnyHostPort(true))),
+    })
+}
+
+fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterConfig>, bool)> {
+    let mut out = Vec::new();
+    let mut router = None;
+    for (i, f) in list.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if f.disabled {
+            return Err(ConfigError::at(join(&p, "disabled"), "disabled filters (enabled per route) are not supported"));
+        }
+        let any = match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
+            Some(hcm::http_filter::ConfigType::ConfigDiscovery(_)) => {
+                return Err(ConfigError::at(join(&p, "config_discovery"), "ECDS needs the xDS client (not implemented yet)"))
+            }
+            None => return Err(ConfigError::at(&p, format!("filter {} needs a typed_config", f.name))),
+        };
+        if router.is_some() {
+            return Err(ConfigError::at(&p, "the router must be the last HTTP filter"));
+        }
+        let tp = join(&p, "typed_config");
+        match xds_client::descriptors::type_name_of_url(&any.type_url) {
+            ROUTER => {
+                let r = xds_client::proto::envoy::extensions::filters::http::router::v3::Router::decode(any.value.as_slice())
+                    .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
+                router = Some(r.suppress_envoy_headers);
+            }
+            filters::http::compressor::TYPE_NAME => {
+                let c = filters::http::compressor::CompressorConfig::from_proto(&any.value).map_err(|e| ConfigError::at(&tp, e))?;
+                out.push(HttpFilterConfig::Compressor(Arc::new(c)));
+            }
+            _ => return Err(ConfigError::at(&tp, format!("unsupported HTTP filter {}", any.type_url))),
+        }
+    }
+    let suppress = router.ok_or_else(|| ConfigError::at(path, "the last HTTP filter must be envoy.filters.http.router"))?;
+    Ok((out, suppress))
+}

@@ -1,0 +1,586 @@
+//! Route configuration: virtual hosts, compiled route matchers and route actions.
+
+use super::common::{self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch};
+use super::error::{join, ConfigError, Result};
+use regex::Regex;
+use std::time::Duration;
+use xds_client::proto::envoy::config::route::v3 as route;
+
+/// Envoy's default route timeout when `timeout` is unset.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A translated RouteConfiguration.
+#[derive(Debug)]
+pub struct RouteConfig {
+    /// Name (for RDS and `/config_dump`).
+    pub name: String,
+    /// Virtual hosts in configuration order.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// Strip the port from the host before matching domains.
+    pub ignore_port_in_host_matching: bool,
+    /// Route-configuration-level header mutations (request side).
+    pub request_headers: HeaderMutations,
+    /// Route-configuration-level header mutations (response side).
+    pub response_headers: HeaderMutations,
+    /// Apply the most specific level last (route wins) instead of the least specific.
+    pub most_specific_wins: bool,
+}
+
+/// How one entry of `domains` matches a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainMatch {
+    /// `example.com` (lower case).
+    Exact(String),
+    /// `*.example.com` / `*-bar.example.com`: the suffix after `*`.
+    Suffix(String),
+    /// `example.*`: the prefix before `*`.
+    Prefix(String),
+    /// `*`.
+    Any,
+}
+
+/// Whether a route requires TLS (`require_tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireTls {
+    /// No requirement.
+    None,
+    /// Redirect every plaintext request to https.
+    All,
+    /// Redirect only requests with `x-forwarded-proto: http` arriving on an external address.
+    ExternalOnly,
+}
+
+/// A translated VirtualHost.
+#[derive(Debug)]
+pub struct VirtualHost {
+    /// Name (stats, logs).
+    pub name: String,
+    /// Domains.
+    pub domains: Vec<DomainMatch>,
+    /// Routes, first match wins.
+    pub routes: Vec<Route>,
+    /// Virtual-host-level request header mutations.
+    pub request_headers: HeaderMutations,
+    /// Virtual-host-level response header mutations.
+    pub response_headers: HeaderMutations,
+    /// TLS requirement.
+    pub require_tls: RequireTls,
+    /// Send `x-envoy-attempt-count` upstream.
+    pub include_request_attempt_count: bool,
+    /// Send `x-envoy-attempt-count` downstream.
+    pub include_attempt_count_in_response: bool,
+}
+
+/// How the path is matched.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// Starts with.
+    Prefix(String),
+    /// Equals.
+    Path(String),
+    /// Whole-path regex.
+    Regex(Regex),
+    /// Equals, or starts with followed by `/`, `?` or `#`.
+    SeparatedPrefix(String),
+}
+
+/// A header condition on a route.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Header name.
+    pub name: http::HeaderName,
+    /// The condition.
+    pub kind: HeaderMatchKind,
+    /// Negate the result.
+    pub invert: bool,
+    /// Match a missing header as the empty string.
+    pub missing_as_empty: bool,
+}
+
+/// What a header must satisfy.
+#[derive(Debug, Clone)]
+pub enum HeaderMatchKind {
+    /// A string matcher over the (comma-joined) value.
+    String(StringMatch),
+    /// Present (true) or absent (false).
+    Present(bool),
+    /// An integer in `[start, end)`.
+    Range(i64, i64),
+}
+
+/// A query parameter condition.
+#[derive(Debug, Clone)]
+pub struct QueryMatch {
+    /// Parameter name.
+    pub name: String,
+    /// `None` means "present".
+    pub value: Option<StringMatch>,
+    /// With `present_match: false`: must be absent.
+    pub present: bool,
+}
+
+/// A compiled RouteMatch.
+#[derive(Debug, Clone)]
+pub struct RouteMatcher {
+    /// The path condition.
+    pub path: PathMatch,
+    /// Case-sensitive path comparison (prefix and path only).
+    pub case_sensitive: bool,
+    /// Header conditions, all must hold.
+    pub headers: Vec<HeaderMatch>,
+    /// Query parameter conditions, all must hold.
+    pub query: Vec<QueryMatch>,
+    /// Match only this fraction of requests (numerator, denominator).
+    pub fraction: Option<(u64, u64)>,
+    /// Match only gRPC requests.
+    pub grpc: bool,
+}
+
+/// A cluster picked by a route.
+#[derive(Debug, Clone)]
+pub enum ClusterTarget {
+    /// A named cluster.
+    Named(String),
+    /// The cluster named by a request header.
+    Header(http::HeaderName),
+    /// A weighted choice.
+    Weighted(Vec<WeightedTarget>, u64),
+}
+
+/// One entry of `weighted_clusters`.
+#[derive(Debug, Clone)]
+pub struct WeightedTarget {
+    /// Cluster name.
+    pub name: String,
+    /// Weight.
+    pub weight: u64,
+    /// Per-cluster request mutations.
+    pub request_headers: HeaderMutations,
+    /// Per-cluster response mutations.
+    pub response_headers: HeaderMutations,
+}
+
+/// How the host header is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// Keep it.
+    None,
+    /// Replace with a literal.
+    Literal(String),
+    /// Replace with the upstream host's hostname (DNS clusters).
+    Auto,
+}
+
+/// A hash policy entry (ring hash / maglev).
+#[derive(Debug, Clone)]
+pub struct HashPolicy {
+    /// The input.
+    pub kind: HashKind,
+    /// Stop hashing when this one produced a value.
+    pub terminal: bool,
+}
+
+/// Inputs of a hash policy.
+#[derive(Debug, Clone)]
+pub enum HashKind {
+    /// A request header.
+    Header(http::HeaderName),
+    /// A cookie; with `ttl` a missing cookie is generated and set on the response.
+    Cookie { name: String, ttl: Option<Duration>, path: String },
+    /// The downstream source IP.
+    SourceIp,
+    /// A query parameter.
+    QueryParameter(String),
+}
+
+/// Forwarding to a cluster.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Which cluster.
+    pub target: ClusterTarget,
+    /// Replace the matched prefix.
+    pub prefix_rewrite: Option<String>,
+    /// Regex substitution on the path.
+    pub regex_rewrite: Option<(Regex, String)>,
+    /// Host rewrite.
+    pub host_rewrite: HostRewrite,
+    /// Whole-request timeout; `None` disables it.
+    pub timeout: Option<Duration>,
+    /// Stream idle timeout override.
+    pub idle_timeout: Option<Option<Duration>>,
+    /// Hash policies.
+    pub hash_policies: Vec<HashPolicy>,
+    /// Route-level upgrade overrides (type, enabled).
+    pub upgrades: Vec<(String, bool)>,
+    /// Max stream duration.
+    pub max_stream_duration: Option<Duration>,
+}
+
+/// A redirect.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// New scheme (`https_redirect` gives `https`).
+    pub scheme: Option<String>,
+    /// New host.
+    pub host: Option<String>,
+    /// New port.
+    pub port: Option<u16>,
+    /// New path.
+    pub path: Option<String>,
+    /// New prefix for the matched prefix.
+    pub prefix: Option<String>,
+    /// Regex substitution on the path.
+    pub regex: Option<(Regex, String)>,
+    /// Status code.
+    pub status: u16,
+    /// Drop the query string.
+    pub strip_query: bool,
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Proxy upstream.
+    Forward(Box<Forward>),
+    /// Answer with a redirect.
+    Redirect(Box<Redirect>),
+    /// Answer directly.
+    Direct { status: u16, body: bytes::Bytes },
+}
+
+/// A translated Route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Condition.
+    pub matcher: RouteMatcher,
+    /// Action.
+    pub action: Action,
+    /// Route-level request header mutations.
+    pub request_headers: HeaderMutations,
+    /// Route-level response header mutations.
+    pub response_headers: HeaderMutations,
+    /// Decorator operation (`x-envoy-decorator-operation`).
+    pub decorator: Option<String>,
+}
+
+/// Translates a RouteConfiguration.
+pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConfig> {
+    let virtual_hosts = rc
+        .virtual_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, vh)| virtual_host(vh, &format!("{}[{i}]", join(path, "virtual_hosts"))))
+        .collect::<Result<Vec<_>>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        for d in &vh.domains {
+            if !seen.insert(d.to_ascii_lowercase()) {
+                return Err(ConfigError::at(
+                    format!("{}[{i}].domains", join(path, "virtual_hosts")),
+                    format!("only unique values for domains are permitted; duplicate entry of domain {d}"),
+                ));
+            }
+        }
+    }
+    Ok(RouteConfig {
+        name: rc.name.clone(),
+        virtual_hosts,
+        ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+        request_headers: header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
+        response_headers: header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        most_specific_wins: rc.most_specific_header_mutations_wins,
+    })
+}
+
+fn domain(d: &str, path: &str) -> Result<DomainMatch> {
+    let d = d.to_ascii_lowercase();
+    if d == "*" {
+        Ok(DomainMatch::Any)
+    } else if let Some(s) = d.strip_prefix('*') {
+        Ok(DomainMatch::Suffix(s.to_string()))
+    } else if let Some(p) = d.strip_suffix('*') {
+        Ok(DomainMatch::Prefix(p.to_string()))
+    } else if d.contains('*') {
+        Err(ConfigError::at(path, format!("invalid domain {d}: wildcards only at the start or end")))
+    } else {
+        Ok(DomainMatch::Exact(d))
+    }
+}
+
+fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
+    let domains = vh
+        .domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| domain(d, &format!("{}[{i}]", join(path, "domains"))))
+        .collect::<Result<Vec<_>>>()?;
+    let routes = vh
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| translate_route(r, &format!("{}[{i}]", join(path, "routes"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(VirtualHost {
+        name: vh.name.clone(),
+        domains,
+        routes,
+        request_headers: header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
+        response_headers: header_mutations(&vh.response_headers_to_add, &vh.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        require_tls: match vh.require_tls {
+            1 => RequireTls::ExternalOnly,
+            2 => RequireTls::All,
+            _ => RequireTls::None,
+        },
+        include_request_attempt_count: vh.include_request_attempt_count,
+        include_attempt_count_in_response: vh.include_attempt_count_in_response,
+    })
+}
+
+fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
+    let m = r.r#match.as_ref().ok_or_else(|| ConfigError::at(join(path, "match"), "match is required"))?;
+    let matcher = route_matcher(m, &join(path, "match"))?;
+    use route::route::Action as A;
+    let action = match &r.action {
+        Some(A::Route(ra)) => Action::Forward(Box::new(forward(ra, &join(path, "route"))?)),
+        Some(A::Redirect(rd)) => Action::Redirect(Box::new(redirect(rd, &join(path, "redirect"))?)),
+        Some(A::DirectResponse(dr)) => {
+            let p = join(path, "direct_response");
+            if !(200..=599).contains(&dr.status) {
+                return Err(ConfigError::at(join(&p, "status"), format!("status {} out of range [200, 600)", dr.status)));
+            }
+            let body = match &dr.body {
+                Some(b) => common::data_source(b, &join(&p, "body"))?,
+                None => Vec::new(),
+            };
+            Action::Direct { status: dr.status as u16, body: body.into() }
+        }
+        Some(_) => return Err(ConfigError::at(path, "route action not supported (filter_action / non_forwarding_action)")),
+        None => return Err(ConfigError::at(path, "route needs one of route, redirect, direct_response")),
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        matcher,
+        action,
+        request_headers: header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
+        response_headers: header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        decorator: r.decorator.as_ref().map(|d| d.operation.clone()),
+    })
+}
+
+fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
+    use route::route_match::PathSpecifier as P;
+    let case_sensitive = m.case_sensitive.as_ref().map(|b| b.value).unwrap_or(true);
+    let fold = |s: &str| if case_sensitive { s.to_string() } else { s.to_ascii_lowercase() };
+    let path_match = match &m.path_specifier {
+        Some(P::Prefix(p)) => PathMatch::Prefix(fold(p)),
+        Some(P::Path(p)) => PathMatch::Path(fold(p)),
+        Some(P::SafeRegex(r)) => PathMatch::Regex(common::regex(r, &join(path, "safe_regex"))?),
+        Some(P::PathSeparatedPrefix(p)) => {
+            if p.ends_with('/') || p.contains(['?', '#']) {
+                return Err(ConfigError::at(join(path, "path_separated_prefix"), "must not end with / or contain ? or #"));
+            }
+            PathMatch::SeparatedPrefix(fold(p))
+        }
+        Some(_) => return Err(ConfigError::at(path, "path specifier not supported (connect_matcher / path_match_policy)")),
+        None => return Err(ConfigError::at(path, "a path specifier is required")),
+    };
+    let headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| header_match(h, &format!("{}[{i}]", join(path, "headers"))))
+        .collect::<Result<Vec<_>>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            use route::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+            let p = format!("{}[{i}]", join(path, "query_parameters"));
+            let (value, present) = match &q.query_parameter_match_specifier {
+                Some(Q::StringMatch(s)) => (Some(string_matcher(s, &join(&p, "string_match"))?), true),
+                Some(Q::PresentMatch(b)) => (None, *b),
+                None => (None, true),
+            };
+            Ok(QueryMatch { name: q.name.clone(), value, present })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fraction = match &m.runtime_fraction {
+        Some(rf) => Some(rf.default_value.as_ref().map(fraction).unwrap_or((0, 100))),
+        None => None,
+    };
+    Ok(RouteMatcher { path: path_match, case_sensitive, headers, query, fraction, grpc: m.grpc.is_some() })
+}
+
+fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
+    use route::header_matcher::HeaderMatchSpecifier as S;
+    let exact = |s: &str| HeaderMatchKind::String(StringMatch::Exact(s.to_string(), false));
+    let kind = match &h.header_match_specifier {
+        Some(S::ExactMatch(s)) => exact(s),
+        Some(S::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch::Regex(common::regex(r, &join(path, "safe_regex_match"))?)),
+        Some(S::RangeMatch(r)) => HeaderMatchKind::Range(r.start, r.end),
+        Some(S::PresentMatch(b)) => HeaderMatchKind::Present(*b),
+        Some(S::PrefixMatch(s)) => HeaderMatchKind::String(StringMatch::Prefix(s.clone(), false)),
+        Some(S::SuffixMatch(s)) => HeaderMatchKind::String(StringMatch::Suffix(s.clone(), false)),
+        Some(S::ContainsMatch(s)) => HeaderMatchKind::String(StringMatch::Contains(s.clone(), false)),
+        Some(S::StringMatch(s)) => HeaderMatchKind::String(string_matcher(s, &join(path, "string_match"))?),
+        None => HeaderMatchKind::Present(true),
+    };
+    let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| ConfigError::at(join(path, "name"), format!("invalid header name {:?}", h.name)))?;
+    Ok(HeaderMatch { name, kind, invert: h.invert_match, missing_as_empty: h.treat_missing_header_as_empty })
+}
+
+fn regex_substitution(r: &xds_client::proto::envoy::r#type::matcher::v3::RegexMatchAndSubstitute, path: &str) -> Result<(Regex, String)> {
+    let pattern = r.pattern.as_ref().ok_or_else(|| ConfigError::at(join(path, "pattern"), "pattern is required"))?;
+    let re = Regex::new(&pattern.regex).map_err(|e| ConfigError::at(join(path, "pattern.regex"), format!("invalid regex: {e}")))?;
+    // RE2 substitutions use \1; the regex crate uses ${1}.
+    let sub = Regex::new(r"\\(\d)").expect("static regex").replace_all(&r.substitution, "$${$1}").into_owned();
+    Ok((re, sub))
+}
+
+fn upgrades(list: impl Iterator<Item = (String, Option<bool>)>) -> Vec<(String, bool)> {
+    list.map(|(t, e)| (t.to_ascii_lowercase(), e.unwrap_or(true))).collect()
+}
+
+fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
+    use route::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
+    let target = match &ra.cluster_specifier {
+        Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.clone()),
+        Some(C::ClusterHeader(h)) => ClusterTarget::Header(
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ConfigError::at(join(path, "cluster_header"), "invalid header name"))?,
+        ),
+        Some(C::WeightedClusters(wc)) => weighted(wc, &join(path, "weighted_clusters"))?,
+        Some(C::Cluster(_)) | None => return Err(ConfigError::at(path, "route needs cluster, cluster_header or weighted_clusters")),
+        Some(_) => return Err(ConfigError::at(path, "cluster specifier plugins are not supported")),
+    };
+    let host_rewrite = match &ra.host_rewrite_specifier {
+        Some(H::HostRewriteLiteral(h)) => HostRewrite::Literal(h.clone()),
+        Some(H::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
+        Some(H::AutoHostRewrite(_)) | None => HostRewrite::None,
+        Some(_) => return Err(ConfigError::at(path, "host rewrite from header / path regex is not supported")),
+    };
+    let hash_policies = ra
+        .hash_policy
+        .iter()
+        .enumerate()
+        .map(|(i, hp)| hash_policy(hp, &format!("{}[{i}]", join(path, "hash_policy"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Forward {
+        target,
+        prefix_rewrite: (!ra.prefix_rewrite.is_empty()).then(|| ra.prefix_rewrite.clone()),
+        regex_rewrite: ra.regex_rewrite.as_ref().map(|r| regex_substitution(r, &join(path, "regex_rewrite"))).transpose()?,
+        host_rewrite,
+        timeout: common::timeout(ra.timeout.as_ref(), Some(DEFAULT_ROUTE_TIMEOUT), &join(path, "timeout"))?,
+        idle_timeout: ra.idle_timeout.as_ref().map(|d| common::timeout(Some(d), None, &join(path, "idle_timeout"))).transpose()?,
+        hash_policies,
+        upgrades: upgrades(ra.upgrade_configs.iter().map(|u| (u.upgrade_type.clone(), u.enabled.as_ref().map(|b| b.value)))),
+        max_stream_duration: match ra.max_stream_duration.as_ref().and_then(|m| m.max_stream_duration.as_ref()) {
+            Some(d) => common::timeout(Some(d), None, &join(path, "max_stream_duration.max_stream_duration"))?,
+            None => None,
+        },
+    })
+}
+
+fn weighted(wc: &route::WeightedCluster, path: &str) -> Result<ClusterTarget> {
+    let mut targets = Vec::new();
+    for (i, c) in wc.clusters.iter().enumerate() {
+        let p = format!("{}[{i}]", join(path, "clusters"));
+        if c.name.is_empty() {
+            return Err(ConfigError::at(join(&p, "name"), "cluster name is required"));
+        }
+        targets.push(WeightedTarget {
+            name: c.name.clone(),
+            weight: c.weight.as_ref().map(|w| u64::from(w.value)).unwrap_or(0),
+            request_headers: header_mutations(&c.request_headers_to_add, &c.request_headers_to_remove, &p, "request_headers_to_add", "request_headers_to_remove")?,
+            response_headers: header_mutations(&c.response_headers_to_add, &c.response_headers_to_remove, &p, "response_headers_to_add", "response_headers_to_remove")?,
+        });
+    }
+    let sum: u64 = targets.iter().map(|t| t.weight).sum();
+    let total = match &wc.total_weight {
+        Some(t) if u64::from(t.value) != sum => {
+            return Err(ConfigError::at(join(path, "total_weight"), format!("sum of weights {sum} does not equal total_weight {}", t.value)))
+        }
+        _ => sum,
+    };
+    if total == 0 {
+        return Err(ConfigError::at(path, "sum of weights must be greater than 0"));
+    }
+    Ok(ClusterTarget::Weighted(targets, total))
+}
+
+fn hash_policy(hp: &route::route_action::HashPolicy, path: &str) -> Result<HashPolicy> {
+    use route::route_action::hash_policy::PolicySpecifier as P;
+    let kind = match &hp.policy_specifier {
+        Some(P::Header(h)) => HashKind::Header(
+            http::HeaderName::from_bytes(h.header_name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ConfigError::at(join(path, "header.header_name"), "invalid header name"))?,
+        ),
+        Some(P::Cookie(c)) => HashKind::Cookie {
+            name: c.name.clone(),
+            ttl: c.ttl.as_ref().map(|d| common::duration(d, &join(path, "cookie.ttl"))).transpose()?,
+            path: c.path.clone(),
+        },
+        Some(P::ConnectionProperties(cp)) if cp.source_ip => HashKind::SourceIp,
+        Some(P::QueryParameter(q)) => HashKind::QueryParameter(q.name.clone()),
+        _ => return Err(ConfigError::at(path, "hash policy not supported (filter_state / empty connection_properties)")),
+    };
+    Ok(HashPolicy { kind, terminal: hp.terminal })
+}
+
+fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
+    use route::redirect_action::{PathRewriteSpecifier as P, SchemeRewriteSpecifier as S};
+    let scheme = match &rd.scheme_rewrite_specifier {
+        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
+        _ => None,
+    };
+    let (path_redirect, prefix, regex) = match &rd.path_rewrite_specifier {
+        Some(P::PathRedirect(p)) => (Some(p.clone()), None, None),
+        Some(P::PrefixRewrite(p)) => (None, Some(p.clone()), None),
+        Some(P::RegexRewrite(r)) => (None, None, Some(regex_substitution(r, &join(path, "regex_rewrite"))?)),
+        None => (None, None, None),
+    };
+    let status = match rd.response_code {
+        0 => 301,
+        1 => 302,
+        2 => 303,
+        3 => 307,
+        4 => 308,
+        n => return Err(ConfigError::at(join(path, "response_code"), format!("unknown response code {n}"))),
+    };
+    Ok(Redirect {
+        scheme,
+        host: (!rd.host_redirect.is_empty()).then(|| rd.host_redirect.clone()),
+        port: match rd.port_redirect {
+            0 => None,
+            p if p <= 65535 => Some(p as u16),
+            _ => return Err(ConfigError::at(join(path, "port_redirect"), "port out of range")),
+        },
+        path: path_redirect,
+        prefix,
+        regex,
+        status,
+        strip_query: rd.strip_query,
+    })
+}
+
+/// The clusters a route configuration names statically (for `validate_clusters`).
+pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = (&str, &str)> {
+    rc.virtual_hosts.iter().flat_map(|vh| {
+        vh.routes.iter().flat_map(move |r| {
+            let names: Vec<&str> = match &r.action {
+                Action::Forward(f) => match &f.target {
+                    ClusterTarget::Named(n) => vec![n.as_str()],
+                    ClusterTarget::Weighted(ts, _) => ts.iter().map(|t| t.name.as_str()).collect(),
+                    ClusterTarget::Header(_) => vec![],
+                },
+                _ => vec![],
+            };
+            names.into_iter().map(move |n| (vh.name.as_str(), n))
+        })
+    })
+}
