@@ -142,6 +142,9 @@ mod tests {
               "stat_prefix": "s", "generate_request_id": true, "represent_ipv4_remote_address_as_ipv4_mapped_ipv6": true}}]}]}]}}));
         let e = r.unwrap_err();
         assert!(e.path.ends_with("typed_config.represent_ipv4_remote_address_as_ipv4_mapped_ipv6"), "{e}");
+        assert!(notes.is_empty());
+        let (r, notes) = run(json!({"stats_flush_interval": "5s"}));
+        r.unwrap();
         assert_eq!(notes[0].path, "stats_flush_interval");
     }
 }

@@ -542,6 +542,7 @@ fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
         Some(P::PathRedirect(p)) => (Some(p.clone()), None, None),
         Some(P::PrefixRewrite(p)) => (None, Some(p.clone()), None),
         Some(P::RegexRewrite(r)) => (None, None, Some(regex_substitution(r, &join(path, "regex_rewrite"))?)),
+        Some(P::PathRewrite(_)) => return Err(ConfigError::at(join(path, "path_rewrite"), "path templates are not supported")),
         None => (None, None, None),
     };
     let status = match rd.response_code {

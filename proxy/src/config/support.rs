@@ -25,11 +25,11 @@ pub struct MessageSupport {
 use Support::{Honoured as H, NoEffect as N};
 
 macro_rules! msg {
-    ($name:literal, [$($field:literal $(= $why:literal)?),* $(,)?]) => {
+    ($name:literal, [$($field:literal $(= $why:expr)?),* $(,)?]) => {
         MessageSupport { name: $name, fields: &[$(($field, msg!(@s $($why)?))),*] }
     };
     (@s) => { H };
-    (@s $why:literal) => { N($why) };
+    (@s $why:expr) => { N($why) };
 }
 
 /// Messages whose every field is plain data consumed where they appear (well-known types).

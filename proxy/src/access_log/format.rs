@@ -1,0 +1,312 @@
+//! Envoy's substitution format strings: parsed once at config time into tokens, rendered
+//! per stream from a [`Record`]. Text and JSON formats; unknown operators are config errors.
+
+use super::record::Record;
+use super::time;
+use std::collections::BTreeMap;
+
+/// Envoy's default access log format.
+pub const DEFAULT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\"\n";
+
+/// Which header map a `%REQ%`-like operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderSource {
+    Request,
+    Response,
+    Trailer,
+}
+
+/// One operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    StartTime(Option<String>),
+    Header { source: HeaderSource, main: String, alt: Option<String> },
+    ResponseCode,
+    ResponseCodeDetails,
+    ResponseFlags,
+    Duration,
+    ResponseDuration,
+    BytesReceived,
+    BytesSent,
+    Protocol,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamLocalAddress,
+    UpstreamTransportFailureReason,
+    DownstreamRemote { port: bool },
+    DownstreamDirectRemote { port: bool },
+    DownstreamLocal { port: bool },
+    RequestedServerName,
+    RouteName,
+    PeerUriSan,
+    ConnectionId,
+    AttemptCount,
+    Hostname,
+}
+
+impl Op {
+    fn is_numeric(&self) -> bool {
+        matches!(self, Op::ResponseCode | Op::Duration | Op::ResponseDuration | Op::BytesReceived | Op::BytesSent | Op::ConnectionId | Op::AttemptCount)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(String),
+    Operator(Op, Option<usize>),
+}
+
+/// A compiled format.
+#[derive(Debug, Clone)]
+pub struct Format(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A text line.
+    Text(Vec<Token>),
+    /// A JSON object, one key per entry (sorted, as Envoy's Struct keys are).
+    Json { fields: Vec<(String, Vec<Token>)>, omit_empty: bool },
+}
+
+fn parse_operator(body: &str) -> Result<Op, String> {
+    let (name, arg) = match body.find('(') {
+        Some(i) => {
+            let close = body.rfind(')').ok_or_else(|| format!("unterminated ( in %{body}%"))?;
+            (&body[..i], Some(&body[i + 1..close]))
+        }
+        None => (body, None),
+    };
+    let header = |source| -> Result<Op, String> {
+        let arg = arg.ok_or_else(|| format!("{name} needs a header name"))?;
+        let (main, alt) = match arg.split_once('?') {
+            Some((m, a)) => (m, Some(a.to_ascii_lowercase())),
+            None => (arg, None),
+        };
+        Ok(Op::Header { source, main: main.to_ascii_lowercase(), alt })
+    };
+    Ok(match name {
+        "START_TIME" => Op::StartTime(arg.map(str::to_string).filter(|a| !a.is_empty())),
+        "REQ" => header(HeaderSource::Request)?,
+        "RESP" => header(HeaderSource::Response)?,
+        "TRAILER" => header(HeaderSource::Trailer)?,
+        "RESPONSE_CODE" => Op::ResponseCode,
+        "RESPONSE_CODE_DETAILS" => Op::ResponseCodeDetails,
+        "RESPONSE_FLAGS" => Op::ResponseFlags,
+        "DURATION" => Op::Duration,
+        "RESPONSE_DURATION" => Op::ResponseDuration,
+        "BYTES_RECEIVED" => Op::BytesReceived,
+        "BYTES_SENT" => Op::BytesSent,
+        "PROTOCOL" => Op::Protocol,
+        "UPSTREAM_HOST" => Op::UpstreamHost,
+        "UPSTREAM_CLUSTER" => Op::UpstreamCluster,
+        "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => Op::UpstreamTransportFailureReason,
+        "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemote { port: true },
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemote { port: false },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamDirectRemote { port: true },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamDirectRemote { port: false },
+        "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocal { port: true },
+        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocal { port: false },
+        "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
+        "ROUTE_NAME" => Op::RouteName,
+        "DOWNSTREAM_PEER_URI_SAN" => Op::PeerUriSan,
+        "CONNECTION_ID" => Op::ConnectionId,
+        "UPSTREAM_REQUEST_ATTEMPT_COUNT" => Op::AttemptCount,
+        "HOSTNAME" => Op::Hostname,
+        other => return Err(format!("Not supported field in StreamInfo: {other}")),
+    })
+}
+
+fn operator_regex() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(r"^([A-Z][A-Z0-9_]*)(\([^)]*\))?(?::(\d+))?%").expect("static regex"))
+}
+
+fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut literal = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        literal.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('%') {
+            literal.push('%');
+            rest = stripped;
+            continue;
+        }
+        let caps = operator_regex().captures(after).ok_or_else(|| format!("malformed operator at {:?}", &rest[i..]))?;
+        let body = format!("{}{}", &caps[1], caps.get(2).map_or("", |m| m.as_str()));
+        let max_len = caps.get(3).map(|m| m.as_str().parse::<usize>()).transpose().map_err(|e| e.to_string())?;
+        if !literal.is_empty() {
+            tokens.push(Token::Literal(std::mem::take(&mut literal)));
+        }
+        tokens.push(Token::Operator(parse_operator(&body)?, max_len));
+        rest = &after[caps[0].len()..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        tokens.push(Token::Literal(literal));
+    }
+    Ok(tokens)
+}
+
+impl Format {
+    /// Compiles a text format.
+    pub fn text(s: &str) -> Result<Format, String> {
+        parse_tokens(s).map(|t| Format(Kind::Text(t)))
+    }
+
+    /// Compiles a JSON format from a protobuf Struct of string templates.
+    pub fn json(s: &xds_client::proto::google::protobuf::Struct, omit_empty: bool) -> Result<Format, String> {
+        use xds_client::proto::google::protobuf::value::Kind as V;
+        let sorted: BTreeMap<_, _> = s.fields.iter().collect();
+        let mut fields = Vec::new();
+        for (k, v) in sorted {
+            match &v.kind {
+                Some(V::StringValue(t)) => fields.push((k.clone(), parse_tokens(t)?)),
+                _ => return Err(format!("json_format: only string values are supported (key {k})")),
+            }
+        }
+        Ok(Format(Kind::Json { fields, omit_empty }))
+    }
+
+    /// Renders a line (text formats keep their own newline; JSON gets one).
+    pub fn render(&self, r: &Record) -> String {
+        match &self.0 {
+            Kind::Text(tokens) => tokens.iter().map(|t| render_token(t, r).unwrap_or_else(|| "-".into())).collect(),
+            Kind::Json { fields, omit_empty } => {
+                let mut obj = serde_json::Map::new();
+                for (k, tokens) in fields {
+                    let value = match tokens.as_slice() {
+                        [Token::Operator(op, _)] if op.is_numeric() => render_token(&tokens[0], r)
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .map(serde_json::Value::from)
+                            .unwrap_or(serde_json::Value::Null),
+                        [single @ Token::Operator(..)] => render_token(single, r).map(serde_json::Value::from).unwrap_or(serde_json::Value::Null),
+                        _ => serde_json::Value::from(tokens.iter().map(|t| render_token(t, r).unwrap_or_else(|| "-".into())).collect::<String>()),
+                    };
+                    if *omit_empty && (value.is_null() || value == "") {
+                        continue;
+                    }
+                    obj.insert(k.clone(), value);
+                }
+                let mut line = serde_json::Value::Object(obj).to_string();
+                line.push('\n');
+                line
+            }
+        }
+    }
+}
+
+fn header_value(r: &Record, source: HeaderSource, name: &str) -> Option<String> {
+    if source == HeaderSource::Request {
+        match name {
+            ":method" => return r.method.as_ref().map(|m| m.to_string()),
+            ":path" => return r.path.clone(),
+            ":authority" => return r.authority.clone(),
+            ":scheme" => return r.scheme.map(str::to_string),
+            _ => {}
+        }
+    }
+    if source == HeaderSource::Response && name == ":status" {
+        return (r.response_code != 0).then(|| r.response_code.to_string());
+    }
+    let map = match source {
+        HeaderSource::Request => &r.request_headers,
+        HeaderSource::Response => &r.response_headers,
+        HeaderSource::Trailer => &r.response_trailers,
+    };
+    map.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Option<String> {
+    a.map(|a| if port { a.to_string() } else { a.ip().to_string() })
+}
+
+fn render_token(t: &Token, r: &Record) -> Option<String> {
+    let (op, max) = match t {
+        Token::Literal(s) => return Some(s.clone()),
+        Token::Operator(op, max) => (op, max),
+    };
+    let value = match op {
+        Op::StartTime(None) => Some(time::iso8601_millis(r.start_time)),
+        Op::StartTime(Some(f)) => Some(time::format(r.start_time, f)),
+        Op::Header { source, main, alt } => {
+            header_value(r, *source, main).or_else(|| alt.as_deref().and_then(|a| header_value(r, *source, a)))
+        }
+        Op::ResponseCode => Some(r.response_code.to_string()),
+        Op::ResponseCodeDetails => (!r.response_code_details.is_empty()).then(|| r.response_code_details.clone()),
+        Op::ResponseFlags => Some(r.flags.to_string()),
+        Op::Duration => Some(r.duration.as_millis().to_string()),
+        Op::ResponseDuration => r.response_duration.map(|d| d.as_millis().to_string()),
+        Op::BytesReceived => Some(r.bytes_received.to_string()),
+        Op::BytesSent => Some(r.bytes_sent.to_string()),
+        Op::Protocol => (!r.protocol.is_empty()).then(|| r.protocol.to_string()),
+        Op::UpstreamHost => r.upstream_host.clone(),
+        Op::UpstreamCluster => r.upstream_cluster.clone(),
+        Op::UpstreamLocalAddress => r.upstream_local.map(|a| a.to_string()),
+        Op::UpstreamTransportFailureReason => r.upstream_failure.clone(),
+        Op::DownstreamRemote { port } => addr(r.downstream_remote, *port),
+        Op::DownstreamDirectRemote { port } => addr(r.downstream_direct_remote, *port),
+        Op::DownstreamLocal { port } => addr(r.downstream_local, *port),
+        Op::RequestedServerName => r.requested_server_name.clone(),
+        Op::RouteName => r.route_name.clone(),
+        Op::PeerUriSan => r.peer_uri_san.clone(),
+        Op::ConnectionId => Some(r.connection_id.to_string()),
+        Op::AttemptCount => Some(r.attempt_count.to_string()),
+        Op::Hostname => nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
+    };
+    match (value, max) {
+        (Some(v), Some(n)) => Some(v.chars().take(*n).collect()),
+        (v, _) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn record() -> Record {
+        let mut r = Record::new(7);
+        r.start_time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        r.method = Some(http::Method::GET);
+        r.path = Some("/a?b".into());
+        r.authority = Some("example.com".into());
+        r.protocol = "HTTP/1.1";
+        r.response_code = 200;
+        r.bytes_sent = 5;
+        r.duration = Duration::from_millis(12);
+        r.request_headers.insert("user-agent", "curl/8".parse().unwrap());
+        r.upstream_host = Some("127.0.0.1:9000".into());
+        r
+    }
+
+    #[test]
+    fn default_format_line() {
+        let line = Format::text(DEFAULT_FORMAT).unwrap().render(&record());
+        assert_eq!(
+            line,
+            "[2023-11-14T22:13:20.123Z] \"GET /a?b HTTP/1.1\" 200 - 0 5 12 - \"-\" \"curl/8\" \"-\" \"example.com\" \"127.0.0.1:9000\"\n"
+        );
+    }
+
+    #[test]
+    fn alternatives_lengths_and_escapes() {
+        let f = Format::text("%REQ(X-MISSING?USER-AGENT):4% 100%% %START_TIME(%s)%").unwrap();
+        assert_eq!(f.render(&record()), "curl 100% 1700000000");
+        assert!(Format::text("%NOPE%").unwrap_err().contains("NOPE"));
+        assert!(Format::text("%REQ(x").is_err());
+    }
+
+    #[test]
+    fn json_format_types_values() {
+        use xds_client::proto::google::protobuf::{value::Kind, Struct, Value};
+        let mut s = Struct::default();
+        for (k, v) in [("code", "%RESPONSE_CODE%"), ("host", "%UPSTREAM_CLUSTER%"), ("m", "%REQ(:METHOD)% x")] {
+            s.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v.into())) });
+        }
+        let line = Format::json(&s, false).unwrap().render(&record());
+        assert_eq!(line, "{\"code\":200,\"host\":null,\"m\":\"GET x\"}\n");
+    }
+}

@@ -1,0 +1,197 @@
+//! What an access log line (and the stats of a finished stream) can say about a stream.
+
+use http::HeaderMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// Envoy's response flags, as a bit set; rendered in Envoy's canonical order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseFlags(u32);
+
+macro_rules! flags {
+    ($($name:ident = $bit:expr, $short:literal;)*) => {
+        impl ResponseFlags {
+            $(
+                #[doc = concat!("`", $short, "`")]
+                pub const $name: ResponseFlags = ResponseFlags(1 << $bit);
+            )*
+            const TABLE: &'static [(ResponseFlags, &'static str)] = &[$((ResponseFlags::$name, $short)),*];
+        }
+    };
+}
+
+flags! {
+    FAILED_LOCAL_HEALTH_CHECK = 0, "LH";
+    NO_HEALTHY_UPSTREAM = 1, "UH";
+    UPSTREAM_REQUEST_TIMEOUT = 2, "UT";
+    LOCAL_RESET = 3, "LR";
+    UPSTREAM_REMOTE_RESET = 4, "UR";
+    UPSTREAM_CONNECTION_FAILURE = 5, "UF";
+    UPSTREAM_CONNECTION_TERMINATION = 6, "UC";
+    UPSTREAM_OVERFLOW = 7, "UO";
+    NO_ROUTE_FOUND = 8, "NR";
+    DELAY_INJECTED = 9, "DI";
+    FAULT_INJECTED = 10, "FI";
+    RATE_LIMITED = 11, "RL";
+    UNAUTHORIZED_EXTERNAL_SERVICE = 12, "UAEX";
+    RATELIMIT_SERVICE_ERROR = 13, "RLSE";
+    DOWNSTREAM_CONNECTION_TERMINATION = 14, "DC";
+    UPSTREAM_RETRY_LIMIT_EXCEEDED = 15, "URX";
+    STREAM_IDLE_TIMEOUT = 16, "SI";
+    INVALID_ENVOY_REQUEST_HEADERS = 17, "IH";
+    DOWNSTREAM_PROTOCOL_ERROR = 18, "DPE";
+    UPSTREAM_MAX_STREAM_DURATION_REACHED = 19, "UMSDR";
+    RESPONSE_FROM_CACHE_FILTER = 20, "RFCF";
+    NO_FILTER_CONFIG_FOUND = 21, "NFCF";
+    DURATION_TIMEOUT = 22, "DT";
+    UPSTREAM_PROTOCOL_ERROR = 23, "UPE";
+    NO_CLUSTER_FOUND = 24, "NC";
+    OVERLOAD_MANAGER = 25, "OM";
+}
+
+impl ResponseFlags {
+    /// Adds flags.
+    pub fn insert(&mut self, other: ResponseFlags) {
+        self.0 |= other.0;
+    }
+
+    /// Whether all of `other` is set.
+    pub fn contains(&self, other: ResponseFlags) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// Whether no flag is set.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::fmt::Display for ResponseFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, short) in Self::TABLE {
+            if self.contains(*flag) {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(short)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything known about a finished (or finishing) stream or TCP connection.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Wall-clock start.
+    pub start_time: SystemTime,
+    /// Total duration.
+    pub duration: Duration,
+    /// Time to the first upstream response byte.
+    pub response_duration: Option<Duration>,
+    /// Request headers as received (pseudo-headers are synthesised from these fields).
+    pub request_headers: HeaderMap,
+    /// Request method.
+    pub method: Option<http::Method>,
+    /// Request path (with query).
+    pub path: Option<String>,
+    /// Authority.
+    pub authority: Option<String>,
+    /// Scheme.
+    pub scheme: Option<&'static str>,
+    /// Response headers as sent.
+    pub response_headers: HeaderMap,
+    /// Response trailers.
+    pub response_trailers: HeaderMap,
+    /// Response status (0 when none was sent).
+    pub response_code: u16,
+    /// Why this status (Envoy's response code details).
+    pub response_code_details: String,
+    /// Response flags.
+    pub flags: ResponseFlags,
+    /// Downstream body bytes received.
+    pub bytes_received: u64,
+    /// Downstream body bytes sent.
+    pub bytes_sent: u64,
+    /// `HTTP/1.1`, `HTTP/2`, or empty for TCP.
+    pub protocol: &'static str,
+    /// Upstream host address.
+    pub upstream_host: Option<String>,
+    /// Upstream cluster name.
+    pub upstream_cluster: Option<String>,
+    /// Upstream local address.
+    pub upstream_local: Option<SocketAddr>,
+    /// Upstream transport failure reason.
+    pub upstream_failure: Option<String>,
+    /// Downstream remote address (after XFF/PROXY protocol).
+    pub downstream_remote: Option<SocketAddr>,
+    /// Downstream socket peer.
+    pub downstream_direct_remote: Option<SocketAddr>,
+    /// Downstream local address (original destination when restored).
+    pub downstream_local: Option<SocketAddr>,
+    /// SNI.
+    pub requested_server_name: Option<String>,
+    /// Matched route name.
+    pub route_name: Option<String>,
+    /// Peer certificate URI SAN.
+    pub peer_uri_san: Option<String>,
+    /// Connection id.
+    pub connection_id: u64,
+    /// Upstream attempts.
+    pub attempt_count: u32,
+}
+
+impl Record {
+    /// An empty record starting now.
+    pub fn new(connection_id: u64) -> Self {
+        Record {
+            start_time: SystemTime::now(),
+            duration: Duration::ZERO,
+            response_duration: None,
+            request_headers: HeaderMap::new(),
+            method: None,
+            path: None,
+            authority: None,
+            scheme: None,
+            response_headers: HeaderMap::new(),
+            response_trailers: HeaderMap::new(),
+            response_code: 0,
+            response_code_details: String::new(),
+            flags: ResponseFlags::default(),
+            bytes_received: 0,
+            bytes_sent: 0,
+            protocol: "",
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local: None,
+            upstream_failure: None,
+            downstream_remote: None,
+            downstream_direct_remote: None,
+            downstream_local: None,
+            requested_server_name: None,
+            route_name: None,
+            peer_uri_san: None,
+            connection_id,
+            attempt_count: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_render_in_envoy_order() {
+        let mut f = ResponseFlags::default();
+        assert_eq!(f.to_string(), "-");
+        f.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+        f.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        assert_eq!(f.to_string(), "UH,UO");
+    }
+}

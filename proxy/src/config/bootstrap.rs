@@ -1,0 +1,288 @@
+//! Loading and translating the v3 bootstrap: file and `--config-yaml` merged, decoded with
+//! the proto3 JSON mapping, checked against the support table, then translated and
+//! cross-checked (unique names, route and config-source cluster references).
+
+use super::check::{self, NoEffect};
+use super::cluster::{self, ClusterConfig, Discovery};
+use super::common::{self, Address};
+use super::error::{join, ConfigError, Result};
+use super::listener::{self, ListenerConfig, Terminal};
+use super::route;
+use super::secrets::Secrets;
+use prost::Message;
+use std::collections::HashSet;
+use std::sync::Arc;
+use xds_client::proto::envoy::config::bootstrap::v3 as proto;
+use xds_client::proto::envoy::config::core::v3 as core;
+
+/// The bootstrap's protobuf name.
+pub const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
+
+/// Node identity (from the bootstrap, overridden by `--service-*` flags).
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    /// `node.id` / `--service-node`.
+    pub id: String,
+    /// `node.cluster` / `--service-cluster`.
+    pub cluster: String,
+    /// `node.locality.zone` / `--service-zone`.
+    pub zone: String,
+}
+
+/// The `dynamic_resources` section: which ADS stream to open and what to subscribe.
+#[derive(Debug, Clone)]
+pub struct DynamicConfig {
+    /// The `envoy_grpc` cluster of the ADS config source.
+    pub ads_cluster: Option<String>,
+    /// Delta (true) or state-of-the-world.
+    pub delta: bool,
+    /// LDS subscribed.
+    pub lds: bool,
+    /// CDS subscribed.
+    pub cds: bool,
+}
+
+/// A fully translated bootstrap.
+#[derive(Debug)]
+pub struct Bootstrap {
+    /// Node identity.
+    pub node: NodeInfo,
+    /// Admin listener address.
+    pub admin: Option<Address>,
+    /// Static listeners.
+    pub listeners: Vec<Arc<ListenerConfig>>,
+    /// Static clusters.
+    pub clusters: Vec<Arc<ClusterConfig>>,
+    /// Dynamic resources, when configured.
+    pub dynamic: Option<DynamicConfig>,
+    /// Global downstream connection limit (overload manager).
+    pub max_downstream_connections: Option<u64>,
+    /// `application_log_config.log_format.text_format`.
+    pub log_format: Option<String>,
+    /// Fields accepted without effect.
+    pub no_effect: Vec<NoEffect>,
+    /// The decoded bootstrap, for `/config_dump`.
+    pub proto: proto::Bootstrap,
+}
+
+/// Where the bootstrap comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// `-c/--config-path` text, with its path for messages.
+    pub file: Option<(String, String)>,
+    /// `--config-yaml` text.
+    pub yaml: Option<String>,
+    /// `--allow-unknown-static-fields`.
+    pub allow_unknown_fields: bool,
+    /// `--service-node`, `--service-cluster`, `--service-zone`.
+    pub node_overrides: NodeInfo,
+}
+
+/// Parses, merges, decodes, checks and translates a bootstrap.
+pub fn load(source: &Source) -> Result<Bootstrap> {
+    let mut doc = serde_json::Value::Object(Default::default());
+    if let Some((path, text)) = &source.file {
+        doc = xds_client::json::parse_document(text).map_err(|e| ConfigError::at("", format!("{path}: {e}")))?;
+    }
+    if let Some(yaml) = &source.yaml {
+        let overlay = xds_client::json::parse_document(yaml).map_err(|e| ConfigError::at("", format!("--config-yaml: {e}")))?;
+        xds_client::json::merge(&mut doc, overlay);
+    }
+    if source.file.is_none() && source.yaml.is_none() {
+        return Err(ConfigError::at("", "no configuration: give -c/--config-path or --config-yaml"));
+    }
+    let proto: proto::Bootstrap = xds_client::json::decode(doc, BOOTSTRAP, source.allow_unknown_fields)?;
+    translate(proto, &source.node_overrides)
+}
+
+/// Translates a decoded bootstrap.
+pub fn translate(b: proto::Bootstrap, overrides: &NodeInfo) -> Result<Bootstrap> {
+    let mut no_effect = Vec::new();
+    check::check_proto(&b, BOOTSTRAP, "", &mut no_effect)?;
+    let statics = b.static_resources.clone().unwrap_or_default();
+    let secrets = Secrets::new(&statics.secrets, "static_resources.secrets")?;
+    let clusters = statics
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cluster::translate(c, &secrets, &format!("static_resources.clusters[{i}]")).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    let mut names = HashSet::new();
+    for (i, c) in clusters.iter().enumerate() {
+        if !names.insert(c.name.as_str()) {
+            return Err(ConfigError::at(format!("static_resources.clusters[{i}].name"), format!("cluster manager: duplicate cluster '{}' found", c.name)));
+        }
+        if c.discovery == Discovery::Eds {
+            return Err(ConfigError::at(format!("static_resources.clusters[{i}].type"), "EDS clusters need the xDS client (not implemented yet)"));
+        }
+    }
+    let listeners = statics
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener::translate(l, &secrets, &format!("static_resources.listeners[{i}]")).map(Arc::new))
+        .collect::<Result<Vec<_>>>()?;
+    let mut listener_names = HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        if !listener_names.insert(l.name.as_str()) {
+            return Err(ConfigError::at(format!("static_resources.listeners[{i}].name"), format!("duplicate listener name {}", l.name)));
+        }
+        check_route_clusters(l, &names, &format!("static_resources.listeners[{i}]"))?;
+    }
+    let dynamic = b.dynamic_resources.as_ref().map(|d| dynamic(d, &names)).transpose()?;
+    check_config_sources(&statics, &names)?;
+    let node = b.node.clone().unwrap_or_default();
+    let pick = |o: &str, d: &str| if o.is_empty() { d.to_string() } else { o.to_string() };
+    Ok(Bootstrap {
+        node: NodeInfo {
+            id: pick(&overrides.id, &node.id),
+            cluster: pick(&overrides.cluster, &node.cluster),
+            zone: pick(&overrides.zone, &node.locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default()),
+        },
+        admin: b
+            .admin
+            .as_ref()
+            .and_then(|a| a.address.as_ref())
+            .map(|a| common::address(a, "admin.address", false))
+            .transpose()?,
+        listeners,
+        clusters,
+        dynamic,
+        max_downstream_connections: overload(&b)?,
+        log_format: b.application_log_config.as_ref().and_then(|a| a.log_format.as_ref()).and_then(|f| match &f.log_format {
+            Some(proto::bootstrap::application_log_config::log_format::LogFormat::TextFormat(t)) => Some(t.clone()),
+            _ => None,
+        }),
+        no_effect,
+        proto: b,
+    })
+}
+
+fn check_route_clusters(l: &ListenerConfig, clusters: &HashSet<&str>, path: &str) -> Result<()> {
+    for chain in l.filter_chains.iter().chain(l.default_chain.iter()) {
+        if let Terminal::Http(h) = &chain.terminal {
+            for (vh, name) in route::referenced_clusters(&h.routes) {
+                if !clusters.contains(name) {
+                    return Err(ConfigError::at(path, format!("route: unknown cluster '{name}' in virtual host '{vh}'")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn grpc_cluster(source: &core::ApiConfigSource, path: &str, clusters: &HashSet<&str>) -> Result<Option<String>> {
+    if !matches!(source.api_type, 2 | 3 | 5 | 6) {
+        return Err(ConfigError::at(join(path, "api_type"), "only GRPC and DELTA_GRPC config sources are supported"));
+    }
+    let Some(service) = source.grpc_services.first() else {
+        return Err(ConfigError::at(join(path, "grpc_services"), "a gRPC service is required"));
+    };
+    use core::grpc_service::TargetSpecifier as T;
+    match &service.target_specifier {
+        Some(T::EnvoyGrpc(g)) => {
+            if !clusters.contains(g.cluster_name.as_str()) {
+                return Err(ConfigError::at(join(path, "grpc_services[0].envoy_grpc.cluster_name"), format!("unknown static cluster {}", g.cluster_name)));
+            }
+            Ok(Some(g.cluster_name.clone()))
+        }
+        _ => Err(ConfigError::at(join(path, "grpc_services[0]"), "only envoy_grpc services are supported")),
+    }
+}
+
+fn config_source(cs: &core::ConfigSource, path: &str, clusters: &HashSet<&str>) -> Result<()> {
+    use core::config_source::ConfigSourceSpecifier as S;
+    match &cs.config_source_specifier {
+        Some(S::Ads(_)) => Ok(()),
+        Some(S::ApiConfigSource(a)) => grpc_cluster(a, &join(path, "api_config_source"), clusters).map(|_| ()),
+        Some(S::PathConfigSource(_)) => Ok(()),
+        _ => Err(ConfigError::at(path, "config source needs ads, api_config_source or path_config_source")),
+    }
+}
+
+fn dynamic(d: &proto::bootstrap::DynamicResources, clusters: &HashSet<&str>) -> Result<DynamicConfig> {
+    let mut out = DynamicConfig { ads_cluster: None, delta: false, lds: d.lds_config.is_some(), cds: d.cds_config.is_some() };
+    if let Some(ads) = &d.ads_config {
+        out.ads_cluster = grpc_cluster(ads, "dynamic_resources.ads_config", clusters)?;
+        out.delta = matches!(ads.api_type, 3 | 6);
+    }
+    for (name, cs) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {
+        if let Some(cs) = cs {
+            config_source(cs, &join("dynamic_resources", name), clusters)?;
+            if matches!(cs.config_source_specifier, Some(core::config_source::ConfigSourceSpecifier::Ads(_))) && out.ads_cluster.is_none() {
+                return Err(ConfigError::at(join("dynamic_resources", name), "ads is used but dynamic_resources.ads_config is missing"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SDS config sources inside TLS contexts must name known clusters too.
+fn check_config_sources(statics: &proto::bootstrap::StaticResources, clusters: &HashSet<&str>) -> Result<()> {
+    let mut found = Vec::new();
+    for (i, c) in statics.clusters.iter().enumerate() {
+        if let Some(ts) = &c.transport_socket {
+            collect_sds_sources(ts, &format!("static_resources.clusters[{i}].transport_socket"), &mut found);
+        }
+    }
+    for (i, l) in statics.listeners.iter().enumerate() {
+        for (j, fc) in l.filter_chains.iter().enumerate() {
+            if let Some(ts) = &fc.transport_socket {
+                collect_sds_sources(ts, &format!("static_resources.listeners[{i}].filter_chains[{j}].transport_socket"), &mut found);
+            }
+        }
+    }
+    found.iter().try_for_each(|(path, cs)| config_source(cs, path, clusters))
+}
+
+fn collect_sds_sources(ts: &core::TransportSocket, path: &str, out: &mut Vec<(String, core::ConfigSource)>) {
+    use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
+    let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else { return };
+    let common = match xds_client::descriptors::type_name_of_url(&any.type_url) {
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => tls::UpstreamTlsContext::decode(any.value.as_slice()).ok().and_then(|c| c.common_tls_context),
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => tls::DownstreamTlsContext::decode(any.value.as_slice()).ok().and_then(|c| c.common_tls_context),
+        _ => None,
+    };
+    let Some(common) = common else { return };
+    let base = join(path, "typed_config.common_tls_context");
+    for (i, s) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
+        if let Some(cs) = &s.sds_config {
+            out.push((format!("{base}.tls_certificate_sds_secret_configs[{i}].sds_config"), cs.clone()));
+        }
+    }
+    use tls::common_tls_context::ValidationContextType as V;
+    let sds = match &common.validation_context_type {
+        Some(V::ValidationContextSdsSecretConfig(s)) => Some((join(&base, "validation_context_sds_secret_config.sds_config"), s)),
+        Some(V::CombinedValidationContext(c)) => c
+            .validation_context_sds_secret_config
+            .as_ref()
+            .map(|s| (join(&base, "combined_validation_context.validation_context_sds_secret_config.sds_config"), s)),
+        _ => None,
+    };
+    if let Some((p, s)) = sds {
+        if let Some(cs) = &s.sds_config {
+            out.push((p, cs.clone()));
+        }
+    }
+}
+
+fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
+    let Some(om) = &b.overload_manager else { return Ok(None) };
+    if !om.actions.is_empty() {
+        return Err(ConfigError::at("overload_manager.actions", "overload actions are not supported"));
+    }
+    let mut limit = None;
+    for (i, m) in om.resource_monitors.iter().enumerate() {
+        let p = format!("overload_manager.resource_monitors[{i}].typed_config");
+        let Some(xds_client::proto::envoy::config::overload::v3::resource_monitor::ConfigType::TypedConfig(any)) = &m.config_type else {
+            return Err(ConfigError::at(p, "typed_config is required"));
+        };
+        let c = xds_client::proto::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig::decode(any.value.as_slice())
+            .map_err(|e| ConfigError::at(&p, e.to_string()))?;
+        if c.max_active_downstream_connections <= 0 {
+            return Err(ConfigError::at(join(&p, "max_active_downstream_connections"), "must be positive"));
+        }
+        limit = Some(c.max_active_downstream_connections as u64);
+    }
+    Ok(limit)
+}

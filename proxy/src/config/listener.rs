@@ -1,0 +1,259 @@
+//! Listener translation: address, listener filters, filter chains and their match criteria,
+//! and each chain's terminal network filter.
+
+use super::common::{self, Address, Cidr};
+use super::error::{join, ConfigError, Result};
+use super::hcm::{self, HttpConnectionManagerConfig};
+use super::secrets::Secrets;
+use super::tcp_proxy::{self, TcpProxyConfig};
+use super::tls::{self, ServerTls};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use xds_client::proto::envoy::config::listener::v3 as listener;
+
+const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// A listener filter that runs before filter-chain selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerFilter {
+    /// Reads SNI and ALPN from a TLS ClientHello.
+    TlsInspector,
+    /// Detects HTTP/1.x or h2c on plaintext connections.
+    HttpInspector,
+    /// Restores the pre-redirect destination (SO_ORIGINAL_DST).
+    OriginalDst,
+    /// Reads a PROXY protocol v1/v2 header.
+    ProxyProtocol {
+        /// Accept connections without a PROXY header.
+        allow_without: bool,
+    },
+}
+
+/// `source_type` of a filter-chain match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceType {
+    /// Any source.
+    Any,
+    /// Source IP equals destination IP, or is loopback.
+    SameIpOrLoopback,
+    /// Anything else.
+    External,
+}
+
+/// Compiled `filter_chain_match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainMatch {
+    /// Destination port.
+    pub destination_port: Option<u16>,
+    /// Destination IP ranges.
+    pub prefix_ranges: Vec<Cidr>,
+    /// Server names: exact or `*.suffix` (lower case).
+    pub server_names: Vec<String>,
+    /// `raw_buffer` or `tls`.
+    pub transport_protocol: Option<String>,
+    /// ALPN values.
+    pub application_protocols: Vec<String>,
+    /// Direct (socket peer) source ranges.
+    pub direct_source_prefix_ranges: Vec<Cidr>,
+    /// Source type.
+    pub source_type: SourceType,
+    /// Source (possibly PROXY-protocol) ranges.
+    pub source_prefix_ranges: Vec<Cidr>,
+    /// Source ports.
+    pub source_ports: Vec<u16>,
+}
+
+/// What terminates a filter chain.
+#[derive(Debug, Clone)]
+pub enum Terminal {
+    /// HTTP connection manager.
+    Http(Arc<HttpConnectionManagerConfig>),
+    /// TCP proxy.
+    Tcp(Arc<TcpProxyConfig>),
+}
+
+/// A translated filter chain.
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    /// Name (may be empty).
+    pub name: String,
+    /// Match criteria.
+    pub matcher: ChainMatch,
+    /// Downstream TLS, if any.
+    pub tls: Option<ServerTls>,
+    /// The terminal filter.
+    pub terminal: Terminal,
+    /// TLS handshake timeout (`transport_socket_connect_timeout`).
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// A translated Listener.
+#[derive(Debug)]
+pub struct ListenerConfig {
+    /// Unique name.
+    pub name: String,
+    /// Bound address.
+    pub address: Address,
+    /// Stat prefix for `listener.<prefix>.` (defaults to the address).
+    pub stat_prefix: String,
+    /// Whether to bind a socket (false: only reachable by original-destination hand-off).
+    pub bind_to_port: bool,
+    /// Hand connections to the listener matching their original destination.
+    pub use_original_dst: bool,
+    /// Listener filters in order.
+    pub listener_filters: Vec<ListenerFilter>,
+    /// Timeout for listener filters (default 15 s; `None` disables).
+    pub listener_filters_timeout: Option<Duration>,
+    /// On timeout, continue to chain selection instead of closing.
+    pub continue_on_timeout: bool,
+    /// Filter chains.
+    pub filter_chains: Vec<FilterChain>,
+    /// Chain used when none matches.
+    pub default_chain: Option<FilterChain>,
+    /// Exempt from the global connection limit.
+    pub ignore_global_conn_limit: bool,
+    /// Per-connection buffer limit (default 1 MiB).
+    pub buffer_limit: usize,
+}
+
+/// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
+pub fn stat_address(a: &Address) -> String {
+    match a {
+        Address::Socket(s) => format!("{}_{}", if s.is_ipv6() { format!("[{}]", s.ip()) } else { s.ip().to_string() }, s.port()),
+        Address::Named(h, p) => format!("{h}_{p}"),
+        Address::Pipe(p, _) => p.display().to_string(),
+    }
+}
+
+/// Translates a Listener.
+pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Result<ListenerConfig> {
+    let address = common::address(l.address.as_ref().ok_or_else(|| ConfigError::at(join(path, "address"), "address is required"))?, &join(path, "address"), false)?;
+    if l.name.is_empty() {
+        return Err(ConfigError::at(join(path, "name"), "listener name is required"));
+    }
+    let listener_filters = l
+        .listener_filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| listener_filter(f, &format!("{}[{i}]", join(path, "listener_filters"))))
+        .collect::<Result<Vec<_>>>()?;
+    let filter_chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| filter_chain(c, secrets, &format!("{}[{i}]", join(path, "filter_chains"))))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, a) in filter_chains.iter().enumerate() {
+        if let Some(j) = filter_chains[..i].iter().position(|b| b.matcher == a.matcher) {
+            return Err(ConfigError::at(
+                format!("{}[{i}].filter_chain_match", join(path, "filter_chains")),
+                format!("multiple filter chains with the same matching rules are defined (same as filter_chains[{j}])"),
+            ));
+        }
+    }
+    let default_chain = l.default_filter_chain.as_ref().map(|c| filter_chain(c, secrets, &join(path, "default_filter_chain"))).transpose()?;
+    if filter_chains.is_empty() && default_chain.is_none() {
+        return Err(ConfigError::at(join(path, "filter_chains"), "a listener needs at least one filter chain"));
+    }
+    Ok(ListenerConfig {
+        name: l.name.clone(),
+        stat_prefix: if l.stat_prefix.is_empty() { stat_address(&address) } else { l.stat_prefix.clone() },
+        address,
+        bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
+        use_original_dst: l.use_original_dst.as_ref().map(|b| b.value).unwrap_or(false),
+        listener_filters,
+        listener_filters_timeout: common::timeout(l.listener_filters_timeout.as_ref(), Some(Duration::from_secs(15)), &join(path, "listener_filters_timeout"))?,
+        continue_on_timeout: l.continue_on_listener_filters_timeout,
+        filter_chains,
+        default_chain,
+        ignore_global_conn_limit: l.ignore_global_conn_limit,
+        buffer_limit: l.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value as usize).unwrap_or(1024 * 1024),
+    })
+}
+
+fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ListenerFilter> {
+    use listener::listener_filter::ConfigType as C;
+    if f.filter_disabled.is_some() {
+        return Err(ConfigError::at(join(path, "filter_disabled"), "filter_disabled matchers are not supported yet"));
+    }
+    let any = match &f.config_type {
+        Some(C::TypedConfig(a)) => a,
+        _ => return Err(ConfigError::at(path, "typed_config is required")),
+    };
+    let p = join(path, "typed_config");
+    Ok(match xds_client::descriptors::type_name_of_url(&any.type_url) {
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" => ListenerFilter::TlsInspector,
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" => ListenerFilter::HttpInspector,
+        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" => ListenerFilter::OriginalDst,
+        "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" => {
+            let pp = xds_client::proto::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::at(&p, e.to_string()))?;
+            ListenerFilter::ProxyProtocol { allow_without: pp.allow_requests_without_proxy_protocol }
+        }
+        _ => return Err(ConfigError::at(&p, format!("unsupported listener filter {}", any.type_url))),
+    })
+}
+
+fn chain_match(m: Option<&listener::FilterChainMatch>, path: &str) -> Result<ChainMatch> {
+    let m = m.cloned().unwrap_or_default();
+    let port = |p: u32, field: &str| -> Result<u16> {
+        u16::try_from(p).map_err(|_| ConfigError::at(join(path, field), "port out of range"))
+    };
+    Ok(ChainMatch {
+        destination_port: m.destination_port.as_ref().map(|v| port(v.value, "destination_port")).transpose()?,
+        prefix_ranges: common::cidrs(&m.prefix_ranges, &join(path, "prefix_ranges"))?,
+        server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
+        application_protocols: m.application_protocols.clone(),
+        direct_source_prefix_ranges: common::cidrs(&m.direct_source_prefix_ranges, &join(path, "direct_source_prefix_ranges"))?,
+        source_type: match m.source_type {
+            1 => SourceType::SameIpOrLoopback,
+            2 => SourceType::External,
+            _ => SourceType::Any,
+        },
+        source_prefix_ranges: common::cidrs(&m.source_prefix_ranges, &join(path, "source_prefix_ranges"))?,
+        source_ports: m.source_ports.iter().map(|p| port(*p, "source_ports")).collect::<Result<_>>()?,
+    })
+}
+
+fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Result<FilterChain> {
+    let matcher = chain_match(c.filter_chain_match.as_ref(), &join(path, "filter_chain_match"))?;
+    let tls = c.transport_socket.as_ref().map(|ts| tls::downstream_transport_socket(ts, secrets, &join(path, "transport_socket"))).transpose()?.flatten();
+    let filters_path = join(path, "filters");
+    let (last, rest) = c.filters.split_last().ok_or_else(|| ConfigError::at(&filters_path, "a filter chain needs a terminal filter"))?;
+    if let Some(f) = rest.first() {
+        return Err(ConfigError::at(
+            format!("{filters_path}[0]"),
+            format!("network filter {} before the terminal filter is not supported", f.name),
+        ));
+    }
+    let fp = format!("{filters_path}[{}]", rest.len());
+    use listener::filter::ConfigType as C;
+    let any = match &last.config_type {
+        Some(C::TypedConfig(a)) => a,
+        _ => return Err(ConfigError::at(&fp, "typed_config is required")),
+    };
+    let tp = join(&fp, "typed_config");
+    let terminal = match xds_client::descriptors::type_name_of_url(&any.type_url) {
+        HCM => {
+            let h = xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
+            Terminal::Http(Arc::new(hcm::translate(&h, &tp)?))
+        }
+        TCP_PROXY => {
+            let t = xds_client::proto::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
+            Terminal::Tcp(Arc::new(tcp_proxy::translate(&t, &tp)?))
+        }
+        _ => return Err(ConfigError::at(&tp, format!("unsupported terminal network filter {}", any.type_url))),
+    };
+    Ok(FilterChain {
+        name: c.name.clone(),
+        matcher,
+        tls,
+        terminal,
+        handshake_timeout: c.transport_socket_connect_timeout.as_ref().map(|d| common::duration(d, &join(path, "transport_socket_connect_timeout"))).transpose()?,
+    })
+}

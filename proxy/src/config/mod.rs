@@ -1,0 +1,23 @@
+//! The config plane's output: plain Rust types with everything the data path needs
+//! pre-computed, translated from Envoy's protos. Every module here turns one resource kind
+//! into its internal form and rejects what it cannot honour with the field's path.
+
+// Envoy still honours fields its protos mark deprecated (header `append`, `exact_match`,
+// `total_weight`, ...) and real configs, istiod's included, still send them.
+#![allow(deprecated)]
+
+pub mod access_log;
+pub mod bootstrap;
+pub mod check;
+pub mod cluster;
+pub mod common;
+pub mod error;
+pub mod hcm;
+pub mod listener;
+pub mod route;
+pub mod secrets;
+pub mod support;
+pub mod tcp_proxy;
+pub mod tls;
+
+pub use error::ConfigError;

@@ -1,0 +1,15 @@
+//! Stats with Envoy's names. Each stat is created once (at translation or first use), and
+//! the hot path holds an `Arc` to it, so counting is one atomic add with no lookup and no
+//! formatting. Each stat carries its tags and tag-extracted name so `/stats/prometheus`
+//! renders Envoy's metric names and labels without regexes at scrape time.
+
+pub mod render;
+mod store;
+
+pub use store::{Counter, Gauge, Histogram, Scope, Store, StatKind, StatEntry};
+
+/// Envoy's default histogram bucket bounds (milliseconds or bytes).
+pub const DEFAULT_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];

@@ -1,0 +1,267 @@
+//! The stat store and its handles.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter {
+    value: AtomicU64,
+    used: AtomicBool,
+}
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn value(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A gauge that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    value: AtomicI64,
+    used: AtomicBool,
+}
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.add(-1);
+    }
+
+    /// Adds `n` (may be negative).
+    pub fn add(&self, n: i64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets the value.
+    pub fn set(&self, n: i64) {
+        self.value.store(n, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn value(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram over [`super::DEFAULT_BUCKETS`].
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; 20],
+    count: AtomicU64,
+    sum_millis: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: Default::default(), count: AtomicU64::new(0), sum_millis: AtomicU64::new(0) }
+    }
+}
+
+impl Histogram {
+    /// Records a value.
+    pub fn record(&self, v: u64) {
+        let idx = super::DEFAULT_BUCKETS.iter().position(|b| (v as f64) <= *b).unwrap_or(super::DEFAULT_BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_millis.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts (the last is the overflow bucket), total count and sum.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, u64) {
+        (
+            self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            self.count.load(Ordering::Relaxed),
+            self.sum_millis.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The kind and handle of a stat.
+#[derive(Debug, Clone)]
+pub enum StatKind {
+    /// Counter.
+    Counter(Arc<Counter>),
+    /// Gauge.
+    Gauge(Arc<Gauge>),
+    /// Histogram.
+    Histogram(Arc<Histogram>),
+}
+
+/// A registered stat with its naming.
+#[derive(Debug, Clone)]
+pub struct StatEntry {
+    /// Tag-extracted name (`cluster.upstream_rq_total`).
+    pub extracted: String,
+    /// Tags in extraction order (`envoy_cluster_name` = `foo`).
+    pub tags: Vec<(String, String)>,
+    /// The handle.
+    pub kind: StatKind,
+}
+
+impl StatEntry {
+    /// Whether the stat was ever written (`/stats?usedonly`).
+    pub fn used(&self) -> bool {
+        match &self.kind {
+            StatKind::Counter(c) => c.used.load(Ordering::Relaxed),
+            StatKind::Gauge(g) => g.used.load(Ordering::Relaxed),
+            StatKind::Histogram(h) => h.count.load(Ordering::Relaxed) > 0,
+        }
+    }
+}
+
+/// All stats of the process, by full name.
+#[derive(Debug, Default)]
+pub struct Store {
+    stats: Mutex<BTreeMap<String, StatEntry>>,
+}
+
+impl Store {
+    /// A new, empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Store::default())
+    }
+
+    /// The root scope (no prefix, no tags).
+    pub fn root(self: &Arc<Self>) -> Scope {
+        Scope { store: self.clone(), prefix: String::new(), extracted_prefix: String::new(), tags: Vec::new() }
+    }
+
+    fn get_or_create(&self, name: String, extracted: String, tags: Vec<(String, String)>, make: impl FnOnce() -> StatKind) -> StatKind {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.entry(name).or_insert_with(|| StatEntry { extracted, tags, kind: make() }).kind.clone()
+    }
+
+    /// A copy of every stat, sorted by full name (for rendering).
+    pub fn snapshot(&self) -> Vec<(String, StatEntry)> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// A naming scope: `cluster.<name>.` with tag `envoy_cluster_name=<name>`.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    store: Arc<Store>,
+    prefix: String,
+    extracted_prefix: String,
+    tags: Vec<(String, String)>,
+}
+
+impl Scope {
+    /// A child scope `<prefix><segment>.` without a tag.
+    pub fn child(&self, segment: &str) -> Scope {
+        Scope {
+            store: self.store.clone(),
+            prefix: format!("{}{segment}.", self.prefix),
+            extracted_prefix: format!("{}{segment}.", self.extracted_prefix),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// A child scope `<prefix><segment>.<value>.` whose value is extracted as tag `tag`.
+    pub fn tagged(&self, segment: &str, tag: &str, value: &str) -> Scope {
+        let mut tags = self.tags.clone();
+        tags.push((tag.to_string(), value.to_string()));
+        Scope {
+            store: self.store.clone(),
+            prefix: format!("{}{segment}.{value}.", self.prefix),
+            extracted_prefix: format!("{}{segment}.", self.extracted_prefix),
+            tags,
+        }
+    }
+
+    fn names(&self, name: &str) -> (String, String) {
+        (format!("{}{name}", self.prefix), format!("{}{name}", self.extracted_prefix))
+    }
+
+    /// The counter `<prefix><name>`.
+    pub fn counter(&self, name: &str) -> Arc<Counter> {
+        let (full, extracted) = self.names(name);
+        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Counter(Default::default())) {
+            StatKind::Counter(c) => c,
+            _ => Arc::default(),
+        }
+    }
+
+    /// The counter `<prefix><name>` with an extra tag and its own extracted name
+    /// (`downstream_rq_2xx` -> `downstream_rq_xx{envoy_response_code_class="2"}`).
+    pub fn counter_tagged(&self, name: &str, extracted: &str, tag: (&str, &str)) -> Arc<Counter> {
+        let mut tags = self.tags.clone();
+        tags.push((tag.0.to_string(), tag.1.to_string()));
+        let full = format!("{}{name}", self.prefix);
+        let ex = format!("{}{extracted}", self.extracted_prefix);
+        match self.store.get_or_create(full, ex, tags, || StatKind::Counter(Default::default())) {
+            StatKind::Counter(c) => c,
+            _ => Arc::default(),
+        }
+    }
+
+    /// The gauge `<prefix><name>`.
+    pub fn gauge(&self, name: &str) -> Arc<Gauge> {
+        let (full, extracted) = self.names(name);
+        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Gauge(Default::default())) {
+            StatKind::Gauge(g) => g,
+            _ => Arc::default(),
+        }
+    }
+
+    /// The histogram `<prefix><name>`.
+    pub fn histogram(&self, name: &str) -> Arc<Histogram> {
+        let (full, extracted) = self.names(name);
+        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Histogram(Default::default())) {
+            StatKind::Histogram(h) => h,
+            _ => Arc::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_name_and_tag_stats() {
+        let store = Store::new();
+        let c = store.root().tagged("cluster", "envoy_cluster_name", "web").counter("upstream_rq_total");
+        c.inc();
+        let again = store.root().tagged("cluster", "envoy_cluster_name", "web").counter("upstream_rq_total");
+        again.inc();
+        let snap = store.snapshot();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].0, "cluster.web.upstream_rq_total");
+        assert_eq!(snap[0].1.extracted, "cluster.upstream_rq_total");
+        assert_eq!(snap[0].1.tags, vec![("envoy_cluster_name".to_string(), "web".to_string())]);
+        assert_eq!(c.value(), 2);
+    }
+
+    #[test]
+    fn unused_until_written() {
+        let store = Store::new();
+        let g = store.root().gauge("server.live");
+        assert!(!store.snapshot()[0].1.used());
+        g.set(0);
+        assert!(store.snapshot()[0].1.used());
+    }
+}
