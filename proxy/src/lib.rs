@@ -6,6 +6,17 @@
 //! TCP proxy, which reach clusters through per-worker connection pools.
 
 pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod http;
+pub mod io;
+pub mod listener;
+pub mod logging;
+pub mod server;
 pub mod stats;
+pub mod tcp_proxy;
 pub mod tls;
+pub mod upstream;

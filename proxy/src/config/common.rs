@@ -180,11 +180,31 @@ pub struct HeaderAddition {
     /// Lower-case header name.
     pub name: http::HeaderName,
     /// The value; `%...%` command operators are expanded per request.
-    pub value: String,
+    pub value: HeaderTemplate,
     /// How to combine with an existing value.
     pub action: AppendAction,
     /// Keep the header when its expanded value is empty.
     pub keep_empty: bool,
+}
+
+/// A header value: literal, or a format with command operators (`%DOWNSTREAM_REMOTE_ADDRESS%`).
+#[derive(Debug, Clone)]
+pub enum HeaderTemplate {
+    /// Used as is.
+    Literal(String),
+    /// Rendered per request.
+    Formatted(std::sync::Arc<crate::access_log::format::Format>),
+}
+
+impl HeaderTemplate {
+    fn parse(value: &str, path: &str) -> Result<Self> {
+        if !value.contains('%') {
+            return Ok(HeaderTemplate::Literal(value.to_string()));
+        }
+        crate::access_log::format::Format::text(value)
+            .map(|f| HeaderTemplate::Formatted(std::sync::Arc::new(f)))
+            .map_err(|e| ConfigError::at(path, e))
+    }
 }
 
 /// Headers to add and remove at one level (route, virtual host, route configuration).
@@ -230,7 +250,7 @@ pub fn header_mutations(add: &[core::HeaderValueOption], remove: &[String], path
         };
         out.add.push(HeaderAddition {
             name: header_name(&h.key, &join(&p, "header.key"))?,
-            value: h.value.clone(),
+            value: HeaderTemplate::parse(&h.value, &join(&p, "header.value"))?,
             action,
             keep_empty: opt.keep_empty_value,
         });

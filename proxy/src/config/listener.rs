@@ -116,6 +116,8 @@ pub struct ListenerConfig {
     pub ignore_global_conn_limit: bool,
     /// Per-connection buffer limit (default 1 MiB).
     pub buffer_limit: usize,
+    /// `traffic_direction: INBOUND` (`/drain_listeners?inboundonly`).
+    pub inbound: bool,
 }
 
 /// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
@@ -170,6 +172,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         default_chain,
         ignore_global_conn_limit: l.ignore_global_conn_limit,
         buffer_limit: l.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value as usize).unwrap_or(1024 * 1024),
+        inbound: l.traffic_direction == 1,
     })
 }
 

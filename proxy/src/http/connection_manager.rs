@@ -1,0 +1,634 @@
+//! `envoy.filters.network.http_connection_manager`: serves a downstream connection with
+//! the configured codec, and runs each request through header sanitation, request-id,
+//! route selection, the action (direct response, redirect, router), response headers,
+//! compression, stats and access logs.
+
+use super::headers;
+use super::local_reply::LocalReply;
+use super::path;
+use super::route_match::{self, RequestView};
+use super::router::{self, RouteContext};
+use crate::access_log::record::{Record, ResponseFlags};
+use crate::access_log::writer::AccessLogger;
+use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader};
+use crate::config::route::{Action, Redirect, RequireTls};
+use crate::io::{BoxIo, CountingIo};
+use crate::listener::ConnectionInfo;
+use crate::server::Server;
+use crate::stats::{Counter, Gauge, Histogram, Scope};
+use bytes::Bytes;
+use filters::http::{Body, BoxError};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Envoy's `http.<stat_prefix>.` stats.
+struct HttpStats {
+    cx_total: Arc<Counter>,
+    cx_active: Arc<Gauge>,
+    cx_http1_total: Arc<Counter>,
+    cx_http2_total: Arc<Counter>,
+    cx_destroy: Arc<Counter>,
+    cx_rx_bytes: Arc<Counter>,
+    cx_tx_bytes: Arc<Counter>,
+    cx_idle_timeout: Arc<Counter>,
+    rq_total: Arc<Counter>,
+    rq_active: Arc<Gauge>,
+    rq_http1_total: Arc<Counter>,
+    rq_http2_total: Arc<Counter>,
+    rq_completed: Arc<Counter>,
+    rq_time: Arc<Histogram>,
+    rq_class: [Arc<Counter>; 5],
+    listener_rq_class: [Arc<Counter>; 5],
+    no_route: Arc<Counter>,
+    no_cluster: Arc<Counter>,
+    rq_redirect: Arc<Counter>,
+    rq_direct_response: Arc<Counter>,
+}
+
+fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
+    ["1", "2", "3", "4", "5"].map(|d| scope.counter_tagged(&format!("downstream_rq_{d}xx"), "downstream_rq_xx", ("envoy_response_code_class", d)))
+}
+
+/// A connection manager instance (one per filter chain).
+pub struct HttpConnectionManager {
+    config: Arc<HttpConnectionManagerConfig>,
+    stats: HttpStats,
+    access_logs: Vec<AccessLogger>,
+}
+
+/// Per-connection state shared by its requests.
+struct ConnState {
+    requests: AtomicU32,
+    active: AtomicU32,
+    last_active: std::sync::Mutex<Instant>,
+    shutdown: tokio::sync::Notify,
+}
+
+impl ConnState {
+    fn stream_started(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stream_ended(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long the connection has had no active stream (zero while one is active).
+    fn idle_for(&self) -> std::time::Duration {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
+impl HttpConnectionManager {
+    /// Builds the manager with its stats and access-log writers.
+    pub fn new(config: Arc<HttpConnectionManagerConfig>, root: &Scope, listener: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
+        let s = root.tagged("http", "envoy_http_conn_manager_prefix", &config.stat_prefix);
+        let ls = listener.tagged("http", "envoy_http_conn_manager_prefix", &config.stat_prefix);
+        let access_logs = config.access_logs.iter().map(|l| AccessLogger::start(l, flush)).collect::<std::io::Result<_>>()?;
+        Ok(Arc::new(HttpConnectionManager {
+            stats: HttpStats {
+                cx_total: s.counter("downstream_cx_total"),
+                cx_active: s.gauge("downstream_cx_active"),
+                cx_http1_total: s.counter("downstream_cx_http1_total"),
+                cx_http2_total: s.counter("downstream_cx_http2_total"),
+                cx_destroy: s.counter("downstream_cx_destroy"),
+                cx_rx_bytes: s.counter("downstream_cx_rx_bytes_total"),
+                cx_tx_bytes: s.counter("downstream_cx_tx_bytes_total"),
+                cx_idle_timeout: s.counter("downstream_cx_idle_timeout"),
+                rq_total: s.counter("downstream_rq_total"),
+                rq_active: s.gauge("downstream_rq_active"),
+                rq_http1_total: s.counter("downstream_rq_http1_total"),
+                rq_http2_total: s.counter("downstream_rq_http2_total"),
+                rq_completed: s.counter("downstream_rq_completed"),
+                rq_time: s.histogram("downstream_rq_time"),
+                rq_class: classes(&s),
+                listener_rq_class: classes(&ls),
+                no_route: s.counter("no_route"),
+                no_cluster: s.counter("no_cluster"),
+                rq_redirect: s.counter("rq_redirect"),
+                rq_direct_response: s.counter("rq_direct_response"),
+            },
+            access_logs,
+            config,
+        }))
+    }
+
+    /// Serves one downstream connection until it closes.
+    pub async fn serve(self: Arc<Self>, server: Arc<Server>, io: BoxIo, info: ConnectionInfo) {
+        let stats = &self.stats;
+        stats.cx_total.inc();
+        stats.cx_active.inc();
+        let io = CountingIo::new(io, stats.cx_rx_bytes.clone(), stats.cx_tx_bytes.clone());
+        let h2 = match self.config.codec {
+            Codec::Http2 => Some(true),
+            Codec::Http1 => Some(false),
+            Codec::Auto if info.tls => Some(info.alpn.as_deref() == Some(b"h2")),
+            Codec::Auto => None,
+        };
+        let info = Arc::new(info);
+        let state = Arc::new(ConnState { requests: AtomicU32::new(0), active: AtomicU32::new(0), last_active: std::sync::Mutex::new(Instant::now()), shutdown: tokio::sync::Notify::new() });
+        let this = self.clone();
+        let st = state.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let this = this.clone();
+            let server = server.clone();
+            let info = info.clone();
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(this.handle(&server, &info, &st, req).await) }
+        });
+        let io = TokioIo::new(io);
+        let c = &self.config;
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(c.max_request_headers_bytes.max(8192)).timer(hyper_util::rt::TokioTimer::new());
+        {
+            let mut h2b = builder.http2();
+            h2b.max_header_list_size(c.max_request_headers_bytes as u32);
+            if let Some(n) = c.http2_max_concurrent_streams {
+                h2b.max_concurrent_streams(n);
+            }
+            if let Some(n) = c.http2_initial_stream_window {
+                h2b.initial_stream_window_size(n);
+            }
+            if let Some(n) = c.http2_initial_connection_window {
+                h2b.initial_connection_window_size(n);
+            }
+        }
+        let builder = match h2 {
+            Some(true) => {
+                stats.cx_http2_total.inc();
+                builder.http2_only()
+            }
+            Some(false) => {
+                stats.cx_http1_total.inc();
+                builder.http1_only()
+            }
+            None => builder,
+        };
+        let conn = builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let idle = self.config.idle_timeout;
+        let mut shutting_down = false;
+        loop {
+            let idle_sleep = async {
+                match idle {
+                    Some(t) => tokio::time::sleep(t.saturating_sub(state.idle_for()).max(std::time::Duration::from_millis(10))).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                _ = state.shutdown.notified(), if !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = idle_sleep, if !shutting_down => {
+                    if idle.is_some_and(|t| state.idle_for() >= t) {
+                        stats.cx_idle_timeout.inc();
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+        stats.cx_active.dec();
+        stats.cx_destroy.inc();
+    }
+
+    async fn handle(self: &Arc<Self>, server: &Arc<Server>, info: &Arc<ConnectionInfo>, state: &Arc<ConnState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let stats = &self.stats;
+        stats.rq_total.inc();
+        stats.rq_active.inc();
+        let h2 = req.version() == Version::HTTP_2;
+        if h2 { stats.rq_http2_total.inc() } else { stats.rq_http1_total.inc() }
+        state.stream_started();
+        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let last_request = self.config.max_requests_per_connection.is_some_and(|m| n >= m);
+        if last_request {
+            state.shutdown.notify_one();
+        }
+        let received = Arc::new(Counter::default());
+        let rx = received.clone();
+        let req = req.map(move |b| CountedBody { inner: b, counter: rx }.boxed());
+        let mut record = Record::new(info.id);
+        record.start_time = std::time::SystemTime::now();
+        record.protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        record.downstream_direct_remote = info.direct_remote;
+        record.downstream_local = info.local;
+        record.requested_server_name = info.server_name.clone();
+        record.peer_uri_san = info.peer_uri_san.clone();
+        let accept_encoding = req.headers().clone();
+        let (mut resp, request_id) = match self.process(server, info, req, &mut record).await {
+            Ok(r) => r,
+            Err((reply, id)) => {
+                record.flags.insert(reply.flag);
+                record.response_code_details = reply.details.to_string();
+                (reply.response(), id)
+            }
+        };
+        if record.response_code_details.is_empty() {
+            record.response_code_details = "via_upstream".into();
+        }
+        self.finish_headers(&mut resp, request_id, &accept_encoding);
+        if last_request && !h2 {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        record.response_code = resp.status().as_u16();
+        record.response_headers = resp.headers().clone();
+        let finish = Finish { hcm: self.clone(), conn: state.clone(), record, started, received };
+        resp.map(|b| LoggedBody { inner: b, sent: 0, finish: Some(finish) }.boxed())
+    }
+
+    fn finish_headers(&self, resp: &mut Response<Body>, request_id: Option<HeaderValue>, request_headers: &http::HeaderMap) {
+        let c = &self.config;
+        let h = resp.headers_mut();
+        match c.server_header {
+            ServerHeader::Overwrite => {
+                h.insert(header::SERVER, HeaderValue::from_str(&c.server_name).unwrap_or(HeaderValue::from_static("envoy")));
+            }
+            ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
+                h.insert(header::SERVER, HeaderValue::from_str(&c.server_name).unwrap_or(HeaderValue::from_static("envoy")));
+            }
+            _ => {}
+        }
+        if !h.contains_key(header::DATE) {
+            h.insert(header::DATE, HeaderValue::from_str(&httpdate()).unwrap_or(HeaderValue::from_static("")));
+        }
+        if c.always_set_request_id_in_response {
+            if let Some(id) = request_id {
+                h.insert("x-request-id", id);
+            }
+        }
+        if let Some(via) = c.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.append(header::VIA, via);
+        }
+        let compressors: Vec<_> = c.filters.iter().map(|HttpFilterConfig::Compressor(k)| k.clone()).collect();
+        if compressors.is_empty() {
+            return;
+        }
+        let available: Vec<&str> = compressors.iter().map(|k| k.library.encoding()).collect();
+        let chosen = filters::http::compressor::choose_encoding(request_headers, &available);
+        if let Some(k) = chosen.and_then(|e| compressors.iter().find(|k| k.library.encoding() == e)) {
+            if k.response_qualifies(resp.status(), resp.headers()) {
+                let body = std::mem::replace(resp.body_mut(), http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+                let compressed = k.compress(resp.headers_mut(), body);
+                *resp.body_mut() = compressed;
+            }
+        } else if compressors.iter().any(|k| k.response_qualifies(resp.status(), resp.headers())) {
+            // Envoy adds `vary: accept-encoding` to compressible responses it did not compress.
+            resp.headers_mut().append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+    }
+
+    /// The request pipeline up to the response headers.
+    async fn process(&self, server: &Arc<Server>, info: &ConnectionInfo, mut req: Request<Body>, record: &mut Record) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
+        let c = &self.config;
+        for f in &c.filters {
+            let HttpFilterConfig::Compressor(k) = f;
+            if k.remove_accept_encoding {
+                req.headers_mut().remove(header::ACCEPT_ENCODING);
+            }
+        }
+        // Authority and path.
+        let mut authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if c.strip_any_host_port || (c.strip_matching_host_port && info.local.is_some_and(|l| authority.ends_with(&format!(":{}", l.port())))) {
+            authority = route_match::strip_port(&authority).to_string();
+        }
+        let raw_path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        record.method = Some(req.method().clone());
+        record.authority = Some(authority.clone());
+        record.path = Some(raw_path.clone());
+        record.scheme = Some(if info.tls { "https" } else { "http" });
+        let path = match path::normalize(&raw_path, c.normalize_path, c.merge_slashes) {
+            Some(p) => p,
+            None => return Err((LocalReply::bad_path(), None)),
+        };
+        if path != raw_path {
+            *req.uri_mut() = path.parse().map_err(|_| (LocalReply::bad_path(), None))?;
+            record.path = Some(path.clone());
+        }
+        // Client address, x-forwarded-*, request id.
+        let peer_ip = info.remote.map(|a| a.ip());
+        let remote = headers::downstream_address(req.headers(), peer_ip, c.use_remote_address, c.xff_num_trusted_hops);
+        record.downstream_remote = match (remote, info.remote) {
+            (Some(ip), Some(peer)) if ip == peer.ip() => Some(peer),
+            (Some(ip), _) => Some(std::net::SocketAddr::new(ip, 0)),
+            (None, p) => p,
+        };
+        let internal = remote.is_some_and(headers::is_internal);
+        if c.use_remote_address {
+            if !c.skip_xff_append {
+                if let Some(ip) = peer_ip {
+                    headers::append_xff(req.headers_mut(), ip);
+                }
+            }
+            if internal {
+                req.headers_mut().insert("x-envoy-internal", HeaderValue::from_static("true"));
+            } else {
+                let envoy_headers: Vec<_> = req.headers().keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
+                for k in envoy_headers {
+                    req.headers_mut().remove(k);
+                }
+                if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+                    req.headers_mut().insert("x-envoy-external-address", ip);
+                }
+            }
+            req.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static(if info.tls { "https" } else { "http" }));
+        } else if !req.headers().contains_key("x-forwarded-proto") {
+            req.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static(if info.tls { "https" } else { "http" }));
+        }
+        let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
+        if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
+            if let Ok(v) = HeaderValue::from_str(&headers::uuid_v4()) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+        }
+        let request_id = req.headers().get("x-request-id").cloned();
+        record.request_headers = req.headers().clone();
+        let fail = |r: LocalReply| (r, request_id.clone());
+
+        // Route.
+        let routes = c.routes.clone();
+        let Some(vhost) = route_match::virtual_host(&routes, &authority) else {
+            self.stats.no_route.inc();
+            return Err(fail(LocalReply::no_route()));
+        };
+        let grpc = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+        let view = RequestView { path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"), headers: req.headers(), grpc };
+        let Some(route) = route_match::route(vhost, &view) else {
+            self.stats.no_route.inc();
+            return Err(fail(LocalReply::no_route()));
+        };
+        record.route_name = (!route.name.is_empty()).then(|| route.name.clone());
+        let needs_tls = match vhost.require_tls {
+            RequireTls::All => !info.tls,
+            RequireTls::ExternalOnly => !info.tls && !internal,
+            RequireTls::None => false,
+        };
+        let levels = [&route.response_headers, &vhost.response_headers, &routes.response_headers];
+        let mut resp = if needs_tls {
+            self.stats.rq_redirect.inc();
+            let r = Redirect { scheme: Some("https".into()), host: None, port: None, path: None, prefix: None, regex: None, status: 301, strip_query: false };
+            redirect(&r, &authority, &req, route)
+        } else {
+            match &route.action {
+                Action::Direct { status, body } => {
+                    self.stats.rq_direct_response.inc();
+                    let reply = LocalReply::direct(*status, body.clone());
+                    record.response_code_details = reply.details.into();
+                    reply.response()
+                }
+                Action::Redirect(r) => {
+                    self.stats.rq_redirect.inc();
+                    record.response_code_details = "redirect".into();
+                    redirect(r, &authority, &req, route)
+                }
+                Action::Forward(f) => {
+                    if let Some(reply) = upgrade_check(&req, &c.upgrades, &f.upgrades) {
+                        return Err(fail(reply));
+                    }
+                    let ctx = RouteContext { server, route, forward: f, vhost, routes: &routes, conn: info, suppress_envoy_headers: c.suppress_envoy_headers };
+                    let upgrade = req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
+                    let mut req = req;
+                    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+                    match router::forward(ctx, req, record).await {
+                        Ok(mut r) => {
+                            if r.status() == StatusCode::SWITCHING_PROTOCOLS {
+                                if let Some(down) = downstream_upgrade {
+                                    let up = hyper::upgrade::on(&mut r);
+                                    tokio::spawn(splice_upgrade(down, up));
+                                }
+                            }
+                            r
+                        }
+                        Err(reply) => {
+                            if reply.flag == ResponseFlags::NO_CLUSTER_FOUND {
+                                self.stats.no_cluster.inc();
+                            }
+                            record.flags.insert(reply.flag);
+                            record.response_code_details = reply.details.into();
+                            reply.response()
+                        }
+                    }
+                }
+            }
+        };
+        router::apply_levels(resp.headers_mut(), &levels, routes.most_specific_wins, record);
+        Ok((resp, request_id))
+    }
+
+    fn complete(&self, mut record: Record, started: Instant, sent: u64, received: u64, ended: bool) {
+        let stats = &self.stats;
+        stats.rq_active.dec();
+        stats.rq_completed.inc();
+        let class = (record.response_code / 100).wrapping_sub(1) as usize;
+        if let (Some(a), Some(b)) = (stats.rq_class.get(class), stats.listener_rq_class.get(class)) {
+            a.inc();
+            b.inc();
+        }
+        record.duration = started.elapsed();
+        stats.rq_time.record(record.duration.as_millis() as u64);
+        record.bytes_sent = sent;
+        record.bytes_received = received;
+        if !ended {
+            record.flags.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
+        for l in &self.access_logs {
+            l.log(&record);
+        }
+    }
+}
+
+fn upgrade_check(req: &Request<Body>, hcm: &[(String, bool)], route: &[(String, bool)]) -> Option<LocalReply> {
+    let kind = req.headers().get(header::UPGRADE)?.to_str().ok()?.to_ascii_lowercase();
+    let enabled = route
+        .iter()
+        .find(|(t, _)| *t == kind)
+        .map(|(_, e)| *e)
+        .or_else(|| hcm.iter().find(|(t, _)| *t == kind).map(|(_, e)| *e))
+        .unwrap_or(false);
+    (!enabled).then(LocalReply::upgrade_failed)
+}
+
+async fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (Ok(down), Ok(up)) = (down.await, up.await) else { return };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}
+
+fn redirect(r: &Redirect, authority: &str, req: &Request<Body>, route: &crate::config::route::Route) -> Response<Body> {
+    let scheme = r.scheme.clone().unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_string());
+    let bare = route_match::strip_port(authority);
+    let port = authority[bare.len()..].strip_prefix(':').map(str::to_string);
+    let mut host = bare.to_string();
+    if let Some(h) = &r.host {
+        host = h.clone();
+    }
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, Some(_)) => None,
+        (None, None) => port,
+    };
+    let port = port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let (path, query) = pq.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((pq, None));
+    let new_path = if let Some(p) = &r.path {
+        p.clone()
+    } else if let Some(prefix) = &r.prefix {
+        let matched = match &route.matcher.path {
+            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::SeparatedPrefix(p) | crate::config::route::PathMatch::Path(p) => p.len(),
+            crate::config::route::PathMatch::Regex(_) => path.len(),
+        };
+        format!("{prefix}{}", &path[matched.min(path.len())..])
+    } else if let Some((re, sub)) = &r.regex {
+        re.replace_all(path, sub.as_str()).into_owned()
+    } else {
+        path.to_string()
+    };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(p) = port {
+        location.push(':');
+        location.push_str(&p);
+    }
+    location.push_str(&new_path);
+    let keep_query = !r.strip_query && r.path.as_ref().is_none_or(|p| !p.contains('?'));
+    if let (Some(q), true) = (query, keep_query) {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+/// RFC 7231 IMF-fixdate for the `date` header.
+fn httpdate() -> String {
+    crate::access_log::time::format(std::time::SystemTime::now(), "%a, %d %b %Y %H:%M:%S GMT")
+}
+
+/// Counts request body bytes as they are read.
+struct CountedBody {
+    inner: hyper::body::Incoming,
+    counter: Arc<Counter>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.counter.add(d.len() as u64);
+            }
+        }
+        r.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What is needed to finish a stream's stats and access log.
+struct Finish {
+    hcm: Arc<HttpConnectionManager>,
+    conn: Arc<ConnState>,
+    record: Record,
+    started: Instant,
+    received: Arc<Counter>,
+}
+
+/// The response body as sent downstream: counts bytes and completes the stream (stats,
+/// access log) when it ends or is dropped (a client that went away).
+struct LoggedBody {
+    inner: Body,
+    sent: u64,
+    finish: Option<Finish>,
+}
+
+impl LoggedBody {
+    fn complete(&mut self, ended: bool) {
+        if let Some(f) = self.finish.take() {
+            let received = f.received.value();
+            f.conn.stream_ended();
+            f.hcm.complete(f.record, f.started, self.sent, received, ended);
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent += d.len() as u64;
+                }
+                if let (Some(t), Some(fin)) = (f.trailers_ref(), self.finish.as_mut()) {
+                    fin.record.response_trailers = t.clone();
+                }
+            }
+            Poll::Ready(None) => self.complete(true),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = self.finish.as_mut() {
+                    f.record.flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
+                }
+                self.complete(false);
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let exact = http_body::Body::size_hint(&self.inner).exact();
+        let ended = http_body::Body::is_end_stream(&self.inner) || exact.is_some_and(|n| self.sent >= n) && self.sent > 0 || exact == Some(0);
+        self.complete(ended);
+    }
+}

@@ -1,0 +1,165 @@
+//! Header handling of the connection manager and router: Envoy's append semantics for
+//! configured mutations, hop-by-hop removal, request ids, and x-forwarded-for handling.
+
+use crate::access_log::record::Record;
+use crate::config::common::{AppendAction, HeaderMutations, HeaderTemplate};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Headers that describe one hop and are never forwarded.
+pub const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"];
+
+/// Removes hop-by-hop headers, including those named in `connection`, keeping `te:
+/// trailers` (gRPC needs it) and, for upgrades, `connection`/`upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    let te_trailers = headers.get(http::header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let upgrade = headers.get(http::header::UPGRADE).cloned();
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    for n in named {
+        if n != "upgrade" || !keep_upgrade {
+            headers.remove(n.as_str());
+        }
+    }
+    if te_trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        if let Some(u) = upgrade {
+            headers.insert(http::header::UPGRADE, u);
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+/// Applies one level of configured mutations (removals first, then additions).
+pub fn apply(headers: &mut HeaderMap, m: &HeaderMutations, record: &Record) {
+    if m.is_empty() {
+        return;
+    }
+    for name in &m.remove {
+        headers.remove(name);
+    }
+    for add in &m.add {
+        let rendered = match &add.value {
+            HeaderTemplate::Literal(s) => s.clone(),
+            HeaderTemplate::Formatted(f) => f.render(record),
+        };
+        if rendered.is_empty() && !add.keep_empty {
+            continue;
+        }
+        let Ok(value) = HeaderValue::from_str(&rendered) else { continue };
+        set(headers, &add.name, value, add.action);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, action: AppendAction) {
+    let present = headers.contains_key(name);
+    match action {
+        AppendAction::AppendIfExistsOrAdd => {
+            headers.append(name.clone(), value);
+        }
+        AppendAction::AddIfAbsent if !present => {
+            headers.insert(name.clone(), value);
+        }
+        AppendAction::OverwriteIfExistsOrAdd => {
+            headers.insert(name.clone(), value);
+        }
+        AppendAction::OverwriteIfExists if present => {
+            headers.insert(name.clone(), value);
+        }
+        _ => {}
+    }
+}
+
+/// A random (version 4) UUID, as Envoy's default request-id extension generates.
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Whether an address is "internal" for Envoy's purposes (RFC 1918, loopback, ULA).
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.to_ipv4_mapped().is_some_and(|v| v.is_private() || v.is_loopback()),
+    }
+}
+
+/// The client address as the HCM determines it: the peer with `use_remote_address`,
+/// otherwise the `xff_num_trusted_hops`+1-th address from the right of x-forwarded-for.
+pub fn downstream_address(headers: &HeaderMap, peer: Option<IpAddr>, use_remote: bool, trusted_hops: u32) -> Option<IpAddr> {
+    let xff: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if use_remote {
+        if trusted_hops == 0 {
+            return peer;
+        }
+        return xff.iter().rev().nth(trusted_hops as usize - 1).copied().or(peer);
+    }
+    xff.iter().rev().nth(trusted_hops as usize).copied().or(if xff.is_empty() { peer } else { None })
+}
+
+/// Appends `ip` to x-forwarded-for.
+pub fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+    let new = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&new) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xff_trust() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
+        let peer = Some("9.9.9.9".parse().unwrap());
+        assert_eq!(downstream_address(&h, peer, true, 0), peer);
+        assert_eq!(downstream_address(&h, peer, true, 1), Some("2.2.2.2".parse().unwrap()));
+        assert_eq!(downstream_address(&h, peer, false, 0), Some("2.2.2.2".parse().unwrap()));
+        assert_eq!(downstream_address(&h, peer, false, 1), Some("1.1.1.1".parse().unwrap()));
+        append_xff(&mut h, "3.3.3.3".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2,3.3.3.3");
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-foo".parse().unwrap());
+        h.insert("x-foo", "1".parse().unwrap());
+        h.insert("te", "trailers, gzip".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn uuid_shape() {
+        let u = uuid_v4();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+    }
+}

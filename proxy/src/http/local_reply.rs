@@ -1,0 +1,101 @@
+//! Responses meshproxy generates itself (no route, no healthy upstream, timeouts, ...)
+//! with Envoy's status codes, bodies, response flags and response code details.
+
+use crate::access_log::record::ResponseFlags;
+use bytes::Bytes;
+use filters::http::Body;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+/// A locally generated reply and what the access log should say about it.
+#[derive(Debug, Clone)]
+pub struct LocalReply {
+    /// Status.
+    pub status: StatusCode,
+    /// Body (text/plain when not empty).
+    pub body: Bytes,
+    /// Response flag to record.
+    pub flag: ResponseFlags,
+    /// `%RESPONSE_CODE_DETAILS%`.
+    pub details: &'static str,
+}
+
+const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
+
+impl LocalReply {
+    /// 404, no route matched (`NR`).
+    pub fn no_route() -> Self {
+        LocalReply { status: StatusCode::NOT_FOUND, body: Bytes::new(), flag: ResponseFlags::NO_ROUTE_FOUND, details: "route_not_found" }
+    }
+
+    /// 503, the route's cluster does not exist (`NC`).
+    pub fn no_cluster() -> Self {
+        LocalReply { status: StatusCode::SERVICE_UNAVAILABLE, body: Bytes::new(), flag: ResponseFlags::NO_CLUSTER_FOUND, details: "cluster_not_found" }
+    }
+
+    /// 503, no host to send to (`UH`).
+    pub fn no_healthy_upstream() -> Self {
+        LocalReply { status: StatusCode::SERVICE_UNAVAILABLE, body: Bytes::from_static(b"no healthy upstream"), flag: ResponseFlags::NO_HEALTHY_UPSTREAM, details: "no_healthy_upstream" }
+    }
+
+    /// 503, connecting failed (`UF`).
+    pub fn connect_failure(reason: &str) -> Self {
+        LocalReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from(format!("{RESET_PREFIX}remote connection failure, transport failure reason: {reason}")),
+            flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            details: "upstream_reset_before_response_started{remote_connection_failure}",
+        }
+    }
+
+    /// 503, a circuit breaker overflowed (`UO`).
+    pub fn overflow() -> Self {
+        LocalReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from(format!("{RESET_PREFIX}overflow")),
+            flag: ResponseFlags::UPSTREAM_OVERFLOW,
+            details: "upstream_reset_before_response_started{overflow}",
+        }
+    }
+
+    /// 503, the upstream closed or reset before responding (`UC`).
+    pub fn upstream_reset() -> Self {
+        LocalReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from(format!("{RESET_PREFIX}connection termination")),
+            flag: ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            details: "upstream_reset_before_response_started{connection_termination}",
+        }
+    }
+
+    /// 504, the route timeout elapsed (`UT`).
+    pub fn upstream_timeout() -> Self {
+        LocalReply { status: StatusCode::GATEWAY_TIMEOUT, body: Bytes::from_static(b"upstream request timeout"), flag: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, details: "upstream_response_timeout" }
+    }
+
+    /// 400 for a path the normaliser rejects.
+    pub fn bad_path() -> Self {
+        LocalReply { status: StatusCode::BAD_REQUEST, body: Bytes::from_static(b"Bad Request"), flag: ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS, details: "path_normalization_failed" }
+    }
+
+    /// 403 for an upgrade the route or HCM does not allow.
+    pub fn upgrade_failed() -> Self {
+        LocalReply { status: StatusCode::FORBIDDEN, body: Bytes::from_static(b"upgrade failed"), flag: ResponseFlags::default(), details: "upgrade_failed" }
+    }
+
+    /// A configured direct response.
+    pub fn direct(status: u16, body: Bytes) -> Self {
+        LocalReply { status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body, flag: ResponseFlags::default(), details: "direct_response" }
+    }
+
+    /// The HTTP response (content-type text/plain when there is a body).
+    pub fn response(&self) -> Response<Body> {
+        let mut r = Response::new(Full::new(self.body.clone()).map_err(|e| match e {}).boxed());
+        *r.status_mut() = self.status;
+        if !self.body.is_empty() {
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        r
+    }
+}

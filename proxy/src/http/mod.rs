@@ -1,0 +1,9 @@
+//! HTTP: the connection manager (codecs, header sanitation, request ids, route selection,
+//! local replies, access logs) and the router that forwards to clusters.
+
+pub mod connection_manager;
+pub mod headers;
+pub mod local_reply;
+pub mod path;
+pub mod route_match;
+pub mod router;

@@ -1,0 +1,97 @@
+//! Path normalisation (`normalize_path`: RFC 3986 dot-segment removal and unreserved
+//! percent-decoding; `merge_slashes`).
+
+/// Normalises the path part of `path_and_query`; `None` when the path escapes the root or
+/// is malformed (Envoy answers 400).
+pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> Option<String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    if !path.starts_with('/') {
+        return if path == "*" { Some(path_and_query.to_string()) } else { None };
+    }
+    let mut p = path.to_string();
+    if normalize {
+        p = decode_unreserved(&p)?;
+        p = p.replace('\\', "/");
+        p = remove_dot_segments(&p)?;
+    }
+    if merge_slashes {
+        let mut out = String::with_capacity(p.len());
+        for c in p.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        p = out;
+    }
+    Some(match query {
+        Some(q) => format!("{p}?{q}"),
+        None => p,
+    })
+}
+
+fn decode_unreserved(p: &str) -> Option<String> {
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                out.push(v);
+            } else {
+                out.extend_from_slice(&[b'%', hex[0].to_ascii_uppercase(), hex[1].to_ascii_uppercase()]);
+            }
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn remove_dot_segments(p: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = p.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                out.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut s = String::from("/");
+    s.push_str(&out.join("/"));
+    if trailing_slash && !s.ends_with('/') {
+        s.push('/');
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn rfc3986_and_merge() {
+        assert_eq!(normalize("/a/./b/../c?x=1", true, false).as_deref(), Some("/a/c?x=1"));
+        assert_eq!(normalize("/a/%7Eb/%2F", true, false).as_deref(), Some("/a/~b/%2F"));
+        assert_eq!(normalize("/../../x", true, false).as_deref(), Some("/x"));
+        assert_eq!(normalize("//a///b", false, true).as_deref(), Some("/a/b"));
+        assert_eq!(normalize("/a/b/..", true, false).as_deref(), Some("/a/"));
+        assert_eq!(normalize("a", true, false), None);
+        assert_eq!(normalize("/%zz", true, false), None);
+    }
+}

@@ -1,0 +1,376 @@
+//! `envoy.filters.http.router`: picks the cluster and host, enforces circuit breakers and
+//! the route timeout, rewrites the request, sends it through the worker's pool and streams
+//! the response back, keeping the connection lease and the counters alive until the
+//! response body ends.
+
+use super::headers;
+use super::local_reply::LocalReply;
+use crate::access_log::record::Record;
+use crate::config::cluster::UpstreamProtocol;
+use crate::config::route::{ClusterTarget, Forward, HashKind, HostRewrite, Route, RouteConfig, VirtualHost, WeightedTarget};
+use crate::listener::ConnectionInfo;
+use crate::server::Server;
+use crate::upstream::cluster::Cluster;
+use crate::upstream::hash;
+use crate::upstream::lb::LbContext;
+use crate::upstream::pool::{self, Checkout, Lease, PoolError, Protocol};
+use bytes::Bytes;
+use filters::http::{Body, BoxError};
+use http::{HeaderValue, Request, Response, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use rand::Rng;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What the router needs beyond the request.
+pub struct RouteContext<'a> {
+    /// The server (clusters).
+    pub server: &'a Arc<Server>,
+    /// The matched route.
+    pub route: &'a Route,
+    /// Its forward action.
+    pub forward: &'a Forward,
+    /// Its virtual host.
+    pub vhost: &'a VirtualHost,
+    /// The route configuration.
+    pub routes: &'a RouteConfig,
+    /// The downstream connection.
+    pub conn: &'a ConnectionInfo,
+    /// Router `suppress_envoy_headers`.
+    pub suppress_envoy_headers: bool,
+}
+
+fn pick_weighted(targets: &[WeightedTarget], total: u64) -> &WeightedTarget {
+    let mut r = rand::thread_rng().gen_range(0..total);
+    for t in targets {
+        if r < t.weight {
+            return t;
+        }
+        r -= t.weight;
+    }
+    &targets[targets.len() - 1]
+}
+
+fn request_hash(f: &Forward, req: &Request<Body>, conn: &ConnectionInfo) -> (Option<u64>, Option<String>) {
+    let mut h = None;
+    let mut set_cookie = None;
+    for p in &f.hash_policies {
+        let value = match &p.kind {
+            HashKind::Header(name) => {
+                let vals: Vec<&[u8]> = req.headers().get_all(name).iter().map(|v| v.as_bytes()).collect();
+                (!vals.is_empty()).then(|| hash::hash_key(&vals.concat()))
+            }
+            HashKind::SourceIp => conn.remote.map(|a| hash::hash_key(a.ip().to_string().as_bytes())),
+            HashKind::QueryParameter(name) => req.uri().query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| hash::hash_key(v.as_bytes()))
+                })
+            }),
+            HashKind::Cookie { name, ttl, path } => {
+                let found = req
+                    .headers()
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .find_map(|c| c.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')).map(str::to_string));
+                match (found, ttl) {
+                    (Some(v), _) => Some(hash::hash_key(v.as_bytes())),
+                    (None, Some(ttl)) => {
+                        let seed = format!("{}{}", conn.remote.map(|a| a.to_string()).unwrap_or_default(), conn.id);
+                        let v = format!("{:016x}", hash::hash_key(seed.as_bytes()));
+                        let mut c = format!("{name}=\"{v}\"; Max-Age={}", ttl.as_secs());
+                        if !path.is_empty() {
+                            c.push_str(&format!("; Path={path}"));
+                        }
+                        c.push_str("; HttpOnly");
+                        set_cookie = Some(c);
+                        Some(hash::hash_key(v.as_bytes()))
+                    }
+                    (None, None) => None,
+                }
+            }
+        };
+        if let Some(v) = value {
+            h = Some(hash::combine(h, v));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    (h, set_cookie)
+}
+
+fn rewrite_path(f: &Forward, route: &Route, path_and_query: &str) -> Option<String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let new_path = if let Some(prefix) = &f.prefix_rewrite {
+        use crate::config::route::PathMatch;
+        let matched_len = match &route.matcher.path {
+            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len(),
+            PathMatch::Path(p) => p.len(),
+            PathMatch::Regex(_) => path.len(),
+        };
+        format!("{prefix}{}", &path[matched_len.min(path.len())..])
+    } else if let Some((re, sub)) = &f.regex_rewrite {
+        re.replace_all(path, sub.as_str()).into_owned()
+    } else {
+        return None;
+    };
+    Some(match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    })
+}
+
+/// Forwards a request; always returns a response (upstream or local reply).
+pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut Record) -> Result<Response<Body>, LocalReply> {
+    let f = ctx.forward;
+    let (cluster_name, weighted) = match &f.target {
+        ClusterTarget::Named(n) => (n.clone(), None),
+        ClusterTarget::Header(h) => match req.headers().get(h).and_then(|v| v.to_str().ok()) {
+            Some(n) => (n.to_string(), None),
+            None => return Err(LocalReply::no_cluster()),
+        },
+        ClusterTarget::Weighted(targets, total) => {
+            let t = pick_weighted(targets, *total);
+            (t.name.clone(), Some(t))
+        }
+    };
+    record.upstream_cluster = Some(cluster_name.clone());
+    let Some(cluster) = ctx.server.clusters.get(&cluster_name).cloned() else {
+        return Err(LocalReply::no_cluster());
+    };
+    cluster.stats.rq_total.inc();
+    let Some(request_slot) = cluster.resources.requests.try_acquire() else {
+        cluster.stats.rq_pending_overflow.inc();
+        return Err(LocalReply::overflow());
+    };
+    let (hash, set_cookie) = request_hash(f, &req, ctx.conn);
+    let Some(host) = cluster.pick(&LbContext { hash, original_dst: ctx.conn.local }) else {
+        return Err(LocalReply::no_healthy_upstream());
+    };
+    record.upstream_host = Some(host.address_string.clone());
+
+    // Rewrite the request.
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let original_authority = record.authority.clone().unwrap_or_default();
+    if let Some(new) = rewrite_path(f, ctx.route, &path_and_query) {
+        req.headers_mut().insert("x-envoy-original-path", HeaderValue::from_str(&path_and_query).unwrap_or(HeaderValue::from_static("/")));
+        *req.uri_mut() = new.parse().unwrap_or_else(|_| req.uri().clone());
+    }
+    let authority = match &f.host_rewrite {
+        HostRewrite::None => original_authority.clone(),
+        HostRewrite::Literal(h) => h.clone(),
+        HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
+        HostRewrite::Auto => original_authority.clone(),
+    };
+    if authority != original_authority {
+        if let Ok(v) = HeaderValue::from_str(&original_authority) {
+            req.headers_mut().insert("x-forwarded-host", v);
+        }
+    }
+    let upgrade = req.headers().get(http::header::UPGRADE).is_some();
+    headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+    req.headers_mut().remove(http::header::EXPECT);
+    if let Some(t) = f.timeout {
+        if !ctx.suppress_envoy_headers {
+            req.headers_mut().insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+        }
+    }
+    if let Some(w) = weighted {
+        headers::apply(req.headers_mut(), &w.request_headers, record);
+    }
+    let levels = [&ctx.route.request_headers, &ctx.vhost.request_headers, &ctx.routes.request_headers];
+    apply_levels(req.headers_mut(), &levels, ctx.routes.most_specific_wins, record);
+
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let protocol = match cluster.config.protocol {
+        UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Protocol::Http1,
+        UpstreamProtocol::Http2 => Protocol::Http2,
+        UpstreamProtocol::UseDownstream if downstream_h2 => Protocol::Http2,
+        UpstreamProtocol::UseDownstream => Protocol::Http1,
+    };
+    let started = Instant::now();
+    let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
+    let active = host.start_request();
+    cluster.stats.rq_active.inc();
+    let exchange = send(&cluster, &host, protocol, req, authority);
+    let result = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.stats.rq_active.dec();
+                cluster.stats.rq_timeout.inc();
+                return Err(LocalReply::upstream_timeout());
+            }
+        },
+        None => exchange.await,
+    };
+    let (resp, lease, local) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            cluster.stats.rq_active.dec();
+            return Err(match e {
+                SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
+                SendError::Pool(PoolError::Connect(c)) => {
+                    record.upstream_failure = Some(c.to_string());
+                    LocalReply::connect_failure(&c.to_string())
+                }
+                SendError::Reset => {
+                    cluster.stats.rq_rx_reset.inc();
+                    LocalReply::upstream_reset()
+                }
+            });
+        }
+    };
+    record.upstream_local = local;
+    let elapsed = started.elapsed();
+    record.response_duration = Some(elapsed);
+    cluster.stats.rq_time.record(elapsed.as_millis() as u64);
+    cluster.stats.record_status(resp.status().as_u16());
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    if !ctx.suppress_envoy_headers {
+        parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(elapsed.as_millis() as u64));
+    }
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        parts.headers.append(http::header::SET_COOKIE, c);
+    }
+    if let Some(w) = weighted {
+        headers::apply(&mut parts.headers, &w.response_headers, record);
+    }
+    let body = UpstreamBody {
+        inner: body,
+        lease,
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        _guards: (request_slot, active, RqActive(cluster.clone())),
+    };
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Applies route, virtual host and route-configuration mutations in Envoy's order.
+pub fn apply_levels(h: &mut http::HeaderMap, levels: &[&crate::config::common::HeaderMutations; 3], most_specific_wins: bool, record: &Record) {
+    if most_specific_wins {
+        levels.iter().rev().for_each(|m| headers::apply(h, m, record));
+    } else {
+        levels.iter().for_each(|m| headers::apply(h, m, record));
+    }
+}
+
+enum SendError {
+    Pool(PoolError),
+    Reset,
+}
+
+async fn send(
+    cluster: &Arc<Cluster>,
+    host: &Arc<crate::upstream::host::Host>,
+    protocol: Protocol,
+    mut req: Request<Body>,
+    authority: String,
+) -> Result<(Response<hyper::body::Incoming>, Option<Lease>, Option<std::net::SocketAddr>), SendError> {
+    let pool = pool::for_host(cluster, host, protocol).map_err(SendError::Pool)?;
+    let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
+    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    match checkout {
+        Checkout::Http1(mut lease) => {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = pq.parse().map_err(|_| SendError::Reset)?;
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+            lease.sender.ready().await.map_err(|_| SendError::Reset)?;
+            let resp = lease.sender.send_request(req).await.map_err(|_| SendError::Reset)?;
+            Ok((resp, Some(lease), local))
+        }
+        Checkout::Http2(mut sender) => {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(http::header::HOST);
+            let scheme = if cluster.config.tls.is_some() { "https" } else { "http" };
+            let authority = if authority.is_empty() { host.address_string.clone() } else { authority };
+            *req.uri_mut() = format!("{scheme}://{authority}{pq}").parse().map_err(|_| SendError::Reset)?;
+            sender.ready().await.map_err(|_| SendError::Reset)?;
+            let resp = sender.send_request(req).await.map_err(|_| SendError::Reset)?;
+            Ok((resp, None, local))
+        }
+    }
+}
+
+/// Decrements `upstream_rq_active` when the exchange is over.
+struct RqActive(Arc<Cluster>);
+
+impl Drop for RqActive {
+    fn drop(&mut self) {
+        self.0.stats.rq_active.dec();
+    }
+}
+
+/// The upstream response body: returns the HTTP/1.1 connection to the pool only after a
+/// complete body, enforces what is left of the route timeout, and holds the request's
+/// circuit-breaker slot and active-request marks until it ends.
+struct UpstreamBody<G> {
+    inner: hyper::body::Incoming,
+    lease: Option<Lease>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _guards: G,
+}
+
+impl<G: Unpin> http_body::Body for UpstreamBody<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(d) = this.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                this.lease = None;
+                return Poll::Ready(Some(Err("upstream response timeout".into())));
+            }
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                if let Some(l) = this.lease.take() {
+                    l.release();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.lease = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // While a lease is held, let the codec poll to the end so the connection returns
+        // to the pool even for empty bodies.
+        self.lease.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<G> Drop for UpstreamBody<G> {
+    fn drop(&mut self) {
+        // The codec may stop polling once it has written content-length bytes; the
+        // exchange is still complete if the upstream body is.
+        if http_body::Body::is_end_stream(&self.inner) {
+            if let Some(l) = self.lease.take() {
+                l.release();
+            }
+        }
+    }
+}
+
+use std::future::Future;

@@ -1,0 +1,412 @@
+//! Listeners: bound sockets, the per-worker accept loops, listener filters, filter-chain
+//! selection, downstream TLS, and the hand-off to the HTTP connection manager or TCP proxy.
+
+pub mod chain_match;
+pub mod inspect;
+pub mod proxy_protocol;
+pub mod socket;
+
+use crate::config::common::Address;
+use crate::config::listener::{FilterChain, ListenerConfig, ListenerFilter, Terminal};
+use crate::config::tls::ServerTls;
+use crate::http::connection_manager::HttpConnectionManager;
+use crate::server::Server;
+use crate::stats::{Counter, Gauge, Scope};
+use crate::tcp_proxy::TcpProxy;
+use chain_match::ConnectionFacts;
+use inspect::Inspection;
+use socket::Downstream;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What the data path knows about a downstream connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    /// Process-unique id.
+    pub id: u64,
+    /// Remote address (PROXY protocol source when present).
+    pub remote: Option<SocketAddr>,
+    /// Socket peer.
+    pub direct_remote: Option<SocketAddr>,
+    /// Local address (original destination when restored).
+    pub local: Option<SocketAddr>,
+    /// SNI.
+    pub server_name: Option<String>,
+    /// Whether the connection is TLS-terminated here.
+    pub tls: bool,
+    /// ALPN negotiated by our TLS handshake.
+    pub alpn: Option<Vec<u8>>,
+    /// The client certificate's first URI SAN.
+    pub peer_uri_san: Option<String>,
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Envoy's per-listener stats.
+#[derive(Debug)]
+pub struct ListenerStats {
+    /// downstream_cx_total
+    pub cx_total: Arc<Counter>,
+    /// downstream_cx_active
+    pub cx_active: Arc<Gauge>,
+    /// downstream_cx_destroy
+    pub cx_destroy: Arc<Counter>,
+    /// no_filter_chain_match
+    pub no_filter_chain_match: Arc<Counter>,
+    /// downstream_pre_cx_timeout
+    pub pre_cx_timeout: Arc<Counter>,
+    /// downstream_global_cx_overflow
+    pub global_cx_overflow: Arc<Counter>,
+    /// The listener's scope (`listener.<address>.`), for per-HCM listener stats.
+    pub scope: Scope,
+}
+
+/// A filter chain ready to serve.
+pub struct ChainRuntime {
+    tls: Option<Result<tokio_rustls::TlsAcceptor, Vec<String>>>,
+    handshake_timeout: Option<std::time::Duration>,
+    terminal: TerminalRuntime,
+}
+
+enum TerminalRuntime {
+    Http(Arc<HttpConnectionManager>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// A listener with its runtime pieces.
+pub struct ActiveListener {
+    /// Config.
+    pub config: Arc<ListenerConfig>,
+    /// Stats.
+    pub stats: ListenerStats,
+    chains: Vec<ChainRuntime>,
+    default_chain: Option<ChainRuntime>,
+}
+
+impl ActiveListener {
+    /// Builds the runtime of every chain (access-log writers, stats).
+    pub fn new(config: Arc<ListenerConfig>, root: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
+        let scope = root.tagged("listener", "envoy_listener_address", &config.stat_prefix);
+        let build = |c: &FilterChain| -> std::io::Result<ChainRuntime> {
+            Ok(ChainRuntime {
+                tls: c.tls.as_ref().map(|t| match t {
+                    ServerTls::Ready(cfg) => Ok(tokio_rustls::TlsAcceptor::from(cfg.clone())),
+                    ServerTls::Pending(names) => Err(names.clone()),
+                }),
+                handshake_timeout: c.handshake_timeout,
+                terminal: match &c.terminal {
+                    Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(h.clone(), root, &scope, flush)?),
+                    Terminal::Tcp(t) => TerminalRuntime::Tcp(TcpProxy::new(t.clone(), root, flush)?),
+                },
+            })
+        };
+        let chains = config.filter_chains.iter().map(build).collect::<std::io::Result<Vec<_>>>()?;
+        let default_chain = config.default_chain.as_ref().map(build).transpose()?;
+        Ok(Arc::new(ActiveListener {
+            stats: ListenerStats {
+                cx_total: scope.counter("downstream_cx_total"),
+                cx_active: scope.gauge("downstream_cx_active"),
+                cx_destroy: scope.counter("downstream_cx_destroy"),
+                no_filter_chain_match: scope.counter("no_filter_chain_match"),
+                pre_cx_timeout: scope.counter("downstream_pre_cx_timeout"),
+                global_cx_overflow: scope.counter("downstream_global_cx_overflow"),
+                scope,
+            },
+            chains,
+            default_chain,
+            config,
+        }))
+    }
+
+    /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).
+    pub fn warmed(&self) -> bool {
+        self.chains.iter().chain(self.default_chain.iter()).all(|c| !matches!(c.tls, Some(Err(_))))
+    }
+}
+
+/// A bound listening socket, cloned into every worker.
+pub enum BoundSocket {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// Unix.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`).
+pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
+    match address {
+        Address::Socket(a) => {
+            let domain = if a.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+            let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+            s.set_reuse_address(true)?;
+            if a.is_ipv6() {
+                s.set_only_v6(false).ok();
+            }
+            s.bind(&(*a).into())?;
+            s.listen(1024)?;
+            s.set_nonblocking(true)?;
+            Ok(BoundSocket::Tcp(s.into()))
+        }
+        Address::Pipe(p, mode) => {
+            let path = p.to_string_lossy();
+            if let Some(name) = path.strip_prefix('@') {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                let l = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+                l.set_nonblocking(true)?;
+                return Ok(BoundSocket::Unix(l));
+            }
+            let _ = std::fs::remove_file(p);
+            let l = std::os::unix::net::UnixListener::bind(p)?;
+            if *mode != 0 {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode))?;
+            }
+            l.set_nonblocking(true)?;
+            Ok(BoundSocket::Unix(l))
+        }
+        Address::Named(..) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "listeners need an IP address")),
+    }
+}
+
+/// Runs the accept loop of one listener on the calling worker until `stop` fires.
+pub async fn accept_loop(server: Arc<Server>, listener: Arc<ActiveListener>, socket: BoundSocket, mut stop: tokio::sync::watch::Receiver<bool>) {
+    enum L {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let l = match socket {
+        BoundSocket::Tcp(s) => tokio::net::TcpListener::from_std(s).map(L::Tcp),
+        BoundSocket::Unix(s) => tokio::net::UnixListener::from_std(s).map(L::Unix),
+    };
+    let l = match l {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(target: "conn_handler", "listener {}: cannot register socket: {e}", listener.config.name);
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = async {
+                match &l {
+                    L::Tcp(t) => t.accept().await.map(|(s, peer)| (Downstream::Tcp(s), Some(peer))),
+                    L::Unix(u) => u.accept().await.map(|(s, _)| (Downstream::Unix(s), None)),
+                }
+            } => a,
+        };
+        match accepted {
+            Ok((ds, peer)) => {
+                let server = server.clone();
+                let listener = listener.clone();
+                tokio::spawn(async move { handle(server, listener, ds, peer).await });
+            }
+            Err(e) => {
+                tracing::warn!(target: "conn_handler", "listener {}: accept failed: {e}", listener.config.name);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Counts a connection against the global limit for its lifetime.
+struct GlobalSlot(Option<Arc<AtomicU64>>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts a connection in a listener's stats for its lifetime.
+struct ActiveGuard(Arc<ActiveListener>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.stats.cx_active.dec();
+        self.0.stats.cx_destroy.inc();
+    }
+}
+
+async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: Downstream, peer: Option<SocketAddr>) {
+    let global = match server.admit_connection(listener.config.ignore_global_conn_limit) {
+        Some(g) => GlobalSlot(g),
+        None => {
+            listener.stats.global_cx_overflow.inc();
+            return;
+        }
+    };
+    let mut info = ConnectionInfo {
+        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        remote: peer,
+        direct_remote: peer,
+        local: match &ds {
+            Downstream::Tcp(s) => s.local_addr().ok(),
+            Downstream::Unix(_) => None,
+        },
+        ..Default::default()
+    };
+    let mut facts = ConnectionFacts { transport_protocol: "raw_buffer", ..Default::default() };
+    // Listener filters of the accepting listener; with use_original_dst, the connection
+    // moves to the listener of its original destination, whose filters run too.
+    let mut hops = 0;
+    loop {
+        let timeout = listener.config.listener_filters_timeout;
+        let run = run_listener_filters(&listener.config.listener_filters, &mut ds, &mut info, &mut facts);
+        let outcome = match timeout {
+            Some(t) => tokio::time::timeout(t, run).await,
+            None => Ok(run.await),
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(target: "conn_handler", "listener {}: listener filter closed the connection: {e}", listener.config.name);
+                return;
+            }
+            Err(_) => {
+                listener.stats.pre_cx_timeout.inc();
+                if !listener.config.continue_on_timeout {
+                    return;
+                }
+            }
+        }
+        if hops == 0 && listener.config.use_original_dst {
+            if let Some(target) = info.local.and_then(|dst| server.listener_for_original_dst(dst, &listener)) {
+                listener = target;
+                hops += 1;
+                continue;
+            }
+        }
+        break;
+    }
+    let _global = global;
+    listener.stats.cx_total.inc();
+    listener.stats.cx_active.inc();
+    let _active = ActiveGuard(listener.clone());
+    facts.destination = info.local;
+    facts.source = info.remote;
+    facts.direct_source = info.direct_remote;
+    facts.server_name = info.server_name.clone();
+    let Some(chosen) = chain_match::select(&listener.config.filter_chains, listener.config.default_chain.as_ref(), &facts) else {
+        listener.stats.no_filter_chain_match.inc();
+        return;
+    };
+    let chain = match listener.config.filter_chains.iter().position(|c| std::ptr::eq(c, chosen)) {
+        Some(i) => &listener.chains[i],
+        None => match &listener.default_chain {
+            Some(d) => d,
+            None => return,
+        },
+    };
+    let mut io = ds.into_io();
+    if let Some(tls) = &chain.tls {
+        let Ok(acceptor) = tls else { return };
+        let handshake = acceptor.accept(io);
+        let stream = match chain.handshake_timeout {
+            Some(t) => match tokio::time::timeout(t, handshake).await {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            None => handshake.await,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(target: "connection", "TLS handshake failed: {e}");
+                return;
+            }
+        };
+        let conn = stream.get_ref().1;
+        info.tls = true;
+        info.alpn = conn.alpn_protocol().map(|a| a.to_vec());
+        info.server_name = conn.server_name().map(str::to_string).or(info.server_name);
+        info.peer_uri_san = conn.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::san::first_uri);
+        io = Box::new(stream);
+    }
+    match &chain.terminal {
+        TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,
+        TerminalRuntime::Tcp(t) => t.clone().serve(server, io, info).await,
+    }
+}
+
+async fn run_listener_filters(filters: &[ListenerFilter], ds: &mut Downstream, info: &mut ConnectionInfo, facts: &mut ConnectionFacts) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for f in filters {
+        match f {
+            ListenerFilter::OriginalDst => {
+                if let Some(dst) = ds.original_dst() {
+                    info.local = Some(dst);
+                }
+            }
+            ListenerFilter::ProxyProtocol { allow_without } => {
+                let mut need = 16;
+                loop {
+                    let n = ds.peek(need, &mut buf).await?;
+                    match proxy_protocol::parse(&buf[..n]) {
+                        proxy_protocol::Parse::Header(h) => {
+                            let len = match h {
+                                proxy_protocol::Header::Proxied { source, destination, len } => {
+                                    info.remote = Some(source);
+                                    info.local = Some(destination);
+                                    len
+                                }
+                                proxy_protocol::Header::Local { len } => len,
+                            };
+                            ds.discard(len).await?;
+                            break;
+                        }
+                        proxy_protocol::Parse::NotProxy if *allow_without => break,
+                        proxy_protocol::Parse::NotProxy => return Err(std::io::Error::other("missing PROXY protocol header")),
+                        proxy_protocol::Parse::Invalid(why) => return Err(std::io::Error::other(why)),
+                        proxy_protocol::Parse::NeedMore(m) if n == 0 || m <= n => {
+                            return Err(std::io::Error::other("connection closed in PROXY header"))
+                        }
+                        proxy_protocol::Parse::NeedMore(m) => need = m,
+                    }
+                }
+            }
+            ListenerFilter::TlsInspector => {
+                let mut need = 1;
+                loop {
+                    let n = ds.peek(need, &mut buf).await?;
+                    match inspect::client_hello(&buf[..n]) {
+                        Inspection::Done(Some(hello)) => {
+                            facts.transport_protocol = "tls";
+                            info.server_name = hello.sni;
+                            facts.application_protocols = hello.alpn;
+                            break;
+                        }
+                        Inspection::Done(None) => break,
+                        Inspection::NeedMore(_) if n == 0 => break,
+                        Inspection::NeedMore(m) if m <= n => break,
+                        Inspection::NeedMore(m) => need = m,
+                    }
+                }
+            }
+            ListenerFilter::HttpInspector => {
+                if facts.transport_protocol == "tls" {
+                    continue;
+                }
+                let mut need = 1;
+                loop {
+                    let n = ds.peek(need, &mut buf).await?;
+                    match inspect::http_protocol(&buf[..n]) {
+                        Inspection::Done(Some(p)) => {
+                            facts.application_protocols = vec![p.to_string()];
+                            break;
+                        }
+                        Inspection::Done(None) => break,
+                        Inspection::NeedMore(_) if n == 0 => break,
+                        Inspection::NeedMore(m) if m <= n => break,
+                        Inspection::NeedMore(m) => need = m,
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

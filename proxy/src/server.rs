@@ -1,0 +1,227 @@
+//! The server: owns the translated bootstrap, stats, clusters and listeners; starts the
+//! per-core workers (each a current-thread runtime accepting on every listener) and the
+//! main runtime (admin, DNS); tracks Envoy's server state for `/ready` and `server.state`.
+
+use crate::cli::Options;
+use crate::config::bootstrap::Bootstrap;
+use crate::listener::{self, ActiveListener, BoundSocket};
+use crate::stats::{Scope, Store};
+use crate::upstream::manager::ClusterManager;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Envoy's `server.state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// Serving.
+    Live = 0,
+    /// Draining listeners.
+    Draining = 1,
+    /// Before initialisation.
+    PreInitializing = 2,
+    /// Waiting for the initial xDS fetch.
+    Initializing = 3,
+}
+
+impl State {
+    /// The word `/ready` answers with.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Live => "LIVE",
+            State::Draining => "DRAINING",
+            State::PreInitializing => "PRE_INITIALIZING",
+            State::Initializing => "INITIALIZING",
+        }
+    }
+}
+
+/// Everything the data path and admin API share.
+pub struct Server {
+    /// Command line.
+    pub options: Options,
+    /// Translated bootstrap.
+    pub bootstrap: Arc<Bootstrap>,
+    /// Stats store.
+    pub stats: Arc<Store>,
+    /// Clusters.
+    pub clusters: ClusterManager,
+    /// Listeners (including `bind_to_port: false` ones).
+    pub listeners: Vec<Arc<ActiveListener>>,
+    /// Process start.
+    pub started: SystemTime,
+    started_instant: Instant,
+    state: AtomicU8,
+    /// `/healthcheck/fail` was called (and not undone).
+    pub healthcheck_failed: AtomicBool,
+    global_connections: Arc<AtomicU64>,
+    stop_inbound: tokio::sync::watch::Sender<bool>,
+    stop_all: tokio::sync::watch::Sender<bool>,
+    /// Set when `/quitquitquit` or a signal asks the process to exit.
+    pub quit: tokio::sync::Notify,
+}
+
+impl Server {
+    /// Builds clusters and listeners from the bootstrap.
+    pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
+        let stats = Store::new();
+        let root = stats.root();
+        let clusters = ClusterManager::new(&bootstrap.clusters, &root);
+        let flush = std::time::Duration::from_millis(options.file_flush_interval_msec.max(1));
+        let listeners = bootstrap.listeners.iter().map(|l| ActiveListener::new(l.clone(), &root, flush)).collect::<std::io::Result<Vec<_>>>()?;
+        let server = Arc::new(Server {
+            options,
+            bootstrap: Arc::new(bootstrap),
+            stats,
+            clusters,
+            listeners,
+            started: SystemTime::now(),
+            started_instant: Instant::now(),
+            state: AtomicU8::new(State::PreInitializing as u8),
+            healthcheck_failed: AtomicBool::new(false),
+            global_connections: Arc::new(AtomicU64::new(0)),
+            stop_inbound: tokio::sync::watch::channel(false).0,
+            stop_all: tokio::sync::watch::channel(false).0,
+            quit: tokio::sync::Notify::new(),
+        });
+        server.set_state(State::PreInitializing);
+        let s = root.child("server");
+        s.gauge("concurrency").set(server.concurrency() as i64);
+        s.gauge("live").set(0);
+        s.gauge("hot_restart_epoch").set(i64::from(server.options.restart_epoch));
+        root.child("listener_manager").gauge("total_listeners_active").set(server.listeners.len() as i64);
+        Ok(server)
+    }
+
+    /// Worker count (`--concurrency`, default the available cores).
+    pub fn concurrency(&self) -> usize {
+        self.options.concurrency.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+
+    /// The root stats scope.
+    pub fn scope(&self) -> Scope {
+        self.stats.root()
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Relaxed) {
+            0 => State::Live,
+            1 => State::Draining,
+            3 => State::Initializing,
+            _ => State::PreInitializing,
+        }
+    }
+
+    /// Changes state and the `server.state` / `server.live` gauges.
+    pub fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Relaxed);
+        let scope = self.scope().child("server");
+        scope.gauge("state").set(s as i64);
+        scope.gauge("live").set(i64::from(s == State::Live));
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> u64 {
+        self.started_instant.elapsed().as_secs()
+    }
+
+    /// Admits a connection under the overload manager's global limit: `None` rejects,
+    /// `Some(None)` admits an exempt listener's connection, `Some(Some(c))` admits and
+    /// counts it in `c` (the caller decrements when the connection ends).
+    pub fn admit_connection(&self, exempt: bool) -> Option<Option<Arc<AtomicU64>>> {
+        let Some(limit) = self.bootstrap.max_downstream_connections else { return Some(None) };
+        if exempt {
+            return Some(None);
+        }
+        let c = &self.global_connections;
+        if c.fetch_add(1, Ordering::Relaxed) >= limit {
+            c.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Some(c.clone()))
+    }
+
+    /// With `use_original_dst`: the listener bound to exactly `dst`, else the wildcard
+    /// listener on its port; never the accepting listener itself.
+    pub fn listener_for_original_dst(&self, dst: SocketAddr, current: &Arc<ActiveListener>) -> Option<Arc<ActiveListener>> {
+        use crate::config::common::Address;
+        let candidates = self.listeners.iter().filter(|l| !Arc::ptr_eq(l, current));
+        let mut wildcard = None;
+        for l in candidates {
+            if let Address::Socket(a) = &l.config.address {
+                if *a == dst {
+                    return Some(l.clone());
+                }
+                if a.port() == dst.port() && a.ip().is_unspecified() && a.is_ipv4() == dst.is_ipv4() {
+                    wildcard = Some(l.clone());
+                }
+            }
+        }
+        wildcard
+    }
+
+    /// Stops accepting on inbound listeners (`inbound_only`) or all listeners.
+    pub fn drain_listeners(&self, inbound_only: bool) {
+        let _ = self.stop_inbound.send(true);
+        if !inbound_only {
+            let _ = self.stop_all.send(true);
+        }
+        self.set_state(State::Draining);
+    }
+
+    /// Binds every listener that binds a port (done before workers start, so bind errors
+    /// are reported at start-up like Envoy's).
+    pub fn bind_listeners(&self) -> std::io::Result<Vec<(Arc<ActiveListener>, BoundSocket)>> {
+        self.listeners
+            .iter()
+            .filter(|l| l.config.bind_to_port)
+            .map(|l| {
+                listener::bind(&l.config.address)
+                    .map(|s| (l.clone(), s))
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind listener {} on {}: {e}", l.config.name, l.config.address)))
+            })
+            .collect()
+    }
+
+    /// Starts `concurrency` worker threads accepting on the bound listeners.
+    pub fn start_workers(self: &Arc<Self>, bound: Vec<(Arc<ActiveListener>, BoundSocket)>) -> std::io::Result<()> {
+        let n = self.concurrency();
+        for i in 0..n {
+            let mut sockets = Vec::new();
+            for (l, s) in &bound {
+                let clone = match s {
+                    BoundSocket::Tcp(t) => BoundSocket::Tcp(t.try_clone()?),
+                    BoundSocket::Unix(u) => BoundSocket::Unix(u.try_clone()?),
+                };
+                sockets.push((l.clone(), clone));
+            }
+            let server = self.clone();
+            std::thread::Builder::new().name(format!("wrk:worker_{i}")).spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(target: "main", "worker {i}: cannot start runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for (l, s) in sockets {
+                        let stop = if l.config.inbound { server.stop_inbound.subscribe() } else { server.stop_all.subscribe() };
+                        tasks.push(tokio::spawn(listener::accept_loop(server.clone(), l, s, stop)));
+                    }
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                    // Keep serving accepted connections after listeners stop.
+                    std::future::pending::<()>().await;
+                });
+            })?;
+        }
+        self.scope().child("listener_manager").gauge("workers_started").set(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! `envoy.filters.network.tcp_proxy`: picks a (weighted) cluster, connects with up to
+//! `max_connect_attempts` tries, then copies bytes both ways with half-close propagation
+//! and an idle timeout, and writes the access log when the connection ends.
+
+use crate::access_log::record::{Record, ResponseFlags};
+use crate::access_log::writer::AccessLogger;
+use crate::config::tcp_proxy::TcpProxyConfig;
+use crate::io::{BoxIo, CountingIo};
+use crate::listener::ConnectionInfo;
+use crate::server::Server;
+use crate::stats::{Counter, Scope};
+use crate::upstream::connect;
+use crate::upstream::lb::LbContext;
+use rand::Rng;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A TCP proxy filter instance (one per filter chain).
+pub struct TcpProxy {
+    config: Arc<TcpProxyConfig>,
+    cx_total: Arc<Counter>,
+    no_route: Arc<Counter>,
+    idle_timeouts: Arc<Counter>,
+    rx_bytes: Arc<Counter>,
+    tx_bytes: Arc<Counter>,
+    connect_attempts_exceeded: Arc<Counter>,
+    access_logs: Vec<AccessLogger>,
+}
+
+impl TcpProxy {
+    /// Builds the filter with its stats (`tcp.<stat_prefix>.`) and loggers.
+    pub fn new(config: Arc<TcpProxyConfig>, root: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
+        let s = root.tagged("tcp", "envoy_tcp_prefix", &config.stat_prefix);
+        let access_logs = config.access_logs.iter().map(|l| AccessLogger::start(l, flush)).collect::<std::io::Result<_>>()?;
+        Ok(Arc::new(TcpProxy {
+            cx_total: s.counter("downstream_cx_total"),
+            no_route: s.counter("downstream_cx_no_route"),
+            idle_timeouts: s.counter("idle_timeout"),
+            rx_bytes: s.counter("downstream_cx_rx_bytes_total"),
+            tx_bytes: s.counter("downstream_cx_tx_bytes_total"),
+            connect_attempts_exceeded: s.counter("upstream_cx_connect_attempts_exceeded"),
+            access_logs,
+            config,
+        }))
+    }
+
+    fn pick_cluster(&self) -> &str {
+        let clusters = &self.config.clusters;
+        let total: u64 = clusters.iter().map(|(_, w)| *w).sum();
+        if clusters.len() == 1 || total == 0 {
+            return &clusters[0].0;
+        }
+        let mut r = rand::thread_rng().gen_range(0..total);
+        for (name, w) in clusters {
+            if r < *w {
+                return name;
+            }
+            r -= w;
+        }
+        &clusters[0].0
+    }
+
+    /// Proxies one downstream connection.
+    pub async fn serve(self: Arc<Self>, server: Arc<Server>, downstream: BoxIo, info: ConnectionInfo) {
+        self.cx_total.inc();
+        let started = Instant::now();
+        let mut record = Record::new(info.id);
+        record.downstream_remote = info.remote;
+        record.downstream_direct_remote = info.direct_remote;
+        record.downstream_local = info.local;
+        record.requested_server_name = info.server_name.clone();
+        record.peer_uri_san = info.peer_uri_san.clone();
+        let cluster_name = self.pick_cluster().to_string();
+        record.upstream_cluster = Some(cluster_name.clone());
+        let received = Arc::new(Counter::default());
+        let sent = Arc::new(Counter::default());
+        match server.clusters.get(&cluster_name).cloned() {
+            None => {
+                self.no_route.inc();
+                record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
+            }
+            Some(cluster) => {
+                let mut upstream = None;
+                for _ in 0..self.config.max_connect_attempts {
+                    let Some(host) = cluster.pick(&LbContext { hash: None, original_dst: info.local }) else {
+                        record.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+                        break;
+                    };
+                    let Some(slot) = cluster.resources.connections.try_acquire() else {
+                        cluster.stats.cx_overflow.inc();
+                        record.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+                        break;
+                    };
+                    record.upstream_host = Some(host.address_string.clone());
+                    let tls = cluster.config.tls.as_ref().and_then(|t| t.config.as_ref().ok().map(|c| (c.clone(), t.sni.clone())));
+                    cluster.stats.cx_total.inc();
+                    match connect::connect(&cluster, &host, tls).await {
+                        Ok(c) => {
+                            record.upstream_local = c.local;
+                            upstream = Some((c.io, slot));
+                            break;
+                        }
+                        Err(e) => {
+                            cluster.stats.cx_connect_fail.inc();
+                            record.upstream_failure = Some(e.to_string());
+                        }
+                    }
+                }
+                match upstream {
+                    Some((up, _slot)) => {
+                        record.upstream_failure = None;
+                        cluster.stats.cx_active.inc();
+                        let down = CountingIo::new(downstream, received.clone(), sent.clone());
+                        if self.pump(down, up).await {
+                            self.idle_timeouts.inc();
+                        }
+                        cluster.stats.cx_active.dec();
+                        cluster.stats.cx_destroy.inc();
+                    }
+                    None if record.flags.is_empty() => {
+                        self.connect_attempts_exceeded.inc();
+                        record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                    }
+                    None => {}
+                }
+            }
+        }
+        self.rx_bytes.add(received.value());
+        self.tx_bytes.add(sent.value());
+        record.bytes_received = received.value();
+        record.bytes_sent = sent.value();
+        record.duration = started.elapsed();
+        for l in &self.access_logs {
+            l.log(&record);
+        }
+    }
+
+    /// Copies both ways until both sides are done; true when the idle timeout ended it.
+    async fn pump<D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(&self, down: D, up: BoxIo) -> bool {
+        let epoch = Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        let mut down = Activity { inner: down, last: last.clone(), epoch };
+        let mut up = Activity { inner: up, last: last.clone(), epoch };
+        let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+        let Some(idle) = self.config.idle_timeout else {
+            let _ = copy.await;
+            return false;
+        };
+        tokio::pin!(copy);
+        loop {
+            let since = epoch.elapsed().saturating_sub(std::time::Duration::from_millis(last.load(Ordering::Relaxed)));
+            let wait = idle.saturating_sub(since);
+            tokio::select! {
+                _ = &mut copy => return false,
+                _ = tokio::time::sleep(wait) => {
+                    let since = epoch.elapsed().saturating_sub(std::time::Duration::from_millis(last.load(Ordering::Relaxed)));
+                    if since >= idle {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Marks the time of the last byte moved in either direction.
+struct Activity<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<T> Activity<T> {
+    fn touch(&self) {
+        self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

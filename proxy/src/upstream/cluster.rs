@@ -1,0 +1,173 @@
+//! A running cluster: its translated config, current host set, balancer, circuit
+//! breakers and stats (pre-resolved so the data path never formats a stat name).
+
+use super::host::{Host, HostAddress};
+use super::lb::{Balancer, HostSet, LbContext};
+use super::resources::{Resource, Resources};
+use crate::config::cluster::ClusterConfig;
+use crate::config::common::Address;
+use crate::stats::{Counter, Gauge, Histogram, Scope};
+use std::sync::{Arc, RwLock};
+
+/// Envoy's per-cluster stats that meshproxy maintains.
+#[derive(Debug)]
+pub struct ClusterStats {
+    /// upstream_cx_total
+    pub cx_total: Arc<Counter>,
+    /// upstream_cx_active
+    pub cx_active: Arc<Gauge>,
+    /// upstream_cx_http1_total
+    pub cx_http1_total: Arc<Counter>,
+    /// upstream_cx_http2_total
+    pub cx_http2_total: Arc<Counter>,
+    /// upstream_cx_connect_fail
+    pub cx_connect_fail: Arc<Counter>,
+    /// upstream_cx_connect_timeout
+    pub cx_connect_timeout: Arc<Counter>,
+    /// upstream_cx_overflow
+    pub cx_overflow: Arc<Counter>,
+    /// upstream_cx_destroy
+    pub cx_destroy: Arc<Counter>,
+    /// upstream_cx_none_healthy
+    pub cx_none_healthy: Arc<Counter>,
+    /// upstream_cx_rx_bytes_total
+    pub cx_rx_bytes: Arc<Counter>,
+    /// upstream_cx_tx_bytes_total
+    pub cx_tx_bytes: Arc<Counter>,
+    /// upstream_rq_total
+    pub rq_total: Arc<Counter>,
+    /// upstream_rq_active
+    pub rq_active: Arc<Gauge>,
+    /// upstream_rq_completed
+    pub rq_completed: Arc<Counter>,
+    /// upstream_rq_pending_total
+    pub rq_pending_total: Arc<Counter>,
+    /// upstream_rq_pending_active
+    pub rq_pending_active: Arc<Gauge>,
+    /// upstream_rq_pending_overflow
+    pub rq_pending_overflow: Arc<Counter>,
+    /// upstream_rq_timeout
+    pub rq_timeout: Arc<Counter>,
+    /// upstream_rq_rx_reset
+    pub rq_rx_reset: Arc<Counter>,
+    /// upstream_rq_time
+    pub rq_time: Arc<Histogram>,
+    /// membership_total
+    pub membership_total: Arc<Gauge>,
+    /// membership_healthy
+    pub membership_healthy: Arc<Gauge>,
+    scope: Scope,
+    by_class: [Arc<Counter>; 5],
+}
+
+impl ClusterStats {
+    fn new(scope: Scope) -> Self {
+        let c = |n: &str| scope.counter(n);
+        let g = |n: &str| scope.gauge(n);
+        let class = |d: &str| scope.counter_tagged(&format!("upstream_rq_{d}xx"), "upstream_rq_xx", ("envoy_response_code_class", d));
+        ClusterStats {
+            cx_total: c("upstream_cx_total"),
+            cx_active: g("upstream_cx_active"),
+            cx_http1_total: c("upstream_cx_http1_total"),
+            cx_http2_total: c("upstream_cx_http2_total"),
+            cx_connect_fail: c("upstream_cx_connect_fail"),
+            cx_connect_timeout: c("upstream_cx_connect_timeout"),
+            cx_overflow: c("upstream_cx_overflow"),
+            cx_destroy: c("upstream_cx_destroy"),
+            cx_none_healthy: c("upstream_cx_none_healthy"),
+            cx_rx_bytes: c("upstream_cx_rx_bytes_total"),
+            cx_tx_bytes: c("upstream_cx_tx_bytes_total"),
+            rq_total: c("upstream_rq_total"),
+            rq_active: g("upstream_rq_active"),
+            rq_completed: c("upstream_rq_completed"),
+            rq_pending_total: c("upstream_rq_pending_total"),
+            rq_pending_active: g("upstream_rq_pending_active"),
+            rq_pending_overflow: c("upstream_rq_pending_overflow"),
+            rq_timeout: c("upstream_rq_timeout"),
+            rq_rx_reset: c("upstream_rq_rx_reset"),
+            rq_time: scope.histogram("upstream_rq_time"),
+            membership_total: g("membership_total"),
+            membership_healthy: g("membership_healthy"),
+            by_class: [class("1"), class("2"), class("3"), class("4"), class("5")],
+            scope,
+        }
+    }
+
+    /// Counts a completed request's status (`upstream_rq_2xx` and `upstream_rq_200`).
+    pub fn record_status(&self, status: u16) {
+        self.rq_completed.inc();
+        if let Some(c) = self.by_class.get((status / 100).wrapping_sub(1) as usize) {
+            c.inc();
+        }
+        let code = status.to_string();
+        self.scope.counter_tagged(&format!("upstream_rq_{code}"), "upstream_rq", ("envoy_response_code", &code)).inc();
+    }
+}
+
+/// A cluster as the data path sees it.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Translated configuration.
+    pub config: Arc<ClusterConfig>,
+    /// Circuit breakers.
+    pub resources: Resources,
+    /// Stats.
+    pub stats: ClusterStats,
+    hosts: RwLock<Arc<HostSet>>,
+    balancer: Balancer,
+}
+
+impl Cluster {
+    /// Creates a cluster; STATIC endpoints become hosts at once, DNS clusters get theirs
+    /// from [`super::dns`].
+    pub fn new(config: Arc<ClusterConfig>, root: &Scope) -> Arc<Self> {
+        let scope = root.tagged("cluster", "envoy_cluster_name", &config.stat_name);
+        let t = config.thresholds;
+        let cluster = Arc::new(Cluster {
+            resources: Resources {
+                connections: Resource::new(t.max_connections),
+                pending: Resource::new(t.max_pending_requests),
+                requests: Resource::new(t.max_requests),
+                retries: Resource::new(t.max_retries),
+            },
+            stats: ClusterStats::new(scope),
+            hosts: RwLock::new(HostSet::new(Vec::new())),
+            balancer: Balancer::new(config.lb.clone()),
+            config,
+        });
+        let statics: Vec<Arc<Host>> = cluster
+            .config
+            .endpoints
+            .iter()
+            .filter_map(|e| match &e.address {
+                Address::Socket(a) => Some(Arc::new(Host::new(HostAddress::Tcp(*a), e.hostname.clone(), e.weight))),
+                Address::Pipe(p, _) => Some(Arc::new(Host::new(HostAddress::Unix(p.clone()), e.hostname.clone(), e.weight))),
+                Address::Named(..) => None,
+            })
+            .collect();
+        cluster.set_hosts(statics);
+        cluster
+    }
+
+    /// Replaces the host set (DNS refresh, and later EDS).
+    pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        self.stats.membership_total.set(hosts.len() as i64);
+        self.stats.membership_healthy.set(hosts.len() as i64);
+        *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostSet::new(hosts);
+    }
+
+    /// The current hosts.
+    pub fn hosts(&self) -> Arc<HostSet> {
+        self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Picks a host for a request or connection.
+    pub fn pick(&self, ctx: &LbContext) -> Option<Arc<Host>> {
+        let set = self.hosts();
+        let host = self.balancer.pick(&set, ctx);
+        if host.is_none() {
+            self.stats.cx_none_healthy.inc();
+        }
+        host
+    }
+}

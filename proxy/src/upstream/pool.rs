@@ -1,0 +1,276 @@
+//! Per-worker HTTP connection pools, one per (cluster, host, protocol).
+//!
+//! HTTP/1.1: idle connections are reused; a connection goes back to the pool only when the
+//! response body has been fully read (the lease travels with the body). HTTP/2: one
+//! multiplexed connection, replaced when it closes or reaches `max_requests_per_connection`.
+//! New connections take a `max_connections` slot for their whole life; a request that has
+//! to wait for one takes a `max_pending_requests` slot, and overflows with 503 `UO` when
+//! none is left.
+
+use super::cluster::Cluster;
+use super::connect::{self, ConnectError};
+use super::host::Host;
+use super::resources::Slot;
+use filters::http::Body;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The wire protocol of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum PoolError {
+    /// A circuit breaker overflowed.
+    Overflow,
+    /// Connecting failed.
+    Connect(ConnectError),
+}
+
+/// A connection handed to one request.
+pub enum Checkout {
+    /// An HTTP/1.1 connection, exclusively ours until the lease is released.
+    Http1(Lease),
+    /// A handle on the shared HTTP/2 connection.
+    Http2(http2::SendRequest<Body>),
+}
+
+/// An HTTP/1.1 connection checked out of its pool.
+pub struct Lease {
+    pool: Arc<HostPool>,
+    /// The request sender.
+    pub sender: http1::SendRequest<Body>,
+    requests: u32,
+}
+
+impl Lease {
+    /// Returns the connection to the pool after a complete exchange; dropping the lease
+    /// instead closes it.
+    pub fn release(self) {
+        let pool = self.pool.clone();
+        pool.put_back(self);
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+    requests: u32,
+}
+
+struct H2 {
+    sender: http2::SendRequest<Body>,
+    requests: u32,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Idle>,
+    h2: Option<H2>,
+}
+
+/// The pool of one host for one protocol on one worker.
+pub struct HostPool {
+    cluster: Arc<Cluster>,
+    host: Arc<Host>,
+    protocol: Protocol,
+    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    state: Mutex<State>,
+    freed: tokio::sync::Notify,
+}
+
+thread_local! {
+    static POOLS: RefCell<HashMap<(String, String, Protocol), Arc<HostPool>>> = RefCell::new(HashMap::new());
+}
+
+/// The calling worker's pool for (cluster, host, protocol), created on first use.
+pub fn for_host(cluster: &Arc<Cluster>, host: &Arc<Host>, protocol: Protocol) -> Result<Arc<HostPool>, PoolError> {
+    let key = (cluster.config.name.clone(), host.address_string.clone(), protocol);
+    if let Some(p) = POOLS.with(|p| p.borrow().get(&key).cloned()) {
+        if Arc::ptr_eq(&p.cluster, cluster) {
+            return Ok(p);
+        }
+    }
+    let tls = match &cluster.config.tls {
+        None => None,
+        Some(t) => {
+            let base = t.config.as_ref().map_err(|_| PoolError::Connect(ConnectError::SecretsPending))?;
+            let mut config = (**base).clone();
+            config.alpn_protocols = if !t.alpn.is_empty() {
+                t.alpn.clone()
+            } else {
+                match protocol {
+                    Protocol::Http2 => vec![b"h2".to_vec()],
+                    Protocol::Http1 => vec![b"http/1.1".to_vec()],
+                }
+            };
+            Some((Arc::new(config), t.sni.clone()))
+        }
+    };
+    let pool = Arc::new(HostPool { cluster: cluster.clone(), host: host.clone(), protocol, tls, state: Mutex::default(), freed: tokio::sync::Notify::new() });
+    POOLS.with(|p| p.borrow_mut().insert(key, pool.clone()));
+    Ok(pool)
+}
+
+impl HostPool {
+    fn limits(&self) -> (Option<u32>, Option<Duration>) {
+        (self.cluster.config.max_requests_per_connection.filter(|n| *n > 0), self.cluster.config.idle_timeout)
+    }
+
+    fn take_ready(&self) -> Option<Checkout> {
+        let (_, idle_timeout) = self.limits();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match self.protocol {
+            Protocol::Http1 => {
+                while let Some(idle) = st.idle.pop() {
+                    let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
+                    if !expired && !idle.sender.is_closed() {
+                        return Some(Checkout::Http1(Lease { pool: self.self_arc(), sender: idle.sender, requests: idle.requests }));
+                    }
+                }
+                None
+            }
+            Protocol::Http2 => {
+                let (max, _) = self.limits();
+                let usable = st.h2.as_ref().is_some_and(|h| !h.sender.is_closed() && max.is_none_or(|m| h.requests < m));
+                if !usable {
+                    st.h2 = None;
+                    return None;
+                }
+                let h = st.h2.as_mut()?;
+                h.requests += 1;
+                Some(Checkout::Http2(h.sender.clone()))
+            }
+        }
+    }
+
+    fn self_arc(&self) -> Arc<HostPool> {
+        let key = (self.cluster.config.name.clone(), self.host.address_string.clone(), self.protocol);
+        POOLS.with(|p| p.borrow().get(&key).cloned()).expect("pool registered on this worker")
+    }
+
+    fn put_back(&self, lease: Lease) {
+        let (max, _) = self.limits();
+        let requests = lease.requests + 1;
+        if max.is_none_or(|m| requests < m) && !lease.sender.is_closed() {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.idle.push(Idle { sender: lease.sender, since: Instant::now(), requests });
+        }
+        self.freed.notify_one();
+    }
+
+    /// Gets a connection: a ready one, a new one, or (as a pending request) the next one
+    /// freed. The caller bounds the wait with its own timeout.
+    pub async fn checkout(self: &Arc<Self>) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
+        let mut pending: Option<(Slot, PendingGuard)> = None;
+        loop {
+            if let Some(c) = self.take_ready() {
+                return Ok((c, None));
+            }
+            if pending.is_none() {
+                let slot = self.cluster.resources.pending.try_acquire().ok_or_else(|| {
+                    self.cluster.stats.rq_pending_overflow.inc();
+                    PoolError::Overflow
+                })?;
+                self.cluster.stats.rq_pending_total.inc();
+                pending = Some((slot, PendingGuard::new(&self.cluster)));
+            }
+            match self.cluster.resources.connections.try_acquire() {
+                Some(slot) => return self.connect(slot).await,
+                None => {
+                    self.cluster.stats.cx_overflow.inc();
+                    tokio::select! {
+                        _ = self.freed.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(self: &Arc<Self>, slot: Slot) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
+        let stats = &self.cluster.stats;
+        let connected = match connect::connect(&self.cluster, &self.host, self.tls.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, ConnectError::Timeout) {
+                    stats.cx_connect_timeout.inc();
+                }
+                stats.cx_connect_fail.inc();
+                stats.cx_total.inc();
+                return Err(PoolError::Connect(e));
+            }
+        };
+        stats.cx_total.inc();
+        stats.cx_active.inc();
+        let local = connected.local;
+        let io = TokioIo::new(connected.io);
+        let cluster = self.cluster.clone();
+        let on_close = move || {
+            cluster.stats.cx_active.dec();
+            cluster.stats.cx_destroy.inc();
+        };
+        let h2 = self.protocol == Protocol::Http2 || connected.alpn.as_deref() == Some(b"h2");
+        if h2 {
+            stats.cx_http2_total.inc();
+            let (sender, conn) = match http2::Builder::new(TokioExecutor::new()).handshake(io).await {
+                Ok(x) => x,
+                Err(e) => {
+                    on_close();
+                    return Err(PoolError::Connect(ConnectError::Tls(e.to_string())));
+                }
+            };
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _ = conn.await;
+                on_close();
+            });
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.h2 = Some(H2 { sender: sender.clone(), requests: 1 });
+            Ok((Checkout::Http2(sender), local))
+        } else {
+            stats.cx_http1_total.inc();
+            let (sender, conn) = match http1::Builder::new().handshake(io).await {
+                Ok(x) => x,
+                Err(e) => {
+                    on_close();
+                    return Err(PoolError::Connect(ConnectError::Tls(e.to_string())));
+                }
+            };
+            let freed = self.self_arc();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _ = conn.with_upgrades().await;
+                on_close();
+                freed.freed.notify_one();
+            });
+            Ok((Checkout::Http1(Lease { pool: self.clone(), sender, requests: 0 }), local))
+        }
+    }
+}
+
+/// Keeps `upstream_rq_pending_active` right on every exit path.
+struct PendingGuard(Arc<Cluster>);
+
+impl PendingGuard {
+    fn new(c: &Arc<Cluster>) -> Self {
+        c.stats.rq_pending_active.inc();
+        PendingGuard(c.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.stats.rq_pending_active.dec();
+    }
+}
