@@ -61,6 +61,7 @@ pub struct Server {
     stop_all: tokio::sync::watch::Sender<bool>,
     /// Set when `/quitquitquit` or a signal asks the process to exit.
     pub quit: tokio::sync::Notify,
+    local_address: std::sync::OnceLock<std::net::IpAddr>,
 }
 
 impl Server {
@@ -85,6 +86,7 @@ impl Server {
             stop_inbound: tokio::sync::watch::channel(false).0,
             stop_all: tokio::sync::watch::channel(false).0,
             quit: tokio::sync::Notify::new(),
+            local_address: std::sync::OnceLock::new(),
         });
         server.set_state(State::PreInitializing);
         let s = root.child("server");
@@ -121,6 +123,27 @@ impl Server {
         let scope = self.scope().child("server");
         scope.gauge("state").set(s as i64);
         scope.gauge("live").set(i64::from(s == State::Live));
+    }
+
+    /// The host's own address, as Envoy picks it: the first non-loopback interface address
+    /// of `--local-address-ip-version`'s family (loopback when there is none).
+    pub fn local_address(&self) -> std::net::IpAddr {
+        *self.local_address.get_or_init(|| {
+            let v6 = self.options.local_address_ip_version == crate::cli::IpVersion::V6;
+            nix::ifaddrs::getifaddrs()
+                .ok()
+                .and_then(|addrs| {
+                    addrs.filter_map(|a| a.address).find_map(|a| {
+                        let ip: std::net::IpAddr = if v6 {
+                            a.as_sockaddr_in6()?.ip().into()
+                        } else {
+                            std::net::Ipv4Addr::from(a.as_sockaddr_in()?.ip()).into()
+                        };
+                        (!ip.is_loopback()).then_some(ip)
+                    })
+                })
+                .unwrap_or(if v6 { std::net::Ipv6Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::LOCALHOST.into() })
+        })
     }
 
     /// Seconds since start.

@@ -106,7 +106,7 @@ impl Proxy {
     /// Waits until `/ready` says LIVE.
     pub fn wait_live(&self) {
         let stderr = self.dir.join("stderr");
-        crate::wait_until(20, &format!("{:?} to become LIVE (stderr: {})", self.kind, stderr.display()), || {
+        crate::wait_until(90, &format!("{:?} to become LIVE (stderr: {})", self.kind, stderr.display()), || {
             self.admin_get("/ready").is_some_and(|(s, b)| s == 200 && b.trim() == "LIVE")
         });
     }

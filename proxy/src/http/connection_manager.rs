@@ -337,10 +337,17 @@ impl HttpConnectionManager {
             (Some(ip), _) => Some(std::net::SocketAddr::new(ip, 0)),
             (None, p) => p,
         };
-        let internal = remote.is_some_and(headers::is_internal);
+        // Envoy 1.40 treats no address as internal unless `internal_address_config` lists
+        // it (that field is not supported, so every client is external).
+        let internal = false;
         if c.use_remote_address {
             if !c.skip_xff_append {
-                if let Some(ip) = peer_ip {
+                // For a loopback peer Envoy appends the host's own address instead.
+                let appended = match peer_ip {
+                    Some(ip) if ip.is_loopback() => Some(server.local_address()),
+                    other => other,
+                };
+                if let Some(ip) = appended {
                     headers::append_xff(req.headers_mut(), ip);
                 }
             }

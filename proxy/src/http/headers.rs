@@ -88,14 +88,6 @@ pub fn uuid_v4() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// Whether an address is "internal" for Envoy's purposes (RFC 1918, loopback, ULA).
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00 || v6.to_ipv4_mapped().is_some_and(|v| v.is_private() || v.is_loopback()),
-    }
-}
-
 /// The client address as the HCM determines it: the peer with `use_remote_address`,
 /// otherwise the `xff_num_trusted_hops`+1-th address from the right of x-forwarded-for.
 pub fn downstream_address(headers: &HeaderMap, peer: Option<IpAddr>, use_remote: bool, trusted_hops: u32) -> Option<IpAddr> {

@@ -38,11 +38,12 @@ impl LocalReply {
         LocalReply { status: StatusCode::SERVICE_UNAVAILABLE, body: Bytes::from_static(b"no healthy upstream"), flag: ResponseFlags::NO_HEALTHY_UPSTREAM, details: "no_healthy_upstream" }
     }
 
-    /// 503, connecting failed (`UF`).
-    pub fn connect_failure(reason: &str) -> Self {
+    /// 503, connecting failed (`UF`); the transport failure reason goes to the access log
+    /// (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`), not the body.
+    pub fn connect_failure() -> Self {
         LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: Bytes::from(format!("{RESET_PREFIX}remote connection failure, transport failure reason: {reason}")),
+            body: Bytes::from(format!("{RESET_PREFIX}remote connection failure")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             details: "upstream_reset_before_response_started{remote_connection_failure}",
         }

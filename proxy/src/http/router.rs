@@ -171,11 +171,6 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
         HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
         HostRewrite::Auto => original_authority.clone(),
     };
-    if authority != original_authority {
-        if let Ok(v) = HeaderValue::from_str(&original_authority) {
-            req.headers_mut().insert("x-forwarded-host", v);
-        }
-    }
     let upgrade = req.headers().get(http::header::UPGRADE).is_some();
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     req.headers_mut().remove(http::header::EXPECT);
@@ -221,7 +216,7 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
                 SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                 SendError::Pool(PoolError::Connect(c)) => {
                     record.upstream_failure = Some(c.to_string());
-                    LocalReply::connect_failure(&c.to_string())
+                    LocalReply::connect_failure()
                 }
                 SendError::Reset => {
                     cluster.stats.rq_rx_reset.inc();
