@@ -77,7 +77,7 @@ fn request_hash(f: &Forward, req: &Request<Body>, conn: &ConnectionInfo) -> (Opt
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(|v| v.split(';'))
-                    .find_map(|c| c.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')).map(str::to_string));
+                    .find_map(|c| c.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')).map(|v| v.trim_matches('"').to_string()));
                 match (found, ttl) {
                     (Some(v), _) => Some(hash::hash_key(v.as_bytes())),
                     (None, Some(ttl)) => {
