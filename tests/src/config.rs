@@ -56,12 +56,17 @@ pub fn listener(name: &str, port: u16, filter: Value, chain_extra: Value) -> Val
 
 /// A bootstrap with an admin on `{ADMIN}`.
 pub fn bootstrap(listeners: Vec<Value>, clusters: Vec<Value>) -> String {
-    json!({
+    bootstrap_with(listeners, clusters, json!({}))
+}
+
+/// A bootstrap with extra top-level sections (overload manager, ...).
+pub fn bootstrap_with(listeners: Vec<Value>, clusters: Vec<Value>, extra: Value) -> String {
+    let mut b = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": "{ADMIN}"}}},
         "static_resources": {"listeners": listeners, "clusters": clusters}
-    })
-    .to_string()
-    .replace("\"{ADMIN}\"", "{ADMIN}")
+    });
+    merge(&mut b, extra);
+    b.to_string().replace("\"{ADMIN}\"", "{ADMIN}")
 }
 
 /// A typical single-route HTTP setup: listener on `port` routing `/` to `cluster`.
