@@ -23,7 +23,8 @@ fn source(o: &Options) -> Result<(Source, String), String> {
     }
     let name = match &o.config_path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("unable to read file: {}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("unable to read file: {}: {e}", p.display()))?;
             s.file = Some((p.display().to_string(), text));
             p.display().to_string()
         }
@@ -46,6 +47,10 @@ pub fn main() -> i32 {
         println!("{}", crate::cli::version_line());
         return 0;
     }
+    if options.restart_epoch > 0 && !options.disable_hot_restart {
+        eprintln!("error: --restart-epoch {}: hot restart is not implemented yet; start with --restart-epoch 0 or --disable-hot-restart", options.restart_epoch);
+        return 1;
+    }
     let Some(level) = Level::parse(&options.log_level) else {
         eprintln!("error: invalid log level {:?}", options.log_level);
         return 1;
@@ -53,7 +58,14 @@ pub fn main() -> i32 {
     let (src, name) = match source(&options) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error initializing configuration '{}': {e}", options.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+            eprintln!(
+                "error initializing configuration '{}': {e}",
+                options
+                    .config_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
             return 1;
         }
     };
@@ -63,7 +75,12 @@ pub fn main() -> i32 {
         .clone()
         .or_else(|| loaded.as_ref().ok().and_then(|b| b.log_format.clone()))
         .unwrap_or_else(|| logging::DEFAULT_PATTERN.to_string());
-    if let Err(e) = logging::init(level, options.component_log_level.as_deref(), &pattern, options.log_path.as_deref()) {
+    if let Err(e) = logging::init(
+        level,
+        options.component_log_level.as_deref(),
+        &pattern,
+        options.log_path.as_deref(),
+    ) {
         eprintln!("error: {e}");
         return 1;
     }
@@ -88,7 +105,12 @@ pub fn main() -> i32 {
 }
 
 fn serve(options: Options, bootstrap: bootstrap::Bootstrap, name: String) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("main").enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("main")
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the main runtime: {e}");

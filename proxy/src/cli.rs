@@ -36,7 +36,11 @@ pub enum IpVersion {
 
 /// meshproxy's command line (Envoy-compatible).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "meshproxy", disable_version_flag = true, about = "A drop-in data-plane proxy for Envoy v3 bootstraps.\nWith no arguments, runs an embedded demo: a listener on 127.0.0.1:10000 routed to a built-in upstream, admin on 127.0.0.1:15000.")]
+#[command(
+    name = "meshproxy",
+    disable_version_flag = true,
+    about = "A drop-in data-plane proxy for Envoy v3 bootstraps.\nWith no arguments, runs an embedded demo: a listener on 127.0.0.1:10000 routed to a built-in upstream, admin on 127.0.0.1:15000."
+)]
 pub struct Options {
     /// Path to the v3 bootstrap (JSON or YAML).
     #[arg(short = 'c', long = "config-path")]
@@ -118,7 +122,10 @@ pub const ENVOY_COMPAT: &str = "1.40.0";
 
 /// The `--version` line, shaped like Envoy's so tools that parse it keep working.
 pub fn version_line() -> String {
-    format!("meshproxy  version: {}/{ENVOY_COMPAT}/Clean/RELEASE/rustls", env!("CARGO_PKG_VERSION"))
+    format!(
+        "meshproxy  version: {}/{ENVOY_COMPAT}/Clean/RELEASE/rustls",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 #[cfg(test)]
@@ -128,9 +135,25 @@ mod tests {
     #[test]
     fn pilot_agent_command_line_parses() {
         let o = Options::try_parse_from([
-            "meshproxy", "-c", "/etc/istio/proxy/envoy-rev.json", "--drain-time-s", "45", "--drain-strategy", "immediate",
-            "--local-address-ip-version", "v4", "--file-flush-interval-msec", "1000", "--disable-hot-restart",
-            "--allow-unknown-static-fields", "-l", "warning", "--component-log-level", "misc:error", "--concurrency", "2",
+            "meshproxy",
+            "-c",
+            "/etc/istio/proxy/envoy-rev.json",
+            "--drain-time-s",
+            "45",
+            "--drain-strategy",
+            "immediate",
+            "--local-address-ip-version",
+            "v4",
+            "--file-flush-interval-msec",
+            "1000",
+            "--disable-hot-restart",
+            "--allow-unknown-static-fields",
+            "-l",
+            "warning",
+            "--component-log-level",
+            "misc:error",
+            "--concurrency",
+            "2",
         ])
         .unwrap();
         assert_eq!(o.drain_time_s, 45);

@@ -51,9 +51,17 @@ static_resources:
 pub const DEMO_UPSTREAM: &str = "127.0.0.1:10001";
 
 fn answer(req: &http::Request<hyper::body::Incoming>) -> String {
-    let mut s = format!("Hello from meshproxy's demo upstream!\n\nIt received: {} {} {:?}\n", req.method(), req.uri(), req.version());
+    let mut s = format!(
+        "Hello from meshproxy's demo upstream!\n\nIt received: {} {} {:?}\n",
+        req.method(),
+        req.uri(),
+        req.version()
+    );
     for (k, v) in req.headers() {
-        s.push_str(&format!("  {k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+        s.push_str(&format!(
+            "  {k}: {}\n",
+            String::from_utf8_lossy(v.as_bytes())
+        ));
     }
     s.push_str("\nNext: curl 127.0.0.1:15000/stats?filter=demo  or run meshproxy -c <your Envoy bootstrap>\n");
     s
@@ -68,10 +76,15 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<()> {
                 let svc = hyper::service::service_fn(|req| async move {
                     let body = answer(&req);
                     let mut r = http::Response::new(Full::new(Bytes::from(body)));
-                    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain"),
+                    );
                     Ok::<_, std::convert::Infallible>(r)
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });

@@ -73,11 +73,56 @@ impl Level {
 
 /// Envoy's logger (component) names; `/logging` lists and sets these.
 pub const COMPONENTS: &[&str] = &[
-    "admin", "alternate_protocols_cache", "aws", "assert", "backtrace", "client", "config", "connection",
-    "conn_handler", "dns", "dubbo", "envoy_bug", "ext_authz", "file", "filter", "forward_proxy", "grpc", "hc",
-    "health_checker", "http", "http2", "hystrix", "init", "io", "jwt", "kafka", "lua", "main", "matcher", "misc",
-    "mongo", "multi_connection", "oauth2", "quic", "quic_stream", "pool", "rbac", "redis", "router", "runtime",
-    "stats", "secret", "tap", "testing", "thrift", "tracing", "upstream", "udp", "wasm", "websocket",
+    "admin",
+    "alternate_protocols_cache",
+    "aws",
+    "assert",
+    "backtrace",
+    "client",
+    "config",
+    "connection",
+    "conn_handler",
+    "dns",
+    "dubbo",
+    "envoy_bug",
+    "ext_authz",
+    "file",
+    "filter",
+    "forward_proxy",
+    "grpc",
+    "hc",
+    "health_checker",
+    "http",
+    "http2",
+    "hystrix",
+    "init",
+    "io",
+    "jwt",
+    "kafka",
+    "lua",
+    "main",
+    "matcher",
+    "misc",
+    "mongo",
+    "multi_connection",
+    "oauth2",
+    "quic",
+    "quic_stream",
+    "pool",
+    "rbac",
+    "redis",
+    "router",
+    "runtime",
+    "stats",
+    "secret",
+    "tap",
+    "testing",
+    "thrift",
+    "tracing",
+    "upstream",
+    "udp",
+    "wasm",
+    "websocket",
 ];
 
 struct Levels {
@@ -86,7 +131,11 @@ struct Levels {
 
 fn levels() -> &'static RwLock<Levels> {
     static LEVELS: OnceLock<RwLock<Levels>> = OnceLock::new();
-    LEVELS.get_or_init(|| RwLock::new(Levels { by_component: COMPONENTS.iter().map(|c| (*c, Level::Info)).collect() }))
+    LEVELS.get_or_init(|| {
+        RwLock::new(Levels {
+            by_component: COMPONENTS.iter().map(|c| (*c, Level::Info)).collect(),
+        })
+    })
 }
 
 /// Sets every component to `level` (`-l`, `POST /logging?level=`).
@@ -113,7 +162,9 @@ pub fn set_component(component: &str, level: Level) -> bool {
 /// Applies `--component-log-level` (`a:level,b:level`).
 pub fn apply_component_levels(spec: &str) -> Result<(), String> {
     for item in spec.split(',').filter(|s| !s.is_empty()) {
-        let (c, l) = item.split_once(':').ok_or_else(|| format!("invalid component log level {item:?}"))?;
+        let (c, l) = item
+            .split_once(':')
+            .ok_or_else(|| format!("invalid component log level {item:?}"))?;
         let level = Level::parse(l).ok_or_else(|| format!("invalid log level {l:?}"))?;
         if !set_component(c, level) {
             return Err(format!("unknown component {c:?}"));
@@ -145,13 +196,25 @@ fn component_of(target: &str) -> &'static str {
         ("meshproxy::tls", "connection"),
         ("meshproxy::access_log", "file"),
     ];
-    BY_MODULE.iter().find(|(m, _)| target.starts_with(m)).map(|(_, c)| *c).unwrap_or(if target.starts_with("meshproxy") { "main" } else { "misc" })
+    BY_MODULE
+        .iter()
+        .find(|(m, _)| target.starts_with(m))
+        .map(|(_, c)| *c)
+        .unwrap_or(if target.starts_with("meshproxy") {
+            "main"
+        } else {
+            "misc"
+        })
 }
 
 fn enabled(meta: &Metadata<'_>) -> bool {
     let component = component_of(meta.target());
     let l = levels().read().unwrap_or_else(|e| e.into_inner());
-    let want = l.by_component.get(component).copied().unwrap_or(Level::Info);
+    let want = l
+        .by_component
+        .get(component)
+        .copied()
+        .unwrap_or(Level::Info);
     want != Level::Off && Level::of(meta.level()) >= want
 }
 
@@ -164,7 +227,10 @@ pub struct EnvoyLogLayer {
 impl EnvoyLogLayer {
     /// A layer writing `pattern`-formatted lines to `out`.
     pub fn new(pattern: String, out: Box<dyn Write + Send>) -> Self {
-        EnvoyLogLayer { pattern, out: Mutex::new(out) }
+        EnvoyLogLayer {
+            pattern,
+            out: Mutex::new(out),
+        }
     }
 }
 
@@ -179,7 +245,8 @@ impl Visit for MessageVisitor {
         if field.name() == "message" {
             self.message = format!("{value:?}");
         } else {
-            self.fields.push_str(&format!(" {}={value:?}", field.name()));
+            self.fields
+                .push_str(&format!(" {}={value:?}", field.name()));
         }
     }
 
@@ -197,7 +264,14 @@ fn thread_id() -> i64 {
 }
 
 /// Renders a spdlog pattern: `%Y %m %d %H %M %S %T %e %f %F %z %t %l %L %n %g %s %# %v %_ %%`.
-pub fn render(pattern: &str, level: Level, component: &str, file: &str, line: u32, message: &str) -> String {
+pub fn render(
+    pattern: &str,
+    level: Level,
+    component: &str,
+    file: &str,
+    line: u32,
+    message: &str,
+) -> String {
     let now = std::time::SystemTime::now();
     let mut out = String::with_capacity(pattern.len() + message.len() + 32);
     let mut chars = pattern.chars();
@@ -221,7 +295,11 @@ pub fn render(pattern: &str, level: Level, component: &str, file: &str, line: u3
             Some('s') => out.push_str(file.rsplit('/').next().unwrap_or(file)),
             Some('#') => out.push_str(&line.to_string()),
             Some('v') => out.push_str(message),
-            Some('j') => out.push_str(&serde_json::Value::from(message).to_string().trim_matches('"').to_string()),
+            Some('j') => out.push_str(
+                serde_json::Value::from(message)
+                    .to_string()
+                    .trim_matches('"'),
+            ),
             Some('_') => out.push_str(&message.replace('\n', "\\n")),
             Some('%') => out.push('%'),
             Some(other) => {
@@ -235,7 +313,10 @@ pub fn render(pattern: &str, level: Level, component: &str, file: &str, line: u3
 }
 
 impl<S: Subscriber> Layer<S> for EnvoyLogLayer {
-    fn register_callsite(&self, _meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+    fn register_callsite(
+        &self,
+        _meta: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
         tracing::subscriber::Interest::sometimes()
     }
 
@@ -248,7 +329,14 @@ impl<S: Subscriber> Layer<S> for EnvoyLogLayer {
         let mut v = MessageVisitor::default();
         event.record(&mut v);
         let message = format!("{}{}", v.message, v.fields);
-        let mut line = render(&self.pattern, Level::of(meta.level()), component_of(meta.target()), meta.file().unwrap_or(""), meta.line().unwrap_or(0), &message);
+        let mut line = render(
+            &self.pattern,
+            Level::of(meta.level()),
+            component_of(meta.target()),
+            meta.file().unwrap_or(""),
+            meta.line().unwrap_or(0),
+            &message,
+        );
         line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = out.write_all(line.as_bytes());
@@ -257,17 +345,29 @@ impl<S: Subscriber> Layer<S> for EnvoyLogLayer {
 }
 
 /// Installs the global subscriber. Levels come from `-l` then `--component-log-level`.
-pub fn init(default: Level, components: Option<&str>, pattern: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+pub fn init(
+    default: Level,
+    components: Option<&str>,
+    pattern: &str,
+    path: Option<&std::path::Path>,
+) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     set_all(default);
     if let Some(spec) = components {
         apply_component_levels(spec)?;
     }
     let out: Box<dyn Write + Send> = match path {
-        Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| format!("--log-path {}: {e}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("--log-path {}: {e}", p.display()))?,
+        ),
         None => Box::new(std::io::stderr()),
     };
-    let subscriber = tracing_subscriber::registry().with(EnvoyLogLayer::new(pattern.to_string(), out));
+    let subscriber =
+        tracing_subscriber::registry().with(EnvoyLogLayer::new(pattern.to_string(), out));
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
 }
 
@@ -277,11 +377,32 @@ mod tests {
 
     #[test]
     fn renders_envoy_default_shape() {
-        let line = render(DEFAULT_PATTERN, Level::Warning, "upstream", "proxy/src/x.rs", 7, "hello");
+        let line = render(
+            DEFAULT_PATTERN,
+            Level::Warning,
+            "upstream",
+            "proxy/src/x.rs",
+            7,
+            "hello",
+        );
         let re = regex::Regex::new(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\]\[\d+\]\[warning\]\[upstream\] \[proxy/src/x.rs:7\] hello$").unwrap();
         assert!(re.is_match(&line), "{line}");
-        let istio = render("%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t", Level::Info, "main", "f.rs", 1, "m");
-        assert!(regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\tinfo\tenvoy main f.rs:1\tm\tthread=\d+$").unwrap().is_match(&istio), "{istio}");
+        let istio = render(
+            "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v\tthread=%t",
+            Level::Info,
+            "main",
+            "f.rs",
+            1,
+            "m",
+        );
+        assert!(
+            regex::Regex::new(
+                r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\tinfo\tenvoy main f.rs:1\tm\tthread=\d+$"
+            )
+            .unwrap()
+            .is_match(&istio),
+            "{istio}"
+        );
     }
 
     #[test]

@@ -71,7 +71,11 @@ impl Server {
         let root = stats.root();
         let clusters = ClusterManager::new(&bootstrap.clusters, &root);
         let flush = std::time::Duration::from_millis(options.file_flush_interval_msec.max(1));
-        let listeners = bootstrap.listeners.iter().map(|l| ActiveListener::new(l.clone(), &root, flush)).collect::<std::io::Result<Vec<_>>>()?;
+        let listeners = bootstrap
+            .listeners
+            .iter()
+            .map(|l| ActiveListener::new(l.clone(), &root, flush))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let server = Arc::new(Server {
             options,
             bootstrap: Arc::new(bootstrap),
@@ -92,14 +96,24 @@ impl Server {
         let s = root.child("server");
         s.gauge("concurrency").set(server.concurrency() as i64);
         s.gauge("live").set(0);
-        s.gauge("hot_restart_epoch").set(i64::from(server.options.restart_epoch));
-        root.child("listener_manager").gauge("total_listeners_active").set(server.listeners.len() as i64);
+        s.gauge("hot_restart_epoch")
+            .set(i64::from(server.options.restart_epoch));
+        root.child("listener_manager")
+            .gauge("total_listeners_active")
+            .set(server.listeners.len() as i64);
         Ok(server)
     }
 
     /// Worker count (`--concurrency`, default the available cores).
     pub fn concurrency(&self) -> usize {
-        self.options.concurrency.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        self.options
+            .concurrency
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
     }
 
     /// The root stats scope.
@@ -137,12 +151,16 @@ impl Server {
                         let ip: std::net::IpAddr = if v6 {
                             a.as_sockaddr_in6()?.ip().into()
                         } else {
-                            std::net::Ipv4Addr::from(a.as_sockaddr_in()?.ip()).into()
+                            a.as_sockaddr_in()?.ip().into()
                         };
                         (!ip.is_loopback()).then_some(ip)
                     })
                 })
-                .unwrap_or(if v6 { std::net::Ipv6Addr::LOCALHOST.into() } else { std::net::Ipv4Addr::LOCALHOST.into() })
+                .unwrap_or(if v6 {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                })
         })
     }
 
@@ -155,7 +173,9 @@ impl Server {
     /// `Some(None)` admits an exempt listener's connection, `Some(Some(c))` admits and
     /// counts it in `c` (the caller decrements when the connection ends).
     pub fn admit_connection(&self, exempt: bool) -> Option<Option<Arc<AtomicU64>>> {
-        let Some(limit) = self.bootstrap.max_downstream_connections else { return Some(None) };
+        let Some(limit) = self.bootstrap.max_downstream_connections else {
+            return Some(None);
+        };
         if exempt {
             return Some(None);
         }
@@ -169,7 +189,11 @@ impl Server {
 
     /// With `use_original_dst`: the listener bound to exactly `dst`, else the wildcard
     /// listener on its port; never the accepting listener itself.
-    pub fn listener_for_original_dst(&self, dst: SocketAddr, current: &Arc<ActiveListener>) -> Option<Arc<ActiveListener>> {
+    pub fn listener_for_original_dst(
+        &self,
+        dst: SocketAddr,
+        current: &Arc<ActiveListener>,
+    ) -> Option<Arc<ActiveListener>> {
         use crate::config::common::Address;
         let candidates = self.listeners.iter().filter(|l| !Arc::ptr_eq(l, current));
         let mut wildcard = None;
@@ -178,7 +202,8 @@ impl Server {
                 if *a == dst {
                     return Some(l.clone());
                 }
-                if a.port() == dst.port() && a.ip().is_unspecified() && a.is_ipv4() == dst.is_ipv4() {
+                if a.port() == dst.port() && a.ip().is_unspecified() && a.is_ipv4() == dst.is_ipv4()
+                {
                     wildcard = Some(l.clone());
                 }
             }
@@ -204,13 +229,24 @@ impl Server {
             .map(|l| {
                 listener::bind(&l.config.address)
                     .map(|s| (l.clone(), s))
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind listener {} on {}: {e}", l.config.name, l.config.address)))
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot bind listener {} on {}: {e}",
+                                l.config.name, l.config.address
+                            ),
+                        )
+                    })
             })
             .collect()
     }
 
     /// Starts `concurrency` worker threads accepting on the bound listeners.
-    pub fn start_workers(self: &Arc<Self>, bound: Vec<(Arc<ActiveListener>, BoundSocket)>) -> std::io::Result<()> {
+    pub fn start_workers(
+        self: &Arc<Self>,
+        bound: Vec<(Arc<ActiveListener>, BoundSocket)>,
+    ) -> std::io::Result<()> {
         let n = self.concurrency();
         for i in 0..n {
             let mut sockets = Vec::new();
@@ -244,7 +280,10 @@ impl Server {
                 });
             })?;
         }
-        self.scope().child("listener_manager").gauge("workers_started").set(1);
+        self.scope()
+            .child("listener_manager")
+            .gauge("workers_started")
+            .set(1);
         Ok(())
     }
 }

@@ -30,9 +30,17 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     /// Builds the filter with its stats (`tcp.<stat_prefix>.`) and loggers.
-    pub fn new(config: Arc<TcpProxyConfig>, root: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        config: Arc<TcpProxyConfig>,
+        root: &Scope,
+        flush: std::time::Duration,
+    ) -> std::io::Result<Arc<Self>> {
         let s = root.tagged("tcp", "envoy_tcp_prefix", &config.stat_prefix);
-        let access_logs = config.access_logs.iter().map(|l| AccessLogger::start(l, flush)).collect::<std::io::Result<_>>()?;
+        let access_logs = config
+            .access_logs
+            .iter()
+            .map(|l| AccessLogger::start(l, flush))
+            .collect::<std::io::Result<_>>()?;
         Ok(Arc::new(TcpProxy {
             cx_total: s.counter("downstream_cx_total"),
             no_route: s.counter("downstream_cx_no_route"),
@@ -62,7 +70,12 @@ impl TcpProxy {
     }
 
     /// Proxies one downstream connection.
-    pub async fn serve(self: Arc<Self>, server: Arc<Server>, downstream: BoxIo, info: ConnectionInfo) {
+    pub async fn serve(
+        self: Arc<Self>,
+        server: Arc<Server>,
+        downstream: BoxIo,
+        info: ConnectionInfo,
+    ) {
         self.cx_total.inc();
         let started = Instant::now();
         let mut record = Record::new(info.id);
@@ -83,7 +96,10 @@ impl TcpProxy {
             Some(cluster) => {
                 let mut upstream = None;
                 for _ in 0..self.config.max_connect_attempts {
-                    let Some(host) = cluster.pick(&LbContext { hash: None, original_dst: info.local }) else {
+                    let Some(host) = cluster.pick(&LbContext {
+                        hash: None,
+                        original_dst: info.local,
+                    }) else {
                         record.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
                         break;
                     };
@@ -93,7 +109,10 @@ impl TcpProxy {
                         break;
                     };
                     record.upstream_host = Some(host.address_string.clone());
-                    let tls = cluster.config.tls.as_ref().and_then(|t| t.config.as_ref().ok().map(|c| (c.clone(), t.sni.clone())));
+                    let tls =
+                        cluster.config.tls.as_ref().and_then(|t| {
+                            t.config.as_ref().ok().map(|c| (c.clone(), t.sni.clone()))
+                        });
                     cluster.stats.cx_total.inc();
                     match connect::connect(&cluster, &host, tls).await {
                         Ok(c) => {
@@ -120,7 +139,9 @@ impl TcpProxy {
                     }
                     None if record.flags.is_empty() => {
                         self.connect_attempts_exceeded.inc();
-                        record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                        record
+                            .flags
+                            .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
                     }
                     None => {}
                 }
@@ -137,11 +158,23 @@ impl TcpProxy {
     }
 
     /// Copies both ways until both sides are done; true when the idle timeout ended it.
-    async fn pump<D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(&self, down: D, up: BoxIo) -> bool {
+    async fn pump<D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        &self,
+        down: D,
+        up: BoxIo,
+    ) -> bool {
         let epoch = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
-        let mut down = Activity { inner: down, last: last.clone(), epoch };
-        let mut up = Activity { inner: up, last: last.clone(), epoch };
+        let mut down = Activity {
+            inner: down,
+            last: last.clone(),
+            epoch,
+        };
+        let mut up = Activity {
+            inner: up,
+            last: last.clone(),
+            epoch,
+        };
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         let Some(idle) = self.config.idle_timeout else {
             let _ = copy.await;
@@ -149,7 +182,11 @@ impl TcpProxy {
         };
         tokio::pin!(copy);
         loop {
-            let since = epoch.elapsed().saturating_sub(std::time::Duration::from_millis(last.load(Ordering::Relaxed)));
+            let since = epoch
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_millis(
+                    last.load(Ordering::Relaxed),
+                ));
             let wait = idle.saturating_sub(since);
             tokio::select! {
                 _ = &mut copy => return false,
@@ -173,12 +210,17 @@ struct Activity<T> {
 
 impl<T> Activity<T> {
     fn touch(&self) {
-        self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_ready() {
             self.touch();
@@ -188,17 +230,27 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
 }
 
 impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if r.is_ready() {
             self.touch();
         }
         r
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

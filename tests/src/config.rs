@@ -72,7 +72,10 @@ pub fn bootstrap_with(listeners: Vec<Value>, clusters: Vec<Value>, extra: Value)
 /// A typical single-route HTTP setup: listener on `port` routing `/` to `cluster`.
 pub fn simple_http(port: u16, cluster_name: &str, upstream_ports: &[u16]) -> String {
     let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster_name}}]}]);
-    bootstrap(vec![listener("http", port, hcm(vh, json!({})), json!({}))], vec![cluster(cluster_name, upstream_ports, json!({}))])
+    bootstrap(
+        vec![listener("http", port, hcm(vh, json!({})), json!({}))],
+        vec![cluster(cluster_name, upstream_ports, json!({}))],
+    )
 }
 
 /// Recursive object merge (the overlay wins).

@@ -22,7 +22,10 @@ pub struct Response {
 impl Response {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as text.
@@ -56,11 +59,19 @@ pub fn curl(args: &[&str], url: &str) -> Response {
     let headers = block
         .lines()
         .skip(1)
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
     let body = std::fs::read(&body).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    Response { status, headers, body, version }
+    Response {
+        status,
+        headers,
+        body,
+        version,
+    }
 }
 
 /// GET `http://127.0.0.1:<port><path>` with extra curl args.
@@ -70,7 +81,9 @@ pub fn get(port: u16, path: &str, args: &[&str]) -> Response {
 
 /// Sends raw bytes, returns what came back before the server closed or `secs` passed.
 pub fn raw(port: u16, request: &[u8], secs: u64) -> Vec<u8> {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return Vec::new() };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(secs)));
     let _ = s.write_all(request);
     let mut out = Vec::new();
@@ -91,8 +104,17 @@ pub fn raw_http(method: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(&resp).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Some((status, if chunked { dechunk(body) } else { body.to_string() }))
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
 }
 
 fn dechunk(mut s: &str) -> String {

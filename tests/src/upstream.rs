@@ -24,7 +24,10 @@ pub struct Recorded {
 impl Recorded {
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,7 +48,13 @@ pub struct Behavior {
 
 impl Default for Behavior {
     fn default() -> Self {
-        Behavior { status: 200, body: None, headers: vec![], delay_ms: 0, reset: false }
+        Behavior {
+            status: 200,
+            body: None,
+            headers: vec![],
+            delay_ms: 0,
+            reset: false,
+        }
     }
 }
 
@@ -71,14 +80,20 @@ impl Upstream {
 
     /// A TLS upstream presenting `cert`/`key` (PEM files), ALPN h2 and http/1.1.
     pub fn tls(name: &str, cert: &std::path::Path, key: &std::path::Path) -> Upstream {
-        let certs = rustls_pemfile::certs(&mut &std::fs::read(cert).expect("cert")[..]).collect::<Result<Vec<_>, _>>().expect("certs");
-        let key = rustls_pemfile::private_key(&mut &std::fs::read(key).expect("key")[..]).expect("key").expect("key present");
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
+        let certs = rustls_pemfile::certs(&mut &std::fs::read(cert).expect("cert")[..])
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pemfile::private_key(&mut &std::fs::read(key).expect("key")[..])
+            .expect("key")
+            .expect("key present");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::start(name, Some(Arc::new(cfg)))
     }
@@ -91,20 +106,34 @@ impl Upstream {
         let behavior = Arc::new(Mutex::new(Behavior::default()));
         let connections = Arc::new(Mutex::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (l2, b2, c2, n2) = (log.clone(), behavior.clone(), connections.clone(), name.to_string());
+        let (l2, b2, c2, n2) = (
+            log.clone(),
+            behavior.clone(),
+            connections.clone(),
+            name.to_string(),
+        );
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 let accept = async {
                     loop {
-                        let Ok((s, _)) = listener.accept().await else { continue };
+                        let Ok((s, _)) = listener.accept().await else {
+                            continue;
+                        };
                         *c2.lock().unwrap() += 1;
-                        let (log, behavior, name, tls) = (l2.clone(), b2.clone(), n2.clone(), tls.clone());
+                        let (log, behavior, name, tls) =
+                            (l2.clone(), b2.clone(), n2.clone(), tls.clone());
                         tokio::spawn(async move {
                             match tls {
                                 Some(cfg) => {
-                                    if let Ok(t) = tokio_rustls::TlsAcceptor::from(cfg).accept(s).await {
+                                    if let Ok(t) =
+                                        tokio_rustls::TlsAcceptor::from(cfg).accept(s).await
+                                    {
                                         serve(TokioIo::new(t), log, behavior, name).await
                                     }
                                 }
@@ -119,7 +148,14 @@ impl Upstream {
                 }
             });
         });
-        Upstream { port, name: name.to_string(), log, behavior, connections, stop: Some(stop) }
+        Upstream {
+            port,
+            name: name.to_string(),
+            log,
+            behavior,
+            connections,
+            stop: Some(stop),
+        }
     }
 
     /// Every request received so far.
@@ -156,16 +192,33 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve<I>(io: I, log: Arc<Mutex<Vec<Recorded>>>, behavior: Arc<Mutex<Behavior>>, name: String)
-where
+async fn serve<I>(
+    io: I,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    behavior: Arc<Mutex<Behavior>>,
+    name: String,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let (log, behavior, name) = (log.clone(), behavior.clone(), name.clone());
         async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-            let mut headers: Vec<(String, String)> = parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let mut headers: Vec<(String, String)> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             if let Some(a) = parts.uri.authority() {
                 if !headers.iter().any(|(k, _)| k == "host") {
                     headers.push(("host".into(), a.to_string()));
@@ -173,7 +226,11 @@ where
             }
             log.lock().unwrap().push(Recorded {
                 method: parts.method.to_string(),
-                path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 version: format!("{:?}", parts.version),
                 headers,
                 body,
@@ -183,18 +240,28 @@ where
                 tokio::time::sleep(std::time::Duration::from_millis(b.delay_ms)).await;
             }
             if b.reset {
-                return Err::<http::Response<Full<Bytes>>, std::io::Error>(std::io::Error::other("scripted reset"));
+                return Err::<http::Response<Full<Bytes>>, std::io::Error>(std::io::Error::other(
+                    "scripted reset",
+                ));
             }
-            let mut r = http::Response::new(Full::new(Bytes::from(b.body.unwrap_or_else(|| name.clone()))));
+            let mut r = http::Response::new(Full::new(Bytes::from(
+                b.body.unwrap_or_else(|| name.clone()),
+            )));
             *r.status_mut() = http::StatusCode::from_u16(b.status).unwrap_or(http::StatusCode::OK);
-            r.headers_mut().insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
+            r.headers_mut()
+                .insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
             for (k, v) in b.headers {
-                r.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), http::HeaderValue::from_str(&v).unwrap());
+                r.headers_mut().append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(&v).unwrap(),
+                );
             }
             Ok(r)
         }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(io, svc).await;
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(io, svc)
+        .await;
 }
 
 /// A TCP server that echoes every byte back; counts connections.

@@ -5,15 +5,32 @@ use e2e::{config, curl, fixtures, free_port, scratch};
 use serde_json::json;
 
 const PILOT_AGENT_FLAGS: &[&str] = &[
-    "--drain-time-s", "45", "--drain-strategy", "immediate", "--local-address-ip-version", "v4", "--file-flush-interval-msec", "1000",
-    "--disable-hot-restart", "--allow-unknown-static-fields", "-l", "warning", "--component-log-level", "misc:error", "--concurrency", "2",
+    "--drain-time-s",
+    "45",
+    "--drain-strategy",
+    "immediate",
+    "--local-address-ip-version",
+    "v4",
+    "--file-flush-interval-msec",
+    "1000",
+    "--disable-hot-restart",
+    "--allow-unknown-static-fields",
+    "-l",
+    "warning",
+    "--component-log-level",
+    "misc:error",
+    "--concurrency",
+    "2",
 ];
 
 #[test]
 fn version_flag_prints_envoy_shaped_version() {
     let (code, out, _) = run_meshproxy(&["--version"]);
     assert_eq!(code, 0);
-    assert!(out.contains("version: ") && out.contains("/1.40.0/"), "{out}");
+    assert!(
+        out.contains("version: ") && out.contains("/1.40.0/"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -26,7 +43,11 @@ fn unknown_flag_prints_usage_and_fails() {
 #[test]
 fn all_pilot_agent_bootstraps_validate_like_envoy() {
     let dir = fixtures().join("istio/bootstrap");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     assert_eq!(files.len(), 30);
     for f in files {
@@ -38,11 +59,18 @@ fn all_pilot_agent_bootstraps_validate_like_envoy() {
         match name.as_str() {
             "ambient_golden.json" => {
                 assert_eq!(code, 1, "{name} must be rejected");
-                assert!(err.contains("bootstrap_extensions[0].typed_config") && err.contains("istio.workload.BootstrapExtension"), "{err}");
+                assert!(
+                    err.contains("bootstrap_extensions[0].typed_config")
+                        && err.contains("istio.workload.BootstrapExtension"),
+                    "{err}"
+                );
             }
             "tracing_lightstep_golden.json" => {
                 assert_eq!(code, 1, "{name} must be rejected");
-                assert!(err.contains("tracing.http.typed_config") && err.contains("LightstepConfig"), "{err}");
+                assert!(
+                    err.contains("tracing.http.typed_config") && err.contains("LightstepConfig"),
+                    "{err}"
+                );
             }
             _ => {
                 assert_eq!(code, 0, "{name}: {err}");
@@ -63,24 +91,60 @@ fn validate_error(bootstrap: serde_json::Value) -> String {
 
 #[test]
 fn malformed_bootstraps_name_the_field() {
-    let err = validate_error(json!({"static_resources": {"clusters": [{"name": "a", "connect_timeout": "soon"}]}}));
-    assert!(err.contains("static_resources.clusters[0].connect_timeout"), "{err}");
-    let err = validate_error(json!({"static_resources": {"clusters": [{"name": "a", "bogus_field": 1}]}}));
-    assert!(err.contains("static_resources.clusters[0]") && err.contains("bogus_field"), "{err}");
-    let err = validate_error(json!({"static_resources": {"clusters": [{"name": "a", "type": "STATIC", "dns_jitter": "1s",
-        "load_assignment": {"cluster_name": "a", "endpoints": []}}]}}));
-    assert!(err.contains("static_resources.clusters[0].dns_jitter") && err.contains("not supported"), "{err}");
+    let err = validate_error(
+        json!({"static_resources": {"clusters": [{"name": "a", "connect_timeout": "soon"}]}}),
+    );
+    assert!(
+        err.contains("static_resources.clusters[0].connect_timeout"),
+        "{err}"
+    );
+    let err = validate_error(
+        json!({"static_resources": {"clusters": [{"name": "a", "bogus_field": 1}]}}),
+    );
+    assert!(
+        err.contains("static_resources.clusters[0]") && err.contains("bogus_field"),
+        "{err}"
+    );
+    let err = validate_error(
+        json!({"static_resources": {"clusters": [{"name": "a", "type": "STATIC", "dns_jitter": "1s",
+        "load_assignment": {"cluster_name": "a", "endpoints": []}}]}}),
+    );
+    assert!(
+        err.contains("static_resources.clusters[0].dns_jitter") && err.contains("not supported"),
+        "{err}"
+    );
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "missing"}}]}]);
-    let b: serde_json::Value = serde_json::from_str(&config::bootstrap(vec![config::listener("l", 1, config::hcm(vh, json!({})), json!({}))], vec![]).replace("{ADMIN}", "0")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        &config::bootstrap(
+            vec![config::listener(
+                "l",
+                1,
+                config::hcm(vh, json!({})),
+                json!({}),
+            )],
+            vec![],
+        )
+        .replace("{ADMIN}", "0"),
+    )
+    .unwrap();
     let err = validate_error(b);
-    assert!(err.contains("static_resources.listeners[0]") && err.contains("unknown cluster 'missing'"), "{err}");
+    assert!(
+        err.contains("static_resources.listeners[0]") && err.contains("unknown cluster 'missing'"),
+        "{err}"
+    );
     let err = validate_error(json!({"static_resources": {"clusters": [
         {"name": "a", "load_assignment": {"cluster_name": "a"}}, {"name": "a", "load_assignment": {"cluster_name": "a"}}]}}));
-    assert!(err.contains("static_resources.clusters[1].name") && err.contains("duplicate cluster"), "{err}");
+    assert!(
+        err.contains("static_resources.clusters[1].name") && err.contains("duplicate cluster"),
+        "{err}"
+    );
     let err = validate_error(json!({"static_resources": {"listeners": [{"name": "l",
         "address": {"socket_address": {"address": "not-an-ip", "port_value": 1}},
         "filter_chains": [{"filters": []}]}]}}));
-    assert!(err.contains("static_resources.listeners[0].address.socket_address.address"), "{err}");
+    assert!(
+        err.contains("static_resources.listeners[0].address.socket_address.address"),
+        "{err}"
+    );
     let (code, _, err) = run_meshproxy(&["-c", "/nonexistent/bootstrap.yaml"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/bootstrap.yaml"), "{err}");
@@ -101,7 +165,8 @@ fn pilot_agent_command_line_serves_a_static_bootstrap() {
 #[test]
 fn dynamic_resources_without_control_plane_stay_initializing() {
     let golden = fixtures().join("istio/bootstrap/default_golden.json");
-    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
+    let mut b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden).unwrap()).unwrap();
     // Move admin to a free port and drop listeners bound to fixed ports.
     b["static_resources"]["listeners"] = json!([]);
     let dir = scratch("dyn");
@@ -110,11 +175,19 @@ fn dynamic_resources_without_control_plane_stay_initializing() {
     b["admin"]["address"]["socket_address"]["port_value"] = json!(admin);
     std::fs::write(&path, b.to_string()).unwrap();
     let mut child = std::process::Command::new(e2e::proxy::meshproxy_bin())
-        .args(["-c", path.to_str().unwrap(), "--allow-unknown-static-fields", "-l", "error"])
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "--allow-unknown-static-fields",
+            "-l",
+            "error",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    e2e::wait_until(10, "admin", || curl::raw_http("GET", admin, "/ready").is_some());
+    e2e::wait_until(10, "admin", || {
+        curl::raw_http("GET", admin, "/ready").is_some()
+    });
     let (status, body) = curl::raw_http("GET", admin, "/ready").unwrap();
     assert_eq!((status, body.trim()), (503, "INITIALIZING"));
     let (_, stats) = curl::raw_http("GET", admin, "/stats?filter=^server.state$").unwrap();
@@ -129,8 +202,18 @@ fn config_yaml_merges_over_the_file() {
     let port = free_port();
     // The file has the listener routing to cluster "c" but no clusters; --config-yaml adds it.
     let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]);
-    let file = config::bootstrap(vec![config::listener("l", port, config::hcm(vh, json!({})), json!({}))], vec![]);
-    let overlay = json!({"static_resources": {"clusters": [config::cluster("c", &[up.port], json!({}))]}}).to_string();
+    let file = config::bootstrap(
+        vec![config::listener(
+            "l",
+            port,
+            config::hcm(vh, json!({})),
+            json!({}),
+        )],
+        vec![],
+    );
+    let overlay =
+        json!({"static_resources": {"clusters": [config::cluster("c", &[up.port], json!({}))]}})
+            .to_string();
     let _p = Proxy::start(Kind::Meshproxy, &file, &["--config-yaml", &overlay]);
     assert_eq!(curl::get(port, "/", &[]).text(), "merged");
 }
@@ -148,9 +231,17 @@ fn bind_conflict_is_a_clear_error() {
 #[test]
 fn log_format_and_levels_follow_envoy() {
     let port = free_port();
-    let mut p = Proxy::spawn(Kind::Meshproxy, &config::simple_http(port, "c", &[1]), &["-l", "info", "--log-format", "[%l][%n] %v"]);
+    let mut p = Proxy::spawn(
+        Kind::Meshproxy,
+        &config::simple_http(port, "c", &[1]),
+        &["-l", "info", "--log-format", "[%l][%n] %v"],
+    );
     p.wait_live();
     let err = std::fs::read_to_string(p.dir.join("stderr")).unwrap();
-    assert!(err.lines().any(|l| l.starts_with("[info][main] listener 'http' serving on")), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("[info][main] listener 'http' serving on")),
+        "{err}"
+    );
     assert!(p.running());
 }

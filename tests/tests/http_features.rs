@@ -27,30 +27,79 @@ fn access_logs_default_text_and_json() {
     let logs = json!({"access_log": [
         file_log(&default_log, json!({})),
         file_log(&json_log, json!({"log_format": {"json_format": {"code": "%RESPONSE_CODE%", "path": "%REQ(:PATH)%", "cluster": "%UPSTREAM_CLUSTER%", "flags": "%RESPONSE_FLAGS%", "ua": "%REQ(USER-AGENT)%", "peer": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}}))]});
-    let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(to_c(), logs), json!({}))], vec![cluster("c", &[up.port], json!({}))]), &["--file-flush-interval-msec", "50"]);
-    assert_eq!(curl::get(port, "/logged?x=1", &["-A", "tester/1.0", "-H", "x-request-id: rid-1"]).status, 200);
-    e2e::wait_until(10, "access logs", || std::fs::read_to_string(&json_log).is_ok_and(|l| !l.is_empty()) && std::fs::read_to_string(&default_log).is_ok_and(|l| !l.is_empty()));
+    let _p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener("l", port, hcm(to_c(), logs), json!({}))],
+            vec![cluster("c", &[up.port], json!({}))],
+        ),
+        &["--file-flush-interval-msec", "50"],
+    );
+    assert_eq!(
+        curl::get(
+            port,
+            "/logged?x=1",
+            &["-A", "tester/1.0", "-H", "x-request-id: rid-1"]
+        )
+        .status,
+        200
+    );
+    e2e::wait_until(10, "access logs", || {
+        std::fs::read_to_string(&json_log).is_ok_and(|l| !l.is_empty())
+            && std::fs::read_to_string(&default_log).is_ok_and(|l| !l.is_empty())
+    });
     let line = std::fs::read_to_string(&default_log).unwrap();
     let re = format!(
         r#"^\[\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z\] "GET /logged\?x=1 HTTP/1\.1" 200 - 0 1 \d+ \d+ "-" "tester/1\.0" "rid-1" "127\.0\.0\.1:{port}" "127\.0\.0\.1:{}"\n$"#,
         up.port
     );
     assert!(regex::Regex::new(&re).unwrap().is_match(&line), "{line}");
-    let v: Value = serde_json::from_str(std::fs::read_to_string(&json_log).unwrap().trim()).unwrap();
-    assert_eq!(v, json!({"code": 200, "path": "/logged?x=1", "cluster": "c", "flags": "-", "ua": "tester/1.0", "peer": "127.0.0.1"}));
+    let v: Value =
+        serde_json::from_str(std::fs::read_to_string(&json_log).unwrap().trim()).unwrap();
+    assert_eq!(
+        v,
+        json!({"code": 200, "path": "/logged?x=1", "cluster": "c", "flags": "-", "ua": "tester/1.0", "peer": "127.0.0.1"})
+    );
 }
 
 #[test]
 fn compressor_filter_gzip_and_brotli() {
     let up = Upstream::http("u");
-    up.set(Behavior { body: Some("compress me please ".repeat(200)), headers: vec![("content-type".into(), "text/plain".into())], ..Default::default() });
+    up.set(Behavior {
+        body: Some("compress me please ".repeat(200)),
+        headers: vec![("content-type".into(), "text/plain".into())],
+        ..Default::default()
+    });
     let port = free_port();
-    let comp = |name: &str, lib: &str| json!({"name": name, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
+    let comp = |name: &str, lib: &str| {
+        json!({"name": name, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor",
         "compressor_library": {"name": name, "typed_config": {"@type": lib}},
-        "response_direction_config": {"common_config": {"content_type": ["text/plain"]}}}});
-    let mut filters = vec![comp("br", "type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli"), comp("gz", "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip")];
+        "response_direction_config": {"common_config": {"content_type": ["text/plain"]}}}})
+    };
+    let mut filters = vec![
+        comp(
+            "br",
+            "type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli",
+        ),
+        comp(
+            "gz",
+            "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip",
+        ),
+    ];
     filters.extend(config::router().as_array().unwrap().clone());
-    let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(to_c(), json!({"http_filters": filters})), json!({}))], vec![cluster("c", &[up.port], json!({}))]), &[]);
+    let _p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener(
+                "l",
+                port,
+                hcm(to_c(), json!({"http_filters": filters})),
+                json!({}),
+            )],
+            vec![cluster("c", &[up.port], json!({}))],
+        ),
+        &[],
+    );
     let plain = "compress me please ".repeat(200);
     let r = curl::get(port, "/", &["-H", "accept-encoding: gzip", "--compressed"]);
     assert_eq!(r.header("content-encoding"), Some("gzip"));
@@ -95,10 +144,29 @@ fn websocket_upgrade_is_spliced_when_enabled() {
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [
         {"match": {"prefix": "/ws"}, "route": {"cluster": "c"}},
         {"match": {"prefix": "/no"}, "route": {"cluster": "c", "upgrade_configs": [{"upgrade_type": "websocket", "enabled": false}]}}]}]);
-    let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(vh, json!({"upgrade_configs": [{"upgrade_type": "websocket"}]})), json!({}))], vec![cluster("c", &[up_port], json!({}))]), &[]);
+    let _p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener(
+                "l",
+                port,
+                hcm(
+                    vh,
+                    json!({"upgrade_configs": [{"upgrade_type": "websocket"}]}),
+                ),
+                json!({}),
+            )],
+            vec![cluster("c", &[up_port], json!({}))],
+        ),
+        &[],
+    );
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -110,8 +178,16 @@ fn websocket_upgrade_is_spliced_when_enabled() {
         got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(&got, b"HELLO FRAMES");
-    let r = curl::raw(port, b"GET /no HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n", 5);
-    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 403"), "{}", String::from_utf8_lossy(&r));
+    let r = curl::raw(
+        port,
+        b"GET /no HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        5,
+    );
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
 }
 
 #[test]
@@ -125,10 +201,28 @@ fn unix_pipe_listener_and_pipe_cluster() {
     let front_vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "to_pipe"}}]}]);
     let to_pipe = json!({"name": "to_pipe", "type": "STATIC", "connect_timeout": "1s", "load_assignment": {"cluster_name": "to_pipe",
         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": sock.display().to_string()}}}}]}]}});
-    let cfg = bootstrap(vec![pipe_listener, listener("front", port, hcm(front_vh, json!({"stat_prefix": "front"})), json!({}))], vec![cluster("c", &[up.port], json!({})), to_pipe]);
+    let cfg = bootstrap(
+        vec![
+            pipe_listener,
+            listener(
+                "front",
+                port,
+                hcm(front_vh, json!({"stat_prefix": "front"})),
+                json!({}),
+            ),
+        ],
+        vec![cluster("c", &[up.port], json!({})), to_pipe],
+    );
     let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
     assert_eq!(curl::get(port, "/x", &[]).text(), "via-pipe");
-    assert_eq!(curl::curl(&["--unix-socket", sock.to_str().unwrap()], "http://localhost/y").text(), "via-pipe");
+    assert_eq!(
+        curl::curl(
+            &["--unix-socket", sock.to_str().unwrap()],
+            "http://localhost/y"
+        )
+        .text(),
+        "via-pipe"
+    );
     assert_eq!(p.stat("http.pipe.downstream_rq_total"), Some(2));
 }
 
@@ -137,11 +231,23 @@ fn path_normalization_merge_slashes_and_request_ids() {
     let up = Upstream::http("u");
     let port = free_port();
     let extra = json!({"normalize_path": true, "merge_slashes": true, "always_set_request_id_in_response": true});
-    let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(to_c(), extra), json!({}))], vec![cluster("c", &[up.port], json!({}))]), &[]);
+    let _p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener("l", port, hcm(to_c(), extra), json!({}))],
+            vec![cluster("c", &[up.port], json!({}))],
+        ),
+        &[],
+    );
     let r = curl::get(port, "//a/./b/../%63//d", &["--path-as-is"]);
     assert_eq!(r.status, 200);
     assert_eq!(up.last().unwrap().path, "/a/c/d");
-    let rid = up.last().unwrap().header("x-request-id").unwrap().to_string();
+    let rid = up
+        .last()
+        .unwrap()
+        .header("x-request-id")
+        .unwrap()
+        .to_string();
     assert_eq!(rid.len(), 36);
     assert_eq!(r.header("x-request-id"), Some(rid.as_str()));
     let r = curl::get(port, "/", &["-H", "x-request-id: mine"]);
@@ -155,13 +261,20 @@ fn global_downstream_connection_limit() {
     let port = free_port();
     let overload = json!({"overload_manager": {"resource_monitors": [{"name": "envoy.resource_monitors.global_downstream_max_connections",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig", "max_active_downstream_connections": 1}}]}});
-    let text = config::bootstrap_with(vec![listener("l", port, hcm(to_c(), json!({})), json!({}))], vec![cluster("c", &[up.port], json!({}))], overload);
+    let text = config::bootstrap_with(
+        vec![listener("l", port, hcm(to_c(), json!({})), json!({}))],
+        vec![cluster("c", &[up.port], json!({}))],
+        overload,
+    );
     let p = Proxy::start(Kind::Meshproxy, &text, &[]);
     let held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let r = curl::get(port, "/", &[]);
     assert_eq!(r.status, 0, "second connection must be refused");
-    e2e::wait_until(5, "overflow stat", || p.admin_get("/stats?filter=downstream_global_cx_overflow").is_some_and(|(_, b)| b.contains(": 1")));
+    e2e::wait_until(5, "overflow stat", || {
+        p.admin_get("/stats?filter=downstream_global_cx_overflow")
+            .is_some_and(|(_, b)| b.contains(": 1"))
+    });
     drop(held);
     e2e::wait_until(5, "slot freed", || curl::get(port, "/", &[]).status == 200);
 }

@@ -7,7 +7,9 @@ use e2e::{curl, free_port};
 use serde_json::{json, Value};
 
 fn setup(lb: Value, weights: &[u32], route_extra: Value) -> (Vec<Upstream>, Proxy, u16) {
-    let ups: Vec<Upstream> = (0..weights.len()).map(|i| Upstream::http(&format!("u{i}"))).collect();
+    let ups: Vec<Upstream> = (0..weights.len())
+        .map(|i| Upstream::http(&format!("u{i}")))
+        .collect();
     let port = free_port();
     let endpoints: Vec<Value> = ups
         .iter()
@@ -19,11 +21,23 @@ fn setup(lb: Value, weights: &[u32], route_extra: Value) -> (Vec<Upstream>, Prox
     let mut r = json!({"cluster": "c"});
     e2e::config::merge(&mut r, route_extra);
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": r}]}]);
-    let p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(vh, json!({})), json!({}))], vec![c]), &[]);
+    let p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![c],
+        ),
+        &[],
+    );
     (ups, p, port)
 }
 
-fn spread(ups: &[Upstream], port: u16, n: usize, args: impl Fn(usize) -> Vec<String>) -> Vec<usize> {
+fn spread(
+    ups: &[Upstream],
+    port: u16,
+    n: usize,
+    args: impl Fn(usize) -> Vec<String>,
+) -> Vec<usize> {
     for i in 0..n {
         let a = args(i);
         let refs: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -52,13 +66,21 @@ fn random_and_least_request_use_every_host() {
 #[test]
 fn ring_hash_and_maglev_are_sticky_by_header() {
     for lb in ["RING_HASH", "MAGLEV"] {
-        let (ups, _p, port) = setup(json!({"lb_policy": lb}), &[1, 1, 1], json!({"hash_policy": [{"header": {"header_name": "x-user"}}]}));
+        let (ups, _p, port) = setup(
+            json!({"lb_policy": lb}),
+            &[1, 1, 1],
+            json!({"hash_policy": [{"header": {"header_name": "x-user"}}]}),
+        );
         // The same key always lands on the same host...
-        let c = spread(&ups, port, 20, |_| vec!["-H".into(), "x-user: alice".into()]);
+        let c = spread(&ups, port, 20, |_| {
+            vec!["-H".into(), "x-user: alice".into()]
+        });
         assert_eq!(c.iter().filter(|n| **n > 0).count(), 1, "{lb}: {c:?}");
         // ...and many keys spread over all hosts.
         let before: Vec<usize> = ups.iter().map(Upstream::count).collect();
-        let c = spread(&ups, port, 90, |i| vec!["-H".into(), format!("x-user: user-{i}")]);
+        let c = spread(&ups, port, 90, |i| {
+            vec!["-H".into(), format!("x-user: user-{i}")]
+        });
         let delta: Vec<usize> = c.iter().zip(before).map(|(a, b)| a - b).collect();
         assert!(delta.iter().all(|n| *n >= 10), "{lb}: {delta:?}");
     }
@@ -66,10 +88,22 @@ fn ring_hash_and_maglev_are_sticky_by_header() {
 
 #[test]
 fn ring_hash_generates_a_cookie_when_missing() {
-    let (ups, _p, port) = setup(json!({"lb_policy": "RING_HASH"}), &[1, 1], json!({"hash_policy": [{"cookie": {"name": "sticky", "ttl": "60s", "path": "/"}}]}));
+    let (ups, _p, port) = setup(
+        json!({"lb_policy": "RING_HASH"}),
+        &[1, 1],
+        json!({"hash_policy": [{"cookie": {"name": "sticky", "ttl": "60s", "path": "/"}}]}),
+    );
     let r = curl::get(port, "/", &[]);
-    let cookie = r.header("set-cookie").expect("generated cookie").to_string();
-    assert!(cookie.starts_with("sticky=\"") && cookie.contains("Max-Age=60") && cookie.contains("Path=/"), "{cookie}");
+    let cookie = r
+        .header("set-cookie")
+        .expect("generated cookie")
+        .to_string();
+    assert!(
+        cookie.starts_with("sticky=\"")
+            && cookie.contains("Max-Age=60")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
     let value = cookie.split(';').next().unwrap().to_string();
     let first = ups.iter().position(|u| u.count() == 1).unwrap();
     for _ in 0..10 {
@@ -82,24 +116,55 @@ fn ring_hash_generates_a_cookie_when_missing() {
 #[test]
 fn circuit_breaker_overflow_is_503_uo() {
     let up = Upstream::http("slow");
-    up.set(Behavior { delay_ms: 800, ..Default::default() });
+    up.set(Behavior {
+        delay_ms: 800,
+        ..Default::default()
+    });
     let port = free_port();
     let log = e2e::scratch("cb").join("access.log");
-    let c = cluster("c", &[up.port], json!({"circuit_breakers": {"thresholds": [{"max_requests": 1, "max_pending_requests": 1, "max_connections": 1}]}}));
+    let c = cluster(
+        "c",
+        &[up.port],
+        json!({"circuit_breakers": {"thresholds": [{"max_requests": 1, "max_pending_requests": 1, "max_connections": 1}]}}),
+    );
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]);
     let access = json!({"access_log": [{"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": log.display().to_string(), "log_format": {"text_format_source": {"inline_string": "%RESPONSE_CODE% %RESPONSE_FLAGS%\n"}}}}]});
-    let p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![listener("l", port, hcm(vh, access), json!({}))], vec![c]), &["--file-flush-interval-msec", "50"]);
-    let handles: Vec<_> = (0..3).map(|_| std::thread::spawn(move || curl::get(port, "/", &[]))).collect();
+    let p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(
+            vec![listener("l", port, hcm(vh, access), json!({}))],
+            vec![c],
+        ),
+        &["--file-flush-interval-msec", "50"],
+    );
+    let handles: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || curl::get(port, "/", &[])))
+        .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = results.iter().filter(|r| r.status == 200).count();
     let overflow: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
-    assert!(ok >= 1 && !overflow.is_empty(), "{:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
-    assert_eq!(overflow[0].text(), "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+    assert!(
+        ok >= 1 && !overflow.is_empty(),
+        "{:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        overflow[0].text(),
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
     assert!(p.stat("cluster.c.upstream_rq_pending_overflow").unwrap() >= 1);
-    e2e::wait_until(10, "log", || std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() == 3));
-    assert!(std::fs::read_to_string(&log).unwrap().lines().any(|l| l == "503 UO"));
-    e2e::wait_until(10, "gauges back to zero", || p.stat("cluster.c.upstream_rq_active") == Some(0) && p.stat("cluster.c.upstream_rq_pending_active") == Some(0));
+    e2e::wait_until(10, "log", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() == 3)
+    });
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .any(|l| l == "503 UO"));
+    e2e::wait_until(10, "gauges back to zero", || {
+        p.stat("cluster.c.upstream_rq_active") == Some(0)
+            && p.stat("cluster.c.upstream_rq_pending_active") == Some(0)
+    });
 }
 
 #[test]

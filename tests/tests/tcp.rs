@@ -22,7 +22,10 @@ fn tcp_proxy_round_trips_bytes_and_counts_them() {
         "path": log.display().to_string(), "log_format": {"text_format_source": {"inline_string": "%UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% %RESPONSE_FLAGS%\n"}}}}]});
     let mut t = tcp_proxy("echo", json!({"cluster": "echo"}));
     config::merge(&mut t, access);
-    let cfg = bootstrap(vec![listener("tcp", port, t, json!({}))], vec![cluster("echo", &[echo.port], json!({}))]);
+    let cfg = bootstrap(
+        vec![listener("tcp", port, t, json!({}))],
+        vec![cluster("echo", &[echo.port], json!({}))],
+    );
     let p = Proxy::start(Kind::Meshproxy, &cfg, &["--file-flush-interval-msec", "50"]);
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -38,10 +41,18 @@ fn tcp_proxy_round_trips_bytes_and_counts_them() {
     let got = t.join().unwrap();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "echoed bytes differ");
-    e2e::wait_until(10, "tcp stats", || p.stat("tcp.echo.downstream_cx_total") == Some(1) && p.stat("cluster.echo.upstream_cx_active") == Some(0));
-    e2e::wait_until(10, "tcp access log", || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("echo 200000 200000")));
+    e2e::wait_until(10, "tcp stats", || {
+        p.stat("tcp.echo.downstream_cx_total") == Some(1)
+            && p.stat("cluster.echo.upstream_cx_active") == Some(0)
+    });
+    e2e::wait_until(10, "tcp access log", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("echo 200000 200000"))
+    });
     let line = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(line.trim(), format!("echo 200000 200000 127.0.0.1:{} -", echo.port));
+    assert_eq!(
+        line.trim(),
+        format!("echo 200000 200000 127.0.0.1:{} -", echo.port)
+    );
 }
 
 #[test]
@@ -49,17 +60,32 @@ fn tcp_connect_failure_closes_and_logs_uf() {
     let port = free_port();
     let dead = free_port();
     let log = e2e::scratch("tcpfail").join("access.log");
-    let mut t = tcp_proxy("dead", json!({"cluster": "dead", "max_connect_attempts": 3}));
-    config::merge(&mut t, json!({"access_log": [{"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-        "path": log.display().to_string(), "log_format": {"text_format_source": {"inline_string": "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"}}}}]}));
-    let cfg = bootstrap(vec![listener("tcp", port, t, json!({}))], vec![cluster("dead", &[dead], json!({}))]);
+    let mut t = tcp_proxy(
+        "dead",
+        json!({"cluster": "dead", "max_connect_attempts": 3}),
+    );
+    config::merge(
+        &mut t,
+        json!({"access_log": [{"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": log.display().to_string(), "log_format": {"text_format_source": {"inline_string": "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"}}}}]}),
+    );
+    let cfg = bootstrap(
+        vec![listener("tcp", port, t, json!({}))],
+        vec![cluster("dead", &[dead], json!({}))],
+    );
     let p = Proxy::start(Kind::Meshproxy, &cfg, &["--file-flush-interval-msec", "50"]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "closed without data");
-    e2e::wait_until(10, "access log", || std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty()));
-    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "UF delayed connect error: Connection refused");
+    e2e::wait_until(10, "access log", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| !l.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().trim(),
+        "UF delayed connect error: Connection refused"
+    );
     assert_eq!(p.stat("cluster.dead.upstream_cx_connect_fail"), Some(3));
 }
 
@@ -68,11 +94,21 @@ fn tcp_weighted_clusters_and_idle_timeout() {
     let a = TcpEcho::start();
     let b = TcpEcho::start();
     let port = free_port();
-    let t = tcp_proxy("w", json!({"weighted_clusters": {"clusters": [{"name": "a", "weight": 0}, {"name": "b", "weight": 1}]}, "idle_timeout": "0.3s"}));
-    let cfg = bootstrap(vec![listener("tcp", port, t, json!({}))], vec![cluster("a", &[a.port], json!({})), cluster("b", &[b.port], json!({}))]);
+    let t = tcp_proxy(
+        "w",
+        json!({"weighted_clusters": {"clusters": [{"name": "a", "weight": 0}, {"name": "b", "weight": 1}]}, "idle_timeout": "0.3s"}),
+    );
+    let cfg = bootstrap(
+        vec![listener("tcp", port, t, json!({}))],
+        vec![
+            cluster("a", &[a.port], json!({})),
+            cluster("b", &[b.port], json!({})),
+        ],
+    );
     let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     s.write_all(b"ping").unwrap();
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).unwrap();
@@ -90,14 +126,19 @@ fn http_inspector_selects_chains_by_protocol() {
     let up = Upstream::http("u");
     let port = free_port();
     let direct = |body: &str| json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]);
-    let chain = |protos: serde_json::Value, body: &str| json!({"filter_chain_match": {"application_protocols": protos},
-        "filters": [{"name": "hcm", "typed_config": hcm(direct(body), json!({"stat_prefix": body}))}]});
+    let chain = |protos: serde_json::Value, body: &str| {
+        json!({"filter_chain_match": {"application_protocols": protos},
+        "filters": [{"name": "hcm", "typed_config": hcm(direct(body), json!({"stat_prefix": body}))}]})
+    };
     let l = json!({"name": "insp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "listener_filters": [{"name": "envoy.filters.listener.http_inspector", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}],
         "filter_chains": [chain(json!(["h2c"]), "h2c"), chain(json!(["http/1.1"]), "http11")]});
     let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![l], vec![]), &[]);
     assert_eq!(curl::get(port, "/", &["--http1.1"]).text(), "http11");
-    assert_eq!(curl::get(port, "/", &["--http2-prior-knowledge"]).text(), "h2c");
+    assert_eq!(
+        curl::get(port, "/", &["--http2-prior-knowledge"]).text(),
+        "h2c"
+    );
     drop(up);
 }
 
@@ -109,9 +150,17 @@ fn proxy_protocol_sets_the_downstream_address() {
     let l = json!({"name": "pp", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "listener_filters": [{"name": "envoy.filters.listener.proxy_protocol", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"}}],
         "filter_chains": [{"filters": [{"name": "hcm", "typed_config": hcm(vh, json!({"use_remote_address": true}))}]}]});
-    let _p = Proxy::start(Kind::Meshproxy, &bootstrap(vec![l], vec![cluster("c", &[up.port], json!({}))]), &[]);
+    let _p = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(vec![l], vec![cluster("c", &[up.port], json!({}))]),
+        &[],
+    );
     let r = curl::raw(port, b"PROXY TCP4 198.51.100.9 10.0.0.1 40000 80\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", 5);
-    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&r));
+    assert!(
+        String::from_utf8_lossy(&r).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
     let rec = up.last().unwrap();
     assert_eq!(rec.header("x-forwarded-for"), Some("198.51.100.9"));
     assert_eq!(rec.header("x-envoy-external-address"), Some("198.51.100.9"));

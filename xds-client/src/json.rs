@@ -53,7 +53,9 @@ pub fn parse_document(text: &str) -> Result<Value, JsonError> {
 /// repeated fields are appended, scalars and `Any` values are replaced.
 pub fn merge(base: &mut Value, overlay: Value) {
     match (base, overlay) {
-        (Value::Object(base_map), Value::Object(overlay_map)) if !base_map.contains_key("@type") => {
+        (Value::Object(base_map), Value::Object(overlay_map))
+            if !base_map.contains_key("@type") =>
+        {
             for (key, value) in overlay_map {
                 match base_map.get_mut(&key) {
                     Some(existing) => merge(existing, value),
@@ -82,10 +84,16 @@ pub fn decode<M: Message + Default>(
     let options = DeserializeOptions::new().deny_unknown_fields(!allow_unknown_fields);
     let mut track = serde_path_to_error::Track::new();
     let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
-    let dynamic = DynamicMessage::deserialize_with_options(descriptor, tracked, &options)
-        .map_err(|e| JsonError {
-            path: track.path().to_string().trim_start_matches('.').replace('?', ""),
-            message: e.to_string(),
+    let dynamic =
+        DynamicMessage::deserialize_with_options(descriptor, tracked, &options).map_err(|e| {
+            JsonError {
+                path: track
+                    .path()
+                    .to_string()
+                    .trim_start_matches('.')
+                    .replace('?', ""),
+                message: e.to_string(),
+            }
         })?;
     M::decode(dynamic.encode_to_vec().as_slice())
         .map_err(|e| root_error(format!("re-encoding {full_name}: {e}")))
@@ -149,12 +157,18 @@ mod tests {
     fn merge_follows_merge_from() {
         let mut base = json!({"a": {"b": 1, "c": [1]}, "d": "x"});
         merge(&mut base, json!({"a": {"c": [2], "e": true}, "d": "y"}));
-        assert_eq!(base, json!({"a": {"b": 1, "c": [1, 2], "e": true}, "d": "y"}));
+        assert_eq!(
+            base,
+            json!({"a": {"b": 1, "c": [1, 2], "e": true}, "d": "y"})
+        );
     }
 
     #[test]
     fn yaml_and_json_parse_alike() {
-        assert_eq!(parse_document("a: 1\nb: [x]").unwrap(), json!({"a": 1, "b": ["x"]}));
+        assert_eq!(
+            parse_document("a: 1\nb: [x]").unwrap(),
+            json!({"a": 1, "b": ["x"]})
+        );
         assert_eq!(parse_document("{\"a\": 1}").unwrap(), json!({"a": 1}));
         assert!(parse_document("a: [").is_err());
     }

@@ -4,7 +4,10 @@
 
 use super::{Body, BoxError};
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, ETAG, VARY,
+};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use prost::Message;
@@ -17,10 +20,24 @@ pub const TYPE_NAME: &str = "envoy.extensions.filters.http.compressor.v3.Compres
 
 /// Envoy's default compressible content types.
 const DEFAULT_CONTENT_TYPES: &[&str] = &[
-    "text/html", "text/plain", "text/css", "application/javascript", "application/x-javascript",
-    "text/javascript", "text/x-javascript", "text/ecmascript", "text/js", "text/jscript", "text/x-js",
-    "application/ecmascript", "application/x-json", "application/xml", "application/json",
-    "image/svg+xml", "text/xml", "application/xhtml+xml",
+    "text/html",
+    "text/plain",
+    "text/css",
+    "application/javascript",
+    "application/x-javascript",
+    "text/javascript",
+    "text/x-javascript",
+    "text/ecmascript",
+    "text/js",
+    "text/jscript",
+    "text/x-js",
+    "application/ecmascript",
+    "application/x-json",
+    "application/xml",
+    "application/json",
+    "image/svg+xml",
+    "text/xml",
+    "application/xhtml+xml",
 ];
 
 /// The compression library and its parameters.
@@ -66,8 +83,14 @@ impl CompressorConfig {
     /// Translates the filter's protobuf bytes; request-direction compression is rejected.
     #[allow(deprecated)] // CommonDirectionConfig.content_type is the current field despite the lint
     pub fn from_proto(bytes: &[u8]) -> Result<Self, String> {
-        let c = proto::Compressor::decode(bytes).map_err(|e| format!("malformed Compressor: {e}"))?;
-        if c.request_direction_config.as_ref().and_then(|r| r.common_config.as_ref()).and_then(|c| c.enabled.as_ref()).is_some_and(|e| e.default_value.as_ref().is_some_and(|v| v.value)) {
+        let c =
+            proto::Compressor::decode(bytes).map_err(|e| format!("malformed Compressor: {e}"))?;
+        if c.request_direction_config
+            .as_ref()
+            .and_then(|r| r.common_config.as_ref())
+            .and_then(|c| c.enabled.as_ref())
+            .is_some_and(|e| e.default_value.as_ref().is_some_and(|v| v.value))
+        {
             return Err("request_direction_config: request compression is not supported".into());
         }
         let lib_any = c
@@ -77,35 +100,70 @@ impl CompressorConfig {
             .ok_or("compressor_library.typed_config is required")?;
         let library = match xds_client::descriptors::type_name_of_url(&lib_any.type_url) {
             "envoy.extensions.compression.gzip.compressor.v3.Gzip" => {
-                let g = lib::gzip::compressor::v3::Gzip::decode(lib_any.value.as_slice()).map_err(|e| e.to_string())?;
+                let g = lib::gzip::compressor::v3::Gzip::decode(lib_any.value.as_slice())
+                    .map_err(|e| e.to_string())?;
                 // BEST_SPEED=1, BEST_COMPRESSION=2 (9), DEFAULT=0 (6), COMPRESSION_LEVEL_1..9 = 3..11.
-                let level = match g.compression_level { 1 => 1, 2 => 9, n @ 3..=11 => n as u32 - 2, _ => 6 };
+                let level = match g.compression_level {
+                    1 => 1,
+                    2 => 9,
+                    n @ 3..=11 => n as u32 - 2,
+                    _ => 6,
+                };
                 Library::Gzip { level }
             }
             "envoy.extensions.compression.brotli.compressor.v3.Brotli" => {
-                let b = lib::brotli::compressor::v3::Brotli::decode(lib_any.value.as_slice()).map_err(|e| e.to_string())?;
+                let b = lib::brotli::compressor::v3::Brotli::decode(lib_any.value.as_slice())
+                    .map_err(|e| e.to_string())?;
                 Library::Brotli {
                     quality: b.quality.as_ref().map(|v| v.value).unwrap_or(3).min(11),
-                    window_bits: b.window_bits.as_ref().map(|v| v.value).unwrap_or(18).clamp(10, 24),
+                    window_bits: b
+                        .window_bits
+                        .as_ref()
+                        .map(|v| v.value)
+                        .unwrap_or(18)
+                        .clamp(10, 24),
                 }
             }
             "envoy.extensions.compression.zstd.compressor.v3.Zstd" => {
-                let z = lib::zstd::compressor::v3::Zstd::decode(lib_any.value.as_slice()).map_err(|e| e.to_string())?;
-                Library::Zstd { level: z.compression_level.as_ref().map(|v| v.value as i32).unwrap_or(3) }
+                let z = lib::zstd::compressor::v3::Zstd::decode(lib_any.value.as_slice())
+                    .map_err(|e| e.to_string())?;
+                Library::Zstd {
+                    level: z
+                        .compression_level
+                        .as_ref()
+                        .map(|v| v.value as i32)
+                        .unwrap_or(3),
+                }
             }
             other => return Err(format!("compressor_library: unsupported library {other}")),
         };
         let response = c.response_direction_config.clone().unwrap_or_default();
         let common = response.common_config.clone().unwrap_or_default();
         let content_types = if common.content_type.is_empty() {
-            DEFAULT_CONTENT_TYPES.iter().map(|s| s.to_string()).collect()
+            DEFAULT_CONTENT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         } else {
-            common.content_type.iter().map(|s| s.to_ascii_lowercase()).collect()
+            common
+                .content_type
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect()
         };
         Ok(CompressorConfig {
             library,
-            response_enabled: common.enabled.as_ref().and_then(|e| e.default_value.as_ref()).map(|v| v.value).unwrap_or(true),
-            min_content_length: common.min_content_length.as_ref().map(|v| u64::from(v.value)).unwrap_or(30),
+            response_enabled: common
+                .enabled
+                .as_ref()
+                .and_then(|e| e.default_value.as_ref())
+                .map(|v| v.value)
+                .unwrap_or(true),
+            min_content_length: common
+                .min_content_length
+                .as_ref()
+                .map(|v| u64::from(v.value))
+                .unwrap_or(30),
             content_types,
             disable_on_etag: response.disable_on_etag_header,
             remove_accept_encoding: response.remove_accept_encoding_header,
@@ -114,19 +172,30 @@ impl CompressorConfig {
 
     /// Whether a response with these headers should be compressed.
     pub fn response_qualifies(&self, status: http::StatusCode, headers: &HeaderMap) -> bool {
-        if !self.response_enabled || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        if !self.response_enabled
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED
+        {
             return false;
         }
-        if headers.get(CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity") {
+        if headers
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes() != b"identity")
+        {
             return false;
         }
-        if header_tokens(headers.get(CACHE_CONTROL)).any(|t| t.eq_ignore_ascii_case("no-transform")) {
+        if header_tokens(headers.get(CACHE_CONTROL)).any(|t| t.eq_ignore_ascii_case("no-transform"))
+        {
             return false;
         }
         if self.disable_on_etag && headers.contains_key(ETAG) {
             return false;
         }
-        if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(len) = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             if len < self.min_content_length {
                 return false;
             }
@@ -134,9 +203,15 @@ impl CompressorConfig {
         let media_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         match media_type {
-            Some(t) => self.content_types.iter().any(|c| *c == t),
+            Some(t) => self.content_types.contains(&t),
             None => true,
         }
     }
@@ -144,7 +219,10 @@ impl CompressorConfig {
     /// Rewrites headers for a compressed response and wraps the body in the encoder.
     pub fn compress(&self, headers: &mut HeaderMap, body: Body) -> Body {
         headers.remove(CONTENT_LENGTH);
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(self.library.encoding()));
+        headers.insert(
+            CONTENT_ENCODING,
+            HeaderValue::from_static(self.library.encoding()),
+        );
         if !header_tokens(headers.get(VARY)).any(|t| t.eq_ignore_ascii_case("accept-encoding")) {
             headers.append(VARY, HeaderValue::from_static("Accept-Encoding"));
         }
@@ -157,19 +235,32 @@ impl CompressorConfig {
                 }
             }
         }
-        CompressedBody { inner: body, encoder: Encoder::new(self.library), finished: false, trailers: None }.boxed()
+        CompressedBody {
+            inner: body,
+            encoder: Encoder::new(self.library),
+            finished: false,
+            trailers: None,
+        }
+        .boxed()
     }
 }
 
 fn header_tokens(v: Option<&HeaderValue>) -> impl Iterator<Item = &str> {
-    v.and_then(|v| v.to_str().ok()).into_iter().flat_map(|s| s.split(',').map(str::trim))
+    v.and_then(|v| v.to_str().ok())
+        .into_iter()
+        .flat_map(|s| s.split(',').map(str::trim))
 }
 
 /// Picks the encoding for a response among `available` (in filter order), per the request's
 /// `accept-encoding`: the highest q-value wins, `*` covers unlisted encodings, q=0 excludes,
 /// ties go to the first filter. `None` when the client accepts none of them (or no header).
 pub fn choose_encoding<'a>(request: &HeaderMap, available: &[&'a str]) -> Option<&'a str> {
-    let header = request.get_all(ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let header = request
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     if header.trim().is_empty() {
         return None;
     }
@@ -187,7 +278,11 @@ pub fn choose_encoding<'a>(request: &HeaderMap, available: &[&'a str]) -> Option
         prefs.push((name, q));
     }
     let q_of = |enc: &str| {
-        prefs.iter().find(|(n, _)| n == enc).map(|(_, q)| *q).or_else(|| prefs.iter().find(|(n, _)| n == "*").map(|(_, q)| *q))
+        prefs
+            .iter()
+            .find(|(n, _)| n == enc)
+            .map(|(_, q)| *q)
+            .or_else(|| prefs.iter().find(|(n, _)| n == "*").map(|(_, q)| *q))
     };
     let mut best: Option<(&'a str, f32)> = None;
     for enc in available {
@@ -215,10 +310,19 @@ enum Encoder {
 impl Encoder {
     fn new(library: Library) -> Self {
         match library {
-            Library::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level))),
-            Library::Brotli { quality, window_bits } => {
-                Encoder::Brotli(Box::new(brotli::CompressorWriter::new(Vec::new(), 4096, quality, window_bits)))
-            }
+            Library::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(level),
+            )),
+            Library::Brotli {
+                quality,
+                window_bits,
+            } => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                4096,
+                quality,
+                window_bits,
+            ))),
             Library::Zstd { level } => match zstd::stream::write::Encoder::new(Vec::new(), level) {
                 Ok(e) => Encoder::Zstd(e),
                 Err(_) => Encoder::Done,
@@ -314,7 +418,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -322,11 +429,32 @@ mod tests {
     #[test]
     fn chooses_by_q_value_then_filter_order() {
         let avail = ["br", "zstd", "gzip"];
-        assert_eq!(choose_encoding(&headers(&[("accept-encoding", "gzip, br")]), &avail), Some("br"));
-        assert_eq!(choose_encoding(&headers(&[("accept-encoding", "gzip;q=1, br;q=0.5")]), &avail), Some("gzip"));
-        assert_eq!(choose_encoding(&headers(&[("accept-encoding", "br;q=0, *;q=0.2")]), &avail), Some("zstd"));
-        assert_eq!(choose_encoding(&headers(&[("accept-encoding", "deflate")]), &avail), None);
-        assert_eq!(choose_encoding(&headers(&[("accept-encoding", "gzip;q=0.5, identity")]), &avail), None);
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "gzip, br")]), &avail),
+            Some("br")
+        );
+        assert_eq!(
+            choose_encoding(
+                &headers(&[("accept-encoding", "gzip;q=1, br;q=0.5")]),
+                &avail
+            ),
+            Some("gzip")
+        );
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "br;q=0, *;q=0.2")]), &avail),
+            Some("zstd")
+        );
+        assert_eq!(
+            choose_encoding(&headers(&[("accept-encoding", "deflate")]), &avail),
+            None
+        );
+        assert_eq!(
+            choose_encoding(
+                &headers(&[("accept-encoding", "gzip;q=0.5, identity")]),
+                &avail
+            ),
+            None
+        );
         assert_eq!(choose_encoding(&HeaderMap::new(), &avail), None);
     }
 
@@ -345,19 +473,33 @@ mod tests {
     fn qualification_rules() {
         let c = config(Library::Gzip { level: 6 });
         let ok = http::StatusCode::OK;
-        assert!(c.response_qualifies(ok, &headers(&[("content-type", "text/plain; charset=utf-8")])));
+        assert!(c.response_qualifies(
+            ok,
+            &headers(&[("content-type", "text/plain; charset=utf-8")])
+        ));
         assert!(!c.response_qualifies(ok, &headers(&[("content-type", "image/png")])));
         assert!(!c.response_qualifies(ok, &headers(&[("content-length", "10")])));
         assert!(!c.response_qualifies(ok, &headers(&[("content-encoding", "br")])));
-        assert!(!c.response_qualifies(ok, &headers(&[("cache-control", "max-age=1, no-transform")])));
+        assert!(!c.response_qualifies(
+            ok,
+            &headers(&[("cache-control", "max-age=1, no-transform")])
+        ));
         assert!(!c.response_qualifies(http::StatusCode::NO_CONTENT, &HeaderMap::new()));
     }
 
     async fn round_trip(library: Library) -> (HeaderMap, Vec<u8>) {
         let text = "hello compressed world ".repeat(100);
-        let mut h = headers(&[("content-length", &text.len().to_string()), ("etag", "\"abc\"")]);
+        let mut h = headers(&[
+            ("content-length", &text.len().to_string()),
+            ("etag", "\"abc\""),
+        ]);
         let body = Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed();
-        let out = config(library).compress(&mut h, body).collect().await.unwrap().to_bytes();
+        let out = config(library)
+            .compress(&mut h, body)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         (h, out.to_vec())
     }
 
@@ -373,9 +515,14 @@ mod tests {
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
         assert_eq!(plain, want);
 
-        let (_, br) = round_trip(Library::Brotli { quality: 3, window_bits: 18 }).await;
+        let (_, br) = round_trip(Library::Brotli {
+            quality: 3,
+            window_bits: 18,
+        })
+        .await;
         let mut plain = Vec::new();
-        std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br[..], 4096), &mut plain).unwrap();
+        std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br[..], 4096), &mut plain)
+            .unwrap();
         assert_eq!(plain, want);
 
         let (_, zs) = round_trip(Library::Zstd { level: 3 }).await;

@@ -20,7 +20,11 @@ enum HeaderSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
     StartTime(Option<String>),
-    Header { source: HeaderSource, main: String, alt: Option<String> },
+    Header {
+        source: HeaderSource,
+        main: String,
+        alt: Option<String>,
+    },
     ResponseCode,
     ResponseCodeDetails,
     ResponseFlags,
@@ -33,9 +37,15 @@ enum Op {
     UpstreamCluster,
     UpstreamLocalAddress,
     UpstreamTransportFailureReason,
-    DownstreamRemote { port: bool },
-    DownstreamDirectRemote { port: bool },
-    DownstreamLocal { port: bool },
+    DownstreamRemote {
+        port: bool,
+    },
+    DownstreamDirectRemote {
+        port: bool,
+    },
+    DownstreamLocal {
+        port: bool,
+    },
     RequestedServerName,
     RouteName,
     PeerUriSan,
@@ -46,7 +56,16 @@ enum Op {
 
 impl Op {
     fn is_numeric(&self) -> bool {
-        matches!(self, Op::ResponseCode | Op::Duration | Op::ResponseDuration | Op::BytesReceived | Op::BytesSent | Op::ConnectionId | Op::AttemptCount)
+        matches!(
+            self,
+            Op::ResponseCode
+                | Op::Duration
+                | Op::ResponseDuration
+                | Op::BytesReceived
+                | Op::BytesSent
+                | Op::ConnectionId
+                | Op::AttemptCount
+        )
     }
 }
 
@@ -65,13 +84,18 @@ enum Kind {
     /// A text line.
     Text(Vec<Token>),
     /// A JSON object, one key per entry (sorted, as Envoy's Struct keys are).
-    Json { fields: Vec<(String, Vec<Token>)>, omit_empty: bool },
+    Json {
+        fields: Vec<(String, Vec<Token>)>,
+        omit_empty: bool,
+    },
 }
 
 fn parse_operator(body: &str) -> Result<Op, String> {
     let (name, arg) = match body.find('(') {
         Some(i) => {
-            let close = body.rfind(')').ok_or_else(|| format!("unterminated ( in %{body}%"))?;
+            let close = body
+                .rfind(')')
+                .ok_or_else(|| format!("unterminated ( in %{body}%"))?;
             (&body[..i], Some(&body[i + 1..close]))
         }
         None => (body, None),
@@ -82,7 +106,11 @@ fn parse_operator(body: &str) -> Result<Op, String> {
             Some((m, a)) => (m, Some(a.to_ascii_lowercase())),
             None => (arg, None),
         };
-        Ok(Op::Header { source, main: main.to_ascii_lowercase(), alt })
+        Ok(Op::Header {
+            source,
+            main: main.to_ascii_lowercase(),
+            alt,
+        })
     };
     Ok(match name {
         "START_TIME" => Op::StartTime(arg.map(str::to_string).filter(|a| !a.is_empty())),
@@ -104,7 +132,9 @@ fn parse_operator(body: &str) -> Result<Op, String> {
         "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemote { port: true },
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamRemote { port: false },
         "DOWNSTREAM_DIRECT_REMOTE_ADDRESS" => Op::DownstreamDirectRemote { port: true },
-        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => Op::DownstreamDirectRemote { port: false },
+        "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            Op::DownstreamDirectRemote { port: false }
+        }
         "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocal { port: true },
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => Op::DownstreamLocal { port: false },
         "REQUESTED_SERVER_NAME" => Op::RequestedServerName,
@@ -119,7 +149,9 @@ fn parse_operator(body: &str) -> Result<Op, String> {
 
 fn operator_regex() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    RE.get_or_init(|| regex::Regex::new(r"^([A-Z][A-Z0-9_]*)(\([^)]*\))?(?::(\d+))?%").expect("static regex"))
+    RE.get_or_init(|| {
+        regex::Regex::new(r"^([A-Z][A-Z0-9_]*)(\([^)]*\))?(?::(\d+))?%").expect("static regex")
+    })
 }
 
 fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
@@ -134,9 +166,15 @@ fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
             rest = stripped;
             continue;
         }
-        let caps = operator_regex().captures(after).ok_or_else(|| format!("malformed operator at {:?}", &rest[i..]))?;
+        let caps = operator_regex()
+            .captures(after)
+            .ok_or_else(|| format!("malformed operator at {:?}", &rest[i..]))?;
         let body = format!("{}{}", &caps[1], caps.get(2).map_or("", |m| m.as_str()));
-        let max_len = caps.get(3).map(|m| m.as_str().parse::<usize>()).transpose().map_err(|e| e.to_string())?;
+        let max_len = caps
+            .get(3)
+            .map(|m| m.as_str().parse::<usize>())
+            .transpose()
+            .map_err(|e| e.to_string())?;
         if !literal.is_empty() {
             tokens.push(Token::Literal(std::mem::take(&mut literal)));
         }
@@ -157,14 +195,21 @@ impl Format {
     }
 
     /// Compiles a JSON format from a protobuf Struct of string templates.
-    pub fn json(s: &xds_client::proto::google::protobuf::Struct, omit_empty: bool) -> Result<Format, String> {
+    pub fn json(
+        s: &xds_client::proto::google::protobuf::Struct,
+        omit_empty: bool,
+    ) -> Result<Format, String> {
         use xds_client::proto::google::protobuf::value::Kind as V;
         let sorted: BTreeMap<_, _> = s.fields.iter().collect();
         let mut fields = Vec::new();
         for (k, v) in sorted {
             match &v.kind {
                 Some(V::StringValue(t)) => fields.push((k.clone(), parse_tokens(t)?)),
-                _ => return Err(format!("json_format: only string values are supported (key {k})")),
+                _ => {
+                    return Err(format!(
+                        "json_format: only string values are supported (key {k})"
+                    ))
+                }
             }
         }
         Ok(Format(Kind::Json { fields, omit_empty }))
@@ -173,7 +218,10 @@ impl Format {
     /// Renders a line (text formats keep their own newline; JSON gets one).
     pub fn render(&self, r: &Record) -> String {
         match &self.0 {
-            Kind::Text(tokens) => tokens.iter().map(|t| render_token(t, r).unwrap_or_else(|| "-".into())).collect(),
+            Kind::Text(tokens) => tokens
+                .iter()
+                .map(|t| render_token(t, r).unwrap_or_else(|| "-".into()))
+                .collect(),
             Kind::Json { fields, omit_empty } => {
                 let mut obj = serde_json::Map::new();
                 for (k, tokens) in fields {
@@ -182,8 +230,15 @@ impl Format {
                             .and_then(|v| v.parse::<u64>().ok())
                             .map(serde_json::Value::from)
                             .unwrap_or(serde_json::Value::Null),
-                        [single @ Token::Operator(..)] => render_token(single, r).map(serde_json::Value::from).unwrap_or(serde_json::Value::Null),
-                        _ => serde_json::Value::from(tokens.iter().map(|t| render_token(t, r).unwrap_or_else(|| "-".into())).collect::<String>()),
+                        [single @ Token::Operator(..)] => render_token(single, r)
+                            .map(serde_json::Value::from)
+                            .unwrap_or(serde_json::Value::Null),
+                        _ => serde_json::Value::from(
+                            tokens
+                                .iter()
+                                .map(|t| render_token(t, r).unwrap_or_else(|| "-".into()))
+                                .collect::<String>(),
+                        ),
                     };
                     if *omit_empty && (value.is_null() || value == "") {
                         continue;
@@ -216,11 +271,18 @@ fn header_value(r: &Record, source: HeaderSource, name: &str) -> Option<String> 
         HeaderSource::Response => &r.response_headers,
         HeaderSource::Trailer => &r.response_trailers,
     };
-    map.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    map.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Option<String> {
-    a.map(|a| if port { a.to_string() } else { a.ip().to_string() })
+    a.map(|a| {
+        if port {
+            a.to_string()
+        } else {
+            a.ip().to_string()
+        }
+    })
 }
 
 fn render_token(t: &Token, r: &Record) -> Option<String> {
@@ -231,11 +293,12 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
     let value = match op {
         Op::StartTime(None) => Some(time::iso8601_millis(r.start_time)),
         Op::StartTime(Some(f)) => Some(time::format(r.start_time, f)),
-        Op::Header { source, main, alt } => {
-            header_value(r, *source, main).or_else(|| alt.as_deref().and_then(|a| header_value(r, *source, a)))
-        }
+        Op::Header { source, main, alt } => header_value(r, *source, main)
+            .or_else(|| alt.as_deref().and_then(|a| header_value(r, *source, a))),
         Op::ResponseCode => Some(r.response_code.to_string()),
-        Op::ResponseCodeDetails => (!r.response_code_details.is_empty()).then(|| r.response_code_details.clone()),
+        Op::ResponseCodeDetails => {
+            (!r.response_code_details.is_empty()).then(|| r.response_code_details.clone())
+        }
         Op::ResponseFlags => Some(r.flags.to_string()),
         Op::Duration => Some(r.duration.as_millis().to_string()),
         Op::ResponseDuration => r.response_duration.map(|d| d.as_millis().to_string()),
@@ -254,7 +317,9 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::PeerUriSan => r.peer_uri_san.clone(),
         Op::ConnectionId => Some(r.connection_id.to_string()),
         Op::AttemptCount => Some(r.attempt_count.to_string()),
-        Op::Hostname => nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
+        Op::Hostname => nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
     };
     match (value, max) {
         (Some(v), Some(n)) => Some(v.chars().take(*n).collect()),
@@ -277,7 +342,8 @@ mod tests {
         r.response_code = 200;
         r.bytes_sent = 5;
         r.duration = Duration::from_millis(12);
-        r.request_headers.insert("user-agent", "curl/8".parse().unwrap());
+        r.request_headers
+            .insert("user-agent", "curl/8".parse().unwrap());
         r.upstream_host = Some("127.0.0.1:9000".into());
         r
     }
@@ -303,8 +369,17 @@ mod tests {
     fn json_format_types_values() {
         use xds_client::proto::google::protobuf::{value::Kind, Struct, Value};
         let mut s = Struct::default();
-        for (k, v) in [("code", "%RESPONSE_CODE%"), ("host", "%UPSTREAM_CLUSTER%"), ("m", "%REQ(:METHOD)% x")] {
-            s.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v.into())) });
+        for (k, v) in [
+            ("code", "%RESPONSE_CODE%"),
+            ("host", "%UPSTREAM_CLUSTER%"),
+            ("m", "%REQ(:METHOD)% x"),
+        ] {
+            s.fields.insert(
+                k.into(),
+                Value {
+                    kind: Some(Kind::StringValue(v.into())),
+                },
+            );
         }
         let line = Format::json(&s, false).unwrap().render(&record());
         assert_eq!(line, "{\"code\":200,\"host\":null,\"m\":\"GET x\"}\n");

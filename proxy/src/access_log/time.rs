@@ -60,8 +60,16 @@ pub fn format(t: SystemTime, pattern: &str) -> String {
                 let frac = format!("{nanos:09}");
                 out.push_str(&frac[..n]);
             }
-            Some('a') => out.push_str(["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86_400).rem_euclid(7) as usize]),
-            Some('b') => out.push_str(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][mo as usize - 1]),
+            Some('a') => out.push_str(
+                ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+                    [secs.div_euclid(86_400).rem_euclid(7) as usize],
+            ),
+            Some('b') => out.push_str(
+                [
+                    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                    "Dec",
+                ][mo as usize - 1],
+            ),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
@@ -96,8 +104,17 @@ mod tests {
     fn formats_known_instants() {
         let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         assert_eq!(iso8601_millis(t), "2023-11-14T22:13:20.123Z");
-        assert_eq!(format(t, "%F %T.%f %s %j"), "2023-11-14 22:13:20.123456 1700000000 318");
-        assert_eq!(format(UNIX_EPOCH + Duration::from_secs(951_782_400), "%F"), "2000-02-29");
-        assert_eq!(format(t, "%a, %d %b %Y %H:%M:%S GMT"), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(
+            format(t, "%F %T.%f %s %j"),
+            "2023-11-14 22:13:20.123456 1700000000 318"
+        );
+        assert_eq!(
+            format(UNIX_EPOCH + Duration::from_secs(951_782_400), "%F"),
+            "2000-02-29"
+        );
+        assert_eq!(
+            format(t, "%a, %d %b %Y %H:%M:%S GMT"),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
     }
 }

@@ -17,33 +17,46 @@ pub struct AccessLogger {
 
 impl AccessLogger {
     /// Starts the writer thread for a configured logger.
-    pub fn start(config: &AccessLogConfig, flush_interval: std::time::Duration) -> std::io::Result<Self> {
+    pub fn start(
+        config: &AccessLogConfig,
+        flush_interval: std::time::Duration,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<String>();
         let mut out: Box<dyn Write + Send> = match &config.sink {
             Sink::Stdout => Box::new(std::io::stdout()),
             Sink::Stderr => Box::new(std::io::stderr()),
-            Sink::File(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+            Sink::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
         };
-        std::thread::Builder::new().name("access_log".into()).spawn(move || loop {
-            match rx.recv_timeout(flush_interval) {
-                Ok(line) => {
-                    let _ = out.write_all(line.as_bytes());
-                    // Drain what is queued, then flush once.
-                    while let Ok(line) = rx.try_recv() {
+        std::thread::Builder::new()
+            .name("access_log".into())
+            .spawn(move || loop {
+                match rx.recv_timeout(flush_interval) {
+                    Ok(line) => {
                         let _ = out.write_all(line.as_bytes());
+                        // Drain what is queued, then flush once.
+                        while let Ok(line) = rx.try_recv() {
+                            let _ = out.write_all(line.as_bytes());
+                        }
+                        let _ = out.flush();
                     }
-                    let _ = out.flush();
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = out.flush();
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let _ = out.flush();
+                        return;
+                    }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = out.flush();
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
-                }
-            }
-        })?;
-        Ok(AccessLogger { format: Arc::new(config.format.clone()), tx })
+            })?;
+        Ok(AccessLogger {
+            format: Arc::new(config.format.clone()),
+            tx,
+        })
     }
 
     /// Formats and queues one line.

@@ -7,12 +7,18 @@ use xds_client::proto::envoy::admin::v3 as admin;
 use xds_client::proto::google::protobuf::{Any, Timestamp};
 
 fn any<M: Message>(type_name: &str, m: &M) -> Any {
-    Any { type_url: format!("type.googleapis.com/{type_name}"), value: m.encode_to_vec() }
+    Any {
+        type_url: format!("type.googleapis.com/{type_name}"),
+        value: m.encode_to_vec(),
+    }
 }
 
 fn timestamp(t: std::time::SystemTime) -> Timestamp {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// Builds the config dump; `resource` filters by the `@type`'s last component's field
@@ -21,12 +27,18 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
     let b = &server.bootstrap.proto;
     let updated = Some(timestamp(server.started));
     let statics = b.static_resources.clone().unwrap_or_default();
-    let bootstrap = admin::BootstrapConfigDump { bootstrap: Some(b.clone()), last_updated: updated };
+    let bootstrap = admin::BootstrapConfigDump {
+        bootstrap: Some(b.clone()),
+        last_updated: updated,
+    };
     let clusters = admin::ClustersConfigDump {
         static_clusters: statics
             .clusters
             .iter()
-            .map(|c| admin::clusters_config_dump::StaticCluster { cluster: Some(any("envoy.config.cluster.v3.Cluster", c)), last_updated: updated })
+            .map(|c| admin::clusters_config_dump::StaticCluster {
+                cluster: Some(any("envoy.config.cluster.v3.Cluster", c)),
+                last_updated: updated,
+            })
             .collect(),
         ..Default::default()
     };
@@ -34,7 +46,10 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
         static_listeners: statics
             .listeners
             .iter()
-            .map(|l| admin::listeners_config_dump::StaticListener { listener: Some(any("envoy.config.listener.v3.Listener", l)), last_updated: updated })
+            .map(|l| admin::listeners_config_dump::StaticListener {
+                listener: Some(any("envoy.config.listener.v3.Listener", l)),
+                last_updated: updated,
+            })
             .collect(),
         ..Default::default()
     };
@@ -45,7 +60,14 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
             .map(|s| {
                 let mut redacted = s.clone();
                 redact(&mut redacted);
-                admin::secrets_config_dump::StaticSecret { name: s.name.clone(), last_updated: updated, secret: Some(any("envoy.extensions.transport_sockets.tls.v3.Secret", &redacted)) }
+                admin::secrets_config_dump::StaticSecret {
+                    name: s.name.clone(),
+                    last_updated: updated,
+                    secret: Some(any(
+                        "envoy.extensions.transport_sockets.tls.v3.Secret",
+                        &redacted,
+                    )),
+                }
             })
             .collect(),
         ..Default::default()
@@ -67,7 +89,10 @@ fn redact(s: &mut xds_client::proto::envoy::extensions::transport_sockets::tls::
     use xds_client::proto::envoy::extensions::transport_sockets::tls::v3::secret::Type;
     if let Some(Type::TlsCertificate(c)) = &mut s.r#type {
         if c.private_key.is_some() {
-            c.private_key = Some(DataSource { specifier: Some(Specifier::InlineString("[redacted]".into())), ..Default::default() });
+            c.private_key = Some(DataSource {
+                specifier: Some(Specifier::InlineString("[redacted]".into())),
+                ..Default::default()
+            });
         }
     }
 }

@@ -12,30 +12,53 @@ const TEXT: &str = "text/plain; charset=UTF-8";
 const JSON: &str = "application/json";
 
 /// Dispatches an admin request by path.
-pub async fn handle(server: &Arc<Server>, path: &str, q: &HashMap<String, String>) -> AdminResponse {
+pub async fn handle(
+    server: &Arc<Server>,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> AdminResponse {
     match path {
-        "/" => reply(StatusCode::OK, TEXT, ENDPOINTS.iter().map(|(p, d)| format!("  {p}: {d}\n")).collect::<String>()),
+        "/" => reply(
+            StatusCode::OK,
+            TEXT,
+            ENDPOINTS
+                .iter()
+                .map(|(p, d)| format!("  {p}: {d}\n"))
+                .collect::<String>(),
+        ),
         "/ready" => {
             let s = server.state();
-            let status = if s == State::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if s == State::Live {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             reply(status, TEXT, format!("{}\n", s.name()))
         }
         "/server_info" => reply(StatusCode::OK, JSON, server_info(server).to_string()),
         "/stats" => stats(server, q, q.get("format").map(String::as_str)),
         "/stats/prometheus" => stats(server, q, Some("prometheus")),
         "/config_dump" => match config_dump::render(server) {
-            Ok(v) => reply(StatusCode::OK, JSON, serde_json::to_string_pretty(&v).unwrap_or_default()),
+            Ok(v) => reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_string_pretty(&v).unwrap_or_default(),
+            ),
             Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, e),
         },
         "/clusters" => clusters(server, q.get("format").map(String::as_str) == Some("json")),
         "/listeners" => listeners(server, q.get("format").map(String::as_str) == Some("json")),
         "/logging" => logging_endpoint(q),
         "/healthcheck/fail" => {
-            server.healthcheck_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            server
+                .healthcheck_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/healthcheck/ok" => {
-            server.healthcheck_failed.store(false, std::sync::atomic::Ordering::Relaxed);
+            server
+                .healthcheck_failed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/drain_listeners" => {
@@ -47,40 +70,89 @@ pub async fn handle(server: &Arc<Server>, path: &str, q: &HashMap<String, String
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/memory" => reply(StatusCode::OK, JSON, memory().to_string()),
-        _ => reply(StatusCode::NOT_FOUND, TEXT, format!("invalid path. admin commands are:\n{}", ENDPOINTS.iter().map(|(p, d)| format!("  {p}: {d}\n")).collect::<String>())),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!(
+                "invalid path. admin commands are:\n{}",
+                ENDPOINTS
+                    .iter()
+                    .map(|(p, d)| format!("  {p}: {d}\n"))
+                    .collect::<String>()
+            ),
+        ),
     }
 }
 
 const ENDPOINTS: &[(&str, &str)] = &[
     ("/clusters", "upstream cluster status"),
     ("/config_dump", "dump current Envoy configs"),
-    ("/drain_listeners", "drain listeners (POST; ?inboundonly, ?graceful)"),
-    ("/healthcheck/fail", "cause the server to fail health checks (POST)"),
-    ("/healthcheck/ok", "cause the server to pass health checks (POST)"),
+    (
+        "/drain_listeners",
+        "drain listeners (POST; ?inboundonly, ?graceful)",
+    ),
+    (
+        "/healthcheck/fail",
+        "cause the server to fail health checks (POST)",
+    ),
+    (
+        "/healthcheck/ok",
+        "cause the server to pass health checks (POST)",
+    ),
     ("/listeners", "print listener info"),
     ("/logging", "query/change logging levels"),
     ("/memory", "print current allocation/heap usage"),
     ("/quitquitquit", "exit the server (POST)"),
-    ("/ready", "print server state, return 200 if LIVE, otherwise return 503"),
+    (
+        "/ready",
+        "print server state, return 200 if LIVE, otherwise return 503",
+    ),
     ("/server_info", "print server version/status information"),
-    ("/stats", "print server stats (?usedonly, ?filter=<regex>, ?format=json|prometheus)"),
-    ("/stats/prometheus", "print server stats in prometheus format"),
+    (
+        "/stats",
+        "print server stats (?usedonly, ?filter=<regex>, ?format=json|prometheus)",
+    ),
+    (
+        "/stats/prometheus",
+        "print server stats in prometheus format",
+    ),
 ];
 
 fn stats(server: &Server, q: &HashMap<String, String>, format: Option<&str>) -> AdminResponse {
     let filter = match q.get("filter").filter(|f| !f.is_empty()) {
         Some(f) => match regex::Regex::new(f) {
             Ok(r) => Some(r),
-            Err(e) => return reply(StatusCode::BAD_REQUEST, TEXT, format!("Invalid re2 regex: {e}\n")),
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("Invalid re2 regex: {e}\n"),
+                )
+            }
         },
         None => None,
     };
-    let sel = Selection { used_only: q.contains_key("usedonly"), filter };
+    let sel = Selection {
+        used_only: q.contains_key("usedonly"),
+        filter,
+    };
     match format {
-        Some("json") => reply(StatusCode::OK, JSON, render::json(&server.stats, &sel).to_string()),
-        Some("prometheus") => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=UTF-8", render::prometheus(&server.stats, &sel)),
+        Some("json") => reply(
+            StatusCode::OK,
+            JSON,
+            render::json(&server.stats, &sel).to_string(),
+        ),
+        Some("prometheus") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=UTF-8",
+            render::prometheus(&server.stats, &sel),
+        ),
         None | Some("text") => reply(StatusCode::OK, TEXT, render::text(&server.stats, &sel)),
-        Some(other) => reply(StatusCode::BAD_REQUEST, TEXT, format!("usage: /stats?format=(html|active-html|json|prometheus|text) got {other}\n")),
+        Some(other) => reply(
+            StatusCode::BAD_REQUEST,
+            TEXT,
+            format!("usage: /stats?format=(html|active-html|json|prometheus|text) got {other}\n"),
+        ),
     }
 }
 
@@ -142,7 +214,11 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
                 serde_json::json!({"name": c.config.name, "host_statuses": hosts})
             })
             .collect();
-        return reply(StatusCode::OK, JSON, serde_json::json!({"cluster_statuses": statuses}).to_string());
+        return reply(
+            StatusCode::OK,
+            JSON,
+            serde_json::json!({"cluster_statuses": statuses}).to_string(),
+        );
     }
     let mut out = String::new();
     for c in server.clusters.all() {
@@ -180,9 +256,21 @@ fn listeners(server: &Server, json: bool) -> AdminResponse {
                 serde_json::json!({"name": l.config.name, "local_address": addr})
             })
             .collect();
-        return reply(StatusCode::OK, JSON, serde_json::json!({"listener_statuses": list}).to_string());
+        return reply(
+            StatusCode::OK,
+            JSON,
+            serde_json::json!({"listener_statuses": list}).to_string(),
+        );
     }
-    reply(StatusCode::OK, TEXT, server.listeners.iter().map(|l| format!("{}::{}\n", l.config.name, l.config.address)).collect::<String>())
+    reply(
+        StatusCode::OK,
+        TEXT,
+        server
+            .listeners
+            .iter()
+            .map(|l| format!("{}::{}\n", l.config.name, l.config.address))
+            .collect::<String>(),
+    )
 }
 
 fn logging_endpoint(q: &HashMap<String, String>) -> AdminResponse {
@@ -219,7 +307,9 @@ fn logging_endpoint(q: &HashMap<String, String>) -> AdminResponse {
 fn memory() -> serde_json::Value {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let page = 4096u64;
-    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0) * page);
+    let mut fields = statm
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0) * page);
     let virt = fields.next().unwrap_or(0);
     let rss = fields.next().unwrap_or(0);
     serde_json::json!({

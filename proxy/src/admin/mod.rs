@@ -24,8 +24,14 @@ pub fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> 
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    r.headers_mut().insert("cache-control", http::HeaderValue::from_static("no-cache, max-age=0"));
-    r.headers_mut().insert("x-content-type-options", http::HeaderValue::from_static("nosniff"));
+    r.headers_mut().insert(
+        "cache-control",
+        http::HeaderValue::from_static("no-cache, max-age=0"),
+    );
+    r.headers_mut().insert(
+        "x-content-type-options",
+        http::HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -48,7 +54,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&b[i + 1..(i + 3).min(b.len())])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 3;
@@ -72,25 +81,43 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const POST_ONLY: &[&str] = &["/logging", "/healthcheck/fail", "/healthcheck/ok", "/drain_listeners", "/quitquitquit"];
+const POST_ONLY: &[&str] = &[
+    "/logging",
+    "/healthcheck/fail",
+    "/healthcheck/ok",
+    "/drain_listeners",
+    "/quitquitquit",
+];
 
 async fn route(server: Arc<Server>, req: Request<hyper::body::Incoming>) -> AdminResponse {
     let path = req.uri().path().to_string();
     let q = query(req.uri().query());
     let post = req.method() == Method::POST;
     if POST_ONLY.contains(&path.as_str()) && !post && !(path == "/logging" && q.is_empty()) {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=UTF-8", "This endpoint requires POST\n");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=UTF-8",
+            "This endpoint requires POST\n",
+        );
     }
     handlers::handle(&server, &path, &q).await
 }
 
 /// Binds the admin address (at start-up, so a busy port is reported at once).
 pub fn bind(address: &Address) -> std::io::Result<crate::listener::BoundSocket> {
-    crate::listener::bind(address).map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind admin address {address}: {e}")))
+    crate::listener::bind(address).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind admin address {address}: {e}"),
+        )
+    })
 }
 
 /// Serves the admin API until the process exits.
-pub async fn serve(server: Arc<Server>, socket: crate::listener::BoundSocket) -> std::io::Result<()> {
+pub async fn serve(
+    server: Arc<Server>,
+    socket: crate::listener::BoundSocket,
+) -> std::io::Result<()> {
     enum L {
         Tcp(tokio::net::TcpListener),
         Unix(tokio::net::UnixListener),
@@ -116,7 +143,9 @@ pub async fn serve(server: Arc<Server>, socket: crate::listener::BoundSocket) ->
                 let server = server.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(server, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
         });
     }
 }

@@ -82,16 +82,22 @@ pub struct Source {
 pub fn load(source: &Source) -> Result<Bootstrap> {
     let mut doc = serde_json::Value::Object(Default::default());
     if let Some((path, text)) = &source.file {
-        doc = xds_client::json::parse_document(text).map_err(|e| ConfigError::at("", format!("{path}: {e}")))?;
+        doc = xds_client::json::parse_document(text)
+            .map_err(|e| ConfigError::at("", format!("{path}: {e}")))?;
     }
     if let Some(yaml) = &source.yaml {
-        let overlay = xds_client::json::parse_document(yaml).map_err(|e| ConfigError::at("", format!("--config-yaml: {e}")))?;
+        let overlay = xds_client::json::parse_document(yaml)
+            .map_err(|e| ConfigError::at("", format!("--config-yaml: {e}")))?;
         xds_client::json::merge(&mut doc, overlay);
     }
     if source.file.is_none() && source.yaml.is_none() {
-        return Err(ConfigError::at("", "no configuration: give -c/--config-path or --config-yaml"));
+        return Err(ConfigError::at(
+            "",
+            "no configuration: give -c/--config-path or --config-yaml",
+        ));
     }
-    let proto: proto::Bootstrap = xds_client::json::decode(doc, BOOTSTRAP, source.allow_unknown_fields)?;
+    let proto: proto::Bootstrap =
+        xds_client::json::decode(doc, BOOTSTRAP, source.allow_unknown_fields)?;
     translate(proto, &source.node_overrides)
 }
 
@@ -105,39 +111,71 @@ pub fn translate(b: proto::Bootstrap, overrides: &NodeInfo) -> Result<Bootstrap>
         .clusters
         .iter()
         .enumerate()
-        .map(|(i, c)| cluster::translate(c, &secrets, &format!("static_resources.clusters[{i}]")).map(Arc::new))
+        .map(|(i, c)| {
+            cluster::translate(c, &secrets, &format!("static_resources.clusters[{i}]"))
+                .map(Arc::new)
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut names = HashSet::new();
     for (i, c) in clusters.iter().enumerate() {
         if !names.insert(c.name.as_str()) {
-            return Err(ConfigError::at(format!("static_resources.clusters[{i}].name"), format!("cluster manager: duplicate cluster '{}' found", c.name)));
+            return Err(ConfigError::at(
+                format!("static_resources.clusters[{i}].name"),
+                format!("cluster manager: duplicate cluster '{}' found", c.name),
+            ));
         }
         if c.discovery == Discovery::Eds {
-            return Err(ConfigError::at(format!("static_resources.clusters[{i}].type"), "EDS clusters need the xDS client (not implemented yet)"));
+            return Err(ConfigError::at(
+                format!("static_resources.clusters[{i}].type"),
+                "EDS clusters need the xDS client (not implemented yet)",
+            ));
         }
     }
     let listeners = statics
         .listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| listener::translate(l, &secrets, &format!("static_resources.listeners[{i}]")).map(Arc::new))
+        .map(|(i, l)| {
+            listener::translate(l, &secrets, &format!("static_resources.listeners[{i}]"))
+                .map(Arc::new)
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut listener_names = HashSet::new();
     for (i, l) in listeners.iter().enumerate() {
         if !listener_names.insert(l.name.as_str()) {
-            return Err(ConfigError::at(format!("static_resources.listeners[{i}].name"), format!("duplicate listener name {}", l.name)));
+            return Err(ConfigError::at(
+                format!("static_resources.listeners[{i}].name"),
+                format!("duplicate listener name {}", l.name),
+            ));
         }
         check_route_clusters(l, &names, &format!("static_resources.listeners[{i}]"))?;
     }
-    let dynamic = b.dynamic_resources.as_ref().map(|d| dynamic(d, &names)).transpose()?;
+    let dynamic = b
+        .dynamic_resources
+        .as_ref()
+        .map(|d| dynamic(d, &names))
+        .transpose()?;
     check_config_sources(&statics, &names)?;
     let node = b.node.clone().unwrap_or_default();
-    let pick = |o: &str, d: &str| if o.is_empty() { d.to_string() } else { o.to_string() };
+    let pick = |o: &str, d: &str| {
+        if o.is_empty() {
+            d.to_string()
+        } else {
+            o.to_string()
+        }
+    };
     Ok(Bootstrap {
         node: NodeInfo {
             id: pick(&overrides.id, &node.id),
             cluster: pick(&overrides.cluster, &node.cluster),
-            zone: pick(&overrides.zone, &node.locality.as_ref().map(|l| l.zone.clone()).unwrap_or_default()),
+            zone: pick(
+                &overrides.zone,
+                &node
+                    .locality
+                    .as_ref()
+                    .map(|l| l.zone.clone())
+                    .unwrap_or_default(),
+            ),
         },
         admin: b
             .admin
@@ -149,10 +187,16 @@ pub fn translate(b: proto::Bootstrap, overrides: &NodeInfo) -> Result<Bootstrap>
         clusters,
         dynamic,
         max_downstream_connections: overload(&b)?,
-        log_format: b.application_log_config.as_ref().and_then(|a| a.log_format.as_ref()).and_then(|f| match &f.log_format {
-            Some(proto::bootstrap::application_log_config::log_format::LogFormat::TextFormat(t)) => Some(t.clone()),
-            _ => None,
-        }),
+        log_format: b
+            .application_log_config
+            .as_ref()
+            .and_then(|a| a.log_format.as_ref())
+            .and_then(|f| match &f.log_format {
+                Some(
+                    proto::bootstrap::application_log_config::log_format::LogFormat::TextFormat(t),
+                ) => Some(t.clone()),
+                _ => None,
+            }),
         no_effect,
         proto: b,
     })
@@ -163,7 +207,10 @@ fn check_route_clusters(l: &ListenerConfig, clusters: &HashSet<&str>, path: &str
         if let Terminal::Http(h) = &chain.terminal {
             for (vh, name) in route::referenced_clusters(&h.routes) {
                 if !clusters.contains(name) {
-                    return Err(ConfigError::at(path, format!("route: unknown cluster '{name}' in virtual host '{vh}'")));
+                    return Err(ConfigError::at(
+                        path,
+                        format!("route: unknown cluster '{name}' in virtual host '{vh}'"),
+                    ));
                 }
             }
         }
@@ -171,22 +218,38 @@ fn check_route_clusters(l: &ListenerConfig, clusters: &HashSet<&str>, path: &str
     Ok(())
 }
 
-fn grpc_cluster(source: &core::ApiConfigSource, path: &str, clusters: &HashSet<&str>) -> Result<Option<String>> {
+fn grpc_cluster(
+    source: &core::ApiConfigSource,
+    path: &str,
+    clusters: &HashSet<&str>,
+) -> Result<Option<String>> {
     if !matches!(source.api_type, 2 | 3 | 5 | 6) {
-        return Err(ConfigError::at(join(path, "api_type"), "only GRPC and DELTA_GRPC config sources are supported"));
+        return Err(ConfigError::at(
+            join(path, "api_type"),
+            "only GRPC and DELTA_GRPC config sources are supported",
+        ));
     }
     let Some(service) = source.grpc_services.first() else {
-        return Err(ConfigError::at(join(path, "grpc_services"), "a gRPC service is required"));
+        return Err(ConfigError::at(
+            join(path, "grpc_services"),
+            "a gRPC service is required",
+        ));
     };
     use core::grpc_service::TargetSpecifier as T;
     match &service.target_specifier {
         Some(T::EnvoyGrpc(g)) => {
             if !clusters.contains(g.cluster_name.as_str()) {
-                return Err(ConfigError::at(join(path, "grpc_services[0].envoy_grpc.cluster_name"), format!("unknown static cluster {}", g.cluster_name)));
+                return Err(ConfigError::at(
+                    join(path, "grpc_services[0].envoy_grpc.cluster_name"),
+                    format!("unknown static cluster {}", g.cluster_name),
+                ));
             }
             Ok(Some(g.cluster_name.clone()))
         }
-        _ => Err(ConfigError::at(join(path, "grpc_services[0]"), "only envoy_grpc services are supported")),
+        _ => Err(ConfigError::at(
+            join(path, "grpc_services[0]"),
+            "only envoy_grpc services are supported",
+        )),
     }
 }
 
@@ -194,14 +257,27 @@ fn config_source(cs: &core::ConfigSource, path: &str, clusters: &HashSet<&str>) 
     use core::config_source::ConfigSourceSpecifier as S;
     match &cs.config_source_specifier {
         Some(S::Ads(_)) => Ok(()),
-        Some(S::ApiConfigSource(a)) => grpc_cluster(a, &join(path, "api_config_source"), clusters).map(|_| ()),
+        Some(S::ApiConfigSource(a)) => {
+            grpc_cluster(a, &join(path, "api_config_source"), clusters).map(|_| ())
+        }
         Some(S::PathConfigSource(_)) => Ok(()),
-        _ => Err(ConfigError::at(path, "config source needs ads, api_config_source or path_config_source")),
+        _ => Err(ConfigError::at(
+            path,
+            "config source needs ads, api_config_source or path_config_source",
+        )),
     }
 }
 
-fn dynamic(d: &proto::bootstrap::DynamicResources, clusters: &HashSet<&str>) -> Result<DynamicConfig> {
-    let mut out = DynamicConfig { ads_cluster: None, delta: false, lds: d.lds_config.is_some(), cds: d.cds_config.is_some() };
+fn dynamic(
+    d: &proto::bootstrap::DynamicResources,
+    clusters: &HashSet<&str>,
+) -> Result<DynamicConfig> {
+    let mut out = DynamicConfig {
+        ads_cluster: None,
+        delta: false,
+        lds: d.lds_config.is_some(),
+        cds: d.cds_config.is_some(),
+    };
     if let Some(ads) = &d.ads_config {
         out.ads_cluster = grpc_cluster(ads, "dynamic_resources.ads_config", clusters)?;
         out.delta = matches!(ads.api_type, 3 | 6);
@@ -209,8 +285,15 @@ fn dynamic(d: &proto::bootstrap::DynamicResources, clusters: &HashSet<&str>) -> 
     for (name, cs) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {
         if let Some(cs) = cs {
             config_source(cs, &join("dynamic_resources", name), clusters)?;
-            if matches!(cs.config_source_specifier, Some(core::config_source::ConfigSourceSpecifier::Ads(_))) && out.ads_cluster.is_none() {
-                return Err(ConfigError::at(join("dynamic_resources", name), "ads is used but dynamic_resources.ads_config is missing"));
+            if matches!(
+                cs.config_source_specifier,
+                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+            ) && out.ads_cluster.is_none()
+            {
+                return Err(ConfigError::at(
+                    join("dynamic_resources", name),
+                    "ads is used but dynamic_resources.ads_config is missing",
+                ));
             }
         }
     }
@@ -218,36 +301,66 @@ fn dynamic(d: &proto::bootstrap::DynamicResources, clusters: &HashSet<&str>) -> 
 }
 
 /// SDS config sources inside TLS contexts must name known clusters too.
-fn check_config_sources(statics: &proto::bootstrap::StaticResources, clusters: &HashSet<&str>) -> Result<()> {
+fn check_config_sources(
+    statics: &proto::bootstrap::StaticResources,
+    clusters: &HashSet<&str>,
+) -> Result<()> {
     let mut found = Vec::new();
     for (i, c) in statics.clusters.iter().enumerate() {
         if let Some(ts) = &c.transport_socket {
-            collect_sds_sources(ts, &format!("static_resources.clusters[{i}].transport_socket"), &mut found);
+            collect_sds_sources(
+                ts,
+                &format!("static_resources.clusters[{i}].transport_socket"),
+                &mut found,
+            );
         }
     }
     for (i, l) in statics.listeners.iter().enumerate() {
         for (j, fc) in l.filter_chains.iter().enumerate() {
             if let Some(ts) = &fc.transport_socket {
-                collect_sds_sources(ts, &format!("static_resources.listeners[{i}].filter_chains[{j}].transport_socket"), &mut found);
+                collect_sds_sources(
+                    ts,
+                    &format!("static_resources.listeners[{i}].filter_chains[{j}].transport_socket"),
+                    &mut found,
+                );
             }
         }
     }
-    found.iter().try_for_each(|(path, cs)| config_source(cs, path, clusters))
+    found
+        .iter()
+        .try_for_each(|(path, cs)| config_source(cs, path, clusters))
 }
 
-fn collect_sds_sources(ts: &core::TransportSocket, path: &str, out: &mut Vec<(String, core::ConfigSource)>) {
+fn collect_sds_sources(
+    ts: &core::TransportSocket,
+    path: &str,
+    out: &mut Vec<(String, core::ConfigSource)>,
+) {
     use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
-    let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else { return };
+    let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return;
+    };
     let common = match xds_client::descriptors::type_name_of_url(&any.type_url) {
-        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => tls::UpstreamTlsContext::decode(any.value.as_slice()).ok().and_then(|c| c.common_tls_context),
-        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => tls::DownstreamTlsContext::decode(any.value.as_slice()).ok().and_then(|c| c.common_tls_context),
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => {
+            tls::UpstreamTlsContext::decode(any.value.as_slice())
+                .ok()
+                .and_then(|c| c.common_tls_context)
+        }
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => {
+            tls::DownstreamTlsContext::decode(any.value.as_slice())
+                .ok()
+                .and_then(|c| c.common_tls_context)
+        }
         _ => None,
     };
     let Some(common) = common else { return };
     let base = join(path, "typed_config.common_tls_context");
     for (i, s) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
         if let Some(cs) = &s.sds_config {
-            out.push((format!("{base}.tls_certificate_sds_secret_configs[{i}].sds_config"), cs.clone()));
+            out.push((
+                format!("{base}.tls_certificate_sds_secret_configs[{i}].sds_config"),
+                cs.clone(),
+            ));
         }
     }
     use tls::common_tls_context::ValidationContextType as V;
@@ -267,9 +380,14 @@ fn collect_sds_sources(ts: &core::TransportSocket, path: &str, out: &mut Vec<(St
 }
 
 fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
-    let Some(om) = &b.overload_manager else { return Ok(None) };
+    let Some(om) = &b.overload_manager else {
+        return Ok(None);
+    };
     if !om.actions.is_empty() {
-        return Err(ConfigError::at("overload_manager.actions", "overload actions are not supported"));
+        return Err(ConfigError::at(
+            "overload_manager.actions",
+            "overload actions are not supported",
+        ));
     }
     let mut limit = None;
     for (i, m) in om.resource_monitors.iter().enumerate() {
@@ -280,7 +398,10 @@ fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
         let c = xds_client::proto::envoy::extensions::resource_monitors::downstream_connections::v3::DownstreamConnectionsConfig::decode(any.value.as_slice())
             .map_err(|e| ConfigError::at(&p, e.to_string()))?;
         if c.max_active_downstream_connections <= 0 {
-            return Err(ConfigError::at(join(&p, "max_active_downstream_connections"), "must be positive"));
+            return Err(ConfigError::at(
+                join(&p, "max_active_downstream_connections"),
+                "must be positive",
+            ));
         }
         limit = Some(c.max_active_downstream_connections as u64);
     }

@@ -27,16 +27,18 @@ pub fn check(message: &DynamicMessage, path: &str, notes: &mut Vec<NoEffect>) ->
     if support::OPAQUE.contains(&name) {
         return Ok(());
     }
-    let entry = support::find(name).ok_or_else(|| {
-        ConfigError::at(path, format!("unsupported message type {name}"))
-    })?;
+    let entry = support::find(name)
+        .ok_or_else(|| ConfigError::at(path, format!("unsupported message type {name}")))?;
     for (field, value) in message.fields() {
         let field_path = join(path, field.name());
         match entry.fields.iter().find(|(f, _)| *f == field.name()) {
             None => {
                 return Err(ConfigError::at(
                     field_path,
-                    format!("field {} of {name} is not supported by meshproxy", field.name()),
+                    format!(
+                        "field {} of {name} is not supported by meshproxy",
+                        field.name()
+                    ),
                 ))
             }
             Some((_, Support::NoEffect(reason))) => notes.push(NoEffect {
@@ -129,7 +131,10 @@ mod tests {
             "filter_chains": [{"filters": [{"name": "x", "typed_config": {
               "@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"}}]}]}]}}));
         let e = r.unwrap_err();
-        assert_eq!(e.path, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config");
+        assert_eq!(
+            e.path,
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+        );
         assert!(e.message.contains("RedisProxy"), "{e}");
     }
 
@@ -141,7 +146,11 @@ mod tests {
               "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
               "stat_prefix": "s", "generate_request_id": true, "represent_ipv4_remote_address_as_ipv4_mapped_ipv6": true}}]}]}]}}));
         let e = r.unwrap_err();
-        assert!(e.path.ends_with("typed_config.represent_ipv4_remote_address_as_ipv4_mapped_ipv6"), "{e}");
+        assert!(
+            e.path
+                .ends_with("typed_config.represent_ipv4_remote_address_as_ipv4_mapped_ipv6"),
+            "{e}"
+        );
         assert!(notes.is_empty());
         let (r, notes) = run(json!({"stats_flush_interval": "5s"}));
         r.unwrap();

@@ -5,11 +5,11 @@ use super::common::{self, Address};
 use super::error::{join, ConfigError, Result};
 use super::secrets::Secrets;
 use super::tls::{self, UpstreamTls};
+use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use xds_client::proto::envoy::config::cluster::v3 as cluster;
 use xds_client::proto::envoy::extensions::upstreams::http::v3 as upstream_http;
-use prost::Message;
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -34,11 +34,17 @@ pub enum LbPolicy {
     /// Weighted round robin.
     RoundRobin,
     /// Power-of-N-choices least request with active request bias.
-    LeastRequest { choice_count: u32, active_request_bias: f64 },
+    LeastRequest {
+        choice_count: u32,
+        active_request_bias: f64,
+    },
     /// Weighted random.
     Random,
     /// Consistent hashing ring.
-    RingHash { min_ring_size: u64, max_ring_size: u64 },
+    RingHash {
+        min_ring_size: u64,
+        max_ring_size: u64,
+    },
     /// Maglev table.
     Maglev { table_size: u64 },
     /// Whatever the discovery type provides (ORIGINAL_DST).
@@ -73,7 +79,12 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+        Thresholds {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
     }
 }
 
@@ -161,7 +172,10 @@ fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Op
 pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<ClusterConfig> {
     use cluster::cluster::ClusterDiscoveryType as T;
     if c.name.is_empty() {
-        return Err(ConfigError::at(join(path, "name"), "cluster name is required"));
+        return Err(ConfigError::at(
+            join(path, "name"),
+            "cluster name is required",
+        ));
     }
     let discovery = match &c.cluster_discovery_type {
         Some(T::Type(0)) | None => Discovery::Static,
@@ -169,8 +183,18 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         Some(T::Type(2)) => Discovery::LogicalDns,
         Some(T::Type(3)) => Discovery::Eds,
         Some(T::Type(4)) => Discovery::OriginalDst,
-        Some(T::Type(n)) => return Err(ConfigError::at(join(path, "type"), format!("unknown discovery type {n}"))),
-        Some(T::ClusterType(_)) => return Err(ConfigError::at(join(path, "cluster_type"), "custom cluster types are not supported")),
+        Some(T::Type(n)) => {
+            return Err(ConfigError::at(
+                join(path, "type"),
+                format!("unknown discovery type {n}"),
+            ))
+        }
+        Some(T::ClusterType(_)) => {
+            return Err(ConfigError::at(
+                join(path, "cluster_type"),
+                "custom cluster types are not supported",
+            ))
+        }
     };
     let lb = lb_policy(c, discovery, path)?;
     let endpoints = endpoints(c, discovery, &join(path, "load_assignment"))?;
@@ -179,15 +203,26 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         Some(ts) => tls::upstream_transport_socket(ts, secrets, &join(path, "transport_socket"))?,
         None => None,
     };
-    let keepalive = c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| Keepalive {
-        probes: u32_value(&k.keepalive_probes),
-        time: u32_value(&k.keepalive_time).map(|s| Duration::from_secs(s.into())),
-        interval: u32_value(&k.keepalive_interval).map(|s| Duration::from_secs(s.into())),
-    });
-    let bind_address = match c.upstream_bind_config.as_ref().and_then(|b| b.source_address.as_ref()) {
+    let keepalive = c
+        .upstream_connection_options
+        .as_ref()
+        .and_then(|o| o.tcp_keepalive.as_ref())
+        .map(|k| Keepalive {
+            probes: u32_value(&k.keepalive_probes),
+            time: u32_value(&k.keepalive_time).map(|s| Duration::from_secs(s.into())),
+            interval: u32_value(&k.keepalive_interval).map(|s| Duration::from_secs(s.into())),
+        });
+    let bind_address = match c
+        .upstream_bind_config
+        .as_ref()
+        .and_then(|b| b.source_address.as_ref())
+    {
         Some(sa) => {
             let p = join(path, "upstream_bind_config.source_address");
-            let ip: std::net::IpAddr = sa.address.parse().map_err(|_| ConfigError::at(&p, "malformed IP address"))?;
+            let ip: std::net::IpAddr = sa
+                .address
+                .parse()
+                .map_err(|_| ConfigError::at(&p, "malformed IP address"))?;
             let port = match sa.port_specifier {
                 Some(xds_client::proto::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p as u16,
                 _ => 0,
@@ -198,7 +233,11 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
     };
     Ok(ClusterConfig {
         name: c.name.clone(),
-        stat_name: if c.alt_stat_name.is_empty() { c.name.clone() } else { c.alt_stat_name.clone() },
+        stat_name: if c.alt_stat_name.is_empty() {
+            c.name.clone()
+        } else {
+            c.alt_stat_name.clone()
+        },
         discovery,
         connect_timeout: match &c.connect_timeout {
             Some(d) => common::duration(d, &join(path, "connect_timeout"))?,
@@ -221,7 +260,9 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             _ => DnsFamily::All,
         },
         dns_refresh_rate: match &c.dns_refresh_rate {
-            Some(d) => common::duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1)),
+            Some(d) => {
+                common::duration(d, &join(path, "dns_refresh_rate"))?.max(Duration::from_millis(1))
+            }
             None => Duration::from_secs(5),
         },
         bind_address,
@@ -236,64 +277,113 @@ fn lb_policy(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<L
             let (choice_count, bias) = match &c.lb_config {
                 Some(L::LeastRequestLbConfig(l)) => (
                     u32_value(&l.choice_count).unwrap_or(2),
-                    l.active_request_bias.as_ref().map(|b| b.default_value).unwrap_or(1.0),
+                    l.active_request_bias
+                        .as_ref()
+                        .map(|b| b.default_value)
+                        .unwrap_or(1.0),
                 ),
                 _ => (2, 1.0),
             };
             if choice_count < 2 {
-                return Err(ConfigError::at(join(path, "least_request_lb_config.choice_count"), "must be at least 2"));
+                return Err(ConfigError::at(
+                    join(path, "least_request_lb_config.choice_count"),
+                    "must be at least 2",
+                ));
             }
-            LbPolicy::LeastRequest { choice_count, active_request_bias: bias }
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias: bias,
+            }
         }
         2 => {
             let (min, max) = match &c.lb_config {
                 Some(L::RingHashLbConfig(r)) => {
                     if r.hash_function != 0 {
-                        return Err(ConfigError::at(join(path, "ring_hash_lb_config.hash_function"), "only XX_HASH is supported"));
+                        return Err(ConfigError::at(
+                            join(path, "ring_hash_lb_config.hash_function"),
+                            "only XX_HASH is supported",
+                        ));
                     }
                     (
-                        r.minimum_ring_size.as_ref().map(|v| v.value).unwrap_or(1024),
-                        r.maximum_ring_size.as_ref().map(|v| v.value).unwrap_or(8 * 1024 * 1024),
+                        r.minimum_ring_size
+                            .as_ref()
+                            .map(|v| v.value)
+                            .unwrap_or(1024),
+                        r.maximum_ring_size
+                            .as_ref()
+                            .map(|v| v.value)
+                            .unwrap_or(8 * 1024 * 1024),
                     )
                 }
                 _ => (1024, 8 * 1024 * 1024),
             };
             if min > max {
-                return Err(ConfigError::at(join(path, "ring_hash_lb_config"), "minimum_ring_size exceeds maximum_ring_size"));
+                return Err(ConfigError::at(
+                    join(path, "ring_hash_lb_config"),
+                    "minimum_ring_size exceeds maximum_ring_size",
+                ));
             }
-            LbPolicy::RingHash { min_ring_size: min, max_ring_size: max }
+            LbPolicy::RingHash {
+                min_ring_size: min,
+                max_ring_size: max,
+            }
         }
         3 => LbPolicy::Random,
         5 => {
             let table_size = match &c.lb_config {
-                Some(L::MaglevLbConfig(m)) => m.table_size.as_ref().map(|v| v.value).unwrap_or(65537),
+                Some(L::MaglevLbConfig(m)) => {
+                    m.table_size.as_ref().map(|v| v.value).unwrap_or(65537)
+                }
                 _ => 65537,
             };
             if !is_prime(table_size) {
-                return Err(ConfigError::at(join(path, "maglev_lb_config.table_size"), "table size must be prime"));
+                return Err(ConfigError::at(
+                    join(path, "maglev_lb_config.table_size"),
+                    "table size must be prime",
+                ));
             }
             LbPolicy::Maglev { table_size }
         }
         6 => LbPolicy::ClusterProvided,
-        n => return Err(ConfigError::at(join(path, "lb_policy"), format!("unsupported lb_policy {n}"))),
+        n => {
+            return Err(ConfigError::at(
+                join(path, "lb_policy"),
+                format!("unsupported lb_policy {n}"),
+            ))
+        }
     };
     if discovery == Discovery::OriginalDst && policy != LbPolicy::ClusterProvided {
-        return Err(ConfigError::at(join(path, "lb_policy"), "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED"));
+        return Err(ConfigError::at(
+            join(path, "lb_policy"),
+            "ORIGINAL_DST clusters need lb_policy CLUSTER_PROVIDED",
+        ));
     }
     if discovery != Discovery::OriginalDst && policy == LbPolicy::ClusterProvided {
-        return Err(ConfigError::at(join(path, "lb_policy"), "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters"));
+        return Err(ConfigError::at(
+            join(path, "lb_policy"),
+            "CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters",
+        ));
     }
     Ok(policy)
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 fn thresholds(c: &cluster::Cluster) -> Thresholds {
     let mut t = Thresholds::default();
-    if let Some(th) = c.circuit_breakers.as_ref().and_then(|cb| cb.thresholds.iter().find(|t| t.priority == 0)) {
-        let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d);
+    if let Some(th) = c
+        .circuit_breakers
+        .as_ref()
+        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == 0))
+    {
+        let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| {
+            x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d)
+        };
         t = Thresholds {
             max_connections: v(&th.max_connections, t.max_connections),
             max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
@@ -304,11 +394,18 @@ fn thresholds(c: &cluster::Cluster) -> Thresholds {
     t
 }
 
-fn endpoints(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<Vec<EndpointConfig>> {
+fn endpoints(
+    c: &cluster::Cluster,
+    discovery: Discovery,
+    path: &str,
+) -> Result<Vec<EndpointConfig>> {
     let Some(la) = &c.load_assignment else {
         return match discovery {
             Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns => {
-                Err(ConfigError::at(path, "load_assignment is required for STATIC and DNS clusters"))
+                Err(ConfigError::at(
+                    path,
+                    "load_assignment is required for STATIC and DNS clusters",
+                ))
             }
             _ => Ok(Vec::new()),
         };
@@ -321,40 +418,74 @@ fn endpoints(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<V
             use xds_client::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
             let endpoint = match &lbe.host_identifier {
                 Some(HI::Endpoint(e)) => e,
-                _ => return Err(ConfigError::at(&ep, "endpoint is required (endpoint_name is not supported)")),
+                _ => {
+                    return Err(ConfigError::at(
+                        &ep,
+                        "endpoint is required (endpoint_name is not supported)",
+                    ))
+                }
             };
             let addr_path = join(&ep, "endpoint.address");
-            let a = endpoint.address.as_ref().ok_or_else(|| ConfigError::at(&addr_path, "address is required"))?;
+            let a = endpoint
+                .address
+                .as_ref()
+                .ok_or_else(|| ConfigError::at(&addr_path, "address is required"))?;
             let allow_names = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
             let address = common::address(a, &addr_path, allow_names)?;
-            let weight = lbe.load_balancing_weight.as_ref().map(|w| w.value).unwrap_or(1);
+            let weight = lbe
+                .load_balancing_weight
+                .as_ref()
+                .map(|w| w.value)
+                .unwrap_or(1);
             if weight == 0 {
-                return Err(ConfigError::at(join(&ep, "load_balancing_weight"), "weight must be at least 1"));
+                return Err(ConfigError::at(
+                    join(&ep, "load_balancing_weight"),
+                    "weight must be at least 1",
+                ));
             }
-            out.push(EndpointConfig { address, weight, hostname: endpoint.hostname.clone(), priority: locality.priority });
+            out.push(EndpointConfig {
+                address,
+                weight,
+                hostname: endpoint.hostname.clone(),
+                priority: locality.priority,
+            });
         }
     }
     if discovery == Discovery::LogicalDns && out.len() != 1 {
-        return Err(ConfigError::at(path, "LOGICAL_DNS clusters must have exactly one endpoint"));
+        return Err(ConfigError::at(
+            path,
+            "LOGICAL_DNS clusters must have exactly one endpoint",
+        ));
     }
     Ok(out)
 }
 
-fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<(UpstreamProtocol, Option<Duration>, Option<u32>, Option<u32>)> {
+/// Upstream protocol, idle timeout, max requests per connection, max concurrent streams.
+type ProtocolOptions = (UpstreamProtocol, Option<Duration>, Option<u32>, Option<u32>);
+
+fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolOptions> {
     let mut protocol = UpstreamProtocol::Http1;
     let mut idle = Some(Duration::from_secs(3600));
     let mut max_rpc = None;
     let mut h2_streams = None;
     for (key, any) in &c.typed_extension_protocol_options {
-        let p = format!("{}[{key:?}]", join(path, "typed_extension_protocol_options"));
+        let p = format!(
+            "{}[{key:?}]",
+            join(path, "typed_extension_protocol_options")
+        );
         if xds_client::descriptors::type_name_of_url(&any.type_url) != HTTP_PROTOCOL_OPTIONS {
-            return Err(ConfigError::at(&p, format!("unsupported protocol options {}", any.type_url)));
+            return Err(ConfigError::at(
+                &p,
+                format!("unsupported protocol options {}", any.type_url),
+            ));
         }
         let hpo = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
             .map_err(|e| ConfigError::at(&p, format!("malformed HttpProtocolOptions: {e}")))?;
         use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
         let h2 = |o: &Option<xds_client::proto::envoy::config::core::v3::Http2ProtocolOptions>| {
-            o.as_ref().and_then(|h| h.max_concurrent_streams.as_ref()).map(|v| v.value)
+            o.as_ref()
+                .and_then(|h| h.max_concurrent_streams.as_ref())
+                .map(|v| v.value)
         };
         match &hpo.upstream_protocol_options {
             Some(U::ExplicitHttpConfig(e)) => {
@@ -365,7 +496,12 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<(UpstreamProtoco
                         h2_streams = h2(&Some(o.clone()));
                     }
                     Some(PC::HttpProtocolOptions(_)) | None => protocol = UpstreamProtocol::Http1,
-                    Some(PC::Http3ProtocolOptions(_)) => return Err(ConfigError::at(join(&p, "explicit_http_config.http3_protocol_options"), "HTTP/3 is not supported")),
+                    Some(PC::Http3ProtocolOptions(_)) => {
+                        return Err(ConfigError::at(
+                            join(&p, "explicit_http_config.http3_protocol_options"),
+                            "HTTP/3 is not supported",
+                        ))
+                    }
                 }
             }
             Some(U::UseDownstreamProtocolConfig(u)) => {
@@ -379,7 +515,11 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<(UpstreamProtoco
             None => {}
         }
         if let Some(common_opts) = &hpo.common_http_protocol_options {
-            idle = common::timeout(common_opts.idle_timeout.as_ref(), idle, &join(&p, "common_http_protocol_options.idle_timeout"))?;
+            idle = common::timeout(
+                common_opts.idle_timeout.as_ref(),
+                idle,
+                &join(&p, "common_http_protocol_options.idle_timeout"),
+            )?;
             max_rpc = u32_value(&common_opts.max_requests_per_connection);
         }
     }

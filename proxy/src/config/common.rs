@@ -20,7 +20,11 @@ pub fn duration(d: &pb::Duration, path: &str) -> Result<Duration> {
 
 /// An optional duration where Envoy's `0s` means "disabled": `None` when unset gives
 /// `default`, and zero gives `None`.
-pub fn timeout(d: Option<&pb::Duration>, default: Option<Duration>, path: &str) -> Result<Option<Duration>> {
+pub fn timeout(
+    d: Option<&pb::Duration>,
+    default: Option<Duration>,
+    path: &str,
+) -> Result<Option<Duration>> {
     match d {
         None => Ok(default),
         Some(d) => {
@@ -59,19 +63,30 @@ pub fn address(a: &core::Address, path: &str, allow_names: bool) -> Result<Addre
             let port = match s.port_specifier {
                 Some(core::socket_address::PortSpecifier::PortValue(p)) if p <= 65535 => p as u16,
                 Some(core::socket_address::PortSpecifier::PortValue(_)) => {
-                    return Err(ConfigError::at(join(path, "socket_address.port_value"), "port out of range"))
+                    return Err(ConfigError::at(
+                        join(path, "socket_address.port_value"),
+                        "port out of range",
+                    ))
                 }
                 Some(core::socket_address::PortSpecifier::NamedPort(_)) => {
-                    return Err(ConfigError::at(join(path, "socket_address.named_port"), "named ports are not supported"))
+                    return Err(ConfigError::at(
+                        join(path, "socket_address.named_port"),
+                        "named ports are not supported",
+                    ))
                 }
                 None => 0,
             };
             if s.protocol != 0 {
-                return Err(ConfigError::at(join(path, "socket_address.protocol"), "only TCP is supported"));
+                return Err(ConfigError::at(
+                    join(path, "socket_address.protocol"),
+                    "only TCP is supported",
+                ));
             }
             match s.address.parse::<std::net::IpAddr>() {
                 Ok(ip) => Ok(Address::Socket(SocketAddr::new(ip, port))),
-                Err(_) if allow_names && !s.address.is_empty() => Ok(Address::Named(s.address.clone(), port)),
+                Err(_) if allow_names && !s.address.is_empty() => {
+                    Ok(Address::Named(s.address.clone(), port))
+                }
                 Err(_) => Err(ConfigError::at(
                     join(path, "socket_address.address"),
                     format!("malformed IP address: {}", s.address),
@@ -133,7 +148,11 @@ impl StringMatch {
     /// Whether `value` satisfies the matcher.
     pub fn matches(&self, value: &str) -> bool {
         fn fold(s: &str, ic: bool) -> std::borrow::Cow<'_, str> {
-            if ic { s.to_ascii_lowercase().into() } else { s.into() }
+            if ic {
+                s.to_ascii_lowercase().into()
+            } else {
+                s.into()
+            }
         }
         match self {
             StringMatch::Exact(p, ic) => fold(value, *ic) == p.as_str(),
@@ -149,15 +168,27 @@ impl StringMatch {
 pub fn string_matcher(m: &matcher::StringMatcher, path: &str) -> Result<StringMatch> {
     use matcher::string_matcher::MatchPattern as P;
     let ic = m.ignore_case;
-    let f = |s: &str| if ic { s.to_ascii_lowercase() } else { s.to_string() };
+    let f = |s: &str| {
+        if ic {
+            s.to_ascii_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
     match &m.match_pattern {
         Some(P::Exact(s)) => Ok(StringMatch::Exact(f(s), ic)),
         Some(P::Prefix(s)) => Ok(StringMatch::Prefix(f(s), ic)),
         Some(P::Suffix(s)) => Ok(StringMatch::Suffix(f(s), ic)),
         Some(P::Contains(s)) => Ok(StringMatch::Contains(f(s), ic)),
         Some(P::SafeRegex(r)) => Ok(StringMatch::Regex(regex(r, &join(path, "safe_regex"))?)),
-        Some(P::Custom(_)) => Err(ConfigError::at(join(path, "custom"), "custom string matchers are not supported")),
-        None => Err(ConfigError::at(path, "string matcher needs a match pattern")),
+        Some(P::Custom(_)) => Err(ConfigError::at(
+            join(path, "custom"),
+            "custom string matchers are not supported",
+        )),
+        None => Err(ConfigError::at(
+            path,
+            "string matcher needs a match pattern",
+        )),
     }
 }
 
@@ -229,23 +260,44 @@ fn header_name(name: &str, path: &str) -> Result<http::HeaderName> {
 }
 
 /// Translates `*_headers_to_add` / `*_headers_to_remove` pairs.
-pub fn header_mutations(add: &[core::HeaderValueOption], remove: &[String], path: &str, add_field: &str, remove_field: &str) -> Result<HeaderMutations> {
+pub fn header_mutations(
+    add: &[core::HeaderValueOption],
+    remove: &[String],
+    path: &str,
+    add_field: &str,
+    remove_field: &str,
+) -> Result<HeaderMutations> {
     let mut out = HeaderMutations::default();
     for (i, opt) in add.iter().enumerate() {
         let p = format!("{}[{i}]", join(path, add_field));
-        let h = opt.header.as_ref().ok_or_else(|| ConfigError::at(&p, "header is required"))?;
+        let h = opt
+            .header
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(&p, "header is required"))?;
         let action = if let Some(append) = &opt.append {
             if opt.append_action != 0 {
-                return Err(ConfigError::at(&p, "append and append_action are mutually exclusive"));
+                return Err(ConfigError::at(
+                    &p,
+                    "append and append_action are mutually exclusive",
+                ));
             }
-            if append.value { AppendAction::AppendIfExistsOrAdd } else { AppendAction::OverwriteIfExistsOrAdd }
+            if append.value {
+                AppendAction::AppendIfExistsOrAdd
+            } else {
+                AppendAction::OverwriteIfExistsOrAdd
+            }
         } else {
             match opt.append_action {
                 0 => AppendAction::AppendIfExistsOrAdd,
                 1 => AppendAction::AddIfAbsent,
                 2 => AppendAction::OverwriteIfExistsOrAdd,
                 3 => AppendAction::OverwriteIfExists,
-                n => return Err(ConfigError::at(join(&p, "append_action"), format!("unknown append_action {n}"))),
+                n => {
+                    return Err(ConfigError::at(
+                        join(&p, "append_action"),
+                        format!("unknown append_action {n}"),
+                    ))
+                }
             }
         };
         out.add.push(HeaderAddition {
@@ -256,7 +308,10 @@ pub fn header_mutations(add: &[core::HeaderValueOption], remove: &[String], path
         });
     }
     for (i, name) in remove.iter().enumerate() {
-        out.remove.push(header_name(name, &format!("{}[{i}]", join(path, remove_field)))?);
+        out.remove.push(header_name(
+            name,
+            &format!("{}[{i}]", join(path, remove_field)),
+        )?);
     }
     Ok(out)
 }
@@ -306,14 +361,23 @@ pub fn cidrs(ranges: &[core::CidrRange], path: &str) -> Result<Vec<Cidr>> {
         .map(|(i, r)| {
             let p = format!("{path}[{i}]");
             let addr: std::net::IpAddr = r.address_prefix.parse().map_err(|_| {
-                ConfigError::at(join(&p, "address_prefix"), format!("malformed IP address: {}", r.address_prefix))
+                ConfigError::at(
+                    join(&p, "address_prefix"),
+                    format!("malformed IP address: {}", r.address_prefix),
+                )
             })?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
             let len = r.prefix_len.as_ref().map(|v| v.value).unwrap_or(max);
             if len > max {
-                return Err(ConfigError::at(join(&p, "prefix_len"), "prefix length too long"));
+                return Err(ConfigError::at(
+                    join(&p, "prefix_len"),
+                    "prefix length too long",
+                ));
             }
-            Ok(Cidr { addr, len: len as u8 })
+            Ok(Cidr {
+                addr,
+                len: len as u8,
+            })
         })
         .collect()
 }
@@ -334,18 +398,33 @@ mod tests {
 
     #[test]
     fn cidr_contains() {
-        let c = Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 };
+        let c = Cidr {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 16,
+        };
         assert!(c.contains("10.1.2.3".parse().unwrap()));
         assert!(!c.contains("10.2.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.1.9.9".parse().unwrap()));
-        let c = Cidr { addr: "10.1.0.0".parse().unwrap(), len: 13 };
+        let c = Cidr {
+            addr: "10.1.0.0".parse().unwrap(),
+            len: 13,
+        };
         assert!(c.contains("10.7.0.0".parse().unwrap()));
         assert!(!c.contains("10.8.0.0".parse().unwrap()));
     }
 
     #[test]
     fn string_matchers() {
-        let m = |p| string_matcher(&matcher::StringMatcher { ignore_case: true, match_pattern: Some(p) }, "").unwrap();
+        let m = |p| {
+            string_matcher(
+                &matcher::StringMatcher {
+                    ignore_case: true,
+                    match_pattern: Some(p),
+                },
+                "",
+            )
+            .unwrap()
+        };
         use matcher::string_matcher::MatchPattern as P;
         assert!(m(P::Exact("AbC".into())).matches("abc"));
         assert!(m(P::Prefix("/A".into())).matches("/abc"));
@@ -355,8 +434,17 @@ mod tests {
 
     #[test]
     fn zero_timeout_means_none() {
-        let zero = pb::Duration { seconds: 0, nanos: 0 };
-        assert_eq!(timeout(Some(&zero), Some(Duration::from_secs(15)), "").unwrap(), None);
-        assert_eq!(timeout(None, Some(Duration::from_secs(15)), "").unwrap(), Some(Duration::from_secs(15)));
+        let zero = pb::Duration {
+            seconds: 0,
+            nanos: 0,
+        };
+        assert_eq!(
+            timeout(Some(&zero), Some(Duration::from_secs(15)), "").unwrap(),
+            None
+        );
+        assert_eq!(
+            timeout(None, Some(Duration::from_secs(15)), "").unwrap(),
+            Some(Duration::from_secs(15))
+        );
     }
 }

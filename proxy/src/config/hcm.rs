@@ -98,23 +98,47 @@ pub struct HttpConnectionManagerConfig {
 }
 
 /// Translates an HttpConnectionManager.
-pub fn translate(h: &hcm::HttpConnectionManager, path: &str) -> Result<HttpConnectionManagerConfig> {
+pub fn translate(
+    h: &hcm::HttpConnectionManager,
+    path: &str,
+) -> Result<HttpConnectionManagerConfig> {
     use hcm::http_connection_manager::{RouteSpecifier as R, StripPortMode as S};
     if h.stat_prefix.is_empty() {
-        return Err(ConfigError::at(join(path, "stat_prefix"), "stat_prefix is required"));
+        return Err(ConfigError::at(
+            join(path, "stat_prefix"),
+            "stat_prefix is required",
+        ));
     }
     let routes = match &h.route_specifier {
         Some(R::RouteConfig(rc)) => route::translate(rc, &join(path, "route_config"))?,
-        Some(R::Rds(_)) => return Err(ConfigError::at(join(path, "rds"), "RDS needs the xDS client (not implemented yet)")),
-        Some(R::ScopedRoutes(_)) => return Err(ConfigError::at(join(path, "scoped_routes"), "scoped routes are not supported")),
+        Some(R::Rds(_)) => {
+            return Err(ConfigError::at(
+                join(path, "rds"),
+                "RDS needs the xDS client (not implemented yet)",
+            ))
+        }
+        Some(R::ScopedRoutes(_)) => {
+            return Err(ConfigError::at(
+                join(path, "scoped_routes"),
+                "scoped routes are not supported",
+            ))
+        }
         None => return Err(ConfigError::at(path, "route_config is required")),
     };
-    let (filters, suppress_envoy_headers) = http_filters(&h.http_filters, &join(path, "http_filters"))?;
-    let common_opts = h.common_http_protocol_options.clone().unwrap_or_default();
+    let (filters, suppress_envoy_headers) =
+        http_filters(&h.http_filters, &join(path, "http_filters"))?;
+    let common_opts = h.common_http_protocol_options.unwrap_or_default();
     let h2 = h.http2_protocol_options.clone().unwrap_or_default();
-    let max_kb = h.max_request_headers_kb.as_ref().map(|v| v.value).unwrap_or(60);
+    let max_kb = h
+        .max_request_headers_kb
+        .as_ref()
+        .map(|v| v.value)
+        .unwrap_or(60);
     if !(1..=8192).contains(&max_kb) {
-        return Err(ConfigError::at(join(path, "max_request_headers_kb"), "must be in [1, 8192]"));
+        return Err(ConfigError::at(
+            join(path, "max_request_headers_kb"),
+            "must be in [1, 8192]",
+        ));
     }
     Ok(HttpConnectionManagerConfig {
         stat_prefix: h.stat_prefix.clone(),
@@ -122,21 +146,38 @@ pub fn translate(h: &hcm::HttpConnectionManager, path: &str) -> Result<HttpConne
             0 => Codec::Auto,
             1 => Codec::Http1,
             2 => Codec::Http2,
-            _ => return Err(ConfigError::at(join(path, "codec_type"), "HTTP/3 is not supported")),
+            _ => {
+                return Err(ConfigError::at(
+                    join(path, "codec_type"),
+                    "HTTP/3 is not supported",
+                ))
+            }
         },
         routes: Arc::new(routes),
         filters,
         suppress_envoy_headers,
-        server_name: if h.server_name.is_empty() { "envoy".into() } else { h.server_name.clone() },
+        server_name: if h.server_name.is_empty() {
+            "envoy".into()
+        } else {
+            h.server_name.clone()
+        },
         server_header: match h.server_header_transformation {
             0 => ServerHeader::Overwrite,
             1 => ServerHeader::AppendIfAbsent,
             _ => ServerHeader::PassThrough,
         },
-        use_remote_address: h.use_remote_address.as_ref().map(|b| b.value).unwrap_or(false),
+        use_remote_address: h
+            .use_remote_address
+            .as_ref()
+            .map(|b| b.value)
+            .unwrap_or(false),
         xff_num_trusted_hops: h.xff_num_trusted_hops,
         skip_xff_append: h.skip_xff_append,
-        generate_request_id: h.generate_request_id.as_ref().map(|b| b.value).unwrap_or(true),
+        generate_request_id: h
+            .generate_request_id
+            .as_ref()
+            .map(|b| b.value)
+            .unwrap_or(true),
         preserve_external_request_id: h.preserve_external_request_id,
         always_set_request_id_in_response: h.always_set_request_id_in_response,
         max_request_headers_bytes: max_kb as usize * 1024,
@@ -148,17 +189,34 @@ pub fn translate(h: &hcm::HttpConnectionManager, path: &str) -> Result<HttpConne
             .enumerate()
             .map(|(i, u)| {
                 if !u.filters.is_empty() {
-                    return Err(ConfigError::at(format!("{}[{i}].filters", join(path, "upgrade_configs")), "upgrade filter chains are not supported"));
+                    return Err(ConfigError::at(
+                        format!("{}[{i}].filters", join(path, "upgrade_configs")),
+                        "upgrade filter chains are not supported",
+                    ));
                 }
-                Ok((u.upgrade_type.to_ascii_lowercase(), u.enabled.as_ref().map(|b| b.value).unwrap_or(true)))
+                Ok((
+                    u.upgrade_type.to_ascii_lowercase(),
+                    u.enabled.as_ref().map(|b| b.value).unwrap_or(true),
+                ))
             })
             .collect::<Result<_>>()?,
         access_logs: access_log::translate_all(&h.access_log, &join(path, "access_log"))?,
-        idle_timeout: common::timeout(common_opts.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(path, "common_http_protocol_options.idle_timeout"))?,
-        max_requests_per_connection: common_opts.max_requests_per_connection.as_ref().map(|v| v.value).filter(|v| *v > 0),
+        idle_timeout: common::timeout(
+            common_opts.idle_timeout.as_ref(),
+            Some(Duration::from_secs(3600)),
+            &join(path, "common_http_protocol_options.idle_timeout"),
+        )?,
+        max_requests_per_connection: common_opts
+            .max_requests_per_connection
+            .as_ref()
+            .map(|v| v.value)
+            .filter(|v| *v > 0),
         http2_max_concurrent_streams: h2.max_concurrent_streams.as_ref().map(|v| v.value),
         http2_initial_stream_window: h2.initial_stream_window_size.as_ref().map(|v| v.value),
-        http2_initial_connection_window: h2.initial_connection_window_size.as_ref().map(|v| v.value),
+        http2_initial_connection_window: h2
+            .initial_connection_window_size
+            .as_ref()
+            .map(|v| v.value),
         via: (!h.via.is_empty()).then(|| h.via.clone()),
         strip_matching_host_port: h.strip_matching_host_port,
         strip_any_host_port: matches!(h.strip_port_mode, Some(S::StripAnyHostPort(true))),
@@ -171,17 +229,31 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
     for (i, f) in list.iter().enumerate() {
         let p = format!("{path}[{i}]");
         if f.disabled {
-            return Err(ConfigError::at(join(&p, "disabled"), "disabled filters (enabled per route) are not supported"));
+            return Err(ConfigError::at(
+                join(&p, "disabled"),
+                "disabled filters (enabled per route) are not supported",
+            ));
         }
         let any = match &f.config_type {
             Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a,
             Some(hcm::http_filter::ConfigType::ConfigDiscovery(_)) => {
-                return Err(ConfigError::at(join(&p, "config_discovery"), "ECDS needs the xDS client (not implemented yet)"))
+                return Err(ConfigError::at(
+                    join(&p, "config_discovery"),
+                    "ECDS needs the xDS client (not implemented yet)",
+                ))
             }
-            None => return Err(ConfigError::at(&p, format!("filter {} needs a typed_config", f.name))),
+            None => {
+                return Err(ConfigError::at(
+                    &p,
+                    format!("filter {} needs a typed_config", f.name),
+                ))
+            }
         };
         if router.is_some() {
-            return Err(ConfigError::at(&p, "the router must be the last HTTP filter"));
+            return Err(ConfigError::at(
+                &p,
+                "the router must be the last HTTP filter",
+            ));
         }
         let tp = join(&p, "typed_config");
         match xds_client::descriptors::type_name_of_url(&any.type_url) {
@@ -191,12 +263,23 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 router = Some(r.suppress_envoy_headers);
             }
             filters::http::compressor::TYPE_NAME => {
-                let c = filters::http::compressor::CompressorConfig::from_proto(&any.value).map_err(|e| ConfigError::at(&tp, e))?;
+                let c = filters::http::compressor::CompressorConfig::from_proto(&any.value)
+                    .map_err(|e| ConfigError::at(&tp, e))?;
                 out.push(HttpFilterConfig::Compressor(Arc::new(c)));
             }
-            _ => return Err(ConfigError::at(&tp, format!("unsupported HTTP filter {}", any.type_url))),
+            _ => {
+                return Err(ConfigError::at(
+                    &tp,
+                    format!("unsupported HTTP filter {}", any.type_url),
+                ))
+            }
         }
     }
-    let suppress = router.ok_or_else(|| ConfigError::at(path, "the last HTTP filter must be envoy.filters.http.router"))?;
+    let suppress = router.ok_or_else(|| {
+        ConfigError::at(
+            path,
+            "the last HTTP filter must be envoy.filters.http.router",
+        )
+    })?;
     Ok((out, suppress))
 }

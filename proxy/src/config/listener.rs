@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use xds_client::proto::envoy::config::listener::v3 as listener;
 
-const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
 /// A listener filter that runs before filter-chain selection.
@@ -123,7 +124,15 @@ pub struct ListenerConfig {
 /// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
 pub fn stat_address(a: &Address) -> String {
     match a {
-        Address::Socket(s) => format!("{}_{}", if s.is_ipv6() { format!("[{}]", s.ip()) } else { s.ip().to_string() }, s.port()),
+        Address::Socket(s) => format!(
+            "{}_{}",
+            if s.is_ipv6() {
+                format!("[{}]", s.ip())
+            } else {
+                s.ip().to_string()
+            },
+            s.port()
+        ),
         Address::Named(h, p) => format!("{h}_{p}"),
         Address::Pipe(p, _) => p.display().to_string(),
     }
@@ -131,9 +140,18 @@ pub fn stat_address(a: &Address) -> String {
 
 /// Translates a Listener.
 pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Result<ListenerConfig> {
-    let address = common::address(l.address.as_ref().ok_or_else(|| ConfigError::at(join(path, "address"), "address is required"))?, &join(path, "address"), false)?;
+    let address = common::address(
+        l.address
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(join(path, "address"), "address is required"))?,
+        &join(path, "address"),
+        false,
+    )?;
     if l.name.is_empty() {
-        return Err(ConfigError::at(join(path, "name"), "listener name is required"));
+        return Err(ConfigError::at(
+            join(path, "name"),
+            "listener name is required",
+        ));
     }
     let listener_filters = l
         .listener_filters
@@ -148,30 +166,56 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         .map(|(i, c)| filter_chain(c, secrets, &format!("{}[{i}]", join(path, "filter_chains"))))
         .collect::<Result<Vec<_>>>()?;
     for (i, a) in filter_chains.iter().enumerate() {
-        if let Some(j) = filter_chains[..i].iter().position(|b| b.matcher == a.matcher) {
+        if let Some(j) = filter_chains[..i]
+            .iter()
+            .position(|b| b.matcher == a.matcher)
+        {
             return Err(ConfigError::at(
                 format!("{}[{i}].filter_chain_match", join(path, "filter_chains")),
                 format!("multiple filter chains with the same matching rules are defined (same as filter_chains[{j}])"),
             ));
         }
     }
-    let default_chain = l.default_filter_chain.as_ref().map(|c| filter_chain(c, secrets, &join(path, "default_filter_chain"))).transpose()?;
+    let default_chain = l
+        .default_filter_chain
+        .as_ref()
+        .map(|c| filter_chain(c, secrets, &join(path, "default_filter_chain")))
+        .transpose()?;
     if filter_chains.is_empty() && default_chain.is_none() {
-        return Err(ConfigError::at(join(path, "filter_chains"), "a listener needs at least one filter chain"));
+        return Err(ConfigError::at(
+            join(path, "filter_chains"),
+            "a listener needs at least one filter chain",
+        ));
     }
     Ok(ListenerConfig {
         name: l.name.clone(),
-        stat_prefix: if l.stat_prefix.is_empty() { stat_address(&address) } else { l.stat_prefix.clone() },
+        stat_prefix: if l.stat_prefix.is_empty() {
+            stat_address(&address)
+        } else {
+            l.stat_prefix.clone()
+        },
         address,
         bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
-        use_original_dst: l.use_original_dst.as_ref().map(|b| b.value).unwrap_or(false),
+        use_original_dst: l
+            .use_original_dst
+            .as_ref()
+            .map(|b| b.value)
+            .unwrap_or(false),
         listener_filters,
-        listener_filters_timeout: common::timeout(l.listener_filters_timeout.as_ref(), Some(Duration::from_secs(15)), &join(path, "listener_filters_timeout"))?,
+        listener_filters_timeout: common::timeout(
+            l.listener_filters_timeout.as_ref(),
+            Some(Duration::from_secs(15)),
+            &join(path, "listener_filters_timeout"),
+        )?,
         continue_on_timeout: l.continue_on_listener_filters_timeout,
         filter_chains,
         default_chain,
         ignore_global_conn_limit: l.ignore_global_conn_limit,
-        buffer_limit: l.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value as usize).unwrap_or(1024 * 1024),
+        buffer_limit: l
+            .per_connection_buffer_limit_bytes
+            .as_ref()
+            .map(|v| v.value as usize)
+            .unwrap_or(1024 * 1024),
         inbound: l.traffic_direction == 1,
     })
 }
@@ -179,24 +223,42 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
 fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ListenerFilter> {
     use listener::listener_filter::ConfigType as C;
     if f.filter_disabled.is_some() {
-        return Err(ConfigError::at(join(path, "filter_disabled"), "filter_disabled matchers are not supported yet"));
+        return Err(ConfigError::at(
+            join(path, "filter_disabled"),
+            "filter_disabled matchers are not supported yet",
+        ));
     }
     let any = match &f.config_type {
         Some(C::TypedConfig(a)) => a,
         _ => return Err(ConfigError::at(path, "typed_config is required")),
     };
     let p = join(path, "typed_config");
-    Ok(match xds_client::descriptors::type_name_of_url(&any.type_url) {
-        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" => ListenerFilter::TlsInspector,
-        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" => ListenerFilter::HttpInspector,
-        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" => ListenerFilter::OriginalDst,
-        "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" => {
-            let pp = xds_client::proto::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol::decode(any.value.as_slice())
+    Ok(
+        match xds_client::descriptors::type_name_of_url(&any.type_url) {
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" => {
+                ListenerFilter::TlsInspector
+            }
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector" => {
+                ListenerFilter::HttpInspector
+            }
+            "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" => {
+                ListenerFilter::OriginalDst
+            }
+            "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" => {
+                let pp = xds_client::proto::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol::decode(any.value.as_slice())
                 .map_err(|e| ConfigError::at(&p, e.to_string()))?;
-            ListenerFilter::ProxyProtocol { allow_without: pp.allow_requests_without_proxy_protocol }
-        }
-        _ => return Err(ConfigError::at(&p, format!("unsupported listener filter {}", any.type_url))),
-    })
+                ListenerFilter::ProxyProtocol {
+                    allow_without: pp.allow_requests_without_proxy_protocol,
+                }
+            }
+            _ => {
+                return Err(ConfigError::at(
+                    &p,
+                    format!("unsupported listener filter {}", any.type_url),
+                ))
+            }
+        },
+    )
 }
 
 fn chain_match(m: Option<&listener::FilterChainMatch>, path: &str) -> Result<ChainMatch> {
@@ -205,31 +267,64 @@ fn chain_match(m: Option<&listener::FilterChainMatch>, path: &str) -> Result<Cha
         u16::try_from(p).map_err(|_| ConfigError::at(join(path, field), "port out of range"))
     };
     Ok(ChainMatch {
-        destination_port: m.destination_port.as_ref().map(|v| port(v.value, "destination_port")).transpose()?,
+        destination_port: m
+            .destination_port
+            .as_ref()
+            .map(|v| port(v.value, "destination_port"))
+            .transpose()?,
         prefix_ranges: common::cidrs(&m.prefix_ranges, &join(path, "prefix_ranges"))?,
-        server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
-        transport_protocol: (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone()),
+        server_names: m
+            .server_names
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        transport_protocol: (!m.transport_protocol.is_empty())
+            .then(|| m.transport_protocol.clone()),
         application_protocols: m.application_protocols.clone(),
-        direct_source_prefix_ranges: common::cidrs(&m.direct_source_prefix_ranges, &join(path, "direct_source_prefix_ranges"))?,
+        direct_source_prefix_ranges: common::cidrs(
+            &m.direct_source_prefix_ranges,
+            &join(path, "direct_source_prefix_ranges"),
+        )?,
         source_type: match m.source_type {
             1 => SourceType::SameIpOrLoopback,
             2 => SourceType::External,
             _ => SourceType::Any,
         },
-        source_prefix_ranges: common::cidrs(&m.source_prefix_ranges, &join(path, "source_prefix_ranges"))?,
-        source_ports: m.source_ports.iter().map(|p| port(*p, "source_ports")).collect::<Result<_>>()?,
+        source_prefix_ranges: common::cidrs(
+            &m.source_prefix_ranges,
+            &join(path, "source_prefix_ranges"),
+        )?,
+        source_ports: m
+            .source_ports
+            .iter()
+            .map(|p| port(*p, "source_ports"))
+            .collect::<Result<_>>()?,
     })
 }
 
 fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Result<FilterChain> {
-    let matcher = chain_match(c.filter_chain_match.as_ref(), &join(path, "filter_chain_match"))?;
-    let tls = c.transport_socket.as_ref().map(|ts| tls::downstream_transport_socket(ts, secrets, &join(path, "transport_socket"))).transpose()?.flatten();
+    let matcher = chain_match(
+        c.filter_chain_match.as_ref(),
+        &join(path, "filter_chain_match"),
+    )?;
+    let tls = c
+        .transport_socket
+        .as_ref()
+        .map(|ts| tls::downstream_transport_socket(ts, secrets, &join(path, "transport_socket")))
+        .transpose()?
+        .flatten();
     let filters_path = join(path, "filters");
-    let (last, rest) = c.filters.split_last().ok_or_else(|| ConfigError::at(&filters_path, "a filter chain needs a terminal filter"))?;
+    let (last, rest) = c
+        .filters
+        .split_last()
+        .ok_or_else(|| ConfigError::at(&filters_path, "a filter chain needs a terminal filter"))?;
     if let Some(f) = rest.first() {
         return Err(ConfigError::at(
             format!("{filters_path}[0]"),
-            format!("network filter {} before the terminal filter is not supported", f.name),
+            format!(
+                "network filter {} before the terminal filter is not supported",
+                f.name
+            ),
         ));
     }
     let fp = format!("{filters_path}[{}]", rest.len());
@@ -250,13 +345,22 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                 .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
             Terminal::Tcp(Arc::new(tcp_proxy::translate(&t, &tp)?))
         }
-        _ => return Err(ConfigError::at(&tp, format!("unsupported terminal network filter {}", any.type_url))),
+        _ => {
+            return Err(ConfigError::at(
+                &tp,
+                format!("unsupported terminal network filter {}", any.type_url),
+            ))
+        }
     };
     Ok(FilterChain {
         name: c.name.clone(),
         matcher,
         tls,
         terminal,
-        handshake_timeout: c.transport_socket_connect_timeout.as_ref().map(|d| common::duration(d, &join(path, "transport_socket_connect_timeout"))).transpose()?,
+        handshake_timeout: c
+            .transport_socket_connect_timeout
+            .as_ref()
+            .map(|d| common::duration(d, &join(path, "transport_socket_connect_timeout")))
+            .transpose()?,
     })
 }

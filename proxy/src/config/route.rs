@@ -1,6 +1,8 @@
 //! Route configuration: virtual hosts, compiled route matchers and route actions.
 
-use super::common::{self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch};
+use super::common::{
+    self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch,
+};
 use super::error::{join, ConfigError, Result};
 use regex::Regex;
 use std::time::Duration;
@@ -186,7 +188,11 @@ pub enum HashKind {
     /// A request header.
     Header(http::HeaderName),
     /// A cookie; with `ttl` a missing cookie is generated and set on the response.
-    Cookie { name: String, ttl: Option<Duration>, path: String },
+    Cookie {
+        name: String,
+        ttl: Option<Duration>,
+        path: String,
+    },
     /// The downstream source IP.
     SourceIp,
     /// A query parameter.
@@ -288,8 +294,20 @@ pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConf
         name: rc.name.clone(),
         virtual_hosts,
         ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
-        request_headers: header_mutations(&rc.request_headers_to_add, &rc.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-        response_headers: header_mutations(&rc.response_headers_to_add, &rc.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        request_headers: header_mutations(
+            &rc.request_headers_to_add,
+            &rc.request_headers_to_remove,
+            path,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        )?,
+        response_headers: header_mutations(
+            &rc.response_headers_to_add,
+            &rc.response_headers_to_remove,
+            path,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        )?,
         most_specific_wins: rc.most_specific_header_mutations_wins,
     })
 }
@@ -303,7 +321,10 @@ fn domain(d: &str, path: &str) -> Result<DomainMatch> {
     } else if let Some(p) = d.strip_suffix('*') {
         Ok(DomainMatch::Prefix(p.to_string()))
     } else if d.contains('*') {
-        Err(ConfigError::at(path, format!("invalid domain {d}: wildcards only at the start or end")))
+        Err(ConfigError::at(
+            path,
+            format!("invalid domain {d}: wildcards only at the start or end"),
+        ))
     } else {
         Ok(DomainMatch::Exact(d))
     }
@@ -326,8 +347,20 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
         name: vh.name.clone(),
         domains,
         routes,
-        request_headers: header_mutations(&vh.request_headers_to_add, &vh.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-        response_headers: header_mutations(&vh.response_headers_to_add, &vh.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        request_headers: header_mutations(
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+            path,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        )?,
+        response_headers: header_mutations(
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+            path,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        )?,
         require_tls: match vh.require_tls {
             1 => RequireTls::ExternalOnly,
             2 => RequireTls::All,
@@ -339,7 +372,10 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
 }
 
 fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
-    let m = r.r#match.as_ref().ok_or_else(|| ConfigError::at(join(path, "match"), "match is required"))?;
+    let m = r
+        .r#match
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(join(path, "match"), "match is required"))?;
     let matcher = route_matcher(m, &join(path, "match"))?;
     use route::route::Action as A;
     let action = match &r.action {
@@ -348,23 +384,51 @@ fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
         Some(A::DirectResponse(dr)) => {
             let p = join(path, "direct_response");
             if !(200..=599).contains(&dr.status) {
-                return Err(ConfigError::at(join(&p, "status"), format!("status {} out of range [200, 600)", dr.status)));
+                return Err(ConfigError::at(
+                    join(&p, "status"),
+                    format!("status {} out of range [200, 600)", dr.status),
+                ));
             }
             let body = match &dr.body {
                 Some(b) => common::data_source(b, &join(&p, "body"))?,
                 None => Vec::new(),
             };
-            Action::Direct { status: dr.status as u16, body: body.into() }
+            Action::Direct {
+                status: dr.status as u16,
+                body: body.into(),
+            }
         }
-        Some(_) => return Err(ConfigError::at(path, "route action not supported (filter_action / non_forwarding_action)")),
-        None => return Err(ConfigError::at(path, "route needs one of route, redirect, direct_response")),
+        Some(_) => {
+            return Err(ConfigError::at(
+                path,
+                "route action not supported (filter_action / non_forwarding_action)",
+            ))
+        }
+        None => {
+            return Err(ConfigError::at(
+                path,
+                "route needs one of route, redirect, direct_response",
+            ))
+        }
     };
     Ok(Route {
         name: r.name.clone(),
         matcher,
         action,
-        request_headers: header_mutations(&r.request_headers_to_add, &r.request_headers_to_remove, path, "request_headers_to_add", "request_headers_to_remove")?,
-        response_headers: header_mutations(&r.response_headers_to_add, &r.response_headers_to_remove, path, "response_headers_to_add", "response_headers_to_remove")?,
+        request_headers: header_mutations(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            path,
+            "request_headers_to_add",
+            "request_headers_to_remove",
+        )?,
+        response_headers: header_mutations(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+            path,
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        )?,
         decorator: r.decorator.as_ref().map(|d| d.operation.clone()),
     })
 }
@@ -372,18 +436,32 @@ fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
 fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
     use route::route_match::PathSpecifier as P;
     let case_sensitive = m.case_sensitive.as_ref().map(|b| b.value).unwrap_or(true);
-    let fold = |s: &str| if case_sensitive { s.to_string() } else { s.to_ascii_lowercase() };
+    let fold = |s: &str| {
+        if case_sensitive {
+            s.to_string()
+        } else {
+            s.to_ascii_lowercase()
+        }
+    };
     let path_match = match &m.path_specifier {
         Some(P::Prefix(p)) => PathMatch::Prefix(fold(p)),
         Some(P::Path(p)) => PathMatch::Path(fold(p)),
         Some(P::SafeRegex(r)) => PathMatch::Regex(common::regex(r, &join(path, "safe_regex"))?),
         Some(P::PathSeparatedPrefix(p)) => {
             if p.ends_with('/') || p.contains(['?', '#']) {
-                return Err(ConfigError::at(join(path, "path_separated_prefix"), "must not end with / or contain ? or #"));
+                return Err(ConfigError::at(
+                    join(path, "path_separated_prefix"),
+                    "must not end with / or contain ? or #",
+                ));
             }
             PathMatch::SeparatedPrefix(fold(p))
         }
-        Some(_) => return Err(ConfigError::at(path, "path specifier not supported (connect_matcher / path_match_policy)")),
+        Some(_) => {
+            return Err(ConfigError::at(
+                path,
+                "path specifier not supported (connect_matcher / path_match_policy)",
+            ))
+        }
         None => return Err(ConfigError::at(path, "a path specifier is required")),
     };
     let headers = m
@@ -400,18 +478,31 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
             use route::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
             let p = format!("{}[{i}]", join(path, "query_parameters"));
             let (value, present) = match &q.query_parameter_match_specifier {
-                Some(Q::StringMatch(s)) => (Some(string_matcher(s, &join(&p, "string_match"))?), true),
+                Some(Q::StringMatch(s)) => {
+                    (Some(string_matcher(s, &join(&p, "string_match"))?), true)
+                }
                 Some(Q::PresentMatch(b)) => (None, *b),
                 None => (None, true),
             };
-            Ok(QueryMatch { name: q.name.clone(), value, present })
+            Ok(QueryMatch {
+                name: q.name.clone(),
+                value,
+                present,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let fraction = match &m.runtime_fraction {
-        Some(rf) => Some(rf.default_value.as_ref().map(fraction).unwrap_or((0, 100))),
-        None => None,
-    };
-    Ok(RouteMatcher { path: path_match, case_sensitive, headers, query, fraction, grpc: m.grpc.is_some() })
+    let fraction = m
+        .runtime_fraction
+        .as_ref()
+        .map(|rf| rf.default_value.as_ref().map(fraction).unwrap_or((0, 100)));
+    Ok(RouteMatcher {
+        path: path_match,
+        case_sensitive,
+        headers,
+        query,
+        fraction,
+        grpc: m.grpc.is_some(),
+    })
 }
 
 fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
@@ -419,30 +510,58 @@ fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
     let exact = |s: &str| HeaderMatchKind::String(StringMatch::Exact(s.to_string(), false));
     let kind = match &h.header_match_specifier {
         Some(S::ExactMatch(s)) => exact(s),
-        Some(S::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch::Regex(common::regex(r, &join(path, "safe_regex_match"))?)),
+        Some(S::SafeRegexMatch(r)) => HeaderMatchKind::String(StringMatch::Regex(common::regex(
+            r,
+            &join(path, "safe_regex_match"),
+        )?)),
         Some(S::RangeMatch(r)) => HeaderMatchKind::Range(r.start, r.end),
         Some(S::PresentMatch(b)) => HeaderMatchKind::Present(*b),
         Some(S::PrefixMatch(s)) => HeaderMatchKind::String(StringMatch::Prefix(s.clone(), false)),
         Some(S::SuffixMatch(s)) => HeaderMatchKind::String(StringMatch::Suffix(s.clone(), false)),
-        Some(S::ContainsMatch(s)) => HeaderMatchKind::String(StringMatch::Contains(s.clone(), false)),
-        Some(S::StringMatch(s)) => HeaderMatchKind::String(string_matcher(s, &join(path, "string_match"))?),
+        Some(S::ContainsMatch(s)) => {
+            HeaderMatchKind::String(StringMatch::Contains(s.clone(), false))
+        }
+        Some(S::StringMatch(s)) => {
+            HeaderMatchKind::String(string_matcher(s, &join(path, "string_match"))?)
+        }
         None => HeaderMatchKind::Present(true),
     };
-    let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
-        .map_err(|_| ConfigError::at(join(path, "name"), format!("invalid header name {:?}", h.name)))?;
-    Ok(HeaderMatch { name, kind, invert: h.invert_match, missing_as_empty: h.treat_missing_header_as_empty })
+    let name =
+        http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+            ConfigError::at(
+                join(path, "name"),
+                format!("invalid header name {:?}", h.name),
+            )
+        })?;
+    Ok(HeaderMatch {
+        name,
+        kind,
+        invert: h.invert_match,
+        missing_as_empty: h.treat_missing_header_as_empty,
+    })
 }
 
-fn regex_substitution(r: &xds_client::proto::envoy::r#type::matcher::v3::RegexMatchAndSubstitute, path: &str) -> Result<(Regex, String)> {
-    let pattern = r.pattern.as_ref().ok_or_else(|| ConfigError::at(join(path, "pattern"), "pattern is required"))?;
-    let re = Regex::new(&pattern.regex).map_err(|e| ConfigError::at(join(path, "pattern.regex"), format!("invalid regex: {e}")))?;
+fn regex_substitution(
+    r: &xds_client::proto::envoy::r#type::matcher::v3::RegexMatchAndSubstitute,
+    path: &str,
+) -> Result<(Regex, String)> {
+    let pattern = r
+        .pattern
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(join(path, "pattern"), "pattern is required"))?;
+    let re = Regex::new(&pattern.regex)
+        .map_err(|e| ConfigError::at(join(path, "pattern.regex"), format!("invalid regex: {e}")))?;
     // RE2 substitutions use \1; the regex crate uses ${1}.
-    let sub = Regex::new(r"\\(\d)").expect("static regex").replace_all(&r.substitution, "$${$1}").into_owned();
+    let sub = Regex::new(r"\\(\d)")
+        .expect("static regex")
+        .replace_all(&r.substitution, "$${$1}")
+        .into_owned();
     Ok((re, sub))
 }
 
 fn upgrades(list: impl Iterator<Item = (String, Option<bool>)>) -> Vec<(String, bool)> {
-    list.map(|(t, e)| (t.to_ascii_lowercase(), e.unwrap_or(true))).collect()
+    list.map(|(t, e)| (t.to_ascii_lowercase(), e.unwrap_or(true)))
+        .collect()
 }
 
 fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
@@ -450,18 +569,34 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
     let target = match &ra.cluster_specifier {
         Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.clone()),
         Some(C::ClusterHeader(h)) => ClusterTarget::Header(
-            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ConfigError::at(join(path, "cluster_header"), "invalid header name"))?,
+            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::at(join(path, "cluster_header"), "invalid header name")
+            })?,
         ),
         Some(C::WeightedClusters(wc)) => weighted(wc, &join(path, "weighted_clusters"))?,
-        Some(C::Cluster(_)) | None => return Err(ConfigError::at(path, "route needs cluster, cluster_header or weighted_clusters")),
-        Some(_) => return Err(ConfigError::at(path, "cluster specifier plugins are not supported")),
+        Some(C::Cluster(_)) | None => {
+            return Err(ConfigError::at(
+                path,
+                "route needs cluster, cluster_header or weighted_clusters",
+            ))
+        }
+        Some(_) => {
+            return Err(ConfigError::at(
+                path,
+                "cluster specifier plugins are not supported",
+            ))
+        }
     };
     let host_rewrite = match &ra.host_rewrite_specifier {
         Some(H::HostRewriteLiteral(h)) => HostRewrite::Literal(h.clone()),
         Some(H::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
         Some(H::AutoHostRewrite(_)) | None => HostRewrite::None,
-        Some(_) => return Err(ConfigError::at(path, "host rewrite from header / path regex is not supported")),
+        Some(_) => {
+            return Err(ConfigError::at(
+                path,
+                "host rewrite from header / path regex is not supported",
+            ))
+        }
     };
     let hash_policies = ra
         .hash_policy
@@ -472,14 +607,38 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
     Ok(Forward {
         target,
         prefix_rewrite: (!ra.prefix_rewrite.is_empty()).then(|| ra.prefix_rewrite.clone()),
-        regex_rewrite: ra.regex_rewrite.as_ref().map(|r| regex_substitution(r, &join(path, "regex_rewrite"))).transpose()?,
+        regex_rewrite: ra
+            .regex_rewrite
+            .as_ref()
+            .map(|r| regex_substitution(r, &join(path, "regex_rewrite")))
+            .transpose()?,
         host_rewrite,
-        timeout: common::timeout(ra.timeout.as_ref(), Some(DEFAULT_ROUTE_TIMEOUT), &join(path, "timeout"))?,
-        idle_timeout: ra.idle_timeout.as_ref().map(|d| common::timeout(Some(d), None, &join(path, "idle_timeout"))).transpose()?,
+        timeout: common::timeout(
+            ra.timeout.as_ref(),
+            Some(DEFAULT_ROUTE_TIMEOUT),
+            &join(path, "timeout"),
+        )?,
+        idle_timeout: ra
+            .idle_timeout
+            .as_ref()
+            .map(|d| common::timeout(Some(d), None, &join(path, "idle_timeout")))
+            .transpose()?,
         hash_policies,
-        upgrades: upgrades(ra.upgrade_configs.iter().map(|u| (u.upgrade_type.clone(), u.enabled.as_ref().map(|b| b.value)))),
-        max_stream_duration: match ra.max_stream_duration.as_ref().and_then(|m| m.max_stream_duration.as_ref()) {
-            Some(d) => common::timeout(Some(d), None, &join(path, "max_stream_duration.max_stream_duration"))?,
+        upgrades: upgrades(
+            ra.upgrade_configs
+                .iter()
+                .map(|u| (u.upgrade_type.clone(), u.enabled.as_ref().map(|b| b.value))),
+        ),
+        max_stream_duration: match ra
+            .max_stream_duration
+            .as_ref()
+            .and_then(|m| m.max_stream_duration.as_ref())
+        {
+            Some(d) => common::timeout(
+                Some(d),
+                None,
+                &join(path, "max_stream_duration.max_stream_duration"),
+            )?,
             None => None,
         },
     })
@@ -490,24 +649,48 @@ fn weighted(wc: &route::WeightedCluster, path: &str) -> Result<ClusterTarget> {
     for (i, c) in wc.clusters.iter().enumerate() {
         let p = format!("{}[{i}]", join(path, "clusters"));
         if c.name.is_empty() {
-            return Err(ConfigError::at(join(&p, "name"), "cluster name is required"));
+            return Err(ConfigError::at(
+                join(&p, "name"),
+                "cluster name is required",
+            ));
         }
         targets.push(WeightedTarget {
             name: c.name.clone(),
             weight: c.weight.as_ref().map(|w| u64::from(w.value)).unwrap_or(0),
-            request_headers: header_mutations(&c.request_headers_to_add, &c.request_headers_to_remove, &p, "request_headers_to_add", "request_headers_to_remove")?,
-            response_headers: header_mutations(&c.response_headers_to_add, &c.response_headers_to_remove, &p, "response_headers_to_add", "response_headers_to_remove")?,
+            request_headers: header_mutations(
+                &c.request_headers_to_add,
+                &c.request_headers_to_remove,
+                &p,
+                "request_headers_to_add",
+                "request_headers_to_remove",
+            )?,
+            response_headers: header_mutations(
+                &c.response_headers_to_add,
+                &c.response_headers_to_remove,
+                &p,
+                "response_headers_to_add",
+                "response_headers_to_remove",
+            )?,
         });
     }
     let sum: u64 = targets.iter().map(|t| t.weight).sum();
     let total = match &wc.total_weight {
         Some(t) if u64::from(t.value) != sum => {
-            return Err(ConfigError::at(join(path, "total_weight"), format!("sum of weights {sum} does not equal total_weight {}", t.value)))
+            return Err(ConfigError::at(
+                join(path, "total_weight"),
+                format!(
+                    "sum of weights {sum} does not equal total_weight {}",
+                    t.value
+                ),
+            ))
         }
         _ => sum,
     };
     if total == 0 {
-        return Err(ConfigError::at(path, "sum of weights must be greater than 0"));
+        return Err(ConfigError::at(
+            path,
+            "sum of weights must be greater than 0",
+        ));
     }
     Ok(ClusterTarget::Weighted(targets, total))
 }
@@ -516,19 +699,32 @@ fn hash_policy(hp: &route::route_action::HashPolicy, path: &str) -> Result<HashP
     use route::route_action::hash_policy::PolicySpecifier as P;
     let kind = match &hp.policy_specifier {
         Some(P::Header(h)) => HashKind::Header(
-            http::HeaderName::from_bytes(h.header_name.to_ascii_lowercase().as_bytes())
-                .map_err(|_| ConfigError::at(join(path, "header.header_name"), "invalid header name"))?,
+            http::HeaderName::from_bytes(h.header_name.to_ascii_lowercase().as_bytes()).map_err(
+                |_| ConfigError::at(join(path, "header.header_name"), "invalid header name"),
+            )?,
         ),
         Some(P::Cookie(c)) => HashKind::Cookie {
             name: c.name.clone(),
-            ttl: c.ttl.as_ref().map(|d| common::duration(d, &join(path, "cookie.ttl"))).transpose()?,
+            ttl: c
+                .ttl
+                .as_ref()
+                .map(|d| common::duration(d, &join(path, "cookie.ttl")))
+                .transpose()?,
             path: c.path.clone(),
         },
         Some(P::ConnectionProperties(cp)) if cp.source_ip => HashKind::SourceIp,
         Some(P::QueryParameter(q)) => HashKind::QueryParameter(q.name.clone()),
-        _ => return Err(ConfigError::at(path, "hash policy not supported (filter_state / empty connection_properties)")),
+        _ => {
+            return Err(ConfigError::at(
+                path,
+                "hash policy not supported (filter_state / empty connection_properties)",
+            ))
+        }
     };
-    Ok(HashPolicy { kind, terminal: hp.terminal })
+    Ok(HashPolicy {
+        kind,
+        terminal: hp.terminal,
+    })
 }
 
 fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
@@ -541,8 +737,17 @@ fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
     let (path_redirect, prefix, regex) = match &rd.path_rewrite_specifier {
         Some(P::PathRedirect(p)) => (Some(p.clone()), None, None),
         Some(P::PrefixRewrite(p)) => (None, Some(p.clone()), None),
-        Some(P::RegexRewrite(r)) => (None, None, Some(regex_substitution(r, &join(path, "regex_rewrite"))?)),
-        Some(P::PathRewrite(_)) => return Err(ConfigError::at(join(path, "path_rewrite"), "path templates are not supported")),
+        Some(P::RegexRewrite(r)) => (
+            None,
+            None,
+            Some(regex_substitution(r, &join(path, "regex_rewrite"))?),
+        ),
+        Some(P::PathRewrite(_)) => {
+            return Err(ConfigError::at(
+                join(path, "path_rewrite"),
+                "path templates are not supported",
+            ))
+        }
         None => (None, None, None),
     };
     let status = match rd.response_code {
@@ -551,7 +756,12 @@ fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
         2 => 303,
         3 => 307,
         4 => 308,
-        n => return Err(ConfigError::at(join(path, "response_code"), format!("unknown response code {n}"))),
+        n => {
+            return Err(ConfigError::at(
+                join(path, "response_code"),
+                format!("unknown response code {n}"),
+            ))
+        }
     };
     Ok(Redirect {
         scheme,
@@ -559,7 +769,12 @@ fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
         port: match rd.port_redirect {
             0 => None,
             p if p <= 65535 => Some(p as u16),
-            _ => return Err(ConfigError::at(join(path, "port_redirect"), "port out of range")),
+            _ => {
+                return Err(ConfigError::at(
+                    join(path, "port_redirect"),
+                    "port out of range",
+                ))
+            }
         },
         path: path_redirect,
         prefix,

@@ -16,7 +16,10 @@ impl Secrets {
         let mut by_name = HashMap::new();
         for (i, s) in list.iter().enumerate() {
             if by_name.insert(s.name.clone(), s.clone()).is_some() {
-                return Err(ConfigError::at(format!("{}[{i}]", join(path, "name")), format!("duplicate secret {}", s.name)));
+                return Err(ConfigError::at(
+                    format!("{}[{i}]", join(path, "name")),
+                    format!("duplicate secret {}", s.name),
+                ));
             }
         }
         Ok(Secrets { by_name })

@@ -333,9 +333,68 @@ pub fn find(name: &str) -> Option<&'static MessageSupport> {
     MESSAGES.iter().find(|m| m.name == name)
 }
 
+/// Renders the table as the README's conformance section, so the two cannot drift apart
+/// (a test compares them).
+#[cfg(test)]
+pub fn conformance_markdown() -> String {
+    let mut out = String::from(
+        "| Envoy message | Honoured fields | Accepted, no effect yet |\n|---|---|---|\n",
+    );
+    for m in MESSAGES {
+        let honoured: Vec<_> = m
+            .fields
+            .iter()
+            .filter(|(_, s)| *s == Support::Honoured)
+            .map(|(f, _)| format!("`{f}`"))
+            .collect();
+        let inert: Vec<_> = m
+            .fields
+            .iter()
+            .filter_map(|(f, s)| match s {
+                Support::NoEffect(why) => Some(format!("`{f}` ({why})")),
+                Support::Honoured => None,
+            })
+            .collect();
+        let fields = if honoured.is_empty() {
+            "(no fields)".to_string()
+        } else {
+            honoured.join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            m.name,
+            fields,
+            inert.join("; ")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readme_conformance_table_matches_the_registry() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let start = readme
+            .find("<!-- conformance:start -->")
+            .expect("start marker")
+            + "<!-- conformance:start -->\n".len();
+        let end = readme.find("<!-- conformance:end -->").expect("end marker");
+        let want = conformance_markdown();
+        if readme[start..end] != want {
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../target/conformance.md"),
+                &want,
+            )
+            .ok();
+            panic!(
+                "README conformance table is stale; the expected table is in target/conformance.md"
+            );
+        }
+    }
 
     #[test]
     fn every_listed_message_and_field_exists_in_envoys_protos() {

@@ -25,26 +25,51 @@ pub struct TcpProxyConfig {
 pub fn translate(t: &tcp::TcpProxy, path: &str) -> Result<TcpProxyConfig> {
     use tcp::tcp_proxy::ClusterSpecifier as C;
     if t.stat_prefix.is_empty() {
-        return Err(ConfigError::at(join(path, "stat_prefix"), "stat_prefix is required"));
+        return Err(ConfigError::at(
+            join(path, "stat_prefix"),
+            "stat_prefix is required",
+        ));
     }
     let clusters = match &t.cluster_specifier {
         Some(C::Cluster(c)) => vec![(c.clone(), 1)],
         Some(C::WeightedClusters(w)) => {
             if w.clusters.is_empty() {
-                return Err(ConfigError::at(join(path, "weighted_clusters.clusters"), "at least one cluster is required"));
+                return Err(ConfigError::at(
+                    join(path, "weighted_clusters.clusters"),
+                    "at least one cluster is required",
+                ));
             }
-            w.clusters.iter().map(|c| (c.name.clone(), u64::from(c.weight))).collect()
+            w.clusters
+                .iter()
+                .map(|c| (c.name.clone(), u64::from(c.weight)))
+                .collect()
         }
-        None => return Err(ConfigError::at(path, "cluster or weighted_clusters is required")),
+        None => {
+            return Err(ConfigError::at(
+                path,
+                "cluster or weighted_clusters is required",
+            ))
+        }
     };
-    let attempts = t.max_connect_attempts.as_ref().map(|v| v.value).unwrap_or(1);
+    let attempts = t
+        .max_connect_attempts
+        .as_ref()
+        .map(|v| v.value)
+        .unwrap_or(1);
     if attempts == 0 {
-        return Err(ConfigError::at(join(path, "max_connect_attempts"), "must be at least 1"));
+        return Err(ConfigError::at(
+            join(path, "max_connect_attempts"),
+            "must be at least 1",
+        ));
     }
     Ok(TcpProxyConfig {
         stat_prefix: t.stat_prefix.clone(),
         clusters,
-        idle_timeout: common::timeout(t.idle_timeout.as_ref(), Some(Duration::from_secs(3600)), &join(path, "idle_timeout"))?,
+        idle_timeout: common::timeout(
+            t.idle_timeout.as_ref(),
+            Some(Duration::from_secs(3600)),
+            &join(path, "idle_timeout"),
+        )?,
         max_connect_attempts: attempts,
         access_logs: access_log::translate_all(&t.access_log, &join(path, "access_log"))?,
     })

@@ -47,14 +47,25 @@ struct Material {
     pending: Vec<String>,
 }
 
-fn any_of<M: Message + Default>(any: &xds_client::proto::google::protobuf::Any, want: &str, path: &str) -> Result<M> {
+fn any_of<M: Message + Default>(
+    any: &xds_client::proto::google::protobuf::Any,
+    want: &str,
+    path: &str,
+) -> Result<M> {
     if xds_client::descriptors::type_name_of_url(&any.type_url) != want {
-        return Err(ConfigError::at(path, format!("expected {want}, got {}", any.type_url)));
+        return Err(ConfigError::at(
+            path,
+            format!("expected {want}, got {}", any.type_url),
+        ));
     }
-    M::decode(any.value.as_slice()).map_err(|e| ConfigError::at(path, format!("malformed {want}: {e}")))
+    M::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::at(path, format!("malformed {want}: {e}")))
 }
 
-fn typed_config(ts: &core::TransportSocket, path: &str) -> Result<Option<xds_client::proto::google::protobuf::Any>> {
+fn typed_config(
+    ts: &core::TransportSocket,
+    path: &str,
+) -> Result<Option<xds_client::proto::google::protobuf::Any>> {
     match &ts.config_type {
         Some(core::transport_socket::ConfigType::TypedConfig(a)) => {
             if xds_client::descriptors::type_name_of_url(&a.type_url) == RAW_BUFFER {
@@ -63,13 +74,22 @@ fn typed_config(ts: &core::TransportSocket, path: &str) -> Result<Option<xds_cli
                 Ok(Some(a.clone()))
             }
         }
-        None => Err(ConfigError::at(join(path, "typed_config"), "typed_config is required")),
+        None => Err(ConfigError::at(
+            join(path, "typed_config"),
+            "typed_config is required",
+        )),
     }
 }
 
 /// Translates a listener's `transport_socket` (None for raw buffer).
-pub fn downstream_transport_socket(ts: &core::TransportSocket, secrets: &Secrets, path: &str) -> Result<Option<ServerTls>> {
-    let Some(any) = typed_config(ts, path)? else { return Ok(None) };
+pub fn downstream_transport_socket(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<Option<ServerTls>> {
+    let Some(any) = typed_config(ts, path)? else {
+        return Ok(None);
+    };
     let p = join(path, "typed_config");
     let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
@@ -82,7 +102,11 @@ pub fn downstream_transport_socket(ts: &core::TransportSocket, secrets: &Secrets
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| ConfigError::at(&p, e.to_string()))?;
-    let require = ctx.require_client_certificate.as_ref().map(|b| b.value).unwrap_or(false);
+    let require = ctx
+        .require_client_certificate
+        .as_ref()
+        .map(|b| b.value)
+        .unwrap_or(false);
     let builder = match m.roots {
         Some(roots) => {
             let v = verify::DownstreamVerifier::new(roots, m.sans, require, provider)
@@ -90,31 +114,58 @@ pub fn downstream_transport_socket(ts: &core::TransportSocket, secrets: &Secrets
             builder.with_client_cert_verifier(Arc::new(v))
         }
         None if require => {
-            return Err(ConfigError::at(join(&p, "require_client_certificate"), "requires a validation context with trusted_ca"))
+            return Err(ConfigError::at(
+                join(&p, "require_client_certificate"),
+                "requires a validation context with trusted_ca",
+            ))
         }
         None => builder.with_no_client_auth(),
     };
     let (chain, key) = m.certs.ok_or_else(|| {
-        ConfigError::at(join(&p, "common_tls_context"), "a server TLS context needs a certificate")
+        ConfigError::at(
+            join(&p, "common_tls_context"),
+            "a server TLS context needs a certificate",
+        )
     })?;
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| ConfigError::at(join(&p, "common_tls_context.tls_certificates"), e.to_string()))?;
-    config.alpn_protocols = common.alpn_protocols.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        ConfigError::at(
+            join(&p, "common_tls_context.tls_certificates"),
+            e.to_string(),
+        )
+    })?;
+    config.alpn_protocols = common
+        .alpn_protocols
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
     Ok(Some(ServerTls::Ready(Arc::new(config))))
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
-pub fn upstream_transport_socket(ts: &core::TransportSocket, secrets: &Secrets, path: &str) -> Result<Option<Arc<UpstreamTls>>> {
-    let Some(any) = typed_config(ts, path)? else { return Ok(None) };
+pub fn upstream_transport_socket(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<Option<Arc<UpstreamTls>>> {
+    let Some(any) = typed_config(ts, path)? else {
+        return Ok(None);
+    };
     let p = join(path, "typed_config");
     let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
-    let alpn = common.alpn_protocols.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let alpn = common
+        .alpn_protocols
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
     let sni = (!ctx.sni.is_empty()).then(|| ctx.sni.clone());
     if !m.pending.is_empty() {
-        return Ok(Some(Arc::new(UpstreamTls { config: Err(m.pending), sni, alpn })));
+        return Ok(Some(Arc::new(UpstreamTls {
+            config: Err(m.pending),
+            sni,
+            alpn,
+        })));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -126,73 +177,136 @@ pub fn upstream_transport_socket(ts: &core::TransportSocket, secrets: &Secrets, 
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match m.certs {
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| ConfigError::at(join(&p, "common_tls_context.tls_certificates"), e.to_string()))?,
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            ConfigError::at(
+                join(&p, "common_tls_context.tls_certificates"),
+                e.to_string(),
+            )
+        })?,
         None => builder.with_no_client_auth(),
     };
     config.enable_sni = sni.is_some();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    Ok(Some(Arc::new(UpstreamTls { config: Ok(Arc::new(config)), sni, alpn })))
+    Ok(Some(Arc::new(UpstreamTls {
+        config: Ok(Arc::new(config)),
+        sni,
+        alpn,
+    })))
 }
 
 fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Result<Material> {
-    let mut m = Material { certs: None, roots: None, sans: Vec::new(), pending: Vec::new() };
+    let mut m = Material {
+        certs: None,
+        roots: None,
+        sans: Vec::new(),
+        pending: Vec::new(),
+    };
     if common.tls_certificates.len() + common.tls_certificate_sds_secret_configs.len() > 1 {
-        return Err(ConfigError::at(path, "only one TLS certificate per context is supported"));
+        return Err(ConfigError::at(
+            path,
+            "only one TLS certificate per context is supported",
+        ));
     }
     if let Some(c) = common.tls_certificates.first() {
-        m.certs = Some(certificate(c, &format!("{}[0]", join(path, "tls_certificates")))?);
+        m.certs = Some(certificate(
+            c,
+            &format!("{}[0]", join(path, "tls_certificates")),
+        )?);
     }
     if let Some(sds) = common.tls_certificate_sds_secret_configs.first() {
         let p = format!("{}[0]", join(path, "tls_certificate_sds_secret_configs"));
         match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
             Some(tls::secret::Type::TlsCertificate(c)) => m.certs = Some(certificate(c, &p)?),
-            Some(_) => return Err(ConfigError::at(&p, format!("secret {} is not a tls_certificate", sds.name))),
+            Some(_) => {
+                return Err(ConfigError::at(
+                    &p,
+                    format!("secret {} is not a tls_certificate", sds.name),
+                ))
+            }
             None if sds.sds_config.is_some() => m.pending.push(sds.name.clone()),
-            None => return Err(ConfigError::at(join(&p, "name"), format!("unknown static secret {}", sds.name))),
+            None => {
+                return Err(ConfigError::at(
+                    join(&p, "name"),
+                    format!("unknown static secret {}", sds.name),
+                ))
+            }
         }
     }
     use tls::common_tls_context::ValidationContextType as V;
     match &common.validation_context_type {
         Some(V::ValidationContext(v)) => validation(v, &mut m, &join(path, "validation_context"))?,
-        Some(V::ValidationContextSdsSecretConfig(sds)) => {
-            sds_validation(sds, secrets, &mut m, &join(path, "validation_context_sds_secret_config"))?
-        }
+        Some(V::ValidationContextSdsSecretConfig(sds)) => sds_validation(
+            sds,
+            secrets,
+            &mut m,
+            &join(path, "validation_context_sds_secret_config"),
+        )?,
         Some(V::CombinedValidationContext(c)) => {
             let p = join(path, "combined_validation_context");
             if let Some(d) = &c.default_validation_context {
                 validation(d, &mut m, &join(&p, "default_validation_context"))?;
             }
             if let Some(sds) = &c.validation_context_sds_secret_config {
-                sds_validation(sds, secrets, &mut m, &join(&p, "validation_context_sds_secret_config"))?;
+                sds_validation(
+                    sds,
+                    secrets,
+                    &mut m,
+                    &join(&p, "validation_context_sds_secret_config"),
+                )?;
             }
         }
-        Some(_) => return Err(ConfigError::at(path, "certificate provider validation contexts are not supported")),
+        Some(_) => {
+            return Err(ConfigError::at(
+                path,
+                "certificate provider validation contexts are not supported",
+            ))
+        }
         None => {}
     }
     Ok(m)
 }
 
-fn sds_validation(sds: &tls::SdsSecretConfig, secrets: &Secrets, m: &mut Material, path: &str) -> Result<()> {
+fn sds_validation(
+    sds: &tls::SdsSecretConfig,
+    secrets: &Secrets,
+    m: &mut Material,
+    path: &str,
+) -> Result<()> {
     match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
         Some(tls::secret::Type::ValidationContext(v)) => validation(v, m, path),
-        Some(_) => Err(ConfigError::at(path, format!("secret {} is not a validation_context", sds.name))),
+        Some(_) => Err(ConfigError::at(
+            path,
+            format!("secret {} is not a validation_context", sds.name),
+        )),
         None if sds.sds_config.is_some() => {
             m.pending.push(sds.name.clone());
             Ok(())
         }
-        None => Err(ConfigError::at(join(path, "name"), format!("unknown static secret {}", sds.name))),
+        None => Err(ConfigError::at(
+            join(path, "name"),
+            format!("unknown static secret {}", sds.name),
+        )),
     }
 }
 
-fn certificate(c: &tls::TlsCertificate, path: &str) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn certificate(
+    c: &tls::TlsCertificate,
+    path: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain_path = join(path, "certificate_chain");
     let key_path = join(path, "private_key");
-    let chain = c.certificate_chain.as_ref().ok_or_else(|| ConfigError::at(&chain_path, "certificate_chain is required"))?;
-    let key = c.private_key.as_ref().ok_or_else(|| ConfigError::at(&key_path, "private_key is required"))?;
-    let chain = pem::certificates(&common::data_source(chain, &chain_path)?).map_err(|e| ConfigError::at(&chain_path, e))?;
-    let key = pem::private_key(&common::data_source(key, &key_path)?).map_err(|e| ConfigError::at(&key_path, e))?;
+    let chain = c
+        .certificate_chain
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&chain_path, "certificate_chain is required"))?;
+    let key = c
+        .private_key
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&key_path, "private_key is required"))?;
+    let chain = pem::certificates(&common::data_source(chain, &chain_path)?)
+        .map_err(|e| ConfigError::at(&chain_path, e))?;
+    let key = pem::private_key(&common::data_source(key, &key_path)?)
+        .map_err(|e| ConfigError::at(&key_path, e))?;
     Ok((chain, key))
 }
 
@@ -200,8 +314,12 @@ fn validation(v: &tls::CertificateValidationContext, m: &mut Material, path: &st
     if let Some(ca) = &v.trusted_ca {
         let p = join(path, "trusted_ca");
         let mut roots = rustls::RootCertStore::empty();
-        for cert in pem::certificates(&common::data_source(ca, &p)?).map_err(|e| ConfigError::at(&p, e))? {
-            roots.add(cert).map_err(|e| ConfigError::at(&p, format!("invalid CA certificate: {e}")))?;
+        for cert in
+            pem::certificates(&common::data_source(ca, &p)?).map_err(|e| ConfigError::at(&p, e))?
+        {
+            roots
+                .add(cert)
+                .map_err(|e| ConfigError::at(&p, format!("invalid CA certificate: {e}")))?;
         }
         m.roots = Some(roots);
     }
@@ -212,23 +330,45 @@ fn validation(v: &tls::CertificateValidationContext, m: &mut Material, path: &st
             2 => SanType::Dns,
             3 => SanType::Uri,
             4 => SanType::IpAddress,
-            n => return Err(ConfigError::at(join(&p, "san_type"), format!("unsupported san_type {n}"))),
+            n => {
+                return Err(ConfigError::at(
+                    join(&p, "san_type"),
+                    format!("unsupported san_type {n}"),
+                ))
+            }
         };
-        let matcher = s.matcher.as_ref().ok_or_else(|| ConfigError::at(join(&p, "matcher"), "matcher is required"))?;
-        m.sans.push(SanMatcher { san_type: Some(san_type), matcher: string_matcher(matcher, &join(&p, "matcher"))? });
+        let matcher = s
+            .matcher
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(join(&p, "matcher"), "matcher is required"))?;
+        m.sans.push(SanMatcher {
+            san_type: Some(san_type),
+            matcher: string_matcher(matcher, &join(&p, "matcher"))?,
+        });
     }
     for (i, s) in v.match_subject_alt_names.iter().enumerate() {
         let p = format!("{}[{i}]", join(path, "match_subject_alt_names"));
-        m.sans.push(SanMatcher { san_type: None, matcher: string_matcher(s, &p)? });
+        m.sans.push(SanMatcher {
+            san_type: None,
+            matcher: string_matcher(s, &p)?,
+        });
     }
     Ok(())
 }
 
-fn versions(common: &tls::CommonTlsContext, path: &str) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
+fn versions(
+    common: &tls::CommonTlsContext,
+    path: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
     let (min, max) = common
         .tls_params
         .as_ref()
-        .map(|p| (p.tls_minimum_protocol_version, p.tls_maximum_protocol_version))
+        .map(|p| {
+            (
+                p.tls_minimum_protocol_version,
+                p.tls_maximum_protocol_version,
+            )
+        })
         .unwrap_or((0, 0));
     // TLS_AUTO = 0, TLSv1_0..TLSv1_3 = 1..4. Envoy's defaults: min 1.2, max 1.3.
     let min = if min == 0 { 3 } else { min };
@@ -241,14 +381,19 @@ fn versions(common: &tls::CommonTlsContext, path: &str) -> Result<Vec<&'static r
         out.push(&rustls::version::TLS13);
     }
     if out.is_empty() || min > max {
-        return Err(ConfigError::at(path, "TLS versions below 1.2 are not supported"));
+        return Err(ConfigError::at(
+            path,
+            "TLS versions below 1.2 are not supported",
+        ));
     }
     Ok(out)
 }
 
 fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProvider>> {
     let mut provider = rustls::crypto::ring::default_provider();
-    let Some(params) = &common.tls_params else { return Ok(Arc::new(provider)) };
+    let Some(params) = &common.tls_params else {
+        return Ok(Arc::new(provider));
+    };
     if !params.cipher_suites.is_empty() {
         let mut suites: Vec<rustls::SupportedCipherSuite> = provider
             .cipher_suites
@@ -257,10 +402,16 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
             .copied()
             .collect();
         for (i, name) in params.cipher_suites.iter().enumerate() {
-            let names = name.trim_start_matches('[').trim_end_matches(']').split('|');
+            let names = name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .split('|');
             for n in names {
                 let suite = tls12_suite(n).ok_or_else(|| {
-                    ConfigError::at(format!("{}[{i}]", join(path, "cipher_suites")), format!("unsupported cipher suite {n}"))
+                    ConfigError::at(
+                        format!("{}[{i}]", join(path, "cipher_suites")),
+                        format!("unsupported cipher suite {n}"),
+                    )
                 })?;
                 if !suites.contains(&suite) {
                     suites.push(suite);
@@ -278,7 +429,10 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
                 "P-256" => kx_group::SECP256R1,
                 "P-384" => kx_group::SECP384R1,
                 other => {
-                    return Err(ConfigError::at(format!("{}[{i}]", join(path, "ecdh_curves")), format!("unsupported curve {other}")))
+                    return Err(ConfigError::at(
+                        format!("{}[{i}]", join(path, "ecdh_curves")),
+                        format!("unsupported curve {other}"),
+                    ))
                 }
             });
         }

@@ -54,7 +54,13 @@ struct HttpStats {
 }
 
 fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
-    ["1", "2", "3", "4", "5"].map(|d| scope.counter_tagged(&format!("downstream_rq_{d}xx"), "downstream_rq_xx", ("envoy_response_code_class", d)))
+    ["1", "2", "3", "4", "5"].map(|d| {
+        scope.counter_tagged(
+            &format!("downstream_rq_{d}xx"),
+            "downstream_rq_xx",
+            ("envoy_response_code_class", d),
+        )
+    })
 }
 
 /// A connection manager instance (one per filter chain).
@@ -87,16 +93,36 @@ impl ConnState {
         if self.active.load(Ordering::Relaxed) > 0 {
             return std::time::Duration::ZERO;
         }
-        self.last_active.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+        self.last_active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
     }
 }
 
 impl HttpConnectionManager {
     /// Builds the manager with its stats and access-log writers.
-    pub fn new(config: Arc<HttpConnectionManagerConfig>, root: &Scope, listener: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
-        let s = root.tagged("http", "envoy_http_conn_manager_prefix", &config.stat_prefix);
-        let ls = listener.tagged("http", "envoy_http_conn_manager_prefix", &config.stat_prefix);
-        let access_logs = config.access_logs.iter().map(|l| AccessLogger::start(l, flush)).collect::<std::io::Result<_>>()?;
+    pub fn new(
+        config: Arc<HttpConnectionManagerConfig>,
+        root: &Scope,
+        listener: &Scope,
+        flush: std::time::Duration,
+    ) -> std::io::Result<Arc<Self>> {
+        let s = root.tagged(
+            "http",
+            "envoy_http_conn_manager_prefix",
+            &config.stat_prefix,
+        );
+        let ls = listener.tagged(
+            "http",
+            "envoy_http_conn_manager_prefix",
+            &config.stat_prefix,
+        );
+        let access_logs = config
+            .access_logs
+            .iter()
+            .map(|l| AccessLogger::start(l, flush))
+            .collect::<std::io::Result<_>>()?;
         Ok(Arc::new(HttpConnectionManager {
             stats: HttpStats {
                 cx_total: s.counter("downstream_cx_total"),
@@ -138,7 +164,12 @@ impl HttpConnectionManager {
             Codec::Auto => None,
         };
         let info = Arc::new(info);
-        let state = Arc::new(ConnState { requests: AtomicU32::new(0), active: AtomicU32::new(0), last_active: std::sync::Mutex::new(Instant::now()), shutdown: tokio::sync::Notify::new() });
+        let state = Arc::new(ConnState {
+            requests: AtomicU32::new(0),
+            active: AtomicU32::new(0),
+            last_active: std::sync::Mutex::new(Instant::now()),
+            shutdown: tokio::sync::Notify::new(),
+        });
         let this = self.clone();
         let st = state.clone();
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -151,7 +182,10 @@ impl HttpConnectionManager {
         let io = TokioIo::new(io);
         let c = &self.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder.http1().max_buf_size(c.max_request_headers_bytes.max(8192)).timer(hyper_util::rt::TokioTimer::new());
+        builder
+            .http1()
+            .max_buf_size(c.max_request_headers_bytes.max(8192))
+            .timer(hyper_util::rt::TokioTimer::new());
         {
             let mut h2b = builder.http2();
             h2b.max_header_list_size(c.max_request_headers_bytes as u32);
@@ -183,7 +217,13 @@ impl HttpConnectionManager {
         loop {
             let idle_sleep = async {
                 match idle {
-                    Some(t) => tokio::time::sleep(t.saturating_sub(state.idle_for()).max(std::time::Duration::from_millis(10))).await,
+                    Some(t) => {
+                        tokio::time::sleep(
+                            t.saturating_sub(state.idle_for())
+                                .max(std::time::Duration::from_millis(10)),
+                        )
+                        .await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -206,23 +246,54 @@ impl HttpConnectionManager {
         stats.cx_destroy.inc();
     }
 
-    async fn handle(self: &Arc<Self>, server: &Arc<Server>, info: &Arc<ConnectionInfo>, state: &Arc<ConnState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        server: &Arc<Server>,
+        info: &Arc<ConnectionInfo>,
+        state: &Arc<ConnState>,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let stats = &self.stats;
         stats.rq_total.inc();
         stats.rq_active.inc();
         let h2 = req.version() == Version::HTTP_2;
-        if h2 { stats.rq_http2_total.inc() } else { stats.rq_http1_total.inc() }
+        if h2 {
+            stats.rq_http2_total.inc()
+        } else {
+            stats.rq_http1_total.inc()
+        }
         state.stream_started();
         let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let last_request = self.config.max_requests_per_connection.is_some_and(|m| n >= m);
+        let last_request = self
+            .config
+            .max_requests_per_connection
+            .is_some_and(|m| n >= m);
         if last_request {
             state.shutdown.notify_one();
         }
         let received = Arc::new(Counter::default());
         let rx = received.clone();
-        let req = req.map(move |b| CountedBody { inner: b, counter: rx }.boxed());
-        let mut record = Record::new(info.id);
+        let req = req.map(move |b| {
+            CountedBody {
+                inner: b,
+                counter: rx,
+            }
+            .boxed()
+        });
+        // From here on the stream completes (stats, access log) exactly once, even when the
+        // client goes away and this future is dropped before a response exists.
+        let mut finish = Finish {
+            hcm: self.clone(),
+            conn: state.clone(),
+            record: Record::new(info.id),
+            started,
+            received,
+            sent: 0,
+            ended: false,
+            done: false,
+        };
+        let record = &mut finish.record;
         record.start_time = std::time::SystemTime::now();
         record.protocol = match req.version() {
             Version::HTTP_2 => "HTTP/2",
@@ -234,7 +305,7 @@ impl HttpConnectionManager {
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
         let accept_encoding = req.headers().clone();
-        let (mut resp, request_id) = match self.process(server, info, req, &mut record).await {
+        let (mut resp, request_id) = match self.process(server, info, req, record).await {
             Ok(r) => r,
             Err((reply, id)) => {
                 record.flags.insert(reply.flag);
@@ -247,28 +318,44 @@ impl HttpConnectionManager {
         }
         self.finish_headers(&mut resp, request_id, &accept_encoding);
         if last_request && !h2 {
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
         record.response_headers = resp.headers().clone();
-        let finish = Finish { hcm: self.clone(), conn: state.clone(), record, started, received };
-        resp.map(|b| LoggedBody { inner: b, sent: 0, finish: Some(finish) }.boxed())
+        resp.map(|b| LoggedBody { inner: b, finish }.boxed())
     }
 
-    fn finish_headers(&self, resp: &mut Response<Body>, request_id: Option<HeaderValue>, request_headers: &http::HeaderMap) {
+    fn finish_headers(
+        &self,
+        resp: &mut Response<Body>,
+        request_id: Option<HeaderValue>,
+        request_headers: &http::HeaderMap,
+    ) {
         let c = &self.config;
         let h = resp.headers_mut();
         match c.server_header {
             ServerHeader::Overwrite => {
-                h.insert(header::SERVER, HeaderValue::from_str(&c.server_name).unwrap_or(HeaderValue::from_static("envoy")));
+                h.insert(
+                    header::SERVER,
+                    HeaderValue::from_str(&c.server_name)
+                        .unwrap_or(HeaderValue::from_static("envoy")),
+                );
             }
             ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
-                h.insert(header::SERVER, HeaderValue::from_str(&c.server_name).unwrap_or(HeaderValue::from_static("envoy")));
+                h.insert(
+                    header::SERVER,
+                    HeaderValue::from_str(&c.server_name)
+                        .unwrap_or(HeaderValue::from_static("envoy")),
+                );
             }
             _ => {}
         }
         if !h.contains_key(header::DATE) {
-            h.insert(header::DATE, HeaderValue::from_str(&httpdate()).unwrap_or(HeaderValue::from_static("")));
+            h.insert(
+                header::DATE,
+                HeaderValue::from_str(&httpdate()).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         if c.always_set_request_id_in_response {
             if let Some(id) = request_id {
@@ -278,26 +365,44 @@ impl HttpConnectionManager {
         if let Some(via) = c.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             h.append(header::VIA, via);
         }
-        let compressors: Vec<_> = c.filters.iter().map(|HttpFilterConfig::Compressor(k)| k.clone()).collect();
+        let compressors: Vec<_> = c
+            .filters
+            .iter()
+            .map(|HttpFilterConfig::Compressor(k)| k.clone())
+            .collect();
         if compressors.is_empty() {
             return;
         }
         let available: Vec<&str> = compressors.iter().map(|k| k.library.encoding()).collect();
         let chosen = filters::http::compressor::choose_encoding(request_headers, &available);
-        if let Some(k) = chosen.and_then(|e| compressors.iter().find(|k| k.library.encoding() == e)) {
+        if let Some(k) = chosen.and_then(|e| compressors.iter().find(|k| k.library.encoding() == e))
+        {
             if k.response_qualifies(resp.status(), resp.headers()) {
-                let body = std::mem::replace(resp.body_mut(), http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+                let body = std::mem::replace(
+                    resp.body_mut(),
+                    http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+                );
                 let compressed = k.compress(resp.headers_mut(), body);
                 *resp.body_mut() = compressed;
             }
-        } else if compressors.iter().any(|k| k.response_qualifies(resp.status(), resp.headers())) {
+        } else if compressors
+            .iter()
+            .any(|k| k.response_qualifies(resp.status(), resp.headers()))
+        {
             // Envoy adds `vary: accept-encoding` to compressible responses it did not compress.
-            resp.headers_mut().append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            resp.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         }
     }
 
     /// The request pipeline up to the response headers.
-    async fn process(&self, server: &Arc<Server>, info: &ConnectionInfo, mut req: Request<Body>, record: &mut Record) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
+    async fn process(
+        &self,
+        server: &Arc<Server>,
+        info: &ConnectionInfo,
+        mut req: Request<Body>,
+        record: &mut Record,
+    ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
         for f in &c.filters {
             let HttpFilterConfig::Compressor(k) = f;
@@ -310,13 +415,27 @@ impl HttpConnectionManager {
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
-            .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if c.strip_any_host_port || (c.strip_matching_host_port && info.local.is_some_and(|l| authority.ends_with(&format!(":{}", l.port())))) {
+        if c.strip_any_host_port
+            || (c.strip_matching_host_port
+                && info
+                    .local
+                    .is_some_and(|l| authority.ends_with(&format!(":{}", l.port()))))
+        {
             authority = route_match::strip_port(&authority).to_string();
         }
-        let raw_path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let raw_path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         record.method = Some(req.method().clone());
         record.authority = Some(authority.clone());
         record.path = Some(raw_path.clone());
@@ -331,7 +450,12 @@ impl HttpConnectionManager {
         }
         // Client address, x-forwarded-*, request id.
         let peer_ip = info.remote.map(|a| a.ip());
-        let remote = headers::downstream_address(req.headers(), peer_ip, c.use_remote_address, c.xff_num_trusted_hops);
+        let remote = headers::downstream_address(
+            req.headers(),
+            peer_ip,
+            c.use_remote_address,
+            c.xff_num_trusted_hops,
+        );
         record.downstream_remote = match (remote, info.remote) {
             (Some(ip), Some(peer)) if ip == peer.ip() => Some(peer),
             (Some(ip), _) => Some(std::net::SocketAddr::new(ip, 0)),
@@ -352,19 +476,32 @@ impl HttpConnectionManager {
                 }
             }
             if internal {
-                req.headers_mut().insert("x-envoy-internal", HeaderValue::from_static("true"));
+                req.headers_mut()
+                    .insert("x-envoy-internal", HeaderValue::from_static("true"));
             } else {
-                let envoy_headers: Vec<_> = req.headers().keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
+                let envoy_headers: Vec<_> = req
+                    .headers()
+                    .keys()
+                    .filter(|k| k.as_str().starts_with("x-envoy-"))
+                    .cloned()
+                    .collect();
                 for k in envoy_headers {
                     req.headers_mut().remove(k);
                 }
-                if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+                if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+                {
                     req.headers_mut().insert("x-envoy-external-address", ip);
                 }
             }
-            req.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static(if info.tls { "https" } else { "http" }));
+            req.headers_mut().insert(
+                "x-forwarded-proto",
+                HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+            );
         } else if !req.headers().contains_key("x-forwarded-proto") {
-            req.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static(if info.tls { "https" } else { "http" }));
+            req.headers_mut().insert(
+                "x-forwarded-proto",
+                HeaderValue::from_static(if info.tls { "https" } else { "http" }),
+            );
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
         if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
@@ -382,8 +519,20 @@ impl HttpConnectionManager {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));
         };
-        let grpc = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
-        let view = RequestView { path: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"), headers: req.headers(), grpc };
+        let grpc = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        let view = RequestView {
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+            headers: req.headers(),
+            grpc,
+        };
         let Some(route) = route_match::route(vhost, &view) else {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));
@@ -394,10 +543,23 @@ impl HttpConnectionManager {
             RequireTls::ExternalOnly => !info.tls && !internal,
             RequireTls::None => false,
         };
-        let levels = [&route.response_headers, &vhost.response_headers, &routes.response_headers];
+        let levels = [
+            &route.response_headers,
+            &vhost.response_headers,
+            &routes.response_headers,
+        ];
         let mut resp = if needs_tls {
             self.stats.rq_redirect.inc();
-            let r = Redirect { scheme: Some("https".into()), host: None, port: None, path: None, prefix: None, regex: None, status: 301, strip_query: false };
+            let r = Redirect {
+                scheme: Some("https".into()),
+                host: None,
+                port: None,
+                path: None,
+                prefix: None,
+                regex: None,
+                status: 301,
+                strip_query: false,
+            };
             redirect(&r, &authority, &req, route)
         } else {
             match &route.action {
@@ -416,8 +578,17 @@ impl HttpConnectionManager {
                     if let Some(reply) = upgrade_check(&req, &c.upgrades, &f.upgrades) {
                         return Err(fail(reply));
                     }
-                    let ctx = RouteContext { server, route, forward: f, vhost, routes: &routes, conn: info, suppress_envoy_headers: c.suppress_envoy_headers };
-                    let upgrade = req.headers().contains_key(header::UPGRADE) && req.version() != Version::HTTP_2;
+                    let ctx = RouteContext {
+                        server,
+                        route,
+                        forward: f,
+                        vhost,
+                        routes: &routes,
+                        conn: info,
+                        suppress_envoy_headers: c.suppress_envoy_headers,
+                    };
+                    let upgrade = req.headers().contains_key(header::UPGRADE)
+                        && req.version() != Version::HTTP_2;
                     let mut req = req;
                     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
                     match router::forward(ctx, req, record).await {
@@ -442,16 +613,31 @@ impl HttpConnectionManager {
                 }
             }
         };
-        router::apply_levels(resp.headers_mut(), &levels, routes.most_specific_wins, record);
+        router::apply_levels(
+            resp.headers_mut(),
+            &levels,
+            routes.most_specific_wins,
+            record,
+        );
         Ok((resp, request_id))
     }
 
-    fn complete(&self, mut record: Record, started: Instant, sent: u64, received: u64, ended: bool) {
+    fn complete(
+        &self,
+        mut record: Record,
+        started: Instant,
+        sent: u64,
+        received: u64,
+        ended: bool,
+    ) {
         let stats = &self.stats;
         stats.rq_active.dec();
         stats.rq_completed.inc();
         let class = (record.response_code / 100).wrapping_sub(1) as usize;
-        if let (Some(a), Some(b)) = (stats.rq_class.get(class), stats.listener_rq_class.get(class)) {
+        if let (Some(a), Some(b)) = (
+            stats.rq_class.get(class),
+            stats.listener_rq_class.get(class),
+        ) {
             a.inc();
             b.inc();
         }
@@ -460,7 +646,9 @@ impl HttpConnectionManager {
         record.bytes_sent = sent;
         record.bytes_received = received;
         if !ended {
-            record.flags.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            record
+                .flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
         for l in &self.access_logs {
             l.log(&record);
@@ -468,8 +656,17 @@ impl HttpConnectionManager {
     }
 }
 
-fn upgrade_check(req: &Request<Body>, hcm: &[(String, bool)], route: &[(String, bool)]) -> Option<LocalReply> {
-    let kind = req.headers().get(header::UPGRADE)?.to_str().ok()?.to_ascii_lowercase();
+fn upgrade_check(
+    req: &Request<Body>,
+    hcm: &[(String, bool)],
+    route: &[(String, bool)],
+) -> Option<LocalReply> {
+    let kind = req
+        .headers()
+        .get(header::UPGRADE)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
     let enabled = route
         .iter()
         .find(|(t, _)| *t == kind)
@@ -480,16 +677,28 @@ fn upgrade_check(req: &Request<Body>, hcm: &[(String, bool)], route: &[(String, 
 }
 
 async fn splice_upgrade(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    let (Ok(down), Ok(up)) = (down.await, up.await) else { return };
+    let (Ok(down), Ok(up)) = (down.await, up.await) else {
+        return;
+    };
     let mut down = TokioIo::new(down);
     let mut up = TokioIo::new(up);
     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
 }
 
-fn redirect(r: &Redirect, authority: &str, req: &Request<Body>, route: &crate::config::route::Route) -> Response<Body> {
-    let scheme = r.scheme.clone().unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_string());
+fn redirect(
+    r: &Redirect,
+    authority: &str,
+    req: &Request<Body>,
+    route: &crate::config::route::Route,
+) -> Response<Body> {
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_string());
     let bare = route_match::strip_port(authority);
-    let port = authority[bare.len()..].strip_prefix(':').map(str::to_string);
+    let port = authority[bare.len()..]
+        .strip_prefix(':')
+        .map(str::to_string);
     let mut host = bare.to_string();
     if let Some(h) = &r.host {
         host = h.clone();
@@ -499,14 +708,24 @@ fn redirect(r: &Redirect, authority: &str, req: &Request<Body>, route: &crate::c
         (None, Some(_)) => None,
         (None, None) => port,
     };
-    let port = port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let (path, query) = pq.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((pq, None));
+    let port =
+        port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let (path, query) = pq
+        .split_once('?')
+        .map(|(p, q)| (p, Some(q)))
+        .unwrap_or((pq, None));
     let new_path = if let Some(p) = &r.path {
         p.clone()
     } else if let Some(prefix) = &r.prefix {
         let matched = match &route.matcher.path {
-            crate::config::route::PathMatch::Prefix(p) | crate::config::route::PathMatch::SeparatedPrefix(p) | crate::config::route::PathMatch::Path(p) => p.len(),
+            crate::config::route::PathMatch::Prefix(p)
+            | crate::config::route::PathMatch::SeparatedPrefix(p)
+            | crate::config::route::PathMatch::Path(p) => p.len(),
             crate::config::route::PathMatch::Regex(_) => path.len(),
         };
         format!("{prefix}{}", &path[matched.min(path.len())..])
@@ -531,7 +750,8 @@ fn redirect(r: &Redirect, authority: &str, req: &Request<Body>, route: &crate::c
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
     resp
 }
 
@@ -550,7 +770,10 @@ impl http_body::Body for CountedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {
@@ -569,55 +792,68 @@ impl http_body::Body for CountedBody {
     }
 }
 
-/// What is needed to finish a stream's stats and access log.
+/// Completes a stream exactly once: stats, the connection's active-stream count, and the
+/// access log. Dropping it before the response body ended records a downstream
+/// disconnect (`DC`).
 struct Finish {
     hcm: Arc<HttpConnectionManager>,
     conn: Arc<ConnState>,
     record: Record,
     started: Instant,
     received: Arc<Counter>,
+    sent: u64,
+    ended: bool,
+    done: bool,
 }
 
-/// The response body as sent downstream: counts bytes and completes the stream (stats,
-/// access log) when it ends or is dropped (a client that went away).
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.conn.stream_ended();
+        let record = std::mem::replace(&mut self.record, Record::new(0));
+        self.hcm.complete(
+            record,
+            self.started,
+            self.sent,
+            self.received.value(),
+            self.ended,
+        );
+    }
+}
+
+/// The response body as sent downstream: counts bytes and completes the stream when it
+/// ends or is dropped (a client that went away).
 struct LoggedBody {
     inner: Body,
-    sent: u64,
-    finish: Option<Finish>,
-}
-
-impl LoggedBody {
-    fn complete(&mut self, ended: bool) {
-        if let Some(f) = self.finish.take() {
-            let received = f.received.value();
-            f.conn.stream_ended();
-            f.hcm.complete(f.record, f.started, self.sent, received, ended);
-        }
-    }
+    finish: Finish,
 }
 
 impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    self.sent += d.len() as u64;
+                    self.finish.sent += d.len() as u64;
                 }
-                if let (Some(t), Some(fin)) = (f.trailers_ref(), self.finish.as_mut()) {
-                    fin.record.response_trailers = t.clone();
+                if let Some(t) = f.trailers_ref() {
+                    self.finish.record.response_trailers = t.clone();
                 }
             }
-            Poll::Ready(None) => self.complete(true),
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(f) = self.finish.as_mut() {
-                    f.record.flags.insert(ResponseFlags::UPSTREAM_REMOTE_RESET);
-                }
-                self.complete(false);
-            }
+            Poll::Ready(None) => self.finish.ended = true,
+            Poll::Ready(Some(Err(_))) => self
+                .finish
+                .record
+                .flags
+                .insert(ResponseFlags::UPSTREAM_REMOTE_RESET),
             Poll::Pending => {}
         }
         r
@@ -634,8 +870,12 @@ impl http_body::Body for LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        // The codec may stop polling once content-length bytes are written.
         let exact = http_body::Body::size_hint(&self.inner).exact();
-        let ended = http_body::Body::is_end_stream(&self.inner) || exact.is_some_and(|n| self.sent >= n) && self.sent > 0 || exact == Some(0);
-        self.complete(ended);
+        if http_body::Body::is_end_stream(&self.inner)
+            || exact.is_some_and(|n| self.finish.sent >= n)
+        {
+            self.finish.ended = true;
+        }
     }
 }

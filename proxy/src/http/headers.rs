@@ -7,7 +7,15 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
 /// Headers that describe one hop and are never forwarded.
-pub const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"];
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
 
 /// Removes hop-by-hop headers, including those named in `connection`, keeping `te:
 /// trailers` (gRPC needs it) and, for upgrades, `connection`/`upgrade`.
@@ -18,7 +26,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .collect();
-    let te_trailers = headers.get(http::header::TE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let te_trailers = headers
+        .get(http::header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     let upgrade = headers.get(http::header::UPGRADE).cloned();
     for h in HOP_BY_HOP {
         headers.remove(h);
@@ -34,7 +48,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         if let Some(u) = upgrade {
             headers.insert(http::header::UPGRADE, u);
-            headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
         }
     }
 }
@@ -55,7 +72,9 @@ pub fn apply(headers: &mut HeaderMap, m: &HeaderMutations, record: &Record) {
         if rendered.is_empty() && !add.keep_empty {
             continue;
         }
-        let Ok(value) = HeaderValue::from_str(&rendered) else { continue };
+        let Ok(value) = HeaderValue::from_str(&rendered) else {
+            continue;
+        };
         set(headers, &add.name, value, add.action);
     }
 }
@@ -85,12 +104,24 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The client address as the HCM determines it: the peer with `use_remote_address`,
 /// otherwise the `xff_num_trusted_hops`+1-th address from the right of x-forwarded-for.
-pub fn downstream_address(headers: &HeaderMap, peer: Option<IpAddr>, use_remote: bool, trusted_hops: u32) -> Option<IpAddr> {
+pub fn downstream_address(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    use_remote: bool,
+    trusted_hops: u32,
+) -> Option<IpAddr> {
     let xff: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -102,9 +133,18 @@ pub fn downstream_address(headers: &HeaderMap, peer: Option<IpAddr>, use_remote:
         if trusted_hops == 0 {
             return peer;
         }
-        return xff.iter().rev().nth(trusted_hops as usize - 1).copied().or(peer);
+        return xff
+            .iter()
+            .rev()
+            .nth(trusted_hops as usize - 1)
+            .copied()
+            .or(peer);
     }
-    xff.iter().rev().nth(trusted_hops as usize).copied().or(if xff.is_empty() { peer } else { None })
+    xff.iter()
+        .rev()
+        .nth(trusted_hops as usize)
+        .copied()
+        .or(if xff.is_empty() { peer } else { None })
 }
 
 /// Appends `ip` to x-forwarded-for.
@@ -128,9 +168,18 @@ mod tests {
         h.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
         let peer = Some("9.9.9.9".parse().unwrap());
         assert_eq!(downstream_address(&h, peer, true, 0), peer);
-        assert_eq!(downstream_address(&h, peer, true, 1), Some("2.2.2.2".parse().unwrap()));
-        assert_eq!(downstream_address(&h, peer, false, 0), Some("2.2.2.2".parse().unwrap()));
-        assert_eq!(downstream_address(&h, peer, false, 1), Some("1.1.1.1".parse().unwrap()));
+        assert_eq!(
+            downstream_address(&h, peer, true, 1),
+            Some("2.2.2.2".parse().unwrap())
+        );
+        assert_eq!(
+            downstream_address(&h, peer, false, 0),
+            Some("2.2.2.2".parse().unwrap())
+        );
+        assert_eq!(
+            downstream_address(&h, peer, false, 1),
+            Some("1.1.1.1".parse().unwrap())
+        );
         append_xff(&mut h, "3.3.3.3".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2,3.3.3.3");
     }

@@ -20,22 +20,38 @@ pub struct LocalReply {
     pub details: &'static str,
 }
 
-const RESET_PREFIX: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
+const RESET_PREFIX: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: ";
 
 impl LocalReply {
     /// 404, no route matched (`NR`).
     pub fn no_route() -> Self {
-        LocalReply { status: StatusCode::NOT_FOUND, body: Bytes::new(), flag: ResponseFlags::NO_ROUTE_FOUND, details: "route_not_found" }
+        LocalReply {
+            status: StatusCode::NOT_FOUND,
+            body: Bytes::new(),
+            flag: ResponseFlags::NO_ROUTE_FOUND,
+            details: "route_not_found",
+        }
     }
 
     /// 503, the route's cluster does not exist (`NC`).
     pub fn no_cluster() -> Self {
-        LocalReply { status: StatusCode::SERVICE_UNAVAILABLE, body: Bytes::new(), flag: ResponseFlags::NO_CLUSTER_FOUND, details: "cluster_not_found" }
+        LocalReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::new(),
+            flag: ResponseFlags::NO_CLUSTER_FOUND,
+            details: "cluster_not_found",
+        }
     }
 
     /// 503, no host to send to (`UH`).
     pub fn no_healthy_upstream() -> Self {
-        LocalReply { status: StatusCode::SERVICE_UNAVAILABLE, body: Bytes::from_static(b"no healthy upstream"), flag: ResponseFlags::NO_HEALTHY_UPSTREAM, details: "no_healthy_upstream" }
+        LocalReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from_static(b"no healthy upstream"),
+            flag: ResponseFlags::NO_HEALTHY_UPSTREAM,
+            details: "no_healthy_upstream",
+        }
     }
 
     /// 503, connecting failed (`UF`); the transport failure reason goes to the access log
@@ -71,22 +87,42 @@ impl LocalReply {
 
     /// 504, the route timeout elapsed (`UT`).
     pub fn upstream_timeout() -> Self {
-        LocalReply { status: StatusCode::GATEWAY_TIMEOUT, body: Bytes::from_static(b"upstream request timeout"), flag: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT, details: "upstream_response_timeout" }
+        LocalReply {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            body: Bytes::from_static(b"upstream request timeout"),
+            flag: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            details: "upstream_response_timeout",
+        }
     }
 
     /// 400 for a path the normaliser rejects.
     pub fn bad_path() -> Self {
-        LocalReply { status: StatusCode::BAD_REQUEST, body: Bytes::from_static(b"Bad Request"), flag: ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS, details: "path_normalization_failed" }
+        LocalReply {
+            status: StatusCode::BAD_REQUEST,
+            body: Bytes::from_static(b"Bad Request"),
+            flag: ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS,
+            details: "path_normalization_failed",
+        }
     }
 
     /// 403 for an upgrade the route or HCM does not allow.
     pub fn upgrade_failed() -> Self {
-        LocalReply { status: StatusCode::FORBIDDEN, body: Bytes::from_static(b"upgrade failed"), flag: ResponseFlags::default(), details: "upgrade_failed" }
+        LocalReply {
+            status: StatusCode::FORBIDDEN,
+            body: Bytes::from_static(b"upgrade failed"),
+            flag: ResponseFlags::default(),
+            details: "upgrade_failed",
+        }
     }
 
     /// A configured direct response.
     pub fn direct(status: u16, body: Bytes) -> Self {
-        LocalReply { status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body, flag: ResponseFlags::default(), details: "direct_response" }
+        LocalReply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            body,
+            flag: ResponseFlags::default(),
+            details: "direct_response",
+        }
     }
 
     /// The HTTP response (content-type text/plain when there is a body).
@@ -94,9 +130,11 @@ impl LocalReply {
         let mut r = Response::new(Full::new(self.body.clone()).map_err(|e| match e {}).boxed());
         *r.status_mut() = self.status;
         if !self.body.is_empty() {
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         }
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         r
     }
 }

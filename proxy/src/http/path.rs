@@ -9,7 +9,11 @@ pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> 
         None => (path_and_query, None),
     };
     if !path.starts_with('/') {
-        return if path == "*" { Some(path_and_query.to_string()) } else { None };
+        return if path == "*" {
+            Some(path_and_query.to_string())
+        } else {
+            None
+        };
     }
     let mut p = path.to_string();
     if normalize {
@@ -43,7 +47,11 @@ fn decode_unreserved(p: &str) -> Option<String> {
             if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
                 out.push(v);
             } else {
-                out.extend_from_slice(&[b'%', hex[0].to_ascii_uppercase(), hex[1].to_ascii_uppercase()]);
+                out.extend_from_slice(&[
+                    b'%',
+                    hex[0].to_ascii_uppercase(),
+                    hex[1].to_ascii_uppercase(),
+                ]);
             }
             i += 3;
         } else {
@@ -86,8 +94,14 @@ mod tests {
 
     #[test]
     fn rfc3986_and_merge() {
-        assert_eq!(normalize("/a/./b/../c?x=1", true, false).as_deref(), Some("/a/c?x=1"));
-        assert_eq!(normalize("/a/%7Eb/%2F", true, false).as_deref(), Some("/a/~b/%2F"));
+        assert_eq!(
+            normalize("/a/./b/../c?x=1", true, false).as_deref(),
+            Some("/a/c?x=1")
+        );
+        assert_eq!(
+            normalize("/a/%7Eb/%2F", true, false).as_deref(),
+            Some("/a/~b/%2F")
+        );
         assert_eq!(normalize("/../../x", true, false).as_deref(), Some("/x"));
         assert_eq!(normalize("//a///b", false, true).as_deref(), Some("/a/b"));
         assert_eq!(normalize("/a/b/..", true, false).as_deref(), Some("/a/"));

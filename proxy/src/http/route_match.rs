@@ -2,7 +2,10 @@
 //! then longest prefix wildcard, then `*`), then the first route whose matcher accepts
 //! the request.
 
-use crate::config::route::{DomainMatch, HeaderMatch, HeaderMatchKind, PathMatch, Route, RouteConfig, RouteMatcher, VirtualHost};
+use crate::config::route::{
+    DomainMatch, HeaderMatch, HeaderMatchKind, PathMatch, Route, RouteConfig, RouteMatcher,
+    VirtualHost,
+};
 use http::HeaderMap;
 use rand::Rng;
 
@@ -14,8 +17,16 @@ pub fn virtual_host<'a>(rc: &'a RouteConfig, host: &str) -> Option<&'a VirtualHo
             for d in &vh.domains {
                 let rank = match d {
                     DomainMatch::Exact(e) if e == host => Some((3, e.len())),
-                    DomainMatch::Suffix(s) if host.len() > s.len() && host.ends_with(s.as_str()) => Some((2, s.len())),
-                    DomainMatch::Prefix(p) if host.len() > p.len() && host.starts_with(p.as_str()) => Some((1, p.len())),
+                    DomainMatch::Suffix(s)
+                        if host.len() > s.len() && host.ends_with(s.as_str()) =>
+                    {
+                        Some((2, s.len()))
+                    }
+                    DomainMatch::Prefix(p)
+                        if host.len() > p.len() && host.starts_with(p.as_str()) =>
+                    {
+                        Some((1, p.len()))
+                    }
                     DomainMatch::Any => Some((0, 0)),
                     _ => None,
                 };
@@ -28,7 +39,11 @@ pub fn virtual_host<'a>(rc: &'a RouteConfig, host: &str) -> Option<&'a VirtualHo
         }
         best.map(|(_, _, vh)| vh)
     };
-    let stripped = if rc.ignore_port_in_host_matching { strip_port(host) } else { host };
+    let stripped = if rc.ignore_port_in_host_matching {
+        strip_port(host)
+    } else {
+        host
+    };
     pick(stripped)
 }
 
@@ -41,7 +56,11 @@ pub fn strip_port(host: &str) -> &str {
         };
     }
     match host.rfind(':') {
-        Some(i) if host[i + 1..].chars().all(|c| c.is_ascii_digit()) && !host[..i].contains(':') => &host[..i],
+        Some(i)
+            if host[i + 1..].chars().all(|c| c.is_ascii_digit()) && !host[..i].contains(':') =>
+        {
+            &host[..i]
+        }
         _ => host,
     }
 }
@@ -58,10 +77,18 @@ pub struct RequestView<'a> {
 }
 
 fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
-    let values: Vec<&str> = headers.get_all(&m.name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let values: Vec<&str> = headers
+        .get_all(&m.name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let joined;
     let value: Option<&str> = if values.is_empty() {
-        if m.missing_as_empty { Some("") } else { None }
+        if m.missing_as_empty {
+            Some("")
+        } else {
+            None
+        }
     } else if values.len() == 1 {
         Some(values[0])
     } else {
@@ -72,7 +99,9 @@ fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
         (HeaderMatchKind::Present(want), v) => v.is_some() == *want,
         (_, None) => false,
         (HeaderMatchKind::String(s), Some(v)) => s.matches(v),
-        (HeaderMatchKind::Range(start, end), Some(v)) => v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end),
+        (HeaderMatchKind::Range(start, end), Some(v)) => {
+            v.parse::<i64>().is_ok_and(|n| n >= *start && n < *end)
+        }
     };
     result != m.invert
 }
@@ -98,7 +127,9 @@ pub fn matches(m: &RouteMatcher, req: &RequestView<'_>) -> bool {
         PathMatch::Prefix(pre) => p.starts_with(pre.as_str()),
         PathMatch::Path(exact) => p == exact,
         PathMatch::Regex(re) => re.is_match(path),
-        PathMatch::SeparatedPrefix(pre) => p == pre || (p.starts_with(pre.as_str()) && p.as_bytes().get(pre.len()) == Some(&b'/')),
+        PathMatch::SeparatedPrefix(pre) => {
+            p == pre || (p.starts_with(pre.as_str()) && p.as_bytes().get(pre.len()) == Some(&b'/'))
+        }
     };
     if !path_ok || (m.grpc && !req.grpc) {
         return false;
@@ -134,7 +165,8 @@ mod tests {
     use serde_json::json;
 
     fn rc(v: serde_json::Value) -> RouteConfig {
-        let proto = xds_client::json::decode(v, "envoy.config.route.v3.RouteConfiguration", false).unwrap();
+        let proto =
+            xds_client::json::decode(v, "envoy.config.route.v3.RouteConfiguration", false).unwrap();
         crate::config::route::translate(&proto, "").unwrap()
     }
 
@@ -159,22 +191,35 @@ mod tests {
 
     #[test]
     fn route_matchers() {
-        let rc = rc(json!({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
-            {"name": "hdr", "match": {"prefix": "/", "headers": [{"name": "x-canary", "string_match": {"exact": "1"}}]}, "direct_response": {"status": 200}},
-            {"name": "inv", "match": {"prefix": "/inv", "headers": [{"name": "x-a", "present_match": true, "invert_match": true}]}, "direct_response": {"status": 200}},
-            {"name": "q", "match": {"prefix": "/q", "query_parameters": [{"name": "debug", "string_match": {"exact": "1"}}]}, "direct_response": {"status": 200}},
-            {"name": "exact", "match": {"path": "/Exact", "case_sensitive": false}, "direct_response": {"status": 200}},
-            {"name": "sep", "match": {"path_separated_prefix": "/api"}, "direct_response": {"status": 200}},
-            {"name": "re", "match": {"safe_regex": {"regex": "/re/[0-9]+"}}, "direct_response": {"status": 200}},
-            {"name": "range", "match": {"prefix": "/r", "headers": [{"name": "x-n", "range_match": {"start": 1, "end": 10}}]}, "direct_response": {"status": 200}}
-        ]}]}));
+        let rc = rc(
+            json!({"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"name": "hdr", "match": {"prefix": "/", "headers": [{"name": "x-canary", "string_match": {"exact": "1"}}]}, "direct_response": {"status": 200}},
+                {"name": "inv", "match": {"prefix": "/inv", "headers": [{"name": "x-a", "present_match": true, "invert_match": true}]}, "direct_response": {"status": 200}},
+                {"name": "q", "match": {"prefix": "/q", "query_parameters": [{"name": "debug", "string_match": {"exact": "1"}}]}, "direct_response": {"status": 200}},
+                {"name": "exact", "match": {"path": "/Exact", "case_sensitive": false}, "direct_response": {"status": 200}},
+                {"name": "sep", "match": {"path_separated_prefix": "/api"}, "direct_response": {"status": 200}},
+                {"name": "re", "match": {"safe_regex": {"regex": "/re/[0-9]+"}}, "direct_response": {"status": 200}},
+                {"name": "range", "match": {"prefix": "/r", "headers": [{"name": "x-n", "range_match": {"start": 1, "end": 10}}]}, "direct_response": {"status": 200}}
+            ]}]}),
+        );
         let vh = &rc.virtual_hosts[0];
         let name = |path: &str, hdrs: &[(&str, &str)]| {
             let mut h = HeaderMap::new();
             for (k, v) in hdrs {
-                h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
             }
-            route(vh, &RequestView { path, headers: &h, grpc: false }).map(|r| r.name.clone())
+            route(
+                vh,
+                &RequestView {
+                    path,
+                    headers: &h,
+                    grpc: false,
+                },
+            )
+            .map(|r| r.name.clone())
         };
         assert_eq!(name("/x", &[("x-canary", "1")]).as_deref(), Some("hdr"));
         assert_eq!(name("/inv", &[]).as_deref(), Some("inv"));

@@ -7,7 +7,9 @@ use super::headers;
 use super::local_reply::LocalReply;
 use crate::access_log::record::Record;
 use crate::config::cluster::UpstreamProtocol;
-use crate::config::route::{ClusterTarget, Forward, HashKind, HostRewrite, Route, RouteConfig, VirtualHost, WeightedTarget};
+use crate::config::route::{
+    ClusterTarget, Forward, HashKind, HostRewrite, Route, RouteConfig, VirtualHost, WeightedTarget,
+};
 use crate::listener::ConnectionInfo;
 use crate::server::Server;
 use crate::upstream::cluster::Cluster;
@@ -54,16 +56,27 @@ fn pick_weighted(targets: &[WeightedTarget], total: u64) -> &WeightedTarget {
     &targets[targets.len() - 1]
 }
 
-fn request_hash(f: &Forward, req: &Request<Body>, conn: &ConnectionInfo) -> (Option<u64>, Option<String>) {
+fn request_hash(
+    f: &Forward,
+    req: &Request<Body>,
+    conn: &ConnectionInfo,
+) -> (Option<u64>, Option<String>) {
     let mut h = None;
     let mut set_cookie = None;
     for p in &f.hash_policies {
         let value = match &p.kind {
             HashKind::Header(name) => {
-                let vals: Vec<&[u8]> = req.headers().get_all(name).iter().map(|v| v.as_bytes()).collect();
+                let vals: Vec<&[u8]> = req
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect();
                 (!vals.is_empty()).then(|| hash::hash_key(&vals.concat()))
             }
-            HashKind::SourceIp => conn.remote.map(|a| hash::hash_key(a.ip().to_string().as_bytes())),
+            HashKind::SourceIp => conn
+                .remote
+                .map(|a| hash::hash_key(a.ip().to_string().as_bytes())),
             HashKind::QueryParameter(name) => req.uri().query().and_then(|q| {
                 q.split('&').find_map(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -77,11 +90,20 @@ fn request_hash(f: &Forward, req: &Request<Body>, conn: &ConnectionInfo) -> (Opt
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .flat_map(|v| v.split(';'))
-                    .find_map(|c| c.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')).map(|v| v.trim_matches('"').to_string()));
+                    .find_map(|c| {
+                        c.trim()
+                            .strip_prefix(name.as_str())
+                            .and_then(|r| r.strip_prefix('='))
+                            .map(|v| v.trim_matches('"').to_string())
+                    });
                 match (found, ttl) {
                     (Some(v), _) => Some(hash::hash_key(v.as_bytes())),
                     (None, Some(ttl)) => {
-                        let seed = format!("{}{}", conn.remote.map(|a| a.to_string()).unwrap_or_default(), conn.id);
+                        let seed = format!(
+                            "{}{}",
+                            conn.remote.map(|a| a.to_string()).unwrap_or_default(),
+                            conn.id
+                        );
                         let v = format!("{:016x}", hash::hash_key(seed.as_bytes()));
                         let mut c = format!("{name}=\"{v}\"; Max-Age={}", ttl.as_secs());
                         if !path.is_empty() {
@@ -130,7 +152,11 @@ fn rewrite_path(f: &Forward, route: &Route, path_and_query: &str) -> Option<Stri
 }
 
 /// Forwards a request; always returns a response (upstream or local reply).
-pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut Record) -> Result<Response<Body>, LocalReply> {
+pub async fn forward(
+    ctx: RouteContext<'_>,
+    mut req: Request<Body>,
+    record: &mut Record,
+) -> Result<Response<Body>, LocalReply> {
     let f = ctx.forward;
     let (cluster_name, weighted) = match &f.target {
         ClusterTarget::Named(n) => (n.clone(), None),
@@ -153,16 +179,26 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
         return Err(LocalReply::overflow());
     };
     let (hash, set_cookie) = request_hash(f, &req, ctx.conn);
-    let Some(host) = cluster.pick(&LbContext { hash, original_dst: ctx.conn.local }) else {
+    let Some(host) = cluster.pick(&LbContext {
+        hash,
+        original_dst: ctx.conn.local,
+    }) else {
         return Err(LocalReply::no_healthy_upstream());
     };
     record.upstream_host = Some(host.address_string.clone());
 
     // Rewrite the request.
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let original_authority = record.authority.clone().unwrap_or_default();
     if let Some(new) = rewrite_path(f, ctx.route, &path_and_query) {
-        req.headers_mut().insert("x-envoy-original-path", HeaderValue::from_str(&path_and_query).unwrap_or(HeaderValue::from_static("/")));
+        req.headers_mut().insert(
+            "x-envoy-original-path",
+            HeaderValue::from_str(&path_and_query).unwrap_or(HeaderValue::from_static("/")),
+        );
         *req.uri_mut() = new.parse().unwrap_or_else(|_| req.uri().clone());
     }
     let authority = match &f.host_rewrite {
@@ -176,14 +212,26 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
     req.headers_mut().remove(http::header::EXPECT);
     if let Some(t) = f.timeout {
         if !ctx.suppress_envoy_headers {
-            req.headers_mut().insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(t.as_millis() as u64));
+            req.headers_mut().insert(
+                "x-envoy-expected-rq-timeout-ms",
+                HeaderValue::from(t.as_millis() as u64),
+            );
         }
     }
     if let Some(w) = weighted {
         headers::apply(req.headers_mut(), &w.request_headers, record);
     }
-    let levels = [&ctx.route.request_headers, &ctx.vhost.request_headers, &ctx.routes.request_headers];
-    apply_levels(req.headers_mut(), &levels, ctx.routes.most_specific_wins, record);
+    let levels = [
+        &ctx.route.request_headers,
+        &ctx.vhost.request_headers,
+        &ctx.routes.request_headers,
+    ];
+    apply_levels(
+        req.headers_mut(),
+        &levels,
+        ctx.routes.most_specific_wins,
+        record,
+    );
 
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = match cluster.config.protocol {
@@ -195,13 +243,12 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let active = host.start_request();
-    cluster.stats.rq_active.inc();
+    let rq_active = RqActive::new(&cluster);
     let exchange = send(&cluster, &host, protocol, req, authority);
     let result = match deadline {
         Some(d) => match tokio::time::timeout_at(d, exchange).await {
             Ok(r) => r,
             Err(_) => {
-                cluster.stats.rq_active.dec();
                 cluster.stats.rq_timeout.inc();
                 return Err(LocalReply::upstream_timeout());
             }
@@ -211,7 +258,6 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
     let (resp, lease, local) = match result {
         Ok(x) => x,
         Err(e) => {
-            cluster.stats.rq_active.dec();
             return Err(match e {
                 SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                 SendError::Pool(PoolError::Connect(c)) => {
@@ -234,7 +280,10 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
     let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(&mut parts.headers, switching);
     if !ctx.suppress_envoy_headers {
-        parts.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(elapsed.as_millis() as u64));
+        parts.headers.insert(
+            "x-envoy-upstream-service-time",
+            HeaderValue::from(elapsed.as_millis() as u64),
+        );
     }
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         parts.headers.append(http::header::SET_COOKIE, c);
@@ -246,15 +295,23 @@ pub async fn forward(ctx: RouteContext<'_>, mut req: Request<Body>, record: &mut
         inner: body,
         lease,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        _guards: (request_slot, active, RqActive(cluster.clone())),
+        _guards: (request_slot, active, rq_active),
     };
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
 /// Applies route, virtual host and route-configuration mutations in Envoy's order.
-pub fn apply_levels(h: &mut http::HeaderMap, levels: &[&crate::config::common::HeaderMutations; 3], most_specific_wins: bool, record: &Record) {
+pub fn apply_levels(
+    h: &mut http::HeaderMap,
+    levels: &[&crate::config::common::HeaderMutations; 3],
+    most_specific_wins: bool,
+    record: &Record,
+) {
     if most_specific_wins {
-        levels.iter().rev().for_each(|m| headers::apply(h, m, record));
+        levels
+            .iter()
+            .rev()
+            .for_each(|m| headers::apply(h, m, record));
     } else {
         levels.iter().for_each(|m| headers::apply(h, m, record));
     }
@@ -271,10 +328,21 @@ async fn send(
     protocol: Protocol,
     mut req: Request<Body>,
     authority: String,
-) -> Result<(Response<hyper::body::Incoming>, Option<Lease>, Option<std::net::SocketAddr>), SendError> {
+) -> Result<
+    (
+        Response<hyper::body::Incoming>,
+        Option<Lease>,
+        Option<std::net::SocketAddr>,
+    ),
+    SendError,
+> {
     let pool = pool::for_host(cluster, host, protocol).map_err(SendError::Pool)?;
     let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
-    let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     match checkout {
         Checkout::Http1(mut lease) => {
             *req.version_mut() = Version::HTTP_11;
@@ -283,24 +351,49 @@ async fn send(
                 req.headers_mut().insert(http::header::HOST, v);
             }
             lease.sender.ready().await.map_err(|_| SendError::Reset)?;
-            let resp = lease.sender.send_request(req).await.map_err(|_| SendError::Reset)?;
+            let resp = lease
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|_| SendError::Reset)?;
             Ok((resp, Some(lease), local))
         }
         Checkout::Http2(mut sender) => {
             *req.version_mut() = Version::HTTP_2;
             req.headers_mut().remove(http::header::HOST);
-            let scheme = if cluster.config.tls.is_some() { "https" } else { "http" };
-            let authority = if authority.is_empty() { host.address_string.clone() } else { authority };
-            *req.uri_mut() = format!("{scheme}://{authority}{pq}").parse().map_err(|_| SendError::Reset)?;
+            let scheme = if cluster.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let authority = if authority.is_empty() {
+                host.address_string.clone()
+            } else {
+                authority
+            };
+            *req.uri_mut() = format!("{scheme}://{authority}{pq}")
+                .parse()
+                .map_err(|_| SendError::Reset)?;
             sender.ready().await.map_err(|_| SendError::Reset)?;
-            let resp = sender.send_request(req).await.map_err(|_| SendError::Reset)?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|_| SendError::Reset)?;
             Ok((resp, None, local))
         }
     }
 }
 
-/// Decrements `upstream_rq_active` when the exchange is over.
+/// Counts the exchange in `upstream_rq_active` from the moment it starts until it is over,
+/// whichever way it ends (including the downstream going away mid-request).
 struct RqActive(Arc<Cluster>);
+
+impl RqActive {
+    fn new(c: &Arc<Cluster>) -> Self {
+        c.stats.rq_active.inc();
+        RqActive(c.clone())
+    }
+}
 
 impl Drop for RqActive {
     fn drop(&mut self) {
@@ -322,7 +415,10 @@ impl<G: Unpin> http_body::Body for UpstreamBody<G> {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(d) = this.deadline.as_mut() {
             if d.as_mut().poll(cx).is_ready() {

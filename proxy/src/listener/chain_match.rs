@@ -29,7 +29,11 @@ fn cidr_score(ranges: &[crate::config::common::Cidr], ip: Option<std::net::IpAdd
         return Some(0);
     }
     let ip = ip?;
-    ranges.iter().filter(|c| c.contains(ip)).map(|c| u32::from(c.len) + 1).max()
+    ranges
+        .iter()
+        .filter(|c| c.contains(ip))
+        .map(|c| u32::from(c.len) + 1)
+        .max()
 }
 
 fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
@@ -43,7 +47,8 @@ fn server_name_score(names: &[String], sni: Option<&str>) -> Option<u32> {
             if n == sni {
                 Some(10_000 + n.len() as u32)
             } else if let Some(suffix) = n.strip_prefix('*') {
-                (sni.ends_with(suffix) && sni.len() > suffix.len()).then_some(suffix.len() as u32 + 1)
+                (sni.ends_with(suffix) && sni.len() > suffix.len())
+                    .then_some(suffix.len() as u32 + 1)
             } else {
                 None
             }
@@ -68,10 +73,18 @@ const CRITERIA: [Criterion; 9] = [
         if m.application_protocols.is_empty() {
             Some(0)
         } else {
-            m.application_protocols.iter().any(|a| f.application_protocols.contains(a)).then_some(1)
+            m.application_protocols
+                .iter()
+                .any(|a| f.application_protocols.contains(a))
+                .then_some(1)
         }
     },
-    |m, f| cidr_score(&m.direct_source_prefix_ranges, f.direct_source.map(|d| d.ip())),
+    |m, f| {
+        cidr_score(
+            &m.direct_source_prefix_ranges,
+            f.direct_source.map(|d| d.ip()),
+        )
+    },
     |m, f| match m.source_type {
         SourceType::Any => Some(0),
         t => {
@@ -88,20 +101,33 @@ const CRITERIA: [Criterion; 9] = [
         if m.source_ports.is_empty() {
             Some(0)
         } else {
-            f.source.filter(|s| m.source_ports.contains(&s.port())).map(|_| 1)
+            f.source
+                .filter(|s| m.source_ports.contains(&s.port()))
+                .map(|_| 1)
         }
     },
 ];
 
 /// Selects the filter chain for a connection, falling back to the default chain.
-pub fn select<'a>(chains: &'a [FilterChain], default: Option<&'a FilterChain>, facts: &ConnectionFacts) -> Option<&'a FilterChain> {
+pub fn select<'a>(
+    chains: &'a [FilterChain],
+    default: Option<&'a FilterChain>,
+    facts: &ConnectionFacts,
+) -> Option<&'a FilterChain> {
     let mut candidates: Vec<&FilterChain> = chains.iter().collect();
     for criterion in CRITERIA {
-        let scored: Vec<(u32, &FilterChain)> = candidates.iter().filter_map(|c| criterion(&c.matcher, facts).map(|s| (s, *c))).collect();
+        let scored: Vec<(u32, &FilterChain)> = candidates
+            .iter()
+            .filter_map(|c| criterion(&c.matcher, facts).map(|s| (s, *c)))
+            .collect();
         let Some(best) = scored.iter().map(|(s, _)| *s).max() else {
             return default;
         };
-        candidates = scored.into_iter().filter(|(s, _)| *s == best).map(|(_, c)| c).collect();
+        candidates = scored
+            .into_iter()
+            .filter(|(s, _)| *s == best)
+            .map(|(_, c)| c)
+            .collect();
     }
     candidates.first().copied().or(default)
 }
@@ -126,8 +152,20 @@ mod tests {
             source_ports: vec![],
         };
         f(&mut m);
-        let tcp = crate::config::tcp_proxy::TcpProxyConfig { stat_prefix: "s".into(), clusters: vec![], idle_timeout: None, max_connect_attempts: 1, access_logs: vec![] };
-        FilterChain { name: name.into(), matcher: m, tls: None, terminal: Terminal::Tcp(Arc::new(tcp)), handshake_timeout: None }
+        let tcp = crate::config::tcp_proxy::TcpProxyConfig {
+            stat_prefix: "s".into(),
+            clusters: vec![],
+            idle_timeout: None,
+            max_connect_attempts: 1,
+            access_logs: vec![],
+        };
+        FilterChain {
+            name: name.into(),
+            matcher: m,
+            tls: None,
+            terminal: Terminal::Tcp(Arc::new(tcp)),
+            handshake_timeout: None,
+        }
     }
 
     fn facts(dst: &str, sni: Option<&str>, tp: &'static str) -> ConnectionFacts {
@@ -152,22 +190,54 @@ mod tests {
             }),
             chain("wild", |m| m.server_names = vec!["*.example.com".into()]),
             chain("exact", |m| m.server_names = vec!["api.example.com".into()]),
-            chain("net", |m| m.prefix_ranges = vec![Cidr { addr: "10.1.0.0".parse().unwrap(), len: 16 }]),
+            chain("net", |m| {
+                m.prefix_ranges = vec![Cidr {
+                    addr: "10.1.0.0".parse().unwrap(),
+                    len: 16,
+                }]
+            }),
         ];
         let pick = |f: &ConnectionFacts| select(&chains, None, f).map(|c| c.name.clone());
-        assert_eq!(pick(&facts("10.2.0.1:80", None, "raw_buffer")).as_deref(), Some("port"));
-        assert_eq!(pick(&facts("10.2.0.1:80", None, "tls")).as_deref(), Some("port+tls"));
-        assert_eq!(pick(&facts("10.2.0.1:81", Some("api.example.com"), "tls")).as_deref(), Some("exact"));
-        assert_eq!(pick(&facts("10.2.0.1:81", Some("www.example.com"), "tls")).as_deref(), Some("wild"));
-        assert_eq!(pick(&facts("10.1.0.1:81", Some("www.example.com"), "tls")).as_deref(), Some("net"));
-        assert_eq!(pick(&facts("10.2.0.1:81", None, "raw_buffer")).as_deref(), Some("catch-all"));
+        assert_eq!(
+            pick(&facts("10.2.0.1:80", None, "raw_buffer")).as_deref(),
+            Some("port")
+        );
+        assert_eq!(
+            pick(&facts("10.2.0.1:80", None, "tls")).as_deref(),
+            Some("port+tls")
+        );
+        assert_eq!(
+            pick(&facts("10.2.0.1:81", Some("api.example.com"), "tls")).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            pick(&facts("10.2.0.1:81", Some("www.example.com"), "tls")).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            pick(&facts("10.1.0.1:81", Some("www.example.com"), "tls")).as_deref(),
+            Some("net")
+        );
+        assert_eq!(
+            pick(&facts("10.2.0.1:81", None, "raw_buffer")).as_deref(),
+            Some("catch-all")
+        );
     }
 
     #[test]
     fn no_match_uses_default() {
         let chains = vec![chain("port", |m| m.destination_port = Some(80))];
         let default = chain("default", |_| {});
-        assert_eq!(select(&chains, Some(&default), &facts("1.1.1.1:81", None, "raw_buffer")).unwrap().name, "default");
+        assert_eq!(
+            select(
+                &chains,
+                Some(&default),
+                &facts("1.1.1.1:81", None, "raw_buffer")
+            )
+            .unwrap()
+            .name,
+            "default"
+        );
         assert!(select(&chains, None, &facts("1.1.1.1:81", None, "raw_buffer")).is_none());
     }
 }

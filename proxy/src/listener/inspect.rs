@@ -91,7 +91,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0] as usize)
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        self.take(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
     }
 }
 
@@ -132,7 +133,9 @@ fn parse_hello_body(body: &[u8]) -> Option<ClientHello> {
                 let mut protos = Reader(data.take(list)?);
                 while !protos.0.is_empty() {
                     let n = protos.u8()?;
-                    hello.alpn.push(String::from_utf8_lossy(protos.take(n)?).into_owned());
+                    hello
+                        .alpn
+                        .push(String::from_utf8_lossy(protos.take(n)?).into_owned());
                 }
             }
             _ => {}
@@ -149,7 +152,11 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub fn http_protocol(buf: &[u8]) -> Inspection<Option<&'static str>> {
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
-        return if n == H2_PREFACE.len() { Inspection::Done(Some("h2c")) } else { Inspection::NeedMore(H2_PREFACE.len()) };
+        return if n == H2_PREFACE.len() {
+            Inspection::Done(Some("h2c"))
+        } else {
+            Inspection::NeedMore(H2_PREFACE.len())
+        };
     }
     let line_end = match buf.windows(2).position(|w| w == b"\r\n") {
         Some(i) => i,
@@ -161,7 +168,8 @@ pub fn http_protocol(buf: &[u8]) -> Inspection<Option<&'static str>> {
     let method = parts.next().unwrap_or(&[]);
     let _target = parts.next();
     let version = parts.next();
-    if method.is_empty() || !method.iter().all(|c| c.is_ascii_uppercase()) || parts.next().is_some() {
+    if method.is_empty() || !method.iter().all(|c| c.is_ascii_uppercase()) || parts.next().is_some()
+    {
         return Inspection::Done(None);
     }
     Inspection::Done(match version {
@@ -216,7 +224,10 @@ mod tests {
         let h = hello("Example.COM", &["h2", "http/1.1"]);
         assert_eq!(
             client_hello(&h),
-            Inspection::Done(Some(ClientHello { sni: Some("example.com".into()), alpn: vec!["h2".into(), "http/1.1".into()] }))
+            Inspection::Done(Some(ClientHello {
+                sni: Some("example.com".into()),
+                alpn: vec!["h2".into(), "http/1.1".into()]
+            }))
         );
         assert!(matches!(client_hello(&h[..20]), Inspection::NeedMore(n) if n == h.len()));
         assert_eq!(client_hello(b"GET / HTTP/1.1\r\n"), Inspection::Done(None));
@@ -224,11 +235,23 @@ mod tests {
 
     #[test]
     fn detects_http_versions() {
-        assert_eq!(http_protocol(b"GET /x HTTP/1.1\r\nHost: a\r\n"), Inspection::Done(Some("http/1.1")));
-        assert_eq!(http_protocol(b"POST / HTTP/1.0\r\n"), Inspection::Done(Some("http/1.0")));
+        assert_eq!(
+            http_protocol(b"GET /x HTTP/1.1\r\nHost: a\r\n"),
+            Inspection::Done(Some("http/1.1"))
+        );
+        assert_eq!(
+            http_protocol(b"POST / HTTP/1.0\r\n"),
+            Inspection::Done(Some("http/1.0"))
+        );
         assert_eq!(http_protocol(H2_PREFACE), Inspection::Done(Some("h2c")));
-        assert!(matches!(http_protocol(b"PRI * HT"), Inspection::NeedMore(_)));
+        assert!(matches!(
+            http_protocol(b"PRI * HT"),
+            Inspection::NeedMore(_)
+        ));
         assert_eq!(http_protocol(b"\x16\x03\x01\r\n"), Inspection::Done(None));
-        assert!(matches!(http_protocol(b"GET / HT"), Inspection::NeedMore(_)));
+        assert!(matches!(
+            http_protocol(b"GET / HT"),
+            Inspection::NeedMore(_)
+        ));
     }
 }

@@ -86,7 +86,11 @@ pub struct ActiveListener {
 
 impl ActiveListener {
     /// Builds the runtime of every chain (access-log writers, stats).
-    pub fn new(config: Arc<ListenerConfig>, root: &Scope, flush: std::time::Duration) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        config: Arc<ListenerConfig>,
+        root: &Scope,
+        flush: std::time::Duration,
+    ) -> std::io::Result<Arc<Self>> {
         let scope = root.tagged("listener", "envoy_listener_address", &config.stat_prefix);
         let build = |c: &FilterChain| -> std::io::Result<ChainRuntime> {
             Ok(ChainRuntime {
@@ -96,12 +100,23 @@ impl ActiveListener {
                 }),
                 handshake_timeout: c.handshake_timeout,
                 terminal: match &c.terminal {
-                    Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(h.clone(), root, &scope, flush)?),
-                    Terminal::Tcp(t) => TerminalRuntime::Tcp(TcpProxy::new(t.clone(), root, flush)?),
+                    Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(
+                        h.clone(),
+                        root,
+                        &scope,
+                        flush,
+                    )?),
+                    Terminal::Tcp(t) => {
+                        TerminalRuntime::Tcp(TcpProxy::new(t.clone(), root, flush)?)
+                    }
                 },
             })
         };
-        let chains = config.filter_chains.iter().map(build).collect::<std::io::Result<Vec<_>>>()?;
+        let chains = config
+            .filter_chains
+            .iter()
+            .map(build)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let default_chain = config.default_chain.as_ref().map(build).transpose()?;
         Ok(Arc::new(ActiveListener {
             stats: ListenerStats {
@@ -121,7 +136,10 @@ impl ActiveListener {
 
     /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).
     pub fn warmed(&self) -> bool {
-        self.chains.iter().chain(self.default_chain.iter()).all(|c| !matches!(c.tls, Some(Err(_))))
+        self.chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .all(|c| !matches!(c.tls, Some(Err(_))))
     }
 }
 
@@ -137,7 +155,11 @@ pub enum BoundSocket {
 pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
     match address {
         Address::Socket(a) => {
-            let domain = if a.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+            let domain = if a.is_ipv4() {
+                socket2::Domain::IPV4
+            } else {
+                socket2::Domain::IPV6
+            };
             let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
             if a.is_ipv6() {
@@ -166,12 +188,20 @@ pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
             l.set_nonblocking(true)?;
             Ok(BoundSocket::Unix(l))
         }
-        Address::Named(..) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "listeners need an IP address")),
+        Address::Named(..) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "listeners need an IP address",
+        )),
     }
 }
 
 /// Runs the accept loop of one listener on the calling worker until `stop` fires.
-pub async fn accept_loop(server: Arc<Server>, listener: Arc<ActiveListener>, socket: BoundSocket, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn accept_loop(
+    server: Arc<Server>,
+    listener: Arc<ActiveListener>,
+    socket: BoundSocket,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     enum L {
         Tcp(tokio::net::TcpListener),
         Unix(tokio::net::UnixListener),
@@ -232,7 +262,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: Downstream, peer: Option<SocketAddr>) {
+async fn handle(
+    server: Arc<Server>,
+    mut listener: Arc<ActiveListener>,
+    mut ds: Downstream,
+    peer: Option<SocketAddr>,
+) {
     let global = match server.admit_connection(listener.config.ignore_global_conn_limit) {
         Some(g) => GlobalSlot(g),
         None => {
@@ -250,13 +285,21 @@ async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: 
         },
         ..Default::default()
     };
-    let mut facts = ConnectionFacts { transport_protocol: "raw_buffer", ..Default::default() };
+    let mut facts = ConnectionFacts {
+        transport_protocol: "raw_buffer",
+        ..Default::default()
+    };
     // Listener filters of the accepting listener; with use_original_dst, the connection
     // moves to the listener of its original destination, whose filters run too.
     let mut hops = 0;
     loop {
         let timeout = listener.config.listener_filters_timeout;
-        let run = run_listener_filters(&listener.config.listener_filters, &mut ds, &mut info, &mut facts);
+        let run = run_listener_filters(
+            &listener.config.listener_filters,
+            &mut ds,
+            &mut info,
+            &mut facts,
+        );
         let outcome = match timeout {
             Some(t) => tokio::time::timeout(t, run).await,
             None => Ok(run.await),
@@ -275,7 +318,10 @@ async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: 
             }
         }
         if hops == 0 && listener.config.use_original_dst {
-            if let Some(target) = info.local.and_then(|dst| server.listener_for_original_dst(dst, &listener)) {
+            if let Some(target) = info
+                .local
+                .and_then(|dst| server.listener_for_original_dst(dst, &listener))
+            {
                 listener = target;
                 hops += 1;
                 continue;
@@ -291,11 +337,20 @@ async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: 
     facts.source = info.remote;
     facts.direct_source = info.direct_remote;
     facts.server_name = info.server_name.clone();
-    let Some(chosen) = chain_match::select(&listener.config.filter_chains, listener.config.default_chain.as_ref(), &facts) else {
+    let Some(chosen) = chain_match::select(
+        &listener.config.filter_chains,
+        listener.config.default_chain.as_ref(),
+        &facts,
+    ) else {
         listener.stats.no_filter_chain_match.inc();
         return;
     };
-    let chain = match listener.config.filter_chains.iter().position(|c| std::ptr::eq(c, chosen)) {
+    let chain = match listener
+        .config
+        .filter_chains
+        .iter()
+        .position(|c| std::ptr::eq(c, chosen))
+    {
         Some(i) => &listener.chains[i],
         None => match &listener.default_chain {
             Some(d) => d,
@@ -324,7 +379,10 @@ async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: 
         info.tls = true;
         info.alpn = conn.alpn_protocol().map(|a| a.to_vec());
         info.server_name = conn.server_name().map(str::to_string).or(info.server_name);
-        info.peer_uri_san = conn.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::san::first_uri);
+        info.peer_uri_san = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(crate::tls::san::first_uri);
         io = Box::new(stream);
     }
     match &chain.terminal {
@@ -333,7 +391,12 @@ async fn handle(server: Arc<Server>, mut listener: Arc<ActiveListener>, mut ds: 
     }
 }
 
-async fn run_listener_filters(filters: &[ListenerFilter], ds: &mut Downstream, info: &mut ConnectionInfo, facts: &mut ConnectionFacts) -> std::io::Result<()> {
+async fn run_listener_filters(
+    filters: &[ListenerFilter],
+    ds: &mut Downstream,
+    info: &mut ConnectionInfo,
+    facts: &mut ConnectionFacts,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     for f in filters {
         match f {
@@ -349,7 +412,11 @@ async fn run_listener_filters(filters: &[ListenerFilter], ds: &mut Downstream, i
                     match proxy_protocol::parse(&buf[..n]) {
                         proxy_protocol::Parse::Header(h) => {
                             let len = match h {
-                                proxy_protocol::Header::Proxied { source, destination, len } => {
+                                proxy_protocol::Header::Proxied {
+                                    source,
+                                    destination,
+                                    len,
+                                } => {
                                     info.remote = Some(source);
                                     info.local = Some(destination);
                                     len
@@ -360,8 +427,12 @@ async fn run_listener_filters(filters: &[ListenerFilter], ds: &mut Downstream, i
                             break;
                         }
                         proxy_protocol::Parse::NotProxy if *allow_without => break,
-                        proxy_protocol::Parse::NotProxy => return Err(std::io::Error::other("missing PROXY protocol header")),
-                        proxy_protocol::Parse::Invalid(why) => return Err(std::io::Error::other(why)),
+                        proxy_protocol::Parse::NotProxy => {
+                            return Err(std::io::Error::other("missing PROXY protocol header"))
+                        }
+                        proxy_protocol::Parse::Invalid(why) => {
+                            return Err(std::io::Error::other(why))
+                        }
                         proxy_protocol::Parse::NeedMore(m) if n == 0 || m <= n => {
                             return Err(std::io::Error::other("connection closed in PROXY header"))
                         }

@@ -19,18 +19,25 @@ impl Downstream {
             Downstream::Tcp(s) => s.as_raw_fd(),
             Downstream::Unix(s) => s.as_raw_fd(),
         };
-        nix::sys::socket::recv(fd, buf, nix::sys::socket::MsgFlags::MSG_PEEK).map_err(std::io::Error::from)
+        nix::sys::socket::recv(fd, buf, nix::sys::socket::MsgFlags::MSG_PEEK)
+            .map_err(std::io::Error::from)
     }
 
     /// Waits until at least `min` bytes are buffered (or the peer stops sending) and
     /// returns what is there without consuming it.
     pub async fn peek(&self, min: usize, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        let cap = min.max(64).min(64 * 1024);
+        let cap = min.clamp(64, 64 * 1024);
         buf.resize(cap, 0);
         loop {
             let n = match self {
-                Downstream::Tcp(s) => s.async_io(Interest::READABLE, || self.peek_once(buf)).await?,
-                Downstream::Unix(s) => s.async_io(Interest::READABLE, || self.peek_once(buf)).await?,
+                Downstream::Tcp(s) => {
+                    s.async_io(Interest::READABLE, || self.peek_once(buf))
+                        .await?
+                }
+                Downstream::Unix(s) => {
+                    s.async_io(Interest::READABLE, || self.peek_once(buf))
+                        .await?
+                }
             };
             if n >= min || n == 0 || n == cap {
                 buf.truncate(n);
@@ -53,14 +60,17 @@ impl Downstream {
 
     /// The destination before iptables REDIRECT (SO_ORIGINAL_DST), if any.
     pub fn original_dst(&self) -> Option<SocketAddr> {
-        let Downstream::Tcp(s) = self else { return None };
+        let Downstream::Tcp(s) = self else {
+            return None;
+        };
         let local = s.local_addr().ok()?;
         if local.is_ipv4() {
             let a = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::OriginalDst).ok()?;
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
         } else {
-            let a = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::Ip6tOriginalDst).ok()?;
+            let a =
+                nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::Ip6tOriginalDst).ok()?;
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
         }

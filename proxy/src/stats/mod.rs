@@ -6,10 +6,10 @@
 pub mod render;
 mod store;
 
-pub use store::{Counter, Gauge, Histogram, Scope, Store, StatKind, StatEntry};
+pub use store::{Counter, Gauge, Histogram, Scope, StatEntry, StatKind, Store};
 
 /// Envoy's default histogram bucket bounds (milliseconds or bytes).
 pub const DEFAULT_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
-    600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];

@@ -22,7 +22,18 @@ impl Selection {
 }
 
 fn quantiles(counts: &[u64], total: u64) -> String {
-    const QS: [(f64, &str); 10] = [(0.0, "P0"), (0.25, "P25"), (0.5, "P50"), (0.75, "P75"), (0.9, "P90"), (0.95, "P95"), (0.99, "P99"), (0.995, "P99.5"), (0.999, "P99.9"), (1.0, "P100")];
+    const QS: [(f64, &str); 10] = [
+        (0.0, "P0"),
+        (0.25, "P25"),
+        (0.5, "P50"),
+        (0.75, "P75"),
+        (0.9, "P90"),
+        (0.95, "P95"),
+        (0.99, "P99"),
+        (0.995, "P99.5"),
+        (0.999, "P99.9"),
+        (1.0, "P100"),
+    ];
     QS.iter()
         .map(|(q, name)| {
             let target = (q * total as f64).ceil().max(1.0) as u64;
@@ -75,11 +86,17 @@ pub fn json(store: &Store, sel: &Selection) -> serde_json::Value {
             continue;
         }
         match &e.kind {
-            StatKind::Counter(c) => stats.push(serde_json::json!({"name": name, "value": c.value()})),
+            StatKind::Counter(c) => {
+                stats.push(serde_json::json!({"name": name, "value": c.value()}))
+            }
             StatKind::Gauge(g) => stats.push(serde_json::json!({"name": name, "value": g.value()})),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();
-                let buckets: Vec<_> = DEFAULT_BUCKETS.iter().zip(counts.iter()).map(|(b, c)| serde_json::json!({"upper_bound": b, "count": c})).collect();
+                let buckets: Vec<_> = DEFAULT_BUCKETS
+                    .iter()
+                    .zip(counts.iter())
+                    .map(|(b, c)| serde_json::json!({"upper_bound": b, "count": c}))
+                    .collect();
                 histograms.push(serde_json::json!({"name": name, "count": total, "sum": sum, "buckets": buckets}));
             }
         }
@@ -92,43 +109,74 @@ pub fn json(store: &Store, sel: &Selection) -> serde_json::Value {
 
 fn prometheus_name(extracted: &str) -> String {
     let mut s = String::from("envoy_");
-    s.extend(extracted.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }));
+    s.extend(
+        extracted
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+    );
     s
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn labels(tags: &[(String, String)], extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = tags.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+    let mut parts: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
-    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
 }
 
 /// Prometheus text exposition with Envoy's names (`envoy_` + tag-extracted name) and tags
 /// as labels; one `# TYPE` line per metric family.
 pub fn prometheus(store: &Store, sel: &Selection) -> String {
-    let mut families: std::collections::BTreeMap<String, (&'static str, Vec<String>)> = Default::default();
+    let mut families: std::collections::BTreeMap<String, (&'static str, Vec<String>)> =
+        Default::default();
     for (name, e) in store.snapshot() {
         if !sel.keep(&name, &e) {
             continue;
         }
         let metric = prometheus_name(&e.extracted);
         match &e.kind {
-            StatKind::Counter(c) => families.entry(metric.clone()).or_insert(("counter", vec![])).1.push(format!("{metric}{} {}", labels(&e.tags, None), c.value())),
-            StatKind::Gauge(g) => families.entry(metric.clone()).or_insert(("gauge", vec![])).1.push(format!("{metric}{} {}", labels(&e.tags, None), g.value())),
+            StatKind::Counter(c) => families
+                .entry(metric.clone())
+                .or_insert(("counter", vec![]))
+                .1
+                .push(format!("{metric}{} {}", labels(&e.tags, None), c.value())),
+            StatKind::Gauge(g) => families
+                .entry(metric.clone())
+                .or_insert(("gauge", vec![]))
+                .1
+                .push(format!("{metric}{} {}", labels(&e.tags, None), g.value())),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();
-                let lines = &mut families.entry(metric.clone()).or_insert(("histogram", vec![])).1;
+                let lines = &mut families
+                    .entry(metric.clone())
+                    .or_insert(("histogram", vec![]))
+                    .1;
                 let mut cumulative = 0;
                 for (b, c) in DEFAULT_BUCKETS.iter().zip(counts.iter()) {
                     cumulative += c;
-                    lines.push(format!("{metric}_bucket{} {cumulative}", labels(&e.tags, Some(("le", format!("{b}"))))));
+                    lines.push(format!(
+                        "{metric}_bucket{} {cumulative}",
+                        labels(&e.tags, Some(("le", format!("{b}"))))
+                    ));
                 }
-                lines.push(format!("{metric}_bucket{} {total}", labels(&e.tags, Some(("le", "+Inf".into())))));
+                lines.push(format!(
+                    "{metric}_bucket{} {total}",
+                    labels(&e.tags, Some(("le", "+Inf".into())))
+                ));
                 lines.push(format!("{metric}_sum{} {sum}", labels(&e.tags, None)));
                 lines.push(format!("{metric}_count{} {total}", labels(&e.tags, None)));
             }
@@ -151,13 +199,23 @@ mod tests {
     #[test]
     fn renders_text_json_and_prometheus() {
         let store = Store::new();
-        let http = store.root().tagged("http", "envoy_http_conn_manager_prefix", "ingress");
-        http.counter_tagged("downstream_rq_2xx", "downstream_rq_xx", ("envoy_response_code_class", "2")).add(3);
+        let http = store
+            .root()
+            .tagged("http", "envoy_http_conn_manager_prefix", "ingress");
+        http.counter_tagged(
+            "downstream_rq_2xx",
+            "downstream_rq_xx",
+            ("envoy_response_code_class", "2"),
+        )
+        .add(3);
         http.counter("downstream_rq_total");
         store.root().child("server").gauge("live").set(1);
         let all = Selection::default();
         assert_eq!(text(&store, &all), "http.ingress.downstream_rq_2xx: 3\nhttp.ingress.downstream_rq_total: 0\nserver.live: 1\n");
-        let used = Selection { used_only: true, filter: Some(Regex::new("rq").unwrap()) };
+        let used = Selection {
+            used_only: true,
+            filter: Some(Regex::new("rq").unwrap()),
+        };
         assert_eq!(text(&store, &used), "http.ingress.downstream_rq_2xx: 3\n");
         let prom = prometheus(&store, &all);
         assert!(prom.contains("# TYPE envoy_http_downstream_rq_xx counter\nenvoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix=\"ingress\",envoy_response_code_class=\"2\"} 3\n"), "{prom}");
@@ -172,8 +230,14 @@ mod tests {
         h.record(3);
         h.record(700);
         let prom = prometheus(&store, &Selection::default());
-        assert!(prom.contains("envoy_rq_time_bucket{le=\"5\"} 1\n"), "{prom}");
-        assert!(prom.contains("envoy_rq_time_bucket{le=\"+Inf\"} 2\n"), "{prom}");
+        assert!(
+            prom.contains("envoy_rq_time_bucket{le=\"5\"} 1\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("envoy_rq_time_bucket{le=\"+Inf\"} 2\n"),
+            "{prom}"
+        );
         assert!(text(&store, &Selection::default()).starts_with("rq_time: P0(5,5)"));
     }
 }

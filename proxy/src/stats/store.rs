@@ -75,14 +75,21 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { buckets: Default::default(), count: AtomicU64::new(0), sum_millis: AtomicU64::new(0) }
+        Histogram {
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_millis: AtomicU64::new(0),
+        }
     }
 }
 
 impl Histogram {
     /// Records a value.
     pub fn record(&self, v: u64) {
-        let idx = super::DEFAULT_BUCKETS.iter().position(|b| (v as f64) <= *b).unwrap_or(super::DEFAULT_BUCKETS.len());
+        let idx = super::DEFAULT_BUCKETS
+            .iter()
+            .position(|b| (v as f64) <= *b)
+            .unwrap_or(super::DEFAULT_BUCKETS.len());
         self.buckets[idx].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_millis.fetch_add(v, Ordering::Relaxed);
@@ -91,7 +98,10 @@ impl Histogram {
     /// Per-bucket counts (the last is the overflow bucket), total count and sum.
     pub fn snapshot(&self) -> (Vec<u64>, u64, u64) {
         (
-            self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
             self.count.load(Ordering::Relaxed),
             self.sum_millis.load(Ordering::Relaxed),
         )
@@ -145,12 +155,31 @@ impl Store {
 
     /// The root scope (no prefix, no tags).
     pub fn root(self: &Arc<Self>) -> Scope {
-        Scope { store: self.clone(), prefix: String::new(), extracted_prefix: String::new(), tags: Vec::new() }
+        Scope {
+            store: self.clone(),
+            prefix: String::new(),
+            extracted_prefix: String::new(),
+            tags: Vec::new(),
+        }
     }
 
-    fn get_or_create(&self, name: String, extracted: String, tags: Vec<(String, String)>, make: impl FnOnce() -> StatKind) -> StatKind {
+    fn get_or_create(
+        &self,
+        name: String,
+        extracted: String,
+        tags: Vec<(String, String)>,
+        make: impl FnOnce() -> StatKind,
+    ) -> StatKind {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.entry(name).or_insert_with(|| StatEntry { extracted, tags, kind: make() }).kind.clone()
+        stats
+            .entry(name)
+            .or_insert_with(|| StatEntry {
+                extracted,
+                tags,
+                kind: make(),
+            })
+            .kind
+            .clone()
     }
 
     /// A copy of every stat, sorted by full name (for rendering).
@@ -193,13 +222,20 @@ impl Scope {
     }
 
     fn names(&self, name: &str) -> (String, String) {
-        (format!("{}{name}", self.prefix), format!("{}{name}", self.extracted_prefix))
+        (
+            format!("{}{name}", self.prefix),
+            format!("{}{name}", self.extracted_prefix),
+        )
     }
 
     /// The counter `<prefix><name>`.
     pub fn counter(&self, name: &str) -> Arc<Counter> {
         let (full, extracted) = self.names(name);
-        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Counter(Default::default())) {
+        match self
+            .store
+            .get_or_create(full, extracted, self.tags.clone(), || {
+                StatKind::Counter(Default::default())
+            }) {
             StatKind::Counter(c) => c,
             _ => Arc::default(),
         }
@@ -212,7 +248,10 @@ impl Scope {
         tags.push((tag.0.to_string(), tag.1.to_string()));
         let full = format!("{}{name}", self.prefix);
         let ex = format!("{}{extracted}", self.extracted_prefix);
-        match self.store.get_or_create(full, ex, tags, || StatKind::Counter(Default::default())) {
+        match self
+            .store
+            .get_or_create(full, ex, tags, || StatKind::Counter(Default::default()))
+        {
             StatKind::Counter(c) => c,
             _ => Arc::default(),
         }
@@ -221,7 +260,11 @@ impl Scope {
     /// The gauge `<prefix><name>`.
     pub fn gauge(&self, name: &str) -> Arc<Gauge> {
         let (full, extracted) = self.names(name);
-        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Gauge(Default::default())) {
+        match self
+            .store
+            .get_or_create(full, extracted, self.tags.clone(), || {
+                StatKind::Gauge(Default::default())
+            }) {
             StatKind::Gauge(g) => g,
             _ => Arc::default(),
         }
@@ -230,7 +273,11 @@ impl Scope {
     /// The histogram `<prefix><name>`.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
         let (full, extracted) = self.names(name);
-        match self.store.get_or_create(full, extracted, self.tags.clone(), || StatKind::Histogram(Default::default())) {
+        match self
+            .store
+            .get_or_create(full, extracted, self.tags.clone(), || {
+                StatKind::Histogram(Default::default())
+            }) {
             StatKind::Histogram(h) => h,
             _ => Arc::default(),
         }
@@ -244,15 +291,24 @@ mod tests {
     #[test]
     fn scopes_name_and_tag_stats() {
         let store = Store::new();
-        let c = store.root().tagged("cluster", "envoy_cluster_name", "web").counter("upstream_rq_total");
+        let c = store
+            .root()
+            .tagged("cluster", "envoy_cluster_name", "web")
+            .counter("upstream_rq_total");
         c.inc();
-        let again = store.root().tagged("cluster", "envoy_cluster_name", "web").counter("upstream_rq_total");
+        let again = store
+            .root()
+            .tagged("cluster", "envoy_cluster_name", "web")
+            .counter("upstream_rq_total");
         again.inc();
         let snap = store.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].0, "cluster.web.upstream_rq_total");
         assert_eq!(snap[0].1.extracted, "cluster.upstream_rq_total");
-        assert_eq!(snap[0].1.tags, vec![("envoy_cluster_name".to_string(), "web".to_string())]);
+        assert_eq!(
+            snap[0].1.tags,
+            vec![("envoy_cluster_name".to_string(), "web".to_string())]
+        );
         assert_eq!(c.value(), 2);
     }
 

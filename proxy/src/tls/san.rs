@@ -62,7 +62,8 @@ pub fn any_matches(matchers: &[SanMatcher], sans: &[(SanType, String)]) -> bool 
     matchers.iter().any(|m| {
         sans.iter().any(|(t, v)| {
             m.san_type.is_none_or(|want| want == *t)
-                && (m.matcher.matches(v) || (*t == SanType::Dns && dns_wildcard_matches(&m.matcher, v)))
+                && (m.matcher.matches(v)
+                    || (*t == SanType::Dns && dns_wildcard_matches(&m.matcher, v)))
         })
     })
 }
@@ -71,12 +72,17 @@ fn dns_wildcard_matches(m: &StringMatch, san: &str) -> bool {
     let (StringMatch::Exact(want, _), Some(suffix)) = (m, san.strip_prefix('*')) else {
         return false;
     };
-    want.ends_with(suffix) && !want[..want.len() - suffix.len()].contains('.') && want.len() > suffix.len()
+    want.ends_with(suffix)
+        && !want[..want.len() - suffix.len()].contains('.')
+        && want.len() > suffix.len()
 }
 
 /// The first URI SAN of a certificate (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
 pub fn first_uri(cert: &CertificateDer<'_>) -> Option<String> {
-    subject_alt_names(cert).into_iter().find(|(t, _)| *t == SanType::Uri).map(|(_, v)| v)
+    subject_alt_names(cert)
+        .into_iter()
+        .find(|(t, _)| *t == SanType::Uri)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -85,11 +91,26 @@ mod tests {
 
     #[test]
     fn matching_by_type_and_wildcard() {
-        let sans = vec![(SanType::Uri, "spiffe://cluster.local/ns/a/sa/b".to_string()), (SanType::Dns, "*.example.com".to_string())];
-        let uri = SanMatcher { san_type: Some(SanType::Uri), matcher: StringMatch::Prefix("spiffe://cluster.local/".into(), false) };
-        let dns_as_uri = SanMatcher { san_type: Some(SanType::Uri), matcher: StringMatch::Exact("a.example.com".into(), false) };
-        let any = SanMatcher { san_type: None, matcher: StringMatch::Exact("a.example.com".into(), false) };
-        let deep = SanMatcher { san_type: None, matcher: StringMatch::Exact("a.b.example.com".into(), false) };
+        let sans = vec![
+            (SanType::Uri, "spiffe://cluster.local/ns/a/sa/b".to_string()),
+            (SanType::Dns, "*.example.com".to_string()),
+        ];
+        let uri = SanMatcher {
+            san_type: Some(SanType::Uri),
+            matcher: StringMatch::Prefix("spiffe://cluster.local/".into(), false),
+        };
+        let dns_as_uri = SanMatcher {
+            san_type: Some(SanType::Uri),
+            matcher: StringMatch::Exact("a.example.com".into(), false),
+        };
+        let any = SanMatcher {
+            san_type: None,
+            matcher: StringMatch::Exact("a.example.com".into(), false),
+        };
+        let deep = SanMatcher {
+            san_type: None,
+            matcher: StringMatch::Exact("a.b.example.com".into(), false),
+        };
         assert!(any_matches(&[uri], &sans));
         assert!(!any_matches(&[dns_as_uri], &sans));
         assert!(any_matches(&[any], &sans));
@@ -98,8 +119,15 @@ mod tests {
 
     #[test]
     fn reads_spiffe_uri_from_fixture_certificate() {
-        let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/istio/certs/cert-chain.pem")).unwrap();
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/istio/certs/cert-chain.pem"
+        ))
+        .unwrap();
         let certs = crate::tls::pem::certificates(&pem).unwrap();
-        assert_eq!(first_uri(&certs[0]).as_deref(), Some("spiffe://cluster.local/ns/default/sa/default"));
+        assert_eq!(
+            first_uri(&certs[0]).as_deref(),
+            Some("spiffe://cluster.local/ns/default/sa/default")
+        );
     }
 }

@@ -10,14 +10,19 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
 use std::sync::Arc;
 
 fn san_check(matchers: &[SanMatcher], cert: &CertificateDer<'_>) -> Result<(), Error> {
     if matchers.is_empty() || san::any_matches(matchers, &san::subject_alt_names(cert)) {
         Ok(())
     } else {
-        Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        Err(Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ))
     }
 }
 
@@ -33,15 +38,26 @@ pub struct UpstreamVerifier {
 impl UpstreamVerifier {
     /// Builds a verifier; `roots` of `None` skips chain verification (Envoy's behaviour
     /// without a validation context).
-    pub fn new(roots: Option<RootCertStore>, sans: Vec<SanMatcher>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    pub fn new(
+        roots: Option<RootCertStore>,
+        sans: Vec<SanMatcher>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
         let chain = roots
             .map(|r| {
-                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(r), provider.clone())
-                    .build()
-                    .map_err(|e| e.to_string())
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(r),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| e.to_string())
             })
             .transpose()?;
-        Ok(UpstreamVerifier { chain, sans, provider })
+        Ok(UpstreamVerifier {
+            chain,
+            sans,
+            provider,
+        })
     }
 }
 
@@ -58,7 +74,9 @@ impl ServerCertVerifier for UpstreamVerifier {
             match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
                 Ok(_) => {}
                 Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-                | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {}
+                | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    ..
+                })) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -66,16 +84,38 @@ impl ServerCertVerifier for UpstreamVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -89,9 +129,19 @@ pub struct DownstreamVerifier {
 impl DownstreamVerifier {
     /// Wraps a webpki client verifier built from `roots`; `mandatory` rejects handshakes
     /// without a client certificate.
-    pub fn new(roots: RootCertStore, sans: Vec<SanMatcher>, mandatory: bool, provider: Arc<CryptoProvider>) -> Result<Self, String> {
-        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let builder = if mandatory { builder } else { builder.allow_unauthenticated() };
+    pub fn new(
+        roots: RootCertStore,
+        sans: Vec<SanMatcher>,
+        mandatory: bool,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, String> {
+        let builder =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let builder = if mandatory {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
         let inner = builder.build().map_err(|e| e.to_string())?;
         Ok(DownstreamVerifier { inner, sans })
     }
@@ -110,17 +160,33 @@ impl ClientCertVerifier for DownstreamVerifier {
         self.inner.root_hint_subjects()
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, Error> {
-        self.inner.verify_client_cert(end_entity, intermediates, now)?;
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         san_check(&self.sans, end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.inner.verify_tls12_signature(message, cert, dss)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 

@@ -64,7 +64,13 @@ impl ClusterStats {
     fn new(scope: Scope) -> Self {
         let c = |n: &str| scope.counter(n);
         let g = |n: &str| scope.gauge(n);
-        let class = |d: &str| scope.counter_tagged(&format!("upstream_rq_{d}xx"), "upstream_rq_xx", ("envoy_response_code_class", d));
+        let class = |d: &str| {
+            scope.counter_tagged(
+                &format!("upstream_rq_{d}xx"),
+                "upstream_rq_xx",
+                ("envoy_response_code_class", d),
+            )
+        };
         ClusterStats {
             cx_total: c("upstream_cx_total"),
             cx_active: g("upstream_cx_active"),
@@ -100,7 +106,13 @@ impl ClusterStats {
             c.inc();
         }
         let code = status.to_string();
-        self.scope.counter_tagged(&format!("upstream_rq_{code}"), "upstream_rq", ("envoy_response_code", &code)).inc();
+        self.scope
+            .counter_tagged(
+                &format!("upstream_rq_{code}"),
+                "upstream_rq",
+                ("envoy_response_code", &code),
+            )
+            .inc();
     }
 }
 
@@ -140,8 +152,16 @@ impl Cluster {
             .endpoints
             .iter()
             .filter_map(|e| match &e.address {
-                Address::Socket(a) => Some(Arc::new(Host::new(HostAddress::Tcp(*a), e.hostname.clone(), e.weight))),
-                Address::Pipe(p, _) => Some(Arc::new(Host::new(HostAddress::Unix(p.clone()), e.hostname.clone(), e.weight))),
+                Address::Socket(a) => Some(Arc::new(Host::new(
+                    HostAddress::Tcp(*a),
+                    e.hostname.clone(),
+                    e.weight,
+                ))),
+                Address::Pipe(p, _) => Some(Arc::new(Host::new(
+                    HostAddress::Unix(p.clone()),
+                    e.hostname.clone(),
+                    e.weight,
+                ))),
                 Address::Named(..) => None,
             })
             .collect();

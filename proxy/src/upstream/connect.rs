@@ -25,7 +25,9 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("delayed connect error: Connection timed out"),
             ConnectError::Io(e) => match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => f.write_str("delayed connect error: Connection refused"),
+                std::io::ErrorKind::ConnectionRefused => {
+                    f.write_str("delayed connect error: Connection refused")
+                }
                 _ => write!(f, "delayed connect error: {e}"),
             },
             ConnectError::Tls(e) => write!(f, "TLS_error:|{e}"),
@@ -45,7 +47,11 @@ pub struct Connected {
 }
 
 async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     if let Some(bind) = cluster.config.bind_address {
         if bind.is_ipv4() == addr.is_ipv4() {
             socket.set_reuseaddr(true)?;
@@ -71,7 +77,11 @@ async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net:
 }
 
 /// Connects to `host`; `tls` is the client config to use (with the ALPN the pool wants).
-pub async fn connect(cluster: &Cluster, host: &Host, tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>) -> Result<Connected, ConnectError> {
+pub async fn connect(
+    cluster: &Cluster,
+    host: &Host,
+    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+) -> Result<Connected, ConnectError> {
     let rx = cluster.stats.cx_rx_bytes.clone();
     let tx = cluster.stats.cx_tx_bytes.clone();
     let fut = async {
@@ -82,7 +92,9 @@ pub async fn connect(cluster: &Cluster, host: &Host, tls: Option<(Arc<rustls::Cl
                 Ok::<_, ConnectError>((Box::new(CountingIo::new(s, rx, tx)) as BoxIo, local))
             }
             HostAddress::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p).await.map_err(ConnectError::Io)?;
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(ConnectError::Io)?;
                 Ok((Box::new(CountingIo::new(s, rx, tx)) as BoxIo, None))
             }
         }
@@ -92,13 +104,19 @@ pub async fn connect(cluster: &Cluster, host: &Host, tls: Option<(Arc<rustls::Cl
         Err(_) => return Err(ConnectError::Timeout),
     };
     let Some((config, sni)) = tls else {
-        return Ok(Connected { io, alpn: None, local });
+        return Ok(Connected {
+            io,
+            alpn: None,
+            local,
+        });
     };
     let name = match &sni {
-        Some(s) => rustls::pki_types::ServerName::try_from(s.clone()).map_err(|e| ConnectError::Tls(e.to_string()))?,
+        Some(s) => rustls::pki_types::ServerName::try_from(s.clone())
+            .map_err(|e| ConnectError::Tls(e.to_string()))?,
         None => match &host.address {
             HostAddress::Tcp(a) => rustls::pki_types::ServerName::IpAddress(a.ip().into()),
-            HostAddress::Unix(_) => rustls::pki_types::ServerName::try_from("localhost").map_err(|e| ConnectError::Tls(e.to_string()))?,
+            HostAddress::Unix(_) => rustls::pki_types::ServerName::try_from("localhost")
+                .map_err(|e| ConnectError::Tls(e.to_string()))?,
         },
     };
     let connector = tokio_rustls::TlsConnector::from(config);
@@ -109,5 +127,9 @@ pub async fn connect(cluster: &Cluster, host: &Host, tls: Option<(Arc<rustls::Cl
         Err(_) => return Err(ConnectError::Timeout),
     };
     let alpn = stream.get_ref().1.alpn_protocol().map(|a| a.to_vec());
-    Ok(Connected { io: Box::new(stream), alpn, local })
+    Ok(Connected {
+        io: Box::new(stream),
+        alpn,
+        local,
+    })
 }

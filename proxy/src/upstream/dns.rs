@@ -4,7 +4,7 @@
 
 use super::cluster::Cluster;
 use super::host::{Host, HostAddress};
-use crate::config::cluster::{DnsFamily, Discovery};
+use crate::config::cluster::{Discovery, DnsFamily};
 use crate::config::common::Address;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +15,20 @@ fn family_filter(family: DnsFamily, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     match family {
         DnsFamily::V4Only => v4,
         DnsFamily::V6Only => v6,
-        DnsFamily::V4Preferred => if v4.is_empty() { v6 } else { v4 },
-        DnsFamily::Auto => if v6.is_empty() { v4 } else { v6 },
+        DnsFamily::V4Preferred => {
+            if v4.is_empty() {
+                v6
+            } else {
+                v4
+            }
+        }
+        DnsFamily::Auto => {
+            if v6.is_empty() {
+                v4
+            } else {
+                v6
+            }
+        }
         DnsFamily::All => addrs,
     }
 }
@@ -40,10 +52,20 @@ pub async fn resolve_once(cluster: &Arc<Cluster>) -> bool {
                 if cluster.config.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
-                let hostname = if e.hostname.is_empty() { name.clone() } else { e.hostname.clone() };
-                hosts.extend(addrs.into_iter().map(|a| Arc::new(Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight))));
+                let hostname = if e.hostname.is_empty() {
+                    name.clone()
+                } else {
+                    e.hostname.clone()
+                };
+                hosts.extend(
+                    addrs.into_iter().map(|a| {
+                        Arc::new(Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight))
+                    }),
+                );
             }
-            Err(err) => tracing::warn!(target: "dns", "DNS resolution of {name} for cluster {} failed: {err}", cluster.config.name),
+            Err(err) => {
+                tracing::warn!(target: "dns", "DNS resolution of {name} for cluster {} failed: {err}", cluster.config.name)
+            }
         }
     }
     if ok {

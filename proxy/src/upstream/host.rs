@@ -41,7 +41,13 @@ impl Host {
     /// A host with no active requests.
     pub fn new(address: HostAddress, hostname: String, weight: u32) -> Self {
         let address_string = address.to_string();
-        Host { address, hostname, weight: weight.max(1), address_string, active_requests: AtomicU64::new(0) }
+        Host {
+            address,
+            hostname,
+            weight: weight.max(1),
+            address_string,
+            active_requests: AtomicU64::new(0),
+        }
     }
 
     /// Requests in flight to this host.

@@ -31,7 +31,11 @@ pub struct HostSet {
 impl HostSet {
     /// A host set.
     pub fn new(hosts: Vec<Arc<Host>>) -> Arc<Self> {
-        Arc::new(HostSet { hosts, ring: OnceLock::new(), maglev: OnceLock::new() })
+        Arc::new(HostSet {
+            hosts,
+            ring: OnceLock::new(),
+            maglev: OnceLock::new(),
+        })
     }
 
     fn equal_weights(&self) -> bool {
@@ -50,13 +54,19 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer for a policy.
     pub fn new(policy: LbPolicy) -> Self {
-        Balancer { policy, next: AtomicUsize::new(rand::thread_rng().gen_range(0..1024)), smooth: Mutex::new(Vec::new()) }
+        Balancer {
+            policy,
+            next: AtomicUsize::new(rand::thread_rng().gen_range(0..1024)),
+            smooth: Mutex::new(Vec::new()),
+        }
     }
 
     /// Picks a host, or `None` when there is none to pick.
     pub fn pick(&self, set: &HostSet, ctx: &LbContext) -> Option<Arc<Host>> {
         if let LbPolicy::ClusterProvided = self.policy {
-            return ctx.original_dst.map(|a| Arc::new(Host::new(HostAddress::Tcp(a), String::new(), 1)));
+            return ctx
+                .original_dst
+                .map(|a| Arc::new(Host::new(HostAddress::Tcp(a), String::new(), 1)));
         }
         if set.hosts.is_empty() {
             return None;
@@ -64,15 +74,25 @@ impl Balancer {
         let idx = match &self.policy {
             LbPolicy::RoundRobin => self.round_robin(set),
             LbPolicy::Random => weighted_random(set),
-            LbPolicy::LeastRequest { choice_count, active_request_bias } => least_request(set, *choice_count, *active_request_bias),
-            LbPolicy::RingHash { min_ring_size, max_ring_size } => {
-                let ring = set.ring.get_or_init(|| build_ring(&set.hosts, *min_ring_size, *max_ring_size));
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias,
+            } => least_request(set, *choice_count, *active_request_bias),
+            LbPolicy::RingHash {
+                min_ring_size,
+                max_ring_size,
+            } => {
+                let ring = set
+                    .ring
+                    .get_or_init(|| build_ring(&set.hosts, *min_ring_size, *max_ring_size));
                 let h = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
                 let pos = ring.partition_point(|(k, _)| *k < h);
                 ring.get(pos).or(ring.first()).map(|(_, i)| *i).unwrap_or(0)
             }
             LbPolicy::Maglev { table_size } => {
-                let table = set.maglev.get_or_init(|| build_maglev(&set.hosts, *table_size as usize));
+                let table = set
+                    .maglev
+                    .get_or_init(|| build_maglev(&set.hosts, *table_size as usize));
                 let h = ctx.hash.unwrap_or_else(|| rand::thread_rng().gen());
                 table[(h % table.len() as u64) as usize]
             }
@@ -225,15 +245,34 @@ mod tests {
             weights
                 .iter()
                 .enumerate()
-                .map(|(i, w)| Arc::new(Host::new(HostAddress::Tcp(format!("127.0.0.{}:80", i + 1).parse().unwrap()), String::new(), *w)))
+                .map(|(i, w)| {
+                    Arc::new(Host::new(
+                        HostAddress::Tcp(format!("127.0.0.{}:80", i + 1).parse().unwrap()),
+                        String::new(),
+                        *w,
+                    ))
+                })
                 .collect(),
         )
     }
 
-    fn counts(b: &Balancer, s: &HostSet, n: usize, hash: impl Fn(usize) -> Option<u64>) -> Vec<usize> {
+    fn counts(
+        b: &Balancer,
+        s: &HostSet,
+        n: usize,
+        hash: impl Fn(usize) -> Option<u64>,
+    ) -> Vec<usize> {
         let mut c = vec![0; s.hosts.len()];
         for i in 0..n {
-            let h = b.pick(s, &LbContext { hash: hash(i), original_dst: None }).unwrap();
+            let h = b
+                .pick(
+                    s,
+                    &LbContext {
+                        hash: hash(i),
+                        original_dst: None,
+                    },
+                )
+                .unwrap();
             c[s.hosts.iter().position(|x| Arc::ptr_eq(x, &h)).unwrap()] += 1;
         }
         c
@@ -242,19 +281,49 @@ mod tests {
     #[test]
     fn weighted_round_robin_is_exact() {
         let s = set(&[1, 3]);
-        assert_eq!(counts(&Balancer::new(LbPolicy::RoundRobin), &s, 400, |_| None), vec![100, 300]);
+        assert_eq!(
+            counts(&Balancer::new(LbPolicy::RoundRobin), &s, 400, |_| None),
+            vec![100, 300]
+        );
         let s = set(&[1, 1, 1]);
-        assert_eq!(counts(&Balancer::new(LbPolicy::RoundRobin), &s, 300, |_| None), vec![100, 100, 100]);
+        assert_eq!(
+            counts(&Balancer::new(LbPolicy::RoundRobin), &s, 300, |_| None),
+            vec![100, 100, 100]
+        );
     }
 
     #[test]
     fn hashing_balancers_are_sticky_and_spread() {
         let s = set(&[1, 1, 1]);
-        for policy in [LbPolicy::RingHash { min_ring_size: 1024, max_ring_size: 8 << 20 }, LbPolicy::Maglev { table_size: 65537 }] {
+        for policy in [
+            LbPolicy::RingHash {
+                min_ring_size: 1024,
+                max_ring_size: 8 << 20,
+            },
+            LbPolicy::Maglev { table_size: 65537 },
+        ] {
             let b = Balancer::new(policy);
-            let a = b.pick(&s, &LbContext { hash: Some(42), original_dst: None }).unwrap();
+            let a = b
+                .pick(
+                    &s,
+                    &LbContext {
+                        hash: Some(42),
+                        original_dst: None,
+                    },
+                )
+                .unwrap();
             for _ in 0..10 {
-                assert!(Arc::ptr_eq(&a, &b.pick(&s, &LbContext { hash: Some(42), original_dst: None }).unwrap()));
+                assert!(Arc::ptr_eq(
+                    &a,
+                    &b.pick(
+                        &s,
+                        &LbContext {
+                            hash: Some(42),
+                            original_dst: None
+                        }
+                    )
+                    .unwrap()
+                ));
             }
             let c = counts(&b, &s, 3000, |i| Some(hash_key(i.to_string().as_bytes())));
             assert!(c.iter().all(|n| *n > 700), "{c:?}");
@@ -272,12 +341,26 @@ mod tests {
     #[test]
     fn random_and_least_request_cover_hosts() {
         let s = set(&[1, 1]);
-        for p in [LbPolicy::Random, LbPolicy::LeastRequest { choice_count: 2, active_request_bias: 1.0 }] {
+        for p in [
+            LbPolicy::Random,
+            LbPolicy::LeastRequest {
+                choice_count: 2,
+                active_request_bias: 1.0,
+            },
+        ] {
             let c = counts(&Balancer::new(p), &s, 1000, |_| None);
             assert!(c.iter().all(|n| *n > 350), "{c:?}");
         }
         let busy = s.hosts[0].start_request();
-        let c = counts(&Balancer::new(LbPolicy::LeastRequest { choice_count: 2, active_request_bias: 1.0 }), &s, 1000, |_| None);
+        let c = counts(
+            &Balancer::new(LbPolicy::LeastRequest {
+                choice_count: 2,
+                active_request_bias: 1.0,
+            }),
+            &s,
+            1000,
+            |_| None,
+        );
         assert!(c[1] > 700, "{c:?}");
         drop(busy);
     }

@@ -20,13 +20,21 @@ impl ClusterManager {
         let cm = stats.child("cluster_manager");
         cm.gauge("active_clusters").set(configs.len() as i64);
         cm.counter("cluster_added").add(configs.len() as u64);
-        ClusterManager { clusters: configs.iter().map(|c| (c.name.clone(), Cluster::new(c.clone(), stats))).collect() }
+        ClusterManager {
+            clusters: configs
+                .iter()
+                .map(|c| (c.name.clone(), Cluster::new(c.clone(), stats)))
+                .collect(),
+        }
     }
 
     /// Resolves DNS clusters once and starts their refresh loops (call on the main runtime).
     pub async fn initialize(&self) {
         for c in self.clusters.values() {
-            if matches!(c.config.discovery, Discovery::StrictDns | Discovery::LogicalDns) {
+            if matches!(
+                c.config.discovery,
+                Discovery::StrictDns | Discovery::LogicalDns
+            ) {
                 dns::resolve_once(c).await;
                 dns::spawn_refresh(c.clone());
             }

@@ -94,8 +94,16 @@ thread_local! {
 }
 
 /// The calling worker's pool for (cluster, host, protocol), created on first use.
-pub fn for_host(cluster: &Arc<Cluster>, host: &Arc<Host>, protocol: Protocol) -> Result<Arc<HostPool>, PoolError> {
-    let key = (cluster.config.name.clone(), host.address_string.clone(), protocol);
+pub fn for_host(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    protocol: Protocol,
+) -> Result<Arc<HostPool>, PoolError> {
+    let key = (
+        cluster.config.name.clone(),
+        host.address_string.clone(),
+        protocol,
+    );
     if let Some(p) = POOLS.with(|p| p.borrow().get(&key).cloned()) {
         if Arc::ptr_eq(&p.cluster, cluster) {
             return Ok(p);
@@ -104,7 +112,10 @@ pub fn for_host(cluster: &Arc<Cluster>, host: &Arc<Host>, protocol: Protocol) ->
     let tls = match &cluster.config.tls {
         None => None,
         Some(t) => {
-            let base = t.config.as_ref().map_err(|_| PoolError::Connect(ConnectError::SecretsPending))?;
+            let base = t
+                .config
+                .as_ref()
+                .map_err(|_| PoolError::Connect(ConnectError::SecretsPending))?;
             let mut config = (**base).clone();
             config.alpn_protocols = if !t.alpn.is_empty() {
                 t.alpn.clone()
@@ -117,14 +128,27 @@ pub fn for_host(cluster: &Arc<Cluster>, host: &Arc<Host>, protocol: Protocol) ->
             Some((Arc::new(config), t.sni.clone()))
         }
     };
-    let pool = Arc::new(HostPool { cluster: cluster.clone(), host: host.clone(), protocol, tls, state: Mutex::default(), freed: tokio::sync::Notify::new() });
+    let pool = Arc::new(HostPool {
+        cluster: cluster.clone(),
+        host: host.clone(),
+        protocol,
+        tls,
+        state: Mutex::default(),
+        freed: tokio::sync::Notify::new(),
+    });
     POOLS.with(|p| p.borrow_mut().insert(key, pool.clone()));
     Ok(pool)
 }
 
 impl HostPool {
     fn limits(&self) -> (Option<u32>, Option<Duration>) {
-        (self.cluster.config.max_requests_per_connection.filter(|n| *n > 0), self.cluster.config.idle_timeout)
+        (
+            self.cluster
+                .config
+                .max_requests_per_connection
+                .filter(|n| *n > 0),
+            self.cluster.config.idle_timeout,
+        )
     }
 
     fn take_ready(&self) -> Option<Checkout> {
@@ -135,14 +159,21 @@ impl HostPool {
                 while let Some(idle) = st.idle.pop() {
                     let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
                     if !expired && !idle.sender.is_closed() {
-                        return Some(Checkout::Http1(Lease { pool: self.self_arc(), sender: idle.sender, requests: idle.requests }));
+                        return Some(Checkout::Http1(Lease {
+                            pool: self.self_arc(),
+                            sender: idle.sender,
+                            requests: idle.requests,
+                        }));
                     }
                 }
                 None
             }
             Protocol::Http2 => {
                 let (max, _) = self.limits();
-                let usable = st.h2.as_ref().is_some_and(|h| !h.sender.is_closed() && max.is_none_or(|m| h.requests < m));
+                let usable = st
+                    .h2
+                    .as_ref()
+                    .is_some_and(|h| !h.sender.is_closed() && max.is_none_or(|m| h.requests < m));
                 if !usable {
                     st.h2 = None;
                     return None;
@@ -155,8 +186,14 @@ impl HostPool {
     }
 
     fn self_arc(&self) -> Arc<HostPool> {
-        let key = (self.cluster.config.name.clone(), self.host.address_string.clone(), self.protocol);
-        POOLS.with(|p| p.borrow().get(&key).cloned()).expect("pool registered on this worker")
+        let key = (
+            self.cluster.config.name.clone(),
+            self.host.address_string.clone(),
+            self.protocol,
+        );
+        POOLS
+            .with(|p| p.borrow().get(&key).cloned())
+            .expect("pool registered on this worker")
     }
 
     fn put_back(&self, lease: Lease) {
@@ -164,24 +201,35 @@ impl HostPool {
         let requests = lease.requests + 1;
         if max.is_none_or(|m| requests < m) && !lease.sender.is_closed() {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.idle.push(Idle { sender: lease.sender, since: Instant::now(), requests });
+            st.idle.push(Idle {
+                sender: lease.sender,
+                since: Instant::now(),
+                requests,
+            });
         }
         self.freed.notify_one();
     }
 
     /// Gets a connection: a ready one, a new one, or (as a pending request) the next one
     /// freed. The caller bounds the wait with its own timeout.
-    pub async fn checkout(self: &Arc<Self>) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
+    pub async fn checkout(
+        self: &Arc<Self>,
+    ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let mut pending: Option<(Slot, PendingGuard)> = None;
         loop {
             if let Some(c) = self.take_ready() {
                 return Ok((c, None));
             }
             if pending.is_none() {
-                let slot = self.cluster.resources.pending.try_acquire().ok_or_else(|| {
-                    self.cluster.stats.rq_pending_overflow.inc();
-                    PoolError::Overflow
-                })?;
+                let slot = self
+                    .cluster
+                    .resources
+                    .pending
+                    .try_acquire()
+                    .ok_or_else(|| {
+                        self.cluster.stats.rq_pending_overflow.inc();
+                        PoolError::Overflow
+                    })?;
                 self.cluster.stats.rq_pending_total.inc();
                 pending = Some((slot, PendingGuard::new(&self.cluster)));
             }
@@ -198,7 +246,10 @@ impl HostPool {
         }
     }
 
-    async fn connect(self: &Arc<Self>, slot: Slot) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
+    async fn connect(
+        self: &Arc<Self>,
+        slot: Slot,
+    ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let stats = &self.cluster.stats;
         let connected = match connect::connect(&self.cluster, &self.host, self.tls.clone()).await {
             Ok(c) => c,
@@ -223,7 +274,10 @@ impl HostPool {
         let h2 = self.protocol == Protocol::Http2 || connected.alpn.as_deref() == Some(b"h2");
         if h2 {
             stats.cx_http2_total.inc();
-            let (sender, conn) = match http2::Builder::new(TokioExecutor::new()).handshake(io).await {
+            let (sender, conn) = match http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+            {
                 Ok(x) => x,
                 Err(e) => {
                     on_close();
@@ -236,7 +290,10 @@ impl HostPool {
                 on_close();
             });
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.h2 = Some(H2 { sender: sender.clone(), requests: 1 });
+            st.h2 = Some(H2 {
+                sender: sender.clone(),
+                requests: 1,
+            });
             Ok((Checkout::Http2(sender), local))
         } else {
             stats.cx_http1_total.inc();
@@ -254,7 +311,14 @@ impl HostPool {
                 on_close();
                 freed.freed.notify_one();
             });
-            Ok((Checkout::Http1(Lease { pool: self.clone(), sender, requests: 0 }), local))
+            Ok((
+                Checkout::Http1(Lease {
+                    pool: self.clone(),
+                    sender,
+                    requests: 0,
+                }),
+                local,
+            ))
         }
     }
 }

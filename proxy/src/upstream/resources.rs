@@ -14,7 +14,10 @@ pub struct Resource {
 impl Resource {
     /// A resource with limit `max`.
     pub fn new(max: u64) -> Arc<Self> {
-        Arc::new(Resource { count: AtomicU64::new(0), max })
+        Arc::new(Resource {
+            count: AtomicU64::new(0),
+            max,
+        })
     }
 
     /// Takes a slot, or `None` when the limit is reached (overflow).
@@ -24,7 +27,12 @@ impl Resource {
             if current >= self.max {
                 return None;
             }
-            match self.count.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some(Slot(self.clone())),
                 Err(now) => current = now,
             }
