@@ -69,6 +69,10 @@ pub struct HttpConnectionManagerConfig {
     pub preserve_external_request_id: bool,
     /// Echo `x-request-id` in responses.
     pub always_set_request_id_in_response: bool,
+    /// Per-stream idle timeout (default 5 min; `0s` disables).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Time to receive the whole request (default none).
+    pub request_timeout: Option<Duration>,
     /// Header size limit in bytes (default 60 KiB).
     pub max_request_headers_bytes: usize,
     /// RFC 3986 path normalisation.
@@ -181,6 +185,16 @@ pub fn translate(
         preserve_external_request_id: h.preserve_external_request_id,
         always_set_request_id_in_response: h.always_set_request_id_in_response,
         max_request_headers_bytes: max_kb as usize * 1024,
+        stream_idle_timeout: common::timeout(
+            h.stream_idle_timeout.as_ref(),
+            Some(Duration::from_secs(300)),
+            &join(path, "stream_idle_timeout"),
+        )?,
+        request_timeout: common::timeout(
+            h.request_timeout.as_ref(),
+            None,
+            &join(path, "request_timeout"),
+        )?,
         normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
         merge_slashes: h.merge_slashes,
         upgrades: h

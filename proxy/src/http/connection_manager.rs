@@ -8,6 +8,7 @@ use super::local_reply::LocalReply;
 use super::path;
 use super::route_match::{self, RequestView};
 use super::router::{self, RouteContext};
+use super::stream_timeouts::StreamActivity;
 use crate::access_log::record::{Record, ResponseFlags};
 use crate::access_log::writer::AccessLogger;
 use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader};
@@ -23,6 +24,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -274,10 +276,15 @@ impl HttpConnectionManager {
         }
         let received = Arc::new(Counter::default());
         let rx = received.clone();
+        let activity = Arc::new(StreamActivity::new(http_body::Body::is_end_stream(
+            req.body(),
+        )));
+        let act = activity.clone();
         let req = req.map(move |b| {
             CountedBody {
                 inner: b,
                 counter: rx,
+                activity: act,
             }
             .boxed()
         });
@@ -305,7 +312,13 @@ impl HttpConnectionManager {
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
         let accept_encoding = req.headers().clone();
-        let (mut resp, request_id) = match self.process(server, info, req, record).await {
+        let c = &self.config;
+        let pipeline = self.process(server, info, req, record, &activity);
+        let outcome = tokio::select! {
+            r = pipeline => r,
+            reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
+        };
+        let (mut resp, request_id) = match outcome {
             Ok(r) => r,
             Err((reply, id)) => {
                 record.flags.insert(reply.flag);
@@ -323,7 +336,15 @@ impl HttpConnectionManager {
         }
         record.response_code = resp.status().as_u16();
         record.response_headers = resp.headers().clone();
-        resp.map(|b| LoggedBody { inner: b, finish }.boxed())
+        let idle = activity.idle_timeout(self.config.stream_idle_timeout);
+        resp.map(|b| {
+            LoggedBody {
+                inner: b,
+                finish,
+                idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            }
+            .boxed()
+        })
     }
 
     fn finish_headers(
@@ -402,6 +423,7 @@ impl HttpConnectionManager {
         info: &ConnectionInfo,
         mut req: Request<Body>,
         record: &mut Record,
+        activity: &StreamActivity,
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
         for f in &c.filters {
@@ -538,6 +560,11 @@ impl HttpConnectionManager {
             return Err(fail(LocalReply::no_route()));
         };
         record.route_name = (!route.name.is_empty()).then(|| route.name.clone());
+        if let Action::Forward(f) = &route.action {
+            if let Some(idle) = f.idle_timeout {
+                activity.override_idle(idle);
+            }
+        }
         let needs_tls = match vhost.require_tls {
             RequireTls::All => !info.tls,
             RequireTls::ExternalOnly => !info.tls && !internal,
@@ -764,6 +791,7 @@ fn httpdate() -> String {
 struct CountedBody {
     inner: hyper::body::Incoming,
     counter: Arc<Counter>,
+    activity: Arc<StreamActivity>,
 }
 
 impl http_body::Body for CountedBody {
@@ -775,10 +803,18 @@ impl http_body::Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.counter.add(d.len() as u64);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                self.activity.touch();
+                if let Some(d) = f.data_ref() {
+                    self.counter.add(d.len() as u64);
+                }
+                if self.inner.is_end_stream() {
+                    self.activity.request_complete();
+                }
             }
+            Poll::Ready(None) => self.activity.request_complete(),
+            _ => {}
         }
         r.map(|o| o.map(|r| r.map_err(Into::into)))
     }
@@ -828,6 +864,8 @@ impl Drop for Finish {
 struct LoggedBody {
     inner: Body,
     finish: Finish,
+    /// The stream idle timeout and its timer, restarted by every frame.
+    idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl http_body::Body for LoggedBody {
@@ -839,6 +877,20 @@ impl http_body::Body for LoggedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if r.is_pending() {
+            if let Some((_, timer)) = self.idle.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.finish
+                        .record
+                        .flags
+                        .insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                    return Poll::Ready(Some(Err("stream idle timeout".into())));
+                }
+            }
+        } else if let Some((d, timer)) = self.idle.as_mut() {
+            let d = *d;
+            timer.as_mut().reset(tokio::time::Instant::now() + d);
+        }
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {

@@ -95,6 +95,32 @@ impl LocalReply {
         }
     }
 
+    /// No activity on the stream for `stream_idle_timeout` (`SI`): 408 while the request
+    /// is still arriving, 504 once it was complete (Envoy was waiting on the upstream).
+    pub fn stream_idle_timeout(request_complete: bool) -> Self {
+        let status = if request_complete {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::REQUEST_TIMEOUT
+        };
+        LocalReply {
+            status,
+            body: Bytes::from_static(b"stream timeout"),
+            flag: ResponseFlags::STREAM_IDLE_TIMEOUT,
+            details: "stream_idle_timeout",
+        }
+    }
+
+    /// 408, the whole request did not arrive within `request_timeout`.
+    pub fn request_timeout() -> Self {
+        LocalReply {
+            status: StatusCode::REQUEST_TIMEOUT,
+            body: Bytes::from_static(b"request timeout"),
+            flag: ResponseFlags::default(),
+            details: "request_overall_timeout",
+        }
+    }
+
     /// 400 for a path the normaliser rejects.
     pub fn bad_path() -> Self {
         LocalReply {

@@ -7,3 +7,4 @@ pub mod local_reply;
 pub mod path;
 pub mod route_match;
 pub mod router;
+pub mod stream_timeouts;

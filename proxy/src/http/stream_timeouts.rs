@@ -1,0 +1,122 @@
+//! Per-stream timers of the connection manager: `stream_idle_timeout` (no bytes in either
+//! direction for the period, overridable by the route's `idle_timeout`) and
+//! `request_timeout` (the whole request must arrive in time). Before the response starts a
+//! timeout answers 408; once it has started the stream is reset.
+
+use super::local_reply::LocalReply;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Route override states kept in [`StreamActivity`].
+const NO_OVERRIDE: u64 = u64::MAX;
+const DISABLED: u64 = u64::MAX - 1;
+
+/// Activity of one stream, shared by its request body, the pipeline and the watchdog.
+#[derive(Debug)]
+pub struct StreamActivity {
+    start: Instant,
+    last_ms: AtomicU64,
+    request_done: AtomicBool,
+    idle_override_ms: AtomicU64,
+}
+
+impl StreamActivity {
+    /// A stream starting now; `request_done` when the request has no body.
+    pub fn new(request_done: bool) -> Self {
+        StreamActivity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            request_done: AtomicBool::new(request_done),
+            idle_override_ms: AtomicU64::new(NO_OVERRIDE),
+        }
+    }
+
+    /// Bytes moved: the idle clock restarts.
+    pub fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The request has been fully received.
+    pub fn request_complete(&self) {
+        self.request_done.store(true, Ordering::Relaxed);
+    }
+
+    /// The matched route's `idle_timeout` (`None` inside disables the idle timer).
+    pub fn override_idle(&self, idle: Option<Duration>) {
+        let v = idle.map(|d| d.as_millis() as u64).unwrap_or(DISABLED);
+        self.idle_override_ms.store(v, Ordering::Relaxed);
+    }
+
+    /// The idle timeout in force.
+    pub fn idle_timeout(&self, hcm: Option<Duration>) -> Option<Duration> {
+        match self.idle_override_ms.load(Ordering::Relaxed) {
+            NO_OVERRIDE => hcm,
+            DISABLED => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Resolves when a timeout fires, with the local reply to send.
+    pub async fn watchdog(
+        &self,
+        hcm_idle: Option<Duration>,
+        request_timeout: Option<Duration>,
+    ) -> LocalReply {
+        loop {
+            let now = self.start.elapsed();
+            let mut next: Option<Duration> = None;
+            if let Some(idle) = self.idle_timeout(hcm_idle) {
+                let deadline = Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+                if now >= deadline {
+                    return LocalReply::stream_idle_timeout(
+                        self.request_done.load(Ordering::Relaxed),
+                    );
+                }
+                next = Some(deadline);
+            }
+            if let Some(r) = request_timeout {
+                if !self.request_done.load(Ordering::Relaxed) {
+                    if now >= r {
+                        return LocalReply::request_timeout();
+                    }
+                    next = Some(next.map_or(r, |n| n.min(r)));
+                }
+            }
+            // Re-evaluate at the next deadline, or periodically (a route override or the
+            // end of the request body may change what applies).
+            let wait = next
+                .map_or(Duration::from_secs(1), |n| n.saturating_sub(now))
+                .min(Duration::from_secs(1));
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_and_request_timeouts_fire_and_overrides_apply() {
+        let a = StreamActivity::new(false);
+        let r = a
+            .watchdog(Some(Duration::from_secs(5)), Some(Duration::from_secs(2)))
+            .await;
+        assert_eq!(r.details, "request_overall_timeout");
+        let a = StreamActivity::new(true);
+        let r = a
+            .watchdog(Some(Duration::from_secs(5)), Some(Duration::from_secs(2)))
+            .await;
+        assert_eq!((r.details, r.status.as_u16()), ("stream_idle_timeout", 504));
+        let a = StreamActivity::new(true);
+        a.override_idle(None);
+        assert!(tokio::time::timeout(
+            Duration::from_secs(60),
+            a.watchdog(Some(Duration::from_secs(5)), None)
+        )
+        .await
+        .is_err());
+        assert_eq!(a.idle_timeout(Some(Duration::from_secs(5))), None);
+    }
+}

@@ -1,0 +1,97 @@
+//! Differential tests of the stream timers: `stream_idle_timeout` and `request_timeout`
+//! in Envoy 1.40 and meshproxy, observed by a client over raw sockets.
+
+use e2e::config::{bootstrap, cluster, hcm, listener};
+use e2e::proxy::{envoy_bin, Kind, Proxy};
+use e2e::upstream::{Behavior, Upstream};
+use e2e::{curl, free_port};
+use serde_json::json;
+
+fn status_and_body(raw: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let status = text.lines().next().unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn observe(ports: (u16, u16)) -> Vec<(String, String)> {
+    vec![
+        // Upstream slower than the idle timeout, route timeout disabled.
+        status_and_body(&curl::raw(
+            ports.0,
+            b"GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            5,
+        )),
+        // The request body never arrives: request_timeout (listener B).
+        status_and_body(&curl::raw(
+            ports.1,
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n",
+            5,
+        )),
+        // The request body never arrives: stream idle timeout (listener A).
+        status_and_body(&curl::raw(
+            ports.0,
+            b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n",
+            5,
+        )),
+    ]
+}
+
+#[test]
+fn stream_timers_agree_with_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let slow = Upstream::http("slow");
+    slow.set(Behavior {
+        delay_ms: 1500,
+        ..Default::default()
+    });
+    let fast = Upstream::http("fast");
+    let cfg = |a: u16, b: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/slow"}, "route": {"cluster": "slow", "timeout": "0s"}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "fast", "timeout": "0s"}}]}]);
+        bootstrap(
+            vec![
+                listener(
+                    "a",
+                    a,
+                    hcm(
+                        vh.clone(),
+                        json!({"stream_idle_timeout": "0.4s", "stat_prefix": "a"}),
+                    ),
+                    json!({}),
+                ),
+                listener(
+                    "b",
+                    b,
+                    hcm(
+                        vh,
+                        json!({"stream_idle_timeout": "5s", "request_timeout": "0.3s", "stat_prefix": "b"}),
+                    ),
+                    json!({}),
+                ),
+            ],
+            vec![
+                cluster("slow", &[slow.port], json!({})),
+                cluster("fast", &[fast.port], json!({})),
+            ],
+        )
+    };
+    let (ea, eb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
+    let envoy = Proxy::start(Kind::Envoy, &cfg(ea, eb), &[]);
+    let mesh = Proxy::start(Kind::Meshproxy, &cfg(ma, mb), &[]);
+    let e = observe((ea, eb));
+    let m = observe((ma, mb));
+    assert!(
+        e[0].0.contains("408") || e[0].0.contains("504"),
+        "envoy must time out: {:?}",
+        e[0]
+    );
+    assert_eq!(e, m, "envoy (left) and meshproxy (right) differ");
+    drop((envoy, mesh));
+}
