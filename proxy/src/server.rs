@@ -62,6 +62,8 @@ pub struct Server {
     /// Set when `/quitquitquit` or a signal asks the process to exit.
     pub quit: tokio::sync::Notify,
     local_address: std::sync::OnceLock<std::net::IpAddr>,
+    /// When draining started (`None`: not draining), and whether only inbound listeners drain.
+    drain: std::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl Server {
@@ -91,6 +93,7 @@ impl Server {
             stop_all: tokio::sync::watch::channel(false).0,
             quit: tokio::sync::Notify::new(),
             local_address: std::sync::OnceLock::new(),
+            drain: std::sync::Mutex::new(None),
         });
         server.set_state(State::PreInitializing);
         let s = root.child("server");
@@ -211,13 +214,50 @@ impl Server {
         wildcard
     }
 
-    /// Stops accepting on inbound listeners (`inbound_only`) or all listeners.
-    pub fn drain_listeners(&self, inbound_only: bool) {
-        let _ = self.stop_inbound.send(true);
-        if !inbound_only {
-            let _ = self.stop_all.send(true);
+    /// `/drain_listeners`: connections on the drained listeners are asked to close (HTTP/1
+    /// `connection: close`, HTTP/2 GOAWAY) per `--drain-strategy` over `--drain-time-s`;
+    /// with `graceful` the listeners keep accepting for the drain time, otherwise they stop
+    /// at once. `inbound_only` limits all of it to `traffic_direction: INBOUND` listeners.
+    pub fn drain_listeners(self: &Arc<Self>, inbound_only: bool, graceful: bool) {
+        {
+            let mut d = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            if d.is_none() {
+                *d = Some((Instant::now(), inbound_only));
+            }
         }
         self.set_state(State::Draining);
+        let server = self.clone();
+        let wait = if graceful {
+            std::time::Duration::from_secs(self.options.drain_time_s)
+        } else {
+            std::time::Duration::ZERO
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = server.stop_inbound.send(true);
+            if !inbound_only {
+                let _ = server.stop_all.send(true);
+            }
+        });
+    }
+
+    /// Whether a connection of a listener (inbound or not) should close now, per the drain
+    /// strategy: immediately, or with a probability growing over the drain time.
+    pub fn should_drain(&self, inbound: bool) -> bool {
+        let Some((since, inbound_only)) = *self.drain.lock().unwrap_or_else(|e| e.into_inner())
+        else {
+            return false;
+        };
+        if inbound_only && !inbound {
+            return false;
+        }
+        match self.options.drain_strategy {
+            crate::cli::DrainStrategy::Immediate => true,
+            crate::cli::DrainStrategy::Gradual => {
+                let total = self.options.drain_time_s.max(1) as f64;
+                rand::random::<f64>() < since.elapsed().as_secs_f64() / total
+            }
+        }
     }
 
     /// Binds every listener that binds a port (done before workers start, so bind errors

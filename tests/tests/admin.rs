@@ -176,3 +176,23 @@ fn healthcheck_drain_and_quit() {
     assert_eq!(p.admin_post("/quitquitquit").unwrap(), (200, "OK\n".into()));
     assert_eq!(p.wait_exit(10), Some(0));
 }
+
+#[test]
+fn graceful_drain_closes_connections_then_listeners() {
+    let up = Upstream::http("u");
+    let port = free_port();
+    let p = Proxy::start(
+        Kind::Meshproxy,
+        &simple_http(port, "web", &[up.port]),
+        &["--drain-time-s", "2", "--drain-strategy", "immediate"],
+    );
+    assert!(curl::get(port, "/", &[]).header("connection").is_none());
+    assert_eq!(p.admin_post("/drain_listeners?graceful").unwrap().0, 200);
+    // During the drain period the listener still accepts, but asks clients to close.
+    let r = curl::get(port, "/", &[]);
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert_eq!(p.admin_get("/ready").unwrap().1, "DRAINING\n");
+    e2e::wait_until(10, "listener stopped after the drain time", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+}

@@ -62,7 +62,7 @@ pub async fn handle(
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/drain_listeners" => {
-            server.drain_listeners(q.contains_key("inboundonly"));
+            server.drain_listeners(q.contains_key("inboundonly"), q.contains_key("graceful"));
             reply(StatusCode::OK, TEXT, "OK\n")
         }
         "/quitquitquit" => {

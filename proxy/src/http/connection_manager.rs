@@ -330,6 +330,13 @@ impl HttpConnectionManager {
             record.response_code_details = "via_upstream".into();
         }
         self.finish_headers(&mut resp, request_id, &accept_encoding);
+        let last_request = last_request || {
+            let drain = server.should_drain(info.inbound);
+            if drain {
+                state.shutdown.notify_one();
+            }
+            drain
+        };
         if last_request && !h2 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

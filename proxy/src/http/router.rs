@@ -235,8 +235,11 @@ pub async fn forward(
 
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = match cluster.config.protocol {
-        UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Protocol::Http1,
+        UpstreamProtocol::Http1 => Protocol::Http1,
         UpstreamProtocol::Http2 => Protocol::Http2,
+        // Auto negotiates by ALPN over TLS; without TLS it is HTTP/1.1 (as in Envoy).
+        UpstreamProtocol::Auto if cluster.config.tls.is_some() => Protocol::Auto,
+        UpstreamProtocol::Auto => Protocol::Http1,
         UpstreamProtocol::UseDownstream if downstream_h2 => Protocol::Http2,
         UpstreamProtocol::UseDownstream => Protocol::Http1,
     };

@@ -39,6 +39,8 @@ pub struct ConnectionInfo {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's first URI SAN.
     pub peer_uri_san: Option<String>,
+    /// Accepted by a `traffic_direction: INBOUND` listener.
+    pub inbound: bool,
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -330,6 +332,7 @@ async fn handle(
         break;
     }
     let _global = global;
+    info.inbound = listener.config.inbound;
     listener.stats.cx_total.inc();
     listener.stats.cx_active.inc();
     let _active = ActiveGuard(listener.clone());

@@ -26,6 +26,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2.
     Http2,
+    /// Whatever TLS ALPN negotiates (h2 or http/1.1).
+    Auto,
 }
 
 /// Why no connection could be had.
@@ -123,6 +125,7 @@ pub fn for_host(
                 match protocol {
                     Protocol::Http2 => vec![b"h2".to_vec()],
                     Protocol::Http1 => vec![b"http/1.1".to_vec()],
+                    Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
                 }
             };
             Some((Arc::new(config), t.sni.clone()))
@@ -154,35 +157,31 @@ impl HostPool {
     fn take_ready(&self) -> Option<Checkout> {
         let (_, idle_timeout) = self.limits();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match self.protocol {
-            Protocol::Http1 => {
-                while let Some(idle) = st.idle.pop() {
-                    let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
-                    if !expired && !idle.sender.is_closed() {
-                        return Some(Checkout::Http1(Lease {
-                            pool: self.self_arc(),
-                            sender: idle.sender,
-                            requests: idle.requests,
-                        }));
-                    }
-                }
-                None
-            }
-            Protocol::Http2 => {
-                let (max, _) = self.limits();
-                let usable = st
-                    .h2
-                    .as_ref()
-                    .is_some_and(|h| !h.sender.is_closed() && max.is_none_or(|m| h.requests < m));
-                if !usable {
-                    st.h2 = None;
-                    return None;
-                }
+        // An HTTP/2 connection serves Http2 pools and Auto pools that negotiated h2.
+        if self.protocol != Protocol::Http1 {
+            let (max, _) = self.limits();
+            let usable = st
+                .h2
+                .as_ref()
+                .is_some_and(|h| !h.sender.is_closed() && max.is_none_or(|m| h.requests < m));
+            if usable {
                 let h = st.h2.as_mut()?;
                 h.requests += 1;
-                Some(Checkout::Http2(h.sender.clone()))
+                return Some(Checkout::Http2(h.sender.clone()));
+            }
+            st.h2 = None;
+        }
+        while let Some(idle) = st.idle.pop() {
+            let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
+            if !expired && !idle.sender.is_closed() {
+                return Some(Checkout::Http1(Lease {
+                    pool: self.self_arc(),
+                    sender: idle.sender,
+                    requests: idle.requests,
+                }));
             }
         }
+        None
     }
 
     fn self_arc(&self) -> Arc<HostPool> {
