@@ -424,3 +424,115 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     };
     Ok(std::time::Duration::from_secs_f64(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+
+    impl crate::detect::Machine for Fixed {
+        fn ipv6(&self, dual_stack: bool) -> Result<bool, String> {
+            Ok(dual_stack)
+        }
+        fn nameservers(&self) -> Vec<String> {
+            vec!["10.0.0.10".into(), "fd00::10".into()]
+        }
+        fn uid_of(&self, user: &str) -> Option<u32> {
+            (user == "envoy").then_some(101)
+        }
+    }
+
+    fn resolve(args: &[&str], env: &[(&str, &str)]) -> Config {
+        let mut argv = vec!["iptables-init"];
+        argv.extend_from_slice(args);
+        let flags = Flags::try_parse_from(argv).unwrap();
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(&flags, &|k| env.get(k).cloned(), &Fixed).unwrap()
+    }
+
+    #[test]
+    fn environment_sets_defaults_and_flags_win() {
+        let c = resolve(
+            &[],
+            &[
+                ("ISTIO_INBOUND_PORTS", "80"),
+                ("INBOUND_CAPTURE_PORT", "16006"),
+                ("INVALID_DROP", "true"),
+            ],
+        );
+        assert_eq!(
+            (
+                c.inbound_ports.as_str(),
+                c.inbound_capture_port.as_str(),
+                c.drop_invalid
+            ),
+            ("80", "16006", true)
+        );
+        let c = resolve(
+            &["-b", "443", "-z", "17006", "--drop-invalid=false"],
+            &[
+                ("ISTIO_INBOUND_PORTS", "80"),
+                ("INBOUND_CAPTURE_PORT", "16006"),
+                ("INVALID_DROP", "true"),
+            ],
+        );
+        assert_eq!(
+            (
+                c.inbound_ports.as_str(),
+                c.inbound_capture_port.as_str(),
+                c.drop_invalid
+            ),
+            ("443", "17006", false)
+        );
+    }
+
+    #[test]
+    fn uid_defaults_follow_envoy_user_and_gid_follows_uid() {
+        assert_eq!(resolve(&[], &[]).proxy_uid, "1337");
+        let c = resolve(&[], &[("ENVOY_USER", "envoy")]);
+        assert_eq!((c.proxy_uid.as_str(), c.proxy_gid.as_str()), ("101", "101"));
+        assert_eq!(resolve(&["-u", "5"], &[("PROXY_UID", "7")]).proxy_uid, "5");
+    }
+
+    #[test]
+    fn dns_servers_come_from_the_machine_only_when_needed() {
+        let c = resolve(&["--redirect-dns"], &[]);
+        assert_eq!(
+            (c.dns_v4.clone(), c.dns_v6.clone()),
+            (vec!["10.0.0.10".to_string()], vec!["fd00::10".to_string()])
+        );
+        assert!(resolve(&["--redirect-dns", "--capture-all-dns"], &[])
+            .dns_v4
+            .is_empty());
+        assert!(resolve(&["--redirect-dns", "--dns-servers="], &[])
+            .dns_v4
+            .is_empty());
+        assert!(resolve(&[], &[("ISTIO_META_DNS_CAPTURE", "true")]).redirect_dns);
+    }
+
+    #[test]
+    fn ipv6_knob_and_detection() {
+        assert!(!resolve(&[], &[]).ipv6);
+        assert!(resolve(&["--dual-stack"], &[]).ipv6);
+        assert!(resolve(&["--ipv6", "on"], &[]).ipv6);
+        assert!(!resolve(&["--ipv6", "off", "--dual-stack"], &[]).ipv6);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let flags = Flags::try_parse_from(["x", "-z", "notaport"]).unwrap();
+        assert!(Config::resolve(&flags, &|_| None, &Fixed).is_err());
+        let flags = Flags::try_parse_from(["x"]).unwrap();
+        assert!(Config::resolve(
+            &flags,
+            &|k| (k == "DRY_RUN").then(|| "maybe".to_string()),
+            &Fixed
+        )
+        .is_err());
+        assert!(Flags::try_parse_from(["x", "--bogus"]).is_err());
+    }
+}

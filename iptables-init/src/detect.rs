@@ -84,17 +84,35 @@ pub fn runs(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Which iptables flavour a binary is (`iptables --version` says `(legacy)` or `(nf_tables)`).
-pub fn iptables_flavour(binary: &str) -> Option<&'static str> {
-    let out = Command::new(binary).arg("--version").output().ok()?;
-    let v = String::from_utf8_lossy(&out.stdout);
-    if v.contains("nf_tables") {
-        Some("nft")
-    } else if v.contains("legacy") {
-        Some("legacy")
-    } else {
-        None
-    }
+/// Rules (`-A` lines) a flavour's `iptables-save` shows; `None` when the tool is missing.
+fn rule_count(save_tool: &str) -> Option<usize> {
+    let out = Command::new(save_tool).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .count()
+    })
+}
+
+/// Picks the iptables flavour (`-legacy`, `-nft`, or "" for the distribution default):
+/// the one that already holds rules (kubelet's and the CNI's live there), preferring
+/// nft-backed iptables when both or neither do. Errors name what is missing.
+pub fn iptables_flavour() -> Result<String, String> {
+    let legacy = rule_count("iptables-legacy-save");
+    let nft = rule_count("iptables-nft-save");
+    Ok(match (legacy, nft) {
+        (Some(l), Some(0)) if l > 0 => "-legacy".into(),
+        (Some(l), None) if l > 0 => "-legacy".into(),
+        (_, Some(_)) => "-nft".into(),
+        (Some(_), None) => "-legacy".into(),
+        (None, None) if runs("iptables", &["--version"]) => String::new(),
+        (None, None) => {
+            return Err(
+                "iptables is not installed (neither iptables-nft nor iptables-legacy found)".into(),
+            )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -110,20 +110,17 @@ fn preflight_nft() -> Result<(), String> {
     .map_err(|e| format!("the kernel rejected an nftables table; is nf_tables loaded? ({e})"))
 }
 
-/// The iptables flavour to use: forced, or the one whose tables are in use (nft-backed
-/// when both work, as on current distributions).
+/// The iptables flavour to use: forced with `--force-iptables-binary`, or detected.
 fn iptables_flavour(c: &Config) -> Result<String, String> {
-    if let Some(forced) = &c.force_iptables_binary {
-        let flavour = forced.trim_start_matches("iptables").to_string();
-        if !detect::runs(forced, &["--version"]) {
-            return Err(format!("--force-iptables-binary {forced}: not found"));
+    match &c.force_iptables_binary {
+        Some(forced) => {
+            if !detect::runs(forced, &["--version"]) {
+                return Err(format!("--force-iptables-binary {forced}: not found"));
+            }
+            Ok(forced.trim_start_matches("iptables").to_string())
         }
-        return Ok(flavour);
+        None => detect::iptables_flavour(),
     }
-    if !detect::runs("iptables", &["--version"]) {
-        return Err("iptables is not installed".into());
-    }
-    Ok(String::new())
 }
 
 /// Names the missing kernel support behind a failed `iptables-restore --test`.
