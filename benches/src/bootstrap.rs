@@ -1,0 +1,78 @@
+//! The bootstraps both proxies run: an HTTP listener routed to the upstream, a TCP proxy
+//! listener, and the Istio-sidecar-shaped scale configs (N clusters of 3 endpoints, one
+//! virtual host per cluster).
+
+use serde_json::{json, Value};
+
+fn cluster(name: &str, ports: &[u16], h2: bool) -> Value {
+    let endpoints: Vec<Value> = ports.iter().map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}})).collect();
+    let mut c = json!({"name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+        "circuit_breakers": {"thresholds": [{"max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000}]}});
+    if h2 {
+        c["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 1000}}}});
+    }
+    c
+}
+
+fn hcm(stat_prefix: &str, virtual_hosts: Value) -> Value {
+    json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix, "codec_type": "AUTO",
+        "http2_protocol_options": {"max_concurrent_streams": 1000},
+        "route_config": {"name": "local", "virtual_hosts": virtual_hosts},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]})
+}
+
+fn listener(name: &str, port: u16, filter: Value) -> Value {
+    json!({"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": "terminal", "typed_config": filter}]}]})
+}
+
+/// The traffic bootstrap: HTTP on `http_port` (h1 upstream), HTTP with an h2 upstream on
+/// `h2_port`, TCP on `tcp_port`.
+pub fn traffic(
+    admin: u16,
+    http_port: u16,
+    h2_port: u16,
+    tcp_port: u16,
+    upstream: u16,
+    sink: u16,
+) -> String {
+    let vh = |c: &str| json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": c}}]}]);
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [
+                listener("http", http_port, hcm("http", vh("upstream"))),
+                listener("http2", h2_port, hcm("http2", vh("upstream_h2"))),
+                listener("tcp", tcp_port, json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "tcp", "cluster": "sink"})),
+            ],
+            "clusters": [cluster("upstream", &[upstream], false), cluster("upstream_h2", &[upstream], true), cluster("sink", &[sink], false)]
+        }
+    })
+    .to_string()
+}
+
+/// The scale bootstrap: `n` clusters of 3 endpoints, one virtual host per cluster.
+pub fn scale(admin: u16, port: u16, n: usize) -> String {
+    let clusters: Vec<Value> = (0..n)
+        .map(|i| {
+            cluster(
+                &format!("outbound|80||svc-{i}.ns.svc.cluster.local"),
+                &[10000 + (i % 50000) as u16, 20000, 30000],
+                false,
+            )
+        })
+        .collect();
+    let vhosts: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("svc-{i}.ns.svc.cluster.local:80"), "domains": [format!("svc-{i}.ns.svc.cluster.local"), format!("svc-{i}.ns"), format!("svc-{i}")],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": format!("outbound|80||svc-{i}.ns.svc.cluster.local"), "timeout": "0s"}}]}))
+        .collect();
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [listener("0.0.0.0_80", port, hcm("outbound_0.0.0.0_80", Value::Array(vhosts)))], "clusters": clusters}
+    })
+    .to_string()
+}
