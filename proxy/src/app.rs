@@ -69,6 +69,8 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    // The descriptor pool is needed while the bootstrap is decoded and translated only.
+    let descriptors = xds_client::descriptors::hold();
     let loaded = bootstrap::load(&src);
     let pattern = options
         .log_format
@@ -101,6 +103,8 @@ pub fn main() -> i32 {
         println!("configuration '{name}' OK");
         return 0;
     }
+    drop(descriptors);
+    crate::memory::release_free_memory();
     serve(options, bootstrap, name)
 }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod io;
 pub mod listener;
 pub mod logging;
+pub mod memory;
 pub mod server;
 pub mod stats;
 pub mod tcp_proxy;

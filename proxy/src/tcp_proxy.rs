@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The most bytes buffered per direction while copying; the listener's and cluster's
+/// `per_connection_buffer_limit_bytes` can lower it.
+const MAX_COPY_BUFFER: usize = 256 * 1024;
+
 /// A TCP proxy filter instance (one per filter chain).
 pub struct TcpProxy {
     config: Arc<TcpProxyConfig>,
@@ -74,6 +78,7 @@ impl TcpProxy {
         self: Arc<Self>,
         server: Arc<Server>,
         downstream: BoxIo,
+        downstream_buffer_limit: usize,
         info: ConnectionInfo,
     ) {
         self.cx_total.inc();
@@ -131,7 +136,8 @@ impl TcpProxy {
                         record.upstream_failure = None;
                         cluster.stats.cx_active.inc();
                         let down = CountingIo::new(downstream, received.clone(), sent.clone());
-                        if self.pump(down, up).await {
+                        let sizes = (downstream_buffer_limit.clamp(1, MAX_COPY_BUFFER), cluster.config.buffer_limit.clamp(1, MAX_COPY_BUFFER));
+                        if self.pump(down, up, sizes).await {
                             self.idle_timeouts.inc();
                         }
                         cluster.stats.cx_active.dec();
@@ -162,6 +168,7 @@ impl TcpProxy {
         &self,
         down: D,
         up: BoxIo,
+        (down_to_up, up_to_down): (usize, usize),
     ) -> bool {
         let epoch = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
@@ -175,7 +182,8 @@ impl TcpProxy {
             last: last.clone(),
             epoch,
         };
-        let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
+        // Large buffers move bulk transfers in few syscalls (tokio's default is 8 KiB).
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, down_to_up, up_to_down);
         let Some(idle) = self.config.idle_timeout else {
             let _ = copy.await;
             return false;

@@ -38,7 +38,7 @@ pub async fn handle(
         "/server_info" => reply(StatusCode::OK, JSON, server_info(server).to_string()),
         "/stats" => stats(server, q, q.get("format").map(String::as_str)),
         "/stats/prometheus" => stats(server, q, Some("prometheus")),
-        "/config_dump" => match config_dump::render(server) {
+        "/config_dump" => match config_dump::render(server).inspect(|_| crate::memory::release_free_memory()) {
             Ok(v) => reply(
                 StatusCode::OK,
                 JSON,

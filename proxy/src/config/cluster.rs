@@ -162,6 +162,9 @@ pub struct ClusterConfig {
     pub dns_refresh_rate: Duration,
     /// Source address to bind upstream sockets to.
     pub bind_address: Option<std::net::SocketAddr>,
+    /// `per_connection_buffer_limit_bytes` (default 1 MiB): bytes buffered per upstream
+    /// connection.
+    pub buffer_limit: usize,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -266,6 +269,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             None => Duration::from_secs(5),
         },
         bind_address,
+        buffer_limit: c.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value as usize).unwrap_or(1024 * 1024),
     })
 }
 

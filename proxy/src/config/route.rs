@@ -784,6 +784,25 @@ fn redirect(rd: &route::RedirectAction, path: &str) -> Result<Redirect> {
     })
 }
 
+impl RouteConfig {
+    /// Whether any header value at any level uses command operators (they may read the
+    /// request's headers, which the connection manager then has to keep).
+    pub fn has_formatted_headers(&self) -> bool {
+        let formatted = |m: &HeaderMutations| m.add.iter().any(|a| matches!(a.value, common::HeaderTemplate::Formatted(_)));
+        formatted(&self.request_headers)
+            || formatted(&self.response_headers)
+            || self.virtual_hosts.iter().any(|vh| {
+                formatted(&vh.request_headers)
+                    || formatted(&vh.response_headers)
+                    || vh.routes.iter().any(|r| {
+                        formatted(&r.request_headers)
+                            || formatted(&r.response_headers)
+                            || matches!(&r.action, Action::Forward(f) if matches!(&f.target, ClusterTarget::Weighted(ts, _) if ts.iter().any(|t| formatted(&t.request_headers) || formatted(&t.response_headers))))
+                    })
+            })
+    }
+}
+
 /// The clusters a route configuration names statically (for `validate_clusters`).
 pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = (&str, &str)> {
     rc.virtual_hosts.iter().flat_map(|vh| {

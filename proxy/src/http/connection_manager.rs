@@ -70,6 +70,8 @@ pub struct HttpConnectionManager {
     config: Arc<HttpConnectionManagerConfig>,
     stats: HttpStats,
     access_logs: Vec<AccessLogger>,
+    /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
+    record_request_headers: bool,
 }
 
 /// Per-connection state shared by its requests.
@@ -120,7 +122,7 @@ impl HttpConnectionManager {
             "envoy_http_conn_manager_prefix",
             &config.stat_prefix,
         );
-        let access_logs = config
+        let access_logs: Vec<AccessLogger> = config
             .access_logs
             .iter()
             .map(|l| AccessLogger::start(l, flush))
@@ -148,6 +150,7 @@ impl HttpConnectionManager {
                 rq_redirect: s.counter("rq_redirect"),
                 rq_direct_response: s.counter("rq_direct_response"),
             },
+            record_request_headers: !access_logs.is_empty() || config.routes.has_formatted_headers(),
             access_logs,
             config,
         }))
@@ -342,7 +345,9 @@ impl HttpConnectionManager {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
-        record.response_headers = resp.headers().clone();
+        if !self.access_logs.is_empty() {
+            record.response_headers = resp.headers().clone();
+        }
         let idle = activity.idle_timeout(self.config.stream_idle_timeout);
         resp.map(|b| {
             LoggedBody {
@@ -380,10 +385,7 @@ impl HttpConnectionManager {
             _ => {}
         }
         if !h.contains_key(header::DATE) {
-            h.insert(
-                header::DATE,
-                HeaderValue::from_str(&httpdate()).unwrap_or(HeaderValue::from_static("")),
-            );
+            h.insert(header::DATE, httpdate());
         }
         if c.always_set_request_id_in_response {
             if let Some(id) = request_id {
@@ -539,7 +541,9 @@ impl HttpConnectionManager {
             }
         }
         let request_id = req.headers().get("x-request-id").cloned();
-        record.request_headers = req.headers().clone();
+        if self.record_request_headers {
+            record.request_headers = req.headers().clone();
+        }
         let fail = |r: LocalReply| (r, request_id.clone());
 
         // Route.
@@ -790,8 +794,21 @@ fn redirect(
 }
 
 /// RFC 7231 IMF-fixdate for the `date` header.
-fn httpdate() -> String {
-    crate::access_log::time::format(std::time::SystemTime::now(), "%a, %d %b %Y %H:%M:%S GMT")
+/// RFC 7231 IMF-fixdate for the `date` header, formatted once per second per thread.
+fn httpdate() -> HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, HeaderValue)> = std::cell::RefCell::new((u64::MAX, HeaderValue::from_static("")));
+    }
+    let now = std::time::SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != second {
+            let text = crate::access_log::time::format(now, "%a, %d %b %Y %H:%M:%S GMT");
+            *c = (second, HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("")));
+        }
+        c.1.clone()
+    })
 }
 
 /// Counts request body bytes as they are read.

@@ -58,6 +58,7 @@ pub struct ClusterStats {
     pub membership_healthy: Arc<Gauge>,
     scope: Scope,
     by_class: [Arc<Counter>; 5],
+    by_code: std::sync::RwLock<Vec<(u16, Arc<Counter>)>>,
 }
 
 impl ClusterStats {
@@ -95,6 +96,7 @@ impl ClusterStats {
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             by_class: [class("1"), class("2"), class("3"), class("4"), class("5")],
+            by_code: Default::default(),
             scope,
         }
     }
@@ -105,15 +107,18 @@ impl ClusterStats {
         if let Some(c) = self.by_class.get((status / 100).wrapping_sub(1) as usize) {
             c.inc();
         }
+        // Per-code counters are created once and then found under a read lock, so the
+        // data path never formats a stat name or takes the store's lock.
+        if let Some(c) = self.by_code.read().unwrap_or_else(|e| e.into_inner()).iter().find(|(s, _)| *s == status).map(|(_, c)| c.clone()) {
+            c.inc();
+            return;
+        }
         let code = status.to_string();
-        self.scope
-            .counter_tagged(
-                &format!("upstream_rq_{code}"),
-                "upstream_rq",
-                ("envoy_response_code", &code),
-            )
-            .inc();
+        let c = self.scope.counter_tagged(&format!("upstream_rq_{code}"), "upstream_rq", ("envoy_response_code", &code));
+        c.inc();
+        self.by_code.write().unwrap_or_else(|e| e.into_inner()).push((status, c));
     }
+
 }
 
 /// A cluster as the data path sees it.
