@@ -109,7 +109,7 @@ impl TcpProxy {
                         break;
                     };
                     let Some(slot) = cluster.resources.connections.try_acquire() else {
-                        cluster.stats.cx_overflow.inc();
+                        cluster.stats().cx_overflow.inc();
                         record.flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
                         break;
                     };
@@ -118,7 +118,7 @@ impl TcpProxy {
                         cluster.config.tls.as_ref().and_then(|t| {
                             t.config.as_ref().ok().map(|c| (c.clone(), t.sni.clone()))
                         });
-                    cluster.stats.cx_total.inc();
+                    cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls).await {
                         Ok(c) => {
                             record.upstream_local = c.local;
@@ -126,7 +126,7 @@ impl TcpProxy {
                             break;
                         }
                         Err(e) => {
-                            cluster.stats.cx_connect_fail.inc();
+                            cluster.stats().cx_connect_fail.inc();
                             record.upstream_failure = Some(e.to_string());
                         }
                     }
@@ -134,14 +134,17 @@ impl TcpProxy {
                 match upstream {
                     Some((up, _slot)) => {
                         record.upstream_failure = None;
-                        cluster.stats.cx_active.inc();
+                        cluster.stats().cx_active.inc();
                         let down = CountingIo::new(downstream, received.clone(), sent.clone());
-                        let sizes = (downstream_buffer_limit.clamp(1, MAX_COPY_BUFFER), cluster.config.buffer_limit.clamp(1, MAX_COPY_BUFFER));
+                        let sizes = (
+                            downstream_buffer_limit.clamp(1, MAX_COPY_BUFFER),
+                            cluster.config.buffer_limit.clamp(1, MAX_COPY_BUFFER),
+                        );
                         if self.pump(down, up, sizes).await {
                             self.idle_timeouts.inc();
                         }
-                        cluster.stats.cx_active.dec();
-                        cluster.stats.cx_destroy.inc();
+                        cluster.stats().cx_active.dec();
+                        cluster.stats().cx_destroy.inc();
                     }
                     None if record.flags.is_empty() => {
                         self.connect_attempts_exceeded.inc();
@@ -183,7 +186,8 @@ impl TcpProxy {
             epoch,
         };
         // Large buffers move bulk transfers in few syscalls (tokio's default is 8 KiB).
-        let copy = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, down_to_up, up_to_down);
+        let copy =
+            tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, down_to_up, up_to_down);
         let Some(idle) = self.config.idle_timeout else {
             let _ = copy.await;
             return false;

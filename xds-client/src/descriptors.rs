@@ -22,7 +22,9 @@ pub fn hold() -> Hold {
     if let Some(pool) = cache.upgrade() {
         return pool;
     }
-    let pool = Arc::new(DescriptorPool::decode(DESCRIPTOR_SET).expect("envoy-types descriptor set is valid"));
+    let pool = Arc::new(
+        DescriptorPool::decode(DESCRIPTOR_SET).expect("envoy-types descriptor set is valid"),
+    );
     *cache = Arc::downgrade(&pool);
     pool
 }
@@ -32,7 +34,12 @@ pub fn hold() -> Hold {
 /// pages and faults them back in from the page cache if the pool is decoded again, so
 /// the 3 MB it adds to the resident size after start-up go away.
 pub fn release_embedded_set() {
-    if CACHE.lock().unwrap_or_else(|e| e.into_inner()).upgrade().is_some() {
+    if CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .upgrade()
+        .is_some()
+    {
         return;
     }
     #[cfg(target_os = "linux")]
@@ -47,7 +54,11 @@ pub fn release_embedded_set() {
             // private, clean, file-backed mapping only discards cached copies, which the
             // kernel re-reads from the binary on the next access.
             unsafe {
-                libc::madvise(aligned_start as *mut libc::c_void, aligned_end - aligned_start, libc::MADV_DONTNEED);
+                libc::madvise(
+                    aligned_start as *mut libc::c_void,
+                    aligned_end - aligned_start,
+                    libc::MADV_DONTNEED,
+                );
             }
         }
     }
@@ -72,7 +83,10 @@ mod tests {
     fn pool_knows_the_bootstrap_and_its_extensions() {
         let _held = hold();
         assert!(message("envoy.config.bootstrap.v3.Bootstrap").is_some());
-        assert!(message("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager").is_some());
+        assert!(message(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+        )
+        .is_some());
         assert!(message("no.such.Message").is_none());
     }
 

@@ -74,27 +74,44 @@ pub fn merge(base: &mut Value, overlay: Value) {
 /// `full_name`. With `allow_unknown_fields`, fields the descriptor does not know are skipped
 /// (Envoy's `--allow-unknown-static-fields`); otherwise they are errors.
 pub fn decode<M: Message + Default>(
-    mut value: Value,
+    value: Value,
     full_name: &str,
     allow_unknown_fields: bool,
 ) -> Result<M, JsonError> {
+    to_message(
+        &decode_dynamic(value, full_name, allow_unknown_fields)?,
+        full_name,
+    )
+}
+
+/// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped), for
+/// callers that inspect it before converting it with [`to_message`].
+pub fn decode_dynamic(
+    mut value: Value,
+    full_name: &str,
+    allow_unknown_fields: bool,
+) -> Result<DynamicMessage, JsonError> {
     crate::typed_struct::unwrap_typed_structs(&mut value);
     let descriptor = descriptors::message(full_name)
         .ok_or_else(|| root_error(format!("unknown message type {full_name}")))?;
     let options = DeserializeOptions::new().deny_unknown_fields(!allow_unknown_fields);
     let mut track = serde_path_to_error::Track::new();
     let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
-    let dynamic =
-        DynamicMessage::deserialize_with_options(descriptor, tracked, &options).map_err(|e| {
-            JsonError {
-                path: track
-                    .path()
-                    .to_string()
-                    .trim_start_matches('.')
-                    .replace('?', ""),
-                message: e.to_string(),
-            }
-        })?;
+    DynamicMessage::deserialize_with_options(descriptor, tracked, &options).map_err(|e| JsonError {
+        path: track
+            .path()
+            .to_string()
+            .trim_start_matches('.')
+            .replace('?', ""),
+        message: e.to_string(),
+    })
+}
+
+/// Converts a reflective message into its prost struct.
+pub fn to_message<M: Message + Default>(
+    dynamic: &DynamicMessage,
+    full_name: &str,
+) -> Result<M, JsonError> {
     M::decode(dynamic.encode_to_vec().as_slice())
         .map_err(|e| root_error(format!("re-encoding {full_name}: {e}")))
 }

@@ -24,7 +24,8 @@ fn timestamp(t: std::time::SystemTime) -> Timestamp {
 /// Builds the config dump; `resource` filters by the `@type`'s last component's field
 /// name is not supported, so every section is returned (Envoy's default).
 pub fn render(server: &Server) -> Result<serde_json::Value, String> {
-    let b = &server.bootstrap.proto;
+    let _pool = xds_client::descriptors::hold();
+    let b = &server.bootstrap.dump.decode().map_err(|e| e.to_string())?;
     let updated = Some(timestamp(server.started));
     let statics = b.static_resources.clone().unwrap_or_default();
     let bootstrap = admin::BootstrapConfigDump {

@@ -38,14 +38,16 @@ pub async fn handle(
         "/server_info" => reply(StatusCode::OK, JSON, server_info(server).to_string()),
         "/stats" => stats(server, q, q.get("format").map(String::as_str)),
         "/stats/prometheus" => stats(server, q, Some("prometheus")),
-        "/config_dump" => match config_dump::render(server).inspect(|_| crate::memory::release_free_memory()) {
-            Ok(v) => reply(
-                StatusCode::OK,
-                JSON,
-                serde_json::to_string_pretty(&v).unwrap_or_default(),
-            ),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, e),
-        },
+        "/config_dump" => {
+            match config_dump::render(server).inspect(|_| crate::memory::release_free_memory()) {
+                Ok(v) => reply(
+                    StatusCode::OK,
+                    JSON,
+                    serde_json::to_string_pretty(&v).unwrap_or_default(),
+                ),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, e),
+            }
+        }
         "/clusters" => clusters(server, q.get("format").map(String::as_str) == Some("json")),
         "/listeners" => listeners(server, q.get("format").map(String::as_str) == Some("json")),
         "/logging" => logging_endpoint(q),
@@ -233,7 +235,7 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
             let a = &h.address_string;
             out.push_str(&format!(
                 "{n}::{a}::cx_active::{}\n{n}::{a}::rq_active::{}\n{n}::{a}::hostname::{}\n{n}::{a}::health_flags::healthy\n{n}::{a}::weight::{}\n",
-                c.stats.cx_active.value().max(0),
+                c.stats_if_created().map_or(0, |s| s.cx_active.value().max(0)),
                 h.active_requests(),
                 h.hostname,
                 h.weight

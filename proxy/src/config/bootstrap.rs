@@ -61,8 +61,8 @@ pub struct Bootstrap {
     pub log_format: Option<String>,
     /// Fields accepted without effect.
     pub no_effect: Vec<NoEffect>,
-    /// The decoded bootstrap, for `/config_dump`.
-    pub proto: proto::Bootstrap,
+    /// The bootstrap's source, for `/config_dump`.
+    pub dump: DumpSource,
 }
 
 /// Where the bootstrap comes from.
@@ -96,15 +96,64 @@ pub fn load(source: &Source) -> Result<Bootstrap> {
             "no configuration: give -c/--config-path or --config-yaml",
         ));
     }
-    let proto: proto::Bootstrap =
-        xds_client::json::decode(doc, BOOTSTRAP, source.allow_unknown_fields)?;
-    translate(proto, &source.node_overrides)
+    let dump = DumpSource::new(&doc, source.allow_unknown_fields);
+    // Check the support table on the decoded reflective message, then convert it once.
+    let dynamic = xds_client::json::decode_dynamic(doc, BOOTSTRAP, source.allow_unknown_fields)?;
+    let mut no_effect = Vec::new();
+    check::check(&dynamic, "", &mut no_effect)?;
+    let proto: proto::Bootstrap = xds_client::json::to_message(&dynamic, BOOTSTRAP)?;
+    drop(dynamic);
+    translate(proto, &source.node_overrides, dump, no_effect)
 }
 
-/// Translates a decoded bootstrap.
-pub fn translate(b: proto::Bootstrap, overrides: &NodeInfo) -> Result<Bootstrap> {
-    let mut no_effect = Vec::new();
-    check::check_proto(&b, BOOTSTRAP, "", &mut no_effect)?;
+/// What `/config_dump` shows of the bootstrap. The decoded proto of a large bootstrap is
+/// many times the size of its compact JSON, so the JSON is kept and decoded again on the
+/// rare dump request.
+#[derive(Debug, Clone)]
+pub struct DumpSource {
+    /// The merged document as compact JSON, deflate-compressed (about ten times smaller).
+    deflated_json: Vec<u8>,
+    allow_unknown_fields: bool,
+}
+
+impl DumpSource {
+    /// Keeps `doc` for later dumps.
+    pub fn new(doc: &serde_json::Value, allow_unknown_fields: bool) -> Self {
+        use std::io::Write;
+        // One large write: the encoder re-initialises its tables per call.
+        let json = serde_json::to_vec(doc).unwrap_or_default();
+        let mut enc = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(json.len() / 8),
+            flate2::Compression::fast(),
+        );
+        let _ = enc.write_all(&json);
+        DumpSource {
+            deflated_json: enc.finish().unwrap_or_default(),
+            allow_unknown_fields,
+        }
+    }
+
+    /// The bootstrap as loaded.
+    pub fn decode(&self) -> Result<proto::Bootstrap> {
+        let reader = flate2::read::DeflateDecoder::new(self.deflated_json.as_slice());
+        let value: serde_json::Value =
+            serde_json::from_reader(reader).map_err(|e| ConfigError::at("", e.to_string()))?;
+        Ok(xds_client::json::decode(
+            value,
+            BOOTSTRAP,
+            self.allow_unknown_fields,
+        )?)
+    }
+}
+
+/// Translates a bootstrap already checked against the support table; `dump` is what
+/// `/config_dump` will show, `no_effect` what the check accepted without effect.
+fn translate(
+    b: proto::Bootstrap,
+    overrides: &NodeInfo,
+    dump: DumpSource,
+    no_effect: Vec<NoEffect>,
+) -> Result<Bootstrap> {
     let statics = b.static_resources.clone().unwrap_or_default();
     let secrets = Secrets::new(&statics.secrets, "static_resources.secrets")?;
     let clusters = statics
@@ -198,7 +247,7 @@ pub fn translate(b: proto::Bootstrap, overrides: &NodeInfo) -> Result<Bootstrap>
                 _ => None,
             }),
         no_effect,
-        proto: b,
+        dump,
     })
 }
 

@@ -269,7 +269,11 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             None => Duration::from_secs(5),
         },
         bind_address,
-        buffer_limit: c.per_connection_buffer_limit_bytes.as_ref().map(|v| v.value as usize).unwrap_or(1024 * 1024),
+        buffer_limit: c
+            .per_connection_buffer_limit_bytes
+            .as_ref()
+            .map(|v| v.value as usize)
+            .unwrap_or(1024 * 1024),
     })
 }
 

@@ -788,7 +788,11 @@ impl RouteConfig {
     /// Whether any header value at any level uses command operators (they may read the
     /// request's headers, which the connection manager then has to keep).
     pub fn has_formatted_headers(&self) -> bool {
-        let formatted = |m: &HeaderMutations| m.add.iter().any(|a| matches!(a.value, common::HeaderTemplate::Formatted(_)));
+        let formatted = |m: &HeaderMutations| {
+            m.add
+                .iter()
+                .any(|a| matches!(a.value, common::HeaderTemplate::Formatted(_)))
+        };
         formatted(&self.request_headers)
             || formatted(&self.response_headers)
             || self.virtual_hosts.iter().any(|vh| {

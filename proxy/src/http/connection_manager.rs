@@ -150,7 +150,8 @@ impl HttpConnectionManager {
                 rq_redirect: s.counter("rq_redirect"),
                 rq_direct_response: s.counter("rq_direct_response"),
             },
-            record_request_headers: !access_logs.is_empty() || config.routes.has_formatted_headers(),
+            record_request_headers: !access_logs.is_empty()
+                || config.routes.has_formatted_headers(),
             access_logs,
             config,
         }))
@@ -800,12 +801,18 @@ fn httpdate() -> HeaderValue {
         static CACHE: std::cell::RefCell<(u64, HeaderValue)> = std::cell::RefCell::new((u64::MAX, HeaderValue::from_static("")));
     }
     let now = std::time::SystemTime::now();
-    let second = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != second {
             let text = crate::access_log::time::format(now, "%a, %d %b %Y %H:%M:%S GMT");
-            *c = (second, HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("")));
+            *c = (
+                second,
+                HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         c.1.clone()
     })

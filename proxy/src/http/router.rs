@@ -173,9 +173,9 @@ pub async fn forward(
     let Some(cluster) = ctx.server.clusters.get(&cluster_name).cloned() else {
         return Err(LocalReply::no_cluster());
     };
-    cluster.stats.rq_total.inc();
+    cluster.stats().rq_total.inc();
     let Some(request_slot) = cluster.resources.requests.try_acquire() else {
-        cluster.stats.rq_pending_overflow.inc();
+        cluster.stats().rq_pending_overflow.inc();
         return Err(LocalReply::overflow());
     };
     let (hash, set_cookie) = request_hash(f, &req, ctx.conn);
@@ -252,7 +252,7 @@ pub async fn forward(
         Some(d) => match tokio::time::timeout_at(d, exchange).await {
             Ok(r) => r,
             Err(_) => {
-                cluster.stats.rq_timeout.inc();
+                cluster.stats().rq_timeout.inc();
                 return Err(LocalReply::upstream_timeout());
             }
         },
@@ -268,7 +268,7 @@ pub async fn forward(
                     LocalReply::connect_failure()
                 }
                 SendError::Reset => {
-                    cluster.stats.rq_rx_reset.inc();
+                    cluster.stats().rq_rx_reset.inc();
                     LocalReply::upstream_reset()
                 }
             });
@@ -277,8 +277,8 @@ pub async fn forward(
     record.upstream_local = local;
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);
-    cluster.stats.rq_time.record(elapsed.as_millis() as u64);
-    cluster.stats.record_status(resp.status().as_u16());
+    cluster.stats().rq_time.record(elapsed.as_millis() as u64);
+    cluster.stats().record_status(resp.status().as_u16());
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(&mut parts.headers, switching);
@@ -393,14 +393,14 @@ struct RqActive(Arc<Cluster>);
 
 impl RqActive {
     fn new(c: &Arc<Cluster>) -> Self {
-        c.stats.rq_active.inc();
+        c.stats().rq_active.inc();
         RqActive(c.clone())
     }
 }
 
 impl Drop for RqActive {
     fn drop(&mut self) {
-        self.0.stats.rq_active.dec();
+        self.0.stats().rq_active.dec();
     }
 }
 

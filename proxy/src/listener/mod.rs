@@ -390,7 +390,11 @@ async fn handle(
     }
     match &chain.terminal {
         TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,
-        TerminalRuntime::Tcp(t) => t.clone().serve(server, io, listener.config.buffer_limit, info).await,
+        TerminalRuntime::Tcp(t) => {
+            t.clone()
+                .serve(server, io, listener.config.buffer_limit, info)
+                .await
+        }
     }
 }
 

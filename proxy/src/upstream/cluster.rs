@@ -109,16 +109,29 @@ impl ClusterStats {
         }
         // Per-code counters are created once and then found under a read lock, so the
         // data path never formats a stat name or takes the store's lock.
-        if let Some(c) = self.by_code.read().unwrap_or_else(|e| e.into_inner()).iter().find(|(s, _)| *s == status).map(|(_, c)| c.clone()) {
+        if let Some(c) = self
+            .by_code
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, c)| c.clone())
+        {
             c.inc();
             return;
         }
         let code = status.to_string();
-        let c = self.scope.counter_tagged(&format!("upstream_rq_{code}"), "upstream_rq", ("envoy_response_code", &code));
+        let c = self.scope.counter_tagged(
+            &format!("upstream_rq_{code}"),
+            "upstream_rq",
+            ("envoy_response_code", &code),
+        );
         c.inc();
-        self.by_code.write().unwrap_or_else(|e| e.into_inner()).push((status, c));
+        self.by_code
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((status, c));
     }
-
 }
 
 /// A cluster as the data path sees it.
@@ -128,8 +141,11 @@ pub struct Cluster {
     pub config: Arc<ClusterConfig>,
     /// Circuit breakers.
     pub resources: Resources,
-    /// Stats.
-    pub stats: ClusterStats,
+    /// Stats, created on first use: a cluster no request ever reached costs no stat
+    /// memory (Envoy's deferred stat creation, which Istio enables).
+    stats: std::sync::OnceLock<ClusterStats>,
+    scope: Scope,
+    host_count: std::sync::atomic::AtomicI64,
     hosts: RwLock<Arc<HostSet>>,
     balancer: Balancer,
 }
@@ -147,7 +163,9 @@ impl Cluster {
                 requests: Resource::new(t.max_requests),
                 retries: Resource::new(t.max_retries),
             },
-            stats: ClusterStats::new(scope),
+            stats: std::sync::OnceLock::new(),
+            scope,
+            host_count: std::sync::atomic::AtomicI64::new(0),
             hosts: RwLock::new(HostSet::new(Vec::new())),
             balancer: Balancer::new(config.lb.clone()),
             config,
@@ -174,10 +192,30 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's stats, created on first use.
+    pub fn stats(&self) -> &ClusterStats {
+        self.stats.get_or_init(|| {
+            let stats = ClusterStats::new(self.scope.clone());
+            let hosts = self.host_count.load(std::sync::atomic::Ordering::Relaxed);
+            stats.membership_total.set(hosts);
+            stats.membership_healthy.set(hosts);
+            stats
+        })
+    }
+
+    /// The stats if some traffic created them (read-only views such as `/clusters`).
+    pub fn stats_if_created(&self) -> Option<&ClusterStats> {
+        self.stats.get()
+    }
+
     /// Replaces the host set (DNS refresh, and later EDS).
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
-        self.stats.membership_total.set(hosts.len() as i64);
-        self.stats.membership_healthy.set(hosts.len() as i64);
+        self.host_count
+            .store(hosts.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(stats) = self.stats.get() {
+            stats.membership_total.set(hosts.len() as i64);
+            stats.membership_healthy.set(hosts.len() as i64);
+        }
         *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostSet::new(hosts);
     }
 
@@ -191,7 +229,7 @@ impl Cluster {
         let set = self.hosts();
         let host = self.balancer.pick(&set, ctx);
         if host.is_none() {
-            self.stats.cx_none_healthy.inc();
+            self.stats().cx_none_healthy.inc();
         }
         host
     }

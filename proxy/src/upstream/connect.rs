@@ -82,8 +82,8 @@ pub async fn connect(
     host: &Host,
     tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
 ) -> Result<Connected, ConnectError> {
-    let rx = cluster.stats.cx_rx_bytes.clone();
-    let tx = cluster.stats.cx_tx_bytes.clone();
+    let rx = cluster.stats().cx_rx_bytes.clone();
+    let tx = cluster.stats().cx_tx_bytes.clone();
     let fut = async {
         match &host.address {
             HostAddress::Tcp(a) => {

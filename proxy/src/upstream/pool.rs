@@ -226,16 +226,16 @@ impl HostPool {
                     .pending
                     .try_acquire()
                     .ok_or_else(|| {
-                        self.cluster.stats.rq_pending_overflow.inc();
+                        self.cluster.stats().rq_pending_overflow.inc();
                         PoolError::Overflow
                     })?;
-                self.cluster.stats.rq_pending_total.inc();
+                self.cluster.stats().rq_pending_total.inc();
                 pending = Some((slot, PendingGuard::new(&self.cluster)));
             }
             match self.cluster.resources.connections.try_acquire() {
                 Some(slot) => return self.connect(slot).await,
                 None => {
-                    self.cluster.stats.cx_overflow.inc();
+                    self.cluster.stats().cx_overflow.inc();
                     tokio::select! {
                         _ = self.freed.notified() => {}
                         _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -249,7 +249,7 @@ impl HostPool {
         self: &Arc<Self>,
         slot: Slot,
     ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
-        let stats = &self.cluster.stats;
+        let stats = self.cluster.stats();
         let connected = match connect::connect(&self.cluster, &self.host, self.tls.clone()).await {
             Ok(c) => c,
             Err(e) => {
@@ -267,8 +267,8 @@ impl HostPool {
         let io = TokioIo::new(connected.io);
         let cluster = self.cluster.clone();
         let on_close = move || {
-            cluster.stats.cx_active.dec();
-            cluster.stats.cx_destroy.inc();
+            cluster.stats().cx_active.dec();
+            cluster.stats().cx_destroy.inc();
         };
         let h2 = self.protocol == Protocol::Http2 || connected.alpn.as_deref() == Some(b"h2");
         if h2 {
@@ -327,13 +327,13 @@ struct PendingGuard(Arc<Cluster>);
 
 impl PendingGuard {
     fn new(c: &Arc<Cluster>) -> Self {
-        c.stats.rq_pending_active.inc();
+        c.stats().rq_pending_active.inc();
         PendingGuard(c.clone())
     }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.0.stats.rq_pending_active.dec();
+        self.0.stats().rq_pending_active.dec();
     }
 }
