@@ -798,7 +798,7 @@ fn redirect(
 /// RFC 7231 IMF-fixdate for the `date` header, formatted once per second per thread.
 fn httpdate() -> HeaderValue {
     thread_local! {
-        static CACHE: std::cell::RefCell<(u64, HeaderValue)> = std::cell::RefCell::new((u64::MAX, HeaderValue::from_static("")));
+        static CACHE: std::cell::RefCell<(u64, HeaderValue)> = const { std::cell::RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
     }
     let now = std::time::SystemTime::now();
     let second = now
