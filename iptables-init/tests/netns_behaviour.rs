@@ -188,6 +188,45 @@ fn tproxy_mode_with_nftables() {
 }
 
 #[test]
+fn network_namespace_flag_applies_inside_the_namespace() {
+    let Some(p) = pods() else { return };
+    let path = format!("/var/run/netns/{}", p.app.name);
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "--network-namespace",
+            &path,
+            "--ipv6",
+            "off",
+            "-u",
+            "1337",
+            "-g",
+            "1337",
+            "-i",
+            "*",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        p.call(&p.app, "", "10.77.0.2:8080", ""),
+        "15001 10.77.0.2:8080",
+        "rules were applied in the app namespace"
+    );
+    let host = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&host.stdout).contains("ISTIO_OUTPUT"),
+        "and not in the test's own namespace"
+    );
+}
+
+#[test]
 fn applying_twice_keeps_one_copy_and_cleanup_removes_only_ours() {
     let Some(p) = pods() else { return };
     // Someone else's rules must survive our cleanup.
