@@ -313,11 +313,35 @@ pub fn render(
 }
 
 impl<S: Subscriber> Layer<S> for EnvoyLogLayer {
-    fn register_callsite(
-        &self,
-        _meta: &'static Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
+    // Decided once per callsite (and again when `/logging` changes levels, which rebuilds
+    // the interest cache): disabled events cost a cached check, not a string comparison.
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if enabled(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        use tracing::level_filters::LevelFilter;
+        let l = levels().read().unwrap_or_else(|e| e.into_inner());
+        Some(
+            match l
+                .by_component
+                .values()
+                .min()
+                .copied()
+                .unwrap_or(Level::Info)
+            {
+                Level::Trace => LevelFilter::TRACE,
+                Level::Debug => LevelFilter::DEBUG,
+                Level::Info => LevelFilter::INFO,
+                Level::Warning => LevelFilter::WARN,
+                Level::Error | Level::Critical => LevelFilter::ERROR,
+                Level::Off => LevelFilter::OFF,
+            },
+        )
     }
 
     fn enabled(&self, meta: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {

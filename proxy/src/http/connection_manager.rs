@@ -537,9 +537,7 @@ impl HttpConnectionManager {
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
         if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
-            if let Ok(v) = HeaderValue::from_str(&headers::uuid_v4()) {
-                req.headers_mut().insert("x-request-id", v);
-            }
+            req.headers_mut().insert("x-request-id", headers::uuid_v4());
         }
         let request_id = req.headers().get("x-request-id").cloned();
         if self.record_request_headers {

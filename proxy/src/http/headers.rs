@@ -98,20 +98,25 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, action: A
     }
 }
 
-/// A random (version 4) UUID, as Envoy's default request-id extension generates.
-pub fn uuid_v4() -> String {
+/// A random (version 4) UUID, as Envoy's default request-id extension generates, written
+/// without intermediate allocations.
+pub fn uuid_v4() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = [0u8; 36];
+    let mut i = 0;
+    for (n, byte) in b.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            out[i] = b'-';
+            i += 1;
+        }
+        out[i] = HEX[(byte >> 4) as usize];
+        out[i + 1] = HEX[(byte & 0x0f) as usize];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are valid header bytes")
 }
 
 /// The client address as the HCM determines it: the peer with `use_remote_address`,
@@ -200,7 +205,10 @@ mod tests {
     #[test]
     fn uuid_shape() {
         let u = uuid_v4();
+        let u = u.to_str().unwrap();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
+        assert_eq!(u.matches('-').count(), 4);
+        assert_ne!(uuid_v4(), uuid_v4());
     }
 }

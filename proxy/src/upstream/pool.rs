@@ -91,8 +91,11 @@ pub struct HostPool {
     freed: tokio::sync::Notify,
 }
 
+/// Identity of a pool: cluster (by pointer), host address, protocol.
+type PoolKey = (usize, super::host::HostAddress, Protocol);
+
 thread_local! {
-    static POOLS: RefCell<HashMap<(String, String, Protocol), Arc<HostPool>>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<HashMap<PoolKey, Arc<HostPool>>> = RefCell::new(HashMap::new());
 }
 
 /// The calling worker's pool for (cluster, host, protocol), created on first use.
@@ -101,9 +104,11 @@ pub fn for_host(
     host: &Arc<Host>,
     protocol: Protocol,
 ) -> Result<Arc<HostPool>, PoolError> {
+    // Keyed by the cluster's identity and the host's address: no allocation per request,
+    // and ORIGINAL_DST hosts (created per connection) share their address's pool.
     let key = (
-        cluster.config.name.clone(),
-        host.address_string.clone(),
+        Arc::as_ptr(cluster) as usize,
+        host.address.clone(),
         protocol,
     );
     if let Some(p) = POOLS.with(|p| p.borrow().get(&key).cloned()) {
@@ -154,7 +159,7 @@ impl HostPool {
         )
     }
 
-    fn take_ready(&self) -> Option<Checkout> {
+    fn take_ready(self: &Arc<Self>) -> Option<Checkout> {
         let (_, idle_timeout) = self.limits();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // An HTTP/2 connection serves Http2 pools and Auto pools that negotiated h2.
@@ -175,24 +180,13 @@ impl HostPool {
             let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
             if !expired && !idle.sender.is_closed() {
                 return Some(Checkout::Http1(Lease {
-                    pool: self.self_arc(),
+                    pool: self.clone(),
                     sender: idle.sender,
                     requests: idle.requests,
                 }));
             }
         }
         None
-    }
-
-    fn self_arc(&self) -> Arc<HostPool> {
-        let key = (
-            self.cluster.config.name.clone(),
-            self.host.address_string.clone(),
-            self.protocol,
-        );
-        POOLS
-            .with(|p| p.borrow().get(&key).cloned())
-            .expect("pool registered on this worker")
     }
 
     fn put_back(&self, lease: Lease) {
@@ -303,7 +297,7 @@ impl HostPool {
                     return Err(PoolError::Connect(ConnectError::Tls(e.to_string())));
                 }
             };
-            let freed = self.self_arc();
+            let freed = self.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let _ = conn.with_upgrades().await;
