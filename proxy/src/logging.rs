@@ -140,21 +140,27 @@ fn levels() -> &'static RwLock<Levels> {
 
 /// Sets every component to `level` (`-l`, `POST /logging?level=`).
 pub fn set_all(level: Level) {
-    let mut l = levels().write().unwrap_or_else(|e| e.into_inner());
-    l.by_component.values_mut().for_each(|v| *v = level);
+    {
+        let mut l = levels().write().unwrap_or_else(|e| e.into_inner());
+        l.by_component.values_mut().for_each(|v| *v = level);
+    }
+    // After releasing the lock: rebuilding re-evaluates every callsite, which reads it.
     tracing::callsite::rebuild_interest_cache();
 }
 
 /// Sets one component; false when the component is unknown.
 pub fn set_component(component: &str, level: Level) -> bool {
-    let mut l = levels().write().unwrap_or_else(|e| e.into_inner());
-    let ok = match l.by_component.get_mut(component) {
-        Some(v) => {
-            *v = level;
-            true
+    let ok = {
+        let mut l = levels().write().unwrap_or_else(|e| e.into_inner());
+        match l.by_component.get_mut(component) {
+            Some(v) => {
+                *v = level;
+                true
+            }
+            None => false,
         }
-        None => false,
     };
+    // After releasing the lock: rebuilding re-evaluates every callsite, which reads it.
     tracing::callsite::rebuild_interest_cache();
     ok
 }
@@ -427,6 +433,41 @@ mod tests {
             .is_match(&istio),
             "{istio}"
         );
+    }
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn level_changes_take_effect_on_cached_callsites() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let buf = Shared::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(EnvoyLogLayer::new("%n:%v".into(), Box::new(buf.clone())));
+        tracing::subscriber::with_default(subscriber, || {
+            set_component("tap", Level::Info);
+            let emit = || tracing::debug!(target: "tap", "probe");
+            emit();
+            assert!(!String::from_utf8_lossy(&buf.0.lock().unwrap()).contains("probe"));
+            set_component("tap", Level::Debug);
+            emit();
+            assert!(String::from_utf8_lossy(&buf.0.lock().unwrap()).contains("tap:probe"));
+            set_component("tap", Level::Info);
+            buf.0.lock().unwrap().clear();
+            emit();
+            assert!(buf.0.lock().unwrap().is_empty());
+        });
     }
 
     #[test]
