@@ -44,6 +44,8 @@ pub struct Behavior {
     pub delay_ms: u64,
     /// Close the connection instead of answering.
     pub reset: bool,
+    /// Apply `status`/`reset` only to the next N requests, then answer 200 (0 = always).
+    pub only_next: usize,
 }
 
 impl Default for Behavior {
@@ -54,6 +56,7 @@ impl Default for Behavior {
             headers: vec![],
             delay_ms: 0,
             reset: false,
+            only_next: 0,
         }
     }
 }
@@ -235,7 +238,17 @@ async fn serve<I>(
                 headers,
                 body,
             });
-            let b = behavior.lock().unwrap().clone();
+            let b = {
+                let mut current = behavior.lock().unwrap();
+                let b = current.clone();
+                if current.only_next > 0 {
+                    current.only_next -= 1;
+                    if current.only_next == 0 {
+                        *current = Behavior::default();
+                    }
+                }
+                b
+            };
             if b.delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(b.delay_ms)).await;
             }

@@ -14,6 +14,7 @@ pub mod common;
 pub mod error;
 pub mod hcm;
 pub mod listener;
+pub mod retry;
 pub mod route;
 pub mod secrets;
 pub mod support;

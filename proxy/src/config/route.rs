@@ -4,6 +4,7 @@ use super::common::{
     self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch,
 };
 use super::error::{join, ConfigError, Result};
+use super::retry::RetryPolicy;
 use regex::Regex;
 use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
@@ -71,6 +72,8 @@ pub struct VirtualHost {
     pub include_request_attempt_count: bool,
     /// Send `x-envoy-attempt-count` downstream.
     pub include_attempt_count_in_response: bool,
+    /// Retry policy for routes that have none of their own.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// How the path is matched.
@@ -220,6 +223,8 @@ pub struct Forward {
     pub upgrades: Vec<(String, bool)>,
     /// Max stream duration.
     pub max_stream_duration: Option<Duration>,
+    /// Retry policy (overrides the virtual host's).
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A redirect.
@@ -368,6 +373,11 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
         },
         include_request_attempt_count: vh.include_request_attempt_count,
         include_attempt_count_in_response: vh.include_attempt_count_in_response,
+        retry: vh
+            .retry_policy
+            .as_ref()
+            .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .transpose()?,
     })
 }
 
@@ -641,6 +651,11 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             )?,
             None => None,
         },
+        retry: ra
+            .retry_policy
+            .as_ref()
+            .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .transpose()?,
     })
 }
 

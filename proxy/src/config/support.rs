@@ -220,7 +220,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.VirtualHost", [
         "name", "domains", "routes", "require_tls", "request_headers_to_add",
         "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
-        "include_request_attempt_count", "include_attempt_count_in_response",
+        "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy",
     ]),
     msg!("envoy.config.route.v3.Route", [
         "name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
@@ -246,9 +246,15 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RouteAction", [
         "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
         "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
-        "upgrade_configs", "max_stream_duration",
-        "retry_policy" = "retries come with the resilience issue; the route still works without them",
+        "upgrade_configs", "max_stream_duration", "retry_policy",
     ]),
+    msg!("envoy.config.route.v3.RetryPolicy", [
+        "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
+        "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off",
+    ]),
+    msg!("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", ["name", "typed_config"]),
+    msg!("envoy.config.route.v3.RetryPolicy.RetryBackOff", ["base_interval", "max_interval"]),
+    msg!("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", []),
     msg!("envoy.config.route.v3.RouteAction.UpgradeConfig", ["upgrade_type", "enabled"]),
     msg!("envoy.config.route.v3.RouteAction.MaxStreamDuration", ["max_stream_duration"]),
     msg!("envoy.config.route.v3.RouteAction.HashPolicy", [

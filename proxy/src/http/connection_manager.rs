@@ -644,7 +644,14 @@ impl HttpConnectionManager {
                             }
                             record.flags.insert(reply.flag);
                             record.response_code_details = reply.details.into();
-                            reply.response()
+                            let mut r = reply.response();
+                            if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
+                                r.headers_mut().insert(
+                                    "x-envoy-attempt-count",
+                                    HeaderValue::from(record.attempt_count),
+                                );
+                            }
+                            r
                         }
                     }
                 }

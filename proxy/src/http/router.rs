@@ -7,6 +7,7 @@ use super::headers;
 use super::local_reply::LocalReply;
 use crate::access_log::record::Record;
 use crate::config::cluster::UpstreamProtocol;
+use crate::config::retry::RetryPolicy;
 use crate::config::route::{
     ClusterTarget, Forward, HashKind, HostRewrite, Route, RouteConfig, VirtualHost, WeightedTarget,
 };
@@ -25,7 +26,7 @@ use rand::Rng;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the router needs beyond the request.
 pub struct RouteContext<'a> {
@@ -179,15 +180,12 @@ pub async fn forward(
         return Err(LocalReply::overflow());
     };
     let (hash, set_cookie) = request_hash(f, &req, ctx.conn);
-    let Some(host) = cluster.pick(&LbContext {
+    let lb = LbContext {
         hash,
         original_dst: ctx.conn.local,
-    }) else {
-        return Err(LocalReply::no_healthy_upstream());
     };
-    record.upstream_host = Some(host.address_string.clone());
 
-    // Rewrite the request.
+    // Rewrite the request (the same for every attempt).
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -201,12 +199,6 @@ pub async fn forward(
         );
         *req.uri_mut() = new.parse().unwrap_or_else(|_| req.uri().clone());
     }
-    let authority = match &f.host_rewrite {
-        HostRewrite::None => original_authority.clone(),
-        HostRewrite::Literal(h) => h.clone(),
-        HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
-        HostRewrite::Auto => original_authority.clone(),
-    };
     let upgrade = req.headers().get(http::header::UPGRADE).is_some();
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     req.headers_mut().remove(http::header::EXPECT);
@@ -232,7 +224,6 @@ pub async fn forward(
         ctx.routes.most_specific_wins,
         record,
     );
-
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = match cluster.config.protocol {
         UpstreamProtocol::Http1 => Protocol::Http1,
@@ -243,37 +234,130 @@ pub async fn forward(
         UpstreamProtocol::UseDownstream if downstream_h2 => Protocol::Http2,
         UpstreamProtocol::UseDownstream => Protocol::Http1,
     };
+
+    // A request can be replayed only if its body is buffered (bounded by the cluster's
+    // buffer limit); upgrades are never retried.
+    let policy = f
+        .retry
+        .as_ref()
+        .or(ctx.vhost.retry.as_ref())
+        .filter(|p| p.num_retries > 0 && !upgrade);
+    let (parts, body) = req.into_parts();
+    let mut attempt_body = AttemptBody::new(
+        body,
+        &parts.headers,
+        policy.is_some(),
+        cluster.config.buffer_limit,
+    )
+    .await;
+    let max_attempts = if attempt_body.replayable() {
+        1 + policy.map_or(0, |p| p.num_retries)
+    } else {
+        1
+    };
+
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
-    let active = host.start_request();
     let rq_active = RqActive::new(&cluster);
-    let exchange = send(&cluster, &host, protocol, req, authority);
-    let result = match deadline {
-        Some(d) => match tokio::time::timeout_at(d, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats().rq_timeout.inc();
-                return Err(LocalReply::upstream_timeout());
+    let mut tried: Vec<Arc<crate::upstream::host::Host>> = Vec::new();
+    let mut attempt = 0u32;
+    let (resp, lease, local, host, active) = loop {
+        attempt += 1;
+        record.attempt_count = attempt;
+        let Some(host) = pick_host(&cluster, &lb, policy, &tried) else {
+            return Err(LocalReply::no_healthy_upstream());
+        };
+        record.upstream_host = Some(host.address_string.clone());
+        tried.push(host.clone());
+        let authority = match &f.host_rewrite {
+            HostRewrite::Literal(h) => h.clone(),
+            HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
+            HostRewrite::None | HostRewrite::Auto => original_authority.clone(),
+        };
+        let mut req = Request::from_parts(clone_parts(&parts), attempt_body.take());
+        if ctx.vhost.include_request_attempt_count {
+            req.headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        }
+        let active = host.start_request();
+        let try_deadline = match (deadline, policy.and_then(|p| p.per_try_timeout)) {
+            (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
+            (None, Some(t)) => Some(tokio::time::Instant::now() + t),
+            (d, None) => d,
+        };
+        let exchange = send(&cluster, &host, protocol, req, authority);
+        let outcome = match try_deadline {
+            Some(d) => tokio::time::timeout_at(d, exchange)
+                .await
+                .unwrap_or(Err(SendError::Timeout)),
+            None => exchange.await,
+        };
+        // Decide whether this attempt is final; retries need a slot of `max_retries`.
+        let retriable = match (&outcome, policy) {
+            (_, None) => false,
+            (Ok((resp, _, _)), Some(p)) => p.retriable_status(resp.status().as_u16()),
+            (Err(SendError::Pool(PoolError::Connect(_))), Some(p)) => {
+                p.retriable_failure(true, false)
             }
-        },
-        None => exchange.await,
-    };
-    let (resp, lease, local) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            return Err(match e {
-                SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
-                SendError::Pool(PoolError::Connect(c)) => {
-                    record.upstream_failure = Some(c.to_string());
-                    LocalReply::connect_failure()
+            (Err(SendError::Reset { refused }), Some(p)) => p.retriable_failure(false, *refused),
+            (Err(SendError::Timeout), Some(p)) => {
+                deadline.is_none_or(|d| tokio::time::Instant::now() < d)
+                    && p.retriable_failure(false, false)
+            }
+            (Err(SendError::Pool(PoolError::Overflow)), Some(_)) => false,
+        };
+        let retry_slot = if retriable && attempt < max_attempts {
+            match cluster.resources.retries.try_acquire() {
+                Some(slot) => Some(slot),
+                None => {
+                    cluster.stats().rq_retry_overflow.inc();
+                    None
                 }
-                SendError::Reset => {
-                    cluster.stats().rq_rx_reset.inc();
-                    LocalReply::upstream_reset()
+            }
+        } else {
+            None
+        };
+        if retriable && retry_slot.is_none() {
+            record
+                .flags
+                .insert(crate::access_log::record::ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        }
+        match (outcome, retry_slot) {
+            (Ok((resp, lease, local)), None) => break (resp, lease, local, host, active),
+            (Err(e), None) => {
+                return Err(match e {
+                    SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
+                    SendError::Pool(PoolError::Connect(c)) => {
+                        record.upstream_failure = Some(c.to_string());
+                        LocalReply::connect_failure()
+                    }
+                    SendError::Reset { .. } => {
+                        cluster.stats().rq_rx_reset.inc();
+                        LocalReply::upstream_reset()
+                    }
+                    SendError::Timeout => {
+                        cluster.stats().rq_timeout.inc();
+                        LocalReply::upstream_timeout()
+                    }
+                });
+            }
+            (_, Some(_slot)) => {
+                cluster.stats().rq_retry.inc();
+                let pause = policy.map_or(Duration::ZERO, |p| p.backoff(attempt));
+                match deadline {
+                    Some(d) if tokio::time::Instant::now() + pause >= d => {
+                        cluster.stats().rq_timeout.inc();
+                        return Err(LocalReply::upstream_timeout());
+                    }
+                    _ => tokio::time::sleep(pause).await,
                 }
-            });
+            }
         }
     };
+    if attempt > 1 {
+        cluster.stats().rq_retry_success.inc();
+    }
+    record.upstream_host = Some(host.address_string.clone());
     record.upstream_local = local;
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);
@@ -288,6 +372,11 @@ pub async fn forward(
             HeaderValue::from(elapsed.as_millis() as u64),
         );
     }
+    if ctx.vhost.include_attempt_count_in_response {
+        parts
+            .headers
+            .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+    }
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         parts.headers.append(http::header::SET_COOKIE, c);
     }
@@ -301,6 +390,79 @@ pub async fn forward(
         _guards: (request_slot, active, rq_active),
     };
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Picks a host; with the `previous_hosts` predicate, re-picks up to
+/// `host_selection_retry_max_attempts` times to avoid hosts already tried.
+fn pick_host(
+    cluster: &Cluster,
+    lb: &LbContext,
+    policy: Option<&RetryPolicy>,
+    tried: &[Arc<crate::upstream::host::Host>],
+) -> Option<Arc<crate::upstream::host::Host>> {
+    let avoid = policy.filter(|p| p.avoid_previous_hosts);
+    let picks = avoid.map_or(1, |p| p.host_selection_attempts);
+    let mut host = None;
+    for _ in 0..picks {
+        host = cluster.pick(lb);
+        match &host {
+            Some(h) if avoid.is_some() && tried.iter().any(|t| t.address == h.address) => continue,
+            _ => break,
+        }
+    }
+    host
+}
+
+/// A copy of the request head for one attempt (extensions are not carried: upgrades are
+/// never retried, and nothing else is read from them upstream).
+fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts
+}
+
+/// The request body across attempts: streamed once when no retry is possible, or buffered
+/// (up to the cluster's buffer limit, when its size is known) so it can be replayed.
+enum AttemptBody {
+    Stream(Option<Body>),
+    Buffered(Bytes),
+}
+
+impl AttemptBody {
+    async fn new(body: Body, headers: &http::HeaderMap, retries: bool, limit: usize) -> Self {
+        use http_body::Body as _;
+        let known = body.size_hint().exact().map(|n| n as usize).or_else(|| {
+            headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        });
+        match known {
+            Some(n) if retries && n <= limit => match body.collect().await {
+                Ok(c) => AttemptBody::Buffered(c.to_bytes()),
+                Err(_) => AttemptBody::Stream(None),
+            },
+            _ => AttemptBody::Stream(Some(body)),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, AttemptBody::Buffered(_))
+    }
+
+    fn take(&mut self) -> Body {
+        match self {
+            AttemptBody::Buffered(b) => http_body_util::Full::new(b.clone())
+                .map_err(|e| match e {})
+                .boxed(),
+            AttemptBody::Stream(s) => s
+                .take()
+                .unwrap_or_else(|| http_body_util::Empty::new().map_err(|e| match e {}).boxed()),
+        }
+    }
 }
 
 /// Applies route, virtual host and route-configuration mutations in Envoy's order.
@@ -322,7 +484,20 @@ pub fn apply_levels(
 
 enum SendError {
     Pool(PoolError),
-    Reset,
+    /// The upstream reset or closed before responding; `refused` for an HTTP/2
+    /// REFUSED_STREAM (safe to retry).
+    Reset {
+        refused: bool,
+    },
+    /// The per-try or route timeout elapsed.
+    Timeout,
+}
+
+fn reset(e: hyper::Error) -> SendError {
+    // hyper surfaces h2's REFUSED_STREAM reason in its message.
+    SendError::Reset {
+        refused: e.to_string().contains("refused"),
+    }
 }
 
 async fn send(
@@ -349,16 +524,14 @@ async fn send(
     match checkout {
         Checkout::Http1(mut lease) => {
             *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = pq.parse().map_err(|_| SendError::Reset)?;
+            *req.uri_mut() = pq
+                .parse()
+                .map_err(|_| SendError::Reset { refused: false })?;
             if let Ok(v) = HeaderValue::from_str(&authority) {
                 req.headers_mut().insert(http::header::HOST, v);
             }
-            lease.sender.ready().await.map_err(|_| SendError::Reset)?;
-            let resp = lease
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|_| SendError::Reset)?;
+            lease.sender.ready().await.map_err(reset)?;
+            let resp = lease.sender.send_request(req).await.map_err(reset)?;
             Ok((resp, Some(lease), local))
         }
         Checkout::Http2(mut sender) => {
@@ -376,12 +549,9 @@ async fn send(
             };
             *req.uri_mut() = format!("{scheme}://{authority}{pq}")
                 .parse()
-                .map_err(|_| SendError::Reset)?;
-            sender.ready().await.map_err(|_| SendError::Reset)?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|_| SendError::Reset)?;
+                .map_err(|_| SendError::Reset { refused: false })?;
+            sender.ready().await.map_err(reset)?;
+            let resp = sender.send_request(req).await.map_err(reset)?;
             Ok((resp, None, local))
         }
     }

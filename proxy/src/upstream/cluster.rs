@@ -50,6 +50,12 @@ pub struct ClusterStats {
     pub rq_timeout: Arc<Counter>,
     /// upstream_rq_rx_reset
     pub rq_rx_reset: Arc<Counter>,
+    /// upstream_rq_retry
+    pub rq_retry: Arc<Counter>,
+    /// upstream_rq_retry_success
+    pub rq_retry_success: Arc<Counter>,
+    /// upstream_rq_retry_overflow
+    pub rq_retry_overflow: Arc<Counter>,
     /// upstream_rq_time
     pub rq_time: Arc<Histogram>,
     /// membership_total
@@ -92,6 +98,9 @@ impl ClusterStats {
             rq_pending_overflow: c("upstream_rq_pending_overflow"),
             rq_timeout: c("upstream_rq_timeout"),
             rq_rx_reset: c("upstream_rq_rx_reset"),
+            rq_retry: c("upstream_rq_retry"),
+            rq_retry_success: c("upstream_rq_retry_success"),
+            rq_retry_overflow: c("upstream_rq_retry_overflow"),
             rq_time: scope.histogram("upstream_rq_time"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),

@@ -1,0 +1,231 @@
+//! Route and virtual-host `retry_policy`: which failures are retried, how often, with what
+//! per-try timeout and backoff, and on which hosts (Envoy's router retry semantics).
+
+use super::common;
+use super::error::{join, ConfigError, Result};
+use std::time::Duration;
+use xds_client::proto::envoy::config::route::v3 as route;
+
+const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// Conditions of `retry_on`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Any 5xx, and no response at all (reset, connect failure, per-try timeout).
+    pub five_xx: bool,
+    /// 502, 503, 504, and no response at all.
+    pub gateway_error: bool,
+    /// No response at all: reset, disconnect, per-try timeout.
+    pub reset: bool,
+    /// Connecting failed.
+    pub connect_failure: bool,
+    /// The upstream refused the HTTP/2 stream.
+    pub refused_stream: bool,
+    /// 409.
+    pub retriable_4xx: bool,
+    /// Codes in `retriable_status_codes`.
+    pub retriable_status_codes: bool,
+}
+
+/// A translated RetryPolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Conditions.
+    pub on: RetryOn,
+    /// Retries after the first attempt (default 1).
+    pub num_retries: u32,
+    /// Timeout of each attempt.
+    pub per_try_timeout: Option<Duration>,
+    /// Status codes for `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// Backoff base (default 25 ms).
+    pub base_interval: Duration,
+    /// Backoff cap (default 10 × base).
+    pub max_interval: Duration,
+    /// Avoid hosts already tried (`previous_hosts` predicate).
+    pub avoid_previous_hosts: bool,
+    /// Host picks per attempt when avoiding previous hosts (default 1).
+    pub host_selection_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// Whether an upstream response status is retriable under this policy.
+    pub fn retriable_status(&self, status: u16) -> bool {
+        let on = &self.on;
+        (on.five_xx && (500..600).contains(&status))
+            || (on.gateway_error && matches!(status, 502..=504))
+            || (on.retriable_4xx && status == 409)
+            || (on.retriable_status_codes && self.retriable_status_codes.contains(&status))
+    }
+
+    /// Whether a failure without a response is retriable: a reset or timeout, a connect
+    /// failure, or a refused HTTP/2 stream.
+    pub fn retriable_failure(&self, connect_failure: bool, refused_stream: bool) -> bool {
+        let on = &self.on;
+        on.five_xx
+            || on.gateway_error
+            || on.reset
+            || (connect_failure && on.connect_failure)
+            || (refused_stream && on.refused_stream)
+    }
+
+    /// The backoff before retry `n` (1-based): full jitter over an exponential window.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let window = self
+            .base_interval
+            .saturating_mul(1u32 << (n - 1).min(16))
+            .min(self.max_interval);
+        window.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Translates a RetryPolicy.
+pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
+    let mut on = RetryOn::default();
+    for cond in p
+        .retry_on
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        match cond {
+            "5xx" => on.five_xx = true,
+            "gateway-error" => on.gateway_error = true,
+            "reset" | "reset-before-request" => on.reset = true,
+            "connect-failure" => on.connect_failure = true,
+            "refused-stream" => on.refused_stream = true,
+            "retriable-4xx" => on.retriable_4xx = true,
+            "retriable-status-codes" => on.retriable_status_codes = true,
+            // gRPC conditions are read from grpc-status, which needs the response trailers or
+            // headers of gRPC calls; they come with the resilience issue.
+            other => {
+                return Err(ConfigError::at(
+                    join(path, "retry_on"),
+                    format!("retry condition {other:?} is not supported yet"),
+                ))
+            }
+        }
+    }
+    for (i, pred) in p.retry_host_predicate.iter().enumerate() {
+        use route::retry_policy::retry_host_predicate::ConfigType as C;
+        let type_url = match &pred.config_type {
+            Some(C::TypedConfig(a)) => a.type_url.as_str(),
+            None => "",
+        };
+        if xds_client::descriptors::type_name_of_url(type_url) != PREVIOUS_HOSTS {
+            return Err(ConfigError::at(
+                format!("{}[{i}]", join(path, "retry_host_predicate")),
+                format!("unsupported retry host predicate {type_url}"),
+            ));
+        }
+    }
+    let (base, max) = match &p.retry_back_off {
+        Some(b) => {
+            let bp = join(path, "retry_back_off");
+            let base = b
+                .base_interval
+                .as_ref()
+                .map(|d| common::duration(d, &join(&bp, "base_interval")))
+                .transpose()?
+                .unwrap_or(Duration::from_millis(25));
+            if base.is_zero() {
+                return Err(ConfigError::at(
+                    join(&bp, "base_interval"),
+                    "must be greater than zero",
+                ));
+            }
+            let max = b
+                .max_interval
+                .as_ref()
+                .map(|d| common::duration(d, &join(&bp, "max_interval")))
+                .transpose()?
+                .unwrap_or(base * 10);
+            if max < base {
+                return Err(ConfigError::at(
+                    join(&bp, "max_interval"),
+                    "must not be less than base_interval",
+                ));
+            }
+            (base, max)
+        }
+        None => (Duration::from_millis(25), Duration::from_millis(250)),
+    };
+    let codes = p
+        .retriable_status_codes
+        .iter()
+        .map(|c| {
+            u16::try_from(*c).map_err(|_| {
+                ConfigError::at(
+                    join(path, "retriable_status_codes"),
+                    format!("invalid status {c}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RetryPolicy {
+        on,
+        num_retries: p.num_retries.as_ref().map(|v| v.value).unwrap_or(1),
+        per_try_timeout: common::timeout(
+            p.per_try_timeout.as_ref(),
+            None,
+            &join(path, "per_try_timeout"),
+        )?,
+        retriable_status_codes: codes,
+        base_interval: base,
+        max_interval: max,
+        avoid_previous_hosts: !p.retry_host_predicate.is_empty(),
+        host_selection_attempts: p.host_selection_retry_max_attempts.clamp(1, 100) as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: serde_json::Value) -> Result<RetryPolicy> {
+        let p: route::RetryPolicy =
+            xds_client::json::decode(json, "envoy.config.route.v3.RetryPolicy", false).unwrap();
+        translate(&p, "retry_policy")
+    }
+
+    #[test]
+    fn istio_default_policy() {
+        let p = policy(
+            serde_json::json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"}),
+        );
+        assert!(p.unwrap_err().message.contains("unavailable"));
+        let p = policy(serde_json::json!({"retry_on": "connect-failure,refused-stream,retriable-status-codes", "num_retries": 2,
+            "retriable_status_codes": [503], "host_selection_retry_max_attempts": "5",
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]})).unwrap();
+        assert_eq!(
+            (
+                p.num_retries,
+                p.host_selection_attempts,
+                p.avoid_previous_hosts
+            ),
+            (2, 5, true)
+        );
+        assert!(p.retriable_status(503) && !p.retriable_status(500));
+        assert!(
+            p.retriable_failure(true, false)
+                && p.retriable_failure(false, true)
+                && !p.retriable_failure(false, false)
+        );
+    }
+
+    #[test]
+    fn conditions_defaults_and_backoff() {
+        let p = policy(serde_json::json!({"retry_on": "5xx"})).unwrap();
+        assert_eq!(p.num_retries, 1);
+        assert!(p.retriable_status(500) && p.retriable_failure(false, false));
+        let g = policy(serde_json::json!({"retry_on": "gateway-error,retriable-4xx"})).unwrap();
+        assert!(g.retriable_status(503) && g.retriable_status(409) && !g.retriable_status(500));
+        for n in 1..6 {
+            assert!(p.backoff(n) <= Duration::from_millis(250));
+        }
+        assert!(policy(
+            serde_json::json!({"retry_on": "5xx", "retry_back_off": {"base_interval": "0s"}})
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Retry policy differential tests: the same routes in Envoy 1.40 and meshproxy, upstreams
+//! scripted to fail, comparing the client's status and the attempts each upstream saw.
+
+use e2e::config::{bootstrap, cluster, hcm, listener};
+use e2e::curl;
+use e2e::free_port;
+use e2e::proxy::{envoy_bin, Kind, Proxy};
+use e2e::upstream::{Behavior, Upstream};
+use serde_json::json;
+
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    /// Scripted behaviour of upstream a before the request.
+    a: Behavior,
+    /// Scripted behaviour of upstream b.
+    b: Behavior,
+}
+
+fn fail(status: u16, n: usize) -> Behavior {
+    Behavior {
+        status,
+        only_next: n,
+        ..Default::default()
+    }
+}
+
+fn reset(n: usize) -> Behavior {
+    Behavior {
+        reset: true,
+        only_next: n,
+        ..Default::default()
+    }
+}
+
+fn ok() -> Behavior {
+    Behavior::default()
+}
+
+fn config(port: u16, a: u16, b: u16, dead: u16) -> String {
+    let previous = json!([{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]);
+    let vh = json!([{"name": "v", "domains": ["*"], "include_request_attempt_count": true, "include_attempt_count_in_response": true, "routes": [
+        {"match": {"prefix": "/5xx"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "5xx", "num_retries": 2, "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/gateway"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "gateway-error", "num_retries": 3, "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/codes"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "retriable-status-codes", "retriable_status_codes": [418], "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/reset"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "reset", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/none"}, "route": {"cluster": "a"}},
+        {"match": {"prefix": "/istio"}, "route": {"cluster": "ab", "retry_policy": {"retry_on": "connect-failure,refused-stream,retriable-status-codes", "num_retries": 2,
+            "retriable_status_codes": [503], "retry_host_predicate": previous, "host_selection_retry_max_attempts": "5", "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/connect"}, "route": {"cluster": "deadfirst", "retry_policy": {"retry_on": "connect-failure", "num_retries": 1,
+            "retry_host_predicate": previous, "host_selection_retry_max_attempts": "5", "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/post"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}}
+    ]}]);
+    bootstrap(
+        vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+        vec![
+            cluster("a", &[a], json!({})),
+            cluster("ab", &[a, b], json!({})),
+            cluster("deadfirst", &[dead, a], json!({"lb_policy": "ROUND_ROBIN"})),
+        ],
+    )
+}
+
+#[test]
+fn retries_match_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let a = Upstream::http("a");
+    let b = Upstream::http("b");
+    let dead = free_port();
+    let cases = vec![
+        Case {
+            name: "5xx retried until success",
+            path: "/5xx",
+            a: fail(500, 2),
+            b: ok(),
+        },
+        Case {
+            name: "5xx exhausted",
+            path: "/5xx",
+            a: fail(500, 5),
+            b: ok(),
+        },
+        Case {
+            name: "gateway-error does not retry 500",
+            path: "/gateway",
+            a: fail(500, 1),
+            b: ok(),
+        },
+        Case {
+            name: "gateway-error retries 503",
+            path: "/gateway",
+            a: fail(503, 2),
+            b: ok(),
+        },
+        Case {
+            name: "retriable status code",
+            path: "/codes",
+            a: fail(418, 1),
+            b: ok(),
+        },
+        Case {
+            name: "reset retried",
+            path: "/reset",
+            a: reset(1),
+            b: ok(),
+        },
+        Case {
+            name: "reset exhausted",
+            path: "/reset",
+            a: reset(3),
+            b: ok(),
+        },
+        Case {
+            name: "no policy no retry",
+            path: "/none",
+            a: fail(503, 1),
+            b: ok(),
+        },
+        Case {
+            name: "istio default policy moves to the other host",
+            path: "/istio",
+            a: fail(503, 1),
+            b: fail(503, 1),
+        },
+        Case {
+            name: "post body replayed",
+            path: "/post",
+            a: fail(502, 1),
+            b: ok(),
+        },
+    ];
+    let (ep, mp) = (free_port(), free_port());
+    let envoy = Proxy::start(Kind::Envoy, &config(ep, a.port, b.port, dead), &[]);
+    let mesh = Proxy::start(Kind::Meshproxy, &config(mp, a.port, b.port, dead), &[]);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let mut seen = Vec::new();
+        for port in [ep, mp] {
+            a.set(c.a.clone());
+            b.set(c.b.clone());
+            let (a0, b0) = (a.count(), b.count());
+            let args: Vec<&str> = if c.path == "/post" {
+                vec!["-X", "POST", "--data-binary", "replay-me"]
+            } else {
+                vec![]
+            };
+            let r = curl::get(port, c.path, &args);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let attempts_a = a.count() - a0;
+            let attempts_b = b.count() - b0;
+            let bodies: Vec<Vec<u8>> = a.requests()[a0..]
+                .iter()
+                .chain(b.requests()[b0..].iter())
+                .map(|r| r.body.clone())
+                .collect();
+            // Which host gets which attempt depends on round robin's (random) start: compare the
+            // set of attempt numbers seen.
+            let mut counts: Vec<String> = a.requests()[a0..]
+                .iter()
+                .chain(b.requests()[b0..].iter())
+                .map(|r| r.header("x-envoy-attempt-count").unwrap_or("-").to_string())
+                .collect();
+            counts.sort();
+            seen.push((
+                r.status,
+                r.header("x-envoy-attempt-count").map(str::to_string),
+                attempts_a + attempts_b,
+                bodies,
+                counts,
+            ));
+        }
+        a.set(ok());
+        b.set(ok());
+        if seen[0] != seen[1] {
+            failures.push(format!(
+                "{}: envoy={:?} meshproxy={:?}",
+                c.name, seen[0], seen[1]
+            ));
+        }
+    }
+    // Connect failure to the first host, retried on the other (ROUND_ROBIN may start on
+    // either, so compare outcomes, not host order).
+    for port in [ep, mp] {
+        let r = curl::get(port, "/connect", &[]);
+        let r2 = curl::get(port, "/connect", &[]);
+        if r.status != 200 || r2.status != 200 {
+            failures.push(format!(
+                "connect-failure retry on port {port}: {} {}",
+                r.status, r2.status
+            ));
+        }
+    }
+    assert!(mesh.stat("cluster.a.upstream_rq_retry").unwrap_or(0) > 0);
+    drop((envoy, mesh));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
