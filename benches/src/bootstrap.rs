@@ -55,6 +55,33 @@ pub fn traffic(
     .to_string()
 }
 
+/// The HTTPS bootstrap: TLS 1.3 termination on `rsa_port` (RSA-2048) and `ecdsa_port`
+/// (ECDSA-P256), routed to the plaintext upstream.
+pub fn https(
+    admin: u16,
+    rsa_port: u16,
+    ecdsa_port: u16,
+    upstream: u16,
+    rsa: &crate::tls::CertFiles,
+    ecdsa: &crate::tls::CertFiles,
+) -> String {
+    let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]);
+    let tls_listener = |name: &str, port: u16, c: &crate::tls::CertFiles| {
+        let mut l = listener(name, port, hcm(name, vh.clone()));
+        l["filter_chains"][0]["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {"alpn_protocols": ["http/1.1"], "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+                "tls_certificates": [{"certificate_chain": {"filename": c.cert.display().to_string()}, "private_key": {"filename": c.key.display().to_string()}}]}}});
+        l
+    };
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [tls_listener("https_rsa", rsa_port, rsa), tls_listener("https_ecdsa", ecdsa_port, ecdsa)],
+            "clusters": [cluster("upstream", &[upstream], false)]}
+    })
+    .to_string()
+}
+
 /// The scale bootstrap: `n` clusters of 3 endpoints, one virtual host per cluster.
 pub fn scale(admin: u16, port: u16, n: usize) -> String {
     let clusters: Vec<Value> = (0..n)

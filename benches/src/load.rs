@@ -7,6 +7,7 @@ use crate::histogram::Latencies;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,7 +43,10 @@ fn request(host: &str) -> Vec<u8> {
 }
 
 /// Reads one HTTP/1.1 response (content-length framed); returns its status.
-async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head =
@@ -90,27 +94,109 @@ pub async fn http1_max(
     connections: usize,
     duration: Duration,
 ) -> Outcome {
+    keepalive_max(addr, host, connections, duration, None).await
+}
+
+/// HTTP/1.1 keep-alive over TLS (the client trusts any certificate).
+pub async fn https_max(
+    addr: SocketAddr,
+    host: &str,
+    connections: usize,
+    duration: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> Outcome {
+    keepalive_max(addr, host, connections, duration, Some(tls)).await
+}
+
+async fn keepalive_max(
+    addr: SocketAddr,
+    host: &str,
+    connections: usize,
+    duration: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Outcome {
     let req = request(host);
     let start = Instant::now();
     let deadline = start + duration;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let req = req.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => match connect(addr).await {
+                        Ok(s) => busy_loop(s, &req, deadline).await,
+                        Err(_) => Outcome {
+                            errors: 1,
+                            ..Default::default()
+                        },
+                    },
+                    Some(cfg) => match connect_tls(addr, cfg).await {
+                        Some(s) => busy_loop(s, &req, deadline).await,
+                        None => Outcome {
+                            errors: 1,
+                            ..Default::default()
+                        },
+                    },
+                }
+            })
+        })
+        .collect();
+    collect(tasks, start).await
+}
+
+async fn busy_loop<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    req: &[u8],
+    deadline: Instant,
+) -> Outcome {
+    let mut o = Outcome::default();
+    let mut buf = Vec::with_capacity(4096);
+    while Instant::now() < deadline {
+        if s.write_all(req).await.is_err() {
+            o.errors += 1;
+            break;
+        }
+        match read_response(&mut s, &mut buf).await {
+            Ok(200) => o.completed += 1,
+            _ => o.errors += 1,
+        }
+    }
+    o
+}
+
+async fn connect_tls(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let s = connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("bench.local").ok()?;
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, s)
+        .await
+        .ok()
+}
+
+/// New TLS handshakes per second: connect, complete a TLS 1.3 handshake, close; with
+/// `concurrency` loops in parallel.
+pub async fn tls_handshake_rate(
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    tls: Arc<rustls::ClientConfig>,
+) -> Outcome {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let mut o = Outcome::default();
-                let mut buf = Vec::with_capacity(4096);
-                let Ok(mut s) = connect(addr).await else {
-                    o.errors += 1;
-                    return o;
-                };
                 while Instant::now() < deadline {
-                    if s.write_all(&req).await.is_err() {
-                        o.errors += 1;
-                        break;
-                    }
-                    match read_response(&mut s, &mut buf).await {
-                        Ok(200) => o.completed += 1,
-                        _ => o.errors += 1,
+                    if connect_tls(addr, tls.clone()).await.is_some() {
+                        o.completed += 1
+                    } else {
+                        o.errors += 1
                     }
                 }
                 o

