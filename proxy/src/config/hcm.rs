@@ -38,6 +38,9 @@ pub enum ServerHeader {
 pub enum HttpFilterConfig {
     /// Response compression.
     Compressor(Arc<filters::http::compressor::CompressorConfig>),
+    /// Fault injection (delays and aborts), with the filter's name, which routes'
+    /// `typed_per_filter_config` uses to replace or disable it.
+    Fault(String, Arc<super::fault::FaultConfig>),
 }
 
 /// A translated HttpConnectionManager.
@@ -280,6 +283,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 let c = filters::http::compressor::CompressorConfig::from_proto(&any.value)
                     .map_err(|e| ConfigError::at(&tp, e))?;
                 out.push(HttpFilterConfig::Compressor(Arc::new(c)));
+            }
+            super::fault::TYPE_NAME => {
+                let c = super::fault::translate(&any.value, &tp)?;
+                out.push(HttpFilterConfig::Fault(f.name.clone(), Arc::new(c)));
             }
             _ => {
                 return Err(ConfigError::at(

@@ -4,6 +4,7 @@ use super::common::{
     self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch,
 };
 use super::error::{join, ConfigError, Result};
+use super::per_filter::{self, PerFilterConfigs};
 use super::retry::RetryPolicy;
 use regex::Regex;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct RouteConfig {
     pub response_headers: HeaderMutations,
     /// Apply the most specific level last (route wins) instead of the least specific.
     pub most_specific_wins: bool,
+    /// Route-configuration-level `typed_per_filter_config`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// How one entry of `domains` matches a host.
@@ -74,6 +77,8 @@ pub struct VirtualHost {
     pub include_attempt_count_in_response: bool,
     /// Retry policy for routes that have none of their own.
     pub retry: Option<RetryPolicy>,
+    /// Virtual-host-level `typed_per_filter_config`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// How the path is matched.
@@ -274,6 +279,8 @@ pub struct Route {
     pub response_headers: HeaderMutations,
     /// Decorator operation (`x-envoy-decorator-operation`).
     pub decorator: Option<String>,
+    /// Route-level `typed_per_filter_config`.
+    pub per_filter: PerFilterConfigs,
 }
 
 /// Translates a RouteConfiguration.
@@ -296,6 +303,7 @@ pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConf
         }
     }
     Ok(RouteConfig {
+        per_filter: per_filter::translate(&rc.typed_per_filter_config, path)?,
         name: rc.name.clone(),
         virtual_hosts,
         ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
@@ -349,6 +357,7 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
         .map(|(i, r)| translate_route(r, &format!("{}[{i}]", join(path, "routes"))))
         .collect::<Result<Vec<_>>>()?;
     Ok(VirtualHost {
+        per_filter: per_filter::translate(&vh.typed_per_filter_config, path)?,
         name: vh.name.clone(),
         domains,
         routes,
@@ -422,6 +431,7 @@ fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
         }
     };
     Ok(Route {
+        per_filter: per_filter::translate(&r.typed_per_filter_config, path)?,
         name: r.name.clone(),
         matcher,
         action,
@@ -515,7 +525,8 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
     })
 }
 
-fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
+/// Translates one `HeaderMatcher` (routes and the fault filter share Envoy's semantics).
+pub(crate) fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
     use route::header_matcher::HeaderMatchSpecifier as S;
     let exact = |s: &str| HeaderMatchKind::String(StringMatch::Exact(s.to_string(), false));
     let kind = match &h.header_match_specifier {

@@ -198,6 +198,13 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", ["name", "typed_config", "is_optional", "disabled"]),
     // --- http filters --------------------------------------------------------------------
     msg!("envoy.extensions.filters.http.router.v3.Router", ["suppress_envoy_headers", "dynamic_stats", "start_child_span" = "tracing is not enabled on any HCM"]),
+    msg!("envoy.extensions.filters.http.fault.v3.HTTPFault", [
+        "delay", "abort", "upstream_cluster", "headers", "downstream_nodes", "max_active_faults",
+    ]),
+    msg!("envoy.extensions.filters.common.fault.v3.FaultDelay", ["fixed_delay", "header_delay", "percentage"]),
+    msg!("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", []),
+    msg!("envoy.extensions.filters.http.fault.v3.FaultAbort", ["http_status", "grpc_status", "header_abort", "percentage", "response_body"]),
+    msg!("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", []),
     msg!("envoy.extensions.filters.http.compressor.v3.Compressor", [
         "compressor_library", "response_direction_config", "request_direction_config",
     ]),
@@ -215,17 +222,19 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RouteConfiguration", [
         "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",
         "request_headers_to_add", "request_headers_to_remove", "ignore_port_in_host_matching",
-        "validate_clusters", "most_specific_header_mutations_wins",
+        "validate_clusters", "most_specific_header_mutations_wins", "typed_per_filter_config",
     ]),
+    msg!("envoy.config.route.v3.FilterConfig", ["config", "is_optional", "disabled"]),
     msg!("envoy.config.route.v3.VirtualHost", [
         "name", "domains", "routes", "require_tls", "request_headers_to_add",
         "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
         "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy",
+        "typed_per_filter_config",
     ]),
     msg!("envoy.config.route.v3.Route", [
         "name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
         "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
-        "decorator", "metadata",
+        "decorator", "metadata", "typed_per_filter_config",
     ]),
     msg!("envoy.config.route.v3.Decorator", ["operation", "propagate"]),
     msg!("envoy.config.route.v3.RouteMatch", [

@@ -1,8 +1,9 @@
 //! `envoy.filters.network.http_connection_manager`: serves a downstream connection with
 //! the configured codec, and runs each request through header sanitation, request-id,
-//! route selection, the action (direct response, redirect, router), response headers,
+//! route selection, fault injection, the action (direct response, redirect, router), response headers,
 //! compression, stats and access logs.
 
+use super::fault::{self, FaultStats};
 use super::headers;
 use super::local_reply::LocalReply;
 use super::path;
@@ -12,6 +13,7 @@ use super::stream_timeouts::StreamActivity;
 use crate::access_log::record::{Record, ResponseFlags};
 use crate::access_log::writer::AccessLogger;
 use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader};
+use crate::config::per_filter::{PerFilter, PerFilterConfigs};
 use crate::config::route::{Action, Redirect, RequireTls};
 use crate::io::{BoxIo, CountingIo};
 use crate::listener::ConnectionInfo;
@@ -69,6 +71,8 @@ fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
 pub struct HttpConnectionManager {
     config: Arc<HttpConnectionManagerConfig>,
     stats: HttpStats,
+    /// `fault.*` stats, when a fault filter is configured.
+    fault_stats: Option<FaultStats>,
     access_logs: Vec<AccessLogger>,
     /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
     record_request_headers: bool,
@@ -150,6 +154,11 @@ impl HttpConnectionManager {
                 rq_redirect: s.counter("rq_redirect"),
                 rq_direct_response: s.counter("rq_direct_response"),
             },
+            fault_stats: config
+                .filters
+                .iter()
+                .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
+                .then(|| FaultStats::new(&s)),
             record_request_headers: !access_logs.is_empty()
                 || config.routes.has_formatted_headers(),
             access_logs,
@@ -399,7 +408,10 @@ impl HttpConnectionManager {
         let compressors: Vec<_> = c
             .filters
             .iter()
-            .map(|HttpFilterConfig::Compressor(k)| k.clone())
+            .filter_map(|f| match f {
+                HttpFilterConfig::Compressor(k) => Some(k.clone()),
+                HttpFilterConfig::Fault(..) => None,
+            })
             .collect();
         if compressors.is_empty() {
             return;
@@ -437,7 +449,9 @@ impl HttpConnectionManager {
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
         for f in &c.filters {
-            let HttpFilterConfig::Compressor(k) = f;
+            let HttpFilterConfig::Compressor(k) = f else {
+                continue;
+            };
             if k.remove_accept_encoding {
                 req.headers_mut().remove(header::ACCEPT_ENCODING);
             }
@@ -585,6 +599,18 @@ impl HttpConnectionManager {
             &vhost.response_headers,
             &routes.response_headers,
         ];
+        let chosen = match &route.action {
+            Action::Forward(f) => router::choose_cluster(f, req.headers()),
+            _ => None,
+        };
+        let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
+        let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
+        if let Some(reply) = self
+            .inject_faults(req.headers(), per_filter, cluster_name, grpc, record)
+            .await
+        {
+            return Err(fail(reply));
+        }
         let mut resp = if needs_tls {
             self.stats.rq_redirect.inc();
             let r = Redirect {
@@ -623,6 +649,7 @@ impl HttpConnectionManager {
                         routes: &routes,
                         conn: info,
                         suppress_envoy_headers: c.suppress_envoy_headers,
+                        cluster: chosen,
                     };
                     let upgrade = req.headers().contains_key(header::UPGRADE)
                         && req.version() != Version::HTTP_2;
@@ -664,6 +691,34 @@ impl HttpConnectionManager {
             record,
         );
         Ok((resp, request_id))
+    }
+
+    /// Runs the configured fault filters in order, each with the most specific
+    /// `typed_per_filter_config` of the route, virtual host or route configuration in place
+    /// of its own; the first abort ends the request.
+    async fn inject_faults(
+        &self,
+        headers: &http::HeaderMap,
+        levels: [&PerFilterConfigs; 3],
+        cluster: Option<&str>,
+        grpc: bool,
+        record: &mut Record,
+    ) -> Option<LocalReply> {
+        let stats = self.fault_stats.as_ref()?;
+        for f in &self.config.filters {
+            if let HttpFilterConfig::Fault(name, own) = f {
+                let cfg = match levels.iter().find_map(|l| l.get(name)) {
+                    Some(PerFilter::Disabled) => continue,
+                    Some(PerFilter::Fault(c)) => c,
+                    None => own,
+                };
+                let reply = fault::apply(cfg, stats, headers, cluster, grpc, record).await;
+                if reply.is_some() {
+                    return reply;
+                }
+            }
+        }
+        None
     }
 
     fn complete(

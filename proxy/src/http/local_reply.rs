@@ -5,7 +5,7 @@ use crate::access_log::record::ResponseFlags;
 use bytes::Bytes;
 use filters::http::Body;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 
 /// A locally generated reply and what the access log should say about it.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct LocalReply {
     pub flag: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%`.
     pub details: &'static str,
+    /// Answer a gRPC request trailers-only with this `grpc-status` (HTTP 200).
+    pub grpc_status: Option<u32>,
 }
 
 const RESET_PREFIX: &str =
@@ -31,6 +33,7 @@ impl LocalReply {
             body: Bytes::new(),
             flag: ResponseFlags::NO_ROUTE_FOUND,
             details: "route_not_found",
+            grpc_status: None,
         }
     }
 
@@ -41,6 +44,7 @@ impl LocalReply {
             body: Bytes::new(),
             flag: ResponseFlags::NO_CLUSTER_FOUND,
             details: "cluster_not_found",
+            grpc_status: None,
         }
     }
 
@@ -51,6 +55,7 @@ impl LocalReply {
             body: Bytes::from_static(b"no healthy upstream"),
             flag: ResponseFlags::NO_HEALTHY_UPSTREAM,
             details: "no_healthy_upstream",
+            grpc_status: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl LocalReply {
             body: Bytes::from(format!("{RESET_PREFIX}remote connection failure")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             details: "upstream_reset_before_response_started{remote_connection_failure}",
+            grpc_status: None,
         }
     }
 
@@ -72,6 +78,7 @@ impl LocalReply {
             body: Bytes::from(format!("{RESET_PREFIX}overflow")),
             flag: ResponseFlags::UPSTREAM_OVERFLOW,
             details: "upstream_reset_before_response_started{overflow}",
+            grpc_status: None,
         }
     }
 
@@ -82,6 +89,7 @@ impl LocalReply {
             body: Bytes::from(format!("{RESET_PREFIX}connection termination")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             details: "upstream_reset_before_response_started{connection_termination}",
+            grpc_status: None,
         }
     }
 
@@ -92,6 +100,7 @@ impl LocalReply {
             body: Bytes::from_static(b"upstream request timeout"),
             flag: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             details: "upstream_response_timeout",
+            grpc_status: None,
         }
     }
 
@@ -108,6 +117,7 @@ impl LocalReply {
             body: Bytes::from_static(b"stream timeout"),
             flag: ResponseFlags::STREAM_IDLE_TIMEOUT,
             details: "stream_idle_timeout",
+            grpc_status: None,
         }
     }
 
@@ -118,6 +128,7 @@ impl LocalReply {
             body: Bytes::from_static(b"request timeout"),
             flag: ResponseFlags::default(),
             details: "request_overall_timeout",
+            grpc_status: None,
         }
     }
 
@@ -128,6 +139,7 @@ impl LocalReply {
             body: Bytes::from_static(b"Bad Request"),
             flag: ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS,
             details: "path_normalization_failed",
+            grpc_status: None,
         }
     }
 
@@ -138,6 +150,7 @@ impl LocalReply {
             body: Bytes::from_static(b"upgrade failed"),
             flag: ResponseFlags::default(),
             details: "upgrade_failed",
+            grpc_status: None,
         }
     }
 
@@ -148,11 +161,26 @@ impl LocalReply {
             body,
             flag: ResponseFlags::default(),
             details: "direct_response",
+            grpc_status: None,
         }
     }
 
-    /// The HTTP response (content-type text/plain when there is a body).
+    /// The HTTP response (content-type text/plain when there is a body), or a trailers-only
+    /// gRPC response carrying the body as `grpc-message`.
     pub fn response(&self) -> Response<Body> {
+        if let Some(code) = self.grpc_status {
+            let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", HeaderValue::from(code));
+            if let Ok(m) = HeaderValue::from_bytes(&self.body) {
+                h.insert("grpc-message", m);
+            }
+            return r;
+        }
         let mut r = Response::new(Full::new(self.body.clone()).map_err(|e| match e {}).boxed());
         *r.status_mut() = self.status;
         if !self.body.is_empty() {

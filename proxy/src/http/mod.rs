@@ -2,6 +2,7 @@
 //! local replies, access logs) and the router that forwards to clusters.
 
 pub mod connection_manager;
+pub mod fault;
 pub mod headers;
 pub mod local_reply;
 pub mod path;

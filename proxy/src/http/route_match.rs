@@ -76,7 +76,8 @@ pub struct RequestView<'a> {
     pub grpc: bool,
 }
 
-fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
+/// Whether the request headers satisfy one header condition (routes and the fault filter).
+pub(crate) fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
     let values: Vec<&str> = headers
         .get_all(&m.name)
         .iter()

@@ -44,6 +44,28 @@ pub struct RouteContext<'a> {
     pub conn: &'a ConnectionInfo,
     /// Router `suppress_envoy_headers`.
     pub suppress_envoy_headers: bool,
+    /// The cluster chosen for this request (see [`choose_cluster`]); `None` answers 503 `NC`.
+    pub cluster: Option<ChosenCluster<'a>>,
+}
+
+/// A forward action's cluster for one request, and the weighted entry it came from.
+pub type ChosenCluster<'a> = (String, Option<&'a WeightedTarget>);
+
+/// Resolves a forward action's cluster once per request (drawing the weighted choice), so
+/// the filters before the router (the fault filter's `upstream_cluster`) and the router
+/// agree on it, as they do in Envoy. `None` when a `cluster_header` is missing.
+pub fn choose_cluster<'a>(f: &'a Forward, headers: &http::HeaderMap) -> Option<ChosenCluster<'a>> {
+    match &f.target {
+        ClusterTarget::Named(n) => Some((n.clone(), None)),
+        ClusterTarget::Header(h) => headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|n| (n.to_string(), None)),
+        ClusterTarget::Weighted(targets, total) => {
+            let t = pick_weighted(targets, *total);
+            Some((t.name.clone(), Some(t)))
+        }
+    }
 }
 
 fn pick_weighted(targets: &[WeightedTarget], total: u64) -> &WeightedTarget {
@@ -159,16 +181,8 @@ pub async fn forward(
     record: &mut Record,
 ) -> Result<Response<Body>, LocalReply> {
     let f = ctx.forward;
-    let (cluster_name, weighted) = match &f.target {
-        ClusterTarget::Named(n) => (n.clone(), None),
-        ClusterTarget::Header(h) => match req.headers().get(h).and_then(|v| v.to_str().ok()) {
-            Some(n) => (n.to_string(), None),
-            None => return Err(LocalReply::no_cluster()),
-        },
-        ClusterTarget::Weighted(targets, total) => {
-            let t = pick_weighted(targets, *total);
-            (t.name.clone(), Some(t))
-        }
+    let Some((cluster_name, weighted)) = ctx.cluster.clone() else {
+        return Err(LocalReply::no_cluster());
     };
     record.upstream_cluster = Some(cluster_name.clone());
     let Some(cluster) = ctx.server.clusters.get(&cluster_name).cloned() else {
