@@ -19,7 +19,7 @@ fn fault(case: &str, body: Value) -> Value {
     json!({"name": format!("fault-{case}"), "typed_config": typed})
 }
 
-fn config(port: u16, upstream: u16) -> String {
+fn config(port: u16, upstream: u16, log: &std::path::Path) -> String {
     let all = json!({"numerator": 100});
     let mut filters = vec![
         fault(
@@ -73,7 +73,13 @@ fn config(port: u16, upstream: u16) -> String {
         vec![listener(
             "l",
             port,
-            hcm(vh, json!({"http_filters": filters})),
+            hcm(
+                vh,
+                json!({"http_filters": filters, "access_log": [{"name": "f", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": log.display().to_string(), "log_format": {"text_format_source": {
+                    "inline_string": "%REQ(X-CASE)% %RESPONSE_CODE% %RESPONSE_FLAGS%\n"}}}}]}),
+            ),
             json!({}),
         )],
         vec![
@@ -110,8 +116,11 @@ fn faults_match_envoy() {
     }
     let up = Upstream::http("a");
     let (ep, mp) = (free_port(), free_port());
-    let envoy = Proxy::start(Kind::Envoy, &config(ep, up.port), &[]);
-    let mesh = Proxy::start(Kind::Meshproxy, &config(mp, up.port), &[]);
+    let dir = e2e::scratch("fault");
+    let logs = [dir.join("envoy.log"), dir.join("meshproxy.log")];
+    let flush = ["--file-flush-interval-msec", "50"];
+    let envoy = Proxy::start(Kind::Envoy, &config(ep, up.port, &logs[0]), &flush);
+    let mesh = Proxy::start(Kind::Meshproxy, &config(mp, up.port, &logs[1]), &flush);
     let grpc = [
         "--http2-prior-knowledge",
         "-H",
@@ -220,6 +229,22 @@ fn faults_match_envoy() {
         if e.is_none() || e != m {
             failures.push(format!("{stat}: envoy={e:?} meshproxy={m:?}"));
         }
+    }
+    // Response flags (DI, FI) in the access logs, leaving out the randomly drawn case.
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = |p: &std::path::Path| {
+        let mut v: Vec<String> = std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("half "))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let (e, m) = (lines(&logs[0]), lines(&logs[1]));
+    if e != m || !m.iter().any(|l| l == "abort 599 FI") || !m.iter().any(|l| l == "delay 200 DI") {
+        failures.push(format!("access logs: envoy={e:?}\nmeshproxy={m:?}"));
     }
     drop((envoy, mesh));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
