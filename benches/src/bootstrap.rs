@@ -82,6 +82,36 @@ pub fn https(
     .to_string()
 }
 
+/// The idle-policy bootstrap: HTTP/1.1 on `plain_port` with a bare route, and on
+/// `policy_port` with Istio's default retry policy (its HTTP conditions; meshproxy rejects
+/// the gRPC ones for now) on the route and a fault filter whose delay and abort apply to 0%
+/// of requests.
+pub fn idle_policy(admin: u16, plain_port: u16, policy_port: u16, upstream: u16) -> String {
+    let vh = |route: Value| json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}]);
+    let retry = json!({"retry_on": "connect-failure,refused-stream,retriable-status-codes",
+        "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": "5",
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]});
+    let mut with_policy = hcm(
+        "policy",
+        vh(json!({"cluster": "upstream", "retry_policy": retry})),
+    );
+    let zero = json!({"numerator": 0});
+    with_policy["http_filters"] = json!([
+        {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "delay": {"fixed_delay": "1s", "percentage": zero}, "abort": {"http_status": 503, "percentage": zero}}},
+        with_policy["http_filters"][0].clone()
+    ]);
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [listener("plain", plain_port, hcm("plain", vh(json!({"cluster": "upstream"})))), listener("policy", policy_port, with_policy)],
+            "clusters": [cluster("upstream", &[upstream], false)]
+        }
+    })
+    .to_string()
+}
+
 /// The scale bootstrap: `n` clusters of 3 endpoints, one virtual host per cluster.
 pub fn scale(admin: u16, port: u16, n: usize) -> String {
     let clusters: Vec<Value> = (0..n)

