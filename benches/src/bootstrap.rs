@@ -83,12 +83,11 @@ pub fn https(
 }
 
 /// The idle-policy bootstrap: HTTP/1.1 on `plain_port` with a bare route, and on
-/// `policy_port` with Istio's default retry policy (its HTTP conditions; meshproxy rejects
-/// the gRPC ones for now) on the route and a fault filter whose delay and abort apply to 0%
-/// of requests.
+/// `policy_port` with Istio's default retry policy on the route and a fault filter whose
+/// delay and abort apply to 0% of requests.
 pub fn idle_policy(admin: u16, plain_port: u16, policy_port: u16, upstream: u16) -> String {
     let vh = |route: Value| json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}]);
-    let retry = json!({"retry_on": "connect-failure,refused-stream,retriable-status-codes",
+    let retry = json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
         "num_retries": 2, "retriable_status_codes": [503], "host_selection_retry_max_attempts": "5",
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]});

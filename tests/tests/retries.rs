@@ -33,6 +33,14 @@ fn reset(n: usize) -> Behavior {
     }
 }
 
+fn with_header(name: &str, value: &str, n: usize) -> Behavior {
+    Behavior {
+        headers: vec![(name.into(), value.into())],
+        only_next: n,
+        ..Default::default()
+    }
+}
+
 fn ok() -> Behavior {
     Behavior::default()
 }
@@ -45,6 +53,8 @@ fn config(port: u16, a: u16, b: u16, dead: u16) -> String {
         {"match": {"prefix": "/codes"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "retriable-status-codes", "retriable_status_codes": [418], "retry_back_off": {"base_interval": "0.01s"}}}},
         {"match": {"prefix": "/reset"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "reset", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}},
         {"match": {"prefix": "/none"}, "route": {"cluster": "a"}},
+        {"match": {"prefix": "/grpc"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "unavailable,cancelled,deadline-exceeded", "num_retries": 2, "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/ratelimited"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "envoy-ratelimited", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}},
         {"match": {"prefix": "/istio"}, "route": {"cluster": "ab", "retry_policy": {"retry_on": "connect-failure,refused-stream,retriable-status-codes", "num_retries": 2,
             "retriable_status_codes": [503], "retry_host_predicate": previous, "host_selection_retry_max_attempts": "5", "retry_back_off": {"base_interval": "0.01s"}}}},
         {"match": {"prefix": "/connect"}, "route": {"cluster": "deadfirst", "retry_policy": {"retry_on": "connect-failure", "num_retries": 1,
@@ -123,6 +133,30 @@ fn retries_match_envoy() {
             path: "/istio",
             a: fail(503, 1),
             b: fail(503, 1),
+        },
+        Case {
+            name: "grpc unavailable retried",
+            path: "/grpc",
+            a: with_header("grpc-status", "14", 2),
+            b: ok(),
+        },
+        Case {
+            name: "grpc internal not retried",
+            path: "/grpc",
+            a: with_header("grpc-status", "13", 1),
+            b: ok(),
+        },
+        Case {
+            name: "grpc cancelled exhausted",
+            path: "/grpc",
+            a: with_header("grpc-status", "1", 5),
+            b: ok(),
+        },
+        Case {
+            name: "envoy-ratelimited retried",
+            path: "/ratelimited",
+            a: with_header("x-envoy-ratelimited", "true", 1),
+            b: ok(),
         },
         Case {
             name: "post body replayed",

@@ -25,6 +25,41 @@ pub struct RetryOn {
     pub retriable_4xx: bool,
     /// Codes in `retriable_status_codes`.
     pub retriable_status_codes: bool,
+    /// The response carries `x-envoy-ratelimited`.
+    pub envoy_ratelimited: bool,
+    /// gRPC statuses (read from `grpc-status` in the response headers, i.e. trailers-only
+    /// responses, as Envoy does): cancelled (1), deadline-exceeded (4),
+    /// resource-exhausted (8), internal (13), unavailable (14).
+    pub grpc: GrpcRetryOn,
+}
+
+/// The gRPC conditions of `retry_on`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrpcRetryOn {
+    /// `cancelled`: status 1.
+    pub cancelled: bool,
+    /// `deadline-exceeded`: status 4.
+    pub deadline_exceeded: bool,
+    /// `resource-exhausted`: status 8.
+    pub resource_exhausted: bool,
+    /// `internal`: status 13.
+    pub internal: bool,
+    /// `unavailable`: status 14.
+    pub unavailable: bool,
+}
+
+impl GrpcRetryOn {
+    /// Whether a `grpc-status` value is retriable.
+    fn retriable(&self, status: u32) -> bool {
+        match status {
+            1 => self.cancelled,
+            4 => self.deadline_exceeded,
+            8 => self.resource_exhausted,
+            13 => self.internal,
+            14 => self.unavailable,
+            _ => false,
+        }
+    }
 }
 
 /// A translated RetryPolicy.
@@ -49,13 +84,21 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Whether an upstream response status is retriable under this policy.
-    pub fn retriable_status(&self, status: u16) -> bool {
+    /// Whether an upstream response (its status and headers) is retriable under this policy.
+    pub fn retriable_response(&self, status: u16, headers: &http::HeaderMap) -> bool {
         let on = &self.on;
+        let grpc_status = || {
+            headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
         (on.five_xx && (500..600).contains(&status))
             || (on.gateway_error && matches!(status, 502..=504))
             || (on.retriable_4xx && status == 409)
             || (on.retriable_status_codes && self.retriable_status_codes.contains(&status))
+            || (on.envoy_ratelimited && headers.contains_key("x-envoy-ratelimited"))
+            || grpc_status().is_some_and(|g| on.grpc.retriable(g))
     }
 
     /// Whether a failure without a response is retriable: a reset or timeout, a connect
@@ -96,8 +139,12 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
             "refused-stream" => on.refused_stream = true,
             "retriable-4xx" => on.retriable_4xx = true,
             "retriable-status-codes" => on.retriable_status_codes = true,
-            // gRPC conditions are read from grpc-status, which needs the response trailers or
-            // headers of gRPC calls; they come with the resilience issue.
+            "envoy-ratelimited" => on.envoy_ratelimited = true,
+            "cancelled" => on.grpc.cancelled = true,
+            "deadline-exceeded" => on.grpc.deadline_exceeded = true,
+            "resource-exhausted" => on.grpc.resource_exhausted = true,
+            "internal" => on.grpc.internal = true,
+            "unavailable" => on.grpc.unavailable = true,
             other => {
                 return Err(ConfigError::at(
                     join(path, "retry_on"),
@@ -190,11 +237,13 @@ mod tests {
 
     #[test]
     fn istio_default_policy() {
-        let p = policy(
-            serde_json::json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"}),
+        assert!(
+            policy(serde_json::json!({"retry_on": "5xx,retriable-headers"}))
+                .unwrap_err()
+                .message
+                .contains("retriable-headers")
         );
-        assert!(p.unwrap_err().message.contains("unavailable"));
-        let p = policy(serde_json::json!({"retry_on": "connect-failure,refused-stream,retriable-status-codes", "num_retries": 2,
+        let p = policy(serde_json::json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", "num_retries": 2,
             "retriable_status_codes": [503], "host_selection_retry_max_attempts": "5",
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]})).unwrap();
         assert_eq!(
@@ -205,7 +254,15 @@ mod tests {
             ),
             (2, 5, true)
         );
-        assert!(p.retriable_status(503) && !p.retriable_status(500));
+        let none = http::HeaderMap::new();
+        let grpc = |code: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static(code));
+            h
+        };
+        assert!(p.retriable_response(503, &none) && !p.retriable_response(500, &none));
+        assert!(p.retriable_response(200, &grpc("14")) && p.retriable_response(200, &grpc("1")));
+        assert!(!p.retriable_response(200, &grpc("13")) && !p.retriable_response(200, &grpc("0")));
         assert!(
             p.retriable_failure(true, false)
                 && p.retriable_failure(false, true)
@@ -217,9 +274,14 @@ mod tests {
     fn conditions_defaults_and_backoff() {
         let p = policy(serde_json::json!({"retry_on": "5xx"})).unwrap();
         assert_eq!(p.num_retries, 1);
-        assert!(p.retriable_status(500) && p.retriable_failure(false, false));
+        let none = http::HeaderMap::new();
+        assert!(p.retriable_response(500, &none) && p.retriable_failure(false, false));
         let g = policy(serde_json::json!({"retry_on": "gateway-error,retriable-4xx"})).unwrap();
-        assert!(g.retriable_status(503) && g.retriable_status(409) && !g.retriable_status(500));
+        assert!(
+            g.retriable_response(503, &none)
+                && g.retriable_response(409, &none)
+                && !g.retriable_response(500, &none)
+        );
         for n in 1..6 {
             assert!(p.backoff(n) <= Duration::from_millis(250));
         }

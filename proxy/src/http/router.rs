@@ -309,7 +309,9 @@ pub async fn forward(
         // Decide whether this attempt is final; retries need a slot of `max_retries`.
         let retriable = match (&outcome, policy) {
             (_, None) => false,
-            (Ok((resp, _, _)), Some(p)) => p.retriable_status(resp.status().as_u16()),
+            (Ok((resp, _, _)), Some(p)) => {
+                p.retriable_response(resp.status().as_u16(), resp.headers())
+            }
             (Err(SendError::Pool(PoolError::Connect(_))), Some(p)) => {
                 p.retriable_failure(true, false)
             }
