@@ -15,6 +15,8 @@ struct Case {
     a: Behavior,
     /// Scripted behaviour of upstream b.
     b: Behavior,
+    /// Extra request headers (`name: value`).
+    headers: &'static [&'static str],
 }
 
 fn fail(status: u16, n: usize) -> Behavior {
@@ -85,86 +87,154 @@ fn retries_match_envoy() {
             path: "/5xx",
             a: fail(500, 2),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "5xx exhausted",
             path: "/5xx",
             a: fail(500, 5),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "gateway-error does not retry 500",
             path: "/gateway",
             a: fail(500, 1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "gateway-error retries 503",
             path: "/gateway",
             a: fail(503, 2),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "retriable status code",
             path: "/codes",
             a: fail(418, 1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "reset retried",
             path: "/reset",
             a: reset(1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "reset exhausted",
             path: "/reset",
             a: reset(3),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "no policy no retry",
             path: "/none",
             a: fail(503, 1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "istio default policy moves to the other host",
             path: "/istio",
             a: fail(503, 1),
             b: fail(503, 1),
+            headers: &[],
         },
         Case {
             name: "grpc unavailable retried",
             path: "/grpc",
             a: with_header("grpc-status", "14", 2),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "grpc internal not retried",
             path: "/grpc",
             a: with_header("grpc-status", "13", 1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "grpc cancelled exhausted",
             path: "/grpc",
             a: with_header("grpc-status", "1", 5),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "envoy-ratelimited retried",
             path: "/ratelimited",
             a: with_header("x-envoy-ratelimited", "true", 1),
             b: ok(),
+            headers: &[],
         },
         Case {
             name: "post body replayed",
             path: "/post",
             a: fail(502, 1),
             b: ok(),
+            headers: &[],
         },
     ];
+    // Envoy 1.40 treats no client as internal (no internal_address_config), so it removes
+    // the router-steering x-envoy-* request headers instead of honouring them.
+    let header_cases = [
+        (
+            "x-envoy-retry-on from an external client is dropped",
+            "/none",
+            fail(500, 1),
+            &["x-envoy-retry-on: 5xx"][..],
+        ),
+        (
+            "x-envoy-max-retries from an external client is dropped",
+            "/none",
+            fail(500, 5),
+            &["x-envoy-retry-on: 5xx", "x-envoy-max-retries: 3"][..],
+        ),
+        (
+            "x-envoy-max-retries: 0 does not disable the route policy",
+            "/5xx",
+            fail(500, 1),
+            &["x-envoy-max-retries: 0"][..],
+        ),
+        (
+            "x-envoy-retry-grpc-on from an external client is dropped",
+            "/none",
+            with_header("grpc-status", "14", 1),
+            &["x-envoy-retry-grpc-on: unavailable"][..],
+        ),
+        (
+            "unknown condition in a dropped header",
+            "/none",
+            fail(500, 1),
+            &["x-envoy-retry-on: bogus"][..],
+        ),
+        (
+            "a dropped header does not add to the route's conditions",
+            "/gateway",
+            fail(500, 1),
+            &["x-envoy-retry-on: 5xx"][..],
+        ),
+    ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .chain(
+            header_cases
+                .into_iter()
+                .map(|(name, path, a, headers)| Case {
+                    name,
+                    path,
+                    a,
+                    b: ok(),
+                    headers,
+                }),
+        )
+        .collect();
     let (ep, mp) = (free_port(), free_port());
     let envoy = Proxy::start(Kind::Envoy, &config(ep, a.port, b.port, dead), &[]);
     let mesh = Proxy::start(Kind::Meshproxy, &config(mp, a.port, b.port, dead), &[]);
@@ -175,11 +245,14 @@ fn retries_match_envoy() {
             a.set(c.a.clone());
             b.set(c.b.clone());
             let (a0, b0) = (a.count(), b.count());
-            let args: Vec<&str> = if c.path == "/post" {
+            let mut args: Vec<&str> = if c.path == "/post" {
                 vec!["-X", "POST", "--data-binary", "replay-me"]
             } else {
                 vec![]
             };
+            for h in c.headers {
+                args.extend(["-H", h]);
+            }
             let r = curl::get(port, c.path, &args);
             std::thread::sleep(std::time::Duration::from_millis(50));
             let attempts_a = a.count() - a0;
@@ -197,7 +270,21 @@ fn retries_match_envoy() {
                 .map(|r| r.header("x-envoy-attempt-count").unwrap_or("-").to_string())
                 .collect();
             counts.sort();
+            // Whether the retry headers reached the upstream (Envoy consumes them).
+            let leaked = a.requests()[a0..]
+                .iter()
+                .chain(b.requests()[b0..].iter())
+                .any(|r| {
+                    [
+                        "x-envoy-retry-on",
+                        "x-envoy-retry-grpc-on",
+                        "x-envoy-max-retries",
+                    ]
+                    .iter()
+                    .any(|h| r.header(h).is_some())
+                });
             seen.push((
+                leaked,
                 r.status,
                 r.header("x-envoy-attempt-count").map(str::to_string),
                 attempts_a + attempts_b,

@@ -33,6 +33,34 @@ pub struct RetryOn {
     pub grpc: GrpcRetryOn,
 }
 
+impl RetryOn {
+    /// Turns on one `retry_on` condition; false when the name is not one meshproxy knows.
+    fn add(&mut self, cond: &str) -> bool {
+        match cond {
+            "5xx" => self.five_xx = true,
+            "gateway-error" => self.gateway_error = true,
+            "reset" | "reset-before-request" => self.reset = true,
+            "connect-failure" => self.connect_failure = true,
+            "refused-stream" => self.refused_stream = true,
+            "retriable-4xx" => self.retriable_4xx = true,
+            "retriable-status-codes" => self.retriable_status_codes = true,
+            "envoy-ratelimited" => self.envoy_ratelimited = true,
+            "cancelled" => self.grpc.cancelled = true,
+            "deadline-exceeded" => self.grpc.deadline_exceeded = true,
+            "resource-exhausted" => self.grpc.resource_exhausted = true,
+            "internal" => self.grpc.internal = true,
+            "unavailable" => self.grpc.unavailable = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// The comma-separated condition names of a `retry_on` value or header.
+fn conditions(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|c| !c.is_empty())
+}
+
 /// The gRPC conditions of `retry_on`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GrpcRetryOn {
@@ -125,32 +153,12 @@ impl RetryPolicy {
 /// Translates a RetryPolicy.
 pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
     let mut on = RetryOn::default();
-    for cond in p
-        .retry_on
-        .split(',')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
-        match cond {
-            "5xx" => on.five_xx = true,
-            "gateway-error" => on.gateway_error = true,
-            "reset" | "reset-before-request" => on.reset = true,
-            "connect-failure" => on.connect_failure = true,
-            "refused-stream" => on.refused_stream = true,
-            "retriable-4xx" => on.retriable_4xx = true,
-            "retriable-status-codes" => on.retriable_status_codes = true,
-            "envoy-ratelimited" => on.envoy_ratelimited = true,
-            "cancelled" => on.grpc.cancelled = true,
-            "deadline-exceeded" => on.grpc.deadline_exceeded = true,
-            "resource-exhausted" => on.grpc.resource_exhausted = true,
-            "internal" => on.grpc.internal = true,
-            "unavailable" => on.grpc.unavailable = true,
-            other => {
-                return Err(ConfigError::at(
-                    join(path, "retry_on"),
-                    format!("retry condition {other:?} is not supported yet"),
-                ))
-            }
+    for cond in conditions(&p.retry_on) {
+        if !on.add(cond) {
+            return Err(ConfigError::at(
+                join(path, "retry_on"),
+                format!("retry condition {cond:?} is not supported yet"),
+            ));
         }
     }
     for (i, pred) in p.retry_host_predicate.iter().enumerate() {

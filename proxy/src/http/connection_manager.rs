@@ -549,6 +549,11 @@ impl HttpConnectionManager {
                 HeaderValue::from_static(if info.tls { "https" } else { "http" }),
             );
         }
+        if !internal {
+            for h in headers::INTERNAL_ONLY_ROUTER_HEADERS {
+                req.headers_mut().remove(h);
+            }
+        }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
         if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
             req.headers_mut().insert("x-request-id", headers::uuid_v4());

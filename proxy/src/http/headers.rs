@@ -17,6 +17,27 @@ pub const HOP_BY_HOP: [&str; 7] = [
     "trailer",
 ];
 
+/// Request headers that steer the router (retries, timeouts, stat names, tracing). Envoy
+/// honours them only from internal clients and removes them from every other request;
+/// Envoy 1.40 treats no client as internal unless `internal_address_config` says so (not
+/// supported here), so meshproxy always removes them.
+pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
 /// Removes hop-by-hop headers, including those named in `connection`, keeping `te:
 /// trailers` (gRPC needs it) and, for upgrades, `connection`/`upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
