@@ -31,6 +31,12 @@ fn observe(ports: (u16, u16)) -> Vec<(String, String)> {
             b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n",
             5,
         )),
+        // Route max_stream_duration shorter than the upstream's delay (listener B).
+        status_and_body(&curl::raw(
+            ports.1,
+            b"GET /capped HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            5,
+        )),
         // The request body never arrives: stream idle timeout (listener A).
         status_and_body(&curl::raw(
             ports.0,
@@ -54,6 +60,7 @@ fn stream_timers_agree_with_envoy() {
     let cfg = |a: u16, b: u16| {
         let vh = json!([{"name": "v", "domains": ["*"], "routes": [
             {"match": {"prefix": "/slow"}, "route": {"cluster": "slow", "timeout": "0s"}},
+            {"match": {"prefix": "/capped"}, "route": {"cluster": "slow", "timeout": "0s", "max_stream_duration": {"max_stream_duration": "0.5s"}}},
             {"match": {"prefix": "/"}, "route": {"cluster": "fast", "timeout": "0s"}}]}]);
         bootstrap(
             vec![
@@ -92,6 +99,59 @@ fn stream_timers_agree_with_envoy() {
         "envoy must time out: {:?}",
         e[0]
     );
+    assert!(
+        e[2].0.contains("504"),
+        "envoy must cap the stream: {:?}",
+        e[2]
+    );
     assert_eq!(e, m, "envoy (left) and meshproxy (right) differ");
+    let stat = "http.b.downstream_rq_max_duration_reached";
+    assert_eq!(envoy.stat(stat), mesh.stat(stat));
     drop((envoy, mesh));
+}
+
+/// An upstream that sends its response head and half the body, then stalls for 2 s.
+fn stalling_upstream() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let _ = s.write_all(b"67890");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn max_stream_duration_resets_a_started_response_like_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let upstream = stalling_upstream();
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+            "route": {"cluster": "stall", "timeout": "0s", "max_stream_duration": {"max_stream_duration": "0.5s"}}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![cluster("stall", &[upstream], json!({}))],
+        )
+    };
+    let (ep, mp) = (free_port(), free_port());
+    let envoy = Proxy::start(Kind::Envoy, &cfg(ep), &[]);
+    let mesh = Proxy::start(Kind::Meshproxy, &cfg(mp), &[]);
+    let request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let e = status_and_body(&curl::raw(ep, request, 5));
+    let m = status_and_body(&curl::raw(mp, request, 5));
+    assert_eq!(e.1, "12345", "envoy cuts the body: {e:?}");
+    assert_eq!(e, m, "envoy (left) and meshproxy (right) differ");
+    let stat = "http.ingress.downstream_rq_max_duration_reached";
+    assert_eq!(envoy.stat(stat), mesh.stat(stat));
 }

@@ -55,6 +55,7 @@ struct HttpStats {
     no_cluster: Arc<Counter>,
     rq_redirect: Arc<Counter>,
     rq_direct_response: Arc<Counter>,
+    rq_max_duration_reached: Arc<Counter>,
 }
 
 fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
@@ -153,6 +154,7 @@ impl HttpConnectionManager {
                 no_cluster: s.counter("no_cluster"),
                 rq_redirect: s.counter("rq_redirect"),
                 rq_direct_response: s.counter("rq_direct_response"),
+                rq_max_duration_reached: s.counter("downstream_rq_max_duration_reached"),
             },
             fault_stats: config
                 .filters
@@ -331,9 +333,13 @@ impl HttpConnectionManager {
             r = pipeline => r,
             reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
         };
+        let local_reply = outcome.is_err();
         let (mut resp, request_id) = match outcome {
             Ok(r) => r,
             Err((reply, id)) => {
+                if reply.flag == ResponseFlags::DURATION_TIMEOUT {
+                    self.stats.rq_max_duration_reached.inc();
+                }
                 record.flags.insert(reply.flag);
                 record.response_code_details = reply.details.to_string();
                 (reply.response(), id)
@@ -359,11 +365,14 @@ impl HttpConnectionManager {
             record.response_headers = resp.headers().clone();
         }
         let idle = activity.idle_timeout(self.config.stream_idle_timeout);
+        // A local reply is complete already; only a proxied response is cut at the deadline.
+        let max_duration = activity.max_duration_deadline().filter(|_| !local_reply);
         resp.map(|b| {
             LoggedBody {
                 inner: b,
                 finish,
                 idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+                max_duration: max_duration.map(|at| Box::pin(tokio::time::sleep_until(at))),
             }
             .boxed()
         })
@@ -592,6 +601,9 @@ impl HttpConnectionManager {
         if let Action::Forward(f) = &route.action {
             if let Some(idle) = f.idle_timeout {
                 activity.override_idle(idle);
+            }
+            if let Some(max) = f.max_stream_duration {
+                activity.set_max_duration(max);
             }
         }
         let needs_tls = match vhost.require_tls {
@@ -962,6 +974,8 @@ struct LoggedBody {
     finish: Finish,
     /// The stream idle timeout and its timer, restarted by every frame.
     idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// The route's `max_stream_duration` timer: the response is reset when it fires.
+    max_duration: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for LoggedBody {
@@ -972,6 +986,16 @@ impl http_body::Body for LoggedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(timer) = self.max_duration.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                self.finish.hcm.stats.rq_max_duration_reached.inc();
+                self.finish
+                    .record
+                    .flags
+                    .insert(ResponseFlags::DURATION_TIMEOUT);
+                return Poll::Ready(Some(Err("max stream duration reached".into())));
+            }
+        }
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if r.is_pending() {
             if let Some((_, timer)) = self.idle.as_mut() {

@@ -121,6 +121,17 @@ impl LocalReply {
         }
     }
 
+    /// 504, the route's `max_stream_duration` elapsed before the response started (`DT`).
+    pub fn max_duration_timeout() -> Self {
+        LocalReply {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            body: Bytes::from_static(b"downstream duration timeout"),
+            flag: ResponseFlags::DURATION_TIMEOUT,
+            details: "max_duration_timeout",
+            grpc_status: None,
+        }
+    }
+
     /// 408, the whole request did not arrive within `request_timeout`.
     pub fn request_timeout() -> Self {
         LocalReply {

@@ -1,7 +1,8 @@
 //! Per-stream timers of the connection manager: `stream_idle_timeout` (no bytes in either
 //! direction for the period, overridable by the route's `idle_timeout`) and
-//! `request_timeout` (the whole request must arrive in time). Before the response starts a
-//! timeout answers 408; once it has started the stream is reset.
+//! `request_timeout` (the whole request must arrive in time), and the route's
+//! `max_stream_duration` (the whole stream). Before the response starts a timeout answers
+//! with a local reply; once it has started the stream is reset.
 
 use super::local_reply::LocalReply;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,7 @@ pub struct StreamActivity {
     last_ms: AtomicU64,
     request_done: AtomicBool,
     idle_override_ms: AtomicU64,
+    max_duration_ms: AtomicU64,
 }
 
 impl StreamActivity {
@@ -28,6 +30,7 @@ impl StreamActivity {
             last_ms: AtomicU64::new(0),
             request_done: AtomicBool::new(request_done),
             idle_override_ms: AtomicU64::new(NO_OVERRIDE),
+            max_duration_ms: AtomicU64::new(NO_OVERRIDE),
         }
     }
 
@@ -48,11 +51,30 @@ impl StreamActivity {
         self.idle_override_ms.store(v, Ordering::Relaxed);
     }
 
+    /// The matched route's `max_stream_duration`, counted from the stream's start.
+    pub fn set_max_duration(&self, max: Duration) {
+        self.max_duration_ms
+            .store(max.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When the stream's maximum duration ends, if the route set one.
+    pub fn max_duration_deadline(&self) -> Option<tokio::time::Instant> {
+        self.max_duration_ms()
+            .map(|d| tokio::time::Instant::from_std(self.start) + d)
+    }
+
     /// The idle timeout in force.
     pub fn idle_timeout(&self, hcm: Option<Duration>) -> Option<Duration> {
         match self.idle_override_ms.load(Ordering::Relaxed) {
             NO_OVERRIDE => hcm,
             DISABLED => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn max_duration_ms(&self) -> Option<Duration> {
+        match self.max_duration_ms.load(Ordering::Relaxed) {
+            NO_OVERRIDE => None,
             ms => Some(Duration::from_millis(ms)),
         }
     }
@@ -74,6 +96,12 @@ impl StreamActivity {
                     );
                 }
                 next = Some(deadline);
+            }
+            if let Some(max) = self.max_duration_ms() {
+                if now >= max {
+                    return LocalReply::max_duration_timeout();
+                }
+                next = Some(next.map_or(max, |n| n.min(max)));
             }
             if let Some(r) = request_timeout {
                 if !self.request_done.load(Ordering::Relaxed) {
@@ -118,5 +146,12 @@ mod tests {
         .await
         .is_err());
         assert_eq!(a.idle_timeout(Some(Duration::from_secs(5))), None);
+        let a = StreamActivity::new(true);
+        a.set_max_duration(Duration::from_secs(3));
+        let r = a.watchdog(None, None).await;
+        assert_eq!(
+            (r.details, r.status.as_u16()),
+            ("max_duration_timeout", 504)
+        );
     }
 }
