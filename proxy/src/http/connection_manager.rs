@@ -327,6 +327,7 @@ impl HttpConnectionManager {
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
         let accept_encoding = req.headers().clone();
+        let grpc_request = is_grpc(req.headers());
         let c = &self.config;
         let pipeline = self.process(server, info, req, record, &activity);
         let outcome = tokio::select! {
@@ -342,7 +343,7 @@ impl HttpConnectionManager {
                 }
                 record.flags.insert(reply.flag);
                 record.response_code_details = reply.details.to_string();
-                (reply.response(), id)
+                (reply.for_request(grpc_request).response(), id)
             }
         };
         if record.response_code_details.is_empty() {
@@ -579,11 +580,7 @@ impl HttpConnectionManager {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));
         };
-        let grpc = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
+        let grpc = is_grpc(req.headers());
         let view = RequestView {
             path: req
                 .uri()
@@ -647,7 +644,7 @@ impl HttpConnectionManager {
                     self.stats.rq_direct_response.inc();
                     let reply = LocalReply::direct(*status, body.clone());
                     record.response_code_details = reply.details.into();
-                    reply.response()
+                    reply.for_request(grpc).response()
                 }
                 Action::Redirect(r) => {
                     self.stats.rq_redirect.inc();
@@ -688,7 +685,7 @@ impl HttpConnectionManager {
                             }
                             record.flags.insert(reply.flag);
                             record.response_code_details = reply.details.into();
-                            let mut r = reply.response();
+                            let mut r = reply.for_request(grpc).response();
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
                                     "x-envoy-attempt-count",
@@ -770,6 +767,14 @@ impl HttpConnectionManager {
             l.log(&record);
         }
     }
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc*`).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn upgrade_check(

@@ -176,6 +176,23 @@ impl LocalReply {
         }
     }
 
+    /// For a gRPC request, a local reply is a trailers-only gRPC response (HTTP 200) whose
+    /// `grpc-status` maps the HTTP status as the gRPC spec and Envoy do, unless the reply
+    /// already names a gRPC status.
+    pub fn for_request(mut self, grpc_request: bool) -> Self {
+        if grpc_request && self.grpc_status.is_none() {
+            self.grpc_status = Some(match self.status.as_u16() {
+                400 => 13,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                429 | 502 | 503 | 504 => 14,
+                _ => 2,
+            });
+        }
+        self
+    }
+
     /// The HTTP response (content-type text/plain when there is a body), or a trailers-only
     /// gRPC response carrying the body as `grpc-message`.
     pub fn response(&self) -> Response<Body> {
@@ -188,7 +205,9 @@ impl LocalReply {
             );
             h.insert("grpc-status", HeaderValue::from(code));
             if let Ok(m) = HeaderValue::from_bytes(&self.body) {
-                h.insert("grpc-message", m);
+                if !self.body.is_empty() {
+                    h.insert("grpc-message", m);
+                }
             }
             return r;
         }
