@@ -185,32 +185,14 @@ fn start_pair(
     upstream: SocketAddr,
     sink: SocketAddr,
 ) -> Result<([Targets; 3], Vec<proxies::Running>), String> {
-    let mut ports = Vec::new();
-    let mut running = Vec::new();
-    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let cpus = if workers > 1 { "0-1" } else { "0" };
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
-        let (admin, http, h2, tcp) = (
-            proxies::free_port(),
-            proxies::free_port(),
-            proxies::free_port(),
-            proxies::free_port(),
-        );
-        let path = dir.join(format!("{}-traffic.json", kind.name()));
-        std::fs::write(
-            &path,
-            bootstrap::traffic(admin, http, h2, tcp, upstream.port(), sink.port()),
-        )
-        .map_err(|e| e.to_string())?;
-        running.push(proxies::start(kind, bins, &path, admin, workers, cpus)?);
-        ports.push((http, h2, tcp));
-    }
+    let (ports, running) = start_both(bins, "traffic", workers, |admin, [http, h2, tcp]| {
+        bootstrap::traffic(admin, http, h2, tcp, upstream.port(), sink.port())
+    })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let t = |i: usize| Targets {
         direct: [upstream, upstream, sink][i],
-        envoy: addr([ports[0].0, ports[0].1, ports[0].2][i]),
-        meshproxy: addr([ports[1].0, ports[1].1, ports[1].2][i]),
+        envoy: addr(ports[0][i]),
+        meshproxy: addr(ports[1][i]),
     };
     Ok(([t(0), t(1), t(2)], running))
 }
@@ -373,10 +355,9 @@ async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
 /// server certificates (no direct column: the upstream speaks plaintext).
 async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     let upstream = upstream::http();
-    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = bench_dir()?;
     let (rsa, ecdsa) = (tls::make(&dir, "rsa")?, tls::make(&dir, "ecdsa")?);
-    let (ports, _running) = start_both(bins, &dir, "https", |admin, [a, b]| {
+    let (ports, _running) = start_both(bins, "https", 1, |admin, [a, b]| {
         bootstrap::https(admin, a, b, upstream.port(), &rsa, &ecdsa)
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -416,14 +397,24 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// Starts Envoy then meshproxy (1 worker, CPU 0) on the bootstrap `make(admin, ports)`
-/// builds, with `N` fresh listener ports each; returns the ports per proxy and the guards.
+/// The runner's scratch directory (bootstraps, certificates), created on first use.
+fn bench_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// Starts Envoy then meshproxy with `workers` workers (pinned to CPU 0, or CPUs 0-1 with
+/// more than one) on the bootstrap `make(admin, ports)` builds, with `N` fresh listener
+/// ports each; returns the ports per proxy and the guards.
 fn start_both<const N: usize>(
     bins: &Binaries,
-    dir: &std::path::Path,
     name: &str,
+    workers: usize,
     make: impl Fn(u16, [u16; N]) -> String,
 ) -> Result<([[u16; N]; 2], Vec<proxies::Running>), String> {
+    let dir = bench_dir()?;
+    let cpus = if workers > 1 { "0-1" } else { "0" };
     let mut ports = [[0; N]; 2];
     let mut running = Vec::new();
     for (i, kind) in [Kind::Envoy, Kind::Meshproxy].into_iter().enumerate() {
@@ -431,7 +422,7 @@ fn start_both<const N: usize>(
         ports[i] = std::array::from_fn(|_| proxies::free_port());
         let path = dir.join(format!("{}-{name}.json", kind.name()));
         std::fs::write(&path, make(admin, ports[i])).map_err(|e| e.to_string())?;
-        running.push(proxies::start(kind, bins, &path, admin, 1, "0")?);
+        running.push(proxies::start(kind, bins, &path, admin, workers, cpus)?);
     }
     Ok((ports, running))
 }
@@ -440,9 +431,7 @@ fn start_both<const N: usize>(
 /// HTTP/1.1 max rps on a plain route and on a route carrying both, in each proxy.
 async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     let upstream = upstream::http();
-    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let (ports, _running) = start_both(bins, &dir, "idle-policy", |admin, [a, b]| {
+    let (ports, _running) = start_both(bins, "idle-policy", 1, |admin, [a, b]| {
         bootstrap::idle_policy(admin, a, b, upstream.port())
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -473,8 +462,7 @@ async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
 
 /// RSS after ready, bytes per cluster, and time to /ready for N-cluster bootstraps.
 fn scale(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
-    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = bench_dir()?;
     let mut rss: Vec<(usize, Samples, Samples)> = Vec::new();
     let mut rows = Vec::new();
     for &n in &args.scale {

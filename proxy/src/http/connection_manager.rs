@@ -329,7 +329,7 @@ impl HttpConnectionManager {
         let accept_encoding = req.headers().clone();
         let grpc_request = is_grpc(req.headers());
         let c = &self.config;
-        let pipeline = self.process(server, info, req, record, &activity);
+        let pipeline = self.process(server, info, req, grpc_request, record, &activity);
         let outcome = tokio::select! {
             r = pipeline => r,
             reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
@@ -343,7 +343,7 @@ impl HttpConnectionManager {
                 }
                 record.flags.insert(reply.flag);
                 record.response_code_details = reply.details.to_string();
-                (reply.for_request(grpc_request).response(), id)
+                (reply.response(grpc_request), id)
             }
         };
         if record.response_code_details.is_empty() {
@@ -454,6 +454,7 @@ impl HttpConnectionManager {
         server: &Arc<Server>,
         info: &ConnectionInfo,
         mut req: Request<Body>,
+        grpc: bool,
         record: &mut Record,
         activity: &StreamActivity,
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
@@ -580,7 +581,6 @@ impl HttpConnectionManager {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));
         };
-        let grpc = is_grpc(req.headers());
         let view = RequestView {
             path: req
                 .uri()
@@ -620,7 +620,7 @@ impl HttpConnectionManager {
         let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
         if let Some(reply) = self
-            .inject_faults(req.headers(), per_filter, cluster_name, grpc, record)
+            .inject_faults(req.headers(), per_filter, cluster_name, record)
             .await
         {
             return Err(fail(reply));
@@ -644,7 +644,7 @@ impl HttpConnectionManager {
                     self.stats.rq_direct_response.inc();
                     let reply = LocalReply::direct(*status, body.clone());
                     record.response_code_details = reply.details.into();
-                    reply.for_request(grpc).response()
+                    reply.response(grpc)
                 }
                 Action::Redirect(r) => {
                     self.stats.rq_redirect.inc();
@@ -685,7 +685,7 @@ impl HttpConnectionManager {
                             }
                             record.flags.insert(reply.flag);
                             record.response_code_details = reply.details.into();
-                            let mut r = reply.for_request(grpc).response();
+                            let mut r = reply.response(grpc);
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
                                     "x-envoy-attempt-count",
@@ -715,7 +715,6 @@ impl HttpConnectionManager {
         headers: &http::HeaderMap,
         levels: [&PerFilterConfigs; 3],
         cluster: Option<&str>,
-        grpc: bool,
         record: &mut Record,
     ) -> Option<LocalReply> {
         let stats = self.fault_stats.as_ref()?;
@@ -726,7 +725,7 @@ impl HttpConnectionManager {
                     Some(PerFilter::Fault(c)) => c,
                     None => own,
                 };
-                let reply = fault::apply(cfg, stats, headers, cluster, grpc, record).await;
+                let reply = fault::apply(cfg, stats, headers, cluster, record).await;
                 if reply.is_some() {
                     return reply;
                 }

@@ -49,7 +49,6 @@ pub async fn apply(
     stats: &FaultStats,
     headers: &HeaderMap,
     cluster: Option<&str>,
-    grpc: bool,
     record: &mut Record,
 ) -> Option<LocalReply> {
     if !targeted(cfg, headers, cluster) {
@@ -76,7 +75,7 @@ pub async fn apply(
     }
     let abort = abort?;
     stats.aborts_injected.inc();
-    Some(abort_reply(abort, cfg.abort_body.clone(), grpc))
+    Some(abort_reply(abort, cfg.abort_body.clone()))
 }
 
 /// `upstream_cluster`, `downstream_nodes` and `headers`: which requests may be faulted.
@@ -138,8 +137,8 @@ fn abort_for(a: &Sampled<AbortSource>, headers: &HeaderMap) -> Option<AbortSourc
 }
 
 /// The abort's local reply (`FI`, with the configured body); a gRPC status answers a gRPC
-/// request trailers-only and any other request with 200 (as Envoy 1.40 does).
-fn abort_reply(abort: AbortSource, body: Bytes, grpc_request: bool) -> LocalReply {
+/// request with that `grpc-status` and any other request with 200 (as Envoy 1.40 does).
+fn abort_reply(abort: AbortSource, body: Bytes) -> LocalReply {
     let mut reply = LocalReply {
         status: StatusCode::SERVICE_UNAVAILABLE,
         body,
@@ -153,7 +152,7 @@ fn abort_reply(abort: AbortSource, body: Bytes, grpc_request: bool) -> LocalRepl
         }
         AbortSource::Grpc(code) => {
             reply.status = StatusCode::OK;
-            reply.grpc_status = grpc_request.then_some(code);
+            reply.grpc_status = Some(code);
         }
         AbortSource::Header => {}
     }

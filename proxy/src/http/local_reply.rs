@@ -18,7 +18,7 @@ pub struct LocalReply {
     pub flag: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%`.
     pub details: &'static str,
-    /// Answer a gRPC request trailers-only with this `grpc-status` (HTTP 200).
+    /// The `grpc-status` for a gRPC request (`None`: mapped from `status`).
     pub grpc_status: Option<u32>,
 }
 
@@ -176,27 +176,25 @@ impl LocalReply {
         }
     }
 
-    /// For a gRPC request, a local reply is a trailers-only gRPC response (HTTP 200) whose
-    /// `grpc-status` maps the HTTP status as the gRPC spec and Envoy do, unless the reply
-    /// already names a gRPC status.
-    pub fn for_request(mut self, grpc_request: bool) -> Self {
-        if grpc_request && self.grpc_status.is_none() {
-            self.grpc_status = Some(match self.status.as_u16() {
-                400 => 13,
-                401 => 16,
-                403 => 7,
-                404 => 12,
-                429 | 502 | 503 | 504 => 14,
-                _ => 2,
-            });
-        }
-        self
+    /// The `grpc-status` a gRPC request gets: the reply's own, or the HTTP status mapped as
+    /// the gRPC spec and Envoy map it.
+    fn grpc_code(&self) -> u32 {
+        self.grpc_status.unwrap_or(match self.status.as_u16() {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502 | 503 | 504 => 14,
+            _ => 2,
+        })
     }
 
-    /// The HTTP response (content-type text/plain when there is a body), or a trailers-only
-    /// gRPC response carrying the body as `grpc-message`.
-    pub fn response(&self) -> Response<Body> {
-        if let Some(code) = self.grpc_status {
+    /// The response: for a gRPC request a trailers-only gRPC response (HTTP 200) carrying
+    /// the body as `grpc-message`, as Envoy answers every local reply to gRPC; otherwise
+    /// plain HTTP (content-type text/plain when there is a body).
+    pub fn response(&self, grpc_request: bool) -> Response<Body> {
+        if grpc_request {
+            let code = self.grpc_code();
             let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
             let h = r.headers_mut();
             h.insert(
