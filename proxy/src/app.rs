@@ -97,9 +97,6 @@ pub fn main() -> i32 {
         for n in &bootstrap.no_effect {
             println!("note: {} accepted without effect: {}", n.path, n.reason);
         }
-        if bootstrap.dynamic.is_some() {
-            println!("note: dynamic_resources translated; the xDS client that serves them comes with the xDS issue, until then the server stays INITIALIZING");
-        }
         println!("configuration '{name}' OK");
         return 0;
     }
@@ -159,18 +156,32 @@ fn serve(options: Options, bootstrap: bootstrap::Bootstrap, name: String) -> i32
         }
         if server.bootstrap.dynamic.is_some() {
             server.set_state(State::Initializing);
-            tracing::error!(target: "main", "dynamic_resources: the xDS client is not implemented yet; static resources are loaded but, as Envoy does while the initial xDS fetch is pending, workers are not started and the server stays INITIALIZING");
-        } else {
-            if let Err(e) = server.start_workers(bound) {
-                eprintln!("error: cannot start workers: {e}");
-                return 1;
+            let xds = match crate::xds::XdsManager::start(&server) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(target: "main", "dynamic_resources: {e}");
+                    eprintln!("error: dynamic_resources: {e}");
+                    return 1;
+                }
+            };
+            let _ = server.xds.set(xds.clone());
+            tokio::select! {
+                _ = xds.initialized() => {}
+                _ = wait_for_exit(&server) => {
+                    tracing::warn!(target: "main", "shutting down before the initial xDS fetch completed");
+                    return 0;
+                }
             }
-            server.set_state(State::Live);
         }
+        if let Err(e) = server.start_workers(bound) {
+            eprintln!("error: cannot start workers: {e}");
+            return 1;
+        }
+        server.set_state(State::Live);
         if mode == Mode::InitOnly {
             return 0;
         }
-        for l in &server.listeners {
+        for l in server.listeners().iter() {
             tracing::info!(target: "main", "listener '{}' serving on {}", l.config.name, l.config.address);
         }
         if let Some(a) = &server.bootstrap.admin {

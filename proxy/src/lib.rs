@@ -21,3 +21,4 @@ pub mod stats;
 pub mod tcp_proxy;
 pub mod tls;
 pub mod upstream;
+pub mod xds;

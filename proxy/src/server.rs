@@ -4,6 +4,7 @@
 
 use crate::cli::Options;
 use crate::config::bootstrap::Bootstrap;
+use crate::listener::workers::Workers;
 use crate::listener::{self, ActiveListener, BoundSocket};
 use crate::stats::{Scope, Store};
 use crate::upstream::manager::ClusterManager;
@@ -48,8 +49,13 @@ pub struct Server {
     pub stats: Arc<Store>,
     /// Clusters.
     pub clusters: ClusterManager,
-    /// Listeners (including `bind_to_port: false` ones).
-    pub listeners: Vec<Arc<ActiveListener>>,
+    /// Active listeners (including `bind_to_port: false` ones): the static ones, then
+    /// what LDS made active.
+    listeners: arc_swap::ArcSwap<Vec<Arc<ActiveListener>>>,
+    /// The worker threads.
+    pub workers: Workers,
+    /// The xDS manager, when the bootstrap has `dynamic_resources`.
+    pub xds: std::sync::OnceLock<Arc<crate::xds::XdsManager>>,
     /// Process start.
     pub started: SystemTime,
     started_instant: Instant,
@@ -79,11 +85,13 @@ impl Server {
             .map(|l| ActiveListener::new(l.clone(), &root, flush))
             .collect::<std::io::Result<Vec<_>>>()?;
         let server = Arc::new(Server {
+            workers: Workers::new(concurrency(&options)),
+            xds: std::sync::OnceLock::new(),
             options,
             bootstrap: Arc::new(bootstrap),
             stats,
             clusters,
-            listeners,
+            listeners: arc_swap::ArcSwap::from_pointee(listeners),
             started: SystemTime::now(),
             started_instant: Instant::now(),
             state: AtomicU8::new(State::PreInitializing as u8),
@@ -103,20 +111,36 @@ impl Server {
             .set(i64::from(server.options.restart_epoch));
         root.child("listener_manager")
             .gauge("total_listeners_active")
-            .set(server.listeners.len() as i64);
+            .set(server.listeners().len() as i64);
         Ok(server)
     }
 
     /// Worker count (`--concurrency`, default the available cores).
     pub fn concurrency(&self) -> usize {
-        self.options
-            .concurrency
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
+        concurrency(&self.options)
+    }
+
+    /// The active listeners.
+    pub fn listeners(&self) -> Arc<Vec<Arc<ActiveListener>>> {
+        self.listeners.load_full()
+    }
+
+    /// Replaces the active listener set (LDS); retiring the replaced ones is the caller's.
+    pub fn set_listeners(&self, listeners: Vec<Arc<ActiveListener>>) {
+        self.scope()
+            .child("listener_manager")
+            .gauge("total_listeners_active")
+            .set(listeners.len() as i64);
+        self.listeners.store(Arc::new(listeners));
+    }
+
+    /// The drain signal a listener's accept loops stop on.
+    pub fn drain_signal(&self, inbound: bool) -> tokio::sync::watch::Receiver<bool> {
+        if inbound {
+            self.stop_inbound.subscribe()
+        } else {
+            self.stop_all.subscribe()
+        }
     }
 
     /// The root stats scope.
@@ -198,7 +222,8 @@ impl Server {
         current: &Arc<ActiveListener>,
     ) -> Option<Arc<ActiveListener>> {
         use crate::config::common::Address;
-        let candidates = self.listeners.iter().filter(|l| !Arc::ptr_eq(l, current));
+        let all = self.listeners();
+        let candidates = all.iter().filter(|l| !Arc::ptr_eq(l, current));
         let mut wildcard = None;
         for l in candidates {
             if let Address::Socket(a) = &l.config.address {
@@ -263,7 +288,7 @@ impl Server {
     /// Binds every listener that binds a port (done before workers start, so bind errors
     /// are reported at start-up like Envoy's).
     pub fn bind_listeners(&self) -> std::io::Result<Vec<(Arc<ActiveListener>, BoundSocket)>> {
-        self.listeners
+        self.listeners()
             .iter()
             .filter(|l| l.config.bind_to_port)
             .map(|l| {
@@ -282,48 +307,28 @@ impl Server {
             .collect()
     }
 
-    /// Starts `concurrency` worker threads accepting on the bound listeners.
+    /// Starts `concurrency` worker threads accepting on the bound listeners (and on the
+    /// listeners LDS activated before).
     pub fn start_workers(
         self: &Arc<Self>,
         bound: Vec<(Arc<ActiveListener>, BoundSocket)>,
     ) -> std::io::Result<()> {
-        let n = self.concurrency();
-        for i in 0..n {
-            let mut sockets = Vec::new();
-            for (l, s) in &bound {
-                let clone = match s {
-                    BoundSocket::Tcp(t) => BoundSocket::Tcp(t.try_clone()?),
-                    BoundSocket::Unix(u) => BoundSocket::Unix(u.try_clone()?),
-                };
-                sockets.push((l.clone(), clone));
-            }
-            let server = self.clone();
-            std::thread::Builder::new().name(format!("wrk:worker_{i}")).spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(target: "main", "worker {i}: cannot start runtime: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let mut tasks = Vec::new();
-                    for (l, s) in sockets {
-                        let stop = if l.config.inbound { server.stop_inbound.subscribe() } else { server.stop_all.subscribe() };
-                        tasks.push(tokio::spawn(listener::accept_loop(server.clone(), l, s, stop)));
-                    }
-                    for t in tasks {
-                        let _ = t.await;
-                    }
-                    // Keep serving accepted connections after listeners stop.
-                    std::future::pending::<()>().await;
-                });
-            })?;
+        for (l, s) in &bound {
+            self.workers.accept(l, s)?;
         }
+        self.workers.start(self)?;
         self.scope()
             .child("listener_manager")
             .gauge("workers_started")
             .set(1);
         Ok(())
     }
+}
+
+fn concurrency(options: &Options) -> usize {
+    options.concurrency.filter(|n| *n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }

@@ -93,7 +93,7 @@ impl TcpProxy {
         record.upstream_cluster = Some(cluster_name.clone());
         let received = Arc::new(Counter::default());
         let sent = Arc::new(Counter::default());
-        match server.clusters.get(&cluster_name).cloned() {
+        match server.clusters.get(&cluster_name) {
             None => {
                 self.no_route.inc();
                 record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);

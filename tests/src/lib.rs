@@ -6,6 +6,7 @@ pub mod config;
 pub mod curl;
 pub mod proxy;
 pub mod upstream;
+pub mod xds;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,9 +1,10 @@
 //! xDS for meshproxy: Envoy's protobuf types, proto3 JSON decoding and encoding through
-//! Envoy's descriptor set, and (with the xDS issue) the ADS/SDS client.
+//! Envoy's descriptor set, and the xDS gRPC client ([`ads`]).
 //!
 //! This crate knows nothing about sockets that carry traffic: it turns bytes and JSON into
 //! typed protos and back. Translation into meshproxy's internal config lives in `proxy`.
 
+pub mod ads;
 pub mod descriptors;
 pub mod json;
 pub mod typed_struct;

@@ -248,7 +248,7 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
 fn listeners(server: &Server, json: bool) -> AdminResponse {
     if json {
         let list: Vec<_> = server
-            .listeners
+            .listeners()
             .iter()
             .map(|l| {
                 let addr = match &l.config.address {
@@ -268,7 +268,7 @@ fn listeners(server: &Server, json: bool) -> AdminResponse {
         StatusCode::OK,
         TEXT,
         server
-            .listeners
+            .listeners()
             .iter()
             .map(|l| format!("{}::{}\n", l.config.name, l.config.address))
             .collect::<String>(),

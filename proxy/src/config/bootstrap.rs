@@ -29,17 +29,33 @@ pub struct NodeInfo {
     pub zone: String,
 }
 
-/// The `dynamic_resources` section: which ADS stream to open and what to subscribe.
+/// The `dynamic_resources` section: the ADS stream and what it subscribes.
 #[derive(Debug, Clone)]
 pub struct DynamicConfig {
-    /// The `envoy_grpc` cluster of the ADS config source.
-    pub ads_cluster: Option<String>,
-    /// Delta (true) or state-of-the-world.
+    /// The ADS stream (`ads_config`).
+    pub ads: Option<AdsConfig>,
+    /// LDS subscribed (over ADS), with its initial fetch timeout.
+    pub lds: Option<FetchTimeout>,
+    /// CDS subscribed (over ADS), with its initial fetch timeout.
+    pub cds: Option<FetchTimeout>,
+}
+
+/// `initial_fetch_timeout` of a config source: `None` waits for the first answer forever
+/// (`0s`); Envoy's default is 15 s.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchTimeout(pub Option<std::time::Duration>);
+
+/// `dynamic_resources.ads_config`.
+#[derive(Debug, Clone)]
+pub struct AdsConfig {
+    /// The static cluster that reaches the management server (`envoy_grpc`).
+    pub cluster: String,
+    /// `DELTA_GRPC` (true) or `GRPC`.
     pub delta: bool,
-    /// LDS subscribed.
-    pub lds: bool,
-    /// CDS subscribed.
-    pub cds: bool,
+    /// `set_node_on_first_message_only`.
+    pub node_on_first_message_only: bool,
+    /// Largest response accepted (`envoy_grpc.max_receive_message_length`, else 100 MiB).
+    pub max_message_bytes: usize,
 }
 
 /// A fully translated bootstrap.
@@ -47,6 +63,8 @@ pub struct DynamicConfig {
 pub struct Bootstrap {
     /// Node identity.
     pub node: NodeInfo,
+    /// The node as sent to management servers (the bootstrap's, with the CLI overrides).
+    pub node_proto: core::Node,
     /// Admin listener address.
     pub admin: Option<Address>,
     /// Static listeners.
@@ -63,6 +81,8 @@ pub struct Bootstrap {
     pub no_effect: Vec<NoEffect>,
     /// The bootstrap's source, for `/config_dump`.
     pub dump: DumpSource,
+    /// Static secrets, which dynamic clusters and listeners may reference too.
+    pub secrets: Secrets,
 }
 
 /// Where the bootstrap comes from.
@@ -173,10 +193,15 @@ fn translate(
                 format!("cluster manager: duplicate cluster '{}' found", c.name),
             ));
         }
-        if c.discovery == Discovery::Eds {
+        if c.discovery == Discovery::Eds
+            && b.dynamic_resources
+                .as_ref()
+                .and_then(|d| d.ads_config.as_ref())
+                .is_none()
+        {
             return Err(ConfigError::at(
-                format!("static_resources.clusters[{i}].type"),
-                "EDS clusters need the xDS client (not implemented yet)",
+                format!("static_resources.clusters[{i}].eds_cluster_config"),
+                "EDS clusters are fetched over ADS: dynamic_resources.ads_config is required",
             ));
         }
     }
@@ -205,27 +230,18 @@ fn translate(
         .map(|d| dynamic(d, &names))
         .transpose()?;
     check_config_sources(&statics, &names)?;
-    let node = b.node.clone().unwrap_or_default();
-    let pick = |o: &str, d: &str| {
-        if o.is_empty() {
-            d.to_string()
-        } else {
-            o.to_string()
-        }
-    };
+    let node_proto = node(b.node.clone().unwrap_or_default(), overrides);
     Ok(Bootstrap {
         node: NodeInfo {
-            id: pick(&overrides.id, &node.id),
-            cluster: pick(&overrides.cluster, &node.cluster),
-            zone: pick(
-                &overrides.zone,
-                &node
-                    .locality
-                    .as_ref()
-                    .map(|l| l.zone.clone())
-                    .unwrap_or_default(),
-            ),
+            id: node_proto.id.clone(),
+            cluster: node_proto.cluster.clone(),
+            zone: node_proto
+                .locality
+                .as_ref()
+                .map(|l| l.zone.clone())
+                .unwrap_or_default(),
         },
+        node_proto,
         admin: b
             .admin
             .as_ref()
@@ -248,13 +264,17 @@ fn translate(
             }),
         no_effect,
         dump,
+        secrets,
     })
 }
 
 fn check_route_clusters(l: &ListenerConfig, clusters: &HashSet<&str>, path: &str) -> Result<()> {
     for chain in l.filter_chains.iter().chain(l.default_chain.iter()) {
         if let Terminal::Http(h) = &chain.terminal {
-            for (vh, name) in route::referenced_clusters(&h.routes) {
+            let Some(routes) = h.routes.inline() else {
+                continue;
+            };
+            for (vh, name) in route::referenced_clusters(routes) {
                 if !clusters.contains(name) {
                     return Err(ConfigError::at(
                         path,
@@ -317,36 +337,73 @@ fn config_source(cs: &core::ConfigSource, path: &str, clusters: &HashSet<&str>) 
     }
 }
 
+/// The bootstrap's node with the `--service-*` overrides and meshproxy's user agent.
+fn node(mut node: core::Node, overrides: &NodeInfo) -> core::Node {
+    if !overrides.id.is_empty() {
+        node.id = overrides.id.clone();
+    }
+    if !overrides.cluster.is_empty() {
+        node.cluster = overrides.cluster.clone();
+    }
+    if !overrides.zone.is_empty() {
+        node.locality.get_or_insert_with(Default::default).zone = overrides.zone.clone();
+    }
+    node.user_agent_name = "meshproxy".into();
+    node.user_agent_version_type = Some(core::node::UserAgentVersionType::UserAgentVersion(
+        env!("CARGO_PKG_VERSION").into(),
+    ));
+    node
+}
+
 fn dynamic(
     d: &proto::bootstrap::DynamicResources,
     clusters: &HashSet<&str>,
 ) -> Result<DynamicConfig> {
-    let mut out = DynamicConfig {
-        ads_cluster: None,
-        delta: false,
-        lds: d.lds_config.is_some(),
-        cds: d.cds_config.is_some(),
-    };
-    if let Some(ads) = &d.ads_config {
-        out.ads_cluster = grpc_cluster(ads, "dynamic_resources.ads_config", clusters)?;
-        out.delta = matches!(ads.api_type, 3 | 6);
-    }
-    for (name, cs) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {
-        if let Some(cs) = cs {
-            config_source(cs, &join("dynamic_resources", name), clusters)?;
-            if matches!(
-                cs.config_source_specifier,
-                Some(core::config_source::ConfigSourceSpecifier::Ads(_))
-            ) && out.ads_cluster.is_none()
-            {
-                return Err(ConfigError::at(
-                    join("dynamic_resources", name),
-                    "ads is used but dynamic_resources.ads_config is missing",
-                ));
-            }
+    let ads = d
+        .ads_config
+        .as_ref()
+        .map(|a| ads_config(a, clusters))
+        .transpose()?;
+    let fetch = |name: &str, cs: &Option<core::ConfigSource>| -> Result<Option<FetchTimeout>> {
+        let Some(cs) = cs else { return Ok(None) };
+        let path = join("dynamic_resources", name);
+        config_source(cs, &path, clusters)?;
+        super::source::require_ads(Some(cs), &path)?;
+        if ads.is_none() {
+            return Err(ConfigError::at(
+                path,
+                "ads is used but dynamic_resources.ads_config is missing",
+            ));
         }
-    }
-    Ok(out)
+        Ok(Some(FetchTimeout(match &cs.initial_fetch_timeout {
+            Some(t) => Some(common::duration(t, &join(&path, "initial_fetch_timeout"))?)
+                .filter(|d| !d.is_zero()),
+            None => Some(std::time::Duration::from_secs(15)),
+        })))
+    };
+    Ok(DynamicConfig {
+        lds: fetch("lds_config", &d.lds_config)?,
+        cds: fetch("cds_config", &d.cds_config)?,
+        ads,
+    })
+}
+
+fn ads_config(a: &core::ApiConfigSource, clusters: &HashSet<&str>) -> Result<AdsConfig> {
+    let path = "dynamic_resources.ads_config";
+    let cluster = grpc_cluster(a, path, clusters)?.unwrap_or_default();
+    let max = match &a.grpc_services[0].target_specifier {
+        Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(g)) => g
+            .max_receive_message_length
+            .as_ref()
+            .map(|v| v.value as usize),
+        _ => None,
+    };
+    Ok(AdsConfig {
+        cluster,
+        delta: matches!(a.api_type, 3 | 6),
+        node_on_first_message_only: a.set_node_on_first_message_only,
+        max_message_bytes: max.unwrap_or(100 << 20),
+    })
 }
 
 /// SDS config sources inside TLS contexts must name known clusters too.

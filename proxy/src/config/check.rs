@@ -75,7 +75,18 @@ fn check_any(any: &DynamicMessage, path: &str, notes: &mut Vec<NoEffect>) -> Res
         Some(Value::Bytes(b)) => b.clone(),
         _ => Default::default(),
     };
-    let type_name = xds_client::descriptors::type_name_of_url(&type_url);
+    check_encoded(&type_url, &bytes, path, notes)
+}
+
+/// Checks an encoded message of type `type_url` (an `Any` payload, or an xDS resource):
+/// its type must be in the table, and so must everything below it.
+pub fn check_encoded(
+    type_url: &str,
+    bytes: &[u8],
+    path: &str,
+    notes: &mut Vec<NoEffect>,
+) -> Result<()> {
+    let type_name = xds_client::descriptors::type_name_of_url(type_url);
     if support::find(type_name).is_none() {
         return Err(ConfigError::at(
             path,

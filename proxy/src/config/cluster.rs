@@ -165,6 +165,9 @@ pub struct ClusterConfig {
     /// `per_connection_buffer_limit_bytes` (default 1 MiB): bytes buffered per upstream
     /// connection.
     pub buffer_limit: usize,
+    /// EDS clusters: the ClusterLoadAssignment name to subscribe (`service_name`, else the
+    /// cluster name).
+    pub eds_service_name: Option<String>,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -200,7 +203,12 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         }
     };
     let lb = lb_policy(c, discovery, path)?;
-    let endpoints = endpoints(c, discovery, &join(path, "load_assignment"))?;
+    let eds_service_name = eds_service_name(c, discovery, path)?;
+    let endpoints = endpoints(
+        c.load_assignment.as_ref(),
+        discovery,
+        &join(path, "load_assignment"),
+    )?;
     let (protocol, idle_timeout, max_rpc, h2_streams) = protocol_options(c, path)?;
     let tls = match &c.transport_socket {
         Some(ts) => tls::upstream_transport_socket(ts, secrets, &join(path, "transport_socket"))?,
@@ -274,6 +282,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             .as_ref()
             .map(|v| v.value as usize)
             .unwrap_or(1024 * 1024),
+        eds_service_name,
     })
 }
 
@@ -402,12 +411,44 @@ fn thresholds(c: &cluster::Cluster) -> Thresholds {
     t
 }
 
-fn endpoints(
+/// The assignment name an EDS cluster subscribes to; its `eds_config` must be ADS.
+fn eds_service_name(
     c: &cluster::Cluster,
     discovery: Discovery,
     path: &str,
+) -> Result<Option<String>> {
+    if discovery != Discovery::Eds {
+        return Ok(None);
+    }
+    let p = join(path, "eds_cluster_config");
+    let Some(eds) = &c.eds_cluster_config else {
+        return Err(ConfigError::at(
+            p,
+            "eds_cluster_config is required for EDS clusters",
+        ));
+    };
+    super::source::require_ads(eds.eds_config.as_ref(), &join(&p, "eds_config"))?;
+    Ok(Some(if eds.service_name.is_empty() {
+        c.name.clone()
+    } else {
+        eds.service_name.clone()
+    }))
+}
+
+/// Translates an EDS `ClusterLoadAssignment` into the endpoints of an EDS cluster.
+pub fn load_assignment(
+    la: &xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment,
+    path: &str,
 ) -> Result<Vec<EndpointConfig>> {
-    let Some(la) = &c.load_assignment else {
+    endpoints(Some(la), Discovery::Eds, path)
+}
+
+fn endpoints(
+    la: Option<&xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+    discovery: Discovery,
+    path: &str,
+) -> Result<Vec<EndpointConfig>> {
+    let Some(la) = la else {
         return match discovery {
             Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns => {
                 Err(ConfigError::at(

@@ -3,7 +3,8 @@
 use super::access_log::{self, AccessLogConfig};
 use super::common;
 use super::error::{join, ConfigError, Result};
-use super::route::{self, RouteConfig};
+use super::rds::{RdsSlot, Routes};
+use super::route;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +51,8 @@ pub struct HttpConnectionManagerConfig {
     pub stat_prefix: String,
     /// Downstream codec.
     pub codec: Codec,
-    /// The inline route configuration.
-    pub routes: Arc<RouteConfig>,
+    /// Inline routes or the RDS slot.
+    pub routes: Routes,
     /// HTTP filters before the router, in order.
     pub filters: Vec<HttpFilterConfig>,
     /// Router option: do not add `x-envoy-*` response headers.
@@ -117,12 +118,19 @@ pub fn translate(
         ));
     }
     let routes = match &h.route_specifier {
-        Some(R::RouteConfig(rc)) => route::translate(rc, &join(path, "route_config"))?,
-        Some(R::Rds(_)) => {
-            return Err(ConfigError::at(
-                join(path, "rds"),
-                "RDS needs the xDS client (not implemented yet)",
-            ))
+        Some(R::RouteConfig(rc)) => {
+            Routes::Static(Arc::new(route::translate(rc, &join(path, "route_config"))?))
+        }
+        Some(R::Rds(rds)) => {
+            let p = join(path, "rds");
+            super::source::require_ads(rds.config_source.as_ref(), &join(&p, "config_source"))?;
+            if rds.route_config_name.is_empty() {
+                return Err(ConfigError::at(
+                    join(&p, "route_config_name"),
+                    "route_config_name is required",
+                ));
+            }
+            Routes::Rds(Arc::new(RdsSlot::new(rds.route_config_name.clone())))
         }
         Some(R::ScopedRoutes(_)) => {
             return Err(ConfigError::at(
@@ -160,7 +168,7 @@ pub fn translate(
                 ))
             }
         },
-        routes: Arc::new(routes),
+        routes,
         filters,
         suppress_envoy_headers,
         server_name: if h.server_name.is_empty() {

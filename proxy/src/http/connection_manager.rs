@@ -162,7 +162,10 @@ impl HttpConnectionManager {
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
             record_request_headers: !access_logs.is_empty()
-                || config.routes.has_formatted_headers(),
+                || config
+                    .routes
+                    .inline()
+                    .is_none_or(|r| r.has_formatted_headers()),
             access_logs,
             config,
         }))
@@ -576,7 +579,10 @@ impl HttpConnectionManager {
         let fail = |r: LocalReply| (r, request_id.clone());
 
         // Route.
-        let routes = c.routes.clone();
+        let Some(routes) = c.routes.current() else {
+            self.stats.no_route.inc();
+            return Err(fail(LocalReply::no_route()));
+        };
         let Some(vhost) = route_match::virtual_host(&routes, &authority) else {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));

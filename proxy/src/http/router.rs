@@ -185,7 +185,7 @@ pub async fn forward(
         return Err(LocalReply::no_cluster());
     };
     record.upstream_cluster = Some(cluster_name.clone());
-    let Some(cluster) = ctx.server.clusters.get(&cluster_name).cloned() else {
+    let Some(cluster) = ctx.server.clusters.get(&cluster_name) else {
         return Err(LocalReply::no_cluster());
     };
     cluster.stats().rq_total.inc();

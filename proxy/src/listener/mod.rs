@@ -5,6 +5,7 @@ pub mod chain_match;
 pub mod inspect;
 pub mod proxy_protocol;
 pub mod socket;
+pub mod workers;
 
 use crate::config::common::Address;
 use crate::config::listener::{FilterChain, ListenerConfig, ListenerFilter, Terminal};
@@ -84,6 +85,7 @@ pub struct ActiveListener {
     pub stats: ListenerStats,
     chains: Vec<ChainRuntime>,
     default_chain: Option<ChainRuntime>,
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl ActiveListener {
@@ -132,8 +134,14 @@ impl ActiveListener {
             },
             chains,
             default_chain,
+            retired: tokio::sync::watch::channel(false).0,
             config,
         }))
+    }
+
+    /// Stops accepting (LDS removed or replaced the listener); accepted connections go on.
+    pub fn retire(&self) {
+        let _ = self.retired.send(true);
     }
 
     /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).
@@ -151,6 +159,16 @@ pub enum BoundSocket {
     Tcp(std::net::TcpListener),
     /// Unix.
     Unix(std::os::unix::net::UnixListener),
+}
+
+impl BoundSocket {
+    /// A duplicate of the socket (same bound port, its own fd).
+    pub fn try_clone(&self) -> std::io::Result<BoundSocket> {
+        Ok(match self {
+            BoundSocket::Tcp(t) => BoundSocket::Tcp(t.try_clone()?),
+            BoundSocket::Unix(u) => BoundSocket::Unix(u.try_clone()?),
+        })
+    }
 }
 
 /// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`).
@@ -197,7 +215,8 @@ pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
     }
 }
 
-/// Runs the accept loop of one listener on the calling worker until `stop` fires.
+/// Runs the accept loop of one listener on the calling worker until `stop` fires or the
+/// listener is retired.
 pub async fn accept_loop(
     server: Arc<Server>,
     listener: Arc<ActiveListener>,
@@ -219,9 +238,14 @@ pub async fn accept_loop(
             return;
         }
     };
+    let mut retired = listener.retired.subscribe();
     loop {
+        if *retired.borrow() {
+            return;
+        }
         let accepted = tokio::select! {
             _ = stop.changed() => return,
+            _ = retired.changed() => return,
             a = async {
                 match &l {
                     L::Tcp(t) => t.accept().await.map(|(s, peer)| (Downstream::Tcp(s), Some(peer))),

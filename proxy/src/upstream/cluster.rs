@@ -157,6 +157,7 @@ pub struct Cluster {
     host_count: std::sync::atomic::AtomicI64,
     hosts: RwLock<Arc<HostSet>>,
     balancer: Balancer,
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -177,11 +178,17 @@ impl Cluster {
             host_count: std::sync::atomic::AtomicI64::new(0),
             hosts: RwLock::new(HostSet::new(Vec::new())),
             balancer: Balancer::new(config.lb.clone()),
+            retired: std::sync::atomic::AtomicBool::new(false),
             config,
         });
-        let statics: Vec<Arc<Host>> = cluster
-            .config
-            .endpoints
+        cluster.set_endpoints(&cluster.config.endpoints);
+        cluster
+    }
+
+    /// Replaces the hosts with configured endpoints (STATIC load assignments, EDS);
+    /// hostnames (DNS clusters) are skipped, [`super::dns`] resolves those.
+    pub fn set_endpoints(&self, endpoints: &[crate::config::cluster::EndpointConfig]) {
+        let hosts: Vec<Arc<Host>> = endpoints
             .iter()
             .filter_map(|e| match &e.address {
                 Address::Socket(a) => Some(Arc::new(Host::new(
@@ -197,8 +204,19 @@ impl Cluster {
                 Address::Named(..) => None,
             })
             .collect();
-        cluster.set_hosts(statics);
-        cluster
+        self.set_hosts(hosts);
+    }
+
+    /// Marks the cluster replaced or removed by CDS: its DNS refresh stops and worker
+    /// pools drop it when they next sweep.
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether CDS replaced or removed this cluster.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The cluster's stats, created on first use.
@@ -217,7 +235,7 @@ impl Cluster {
         self.stats.get()
     }
 
-    /// Replaces the host set (DNS refresh, and later EDS).
+    /// Replaces the host set (DNS refresh, EDS).
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
         self.host_count
             .store(hosts.len() as i64, std::sync::atomic::Ordering::Relaxed);

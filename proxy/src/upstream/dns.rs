@@ -74,11 +74,14 @@ pub async fn resolve_once(cluster: &Arc<Cluster>) -> bool {
     ok
 }
 
-/// Spawns the refresh loop (on the current runtime).
+/// Spawns the refresh loop (on the current runtime); it ends when CDS retires the cluster.
 pub fn spawn_refresh(cluster: Arc<Cluster>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(cluster.config.dns_refresh_rate).await;
+            if cluster.is_retired() {
+                return;
+            }
             resolve_once(&cluster).await;
         }
     });

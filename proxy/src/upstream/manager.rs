@@ -1,55 +1,113 @@
-//! The cluster manager: every cluster by name, created from translated configs, with DNS
-//! clusters resolved before the server reports ready.
+//! The cluster manager: every cluster by name. Static clusters come from the bootstrap;
+//! CDS adds, replaces and removes the others at run time. Readers (every request) load
+//! the current map without a lock; writers replace it whole, so a request sees either the
+//! old or the new set, never half of an update.
 
 use super::cluster::Cluster;
 use super::dns;
 use crate::config::cluster::{ClusterConfig, Discovery};
-use crate::stats::Scope;
+use crate::stats::{Counter, Gauge, Scope};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// All clusters.
-#[derive(Debug, Default)]
 pub struct ClusterManager {
-    clusters: HashMap<String, Arc<Cluster>>,
+    clusters: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    writer: Mutex<()>,
+    root: Scope,
+    active: Arc<Gauge>,
+    added: Arc<Counter>,
+    modified: Arc<Counter>,
+    removed: Arc<Counter>,
 }
 
 impl ClusterManager {
-    /// Creates the clusters.
+    /// Creates the static clusters.
     pub fn new(configs: &[Arc<ClusterConfig>], stats: &Scope) -> Self {
         let cm = stats.child("cluster_manager");
-        cm.gauge("active_clusters").set(configs.len() as i64);
-        cm.counter("cluster_added").add(configs.len() as u64);
-        ClusterManager {
-            clusters: configs
+        let manager = ClusterManager {
+            clusters: ArcSwap::from_pointee(HashMap::new()),
+            writer: Mutex::new(()),
+            root: stats.clone(),
+            active: cm.gauge("active_clusters"),
+            added: cm.counter("cluster_added"),
+            modified: cm.counter("cluster_modified"),
+            removed: cm.counter("cluster_removed"),
+        };
+        manager.update(
+            configs
                 .iter()
-                .map(|c| (c.name.clone(), Cluster::new(c.clone(), stats)))
+                .map(|c| Cluster::new(c.clone(), stats))
                 .collect(),
-        }
+            &[],
+        );
+        manager
     }
 
-    /// Resolves DNS clusters once and starts their refresh loops (call on the main runtime).
+    /// Resolves the static DNS clusters once and starts their refresh loops (call on the
+    /// main runtime).
     pub async fn initialize(&self) {
-        for c in self.clusters.values() {
-            if matches!(
-                c.config.discovery,
-                Discovery::StrictDns | Discovery::LogicalDns
-            ) {
-                dns::resolve_once(c).await;
-                dns::spawn_refresh(c.clone());
-            }
+        for c in self.all() {
+            start_dns(&c, true).await;
         }
     }
 
     /// A cluster by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.clusters.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.clusters.load().get(name).cloned()
     }
 
     /// Every cluster, sorted by name.
-    pub fn all(&self) -> Vec<&Arc<Cluster>> {
-        let mut v: Vec<_> = self.clusters.values().collect();
+    pub fn all(&self) -> Vec<Arc<Cluster>> {
+        let mut v: Vec<_> = self.clusters.load().values().cloned().collect();
         v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
         v
+    }
+
+    /// The stats root clusters create their scopes under.
+    pub fn stats_root(&self) -> &Scope {
+        &self.root
+    }
+
+    /// Adds or replaces `upserts` and removes `removals` in one step. A replaced cluster's
+    /// connection pools go with it; clusters not named are untouched.
+    pub fn update(&self, upserts: Vec<Arc<Cluster>>, removals: &[String]) {
+        if upserts.is_empty() && removals.is_empty() {
+            return;
+        }
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = HashMap::clone(&self.clusters.load());
+        for c in upserts {
+            match map.insert(c.config.name.clone(), c) {
+                Some(old) => {
+                    old.retire();
+                    self.modified.inc();
+                }
+                None => self.added.inc(),
+            }
+        }
+        for name in removals {
+            if let Some(old) = map.remove(name) {
+                old.retire();
+                self.removed.inc();
+            }
+        }
+        self.active.set(map.len() as i64);
+        self.clusters.store(Arc::new(map));
+    }
+}
+
+/// Resolves a DNS cluster (waiting for the first answer when `wait`) and starts its
+/// refresh loop, which ends when the cluster is retired.
+pub async fn start_dns(c: &Arc<Cluster>, wait: bool) {
+    if matches!(
+        c.config.discovery,
+        Discovery::StrictDns | Discovery::LogicalDns
+    ) {
+        if wait {
+            dns::resolve_once(c).await;
+        }
+        dns::spawn_refresh(c.clone());
     }
 }

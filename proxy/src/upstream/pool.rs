@@ -144,7 +144,12 @@ pub fn for_host(
         state: Mutex::default(),
         freed: tokio::sync::Notify::new(),
     });
-    POOLS.with(|p| p.borrow_mut().insert(key, pool.clone()));
+    POOLS.with(|p| {
+        let mut pools = p.borrow_mut();
+        // Pools of clusters CDS replaced or removed go when a new pool is made.
+        pools.retain(|_, pool| !pool.cluster.is_retired());
+        pools.insert(key, pool.clone());
+    });
     Ok(pool)
 }
 

@@ -1,0 +1,63 @@
+//! Where an HTTP connection manager gets its routes: inline (`route_config`) or from RDS
+//! (`rds`), in which case a slot holds the latest RouteConfiguration and the xDS client
+//! swaps it without touching the listener.
+
+use super::route::RouteConfig;
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
+
+/// The route configuration an HCM with `rds` uses; empty until RDS delivers it.
+#[derive(Debug)]
+pub struct RdsSlot {
+    /// `route_config_name`.
+    pub name: String,
+    current: ArcSwapOption<RouteConfig>,
+}
+
+impl RdsSlot {
+    /// An empty slot for `name`.
+    pub fn new(name: String) -> Self {
+        RdsSlot {
+            name,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Installs a new version (requests already routed keep the one they had).
+    pub fn set(&self, routes: Arc<RouteConfig>) {
+        self.current.store(Some(routes));
+    }
+
+    /// Whether RDS has delivered this slot's routes.
+    pub fn is_filled(&self) -> bool {
+        self.current.load().is_some()
+    }
+}
+
+/// An HCM's route source.
+#[derive(Debug, Clone)]
+pub enum Routes {
+    /// Inline `route_config`.
+    Static(Arc<RouteConfig>),
+    /// `rds`.
+    Rds(Arc<RdsSlot>),
+}
+
+impl Routes {
+    /// The routes to use now; `None` while RDS has not answered (Envoy then routes with
+    /// an empty configuration: 404 `NR`).
+    pub fn current(&self) -> Option<Arc<RouteConfig>> {
+        match self {
+            Routes::Static(r) => Some(r.clone()),
+            Routes::Rds(slot) => slot.current.load_full(),
+        }
+    }
+
+    /// The inline routes, if any.
+    pub fn inline(&self) -> Option<&Arc<RouteConfig>> {
+        match self {
+            Routes::Static(r) => Some(r),
+            Routes::Rds(_) => None,
+        }
+    }
+}

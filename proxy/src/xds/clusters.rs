@@ -1,0 +1,197 @@
+//! CDS and EDS: clusters added, replaced and removed by name; EDS clusters warm until
+//! their first assignment; assignments cached per service name so a replaced cluster (or
+//! a cluster added after its assignment) gets its endpoints at once.
+
+use super::resource::{self, Applied};
+use crate::config::cluster::{self, EndpointConfig};
+use crate::server::Server;
+use crate::upstream::cluster::Cluster;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use xds_client::ads::{Rejected, Update, CLUSTER, ENDPOINT};
+use xds_client::proto::envoy::config::cluster::v3 as proto;
+use xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+/// What CDS and EDS delivered.
+#[derive(Default)]
+pub struct ClusterState {
+    /// CDS clusters (active or warming) as received.
+    pub applied: BTreeMap<String, Applied>,
+    /// CDS clusters waiting for their first EDS assignment.
+    pub warming: BTreeMap<String, Arc<Cluster>>,
+    /// The last assignment of each EDS service name.
+    pub assignments: HashMap<String, (Arc<Vec<EndpointConfig>>, Applied)>,
+}
+
+impl ClusterState {
+    /// Whether no cluster, static or dynamic, still waits for its first assignment.
+    pub fn warmed(&self, server: &Server) -> bool {
+        self.warming.is_empty()
+            && server.clusters.all().iter().all(|c| {
+                c.config
+                    .eds_service_name
+                    .as_ref()
+                    .is_none_or(|s| self.assignments.contains_key(s))
+            })
+    }
+
+    /// Activates the warming clusters without endpoints (initial fetch timeout).
+    pub fn activate_warming(&mut self, server: &Server) {
+        let warming = std::mem::take(&mut self.warming);
+        server.clusters.update(warming.into_values().collect(), &[]);
+    }
+
+    /// The EDS names every cluster (static, active, warming) needs.
+    pub fn eds_names(&self, server: &Server) -> BTreeSet<String> {
+        server
+            .clusters
+            .all()
+            .iter()
+            .chain(self.warming.values())
+            .filter_map(|c| c.config.eds_service_name.clone())
+            .collect()
+    }
+}
+
+fn is_static(server: &Server, name: &str) -> bool {
+    server.bootstrap.clusters.iter().any(|c| c.name == name)
+}
+
+/// Applies a CDS response.
+pub fn apply_cds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec<Rejected> {
+    let mut rejected = Vec::new();
+    let mut seen = HashSet::new();
+    let mut upserts = Vec::new();
+    for (i, r) in update.resources.iter().enumerate() {
+        let (name, proto) = match resource::decode::<proto::Cluster>(r, CLUSTER, i, |c| &c.name) {
+            Ok(x) => x,
+            Err(e) => {
+                seen.insert(e.name.clone());
+                rejected.push(e);
+                continue;
+            }
+        };
+        seen.insert(name.clone());
+        if is_static(server, &name) {
+            rejected.push(Rejected {
+                name,
+                error: "a static cluster of that name exists and cannot be updated by CDS".into(),
+            });
+            continue;
+        }
+        if st.applied.get(&name).is_some_and(|a| a.same(&r.body)) {
+            continue;
+        }
+        let config = match cluster::translate(&proto, &server.bootstrap.secrets, "") {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                rejected.push(resource::rejected(&name, e));
+                continue;
+            }
+        };
+        let version = if r.version.is_empty() {
+            &update.version
+        } else {
+            &r.version
+        };
+        st.applied
+            .insert(name.clone(), Applied::new(version, r.body.clone()));
+        let c = Cluster::new(config, server.clusters.stats_root());
+        st.warming.remove(&name);
+        match c
+            .config
+            .eds_service_name
+            .as_ref()
+            .map(|s| st.assignments.get(s))
+        {
+            Some(None) => {
+                st.warming.insert(name, c);
+            }
+            Some(Some((endpoints, _))) => {
+                c.set_endpoints(endpoints);
+                upserts.push(c);
+            }
+            None => upserts.push(c),
+        }
+    }
+    let removals: Vec<String> = if update.state_of_the_world {
+        st.applied
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect()
+    } else {
+        update.removed.clone()
+    };
+    for name in &removals {
+        st.applied.remove(name);
+        st.warming.remove(name);
+    }
+    let removals: Vec<String> = removals
+        .into_iter()
+        .filter(|n| !is_static(server, n))
+        .collect();
+    for c in &upserts {
+        let c = c.clone();
+        tokio::spawn(async move { crate::upstream::manager::start_dns(&c, false).await });
+    }
+    server.clusters.update(upserts, &removals);
+    rejected
+}
+
+/// Applies an EDS response: cached, given to every cluster of the service, and warming
+/// clusters of the service become active. Assignments are never removed while a cluster
+/// of the service exists (Envoy keeps a cluster's endpoints when its assignment is
+/// omitted).
+pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec<Rejected> {
+    let mut rejected = Vec::new();
+    let mut by_service: HashMap<String, Vec<Arc<Cluster>>> = HashMap::new();
+    for c in server.clusters.all() {
+        if let Some(s) = &c.config.eds_service_name {
+            by_service.entry(s.clone()).or_default().push(c);
+        }
+    }
+    let mut activated = Vec::new();
+    for (i, r) in update.resources.iter().enumerate() {
+        let decoded =
+            resource::decode::<ClusterLoadAssignment>(r, ENDPOINT, i, |c| &c.cluster_name);
+        let (name, proto) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                rejected.push(e);
+                continue;
+            }
+        };
+        let endpoints = match cluster::load_assignment(&proto, "") {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                rejected.push(resource::rejected(&name, e));
+                continue;
+            }
+        };
+        for c in by_service.get(&name).into_iter().flatten() {
+            c.set_endpoints(&endpoints);
+        }
+        let warm: Vec<String> = st
+            .warming
+            .iter()
+            .filter(|(_, c)| c.config.eds_service_name.as_deref() == Some(name.as_str()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in warm {
+            if let Some(c) = st.warming.remove(&n) {
+                c.set_endpoints(&endpoints);
+                activated.push(c);
+            }
+        }
+        let version = if r.version.is_empty() {
+            &update.version
+        } else {
+            &r.version
+        };
+        st.assignments
+            .insert(name, (endpoints, Applied::new(version, r.body.clone())));
+    }
+    server.clusters.update(activated, &[]);
+    rejected
+}

@@ -1,0 +1,307 @@
+//! LDS and RDS: listeners added, replaced and removed by name; a new or changed listener
+//! warms until every route configuration it names has arrived (the listener it replaces
+//! keeps serving meanwhile), then takes over the same socket. RDS updates swap routes in
+//! place: listeners and their connections are not touched.
+
+use super::resource::{self, Applied};
+use crate::config::common::Address;
+use crate::config::listener::{self, ListenerConfig, Terminal};
+use crate::config::rds::{RdsSlot, Routes};
+use crate::config::route::{self, RouteConfig};
+use crate::listener::{ActiveListener, BoundSocket};
+use crate::server::Server;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use xds_client::ads::{Rejected, Update, LISTENER, ROUTE};
+use xds_client::proto::envoy::config::listener::v3 as lproto;
+use xds_client::proto::envoy::config::route::v3 as rproto;
+
+/// A dynamic listener with what keeps it running.
+pub struct Entry {
+    /// The listener.
+    pub listener: Arc<ActiveListener>,
+    /// Its bound socket (shared with the listener that replaces it on the same address).
+    socket: Option<Arc<BoundSocket>>,
+    /// The RDS slots of its HTTP connection managers.
+    slots: Vec<Arc<RdsSlot>>,
+    /// As received.
+    pub applied: Applied,
+}
+
+impl Entry {
+    fn warm(&self) -> bool {
+        self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
+    }
+}
+
+/// What LDS and RDS delivered.
+#[derive(Default)]
+pub struct ListenerState {
+    /// Serving.
+    pub active: BTreeMap<String, Entry>,
+    /// Waiting for their routes (or secrets).
+    pub warming: BTreeMap<String, Entry>,
+    /// Route configurations by name.
+    pub routes: HashMap<String, (Arc<RouteConfig>, Applied)>,
+}
+
+impl ListenerState {
+    /// The RDS names the listeners (active and warming) need.
+    pub fn rds_names(&self) -> BTreeSet<String> {
+        self.active
+            .values()
+            .chain(self.warming.values())
+            .flat_map(|e| e.slots.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+
+    /// Moves warm listeners (all of them when `force`) to active and publishes the set.
+    pub fn promote(&mut self, server: &Server, force: bool) {
+        let ready: Vec<String> = self
+            .warming
+            .iter()
+            .filter(|(_, e)| force || e.warm())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        for name in ready {
+            let Some(entry) = self.warming.remove(&name) else {
+                continue;
+            };
+            if let Some(socket) = &entry.socket {
+                if let Err(e) = server.workers.accept(&entry.listener, socket) {
+                    tracing::error!(target: "config", "listener {name}: cannot start accepting: {e}");
+                }
+            }
+            tracing::info!(target: "config", "lds: listener '{name}' active on {}", entry.listener.config.address);
+            match self.active.insert(name, entry) {
+                Some(old) => {
+                    old.listener.retire();
+                    manager_stat(server, "listener_modified");
+                }
+                None => manager_stat(server, "listener_added"),
+            }
+        }
+        self.publish(server);
+    }
+
+    /// Puts static plus active dynamic listeners into the server's set.
+    fn publish(&self, server: &Server) {
+        let statics = server
+            .listeners()
+            .iter()
+            .filter(|l| is_static(server, &l.config.name))
+            .cloned()
+            .collect::<Vec<_>>();
+        let mut all = statics;
+        all.extend(self.active.values().map(|e| e.listener.clone()));
+        server.set_listeners(all);
+        server
+            .scope()
+            .child("listener_manager")
+            .gauge("total_listeners_warming")
+            .set(self.warming.len() as i64);
+    }
+}
+
+/// Counts a `listener_manager.<name>` event.
+fn manager_stat(server: &Server, name: &str) {
+    server.scope().child("listener_manager").counter(name).inc();
+}
+
+fn is_static(server: &Server, name: &str) -> bool {
+    server.bootstrap.listeners.iter().any(|l| l.name == name)
+}
+
+/// The RDS slots of a listener's HTTP connection managers.
+fn slots(config: &ListenerConfig) -> Vec<Arc<RdsSlot>> {
+    config
+        .filter_chains
+        .iter()
+        .chain(config.default_chain.iter())
+        .filter_map(|c| match &c.terminal {
+            Terminal::Http(h) => match &h.routes {
+                Routes::Rds(slot) => Some(slot.clone()),
+                Routes::Static(_) => None,
+            },
+            Terminal::Tcp(_) => None,
+        })
+        .collect()
+}
+
+/// Another listener (static, active or warming, of another name) already holding
+/// `address` on a bound port.
+fn address_taken(server: &Server, st: &ListenerState, name: &str, address: &Address) -> bool {
+    let same = |c: &ListenerConfig| c.name != name && c.bind_to_port && c.address == *address;
+    server.bootstrap.listeners.iter().any(|c| same(c))
+        || st
+            .active
+            .values()
+            .chain(st.warming.values())
+            .any(|e| same(&e.listener.config))
+}
+
+/// The socket for a listener: the one its predecessor of the same name holds when the
+/// address is unchanged, else a new bind.
+fn socket_for(
+    st: &ListenerState,
+    config: &ListenerConfig,
+) -> std::io::Result<Option<Arc<BoundSocket>>> {
+    if !config.bind_to_port {
+        return Ok(None);
+    }
+    let previous = st
+        .warming
+        .get(&config.name)
+        .or_else(|| st.active.get(&config.name))
+        .filter(|e| e.listener.config.address == config.address)
+        .and_then(|e| e.socket.clone());
+    if let Some(s) = previous {
+        return Ok(Some(s));
+    }
+    crate::listener::bind(&config.address).map(|s| Some(Arc::new(s)))
+}
+
+/// Applies an LDS response; returns the rejections.
+pub fn apply_lds(server: &Server, st: &mut ListenerState, update: &Update) -> Vec<Rejected> {
+    let mut rejected = Vec::new();
+    let mut seen = HashSet::new();
+    let flush = std::time::Duration::from_millis(server.options.file_flush_interval_msec.max(1));
+    for (i, r) in update.resources.iter().enumerate() {
+        let decoded = resource::decode::<lproto::Listener>(r, LISTENER, i, |l| &l.name);
+        let (name, proto) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                seen.insert(e.name.clone());
+                rejected.push(e);
+                continue;
+            }
+        };
+        seen.insert(name.clone());
+        let mut reject = |error: String| {
+            rejected.push(Rejected {
+                name: name.clone(),
+                error,
+            })
+        };
+        if is_static(server, &name) {
+            reject("a static listener of that name exists and cannot be updated by LDS".into());
+            continue;
+        }
+        let current = st.warming.get(&name).or_else(|| st.active.get(&name));
+        if current.is_some_and(|e| e.applied.same(&r.body)) {
+            continue;
+        }
+        let config = match listener::translate(&proto, &server.bootstrap.secrets, "") {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                reject(e.to_string());
+                continue;
+            }
+        };
+        if config.bind_to_port && address_taken(server, st, &name, &config.address) {
+            reject(format!(
+                "error adding listener '{}': has duplicate address '{}' as existing listener",
+                name, config.address
+            ));
+            continue;
+        }
+        let socket = match socket_for(st, &config) {
+            Ok(s) => s,
+            Err(e) => {
+                reject(format!("cannot bind '{}': {e}", config.address));
+                continue;
+            }
+        };
+        let active = match ActiveListener::new(config.clone(), &server.scope(), flush) {
+            Ok(a) => a,
+            Err(e) => {
+                reject(format!("cannot create listener: {e}"));
+                continue;
+            }
+        };
+        let slots = slots(&config);
+        for s in &slots {
+            if let Some((routes, _)) = st.routes.get(&s.name) {
+                s.set(routes.clone());
+            }
+        }
+        let version = if r.version.is_empty() {
+            &update.version
+        } else {
+            &r.version
+        };
+        st.warming.insert(
+            name,
+            Entry {
+                listener: active,
+                socket,
+                slots,
+                applied: Applied::new(version, r.body.clone()),
+            },
+        );
+    }
+    let removals: Vec<String> = if update.state_of_the_world {
+        st.active
+            .keys()
+            .chain(st.warming.keys())
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect()
+    } else {
+        update.removed.clone()
+    };
+    let mut removed_active = false;
+    for name in removals {
+        st.warming.remove(&name);
+        if let Some(e) = st.active.remove(&name) {
+            tracing::info!(target: "config", "lds: listener '{name}' removed");
+            e.listener.retire();
+            manager_stat(server, "listener_removed");
+            removed_active = true;
+        }
+    }
+    if removed_active {
+        st.publish(server);
+    }
+    st.promote(server, false);
+    rejected
+}
+
+/// Applies an RDS response: routes swap in every slot of that name.
+pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Vec<Rejected> {
+    let mut rejected = Vec::new();
+    for (i, r) in update.resources.iter().enumerate() {
+        let decoded = resource::decode::<rproto::RouteConfiguration>(r, ROUTE, i, |c| &c.name);
+        let (name, proto) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                rejected.push(e);
+                continue;
+            }
+        };
+        let routes = match route::translate(&proto, "") {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                rejected.push(resource::rejected(&name, e));
+                continue;
+            }
+        };
+        for entry in st.active.values().chain(st.warming.values()) {
+            for s in entry.slots.iter().filter(|s| s.name == name) {
+                s.set(routes.clone());
+            }
+        }
+        let version = if r.version.is_empty() {
+            &update.version
+        } else {
+            &r.version
+        };
+        st.routes
+            .insert(name, (routes, Applied::new(version, r.body.clone())));
+    }
+    st.promote(server, false);
+    rejected
+}

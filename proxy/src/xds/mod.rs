@@ -1,0 +1,292 @@
+//! The xDS side of the server: opens the ADS stream the bootstrap names, applies what it
+//! delivers (CDS, EDS, LDS, RDS) to the running server, keeps the subscriptions following
+//! what clusters and listeners reference, and drives the initial fetch to LIVE.
+
+pub mod clusters;
+pub mod init;
+pub mod listeners;
+pub mod resource;
+pub mod stats;
+
+use crate::config::bootstrap::DynamicConfig;
+use crate::server::Server;
+use crate::stats::Gauge;
+use init::{Init, Phase};
+use stats::SubscriptionStats;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use xds_client::ads::{
+    self, Client, ClientTls, Handler, Interest, Rejected, Service, StreamConfig, Target, Update,
+};
+
+/// Everything xDS delivered, under one lock (updates are applied one at a time).
+pub struct State {
+    /// CDS and EDS.
+    pub clusters: clusters::ClusterState,
+    /// LDS and RDS.
+    pub listeners: listeners::ListenerState,
+    /// Initial fetch progress.
+    init: Init,
+    /// The last accepted version of each type (SotW `version_info`, Delta
+    /// `system_version_info`).
+    pub versions: HashMap<String, String>,
+}
+
+/// The xDS manager: the [`Handler`] of the ADS stream.
+pub struct XdsManager {
+    server: Weak<Server>,
+    this: Weak<XdsManager>,
+    config: DynamicConfig,
+    client: Client,
+    state: Mutex<State>,
+    cds: SubscriptionStats,
+    lds: SubscriptionStats,
+    rds: SubscriptionStats,
+    eds: SubscriptionStats,
+    connected: Arc<Gauge>,
+    largest_message: Arc<Gauge>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+/// Where the management server is and how to reach it: the first host of the ADS
+/// cluster, with the cluster's TLS.
+fn stream_config(
+    server: &Server,
+    ads: &crate::config::bootstrap::AdsConfig,
+) -> Result<StreamConfig, String> {
+    let cluster = server
+        .clusters
+        .get(&ads.cluster)
+        .ok_or_else(|| format!("ADS cluster {} not found", ads.cluster))?;
+    let hosts = cluster.hosts();
+    let host = hosts
+        .hosts
+        .first()
+        .ok_or_else(|| format!("ADS cluster {} has no endpoint", ads.cluster))?;
+    let target = match &host.address {
+        crate::upstream::host::HostAddress::Tcp(a) => Target::Tcp(*a),
+        crate::upstream::host::HostAddress::Unix(p) => Target::Unix(p.clone()),
+    };
+    let tls = match &cluster.config.tls {
+        None => None,
+        Some(t) => Some(ClientTls {
+            config: t.config.clone().map_err(|pending| {
+                format!(
+                    "ADS cluster {}: TLS secrets {pending:?} must be static",
+                    ads.cluster
+                )
+            })?,
+            server_name: t.sni.clone().unwrap_or_else(|| host.hostname.clone()),
+        }),
+    };
+    Ok(StreamConfig {
+        target,
+        tls,
+        service: Service::Aggregated,
+        delta: ads.delta,
+        node: server.bootstrap.node_proto.clone(),
+        node_on_first_message_only: ads.node_on_first_message_only,
+        max_message_bytes: ads.max_message_bytes,
+        name: ads.cluster.clone(),
+    })
+}
+
+impl XdsManager {
+    /// Opens the ADS stream of the bootstrap's `dynamic_resources` and starts the initial
+    /// fetch. Call on the main runtime after the static clusters are initialized.
+    pub fn start(server: &Arc<Server>) -> Result<Arc<XdsManager>, String> {
+        let config = server
+            .bootstrap
+            .dynamic
+            .clone()
+            .ok_or("no dynamic_resources")?;
+        let stream = config
+            .ads
+            .as_ref()
+            .map(|a| stream_config(server, a))
+            .transpose()?;
+        let scope = server.scope();
+        let manager = Arc::new_cyclic(|this| XdsManager {
+            server: Arc::downgrade(server),
+            this: this.clone(),
+            client: Client::new(),
+            state: Mutex::new(State {
+                clusters: Default::default(),
+                listeners: Default::default(),
+                init: Init::default(),
+                versions: HashMap::new(),
+            }),
+            cds: SubscriptionStats::new(&scope.child("cluster_manager").child("cds")),
+            lds: SubscriptionStats::new(&scope.child("listener_manager").child("lds")),
+            rds: SubscriptionStats::new(&scope.child("rds")),
+            eds: SubscriptionStats::new(&scope.child("eds")),
+            connected: scope.child("control_plane").gauge("connected_state"),
+            largest_message: scope.child("control_plane").gauge("largest_message_bytes"),
+            done: tokio::sync::watch::channel(false).0,
+            config,
+        });
+        if let Some(stream) = stream {
+            tracing::info!(target: "config", "ADS: {} stream to {} ({})", if stream.delta { "Delta" } else { "state-of-the-world" }, stream.target, stream.name);
+            manager.client.start(stream, manager.clone());
+        }
+        let mut st = manager.lock();
+        if let Some(t) = manager.config.cds {
+            manager
+                .client
+                .set_interest(ads::CLUSTER, Interest::Wildcard);
+            manager.arm_timeout(Phase::Clusters, t.0);
+        }
+        manager.refresh_interest(server, &st);
+        manager.advance(server, &mut st);
+        drop(st);
+        Ok(manager)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves when the initial fetch is done.
+    pub async fn initialized(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Runs `f` on the applied state (for `/config_dump`).
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// EDS follows the clusters, RDS the listeners.
+    fn refresh_interest(&self, server: &Server, st: &State) {
+        let eds = st.clusters.eds_names(server);
+        self.client
+            .set_interest(ads::ENDPOINT, Interest::Names(eds));
+        self.client
+            .set_interest(ads::ROUTE, Interest::Names(st.listeners.rds_names()));
+    }
+
+    /// Gives up waiting on the phase's warming resources after `timeout`.
+    fn arm_timeout(&self, phase: Phase, timeout: Option<std::time::Duration>) {
+        let Some(timeout) = timeout else { return };
+        let this = self.this.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(me) = this.upgrade() else { return };
+            let Some(server) = me.server.upgrade() else {
+                return;
+            };
+            let mut st = me.lock();
+            if st.init.phase != phase {
+                return;
+            }
+            tracing::warn!(target: "config", "initial fetch timeout ({phase:?}): continuing without the resources still warming");
+            match phase {
+                Phase::Clusters => me.cds.init_fetch_timeout.inc(),
+                _ => me.lds.init_fetch_timeout.inc(),
+            }
+            st.init.forced = true;
+            me.advance(&server, &mut st);
+        });
+    }
+
+    /// Moves the initial fetch on as far as what has arrived allows.
+    fn advance(&self, server: &Server, st: &mut State) {
+        loop {
+            match st.init.phase {
+                Phase::Clusters => {
+                    let cds_done = self.config.cds.is_none() || st.init.cds_answered;
+                    let ready = cds_done && st.clusters.warmed(server);
+                    if !(st.init.forced || ready) {
+                        return;
+                    }
+                    if st.init.forced {
+                        st.clusters.activate_warming(server);
+                    }
+                    st.init.enter(Phase::Listeners);
+                    if let Some(t) = self.config.lds {
+                        self.client.set_interest(ads::LISTENER, Interest::Wildcard);
+                        self.arm_timeout(Phase::Listeners, t.0);
+                    }
+                }
+                Phase::Listeners => {
+                    let lds_done = self.config.lds.is_none() || st.init.lds_answered;
+                    let ready = lds_done && st.listeners.warming.is_empty();
+                    if !(st.init.forced || ready) {
+                        return;
+                    }
+                    if st.init.forced {
+                        st.listeners.promote(server, true);
+                    }
+                    st.init.enter(Phase::Done);
+                    tracing::info!(target: "config", "all dependencies initialized; starting workers");
+                    let _ = self.done.send(true);
+                }
+                Phase::Done => return,
+            }
+        }
+    }
+
+    fn stats_of(&self, type_url: &str) -> Option<&SubscriptionStats> {
+        match type_url {
+            ads::CLUSTER => Some(&self.cds),
+            ads::LISTENER => Some(&self.lds),
+            ads::ROUTE => Some(&self.rds),
+            ads::ENDPOINT => Some(&self.eds),
+            _ => None,
+        }
+    }
+}
+
+impl Handler for XdsManager {
+    fn apply(&self, update: Update) -> Vec<Rejected> {
+        let Some(server) = self.server.upgrade() else {
+            return Vec::new();
+        };
+        let _pool = xds_client::descriptors::hold();
+        let mut st = self.lock();
+        let rejected = match update.type_url.as_str() {
+            ads::CLUSTER => {
+                st.init.cds_answered = true;
+                clusters::apply_cds(&server, &mut st.clusters, &update)
+            }
+            ads::ENDPOINT => clusters::apply_eds(&server, &mut st.clusters, &update),
+            ads::LISTENER => {
+                st.init.lds_answered = true;
+                listeners::apply_lds(&server, &mut st.listeners, &update)
+            }
+            ads::ROUTE => listeners::apply_rds(&server, &mut st.listeners, &update),
+            other => vec![Rejected {
+                name: String::new(),
+                error: format!("resource type {other} is not supported"),
+            }],
+        };
+        if let Some(stats) = self.stats_of(&update.type_url) {
+            let empty = update.state_of_the_world && update.resources.is_empty();
+            stats.record(&update.version, rejected.is_empty(), empty);
+        }
+        if rejected.is_empty() {
+            st.versions
+                .insert(update.type_url.clone(), update.version.clone());
+        }
+        self.refresh_interest(&server, &st);
+        self.advance(&server, &mut st);
+        rejected
+    }
+
+    fn connected(&self, up: bool) {
+        self.connected.set(i64::from(up));
+    }
+
+    fn failed(&self, type_url: &str) {
+        if let Some(stats) = self.stats_of(type_url) {
+            stats.record_failure();
+        }
+    }
+
+    fn message_size(&self, bytes: usize) {
+        if bytes as i64 > self.largest_message.value() {
+            self.largest_message.set(bytes as i64);
+        }
+    }
+}

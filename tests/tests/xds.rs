@@ -1,0 +1,233 @@
+//! ADS end to end: meshproxy started on a pilot-agent-shaped bootstrap fetches clusters,
+//! endpoints, listeners and routes from the test control plane (state-of-the-world over a
+//! unix pipe, Delta over TCP), reaches LIVE, serves traffic, and follows updates,
+//! rejections, removals and reconnects.
+
+use e2e::curl;
+use e2e::proxy::{Kind, Proxy};
+use e2e::upstream::Upstream;
+use e2e::xds::resources::*;
+use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use serde_json::json;
+
+fn control_plane(unix: bool) -> ControlPlane {
+    if unix {
+        ControlPlane::unix(e2e::scratch("xds").join("XDS"))
+    } else {
+        ControlPlane::tcp()
+    }
+}
+
+/// The resources of one HTTP service: EDS cluster, assignment, RDS listener, routes.
+fn seed(cp: &ControlPlane, listener_port: u16, upstream_port: u16) {
+    cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
+    cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream_port]));
+    cp.set_json(
+        LISTENER,
+        "http",
+        rds_listener("http", listener_port, "routes"),
+    );
+    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v1"));
+}
+
+fn start(cp: &ControlPlane, delta: bool) -> Proxy {
+    Proxy::start(Kind::Meshproxy, &ads_bootstrap(cp, delta, vec![]), &[])
+}
+
+fn answers(cp: &ControlPlane, type_url: &str) -> (usize, usize) {
+    let r = cp.requests_of(type_url);
+    (
+        r.iter().filter(|r| r.is_ack()).count(),
+        r.iter().filter(|r| r.is_nack()).count(),
+    )
+}
+
+fn lifecycle(delta: bool, unix: bool) {
+    let upstream = Upstream::http("backend");
+    let port = e2e::free_port();
+    let cp = control_plane(unix);
+    seed(&cp, port, upstream.port);
+    let proxy = start(&cp, delta);
+
+    // LIVE only after every type was answered and ACKed, in Envoy's order.
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        assert_eq!(answers(&cp, t), (1, 0), "{t}: {:?}", cp.requests_of(t));
+    }
+    let order: Vec<String> = cp
+        .requests()
+        .iter()
+        .filter(|r| r.nonce.is_empty())
+        .map(|r| r.type_url.clone())
+        .collect();
+    let pos = |t: &str| order.iter().position(|x| x == t).unwrap();
+    assert!(
+        pos(CLUSTER) < pos(ENDPOINT) && pos(ENDPOINT) < pos(LISTENER) && pos(LISTENER) < pos(ROUTE),
+        "{order:?}"
+    );
+    // set_node_on_first_message_only: the node goes in the first request only.
+    let with_node: Vec<_> = cp
+        .requests()
+        .into_iter()
+        .filter(|r| r.node_id.is_some())
+        .collect();
+    assert_eq!(with_node.len(), 1);
+    assert_eq!(
+        with_node[0].node_id.as_deref(),
+        Some("sidecar~10.0.0.1~app.default~default.svc.cluster.local")
+    );
+    assert_eq!(proxy.stat("cluster_manager.cds.update_success"), Some(1));
+    assert_eq!(proxy.stat("listener_manager.lds.update_success"), Some(1));
+    assert_eq!(proxy.stat("control_plane.connected_state"), Some(1));
+    assert_eq!(proxy.stat("server.state"), Some(0));
+
+    let r = curl::get(port, "/first", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-route"), Some("v1"));
+    assert_eq!(upstream.last().unwrap().path, "/first");
+
+    // RDS update: the routes change in place; the listener is not touched.
+    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v2"));
+    cp.push(ROUTE);
+    cp.wait_answers(ROUTE, 2, 20);
+    assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v2"));
+    assert_eq!(proxy.stat("listener_manager.lds.update_success"), Some(1));
+    assert_eq!(proxy.stat("listener_manager.listener_added"), Some(1));
+    assert_eq!(proxy.stat("listener_manager.listener_modified"), None);
+
+    // EDS update: a second upstream joins the cluster.
+    let second = Upstream::http("second");
+    cp.set_json(ENDPOINT, "backend", assignment("backend", &[second.port]));
+    cp.push(ENDPOINT);
+    cp.wait_answers(ENDPOINT, 2, 20);
+    assert_eq!(curl::get(port, "/to-second", &[]).status, 200);
+    assert_eq!(second.last().unwrap().path, "/to-second");
+
+    // One bad listener in a push: NACKed by name and field, the good one applied, the
+    // serving one untouched.
+    let port2 = e2e::free_port();
+    let port3 = e2e::free_port();
+    cp.set_json(LISTENER, "extra", rds_listener("extra", port2, "routes"));
+    let mut bad = rds_listener("bad", port3, "routes");
+    bad["per_connection_buffer_limit_bytes"] = json!(1024);
+    bad["tcp_backlog_size"] = json!(10);
+    cp.set_json(LISTENER, "bad", bad);
+    cp.push(LISTENER);
+    let lds = cp.wait_answers(LISTENER, 2, 20);
+    let nack = lds.last().unwrap();
+    let error = nack
+        .error
+        .as_deref()
+        .expect("the push with a bad listener is NACKed");
+    assert!(
+        error.contains("bad") && error.contains("tcp_backlog_size"),
+        "{error}"
+    );
+    assert!(!error.contains("extra"), "{error}");
+    assert_eq!(proxy.stat("listener_manager.lds.update_rejected"), Some(1));
+    assert_eq!(
+        curl::get(port2, "/", &[]).status,
+        200,
+        "the good listener of the push serves"
+    );
+    assert_eq!(
+        curl::get(port, "/", &[]).status,
+        200,
+        "the old listener still serves"
+    );
+    assert_eq!(
+        curl::get(port3, "/", &[]).status,
+        0,
+        "the bad listener does not listen"
+    );
+
+    // Removal: the listener goes away, its port closes; the cluster removal follows.
+    cp.remove(LISTENER, "bad");
+    cp.remove(LISTENER, "extra");
+    cp.push(LISTENER);
+    cp.wait_answers(LISTENER, 3, 20);
+    assert!(cp.requests_of(LISTENER).last().unwrap().is_ack());
+    e2e::wait_until(10, "the removed listener's port to close", || {
+        curl::get(port2, "/", &[]).status == 0
+    });
+    assert_eq!(curl::get(port, "/", &[]).status, 200);
+
+    // A dropped stream reconnects; Delta offers what it holds.
+    let before = cp.streams();
+    cp.disconnect();
+    e2e::wait_until(20, "the proxy to reconnect", || cp.streams() > before);
+    let again = cp.wait_for(20, "a request on the new stream", |r| {
+        r.stream > before && r.type_url == CLUSTER
+    });
+    if delta {
+        assert!(again.initial_versions.contains_key("backend"), "{again:?}");
+    } else {
+        assert!(
+            !again.version_info.is_empty(),
+            "SotW resends the accepted version: {again:?}"
+        );
+    }
+    assert_eq!(curl::get(port, "/after-reconnect", &[]).status, 200);
+    assert!(
+        proxy
+            .stat("cluster_manager.cds.update_failure")
+            .unwrap_or(0)
+            >= 1
+    );
+}
+
+#[test]
+fn state_of_the_world_over_a_unix_pipe() {
+    lifecycle(false, true);
+}
+
+#[test]
+fn delta_over_tcp() {
+    lifecycle(true, false);
+}
+
+#[test]
+fn cds_removal_and_sotw_omission() {
+    let upstream = Upstream::http("a");
+    let port = e2e::free_port();
+    let cp = control_plane(false);
+    seed(&cp, port, upstream.port);
+    cp.set_json(CLUSTER, "other", eds_cluster("other"));
+    cp.set_json(ENDPOINT, "other", assignment("other", &[upstream.port]));
+    let proxy = start(&cp, false);
+    assert_eq!(proxy.stat("cluster_manager.active_clusters"), Some(3));
+    // SotW: a cluster omitted from the next CDS response is removed; the others and their
+    // endpoints stay.
+    cp.remove(CLUSTER, "other");
+    cp.push(CLUSTER);
+    cp.wait_answers(CLUSTER, 2, 20);
+    e2e::wait_until(10, "the omitted cluster to go", || {
+        proxy.stat("cluster_manager.active_clusters") == Some(2)
+    });
+    assert_eq!(proxy.stat("cluster_manager.cluster_removed"), Some(1));
+    assert_eq!(curl::get(port, "/", &[]).status, 200);
+}
+
+#[test]
+fn live_waits_for_the_control_plane() {
+    // No control plane yet: the server stays INITIALIZING, admin answers, no listener.
+    let cp_path = e2e::scratch("late").join("XDS");
+    let upstream = Upstream::http("late");
+    let port = e2e::free_port();
+    let bootstrap = {
+        let cp = ControlPlane::unix(cp_path.clone());
+        ads_bootstrap(&cp, true, vec![])
+    };
+    let proxy = Proxy::spawn(Kind::Meshproxy, &bootstrap, &[]);
+    e2e::wait_until(30, "admin to answer", || {
+        proxy.admin_get("/ready").is_some()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, body) = proxy.admin_get("/ready").unwrap();
+    assert_eq!((status, body.trim()), (503, "INITIALIZING"));
+    assert_eq!(proxy.stat("control_plane.connected_state"), Some(0));
+    // The control plane comes up: the proxy connects (backoff), fetches, goes LIVE.
+    let cp = ControlPlane::unix(cp_path);
+    seed(&cp, port, upstream.port);
+    proxy.wait_live();
+    assert_eq!(curl::get(port, "/", &[]).status, 200);
+}
