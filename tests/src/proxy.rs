@@ -59,6 +59,27 @@ pub fn envoy_bin() -> Option<PathBuf> {
     found
 }
 
+/// The flags pilot-agent starts Envoy with (istio/pkg/envoy), so both proxies run the
+/// way a sidecar runs them.
+pub const PILOT_AGENT_FLAGS: &[&str] = &[
+    "--drain-time-s",
+    "45",
+    "--drain-strategy",
+    "immediate",
+    "--local-address-ip-version",
+    "v4",
+    "--file-flush-interval-msec",
+    "1000",
+    "--disable-hot-restart",
+    "--allow-unknown-static-fields",
+    "-l",
+    "warning",
+    "--component-log-level",
+    "misc:error",
+    "--concurrency",
+    "2",
+];
+
 /// A running proxy; killed on drop.
 pub struct Proxy {
     child: Child,
@@ -104,7 +125,12 @@ impl Proxy {
         }
         cmd.args(extra);
         if kind == Kind::Envoy {
-            cmd.args(["--disable-hot-restart", "-l", "error"]);
+            if !extra.contains(&"--disable-hot-restart") {
+                cmd.arg("--disable-hot-restart");
+            }
+            if !extra.contains(&"-l") {
+                cmd.args(["-l", "error"]);
+            }
         }
         cmd.stdout(Stdio::from(
             std::fs::File::create(dir.join("stdout")).expect("stdout"),

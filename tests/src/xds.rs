@@ -32,16 +32,166 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 /// `ClusterLoadAssignment` type URL.
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
-/// Encodes a JSON resource (proto3 JSON mapping, `@type` inside `Any`s) as an `Any`.
+/// Encodes a JSON resource (proto3 JSON mapping, `@type` inside `Any`s) as an `Any`,
+/// exactly as written: TypedStructs stay TypedStructs, as istiod sends them.
 pub fn any(type_url: &str, json: serde_json::Value) -> Any {
+    try_any(type_url, json).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`any`], or why the resource cannot be encoded (a message the descriptors lack).
+pub fn try_any(type_url: &str, json: serde_json::Value) -> Result<Any, String> {
     let full_name = type_url.rsplit('/').next().unwrap_or(type_url);
-    let _pool = xds_client::descriptors::hold();
-    let message = xds_client::json::decode_dynamic(json, full_name, false)
-        .unwrap_or_else(|e| panic!("test resource of type {full_name}: {e}"));
-    Any {
+    let pool = pool();
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| format!("unknown message {full_name}"))?;
+    // Fields the descriptors do not know (newer Envoy or Istio fields) are dropped: both
+    // proxies under test receive the same bytes.
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(false);
+    let message =
+        prost_reflect::DynamicMessage::deserialize_with_options(descriptor, json, &options)
+            .map_err(|e| format!("test resource of type {full_name}: {e}"))?;
+    Ok(Any {
         type_url: type_url.to_string(),
         value: message.encode_to_vec(),
-    }
+    })
+}
+
+/// Envoy's descriptors plus the messages istiod sends as raw `Any`s in the fixtures that
+/// the set lacks (field numbers from the published protos): `udpa.type.v1.TypedStruct`,
+/// the TCP metadata exchange config, the (empty, in the fixtures) stats plugin config,
+/// and the `istio.alpn` filter config.
+fn pool() -> &'static prost_reflect::DescriptorPool {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    use prost_types::{
+        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
+        FileDescriptorProto,
+    };
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let field = |name: &str, number: i32, ty: Type| FieldDescriptorProto {
+            name: Some(name.into()),
+            number: Some(number),
+            label: Some(Label::Optional as i32),
+            r#type: Some(ty as i32),
+            json_name: Some(name.into()),
+            ..Default::default()
+        };
+        let typed = |name: &str, number: i32, label: Label, ty: Type, type_name: &str| {
+            FieldDescriptorProto {
+                label: Some(label as i32),
+                type_name: Some(type_name.into()),
+                ..field(name, number, ty)
+            }
+        };
+        const ALPN: &str = ".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+        let alpn = DescriptorProto {
+            name: Some("FilterConfig".into()),
+            field: vec![typed(
+                "alpn_override",
+                1,
+                Label::Repeated,
+                Type::Message,
+                &format!("{ALPN}.AlpnOverride"),
+            )],
+            nested_type: vec![DescriptorProto {
+                name: Some("AlpnOverride".into()),
+                field: vec![
+                    typed(
+                        "upstream_protocol",
+                        1,
+                        Label::Optional,
+                        Type::Enum,
+                        &format!("{ALPN}.Protocol"),
+                    ),
+                    FieldDescriptorProto {
+                        label: Some(Label::Repeated as i32),
+                        ..field("alpn_override", 2, Type::String)
+                    },
+                ],
+                ..Default::default()
+            }],
+            enum_type: vec![EnumDescriptorProto {
+                name: Some("Protocol".into()),
+                value: ["HTTP10", "HTTP11", "HTTP2"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| EnumValueDescriptorProto {
+                        name: Some((*n).into()),
+                        number: Some(i as i32),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let file = |name: &str, package: &str, message: DescriptorProto| FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some(package.into()),
+            message_type: vec![message],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        let mut pool = (*xds_client::descriptors::hold()).clone();
+        let struct_file = pool
+            .get_message_by_name("google.protobuf.Struct")
+            .expect("Struct")
+            .parent_file()
+            .name()
+            .to_string();
+        let typed_struct = FileDescriptorProto {
+            dependency: vec![struct_file],
+            ..file(
+                "test/udpa/typed_struct.proto",
+                "udpa.type.v1",
+                DescriptorProto {
+                    name: Some("TypedStruct".into()),
+                    field: vec![
+                        field("type_url", 1, Type::String),
+                        typed(
+                            "value",
+                            2,
+                            Label::Optional,
+                            Type::Message,
+                            ".google.protobuf.Struct",
+                        ),
+                    ],
+                    ..Default::default()
+                },
+            )
+        };
+        pool.add_file_descriptor_protos([
+            typed_struct,
+            file(
+                "test/istio/metadata_exchange.proto",
+                "envoy.tcp.metadataexchange.config",
+                DescriptorProto {
+                    name: Some("MetadataExchange".into()),
+                    field: vec![
+                        field("protocol", 1, Type::String),
+                        field("enable_discovery", 2, Type::Bool),
+                    ],
+                    ..Default::default()
+                },
+            ),
+            file(
+                "test/istio/alpn.proto",
+                "istio.envoy.config.filter.http.alpn.v2alpha1",
+                alpn,
+            ),
+            file(
+                "test/istio/stats.proto",
+                "stats",
+                DescriptorProto {
+                    name: Some("PluginConfig".into()),
+                    ..Default::default()
+                },
+            ),
+        ])
+        .expect("test Istio descriptors");
+        pool
+    })
 }
 
 /// One request the proxy sent.
@@ -79,6 +229,11 @@ impl Request {
     pub fn is_nack(&self) -> bool {
         self.error.is_some()
     }
+
+    /// Whether this answers the response with `nonce`.
+    pub fn response_nonce_is(&self, nonce: &str) -> bool {
+        self.nonce == nonce
+    }
 }
 
 /// Where the server listens.
@@ -100,6 +255,8 @@ struct Shared {
     streams: AtomicU64,
     nonces: AtomicU64,
     log: Mutex<Vec<Request>>,
+    /// Every response sent: (nonce, type, resource names).
+    sent: Mutex<Vec<(String, String, Vec<String>)>>,
 }
 
 type Pushes = watch::Sender<(u64, String)>;
@@ -271,6 +428,75 @@ impl ControlPlane {
             .collect()
     }
 
+    /// The ACKs and NACKs of one type.
+    pub fn answers(&self, type_url: &str) -> Vec<Request> {
+        self.requests_of(type_url)
+            .into_iter()
+            .filter(|r| !r.nonce.is_empty())
+            .collect()
+    }
+
+    /// Every response sent: (nonce, type, resource names).
+    pub fn sent_log(&self) -> Vec<(String, String, Vec<String>)> {
+        self.shared.sent.lock().unwrap().clone()
+    }
+
+    /// How many responses were sent so far (a mark for [`ControlPlane::wait_verdict`]).
+    pub fn sent_count(&self) -> usize {
+        self.shared.sent.lock().unwrap().len()
+    }
+
+    /// Waits for the proxy's answer (ACK or NACK) to the first response sent after `mark`
+    /// that carried resource `name` of `type_url`.
+    pub fn wait_verdict(&self, type_url: &str, name: &str, mark: usize, secs: u64) -> Request {
+        let mut nonce = None;
+        crate::wait_until(
+            secs,
+            &format!("a response carrying {type_url} {name}"),
+            || {
+                nonce = self.shared.sent.lock().unwrap()[mark..]
+                    .iter()
+                    .find(|(_, t, names)| t == type_url && names.iter().any(|n| n == name))
+                    .map(|(n, _, _)| n.clone());
+                nonce.is_some()
+            },
+        );
+        let nonce = nonce.expect("found");
+        self.wait_for(secs, &format!("the answer to {nonce} ({name})"), |r| {
+            r.response_nonce_is(&nonce)
+        })
+    }
+
+    /// The answer to the first response sent after `mark` that carried `name`, if it
+    /// arrived.
+    pub fn try_verdict(&self, type_url: &str, name: &str, mark: usize) -> Option<Request> {
+        let nonce = self.shared.sent.lock().unwrap()[mark..]
+            .iter()
+            .find(|(_, t, names)| t == type_url && names.iter().any(|n| n == name))
+            .map(|(n, _, _)| n.clone())?;
+        self.requests()
+            .into_iter()
+            .find(|r| r.response_nonce_is(&nonce))
+    }
+
+    /// The names of `type_url` the latest stream subscribes to now.
+    pub fn subscribed(&self, type_url: &str) -> BTreeSet<String> {
+        let requests = self.requests_of(type_url);
+        let latest = requests.iter().map(|r| r.stream).max().unwrap_or(0);
+        let mut names = BTreeSet::new();
+        for r in requests.iter().filter(|r| r.stream == latest) {
+            if !r.delta {
+                names = r.names.iter().cloned().collect();
+                continue;
+            }
+            names.extend(r.names.iter().cloned());
+            for n in &r.unsubscribe {
+                names.remove(n);
+            }
+        }
+        names
+    }
+
     /// How many streams were opened.
     pub fn streams(&self) -> u64 {
         self.shared.streams.load(Ordering::Relaxed)
@@ -290,11 +516,7 @@ impl ControlPlane {
     pub fn wait_answers(&self, type_url: &str, n: usize, secs: u64) -> Vec<Request> {
         let mut answers = Vec::new();
         crate::wait_until(secs, &format!("{n} answers to {type_url}"), || {
-            answers = self
-                .requests_of(type_url)
-                .into_iter()
-                .filter(|r| !r.nonce.is_empty())
-                .collect();
+            answers = self.answers(type_url);
             answers.len() >= n
         });
         answers
@@ -315,6 +537,13 @@ impl Drop for ControlPlane {
 impl Shared {
     fn record(&self, r: Request) {
         self.log.lock().unwrap().push(r);
+    }
+
+    fn sent(&self, nonce: &str, type_url: &str, names: Vec<String>) {
+        self.sent
+            .lock()
+            .unwrap()
+            .push((nonce.to_string(), type_url.to_string(), names));
     }
 
     fn nonce(&self) -> String {
@@ -374,16 +603,18 @@ impl AggregatedDiscoveryService for Service {
             let mut subs: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
             let send = |type_url: &str, wildcard: bool, names: &BTreeSet<String>| {
                 let version = shared.version.load(Ordering::Relaxed).to_string();
-                let resources = shared
-                    .select(type_url, wildcard, names)
-                    .into_iter()
-                    .map(|(_, _, a)| a)
-                    .collect();
+                let selected = shared.select(type_url, wildcard, names);
+                let nonce = shared.nonce();
+                shared.sent(
+                    &nonce,
+                    type_url,
+                    selected.iter().map(|(n, _, _)| n.clone()).collect(),
+                );
                 let _ = tx.send(Ok(DiscoveryResponse {
                     version_info: version,
-                    resources,
+                    resources: selected.into_iter().map(|(_, _, a)| a).collect(),
                     type_url: type_url.to_string(),
-                    nonce: shared.nonce(),
+                    nonce,
                     ..Default::default()
                 }));
             };
@@ -472,12 +703,18 @@ impl AggregatedDiscoveryService for Service {
                 for n in &removed {
                     sub.client_has.remove(n);
                 }
+                let nonce = shared.nonce();
+                shared.sent(
+                    &nonce,
+                    type_url,
+                    resources.iter().map(|r| r.name.clone()).collect(),
+                );
                 let _ = tx.send(Ok(DeltaDiscoveryResponse {
                     system_version_info: shared.version.load(Ordering::Relaxed).to_string(),
                     resources,
                     type_url: type_url.to_string(),
                     removed_resources: removed,
-                    nonce: shared.nonce(),
+                    nonce,
                     ..Default::default()
                 }));
             };

@@ -4,25 +4,6 @@ use e2e::proxy::{run_meshproxy, Kind, Proxy};
 use e2e::{config, curl, fixtures, free_port, scratch};
 use serde_json::json;
 
-const PILOT_AGENT_FLAGS: &[&str] = &[
-    "--drain-time-s",
-    "45",
-    "--drain-strategy",
-    "immediate",
-    "--local-address-ip-version",
-    "v4",
-    "--file-flush-interval-msec",
-    "1000",
-    "--disable-hot-restart",
-    "--allow-unknown-static-fields",
-    "-l",
-    "warning",
-    "--component-log-level",
-    "misc:error",
-    "--concurrency",
-    "2",
-];
-
 #[test]
 fn version_flag_prints_envoy_shaped_version() {
     let (code, out, _) = run_meshproxy(&["--version"]);
@@ -54,7 +35,7 @@ fn all_pilot_agent_bootstraps_validate_like_envoy() {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         let path = f.display().to_string();
         let mut args = vec!["-c", path.as_str(), "--mode", "validate"];
-        args.extend_from_slice(PILOT_AGENT_FLAGS);
+        args.extend_from_slice(e2e::proxy::PILOT_AGENT_FLAGS);
         let (code, out, err) = run_meshproxy(&args);
         match name.as_str() {
             "ambient_golden.json" => {
@@ -155,7 +136,7 @@ fn pilot_agent_command_line_serves_a_static_bootstrap() {
     let up = e2e::upstream::Upstream::http("u");
     let port = free_port();
     let cfg = config::simple_http(port, "c", &[up.port]);
-    let p = Proxy::start(Kind::Meshproxy, &cfg, PILOT_AGENT_FLAGS);
+    let p = Proxy::start(Kind::Meshproxy, &cfg, e2e::proxy::PILOT_AGENT_FLAGS);
     let r = curl::get(port, "/x", &[]);
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "u");

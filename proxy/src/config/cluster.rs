@@ -62,6 +62,28 @@ pub struct EndpointConfig {
     pub hostname: String,
     /// Priority of its locality.
     pub priority: u32,
+    /// Whether EDS reports it able to take traffic (`health_status` other than
+    /// UNHEALTHY, DRAINING or TIMEOUT; DEGRADED hosts count as healthy).
+    pub healthy: bool,
+}
+
+/// A load assignment: endpoints with the overprovisioning factor that splits load
+/// across their priorities.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The endpoints.
+    pub endpoints: Vec<EndpointConfig>,
+    /// `policy.overprovisioning_factor` in percent (default 140).
+    pub overprovisioning_factor: u32,
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Assignment {
+            endpoints: Vec::new(),
+            overprovisioning_factor: 140,
+        }
+    }
 }
 
 /// Circuit-breaker thresholds of the default priority.
@@ -140,8 +162,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// LB policy.
     pub lb: LbPolicy,
-    /// Configured endpoints.
-    pub endpoints: Vec<EndpointConfig>,
+    /// Configured endpoints (`load_assignment`).
+    pub assignment: Assignment,
     /// Circuit breakers (DEFAULT priority).
     pub thresholds: Thresholds,
     /// Upstream TLS, if any.
@@ -204,7 +226,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
     };
     let lb = lb_policy(c, discovery, path)?;
     let eds_service_name = eds_service_name(c, discovery, path)?;
-    let endpoints = endpoints(
+    let assignment = endpoints(
         c.load_assignment.as_ref(),
         discovery,
         &join(path, "load_assignment"),
@@ -255,7 +277,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             None => Duration::from_secs(5),
         },
         lb,
-        endpoints,
+        assignment,
         thresholds: thresholds(c),
         tls,
         protocol,
@@ -439,7 +461,7 @@ fn eds_service_name(
 pub fn load_assignment(
     la: &xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment,
     path: &str,
-) -> Result<Vec<EndpointConfig>> {
+) -> Result<Assignment> {
     endpoints(Some(la), Discovery::Eds, path)
 }
 
@@ -447,7 +469,7 @@ fn endpoints(
     la: Option<&xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment>,
     discovery: Discovery,
     path: &str,
-) -> Result<Vec<EndpointConfig>> {
+) -> Result<Assignment> {
     let Some(la) = la else {
         return match discovery {
             Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns => {
@@ -456,7 +478,7 @@ fn endpoints(
                     "load_assignment is required for STATIC and DNS clusters",
                 ))
             }
-            _ => Ok(Vec::new()),
+            _ => Ok(Assignment::default()),
         };
     };
     let mut out = Vec::new();
@@ -497,6 +519,8 @@ fn endpoints(
                 weight,
                 hostname: endpoint.hostname.clone(),
                 priority: locality.priority,
+                // UNHEALTHY, DRAINING and TIMEOUT take no traffic outside panic.
+                healthy: !matches!(lbe.health_status, 2..=4),
             });
         }
     }
@@ -506,7 +530,22 @@ fn endpoints(
             "LOGICAL_DNS clusters must have exactly one endpoint",
         ));
     }
-    Ok(out)
+    let overprovisioning_factor = la
+        .policy
+        .as_ref()
+        .and_then(|p| p.overprovisioning_factor.as_ref())
+        .map(|f| f.value)
+        .unwrap_or(140);
+    if overprovisioning_factor == 0 {
+        return Err(ConfigError::at(
+            join(path, "policy.overprovisioning_factor"),
+            "must be greater than 0",
+        ));
+    }
+    Ok(Assignment {
+        endpoints: out,
+        overprovisioning_factor,
+    })
 }
 
 /// Upstream protocol, idle timeout, max requests per connection, max concurrent streams.

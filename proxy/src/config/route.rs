@@ -228,8 +228,69 @@ pub struct Forward {
     pub upgrades: Vec<(String, bool)>,
     /// Max stream duration.
     pub max_stream_duration: Option<Duration>,
+    /// `max_stream_duration.grpc_timeout_header_max`/`_offset`: a gRPC request's
+    /// `grpc-timeout` header sets its max stream duration.
+    pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
     /// Retry policy (overrides the virtual host's).
     pub retry: Option<RetryPolicy>,
+}
+
+/// How a gRPC request's `grpc-timeout` header becomes its max stream duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeoutHeader {
+    /// The cap (`None`: `grpc_timeout_header_max` is 0, the header is used as is).
+    pub max: Option<Duration>,
+    /// Subtracted from the header's value.
+    pub offset: Duration,
+}
+
+impl GrpcTimeoutHeader {
+    /// The max stream duration for a request whose `grpc-timeout` says `requested`.
+    pub fn apply(&self, requested: Duration) -> Duration {
+        let capped = self.max.map_or(requested, |m| requested.min(m));
+        capped.saturating_sub(self.offset)
+    }
+}
+
+/// Parses a `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn grpc_timeout_header(ra: &route::RouteAction, path: &str) -> Result<Option<GrpcTimeoutHeader>> {
+    let Some(m) = &ra.max_stream_duration else {
+        return Ok(None);
+    };
+    let p = join(path, "max_stream_duration");
+    let Some(max) = &m.grpc_timeout_header_max else {
+        if m.grpc_timeout_header_offset.is_some() {
+            return Err(ConfigError::at(
+                join(&p, "grpc_timeout_header_offset"),
+                "has no effect without grpc_timeout_header_max",
+            ));
+        }
+        return Ok(None);
+    };
+    Ok(Some(GrpcTimeoutHeader {
+        max: common::timeout(Some(max), None, &join(&p, "grpc_timeout_header_max"))?,
+        offset: match &m.grpc_timeout_header_offset {
+            Some(o) => common::duration(o, &join(&p, "grpc_timeout_header_offset"))?,
+            None => Duration::ZERO,
+        },
+    }))
 }
 
 /// A redirect.
@@ -662,6 +723,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             )?,
             None => None,
         },
+        grpc_timeout_header: grpc_timeout_header(ra, path)?,
         retry: ra
             .retry_policy
             .as_ref()
@@ -848,4 +910,41 @@ pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = (&str, &str
             names.into_iter().map(move |n| (vh.name.as_str(), n))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_values_parse_with_every_unit() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_is_capped_then_offset() {
+        let g = GrpcTimeoutHeader {
+            max: Some(Duration::from_secs(5)),
+            offset: Duration::from_secs(1),
+        };
+        assert_eq!(g.apply(Duration::from_secs(10)), Duration::from_secs(4));
+        assert_eq!(g.apply(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(g.apply(Duration::from_millis(500)), Duration::ZERO);
+        let uncapped = GrpcTimeoutHeader {
+            max: None,
+            offset: Duration::ZERO,
+        };
+        assert_eq!(
+            uncapped.apply(Duration::from_secs(100)),
+            Duration::from_secs(100)
+        );
+    }
 }

@@ -55,6 +55,8 @@ pub const OPAQUE: &[&str] = &[
 ];
 
 const STATS_ONLY: &str = "only shapes stat names and tags, never traffic";
+const NO_ACTIVE_HC: &str =
+    "only active health checks read it, and no cluster can configure them (health_checks is rejected)";
 const SDS_PENDING: &str = "used by the xDS client (issue 5); static parts serve meanwhile";
 
 /// The table. Order is by config area; lookups go through [`find`].
@@ -267,7 +269,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RetryPolicy.RetryBackOff", ["base_interval", "max_interval"]),
     msg!("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", []),
     msg!("envoy.config.route.v3.RouteAction.UpgradeConfig", ["upgrade_type", "enabled"]),
-    msg!("envoy.config.route.v3.RouteAction.MaxStreamDuration", ["max_stream_duration"]),
+    msg!("envoy.config.route.v3.RouteAction.MaxStreamDuration", ["max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset"]),
     msg!("envoy.config.route.v3.RouteAction.HashPolicy", [
         "header", "cookie", "connection_properties", "query_parameter", "filter_state", "terminal",
     ]),
@@ -306,10 +308,15 @@ pub const MESSAGES: &[MessageSupport] = &[
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
     ]),
     msg!("envoy.config.cluster.v3.UpstreamConnectionOptions", ["tcp_keepalive"]),
-    msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints"]),
+    msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints", "policy"]),
+    msg!("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", ["overprovisioning_factor"]),
     msg!("envoy.config.endpoint.v3.LocalityLbEndpoints", ["locality", "lb_endpoints", "load_balancing_weight", "priority"]),
     msg!("envoy.config.endpoint.v3.LbEndpoint", ["endpoint", "load_balancing_weight", "metadata", "health_status"]),
-    msg!("envoy.config.endpoint.v3.Endpoint", ["address", "hostname"]),
+    msg!("envoy.config.endpoint.v3.Endpoint", ["address", "hostname", "health_check_config" = NO_ACTIVE_HC]),
+    msg!("envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", [
+        "port_value" = NO_ACTIVE_HC, "hostname" = NO_ACTIVE_HC, "address" = NO_ACTIVE_HC,
+        "disable_active_health_check" = NO_ACTIVE_HC,
+    ]),
     msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", [
         "explicit_http_config", "use_downstream_protocol_config", "auto_config",
         "common_http_protocol_options",

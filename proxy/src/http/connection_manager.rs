@@ -605,7 +605,11 @@ impl HttpConnectionManager {
             if let Some(idle) = f.idle_timeout {
                 activity.override_idle(idle);
             }
-            if let Some(max) = f.max_stream_duration {
+            let from_header = f.grpc_timeout_header.filter(|_| grpc).and_then(|g| {
+                let value = req.headers().get("grpc-timeout")?.to_str().ok()?;
+                Some(g.apply(crate::config::route::parse_grpc_timeout(value)?))
+            });
+            if let Some(max) = from_header.or(f.max_stream_duration) {
                 activity.set_max_duration(max);
             }
         }

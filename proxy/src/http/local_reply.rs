@@ -121,14 +121,15 @@ impl LocalReply {
         }
     }
 
-    /// 504, the route's `max_stream_duration` elapsed before the response started (`DT`).
+    /// 504, the route's `max_stream_duration` elapsed before the response started (`DT`);
+    /// a gRPC request gets DEADLINE_EXCEEDED (4), as from Envoy, not the 504 mapping.
     pub fn max_duration_timeout() -> Self {
         LocalReply {
             status: StatusCode::GATEWAY_TIMEOUT,
             body: Bytes::from_static(b"downstream duration timeout"),
             flag: ResponseFlags::DURATION_TIMEOUT,
             details: "max_duration_timeout",
-            grpc_status: None,
+            grpc_status: Some(4),
         }
     }
 

@@ -20,6 +20,8 @@ pub struct StreamActivity {
     request_done: AtomicBool,
     idle_override_ms: AtomicU64,
     max_duration_ms: AtomicU64,
+    /// Wakes the watchdog when a route override changes what applies.
+    changed: tokio::sync::Notify,
 }
 
 impl StreamActivity {
@@ -31,6 +33,7 @@ impl StreamActivity {
             request_done: AtomicBool::new(request_done),
             idle_override_ms: AtomicU64::new(NO_OVERRIDE),
             max_duration_ms: AtomicU64::new(NO_OVERRIDE),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -49,12 +52,14 @@ impl StreamActivity {
     pub fn override_idle(&self, idle: Option<Duration>) {
         let v = idle.map(|d| d.as_millis() as u64).unwrap_or(DISABLED);
         self.idle_override_ms.store(v, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// The matched route's `max_stream_duration`, counted from the stream's start.
     pub fn set_max_duration(&self, max: Duration) {
         self.max_duration_ms
             .store(max.as_millis() as u64, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     /// When the stream's maximum duration ends, if the route set one.
@@ -111,12 +116,15 @@ impl StreamActivity {
                     next = Some(next.map_or(r, |n| n.min(r)));
                 }
             }
-            // Re-evaluate at the next deadline, or periodically (a route override or the
-            // end of the request body may change what applies).
+            // Re-evaluate at the next deadline, when a route override arrives, or
+            // periodically (the end of the request body may change what applies).
             let wait = next
                 .map_or(Duration::from_secs(1), |n| n.saturating_sub(now))
                 .min(Duration::from_secs(1));
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                _ = self.changed.notified() => {}
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::host::{Host, HostAddress};
 use super::lb::{Balancer, HostSet, LbContext};
+use super::priority::{Priorities, Ranked};
 use super::resources::{Resource, Resources};
 use crate::config::cluster::ClusterConfig;
 use crate::config::common::Address;
@@ -156,6 +157,7 @@ pub struct Cluster {
     scope: Scope,
     host_count: std::sync::atomic::AtomicI64,
     hosts: RwLock<Arc<HostSet>>,
+    priorities: RwLock<Arc<Priorities>>,
     balancer: Balancer,
     retired: std::sync::atomic::AtomicBool,
 }
@@ -177,34 +179,37 @@ impl Cluster {
             scope,
             host_count: std::sync::atomic::AtomicI64::new(0),
             hosts: RwLock::new(HostSet::new(Vec::new())),
+            priorities: RwLock::new(Arc::new(Priorities::default())),
             balancer: Balancer::new(config.lb.clone()),
             retired: std::sync::atomic::AtomicBool::new(false),
             config,
         });
-        cluster.set_endpoints(&cluster.config.endpoints);
+        cluster.set_endpoints(&cluster.config.assignment);
         cluster
     }
 
-    /// Replaces the hosts with configured endpoints (STATIC load assignments, EDS);
-    /// hostnames (DNS clusters) are skipped, [`super::dns`] resolves those.
-    pub fn set_endpoints(&self, endpoints: &[crate::config::cluster::EndpointConfig]) {
-        let hosts: Vec<Arc<Host>> = endpoints
+    /// Replaces the hosts with an assignment (STATIC load assignments, EDS), split into
+    /// priority levels; hostnames (DNS clusters) are skipped, [`super::dns`] resolves
+    /// those.
+    pub fn set_endpoints(&self, assignment: &crate::config::cluster::Assignment) {
+        let ranked: Vec<Ranked> = assignment
+            .endpoints
             .iter()
-            .filter_map(|e| match &e.address {
-                Address::Socket(a) => Some(Arc::new(Host::new(
-                    HostAddress::Tcp(*a),
-                    e.hostname.clone(),
-                    e.weight,
-                ))),
-                Address::Pipe(p, _) => Some(Arc::new(Host::new(
-                    HostAddress::Unix(p.clone()),
-                    e.hostname.clone(),
-                    e.weight,
-                ))),
-                Address::Named(..) => None,
+            .filter_map(|e| {
+                let address = match &e.address {
+                    Address::Socket(a) => HostAddress::Tcp(*a),
+                    Address::Pipe(p, _) => HostAddress::Unix(p.clone()),
+                    Address::Named(..) => return None,
+                };
+                Some(Ranked {
+                    host: Arc::new(Host::new(address, e.hostname.clone(), e.weight)),
+                    priority: e.priority,
+                    healthy: e.healthy,
+                })
             })
             .collect();
-        self.set_hosts(hosts);
+        let priorities = Priorities::new(&ranked, assignment.overprovisioning_factor);
+        self.install(ranked.into_iter().map(|r| r.host).collect(), priorities);
     }
 
     /// Marks the cluster replaced or removed by CDS: its DNS refresh stops and worker
@@ -235,8 +240,13 @@ impl Cluster {
         self.stats.get()
     }
 
-    /// Replaces the host set (DNS refresh, EDS).
+    /// Replaces the host set with one level of healthy hosts (DNS refresh).
     pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
+        let set = HostSet::new(hosts.clone());
+        self.install(hosts, Priorities::single(set));
+    }
+
+    fn install(&self, hosts: Vec<Arc<Host>>, priorities: Priorities) {
         self.host_count
             .store(hosts.len() as i64, std::sync::atomic::Ordering::Relaxed);
         if let Some(stats) = self.stats.get() {
@@ -244,6 +254,7 @@ impl Cluster {
             stats.membership_healthy.set(hosts.len() as i64);
         }
         *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostSet::new(hosts);
+        *self.priorities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(priorities);
     }
 
     /// The current hosts.
@@ -251,10 +262,20 @@ impl Cluster {
         self.hosts.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Picks a host for a request or connection.
+    /// Picks a host for a request or connection: a priority level by its load share,
+    /// then a host of that level by the balancer.
     pub fn pick(&self, ctx: &LbContext) -> Option<Arc<Host>> {
-        let set = self.hosts();
-        let host = self.balancer.pick(&set, ctx);
+        let priorities = self
+            .priorities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let draw = ctx.hash.unwrap_or_else(rand::random);
+        let host = match priorities.choose(draw) {
+            Some(set) => self.balancer.pick(set, ctx),
+            // ORIGINAL_DST clusters have no hosts: the balancer makes one per request.
+            None => self.balancer.pick(&self.hosts(), ctx),
+        };
         if host.is_none() {
             self.stats().cx_none_healthy.inc();
         }

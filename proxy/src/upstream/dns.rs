@@ -37,7 +37,7 @@ fn family_filter(family: DnsFamily, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 pub async fn resolve_once(cluster: &Arc<Cluster>) -> bool {
     let mut hosts = Vec::new();
     let mut ok = false;
-    for e in &cluster.config.endpoints {
+    for e in &cluster.config.assignment.endpoints {
         let (name, port) = match &e.address {
             Address::Named(n, p) => (n.clone(), *p),
             Address::Socket(a) => (a.ip().to_string(), a.port()),

@@ -9,4 +9,5 @@ pub mod host;
 pub mod lb;
 pub mod manager;
 pub mod pool;
+pub mod priority;
 pub mod resources;

@@ -3,7 +3,7 @@
 //! a cluster added after its assignment) gets its endpoints at once.
 
 use super::resource::{self, Applied};
-use crate::config::cluster::{self, EndpointConfig};
+use crate::config::cluster::{self, Assignment};
 use crate::server::Server;
 use crate::upstream::cluster::Cluster;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -20,7 +20,7 @@ pub struct ClusterState {
     /// CDS clusters waiting for their first EDS assignment.
     pub warming: BTreeMap<String, Arc<Cluster>>,
     /// The last assignment of each EDS service name.
-    pub assignments: HashMap<String, (Arc<Vec<EndpointConfig>>, Applied)>,
+    pub assignments: HashMap<String, (Arc<Assignment>, Applied)>,
 }
 
 impl ClusterState {

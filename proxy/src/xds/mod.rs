@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use xds_client::ads::{
     self, Client, ClientTls, Handler, Interest, Rejected, Service, StreamConfig, Target, Update,
+    Verdict,
 };
 
 /// Everything xDS delivered, under one lock (updates are applied one at a time).
@@ -30,6 +31,9 @@ pub struct State {
     /// The last accepted version of each type (SotW `version_info`, Delta
     /// `system_version_info`).
     pub versions: HashMap<String, String>,
+    /// CDS answers held while clusters warm, and the warming count they were held at.
+    held_cds: Vec<tokio::sync::oneshot::Sender<()>>,
+    last_warming: usize,
 }
 
 /// The xDS manager: the [`Handler`] of the ADS stream.
@@ -46,7 +50,13 @@ pub struct XdsManager {
     connected: Arc<Gauge>,
     largest_message: Arc<Gauge>,
     done: tokio::sync::watch::Sender<bool>,
+    /// The descriptor pool, kept while updates keep coming (decoding it costs more than
+    /// applying a typical update) and dropped after a quiet minute.
+    pool: Mutex<Option<(xds_client::descriptors::Hold, std::time::Instant)>>,
 }
+
+/// How long the descriptor pool outlives the last update.
+const POOL_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where the management server is and how to reach it: the first host of the ADS
 /// cluster, with the cluster's TLS.
@@ -115,6 +125,8 @@ impl XdsManager {
                 listeners: Default::default(),
                 init: Init::default(),
                 versions: HashMap::new(),
+                held_cds: Vec::new(),
+                last_warming: 0,
             }),
             cds: SubscriptionStats::new(&scope.child("cluster_manager").child("cds")),
             lds: SubscriptionStats::new(&scope.child("listener_manager").child("lds")),
@@ -123,8 +135,10 @@ impl XdsManager {
             connected: scope.child("control_plane").gauge("connected_state"),
             largest_message: scope.child("control_plane").gauge("largest_message_bytes"),
             done: tokio::sync::watch::channel(false).0,
+            pool: Mutex::new(None),
             config,
         });
+        manager.spawn_pool_reaper();
         if let Some(stream) = stream {
             tracing::info!(target: "config", "ADS: {} stream to {} ({})", if stream.delta { "Delta" } else { "state-of-the-world" }, stream.target, stream.name);
             manager.client.start(stream, manager.clone());
@@ -140,6 +154,38 @@ impl XdsManager {
         manager.advance(server, &mut st);
         drop(st);
         Ok(manager)
+    }
+
+    /// The descriptor pool for an update, kept for the next ones.
+    fn pool(&self) -> xds_client::descriptors::Hold {
+        let mut slot = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let hold = match slot.take() {
+            Some((h, _)) => h,
+            None => xds_client::descriptors::hold(),
+        };
+        *slot = Some((hold.clone(), std::time::Instant::now()));
+        hold
+    }
+
+    /// Drops the pool once no update came for [`POOL_LINGER`], and gives its memory back.
+    fn spawn_pool_reaper(&self) {
+        let this = self.this.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(POOL_LINGER / 4).await;
+                let Some(me) = this.upgrade() else { return };
+                let mut slot = me.pool.lock().unwrap_or_else(|e| e.into_inner());
+                if slot
+                    .as_ref()
+                    .is_some_and(|(_, used)| used.elapsed() >= POOL_LINGER)
+                {
+                    *slot = None;
+                    drop(slot);
+                    xds_client::descriptors::release_embedded_set();
+                    crate::memory::release_free_memory();
+                }
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -187,6 +233,7 @@ impl XdsManager {
             }
             st.init.forced = true;
             me.advance(&server, &mut st);
+            hold_cds_answer(&mut st, "");
         });
     }
 
@@ -238,12 +285,31 @@ impl XdsManager {
     }
 }
 
+/// Envoy holds CDS answers back while clusters are warming (once the initial fetch is
+/// past the clusters), so a management server waiting for the ACK knows they are usable:
+/// answers are held while any cluster warms and go when the warming count drops.
+fn hold_cds_answer(st: &mut State, type_url: &str) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let warming = st.clusters.warming.len();
+    if warming < st.last_warming || warming == 0 {
+        for tx in st.held_cds.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+    st.last_warming = warming;
+    if type_url != ads::CLUSTER || warming == 0 || st.init.phase == Phase::Clusters {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    st.held_cds.push(tx);
+    Some(rx)
+}
+
 impl Handler for XdsManager {
-    fn apply(&self, update: Update) -> Vec<Rejected> {
+    fn apply(&self, update: Update) -> Verdict {
         let Some(server) = self.server.upgrade() else {
-            return Vec::new();
+            return Verdict::default();
         };
-        let _pool = xds_client::descriptors::hold();
+        let _pool = self.pool();
         let mut st = self.lock();
         let rejected = match update.type_url.as_str() {
             ads::CLUSTER => {
@@ -270,8 +336,12 @@ impl Handler for XdsManager {
                 .insert(update.type_url.clone(), update.version.clone());
         }
         self.refresh_interest(&server, &st);
+        let hold_until = hold_cds_answer(&mut st, &update.type_url);
         self.advance(&server, &mut st);
-        rejected
+        Verdict {
+            rejected,
+            hold_until,
+        }
     }
 
     fn connected(&self, up: bool) {

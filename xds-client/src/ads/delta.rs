@@ -2,6 +2,7 @@
 //! carry only changed and removed resources, each with its own version; after a
 //! reconnect the versions held are offered as `initial_resource_versions`.
 
+use super::held::Held;
 use super::interest::{Interest, Subscriptions};
 use super::{error_detail, service, Handler, Rejected, Resource, StreamConfig, StreamEnd, Update};
 use crate::proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -22,12 +23,18 @@ struct Stream<'a> {
 }
 
 impl Stream<'_> {
-    fn send(&mut self, mut request: DeltaDiscoveryRequest) {
+    fn send(&mut self, request: DeltaDiscoveryRequest) {
+        let request = self.with_node(request);
+        let _ = self.tx.send(request);
+    }
+
+    /// Adds the node when this is the stream's first request (or every request).
+    fn with_node(&mut self, mut request: DeltaDiscoveryRequest) -> DeltaDiscoveryRequest {
         if !self.node_sent || !self.config.node_on_first_message_only {
             request.node = Some(self.config.node.clone());
         }
         self.node_sent = true;
-        let _ = self.tx.send(request);
+        request
     }
 
     /// Sends subscription changes for every type whose interest changed.
@@ -134,10 +141,15 @@ pub async fn run(
         }
     };
     let mut received = false;
+    let mut held = Held::default();
     loop {
         let message = tokio::select! {
             _ = subs.changed() => {
                 stream.send_changes(state, subs);
+                continue;
+            }
+            answer = held.released() => {
+                let _ = stream.tx.send(answer);
                 continue;
             }
             m = responses.message() => m,
@@ -169,32 +181,43 @@ pub async fn run(
             .iter()
             .map(|r| (r.name.clone(), r.version.clone()))
             .collect();
-        rejected.extend(handler.apply(Update {
+        let verdict = handler.apply(Update {
             type_url: type_url.clone(),
             version: response.system_version_info.clone(),
             resources: good,
             removed: response.removed_resources.clone(),
             state_of_the_world: false,
-        }));
+        });
+        rejected.extend(verdict.rejected);
         let refused: BTreeSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
-        let held = state.versions.entry(type_url.clone()).or_default();
+        let versions = state.versions.entry(type_url.clone()).or_default();
         for (name, version) in offered {
             if !refused.contains(name.as_str()) {
-                held.insert(name, version);
+                versions.insert(name, version);
             }
         }
         for name in &response.removed_resources {
-            held.remove(name);
+            versions.remove(name);
         }
         if !rejected.is_empty() {
             tracing::warn!(target: "config", "{}: rejected part of a {type_url} update: {}", config.name, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
         }
-        stream.send(DeltaDiscoveryRequest {
+        let answer = stream.with_node(DeltaDiscoveryRequest {
             type_url: type_url.clone(),
             response_nonce: response.nonce,
             error_detail: error_detail(&rejected),
             ..Default::default()
         });
+        let answer = match verdict.hold_until {
+            Some(release) => {
+                held.hold(&type_url, release, answer);
+                None
+            }
+            None => held.queue(&type_url, answer),
+        };
+        if let Some(answer) = answer {
+            let _ = stream.tx.send(answer);
+        }
         stream.send_changes(state, subs);
     }
 }

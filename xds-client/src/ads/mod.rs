@@ -8,6 +8,7 @@
 
 mod backoff;
 mod delta;
+mod held;
 mod interest;
 mod service;
 mod sotw;
@@ -69,11 +70,30 @@ pub struct Rejected {
     pub error: String,
 }
 
+/// The handler's answer to an update.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The resources it rejected (empty: ACK, else NACK).
+    pub rejected: Vec<Rejected>,
+    /// Hold the answer until this fires (or its sender is dropped): Envoy holds the CDS
+    /// ACK while clusters are warming. Later answers of the type queue behind it.
+    pub hold_until: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl From<Vec<Rejected>> for Verdict {
+    fn from(rejected: Vec<Rejected>) -> Self {
+        Verdict {
+            rejected,
+            hold_until: None,
+        }
+    }
+}
+
 /// What applies resources. Called on the stream's task: keep it short and non-blocking.
 pub trait Handler: Send + Sync + 'static {
-    /// Applies `update` and returns the resources it rejected (empty: ACK). The good
-    /// resources of an update are applied even when others are rejected.
-    fn apply(&self, update: Update) -> Vec<Rejected>;
+    /// Applies `update` and says what it rejected. The good resources of an update are
+    /// applied even when others are rejected.
+    fn apply(&self, update: Update) -> Verdict;
     /// The stream to the management server came up (true) or went down.
     fn connected(&self, up: bool);
     /// The stream failed while `type_url` was subscribed (`update_failure`).

@@ -2,6 +2,7 @@
 //! subscribed names); a request carries the full name list, the last accepted version and
 //! the nonce it answers.
 
+use super::held::Held;
 use super::interest::{Interest, Subscriptions};
 use super::{error_detail, service, unwrap_resource, Handler, StreamConfig, StreamEnd, Update};
 use crate::proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -29,6 +30,16 @@ impl Stream<'_> {
         type_url: &str,
         error: Option<crate::proto::google::rpc::Status>,
     ) {
+        let request = self.request(state, type_url, error);
+        let _ = self.tx.send(request);
+    }
+
+    fn request(
+        &mut self,
+        state: &State,
+        type_url: &str,
+        error: Option<crate::proto::google::rpc::Status>,
+    ) -> DiscoveryRequest {
         let names = match self.sent.get(type_url) {
             Some(Interest::Names(n)) => n.iter().cloned().collect(),
             _ => Vec::new(),
@@ -36,7 +47,7 @@ impl Stream<'_> {
         let node = (!self.node_sent || !self.config.node_on_first_message_only)
             .then(|| self.config.node.clone());
         self.node_sent = true;
-        let _ = self.tx.send(DiscoveryRequest {
+        DiscoveryRequest {
             version_info: state.versions.get(type_url).cloned().unwrap_or_default(),
             node,
             resource_names: names,
@@ -44,7 +55,7 @@ impl Stream<'_> {
             response_nonce: self.nonces.get(type_url).cloned().unwrap_or_default(),
             error_detail: error,
             ..Default::default()
-        });
+        }
     }
 
     /// Sends a request for every type whose interest changed since it was last sent.
@@ -95,10 +106,15 @@ pub async fn run(
             }
         };
     let mut received = false;
+    let mut held = Held::default();
     loop {
         let message = tokio::select! {
             _ = subs.changed() => {
                 stream.send_changes(state, subs);
+                continue;
+            }
+            answer = held.released() => {
+                let _ = stream.tx.send(answer);
                 continue;
             }
             m = responses.message() => m,
@@ -125,7 +141,7 @@ pub async fn run(
             tracing::warn!(target: "config", "{}: ignoring a response for unwatched type {type_url}", config.name);
             continue;
         }
-        let rejected = handler.apply(Update {
+        let verdict = handler.apply(Update {
             type_url: type_url.clone(),
             version: response.version_info.clone(),
             resources: response
@@ -136,6 +152,7 @@ pub async fn run(
             removed: Vec::new(),
             state_of_the_world: true,
         });
+        let rejected = verdict.rejected;
         stream.nonces.insert(type_url.clone(), response.nonce);
         if rejected.is_empty() {
             state
@@ -144,7 +161,17 @@ pub async fn run(
         } else {
             tracing::warn!(target: "config", "{}: rejected {type_url} version {}: {}", config.name, response.version_info, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
         }
-        stream.send(state, &type_url, error_detail(&rejected));
+        let answer = stream.request(state, &type_url, error_detail(&rejected));
+        let answer = match verdict.hold_until {
+            Some(release) => {
+                held.hold(&type_url, release, answer);
+                None
+            }
+            None => held.queue(&type_url, answer),
+        };
+        if let Some(answer) = answer {
+            let _ = stream.tx.send(answer);
+        }
         // Subscriptions the update created (EDS after CDS, RDS after LDS) follow the ACK.
         stream.send_changes(state, subs);
     }
