@@ -154,7 +154,7 @@ fn serve(options: Options, bootstrap: bootstrap::Bootstrap, name: String) -> i32
                 }
             }
         }
-        if server.bootstrap.dynamic.is_some() {
+        if server.bootstrap.dynamic.is_some() || crate::xds::secrets::bootstrap_uses_sds(&server) {
             server.set_state(State::Initializing);
             let xds = match crate::xds::XdsManager::start(&server) {
                 Ok(x) => x,

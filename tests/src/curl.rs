@@ -79,6 +79,11 @@ pub fn get(port: u16, path: &str, args: &[&str]) -> Response {
     curl(args, &format!("http://127.0.0.1:{port}{path}"))
 }
 
+/// GET `https://127.0.0.1:<port><path>` with extra curl args (`-k` to skip verification).
+pub fn get_tls(port: u16, path: &str, args: &[&str]) -> Response {
+    curl(args, &format!("https://127.0.0.1:{port}{path}"))
+}
+
 /// Sends raw bytes, returns what came back before the server closed or `secs` passed.
 pub fn raw(port: u16, request: &[u8], secs: u64) -> Vec<u8> {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {

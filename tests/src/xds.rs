@@ -21,6 +21,9 @@ use xds_client::proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     Resource as DeltaResource,
 };
+use xds_client::proto::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
 use xds_client::proto::google::protobuf::Any;
 
 /// `Cluster` type URL.
@@ -29,6 +32,8 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// `RouteConfiguration` type URL.
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// `Secret` type URL.
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// `ClusterLoadAssignment` type URL.
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
@@ -317,13 +322,15 @@ impl ControlPlane {
     }
 
     fn serve(&mut self) {
-        let svc = AggregatedDiscoveryServiceServer::new(Service {
+        let service = || Service {
             shared: self.shared.clone(),
             pushes: self.pushes.clone(),
             kill: self.kill.clone(),
-        })
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
+        };
+        let ads = AggregatedDiscoveryServiceServer::new(service())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        let sds = SecretDiscoveryServiceServer::new(service());
         let _guard = self.runtime.enter();
         let listener = match &self.address {
             Address::Tcp(a) => {
@@ -352,7 +359,19 @@ impl ControlPlane {
                         Err(_) => continue,
                     },
                 };
-                let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+                let (ads, sds) = (ads.clone(), sds.clone());
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        use tonic::codegen::Service as _;
+                        let (mut ads, mut sds) = (ads.clone(), sds.clone());
+                        async move {
+                            if req.uri().path().starts_with("/envoy.service.secret.v3.") {
+                                sds.call(req).await
+                            } else {
+                                ads.call(req).await
+                            }
+                        }
+                    });
                 connections.spawn(async move {
                     let _ = hyper::server::conn::http2::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -590,6 +609,51 @@ impl AggregatedDiscoveryService for Service {
         &self,
         request: GrpcRequest<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(self.state_of_the_world(request))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(self.delta(request))
+    }
+}
+
+/// SDS on the same server (pilot-agent serves it on its own socket; tests point the
+/// `sds-grpc` cluster here).
+#[tonic::async_trait]
+impl SecretDiscoveryService for Service {
+    type StreamSecretsStream = ResponseStream<DiscoveryResponse>;
+    type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_secrets(
+        &self,
+        request: GrpcRequest<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        Ok(self.state_of_the_world(request))
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Ok(self.delta(request))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _request: GrpcRequest<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("fetch_secrets"))
+    }
+}
+
+impl Service {
+    fn state_of_the_world(
+        &self,
+        request: GrpcRequest<Streaming<DiscoveryRequest>>,
+    ) -> Response<ResponseStream<DiscoveryResponse>> {
         let stream_id = self.shared.streams.fetch_add(1, Ordering::Relaxed) + 1;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -658,13 +722,13 @@ impl AggregatedDiscoveryService for Service {
                 }
             }
         });
-        Ok(Response::new(outgoing(rx)))
+        Response::new(outgoing(rx))
     }
 
-    async fn delta_aggregated_resources(
+    fn delta(
         &self,
         request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
         let stream_id = self.shared.streams.fetch_add(1, Ordering::Relaxed) + 1;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -769,7 +833,7 @@ impl AggregatedDiscoveryService for Service {
                 }
             }
         });
-        Ok(Response::new(outgoing(rx)))
+        Response::new(outgoing(rx))
     }
 }
 

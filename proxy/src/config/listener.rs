@@ -83,7 +83,7 @@ pub struct FilterChain {
     /// Match criteria.
     pub matcher: ChainMatch,
     /// Downstream TLS, if any.
-    pub tls: Option<ServerTls>,
+    pub tls: Option<Arc<ServerTls>>,
     /// The terminal filter.
     pub terminal: Terminal,
     /// TLS handshake timeout (`transport_socket_connect_timeout`).

@@ -30,3 +30,15 @@ impl Secrets {
         self.by_name.get(name)
     }
 }
+
+impl Secrets {
+    /// These secrets with `dynamic` ones (from SDS) added; a dynamic secret of the same
+    /// name wins.
+    pub fn merged<'a>(&self, dynamic: impl IntoIterator<Item = &'a tls::Secret>) -> Secrets {
+        let mut by_name = self.by_name.clone();
+        for s in dynamic {
+            by_name.insert(s.name.clone(), s.clone());
+        }
+        Secrets { by_name }
+    }
+}

@@ -1,8 +1,11 @@
 //! TLS transport sockets: DownstreamTlsContext and UpstreamTlsContext into rustls configs.
 //!
-//! Certificates come from files, inline bytes, or static secrets referenced by SDS name. A
-//! name that no static secret provides is left pending: with SDS (issue 5) it will arrive
-//! over the wire; until then the listener or cluster using it warms, as Envoy's would.
+//! Certificates come from files, inline bytes, or secrets referenced by SDS name: static
+//! ones from the bootstrap, dynamic ones from SDS. A context keeps its recipe and is
+//! rebuilt when a secret it names arrives or rotates; handshakes take whatever config is
+//! current, so a rotation applies to the next handshake and never touches established
+//! connections. While a named secret is missing the context is pending, and the listener
+//! or cluster using it warms, as Envoy's would.
 
 use super::common::{self, string_matcher};
 use super::error::{join, ConfigError, Result};
@@ -20,20 +23,85 @@ const DOWNSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.DownstreamTl
 const UPSTREAM: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 
-/// A listener-side TLS context.
-#[derive(Debug, Clone)]
-pub enum ServerTls {
-    /// Ready to handshake.
-    Ready(Arc<rustls::ServerConfig>),
-    /// Waiting for these SDS secrets.
-    Pending(Vec<String>),
+/// A built TLS config, or the SDS secrets it still waits for.
+pub type TlsState<T> = std::result::Result<Arc<T>, Vec<String>>;
+
+/// Where an SDS secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SdsSource {
+    /// The ADS stream.
+    Ads,
+    /// A separate SDS stream to this static cluster (`api_config_source.envoy_grpc`);
+    /// `delta` for `DELTA_GRPC`.
+    Cluster {
+        /// The cluster.
+        name: String,
+        /// Delta or state-of-the-world.
+        delta: bool,
+    },
 }
+
+/// A secret a context references by name, and where it comes from when not static.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsRef {
+    /// The secret name.
+    pub name: String,
+    /// Its config source (`None`: it must be a static secret).
+    pub source: Option<SdsSource>,
+}
+
+/// A TLS context (listener or cluster side) whose config follows its secrets.
+pub struct Tls<T> {
+    /// The secrets it references by name.
+    pub sds: Vec<SdsRef>,
+    socket: core::TransportSocket,
+    path: String,
+    build: fn(&core::TransportSocket, &Secrets, &str) -> Result<TlsState<T>>,
+    state: arc_swap::ArcSwap<TlsState<T>>,
+}
+
+impl<T> std::fmt::Debug for Tls<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("sds", &self.sds).finish()
+    }
+}
+
+impl<T> Tls<T> {
+    /// The config in force (or the secrets still missing).
+    pub fn current(&self) -> Arc<TlsState<T>> {
+        self.state.load_full()
+    }
+
+    /// Whether the config is built (no secret missing).
+    pub fn ready(&self) -> bool {
+        self.state.load().is_ok()
+    }
+
+    /// Builds the config again with `secrets`, without installing it (so an update can
+    /// be checked against every context before any changes).
+    pub fn prepare(&self, secrets: &Secrets) -> Result<TlsState<T>> {
+        (self.build)(&self.socket, secrets, &self.path)
+    }
+
+    /// Installs a config made by [`Tls::prepare`]: the next handshake uses it.
+    pub fn install(&self, state: TlsState<T>) {
+        self.state.store(Arc::new(state));
+    }
+
+    /// Whether it references secret `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.sds.iter().any(|r| r.name == name)
+    }
+}
+
+/// A listener-side TLS context.
+pub type ServerTls = Tls<rustls::ServerConfig>;
 
 /// A cluster-side TLS context.
 #[derive(Debug)]
 pub struct UpstreamTls {
-    /// The rustls config, or the SDS secrets it waits for.
-    pub config: std::result::Result<Arc<rustls::ClientConfig>, Vec<String>>,
+    /// The rustls config and its secrets.
+    pub tls: Tls<rustls::ClientConfig>,
     /// SNI to send.
     pub sni: Option<String>,
     /// Configured ALPN (empty means: chosen by the upstream protocol).
@@ -45,6 +113,7 @@ struct Material {
     roots: Option<rustls::RootCertStore>,
     sans: Vec<SanMatcher>,
     pending: Vec<String>,
+    sds: Vec<SdsRef>,
 }
 
 fn any_of<M: Message + Default>(
@@ -86,16 +155,36 @@ pub fn downstream_transport_socket(
     ts: &core::TransportSocket,
     secrets: &Secrets,
     path: &str,
-) -> Result<Option<ServerTls>> {
+) -> Result<Option<Arc<ServerTls>>> {
     let Some(any) = typed_config(ts, path)? else {
         return Ok(None);
     };
     let p = join(path, "typed_config");
     let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
+    let sds = material(&common, secrets, &join(&p, "common_tls_context"))?.sds;
+    let state = build_server(ts, secrets, path)?;
+    Ok(Some(Arc::new(Tls {
+        sds,
+        socket: ts.clone(),
+        path: path.to_string(),
+        build: build_server,
+        state: arc_swap::ArcSwap::from_pointee(state),
+    })))
+}
+
+fn build_server(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<TlsState<rustls::ServerConfig>> {
+    let any = typed_config(ts, path)?.unwrap_or_default();
+    let p = join(path, "typed_config");
+    let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
+    let common = ctx.common_tls_context.clone().unwrap_or_default();
     let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     if !m.pending.is_empty() {
-        return Ok(Some(ServerTls::Pending(m.pending)));
+        return Ok(Err(m.pending));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -138,7 +227,7 @@ pub fn downstream_transport_socket(
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    Ok(Some(ServerTls::Ready(Arc::new(config))))
+    Ok(Ok(Arc::new(config)))
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
@@ -153,19 +242,39 @@ pub fn upstream_transport_socket(
     let p = join(path, "typed_config");
     let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
+    let sds = material(&common, secrets, &join(&p, "common_tls_context"))?.sds;
     let alpn = common
         .alpn_protocols
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
     let sni = (!ctx.sni.is_empty()).then(|| ctx.sni.clone());
+    let state = build_client(ts, secrets, path)?;
+    Ok(Some(Arc::new(UpstreamTls {
+        tls: Tls {
+            sds,
+            socket: ts.clone(),
+            path: path.to_string(),
+            build: build_client,
+            state: arc_swap::ArcSwap::from_pointee(state),
+        },
+        sni,
+        alpn,
+    })))
+}
+
+fn build_client(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<TlsState<rustls::ClientConfig>> {
+    let any = typed_config(ts, path)?.unwrap_or_default();
+    let p = join(path, "typed_config");
+    let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
+    let common = ctx.common_tls_context.clone().unwrap_or_default();
+    let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     if !m.pending.is_empty() {
-        return Ok(Some(Arc::new(UpstreamTls {
-            config: Err(m.pending),
-            sni,
-            alpn,
-        })));
+        return Ok(Err(m.pending));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -185,13 +294,39 @@ pub fn upstream_transport_socket(
         })?,
         None => builder.with_no_client_auth(),
     };
-    config.enable_sni = sni.is_some();
+    config.enable_sni = !ctx.sni.is_empty();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    Ok(Some(Arc::new(UpstreamTls {
-        config: Ok(Arc::new(config)),
-        sni,
-        alpn,
-    })))
+    Ok(Ok(Arc::new(config)))
+}
+
+/// Where an `sds_config` says a secret comes from.
+fn sds_source(cs: Option<&core::ConfigSource>, path: &str) -> Result<Option<SdsSource>> {
+    use core::config_source::ConfigSourceSpecifier as S;
+    let Some(cs) = cs else { return Ok(None) };
+    match &cs.config_source_specifier {
+        Some(S::Ads(_)) => Ok(Some(SdsSource::Ads)),
+        Some(S::ApiConfigSource(a)) => {
+            use core::grpc_service::TargetSpecifier as T;
+            match a
+                .grpc_services
+                .first()
+                .and_then(|g| g.target_specifier.as_ref())
+            {
+                Some(T::EnvoyGrpc(g)) => Ok(Some(SdsSource::Cluster {
+                    name: g.cluster_name.clone(),
+                    delta: matches!(a.api_type, 3 | 6),
+                })),
+                _ => Err(ConfigError::at(
+                    join(path, "api_config_source.grpc_services"),
+                    "SDS needs an envoy_grpc service",
+                )),
+            }
+        }
+        _ => Err(ConfigError::at(
+            path,
+            "SDS config sources must be ads or a gRPC api_config_source",
+        )),
+    }
 }
 
 fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Result<Material> {
@@ -200,6 +335,7 @@ fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Re
         roots: None,
         sans: Vec::new(),
         pending: Vec::new(),
+        sds: Vec::new(),
     };
     if common.tls_certificates.len() + common.tls_certificate_sds_secret_configs.len() > 1 {
         return Err(ConfigError::at(
@@ -215,6 +351,10 @@ fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Re
     }
     if let Some(sds) = common.tls_certificate_sds_secret_configs.first() {
         let p = format!("{}[0]", join(path, "tls_certificate_sds_secret_configs"));
+        m.sds.push(SdsRef {
+            name: sds.name.clone(),
+            source: sds_source(sds.sds_config.as_ref(), &join(&p, "sds_config"))?,
+        });
         match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
             Some(tls::secret::Type::TlsCertificate(c)) => m.certs = Some(certificate(c, &p)?),
             Some(_) => {
@@ -272,6 +412,10 @@ fn sds_validation(
     m: &mut Material,
     path: &str,
 ) -> Result<()> {
+    m.sds.push(SdsRef {
+        name: sds.name.clone(),
+        source: sds_source(sds.sds_config.as_ref(), &join(path, "sds_config"))?,
+    });
     match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
         Some(tls::secret::Type::ValidationContext(v)) => validation(v, m, path),
         Some(_) => Err(ConfigError::at(

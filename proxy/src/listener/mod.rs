@@ -67,7 +67,7 @@ pub struct ListenerStats {
 
 /// A filter chain ready to serve.
 pub struct ChainRuntime {
-    tls: Option<Result<tokio_rustls::TlsAcceptor, Vec<String>>>,
+    tls: Option<Arc<ServerTls>>,
     handshake_timeout: Option<std::time::Duration>,
     terminal: TerminalRuntime,
 }
@@ -98,10 +98,7 @@ impl ActiveListener {
         let scope = root.tagged("listener", "envoy_listener_address", &config.stat_prefix);
         let build = |c: &FilterChain| -> std::io::Result<ChainRuntime> {
             Ok(ChainRuntime {
-                tls: c.tls.as_ref().map(|t| match t {
-                    ServerTls::Ready(cfg) => Ok(tokio_rustls::TlsAcceptor::from(cfg.clone())),
-                    ServerTls::Pending(names) => Err(names.clone()),
-                }),
+                tls: c.tls.clone(),
                 handshake_timeout: c.handshake_timeout,
                 terminal: match &c.terminal {
                     Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(
@@ -149,7 +146,7 @@ impl ActiveListener {
         self.chains
             .iter()
             .chain(self.default_chain.iter())
-            .all(|c| !matches!(c.tls, Some(Err(_))))
+            .all(|c| c.tls.as_ref().is_none_or(|t| t.ready()))
     }
 }
 
@@ -386,8 +383,11 @@ async fn handle(
     };
     let mut io = ds.into_io();
     if let Some(tls) = &chain.tls {
-        let Ok(acceptor) = tls else { return };
-        let handshake = acceptor.accept(io);
+        // The config current now: a rotated certificate serves from the next handshake.
+        let Ok(config) = tls.current().as_ref().clone() else {
+            return;
+        };
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
         let stream = match chain.handshake_timeout {
             Some(t) => match tokio::time::timeout(t, handshake).await {
                 Ok(r) => r,

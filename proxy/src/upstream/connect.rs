@@ -7,6 +7,9 @@ use crate::io::{BoxIo, CountingIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// A TLS client config with the SNI to send.
+pub type ClientTls = (Arc<rustls::ClientConfig>, Option<String>);
+
 /// Why a connection could not be made (rendered into Envoy's transport failure reason).
 #[derive(Debug)]
 pub enum ConnectError {
@@ -80,7 +83,7 @@ async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net:
 pub async fn connect(
     cluster: &Cluster,
     host: &Host,
-    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    tls: Option<ClientTls>,
 ) -> Result<Connected, ConnectError> {
     let rx = cluster.stats().cx_rx_bytes.clone();
     let tx = cluster.stats().cx_tx_bytes.clone();

@@ -86,7 +86,9 @@ pub struct HostPool {
     cluster: Arc<Cluster>,
     host: Arc<Host>,
     protocol: Protocol,
-    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    /// The TLS config with this pool's ALPN, cached until the cluster's secrets rotate
+    /// (keyed by the identity of the config it was derived from).
+    tls_cache: Mutex<Option<(usize, Arc<rustls::ClientConfig>)>>,
     state: Mutex<State>,
     freed: tokio::sync::Notify,
 }
@@ -116,31 +118,11 @@ pub fn for_host(
             return Ok(p);
         }
     }
-    let tls = match &cluster.config.tls {
-        None => None,
-        Some(t) => {
-            let base = t
-                .config
-                .as_ref()
-                .map_err(|_| PoolError::Connect(ConnectError::SecretsPending))?;
-            let mut config = (**base).clone();
-            config.alpn_protocols = if !t.alpn.is_empty() {
-                t.alpn.clone()
-            } else {
-                match protocol {
-                    Protocol::Http2 => vec![b"h2".to_vec()],
-                    Protocol::Http1 => vec![b"http/1.1".to_vec()],
-                    Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-                }
-            };
-            Some((Arc::new(config), t.sni.clone()))
-        }
-    };
     let pool = Arc::new(HostPool {
         cluster: cluster.clone(),
         host: host.clone(),
         protocol,
-        tls,
+        tls_cache: Mutex::new(None),
         state: Mutex::default(),
         freed: tokio::sync::Notify::new(),
     });
@@ -154,6 +136,39 @@ pub fn for_host(
 }
 
 impl HostPool {
+    /// The TLS config for a new connection: the cluster's current one (a rotated secret
+    /// applies from the next connection) with this pool's ALPN.
+    fn tls(&self) -> Result<Option<connect::ClientTls>, ConnectError> {
+        let Some(t) = &self.cluster.config.tls else {
+            return Ok(None);
+        };
+        let state = t.tls.current();
+        let base = state
+            .as_ref()
+            .as_ref()
+            .map_err(|_| ConnectError::SecretsPending)?;
+        let key = Arc::as_ptr(base) as usize;
+        let mut cache = self.tls_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, config)) = &*cache {
+            if *k == key {
+                return Ok(Some((config.clone(), t.sni.clone())));
+            }
+        }
+        let mut config = (**base).clone();
+        config.alpn_protocols = if !t.alpn.is_empty() {
+            t.alpn.clone()
+        } else {
+            match self.protocol {
+                Protocol::Http2 => vec![b"h2".to_vec()],
+                Protocol::Http1 => vec![b"http/1.1".to_vec()],
+                Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            }
+        };
+        let config = Arc::new(config);
+        *cache = Some((key, config.clone()));
+        Ok(Some((config, t.sni.clone())))
+    }
+
     fn limits(&self) -> (Option<u32>, Option<Duration>) {
         (
             self.cluster
@@ -249,17 +264,18 @@ impl HostPool {
         slot: Slot,
     ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let stats = self.cluster.stats();
-        let connected = match connect::connect(&self.cluster, &self.host, self.tls.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                if matches!(e, ConnectError::Timeout) {
-                    stats.cx_connect_timeout.inc();
+        let connected =
+            match async { connect::connect(&self.cluster, &self.host, self.tls()?).await }.await {
+                Ok(c) => c,
+                Err(e) => {
+                    if matches!(e, ConnectError::Timeout) {
+                        stats.cx_connect_timeout.inc();
+                    }
+                    stats.cx_connect_fail.inc();
+                    stats.cx_total.inc();
+                    return Err(PoolError::Connect(e));
                 }
-                stats.cx_connect_fail.inc();
-                stats.cx_total.inc();
-                return Err(PoolError::Connect(e));
-            }
-        };
+            };
         stats.cx_total.inc();
         stats.cx_active.inc();
         let local = connected.local;

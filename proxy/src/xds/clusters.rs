@@ -4,6 +4,7 @@
 
 use super::resource::{self, Applied};
 use crate::config::cluster::{self, Assignment};
+use crate::config::secrets::Secrets;
 use crate::server::Server;
 use crate::upstream::cluster::Cluster;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -17,7 +18,7 @@ use xds_client::proto::envoy::config::endpoint::v3::ClusterLoadAssignment;
 pub struct ClusterState {
     /// CDS clusters (active or warming) as received.
     pub applied: BTreeMap<String, Applied>,
-    /// CDS clusters waiting for their first EDS assignment.
+    /// CDS clusters waiting for their first EDS assignment or their TLS secrets.
     pub warming: BTreeMap<String, Arc<Cluster>>,
     /// The last assignment of each EDS service name.
     pub assignments: HashMap<String, (Arc<Assignment>, Applied)>,
@@ -33,6 +34,30 @@ impl ClusterState {
                     .as_ref()
                     .is_none_or(|s| self.assignments.contains_key(s))
             })
+    }
+
+    /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets.
+    fn ready(&self, c: &Cluster) -> bool {
+        c.config
+            .eds_service_name
+            .as_ref()
+            .is_none_or(|s| self.assignments.contains_key(s))
+            && c.config.tls.as_ref().is_none_or(|t| t.tls.ready())
+    }
+
+    /// Activates the warming clusters that have become ready.
+    pub fn promote_ready(&mut self, server: &Server) {
+        let ready: Vec<String> = self
+            .warming
+            .iter()
+            .filter(|(_, c)| self.ready(c))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let clusters = ready
+            .iter()
+            .filter_map(|n| self.warming.remove(n))
+            .collect();
+        server.clusters.update(clusters, &[]);
     }
 
     /// Activates the warming clusters without endpoints (initial fetch timeout).
@@ -57,8 +82,13 @@ fn is_static(server: &Server, name: &str) -> bool {
     server.bootstrap.clusters.iter().any(|c| c.name == name)
 }
 
-/// Applies a CDS response.
-pub fn apply_cds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec<Rejected> {
+/// Applies a CDS response; `secrets` are the static and SDS secrets known now.
+pub fn apply_cds(
+    server: &Server,
+    st: &mut ClusterState,
+    update: &Update,
+    secrets: &Secrets,
+) -> Vec<Rejected> {
     let mut rejected = Vec::new();
     let mut seen = HashSet::new();
     let mut upserts = Vec::new();
@@ -82,7 +112,7 @@ pub fn apply_cds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
         if st.applied.get(&name).is_some_and(|a| a.same(&r.body)) {
             continue;
         }
-        let config = match cluster::translate(&proto, &server.bootstrap.secrets, "") {
+        let config = match cluster::translate(&proto, secrets, "") {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 rejected.push(resource::rejected(&name, e));
@@ -151,7 +181,6 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
             by_service.entry(s.clone()).or_default().push(c);
         }
     }
-    let mut activated = Vec::new();
     for (i, r) in update.resources.iter().enumerate() {
         let decoded =
             resource::decode::<ClusterLoadAssignment>(r, ENDPOINT, i, |c| &c.cluster_name);
@@ -172,17 +201,12 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
         for c in by_service.get(&name).into_iter().flatten() {
             c.set_endpoints(&endpoints);
         }
-        let warm: Vec<String> = st
+        for c in st
             .warming
-            .iter()
-            .filter(|(_, c)| c.config.eds_service_name.as_deref() == Some(name.as_str()))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in warm {
-            if let Some(c) = st.warming.remove(&n) {
-                c.set_endpoints(&endpoints);
-                activated.push(c);
-            }
+            .values()
+            .filter(|c| c.config.eds_service_name.as_deref() == Some(name.as_str()))
+        {
+            c.set_endpoints(&endpoints);
         }
         let version = if r.version.is_empty() {
             &update.version
@@ -192,6 +216,6 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
         st.assignments
             .insert(name, (endpoints, Applied::new(version, r.body.clone())));
     }
-    server.clusters.update(activated, &[]);
+    st.promote_ready(server);
     rejected
 }

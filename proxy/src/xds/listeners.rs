@@ -164,8 +164,14 @@ fn socket_for(
     crate::listener::bind(&config.address).map(|s| Some(Arc::new(s)))
 }
 
-/// Applies an LDS response; returns the rejections.
-pub fn apply_lds(server: &Server, st: &mut ListenerState, update: &Update) -> Vec<Rejected> {
+/// Applies an LDS response (`secrets`: the static and SDS secrets known now); returns the
+/// rejections.
+pub fn apply_lds(
+    server: &Server,
+    st: &mut ListenerState,
+    update: &Update,
+    secrets: &crate::config::secrets::Secrets,
+) -> Vec<Rejected> {
     let mut rejected = Vec::new();
     let mut seen = HashSet::new();
     let flush = std::time::Duration::from_millis(server.options.file_flush_interval_msec.max(1));
@@ -194,7 +200,7 @@ pub fn apply_lds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
         if current.is_some_and(|e| e.applied.same(&r.body)) {
             continue;
         }
-        let config = match listener::translate(&proto, &server.bootstrap.secrets, "") {
+        let config = match listener::translate(&proto, secrets, "") {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 reject(e.to_string());

@@ -7,9 +7,11 @@ pub mod dump;
 pub mod init;
 pub mod listeners;
 pub mod resource;
+pub mod secrets;
 pub mod stats;
 
 use crate::config::bootstrap::DynamicConfig;
+use crate::config::tls::SdsSource;
 use crate::server::Server;
 use crate::stats::Gauge;
 use init::{Init, Phase};
@@ -22,11 +24,14 @@ use xds_client::ads::{
 };
 
 /// Everything xDS delivered, under one lock (updates are applied one at a time).
+#[derive(Default)]
 pub struct State {
     /// CDS and EDS.
     pub clusters: clusters::ClusterState,
     /// LDS and RDS.
     pub listeners: listeners::ListenerState,
+    /// SDS.
+    pub secrets: secrets::SecretState,
     /// Initial fetch progress.
     init: Init,
     /// The last accepted version of each type (SotW `version_info`, Delta
@@ -43,6 +48,8 @@ pub struct XdsManager {
     this: Weak<XdsManager>,
     config: DynamicConfig,
     client: Client,
+    /// Separate SDS streams, by cluster.
+    sds_clients: Mutex<HashMap<String, Client>>,
     state: Mutex<State>,
     cds: SubscriptionStats,
     lds: SubscriptionStats,
@@ -59,21 +66,25 @@ pub struct XdsManager {
 /// How long the descriptor pool outlives the last update.
 const POOL_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Where the management server is and how to reach it: the first host of the ADS
-/// cluster, with the cluster's TLS.
+/// How to reach a management server through a static cluster: its first host, with the
+/// cluster's TLS.
 fn stream_config(
     server: &Server,
-    ads: &crate::config::bootstrap::AdsConfig,
+    cluster_name: &str,
+    service: Service,
+    delta: bool,
+    node_on_first_message_only: bool,
+    max_message_bytes: usize,
 ) -> Result<StreamConfig, String> {
     let cluster = server
         .clusters
-        .get(&ads.cluster)
-        .ok_or_else(|| format!("ADS cluster {} not found", ads.cluster))?;
+        .get(cluster_name)
+        .ok_or_else(|| format!("cluster {cluster_name} not found"))?;
     let hosts = cluster.hosts();
     let host = hosts
         .hosts
         .first()
-        .ok_or_else(|| format!("ADS cluster {} has no endpoint", ads.cluster))?;
+        .ok_or_else(|| format!("cluster {cluster_name} has no endpoint"))?;
     let target = match &host.address {
         crate::upstream::host::HostAddress::Tcp(a) => Target::Tcp(*a),
         crate::upstream::host::HostAddress::Unix(p) => Target::Unix(p.clone()),
@@ -81,11 +92,8 @@ fn stream_config(
     let tls = match &cluster.config.tls {
         None => None,
         Some(t) => Some(ClientTls {
-            config: t.config.clone().map_err(|pending| {
-                format!(
-                    "ADS cluster {}: TLS secrets {pending:?} must be static",
-                    ads.cluster
-                )
+            config: t.tls.current().as_ref().clone().map_err(|pending| {
+                format!("cluster {cluster_name}: TLS secrets {pending:?} must be static")
             })?,
             server_name: t.sni.clone().unwrap_or_else(|| host.hostname.clone()),
         }),
@@ -93,42 +101,66 @@ fn stream_config(
     Ok(StreamConfig {
         target,
         tls,
-        service: Service::Aggregated,
-        delta: ads.delta,
+        service,
+        delta,
         node: server.bootstrap.node_proto.clone(),
-        node_on_first_message_only: ads.node_on_first_message_only,
-        max_message_bytes: ads.max_message_bytes,
-        name: ads.cluster.clone(),
+        node_on_first_message_only,
+        max_message_bytes,
+        name: cluster_name.to_string(),
     })
+}
+
+/// The handler of a separate SDS stream: secrets go to the manager; the stream's state
+/// is not the control plane's (`control_plane.connected_state` follows ADS only).
+struct SecretStream(Weak<XdsManager>);
+
+impl Handler for SecretStream {
+    fn apply(&self, update: Update) -> Verdict {
+        match self.0.upgrade() {
+            Some(m) if update.type_url == ads::SECRET => m.apply(update),
+            _ => Verdict::from(vec![Rejected {
+                name: String::new(),
+                error: format!("{} on an SDS stream", update.type_url),
+            }]),
+        }
+    }
+
+    fn connected(&self, _up: bool) {}
+
+    fn failed(&self, _type_url: &str) {}
 }
 
 impl XdsManager {
     /// Opens the ADS stream of the bootstrap's `dynamic_resources` and starts the initial
     /// fetch. Call on the main runtime after the static clusters are initialized.
     pub fn start(server: &Arc<Server>) -> Result<Arc<XdsManager>, String> {
-        let config = server
-            .bootstrap
-            .dynamic
-            .clone()
-            .ok_or("no dynamic_resources")?;
+        let config = server.bootstrap.dynamic.clone().unwrap_or(DynamicConfig {
+            ads: None,
+            lds: None,
+            cds: None,
+        });
         let stream = config
             .ads
             .as_ref()
-            .map(|a| stream_config(server, a))
-            .transpose()?;
+            .map(|a| {
+                stream_config(
+                    server,
+                    &a.cluster,
+                    Service::Aggregated,
+                    a.delta,
+                    a.node_on_first_message_only,
+                    a.max_message_bytes,
+                )
+            })
+            .transpose()
+            .map_err(|e| format!("ads_config: {e}"))?;
         let scope = server.scope();
         let manager = Arc::new_cyclic(|this| XdsManager {
             server: Arc::downgrade(server),
             this: this.clone(),
             client: Client::new(),
-            state: Mutex::new(State {
-                clusters: Default::default(),
-                listeners: Default::default(),
-                init: Init::default(),
-                versions: HashMap::new(),
-                held_cds: Vec::new(),
-                last_warming: 0,
-            }),
+            sds_clients: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             cds: SubscriptionStats::new(&scope.child("cluster_manager").child("cds")),
             lds: SubscriptionStats::new(&scope.child("listener_manager").child("lds")),
             rds: SubscriptionStats::new(&scope.child("rds")),
@@ -211,6 +243,32 @@ impl XdsManager {
             .set_interest(ads::ENDPOINT, Interest::Names(eds));
         self.client
             .set_interest(ads::ROUTE, Interest::Names(st.listeners.rds_names()));
+        let contexts = secrets::contexts(server, st);
+        for (source, names) in secrets::interest(&contexts) {
+            match source {
+                SdsSource::Ads => self
+                    .client
+                    .set_interest(ads::SECRET, Interest::Names(names)),
+                SdsSource::Cluster { name, delta } => match self.sds_client(server, &name, delta) {
+                    Ok(c) => c.set_interest(ads::SECRET, Interest::Names(names)),
+                    Err(e) => tracing::error!(target: "config", "sds: {e}"),
+                },
+            }
+        }
+    }
+
+    /// The SDS stream to `cluster`, opened on first use.
+    fn sds_client(&self, server: &Server, cluster: &str, delta: bool) -> Result<Client, String> {
+        let mut clients = self.sds_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(cluster) {
+            return Ok(c.clone());
+        }
+        let config = stream_config(server, cluster, Service::Secrets, delta, true, 100 << 20)?;
+        tracing::info!(target: "config", "SDS: stream to {} ({cluster})", config.target);
+        let client = Client::new();
+        client.start(config, Arc::new(SecretStream(self.this.clone())));
+        clients.insert(cluster.to_string(), client.clone());
+        Ok(client)
     }
 
     /// Gives up waiting on the phase's warming resources after `timeout`.
@@ -259,7 +317,9 @@ impl XdsManager {
                 }
                 Phase::Listeners => {
                     let lds_done = self.config.lds.is_none() || st.init.lds_answered;
-                    let ready = lds_done && st.listeners.warming.is_empty();
+                    // Static listeners with SDS secrets warm too, as in Envoy's init.
+                    let static_warm = server.listeners().iter().all(|l| l.warmed());
+                    let ready = lds_done && st.listeners.warming.is_empty() && static_warm;
                     if !(st.init.forced || ready) {
                         return;
                     }
@@ -268,7 +328,7 @@ impl XdsManager {
                     }
                     st.init.enter(Phase::Done);
                     tracing::info!(target: "config", "all dependencies initialized; starting workers");
-                    let _ = self.done.send(true);
+                    self.done.send_replace(true);
                 }
                 Phase::Done => return,
             }
@@ -312,15 +372,22 @@ impl Handler for XdsManager {
         };
         let _pool = self.pool();
         let mut st = self.lock();
+        let known = st.secrets.merged(&server);
         let rejected = match update.type_url.as_str() {
             ads::CLUSTER => {
                 st.init.cds_answered = true;
-                clusters::apply_cds(&server, &mut st.clusters, &update)
+                clusters::apply_cds(&server, &mut st.clusters, &update, &known)
             }
             ads::ENDPOINT => clusters::apply_eds(&server, &mut st.clusters, &update),
             ads::LISTENER => {
                 st.init.lds_answered = true;
-                listeners::apply_lds(&server, &mut st.listeners, &update)
+                listeners::apply_lds(&server, &mut st.listeners, &update, &known)
+            }
+            ads::SECRET => {
+                let rejected = secrets::apply_sds(&server, &mut st, &update);
+                st.listeners.promote(&server, false);
+                st.clusters.promote_ready(&server);
+                rejected
             }
             ads::ROUTE => listeners::apply_rds(&server, &mut st.listeners, &update),
             other => vec![Rejected {
