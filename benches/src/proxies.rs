@@ -53,16 +53,36 @@ pub fn find_envoy() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn ready(admin: u16) -> bool {
+/// GET `path` on the admin port; the whole response, or empty.
+fn admin_get(admin: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
-        return false;
+        return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn ready(admin: u16) -> bool {
+    let out = admin_get(admin, "/ready");
     out.starts_with("HTTP/1.1 200") && out.contains("LIVE")
+}
+
+/// The value of one stat (text format), if present.
+pub fn stat(admin: u16, name: &str) -> Option<i64> {
+    let out = admin_get(
+        admin,
+        &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Starts `kind` on `bootstrap` (a file), with `workers` workers, pinned to `cpus`.

@@ -51,11 +51,18 @@ fn quick_run_produces_every_row() {
         "idle resilience policy, 1 worker",
         "worker scaling, 2 worker(s)",
         "scale, 100 clusters",
+        "xDS push, 100 EDS clusters, 200 endpoints",
     ] {
         assert!(scenarios.contains(want), "missing {want}: {scenarios:?}");
     }
     for r in rows {
-        assert!(r["envoy"]["median"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["meshproxy"]["median"].as_f64().unwrap() > 0.0, "{r}");
+        // Memory added by a small push may round to nothing; every other figure is > 0.
+        let min = if r["metric"] == "RSS added" {
+            0.0
+        } else {
+            f64::MIN_POSITIVE
+        };
+        assert!(r["envoy"]["median"].as_f64().unwrap() >= min, "{r}");
+        assert!(r["meshproxy"]["median"].as_f64().unwrap() >= min, "{r}");
     }
 }

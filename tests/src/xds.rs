@@ -264,7 +264,9 @@ struct Shared {
     sent: Mutex<Vec<(String, String, Vec<String>)>>,
 }
 
-type Pushes = watch::Sender<(u64, String)>;
+/// Pushes by type, every one delivered to every stream (a watch would merge a CDS push
+/// and the EDS push right after it).
+type Pushes = tokio::sync::broadcast::Sender<String>;
 
 enum Listener {
     Tcp(tokio::net::TcpListener),
@@ -311,7 +313,7 @@ impl ControlPlane {
             .expect("control plane runtime");
         let mut cp = ControlPlane {
             shared: Arc::new(Shared::default()),
-            pushes: Arc::new(watch::channel((0, String::new())).0),
+            pushes: Arc::new(tokio::sync::broadcast::channel(4096).0),
             kill: Arc::new(watch::channel(0).0),
             address,
             runtime,
@@ -410,8 +412,8 @@ impl ControlPlane {
 
     /// Sends the current resources of `type_url` to every stream subscribed to it.
     pub fn push(&self, type_url: &str) {
-        let v = self.shared.version.fetch_add(1, Ordering::Relaxed) + 1;
-        self.pushes.send_replace((v, type_url.to_string()));
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+        let _ = self.pushes.send(type_url.to_string());
     }
 
     /// Ends every open stream with UNAVAILABLE (the server keeps listening).
@@ -659,7 +661,6 @@ impl Service {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
         let mut pushes = self.pushes.subscribe();
-        pushes.mark_unchanged();
         let mut kill = self.kill.subscribe();
         kill.mark_unchanged();
         tokio::spawn(async move {
@@ -688,9 +689,8 @@ impl Service {
                         let _ = tx.send(Err(Status::unavailable("control plane disconnected the stream")));
                         return;
                     }
-                    changed = pushes.changed() => {
-                        if changed.is_err() { return; }
-                        let (_, type_url) = pushes.borrow_and_update().clone();
+                    pushed = pushes.recv() => {
+                        let Ok(type_url) = pushed else { return };
                         if let Some((w, n)) = subs.get(&type_url) {
                             send(&type_url, *w, n);
                         }
@@ -734,7 +734,6 @@ impl Service {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
         let mut pushes = self.pushes.subscribe();
-        pushes.mark_unchanged();
         let mut kill = self.kill.subscribe();
         kill.mark_unchanged();
         tokio::spawn(async move {
@@ -788,9 +787,8 @@ impl Service {
                         let _ = tx.send(Err(Status::unavailable("control plane disconnected the stream")));
                         return;
                     }
-                    changed = pushes.changed() => {
-                        if changed.is_err() { return; }
-                        let (_, type_url) = pushes.borrow_and_update().clone();
+                    pushed = pushes.recv() => {
+                        let Ok(type_url) = pushed else { return };
                         if let Some(sub) = subs.get_mut(&type_url) {
                             send(&type_url, sub, false);
                         }

@@ -398,3 +398,133 @@ fn config_dump_shows_dynamic_resources_with_versions() {
     let (_, plain) = proxy.admin_get("/config_dump").unwrap();
     assert!(!plain.contains("EndpointsConfigDump"));
 }
+
+/// One keep-alive HTTP/1.1 connection from a chosen source port.
+struct Conn(std::net::TcpStream);
+
+impl Conn {
+    fn open(port: u16, source_port: Option<u16>) -> Conn {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        if let Some(p) = source_port {
+            let local: std::net::SocketAddr = ([127, 0, 0, 1], p).into();
+            s.bind(&local.into()).unwrap();
+        }
+        let target: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        s.connect(&target.into()).unwrap();
+        let s: std::net::TcpStream = s.into();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        Conn(s)
+    }
+
+    /// Sends a GET and reads one response: (head, body), or None if the connection is gone.
+    fn get(&mut self) -> Option<(String, String)> {
+        use std::io::{Read, Write};
+        self.0
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.0.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return Some((head.to_string(), body[..len].to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// A listener whose chain for one source port answers `a`, and whose default chain `d`.
+fn two_chain_listener(port: u16, source_port: u16, a: &str, d: &str) -> serde_json::Value {
+    let hcm = |body: &str| {
+        json!({"name": "hcm", "typed_config": e2e::config::hcm(
+        json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]),
+        json!({"stat_prefix": "two"}))})
+    };
+    json!({
+        "name": "two",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filter_chain_match": {"source_ports": [source_port]}, "filters": [hcm(a)]}],
+        "default_filter_chain": {"filters": [hcm(d)]}
+    })
+}
+
+/// An LDS update drains only the chains it changes: connections of an unchanged chain
+/// keep being served, those of the changed chain are asked to close and are closed by the
+/// end of `--drain-time-s` (Envoy drains the whole listener, envoy#4540).
+#[test]
+fn lds_update_drains_only_the_changed_chains() {
+    let cp = control_plane(false);
+    let port = e2e::free_port();
+    let source = e2e::free_port();
+    cp.set_json(
+        LISTENER,
+        "two",
+        two_chain_listener(port, source, "A1", "D1"),
+    );
+    let _proxy = Proxy::start(
+        Kind::Meshproxy,
+        &ads_bootstrap(&cp, true, vec![]),
+        &["--drain-time-s", "2", "--drain-strategy", "immediate"],
+    );
+    let mut kept = Conn::open(port, Some(source));
+    let mut changed = Conn::open(port, None);
+    let mut idle = Conn::open(port, None);
+    assert_eq!(kept.get().unwrap().1, "A1");
+    assert_eq!(changed.get().unwrap().1, "D1");
+    assert_eq!(idle.get().unwrap().1, "D1");
+    cp.set_json(
+        LISTENER,
+        "two",
+        two_chain_listener(port, source, "A1", "D2"),
+    );
+    cp.push(LISTENER);
+    assert!(cp.wait_answers(LISTENER, 2, 20)[1].is_ack());
+    e2e::wait_until(10, "the update to serve new connections", || {
+        Conn::open(port, None).get().is_some_and(|(_, b)| b == "D2")
+    });
+    let (head, body) = changed
+        .get()
+        .expect("the draining connection still answers");
+    assert_eq!(body, "D1", "an accepted connection keeps its chain");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let (head, body) = kept
+        .get()
+        .expect("the unchanged chain's connection is served");
+    assert_eq!(body, "A1");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(
+        kept.get().map(|(_, b)| b),
+        Some("A1".to_string()),
+        "still open after the drain time"
+    );
+    assert_eq!(
+        idle.get(),
+        None,
+        "an idle connection of the changed chain is closed at the end"
+    );
+}

@@ -77,6 +77,8 @@ pub struct HttpConnectionManager {
     access_logs: Vec<AccessLogger>,
     /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
     record_request_headers: bool,
+    /// Draining this chain's connections (LDS changed or removed the chain).
+    pub drain: Arc<crate::listener::drain::ChainDrain>,
 }
 
 /// Per-connection state shared by its requests.
@@ -167,6 +169,7 @@ impl HttpConnectionManager {
                     .inline()
                     .is_none_or(|r| r.has_formatted_headers()),
             access_logs,
+            drain: Arc::default(),
             config,
         }))
     }
@@ -250,6 +253,10 @@ impl HttpConnectionManager {
             tokio::select! {
                 _ = conn.as_mut() => break,
                 _ = state.shutdown.notified(), if !shutting_down => {
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = self.drain.finished(), if !shutting_down => {
                     shutting_down = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -354,7 +361,7 @@ impl HttpConnectionManager {
         }
         self.finish_headers(&mut resp, request_id, &accept_encoding);
         let last_request = last_request || {
-            let drain = server.should_drain(info.inbound);
+            let drain = server.should_drain(info.inbound) || self.drain.should_close();
             if drain {
                 state.shutdown.notify_one();
             }

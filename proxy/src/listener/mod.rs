@@ -2,6 +2,7 @@
 //! selection, downstream TLS, and the hand-off to the HTTP connection manager or TCP proxy.
 
 pub mod chain_match;
+pub mod drain;
 pub mod inspect;
 pub mod proxy_protocol;
 pub mod socket;
@@ -139,6 +140,24 @@ impl ActiveListener {
     /// Stops accepting (LDS removed or replaced the listener); accepted connections go on.
     pub fn retire(&self) {
         let _ = self.retired.send(true);
+    }
+
+    /// Drains the connections of chain `index` (filter chains in order, then the default
+    /// chain) over `time`.
+    pub fn drain_chain(
+        &self,
+        index: usize,
+        time: std::time::Duration,
+        strategy: crate::cli::DrainStrategy,
+    ) {
+        let chain = self.chains.get(index).or(if index == self.chains.len() {
+            self.default_chain.as_ref()
+        } else {
+            None
+        });
+        if let Some(TerminalRuntime::Http(h)) = chain.map(|c| &c.terminal) {
+            h.drain.start(time, strategy);
+        }
     }
 
     /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).

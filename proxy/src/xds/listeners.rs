@@ -24,6 +24,9 @@ pub struct Entry {
     socket: Option<Arc<BoundSocket>>,
     /// The RDS slots of its HTTP connection managers.
     slots: Vec<Arc<RdsSlot>>,
+    /// Its filter chains as received (then the default chain), to tell which chains an
+    /// update changes.
+    chains: Vec<Vec<u8>>,
     /// As received.
     pub applied: Applied,
 }
@@ -32,6 +35,27 @@ impl Entry {
     fn warm(&self) -> bool {
         self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
     }
+
+    /// Drains the connections of the chains `changed` picks, over `--drain-time-s`.
+    fn drain_chains(&self, server: &Server, changed: impl Fn(&Vec<u8>) -> bool) {
+        let time = std::time::Duration::from_secs(server.options.drain_time_s);
+        for (i, chain) in self.chains.iter().enumerate() {
+            if changed(chain) {
+                self.listener
+                    .drain_chain(i, time, server.options.drain_strategy);
+            }
+        }
+    }
+}
+
+/// A listener's filter chains (then its default chain), encoded as received.
+fn chain_keys(l: &lproto::Listener) -> Vec<Vec<u8>> {
+    use prost::Message;
+    l.filter_chains
+        .iter()
+        .chain(l.default_filter_chain.iter())
+        .map(|c| c.encode_to_vec())
+        .collect()
 }
 
 /// What LDS and RDS delivered.
@@ -76,9 +100,11 @@ impl ListenerState {
                 }
             }
             tracing::info!(target: "config", "lds: listener '{name}' active on {}", entry.listener.config.address);
+            let kept = entry.chains.clone();
             match self.active.insert(name, entry) {
                 Some(old) => {
                     old.listener.retire();
+                    old.drain_chains(server, |chain| !kept.contains(chain));
                     manager_stat(server, "listener_modified");
                 }
                 None => manager_stat(server, "listener_added"),
@@ -245,6 +271,7 @@ pub fn apply_lds(
                 listener: active,
                 socket,
                 slots,
+                chains: chain_keys(&proto),
                 applied: Applied::new(version, r.body.clone()),
             },
         );
@@ -265,6 +292,7 @@ pub fn apply_lds(
         if let Some(e) = st.active.remove(&name) {
             tracing::info!(target: "config", "lds: listener '{name}' removed");
             e.listener.retire();
+            e.drain_chains(server, |_| true);
             manager_stat(server, "listener_removed");
             removed_active = true;
         }

@@ -1,0 +1,76 @@
+//! Draining one filter chain's connections, when LDS changes or removes the chain: over
+//! `--drain-time-s`, responses ask clients to go away (HTTP/1 `connection: close`, HTTP/2
+//! GOAWAY) per `--drain-strategy`, and at the end every connection still open is shut down
+//! gracefully. Chains an update leaves unchanged are not drained (Envoy drains the whole
+//! listener, envoy#4540).
+
+use crate::cli::DrainStrategy;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The drain state of one chain's connections.
+#[derive(Debug)]
+pub struct ChainDrain {
+    started: OnceLock<(Instant, Duration, DrainStrategy)>,
+    finished: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for ChainDrain {
+    fn default() -> Self {
+        ChainDrain {
+            started: OnceLock::new(),
+            finished: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl ChainDrain {
+    /// Starts draining over `time` (once; call on a tokio runtime).
+    pub fn start(self: &std::sync::Arc<Self>, time: Duration, strategy: DrainStrategy) {
+        if self.started.set((Instant::now(), time, strategy)).is_err() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(time).await;
+            this.finished.send_replace(true);
+        });
+    }
+
+    /// Whether the connection answering now should close after this response.
+    pub fn should_close(&self) -> bool {
+        let Some((since, time, strategy)) = self.started.get() else {
+            return false;
+        };
+        match strategy {
+            DrainStrategy::Immediate => true,
+            DrainStrategy::Gradual => {
+                rand::random::<f64>() < since.elapsed().as_secs_f64() / time.as_secs_f64().max(1.0)
+            }
+        }
+    }
+
+    /// Resolves when the drain time is over (never, if draining never starts).
+    pub async fn finished(&self) {
+        let mut rx = self.finished.subscribe();
+        let _ = rx.wait_for(|f| *f).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_closes_connections_and_finishes_after_the_drain_time() {
+        let d = std::sync::Arc::new(ChainDrain::default());
+        assert!(!d.should_close(), "not draining yet");
+        d.start(Duration::from_secs(5), DrainStrategy::Immediate);
+        assert!(d.should_close());
+        let finished = tokio::time::timeout(Duration::from_secs(4), d.finished()).await;
+        assert!(finished.is_err(), "still draining after 4 s");
+        tokio::time::timeout(Duration::from_secs(2), d.finished())
+            .await
+            .expect("finished after 5 s");
+    }
+}
