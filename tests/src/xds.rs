@@ -21,9 +21,6 @@ use xds_client::proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     Resource as DeltaResource,
 };
-use xds_client::proto::envoy::service::secret::v3::secret_discovery_service_server::{
-    SecretDiscoveryService, SecretDiscoveryServiceServer,
-};
 use xds_client::proto::google::protobuf::Any;
 
 /// `Cluster` type URL.
@@ -332,7 +329,7 @@ impl ControlPlane {
         let ads = AggregatedDiscoveryServiceServer::new(service())
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
-        let sds = SecretDiscoveryServiceServer::new(service());
+
         let _guard = self.runtime.enter();
         let listener = match &self.address {
             Address::Tcp(a) => {
@@ -361,18 +358,12 @@ impl ControlPlane {
                         Err(_) => continue,
                     },
                 };
-                let (ads, sds) = (ads.clone(), sds.clone());
+                let ads = ads.clone();
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         use tonic::codegen::Service as _;
-                        let (mut ads, mut sds) = (ads.clone(), sds.clone());
-                        async move {
-                            if req.uri().path().starts_with("/envoy.service.secret.v3.") {
-                                sds.call(req).await
-                            } else {
-                                ads.call(req).await
-                            }
-                        }
+                        let mut ads = ads.clone();
+                        async move { ads.call(to_aggregated(req)).await }
                     });
                 connections.spawn(async move {
                     let _ = hyper::server::conn::http2::Builder::new(
@@ -594,6 +585,22 @@ fn is_wildcard_type(type_url: &str) -> bool {
     type_url == CLUSTER || type_url == LISTENER
 }
 
+/// Serves the per-type services (CDS, LDS, RDS, EDS, SDS: the same messages on their own
+/// streams) with the aggregated service's handlers, by their method path.
+fn to_aggregated<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let path = req.uri().path();
+    if path.starts_with("/envoy.service.") && !path.contains("AggregatedDiscoveryService") {
+        let method = path.rsplit('/').next().unwrap_or_default();
+        let target = if method.starts_with("Delta") {
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+        } else {
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+        };
+        *req.uri_mut() = http::Uri::from_static(target);
+    }
+    req
+}
+
 type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 fn outgoing<T: Send + 'static>(
@@ -619,35 +626,6 @@ impl AggregatedDiscoveryService for Service {
         request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         Ok(self.delta(request))
-    }
-}
-
-/// SDS on the same server (pilot-agent serves it on its own socket; tests point the
-/// `sds-grpc` cluster here).
-#[tonic::async_trait]
-impl SecretDiscoveryService for Service {
-    type StreamSecretsStream = ResponseStream<DiscoveryResponse>;
-    type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_secrets(
-        &self,
-        request: GrpcRequest<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        Ok(self.state_of_the_world(request))
-    }
-
-    async fn delta_secrets(
-        &self,
-        request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        Ok(self.delta(request))
-    }
-
-    async fn fetch_secrets(
-        &self,
-        _request: GrpcRequest<DiscoveryRequest>,
-    ) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented("fetch_secrets"))
     }
 }
 
@@ -847,28 +825,33 @@ pub mod resources {
     use super::{Address, ControlPlane};
     use serde_json::{json, Value};
 
-    /// A bootstrap whose ADS stream (`GRPC` or `DELTA_GRPC`) goes to `cp` through the
-    /// static `xds-grpc` cluster, with CDS and LDS over ADS (initial fetch timeout 0s:
-    /// wait for the first answer, as pilot-agent configures it).
-    pub fn ads_bootstrap(cp: &ControlPlane, delta: bool, static_listeners: Vec<Value>) -> String {
+    /// A static HTTP/2 cluster `name` pointing at `cp`, as pilot-agent's bootstrap has
+    /// `xds-grpc` and `sds-grpc`.
+    pub fn grpc_cluster(name: &str, cp: &ControlPlane) -> Value {
         let address = match &cp.address {
             Address::Tcp(a) => {
                 json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
             }
             Address::Unix(p) => json!({"pipe": {"path": p.display().to_string()}}),
         };
-        let xds = json!({
-            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+        json!({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}}}}
-        });
+        })
+    }
+
+    /// A bootstrap whose ADS stream (`GRPC` or `DELTA_GRPC`) goes to `cp` through the
+    /// static `xds-grpc` cluster, with CDS and LDS over ADS (initial fetch timeout 0s:
+    /// wait for the first answer, as pilot-agent configures it).
+    pub fn ads_bootstrap(cp: &ControlPlane, delta: bool, static_listeners: Vec<Value>) -> String {
         let source =
             json!({"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"});
         crate::config::bootstrap_with(
             static_listeners,
-            vec![xds],
+            vec![grpc_cluster("xds-grpc", cp)],
             json!({
                 "node": {"id": "sidecar~10.0.0.1~app.default~default.svc.cluster.local", "cluster": "app.default"},
                 "dynamic_resources": {
@@ -877,6 +860,26 @@ pub mod resources {
                         "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
                     "cds_config": source, "lds_config": source
                 }
+            }),
+        )
+    }
+
+    /// A config source on its own stream to the `xds-grpc` cluster (`api_config_source`).
+    pub fn api_source(delta: bool) -> Value {
+        json!({"api_config_source": {"api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
+            "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]},
+            "initial_fetch_timeout": "0s", "resource_api_version": "V3"})
+    }
+
+    /// A bootstrap without ADS: CDS (state-of-the-world) and LDS (Delta) each on their own
+    /// stream to `cp`.
+    pub fn api_bootstrap(cp: &ControlPlane) -> String {
+        crate::config::bootstrap_with(
+            vec![],
+            vec![grpc_cluster("xds-grpc", cp)],
+            json!({
+                "node": {"id": "router~10.0.0.2~gw.default~default.svc.cluster.local", "cluster": "gw"},
+                "dynamic_resources": {"cds_config": api_source(false), "lds_config": api_source(true)}
             }),
         )
     }

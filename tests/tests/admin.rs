@@ -96,6 +96,8 @@ fn config_dump_clusters_and_listeners() {
             "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
             "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
             "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "type.googleapis.com/envoy.admin.v3.ScopedRoutesConfigDump",
+            "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
             "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
         ]
     );

@@ -528,3 +528,48 @@ fn lds_update_drains_only_the_changed_chains() {
         "an idle connection of the changed chain is closed at the end"
     );
 }
+
+/// Without ADS: CDS, EDS, LDS and RDS each on their own stream (`api_config_source`),
+/// state-of-the-world and Delta mixed.
+#[test]
+fn separate_streams_per_type_without_ads() {
+    let upstream = Upstream::http("u");
+    let port = e2e::free_port();
+    let cp = control_plane(true);
+    let mut cluster = eds_cluster("backend");
+    cluster["eds_cluster_config"]["eds_config"] = api_source(false);
+    cp.set_json(CLUSTER, "backend", cluster);
+    cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream.port]));
+    let mut listener = rds_listener("http", port, "routes");
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["rds"]["config_source"] =
+        api_source(true);
+    cp.set_json(LISTENER, "http", listener);
+    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v1"));
+    let _proxy = Proxy::start(Kind::Meshproxy, &api_bootstrap(&cp), &[]);
+    assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v1"));
+    // Four streams, one per type, each carrying only its type.
+    let requests = cp.requests();
+    let mut by_stream: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> =
+        Default::default();
+    for r in &requests {
+        by_stream
+            .entry(r.stream)
+            .or_default()
+            .insert(r.type_url.clone());
+    }
+    assert_eq!(by_stream.len(), 4, "{by_stream:?}");
+    assert!(
+        by_stream.values().all(|types| types.len() == 1),
+        "{by_stream:?}"
+    );
+    let delta_types: std::collections::BTreeSet<_> = requests
+        .iter()
+        .filter(|r| r.delta)
+        .map(|r| r.type_url.as_str())
+        .collect();
+    assert_eq!(delta_types, [LISTENER, ROUTE].into_iter().collect());
+    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v2"));
+    cp.push(ROUTE);
+    cp.wait_answers(ROUTE, 2, 20);
+    assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v2"));
+}

@@ -6,7 +6,7 @@
 use e2e::curl;
 use e2e::proxy::{Kind, Proxy};
 use e2e::xds::resources::ads_bootstrap;
-use e2e::xds::{Address, ControlPlane, LISTENER, SECRET};
+use e2e::xds::{ControlPlane, LISTENER, SECRET};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -84,17 +84,7 @@ fn tls_listener(name: &str, port: u16, secret_name: &str, source: Value) -> Valu
 
 /// The `sds-grpc` cluster and config source of pilot-agent's bootstraps, pointed at `cp`.
 fn sds_grpc(cp: &ControlPlane) -> (Value, Value) {
-    let Address::Unix(path) = &cp.address else {
-        unreachable!()
-    };
-    let cluster = json!({
-        "name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"pipe": {"path": path.display().to_string()}}}}]}]},
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}}
-    });
+    let cluster = e2e::xds::resources::grpc_cluster("sds-grpc", cp);
     let source = json!({"api_config_source": {"api_type": "GRPC", "transport_api_version": "V3",
         "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
         "set_node_on_first_message_only": true},

@@ -92,6 +92,11 @@ pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, S
     }
     configs.extend([
         any("envoy.admin.v3.ListenersConfigDump", &listeners),
+        // Scoped routes are rejected, so the section is always empty, as Envoy shows it.
+        any(
+            "envoy.admin.v3.ScopedRoutesConfigDump",
+            &admin::ScopedRoutesConfigDump::default(),
+        ),
         any("envoy.admin.v3.RoutesConfigDump", &routes),
         any("envoy.admin.v3.SecretsConfigDump", &secrets),
     ]);

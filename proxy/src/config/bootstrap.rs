@@ -34,16 +34,21 @@ pub struct NodeInfo {
 pub struct DynamicConfig {
     /// The ADS stream (`ads_config`).
     pub ads: Option<AdsConfig>,
-    /// LDS subscribed (over ADS), with its initial fetch timeout.
-    pub lds: Option<FetchTimeout>,
-    /// CDS subscribed (over ADS), with its initial fetch timeout.
-    pub cds: Option<FetchTimeout>,
+    /// LDS subscribed (`lds_config`).
+    pub lds: Option<Subscription>,
+    /// CDS subscribed (`cds_config`).
+    pub cds: Option<Subscription>,
 }
 
-/// `initial_fetch_timeout` of a config source: `None` waits for the first answer forever
-/// (`0s`); Envoy's default is 15 s.
-#[derive(Debug, Clone, Copy)]
-pub struct FetchTimeout(pub Option<std::time::Duration>);
+/// A wildcard subscription of the bootstrap (CDS or LDS).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Where the resources come from.
+    pub source: super::source::XdsSource,
+    /// `initial_fetch_timeout`: `None` waits for the first answer forever (`0s`); Envoy's
+    /// default is 15 s.
+    pub initial_fetch_timeout: Option<std::time::Duration>,
+}
 
 /// `dynamic_resources.ads_config`.
 #[derive(Debug, Clone)]
@@ -364,22 +369,26 @@ fn dynamic(
         .as_ref()
         .map(|a| ads_config(a, clusters))
         .transpose()?;
-    let fetch = |name: &str, cs: &Option<core::ConfigSource>| -> Result<Option<FetchTimeout>> {
+    let fetch = |name: &str, cs: &Option<core::ConfigSource>| -> Result<Option<Subscription>> {
         let Some(cs) = cs else { return Ok(None) };
         let path = join("dynamic_resources", name);
         config_source(cs, &path, clusters)?;
-        super::source::require_ads(Some(cs), &path)?;
-        if ads.is_none() {
+        let source = super::source::xds_source(Some(cs), &path)?;
+        if source == super::source::XdsSource::Ads && ads.is_none() {
             return Err(ConfigError::at(
                 path,
                 "ads is used but dynamic_resources.ads_config is missing",
             ));
         }
-        Ok(Some(FetchTimeout(match &cs.initial_fetch_timeout {
+        let initial_fetch_timeout = match &cs.initial_fetch_timeout {
             Some(t) => Some(common::duration(t, &join(&path, "initial_fetch_timeout"))?)
                 .filter(|d| !d.is_zero()),
             None => Some(std::time::Duration::from_secs(15)),
-        })))
+        };
+        Ok(Some(Subscription {
+            source,
+            initial_fetch_timeout,
+        }))
     };
     Ok(DynamicConfig {
         lds: fetch("lds_config", &d.lds_config)?,

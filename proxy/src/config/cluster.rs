@@ -190,6 +190,8 @@ pub struct ClusterConfig {
     /// EDS clusters: the ClusterLoadAssignment name to subscribe (`service_name`, else the
     /// cluster name).
     pub eds_service_name: Option<String>,
+    /// EDS clusters: where the assignment comes from.
+    pub eds_source: Option<super::source::XdsSource>,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -225,7 +227,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         }
     };
     let lb = lb_policy(c, discovery, path)?;
-    let eds_service_name = eds_service_name(c, discovery, path)?;
+    let (eds_service_name, eds_source) = eds_config(c, discovery, path)?.unzip();
     let assignment = endpoints(
         c.load_assignment.as_ref(),
         discovery,
@@ -305,6 +307,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             .map(|v| v.value as usize)
             .unwrap_or(1024 * 1024),
         eds_service_name,
+        eds_source,
     })
 }
 
@@ -433,12 +436,12 @@ fn thresholds(c: &cluster::Cluster) -> Thresholds {
     t
 }
 
-/// The assignment name an EDS cluster subscribes to; its `eds_config` must be ADS.
-fn eds_service_name(
+/// The assignment name an EDS cluster subscribes to, and where it comes from.
+fn eds_config(
     c: &cluster::Cluster,
     discovery: Discovery,
     path: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, super::source::XdsSource)>> {
     if discovery != Discovery::Eds {
         return Ok(None);
     }
@@ -449,12 +452,13 @@ fn eds_service_name(
             "eds_cluster_config is required for EDS clusters",
         ));
     };
-    super::source::require_ads(eds.eds_config.as_ref(), &join(&p, "eds_config"))?;
-    Ok(Some(if eds.service_name.is_empty() {
+    let source = super::source::xds_source(eds.eds_config.as_ref(), &join(&p, "eds_config"))?;
+    let name = if eds.service_name.is_empty() {
         c.name.clone()
     } else {
         eds.service_name.clone()
-    }))
+    };
+    Ok(Some((name, source)))
 }
 
 /// Translates an EDS `ClusterLoadAssignment` into the endpoints of an EDS cluster.

@@ -123,14 +123,18 @@ pub fn translate(
         }
         Some(R::Rds(rds)) => {
             let p = join(path, "rds");
-            super::source::require_ads(rds.config_source.as_ref(), &join(&p, "config_source"))?;
+            let source =
+                super::source::xds_source(rds.config_source.as_ref(), &join(&p, "config_source"))?;
             if rds.route_config_name.is_empty() {
                 return Err(ConfigError::at(
                     join(&p, "route_config_name"),
                     "route_config_name is required",
                 ));
             }
-            Routes::Rds(Arc::new(RdsSlot::new(rds.route_config_name.clone())))
+            Routes::Rds(Arc::new(RdsSlot::new(
+                rds.route_config_name.clone(),
+                source,
+            )))
         }
         Some(R::ScopedRoutes(_)) => {
             return Err(ConfigError::at(

@@ -11,14 +11,17 @@ use std::sync::Arc;
 pub struct RdsSlot {
     /// `route_config_name`.
     pub name: String,
+    /// Where RDS delivers it from.
+    pub source: super::source::XdsSource,
     current: ArcSwapOption<RouteConfig>,
 }
 
 impl RdsSlot {
-    /// An empty slot for `name`.
-    pub fn new(name: String) -> Self {
+    /// An empty slot for `name`, fetched from `source`.
+    pub fn new(name: String, source: super::source::XdsSource) -> Self {
         RdsSlot {
             name,
+            source,
             current: ArcSwapOption::empty(),
         }
     }

@@ -1,26 +1,62 @@
-//! Config sources of resources that xDS delivers (EDS of a cluster, RDS of an HTTP
-//! connection manager): meshproxy fetches them over the ADS stream.
+//! Config sources of resources that xDS delivers (CDS, LDS, EDS of a cluster, RDS of an
+//! HTTP connection manager, SDS of a TLS context): the ADS stream, or a separate gRPC
+//! stream to a static cluster (`api_config_source` with an `envoy_grpc` service).
 
 use super::error::{join, ConfigError, Result};
 use xds_client::proto::envoy::config::core::v3 as core;
 
-/// Accepts a config source only when it is `ads`; anything else is rejected by path.
-pub fn require_ads(source: Option<&core::ConfigSource>, path: &str) -> Result<()> {
+/// Where a resource comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum XdsSource {
+    /// The ADS stream.
+    Ads,
+    /// Its own stream to this static cluster; `delta` for `DELTA_GRPC`.
+    Cluster {
+        /// The cluster.
+        name: String,
+        /// Delta or state-of-the-world.
+        delta: bool,
+    },
+}
+
+/// Reads a config source; path config sources and other gRPC services are rejected by
+/// path.
+pub fn xds_source(source: Option<&core::ConfigSource>, path: &str) -> Result<XdsSource> {
     use core::config_source::ConfigSourceSpecifier as S;
     match source.and_then(|s| s.config_source_specifier.as_ref()) {
-        Some(S::Ads(_)) => Ok(()),
+        Some(S::Ads(_)) => Ok(XdsSource::Ads),
         None => Err(ConfigError::at(path, "a config source is required")),
-        Some(S::ApiConfigSource(_)) => Err(ConfigError::at(
-            join(path, "api_config_source"),
-            "only ads config sources are supported for EDS and RDS",
-        )),
+        Some(S::ApiConfigSource(a)) => {
+            let p = join(path, "api_config_source");
+            if !matches!(a.api_type, 2 | 3 | 5 | 6) {
+                return Err(ConfigError::at(
+                    join(&p, "api_type"),
+                    "only GRPC and DELTA_GRPC config sources are supported",
+                ));
+            }
+            use core::grpc_service::TargetSpecifier as T;
+            match a
+                .grpc_services
+                .first()
+                .and_then(|g| g.target_specifier.as_ref())
+            {
+                Some(T::EnvoyGrpc(g)) => Ok(XdsSource::Cluster {
+                    name: g.cluster_name.clone(),
+                    delta: matches!(a.api_type, 3 | 6),
+                }),
+                _ => Err(ConfigError::at(
+                    join(&p, "grpc_services"),
+                    "an envoy_grpc service is required",
+                )),
+            }
+        }
         Some(S::PathConfigSource(_)) | Some(S::Path(_)) => Err(ConfigError::at(
             join(path, "path_config_source"),
-            "only ads config sources are supported for EDS and RDS",
+            "path config sources are not supported",
         )),
         Some(S::Self_(_)) => Err(ConfigError::at(
             join(path, "self"),
-            "only ads config sources are supported for EDS and RDS",
+            "self config sources are not supported",
         )),
     }
 }

@@ -27,19 +27,7 @@ const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBu
 pub type TlsState<T> = std::result::Result<Arc<T>, Vec<String>>;
 
 /// Where an SDS secret comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SdsSource {
-    /// The ADS stream.
-    Ads,
-    /// A separate SDS stream to this static cluster (`api_config_source.envoy_grpc`);
-    /// `delta` for `DELTA_GRPC`.
-    Cluster {
-        /// The cluster.
-        name: String,
-        /// Delta or state-of-the-world.
-        delta: bool,
-    },
-}
+pub use super::source::XdsSource as SdsSource;
 
 /// A secret a context references by name, and where it comes from when not static.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,34 +287,10 @@ fn build_client(
     Ok(Ok(Arc::new(config)))
 }
 
-/// Where an `sds_config` says a secret comes from.
+/// Where an `sds_config` says a secret comes from (`None`: it must be static).
 fn sds_source(cs: Option<&core::ConfigSource>, path: &str) -> Result<Option<SdsSource>> {
-    use core::config_source::ConfigSourceSpecifier as S;
-    let Some(cs) = cs else { return Ok(None) };
-    match &cs.config_source_specifier {
-        Some(S::Ads(_)) => Ok(Some(SdsSource::Ads)),
-        Some(S::ApiConfigSource(a)) => {
-            use core::grpc_service::TargetSpecifier as T;
-            match a
-                .grpc_services
-                .first()
-                .and_then(|g| g.target_specifier.as_ref())
-            {
-                Some(T::EnvoyGrpc(g)) => Ok(Some(SdsSource::Cluster {
-                    name: g.cluster_name.clone(),
-                    delta: matches!(a.api_type, 3 | 6),
-                })),
-                _ => Err(ConfigError::at(
-                    join(path, "api_config_source.grpc_services"),
-                    "SDS needs an envoy_grpc service",
-                )),
-            }
-        }
-        _ => Err(ConfigError::at(
-            path,
-            "SDS config sources must be ads or a gRPC api_config_source",
-        )),
-    }
+    cs.map(|cs| super::source::xds_source(Some(cs), path))
+        .transpose()
 }
 
 fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Result<Material> {

@@ -5,6 +5,7 @@
 use super::resource::{self, Applied};
 use crate::config::cluster::{self, Assignment};
 use crate::config::secrets::Secrets;
+use crate::config::source::XdsSource;
 use crate::server::Server;
 use crate::upstream::cluster::Cluster;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -66,15 +67,15 @@ impl ClusterState {
         server.clusters.update(warming.into_values().collect(), &[]);
     }
 
-    /// The EDS names every cluster (static, active, warming) needs.
-    pub fn eds_names(&self, server: &Server) -> BTreeSet<String> {
-        server
-            .clusters
-            .all()
-            .iter()
-            .chain(self.warming.values())
-            .filter_map(|c| c.config.eds_service_name.clone())
-            .collect()
+    /// The EDS names every cluster (static, active, warming) needs, by source.
+    pub fn eds_interest(&self, server: &Server) -> BTreeMap<XdsSource, BTreeSet<String>> {
+        let mut out: BTreeMap<XdsSource, BTreeSet<String>> = BTreeMap::new();
+        for c in server.clusters.all().iter().chain(self.warming.values()) {
+            if let (Some(name), Some(source)) = (&c.config.eds_service_name, &c.config.eds_source) {
+                out.entry(source.clone()).or_default().insert(name.clone());
+            }
+        }
+        out
     }
 }
 

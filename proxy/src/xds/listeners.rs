@@ -8,6 +8,7 @@ use crate::config::common::Address;
 use crate::config::listener::{self, ListenerConfig, Terminal};
 use crate::config::rds::{RdsSlot, Routes};
 use crate::config::route::{self, RouteConfig};
+use crate::config::source::XdsSource;
 use crate::listener::{ActiveListener, BoundSocket};
 use crate::server::Server;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -70,13 +71,20 @@ pub struct ListenerState {
 }
 
 impl ListenerState {
-    /// The RDS names the listeners (active and warming) need.
-    pub fn rds_names(&self) -> BTreeSet<String> {
-        self.active
+    /// The RDS names the listeners (active and warming) need, by source.
+    pub fn rds_interest(&self) -> BTreeMap<XdsSource, BTreeSet<String>> {
+        let mut out: BTreeMap<XdsSource, BTreeSet<String>> = BTreeMap::new();
+        for s in self
+            .active
             .values()
             .chain(self.warming.values())
-            .flat_map(|e| e.slots.iter().map(|s| s.name.clone()))
-            .collect()
+            .flat_map(|e| e.slots.iter())
+        {
+            out.entry(s.source.clone())
+                .or_default()
+                .insert(s.name.clone());
+        }
+        out
     }
 
     /// Moves warm listeners (all of them when `force`) to active and publishes the set.

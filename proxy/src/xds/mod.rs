@@ -11,12 +11,14 @@ pub mod secrets;
 pub mod stats;
 
 use crate::config::bootstrap::DynamicConfig;
-use crate::config::tls::SdsSource;
+use crate::config::bootstrap::Subscription;
+use crate::config::source::XdsSource;
 use crate::server::Server;
 use crate::stats::Gauge;
 use init::{Init, Phase};
 use stats::SubscriptionStats;
 use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use xds_client::ads::{
     self, Client, ClientTls, Handler, Interest, Rejected, Service, StreamConfig, Target, Update,
@@ -48,8 +50,8 @@ pub struct XdsManager {
     this: Weak<XdsManager>,
     config: DynamicConfig,
     client: Client,
-    /// Separate SDS streams, by cluster.
-    sds_clients: Mutex<HashMap<String, Client>>,
+    /// Streams other than ADS, by cluster and service.
+    side_clients: Mutex<HashMap<(String, Service), Client>>,
     state: Mutex<State>,
     cds: SubscriptionStats,
     lds: SubscriptionStats,
@@ -110,24 +112,25 @@ fn stream_config(
     })
 }
 
-/// The handler of a separate SDS stream: secrets go to the manager; the stream's state
-/// is not the control plane's (`control_plane.connected_state` follows ADS only).
-struct SecretStream(Weak<XdsManager>);
+/// The handler of a stream other than ADS (an `api_config_source` of a type, or SDS):
+/// updates go to the manager; `control_plane.connected_state` follows ADS only.
+struct SideStream(Weak<XdsManager>);
 
-impl Handler for SecretStream {
+impl Handler for SideStream {
     fn apply(&self, update: Update) -> Verdict {
         match self.0.upgrade() {
-            Some(m) if update.type_url == ads::SECRET => m.apply(update),
-            _ => Verdict::from(vec![Rejected {
-                name: String::new(),
-                error: format!("{} on an SDS stream", update.type_url),
-            }]),
+            Some(m) => m.apply(update),
+            None => Verdict::default(),
         }
     }
 
     fn connected(&self, _up: bool) {}
 
-    fn failed(&self, _type_url: &str) {}
+    fn failed(&self, type_url: &str) {
+        if let Some(m) = self.0.upgrade() {
+            m.failed(type_url);
+        }
+    }
 }
 
 impl XdsManager {
@@ -159,7 +162,7 @@ impl XdsManager {
             server: Arc::downgrade(server),
             this: this.clone(),
             client: Client::new(),
-            sds_clients: Mutex::new(HashMap::new()),
+            side_clients: Mutex::new(HashMap::new()),
             state: Mutex::new(State::default()),
             cds: SubscriptionStats::new(&scope.child("cluster_manager").child("cds")),
             lds: SubscriptionStats::new(&scope.child("listener_manager").child("lds")),
@@ -177,11 +180,9 @@ impl XdsManager {
             manager.client.start(stream, manager.clone());
         }
         let mut st = manager.lock();
-        if let Some(t) = manager.config.cds {
-            manager
-                .client
-                .set_interest(ads::CLUSTER, Interest::Wildcard);
-            manager.arm_timeout(Phase::Clusters, t.0);
+        if let Some(sub) = &manager.config.cds {
+            manager.wildcard(server, sub, ads::CLUSTER);
+            manager.arm_timeout(Phase::Clusters, sub.initial_fetch_timeout);
         }
         manager.refresh_interest(server, &st);
         manager.advance(server, &mut st);
@@ -236,38 +237,90 @@ impl XdsManager {
         f(&self.lock())
     }
 
-    /// EDS follows the clusters, RDS the listeners.
+    /// EDS follows the clusters, RDS the listeners, SDS the TLS contexts of both; each
+    /// name goes to the stream its config source names.
     fn refresh_interest(&self, server: &Server, st: &State) {
-        let eds = st.clusters.eds_names(server);
-        self.client
-            .set_interest(ads::ENDPOINT, Interest::Names(eds));
-        self.client
-            .set_interest(ads::ROUTE, Interest::Names(st.listeners.rds_names()));
+        self.subscribe(server, ads::ENDPOINT, st.clusters.eds_interest(server));
+        self.subscribe(server, ads::ROUTE, st.listeners.rds_interest());
         let contexts = secrets::contexts(server, st);
-        for (source, names) in secrets::interest(&contexts) {
-            match source {
-                SdsSource::Ads => self
-                    .client
-                    .set_interest(ads::SECRET, Interest::Names(names)),
-                SdsSource::Cluster { name, delta } => match self.sds_client(server, &name, delta) {
-                    Ok(c) => c.set_interest(ads::SECRET, Interest::Names(names)),
-                    Err(e) => tracing::error!(target: "config", "sds: {e}"),
-                },
+        self.subscribe(server, ads::SECRET, secrets::interest(&contexts));
+    }
+
+    /// Sets the names of `type_url` on every stream that carries it (an empty set on the
+    /// streams no name needs any more).
+    fn subscribe(
+        &self,
+        server: &Server,
+        type_url: &str,
+        wanted: BTreeMap<XdsSource, BTreeSet<String>>,
+    ) {
+        let service = Service::for_type(type_url).unwrap_or(Service::Aggregated);
+        let mut sources: Vec<XdsSource> = self
+            .side_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|(_, s)| *s == service)
+            .map(|(name, _)| XdsSource::Cluster {
+                name: name.clone(),
+                delta: false,
+            })
+            .collect();
+        sources.push(XdsSource::Ads);
+        for (source, names) in &wanted {
+            self.set_names(server, source, type_url, names.clone());
+        }
+        for source in sources {
+            let covered = wanted.keys().any(|w| same_stream(w, &source));
+            if !covered {
+                self.set_names(server, &source, type_url, BTreeSet::new());
             }
         }
     }
 
-    /// The SDS stream to `cluster`, opened on first use.
-    fn sds_client(&self, server: &Server, cluster: &str, delta: bool) -> Result<Client, String> {
-        let mut clients = self.sds_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(cluster) {
+    fn set_names(
+        &self,
+        server: &Server,
+        source: &XdsSource,
+        type_url: &str,
+        names: BTreeSet<String>,
+    ) {
+        match self.client_for(server, source, type_url) {
+            Ok(c) => c.set_interest(type_url, Interest::Names(names)),
+            Err(e) => tracing::error!(target: "config", "{type_url}: {e}"),
+        }
+    }
+
+    /// Subscribes a bootstrap wildcard type (CDS, LDS) on its stream.
+    fn wildcard(&self, server: &Server, sub: &Subscription, type_url: &str) {
+        match self.client_for(server, &sub.source, type_url) {
+            Ok(c) => c.set_interest(type_url, Interest::Wildcard),
+            Err(e) => tracing::error!(target: "config", "{type_url}: {e}"),
+        }
+    }
+
+    /// The stream for `type_url` from `source`: ADS, or its own stream to the source's
+    /// cluster, opened on first use.
+    fn client_for(
+        &self,
+        server: &Server,
+        source: &XdsSource,
+        type_url: &str,
+    ) -> Result<Client, String> {
+        let XdsSource::Cluster { name, delta } = source else {
+            return Ok(self.client.clone());
+        };
+        let service =
+            Service::for_type(type_url).ok_or_else(|| format!("no service for {type_url}"))?;
+        let mut clients = self.side_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&(name.clone(), service)) {
             return Ok(c.clone());
         }
-        let config = stream_config(server, cluster, Service::Secrets, delta, true, 100 << 20)?;
-        tracing::info!(target: "config", "SDS: stream to {} ({cluster})", config.target);
+        let config = stream_config(server, name, service, *delta, true, 100 << 20)?;
+        tracing::info!(target: "config", "{service:?}: stream to {} ({name})", config.target);
         let client = Client::new();
-        client.start(config, Arc::new(SecretStream(self.this.clone())));
-        clients.insert(cluster.to_string(), client.clone());
+        client.start(config, Arc::new(SideStream(self.this.clone())));
+        clients.insert((name.clone(), service), client.clone());
         Ok(client)
     }
 
@@ -310,9 +363,9 @@ impl XdsManager {
                         st.clusters.activate_warming(server);
                     }
                     st.init.enter(Phase::Listeners);
-                    if let Some(t) = self.config.lds {
-                        self.client.set_interest(ads::LISTENER, Interest::Wildcard);
-                        self.arm_timeout(Phase::Listeners, t.0);
+                    if let Some(sub) = &self.config.lds {
+                        self.wildcard(server, sub, ads::LISTENER);
+                        self.arm_timeout(Phase::Listeners, sub.initial_fetch_timeout);
                     }
                 }
                 Phase::Listeners => {
@@ -363,6 +416,16 @@ fn hold_cds_answer(st: &mut State, type_url: &str) -> Option<tokio::sync::onesho
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.held_cds.push(tx);
     Some(rx)
+}
+
+/// Whether two sources are the same stream (the cluster decides; Delta or not is the
+/// stream's own setting).
+fn same_stream(a: &XdsSource, b: &XdsSource) -> bool {
+    match (a, b) {
+        (XdsSource::Ads, XdsSource::Ads) => true,
+        (XdsSource::Cluster { name: x, .. }, XdsSource::Cluster { name: y, .. }) => x == y,
+        _ => false,
+    }
 }
 
 impl Handler for XdsManager {

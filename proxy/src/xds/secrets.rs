@@ -4,7 +4,8 @@
 
 use super::resource::{self, Applied};
 use crate::config::secrets::Secrets;
-use crate::config::tls::{SdsSource, ServerTls, TlsState, UpstreamTls};
+use crate::config::source::XdsSource;
+use crate::config::tls::{ServerTls, TlsState, UpstreamTls};
 use crate::server::Server;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -104,8 +105,8 @@ pub fn contexts(server: &Server, st: &super::State) -> Vec<Context> {
 }
 
 /// The secret names to subscribe, by source.
-pub fn interest(contexts: &[Context]) -> BTreeMap<SdsSource, BTreeSet<String>> {
-    let mut out: BTreeMap<SdsSource, BTreeSet<String>> = BTreeMap::new();
+pub fn interest(contexts: &[Context]) -> BTreeMap<XdsSource, BTreeSet<String>> {
+    let mut out: BTreeMap<XdsSource, BTreeSet<String>> = BTreeMap::new();
     for r in contexts.iter().flat_map(|c| c.sds()) {
         if let Some(source) = &r.source {
             out.entry(source.clone())

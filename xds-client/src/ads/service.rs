@@ -1,7 +1,7 @@
 //! The gRPC methods that carry xDS: the aggregated service, or one service per type.
 
 /// The service a config source's stream uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     /// `AggregatedDiscoveryService` (ADS): every type on one stream.
     Aggregated,
