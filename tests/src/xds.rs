@@ -629,84 +629,44 @@ impl AggregatedDiscoveryService for Service {
     }
 }
 
+/// Where a stream's responses go.
+type Tx<T> = mpsc::UnboundedSender<Result<T, Status>>;
+
+/// The protocol half of one served stream.
+trait Session: Default + Send + 'static {
+    /// Request message.
+    type Req: prost::Message + Default + Send + 'static;
+    /// Response message.
+    type Resp: Send + 'static;
+    /// What the log keeps of a request.
+    fn log(stream: u64, req: &Self::Req) -> Request;
+    /// Follows a request (subscription change, ACK or NACK).
+    fn on_request(&mut self, shared: &Shared, req: Self::Req, tx: &Tx<Self::Resp>);
+    /// Sends `type_url`'s current resources if the stream subscribes to them.
+    fn on_push(&mut self, shared: &Shared, type_url: &str, tx: &Tx<Self::Resp>);
+}
+
 impl Service {
     fn state_of_the_world(
         &self,
         request: GrpcRequest<Streaming<DiscoveryRequest>>,
     ) -> Response<ResponseStream<DiscoveryResponse>> {
-        let stream_id = self.shared.streams.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = self.shared.clone();
-        let mut pushes = self.pushes.subscribe();
-        let mut kill = self.kill.subscribe();
-        kill.mark_unchanged();
-        tokio::spawn(async move {
-            // type -> (wildcard, names)
-            let mut subs: BTreeMap<String, (bool, BTreeSet<String>)> = BTreeMap::new();
-            let send = |type_url: &str, wildcard: bool, names: &BTreeSet<String>| {
-                let version = shared.version.load(Ordering::Relaxed).to_string();
-                let selected = shared.select(type_url, wildcard, names);
-                let nonce = shared.nonce();
-                shared.sent(
-                    &nonce,
-                    type_url,
-                    selected.iter().map(|(n, _, _)| n.clone()).collect(),
-                );
-                let _ = tx.send(Ok(DiscoveryResponse {
-                    version_info: version,
-                    resources: selected.into_iter().map(|(_, _, a)| a).collect(),
-                    type_url: type_url.to_string(),
-                    nonce,
-                    ..Default::default()
-                }));
-            };
-            loop {
-                tokio::select! {
-                    _ = kill.changed() => {
-                        let _ = tx.send(Err(Status::unavailable("control plane disconnected the stream")));
-                        return;
-                    }
-                    pushed = pushes.recv() => {
-                        let Ok(type_url) = pushed else { return };
-                        if let Some((w, n)) = subs.get(&type_url) {
-                            send(&type_url, *w, n);
-                        }
-                    }
-                    msg = inbound.message() => {
-                        let Ok(Some(req)) = msg else { return };
-                        shared.record(Request {
-                            stream: stream_id,
-                            delta: false,
-                            type_url: req.type_url.clone(),
-                            version_info: req.version_info.clone(),
-                            nonce: req.response_nonce.clone(),
-                            names: req.resource_names.clone(),
-                            unsubscribe: Vec::new(),
-                            initial_versions: BTreeMap::new(),
-                            error: req.error_detail.as_ref().map(|e| e.message.clone()),
-                            node_id: req.node.as_ref().map(|n| n.id.clone()),
-                        });
-                        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-                        let wildcard = names.is_empty() && is_wildcard_type(&req.type_url);
-                        let changed = subs.get(&req.type_url) != Some(&(wildcard, names.clone()));
-                        if changed {
-                            subs.insert(req.type_url.clone(), (wildcard, names.clone()));
-                            if wildcard || !names.is_empty() {
-                                send(&req.type_url, wildcard, &names);
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Response::new(outgoing(rx))
+        self.serve::<SotwSession>(request)
     }
 
     fn delta(
         &self,
         request: GrpcRequest<Streaming<DeltaDiscoveryRequest>>,
     ) -> Response<ResponseStream<DeltaDiscoveryResponse>> {
+        self.serve::<DeltaSession>(request)
+    }
+
+    /// Runs one stream: requests are logged and followed, pushes sent, and a disconnect
+    /// ends it with UNAVAILABLE.
+    fn serve<S: Session>(
+        &self,
+        request: GrpcRequest<Streaming<S::Req>>,
+    ) -> Response<ResponseStream<S::Resp>> {
         let stream_id = self.shared.streams.fetch_add(1, Ordering::Relaxed) + 1;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -715,50 +675,7 @@ impl Service {
         let mut kill = self.kill.subscribe();
         kill.mark_unchanged();
         tokio::spawn(async move {
-            let mut subs: BTreeMap<String, DeltaSub> = BTreeMap::new();
-            let send = |type_url: &str, sub: &mut DeltaSub, always: bool| {
-                let current = shared.select(type_url, sub.wildcard, &sub.names);
-                let present: BTreeSet<&String> = current.iter().map(|(n, _, _)| n).collect();
-                let removed: Vec<String> = sub
-                    .client_has
-                    .keys()
-                    .filter(|n| !present.contains(n) && (sub.wildcard || sub.names.contains(*n)))
-                    .cloned()
-                    .collect();
-                let resources: Vec<DeltaResource> = current
-                    .iter()
-                    .filter(|(n, v, _)| sub.client_has.get(n) != Some(v))
-                    .map(|(n, v, a)| DeltaResource {
-                        name: n.clone(),
-                        version: v.clone(),
-                        resource: Some(a.clone()),
-                        ..Default::default()
-                    })
-                    .collect();
-                if resources.is_empty() && removed.is_empty() && !always {
-                    return;
-                }
-                for r in &resources {
-                    sub.client_has.insert(r.name.clone(), r.version.clone());
-                }
-                for n in &removed {
-                    sub.client_has.remove(n);
-                }
-                let nonce = shared.nonce();
-                shared.sent(
-                    &nonce,
-                    type_url,
-                    resources.iter().map(|r| r.name.clone()).collect(),
-                );
-                let _ = tx.send(Ok(DeltaDiscoveryResponse {
-                    system_version_info: shared.version.load(Ordering::Relaxed).to_string(),
-                    resources,
-                    type_url: type_url.to_string(),
-                    removed_resources: removed,
-                    nonce,
-                    ..Default::default()
-                }));
-            };
+            let mut session = S::default();
             loop {
                 tokio::select! {
                     _ = kill.changed() => {
@@ -767,49 +684,212 @@ impl Service {
                     }
                     pushed = pushes.recv() => {
                         let Ok(type_url) = pushed else { return };
-                        if let Some(sub) = subs.get_mut(&type_url) {
-                            send(&type_url, sub, false);
-                        }
+                        session.on_push(&shared, &type_url, &tx);
                     }
                     msg = inbound.message() => {
                         let Ok(Some(req)) = msg else { return };
-                        shared.record(Request {
-                            stream: stream_id,
-                            delta: true,
-                            type_url: req.type_url.clone(),
-                            version_info: String::new(),
-                            nonce: req.response_nonce.clone(),
-                            names: req.resource_names_subscribe.clone(),
-                            unsubscribe: req.resource_names_unsubscribe.clone(),
-                            initial_versions: req.initial_resource_versions.clone().into_iter().collect(),
-                            error: req.error_detail.as_ref().map(|e| e.message.clone()),
-                            node_id: req.node.as_ref().map(|n| n.id.clone()),
-                        });
-                        if !req.response_nonce.is_empty() {
-                            continue;
-                        }
-                        let first = !subs.contains_key(&req.type_url);
-                        let sub = subs.entry(req.type_url.clone()).or_insert_with(|| DeltaSub {
-                            wildcard: false,
-                            names: BTreeSet::new(),
-                            client_has: req.initial_resource_versions.clone().into_iter().collect(),
-                        });
-                        for n in &req.resource_names_subscribe {
-                            if n == "*" { sub.wildcard = true; } else { sub.names.insert(n.clone()); }
-                        }
-                        for n in &req.resource_names_unsubscribe {
-                            if n == "*" { sub.wildcard = false; } else { sub.names.remove(n); }
-                            sub.client_has.remove(n);
-                        }
-                        if first && req.resource_names_subscribe.is_empty() && is_wildcard_type(&req.type_url) {
-                            sub.wildcard = true;
-                        }
-                        send(&req.type_url, sub, first);
+                        shared.record(S::log(stream_id, &req));
+                        session.on_request(&shared, req, &tx);
                     }
                 }
             }
         });
         Response::new(outgoing(rx))
+    }
+}
+
+/// A state-of-the-world stream: type -> (wildcard, names).
+#[derive(Default)]
+struct SotwSession {
+    subs: BTreeMap<String, (bool, BTreeSet<String>)>,
+}
+
+impl SotwSession {
+    fn send(
+        shared: &Shared,
+        tx: &Tx<DiscoveryResponse>,
+        type_url: &str,
+        wildcard: bool,
+        names: &BTreeSet<String>,
+    ) {
+        let version = shared.version.load(Ordering::Relaxed).to_string();
+        let selected = shared.select(type_url, wildcard, names);
+        let nonce = shared.nonce();
+        shared.sent(
+            &nonce,
+            type_url,
+            selected.iter().map(|(n, _, _)| n.clone()).collect(),
+        );
+        let _ = tx.send(Ok(DiscoveryResponse {
+            version_info: version,
+            resources: selected.into_iter().map(|(_, _, a)| a).collect(),
+            type_url: type_url.to_string(),
+            nonce,
+            ..Default::default()
+        }));
+    }
+}
+
+impl Session for SotwSession {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+
+    fn log(stream: u64, req: &DiscoveryRequest) -> Request {
+        Request {
+            stream,
+            delta: false,
+            type_url: req.type_url.clone(),
+            version_info: req.version_info.clone(),
+            nonce: req.response_nonce.clone(),
+            names: req.resource_names.clone(),
+            unsubscribe: Vec::new(),
+            initial_versions: BTreeMap::new(),
+            error: req.error_detail.as_ref().map(|e| e.message.clone()),
+            node_id: req.node.as_ref().map(|n| n.id.clone()),
+        }
+    }
+
+    fn on_request(&mut self, shared: &Shared, req: DiscoveryRequest, tx: &Tx<DiscoveryResponse>) {
+        let names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
+        let wildcard = names.is_empty() && is_wildcard_type(&req.type_url);
+        if self.subs.get(&req.type_url) != Some(&(wildcard, names.clone())) {
+            self.subs
+                .insert(req.type_url.clone(), (wildcard, names.clone()));
+            if wildcard || !names.is_empty() {
+                Self::send(shared, tx, &req.type_url, wildcard, &names);
+            }
+        }
+    }
+
+    fn on_push(&mut self, shared: &Shared, type_url: &str, tx: &Tx<DiscoveryResponse>) {
+        if let Some((w, n)) = self.subs.get(type_url) {
+            Self::send(shared, tx, type_url, *w, n);
+        }
+    }
+}
+
+/// A Delta stream: its subscriptions by type.
+#[derive(Default)]
+struct DeltaSession {
+    subs: BTreeMap<String, DeltaSub>,
+}
+
+impl DeltaSession {
+    /// Sends what the client lacks of `type_url` (changed and removed resources); with
+    /// `always`, even an empty response.
+    fn send(
+        shared: &Shared,
+        tx: &Tx<DeltaDiscoveryResponse>,
+        type_url: &str,
+        sub: &mut DeltaSub,
+        always: bool,
+    ) {
+        let current = shared.select(type_url, sub.wildcard, &sub.names);
+        let present: BTreeSet<&String> = current.iter().map(|(n, _, _)| n).collect();
+        let removed: Vec<String> = sub
+            .client_has
+            .keys()
+            .filter(|n| !present.contains(n) && (sub.wildcard || sub.names.contains(*n)))
+            .cloned()
+            .collect();
+        let resources: Vec<DeltaResource> = current
+            .iter()
+            .filter(|(n, v, _)| sub.client_has.get(n) != Some(v))
+            .map(|(n, v, a)| DeltaResource {
+                name: n.clone(),
+                version: v.clone(),
+                resource: Some(a.clone()),
+                ..Default::default()
+            })
+            .collect();
+        if resources.is_empty() && removed.is_empty() && !always {
+            return;
+        }
+        for r in &resources {
+            sub.client_has.insert(r.name.clone(), r.version.clone());
+        }
+        for n in &removed {
+            sub.client_has.remove(n);
+        }
+        let nonce = shared.nonce();
+        shared.sent(
+            &nonce,
+            type_url,
+            resources.iter().map(|r| r.name.clone()).collect(),
+        );
+        let _ = tx.send(Ok(DeltaDiscoveryResponse {
+            system_version_info: shared.version.load(Ordering::Relaxed).to_string(),
+            resources,
+            type_url: type_url.to_string(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        }));
+    }
+}
+
+impl Session for DeltaSession {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn log(stream: u64, req: &DeltaDiscoveryRequest) -> Request {
+        Request {
+            stream,
+            delta: true,
+            type_url: req.type_url.clone(),
+            version_info: String::new(),
+            nonce: req.response_nonce.clone(),
+            names: req.resource_names_subscribe.clone(),
+            unsubscribe: req.resource_names_unsubscribe.clone(),
+            initial_versions: req.initial_resource_versions.clone().into_iter().collect(),
+            error: req.error_detail.as_ref().map(|e| e.message.clone()),
+            node_id: req.node.as_ref().map(|n| n.id.clone()),
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        shared: &Shared,
+        req: DeltaDiscoveryRequest,
+        tx: &Tx<DeltaDiscoveryResponse>,
+    ) {
+        if !req.response_nonce.is_empty() {
+            return;
+        }
+        let first = !self.subs.contains_key(&req.type_url);
+        let sub = self
+            .subs
+            .entry(req.type_url.clone())
+            .or_insert_with(|| DeltaSub {
+                wildcard: false,
+                names: BTreeSet::new(),
+                client_has: req.initial_resource_versions.clone().into_iter().collect(),
+            });
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                sub.wildcard = true;
+            } else {
+                sub.names.insert(n.clone());
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                sub.wildcard = false;
+            } else {
+                sub.names.remove(n);
+            }
+            sub.client_has.remove(n);
+        }
+        if first && req.resource_names_subscribe.is_empty() && is_wildcard_type(&req.type_url) {
+            sub.wildcard = true;
+        }
+        Self::send(shared, tx, &req.type_url, sub, first);
+    }
+
+    fn on_push(&mut self, shared: &Shared, type_url: &str, tx: &Tx<DeltaDiscoveryResponse>) {
+        if let Some(sub) = self.subs.get_mut(type_url) {
+            Self::send(shared, tx, type_url, sub, false);
+        }
     }
 }
 
@@ -882,6 +962,27 @@ pub mod resources {
                 "dynamic_resources": {"cds_config": api_source(false), "lds_config": api_source(true)}
             }),
         )
+    }
+
+    /// One HTTP service: EDS cluster `backend` (endpoint on `upstream_port`), listener
+    /// `http` on `listener_port` taking route configuration `routes` (tagged `v1`) from RDS.
+    pub fn seed_http_service(cp: &ControlPlane, listener_port: u16, upstream_port: u16) {
+        cp.set_json(super::CLUSTER, "backend", eds_cluster("backend"));
+        cp.set_json(
+            super::ENDPOINT,
+            "backend",
+            assignment("backend", &[upstream_port]),
+        );
+        cp.set_json(
+            super::LISTENER,
+            "http",
+            rds_listener("http", listener_port, "routes"),
+        );
+        cp.set_json(
+            super::ROUTE,
+            "routes",
+            route_config("routes", "backend", "v1"),
+        );
     }
 
     /// An EDS cluster fetched over ADS.

@@ -18,16 +18,8 @@ fn control_plane(unix: bool) -> ControlPlane {
     }
 }
 
-/// The resources of one HTTP service: EDS cluster, assignment, RDS listener, routes.
 fn seed(cp: &ControlPlane, listener_port: u16, upstream_port: u16) {
-    cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
-    cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream_port]));
-    cp.set_json(
-        LISTENER,
-        "http",
-        rds_listener("http", listener_port, "routes"),
-    );
-    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v1"));
+    seed_http_service(cp, listener_port, upstream_port);
 }
 
 fn start(cp: &ControlPlane, delta: bool) -> Proxy {

@@ -7,15 +7,12 @@ use e2e::curl;
 use e2e::proxy::{Kind, Proxy};
 use e2e::upstream::Upstream;
 use e2e::xds::resources::*;
-use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT, ROUTE};
 use serde_json::json;
 
 fn serving(cp: &ControlPlane, upstream_port: u16) -> u16 {
     let port = e2e::free_port();
-    cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
-    cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream_port]));
-    cp.set_json(LISTENER, "http", rds_listener("http", port, "routes"));
-    cp.set_json(ROUTE, "routes", route_config("routes", "backend", "v1"));
+    seed_http_service(cp, port, upstream_port);
     port
 }
 

@@ -92,6 +92,19 @@ fn sds_grpc(cp: &ControlPlane) -> (Value, Value) {
     (cluster, source)
 }
 
+/// meshproxy with a TLS listener whose certificate `default` comes over SDS from `cp`
+/// (certificate "a" served first): (listener port, proxy).
+fn serve_default_over_sds(cp: &ControlPlane) -> (u16, Proxy) {
+    let (sds_cluster, source) = sds_grpc(cp);
+    let port = e2e::free_port();
+    cp.set_json(SECRET, "default", secret("default", "a"));
+    let bootstrap = e2e::config::bootstrap(
+        vec![tls_listener("tls", port, "default", source)],
+        vec![sds_cluster],
+    );
+    (port, Proxy::start(Kind::Meshproxy, &bootstrap, &[]))
+}
+
 /// A TLS client on one connection (openssl s_client), sending requests one at a time.
 struct KeptConnection {
     child: std::process::Child,
@@ -155,14 +168,7 @@ impl Drop for KeptConnection {
 #[test]
 fn sds_stream_serves_and_rotates_the_workload_certificate_under_load() {
     let cp = ControlPlane::unix(e2e::scratch("sds").join("SDS"));
-    let (sds_cluster, source) = sds_grpc(&cp);
-    let port = e2e::free_port();
-    cp.set_json(SECRET, "default", secret("default", "a"));
-    let bootstrap = e2e::config::bootstrap(
-        vec![tls_listener("tls", port, "default", source)],
-        vec![sds_cluster],
-    );
-    let _proxy = Proxy::start(Kind::Meshproxy, &bootstrap, &[]);
+    let (port, _proxy) = serve_default_over_sds(&cp);
     let (_, _, serial_a) = cert("a");
     let (_, _, serial_b) = cert("b");
     assert_eq!(served_serial(port), serial_a);
@@ -213,14 +219,7 @@ fn sds_stream_serves_and_rotates_the_workload_certificate_under_load() {
 #[test]
 fn bad_secret_is_rejected_and_the_old_one_keeps_serving() {
     let cp = ControlPlane::unix(e2e::scratch("sds-bad").join("SDS"));
-    let (sds_cluster, source) = sds_grpc(&cp);
-    let port = e2e::free_port();
-    cp.set_json(SECRET, "default", secret("default", "a"));
-    let bootstrap = e2e::config::bootstrap(
-        vec![tls_listener("tls", port, "default", source)],
-        vec![sds_cluster],
-    );
-    let _proxy = Proxy::start(Kind::Meshproxy, &bootstrap, &[]);
+    let (port, _proxy) = serve_default_over_sds(&cp);
     let mut broken = secret("default", "b");
     broken["tls_certificate"]["private_key"]["inline_string"] = json!("not a key");
     cp.set_json(SECRET, "default", broken);

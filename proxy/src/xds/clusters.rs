@@ -183,19 +183,17 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
         }
     }
     for (i, r) in update.resources.iter().enumerate() {
-        let decoded =
-            resource::decode::<ClusterLoadAssignment>(r, ENDPOINT, i, |c| &c.cluster_name);
-        let (name, proto) = match decoded {
-            Ok(x) => x,
+        let translated = resource::translate::<ClusterLoadAssignment, _>(
+            r,
+            ENDPOINT,
+            i,
+            |c| &c.cluster_name,
+            |la| cluster::load_assignment(la, ""),
+        );
+        let (name, endpoints) = match translated {
+            Ok((name, e)) => (name, Arc::new(e)),
             Err(e) => {
                 rejected.push(e);
-                continue;
-            }
-        };
-        let endpoints = match cluster::load_assignment(&proto, "") {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                rejected.push(resource::rejected(&name, e));
                 continue;
             }
         };

@@ -316,18 +316,17 @@ pub fn apply_lds(
 pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Vec<Rejected> {
     let mut rejected = Vec::new();
     for (i, r) in update.resources.iter().enumerate() {
-        let decoded = resource::decode::<rproto::RouteConfiguration>(r, ROUTE, i, |c| &c.name);
-        let (name, proto) = match decoded {
-            Ok(x) => x,
+        let translated = resource::translate::<rproto::RouteConfiguration, _>(
+            r,
+            ROUTE,
+            i,
+            |c| &c.name,
+            |rc| route::translate(rc, ""),
+        );
+        let (name, routes) = match translated {
+            Ok((name, routes)) => (name, Arc::new(routes)),
             Err(e) => {
                 rejected.push(e);
-                continue;
-            }
-        };
-        let routes = match route::translate(&proto, "") {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                rejected.push(resource::rejected(&name, e));
                 continue;
             }
         };

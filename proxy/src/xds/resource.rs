@@ -69,6 +69,20 @@ pub fn decode<M: Message + Default>(
     Ok((name, message))
 }
 
+/// [`decode`], then `translate`: the resource's name and its translated form, or a
+/// rejection naming it.
+pub fn translate<M: Message + Default, T>(
+    resource: &Resource,
+    type_url: &str,
+    index: usize,
+    name_of: fn(&M) -> &str,
+    translate: impl FnOnce(&M) -> crate::config::error::Result<T>,
+) -> Result<(String, T), Rejected> {
+    let (name, message) = decode(resource, type_url, index, name_of)?;
+    let translated = translate(&message).map_err(|e| rejected(&name, e))?;
+    Ok((name, translated))
+}
+
 /// A rejection naming the resource and the field.
 pub fn rejected(name: &str, e: ConfigError) -> Rejected {
     Rejected {

@@ -2,9 +2,9 @@
 //! carry only changed and removed resources, each with its own version; after a
 //! reconnect the versions held are offered as `initial_resource_versions`.
 
-use super::held::Held;
+use super::driver::{self, Answer, Protocol};
 use super::interest::{Interest, Subscriptions};
-use super::{error_detail, service, Handler, Rejected, Resource, StreamConfig, StreamEnd, Update};
+use super::{error_detail, Handler, Rejected, Resource, StreamConfig, StreamEnd, Update};
 use crate::proto::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio::sync::mpsc::UnboundedSender;
@@ -20,6 +20,7 @@ struct Stream<'a> {
     tx: UnboundedSender<DeltaDiscoveryRequest>,
     node_sent: bool,
     sent: HashMap<String, Interest>,
+    state: &'a mut State,
 }
 
 impl Stream<'_> {
@@ -38,14 +39,14 @@ impl Stream<'_> {
     }
 
     /// Sends subscription changes for every type whose interest changed.
-    fn send_changes(&mut self, state: &mut State, subs: &Subscriptions) {
+    fn send_changes(&mut self, subs: &Subscriptions) {
         for (type_url, interest) in subs.snapshot() {
             let previous = self.sent.get(&type_url).cloned();
             if previous.as_ref() == Some(&interest) {
                 continue;
             }
             self.sent.insert(type_url.clone(), interest.clone());
-            let held = state.versions.entry(type_url.clone()).or_default();
+            let held = self.state.versions.entry(type_url.clone()).or_default();
             let mut request = DeltaDiscoveryRequest {
                 type_url: type_url.clone(),
                 ..Default::default()
@@ -107,75 +108,33 @@ fn resources(
     (good, bad)
 }
 
-/// Runs one stream until it ends.
-pub async fn run(
-    config: &StreamConfig,
-    channel: tonic::transport::Channel,
-    handler: &dyn Handler,
-    subs: &Subscriptions,
-    state: &mut State,
-) -> StreamEnd {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut stream = Stream {
-        config,
-        tx,
-        node_sent: false,
-        sent: HashMap::new(),
-    };
-    stream.send_changes(state, subs);
-    let path = config.service.path(true);
-    let mut responses = match service::open::<_, DeltaDiscoveryResponse>(
-        channel,
-        path,
-        config.max_message_bytes,
-        rx,
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return StreamEnd {
-                received: false,
-                reason: e.to_string(),
-            }
-        }
-    };
-    let mut received = false;
-    let mut held = Held::default();
-    loop {
-        let message = tokio::select! {
-            _ = subs.changed() => {
-                stream.send_changes(state, subs);
-                continue;
-            }
-            answer = held.released() => {
-                let _ = stream.tx.send(answer);
-                continue;
-            }
-            m = responses.message() => m,
-        };
-        let response = match message {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return StreamEnd {
-                    received,
-                    reason: "closed by the server".into(),
-                }
-            }
-            Err(status) => {
-                return StreamEnd {
-                    received,
-                    reason: status.to_string(),
-                }
-            }
-        };
-        received = true;
-        handler.message_size(prost::Message::encoded_len(&response));
+impl Protocol for Stream<'_> {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const DELTA: bool = true;
+
+    fn tx(&self) -> &UnboundedSender<DeltaDiscoveryRequest> {
+        &self.tx
+    }
+
+    fn send_changes(&mut self, subs: &Subscriptions) {
+        Stream::send_changes(self, subs);
+    }
+
+    fn type_of(response: &DeltaDiscoveryResponse) -> &str {
+        &response.type_url
+    }
+
+    fn watches(&self, type_url: &str) -> bool {
+        self.sent.contains_key(type_url)
+    }
+
+    fn apply(
+        &mut self,
+        response: DeltaDiscoveryResponse,
+        handler: &dyn Handler,
+    ) -> Answer<DeltaDiscoveryRequest> {
         let type_url = response.type_url.clone();
-        if !stream.sent.contains_key(&type_url) {
-            tracing::warn!(target: "config", "{}: ignoring a response for unwatched type {type_url}", config.name);
-            continue;
-        }
         let (good, mut rejected) = resources(response.resources);
         let offered: Vec<(String, String)> = good
             .iter()
@@ -190,7 +149,7 @@ pub async fn run(
         });
         rejected.extend(verdict.rejected);
         let refused: BTreeSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
-        let versions = state.versions.entry(type_url.clone()).or_default();
+        let versions = self.state.versions.entry(type_url.clone()).or_default();
         for (name, version) in offered {
             if !refused.contains(name.as_str()) {
                 versions.insert(name, version);
@@ -200,24 +159,37 @@ pub async fn run(
             versions.remove(name);
         }
         if !rejected.is_empty() {
-            tracing::warn!(target: "config", "{}: rejected part of a {type_url} update: {}", config.name, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
+            tracing::warn!(target: "config", "{}: rejected part of a {type_url} update: {}", self.config.name, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
         }
-        let answer = stream.with_node(DeltaDiscoveryRequest {
+        let request = self.with_node(DeltaDiscoveryRequest {
             type_url: type_url.clone(),
             response_nonce: response.nonce,
             error_detail: error_detail(&rejected),
             ..Default::default()
         });
-        let answer = match verdict.hold_until {
-            Some(release) => {
-                held.hold(&type_url, release, answer);
-                None
-            }
-            None => held.queue(&type_url, answer),
-        };
-        if let Some(answer) = answer {
-            let _ = stream.tx.send(answer);
+        Answer {
+            type_url,
+            request,
+            hold_until: verdict.hold_until,
         }
-        stream.send_changes(state, subs);
     }
+}
+
+/// Runs one stream until it ends.
+pub async fn run(
+    config: &StreamConfig,
+    channel: tonic::transport::Channel,
+    handler: &dyn Handler,
+    subs: &Subscriptions,
+    state: &mut State,
+) -> StreamEnd {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = Stream {
+        config,
+        tx,
+        node_sent: false,
+        sent: HashMap::new(),
+        state,
+    };
+    driver::run(config, channel, handler, subs, &mut stream, rx).await
 }

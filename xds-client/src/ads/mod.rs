@@ -8,6 +8,7 @@
 
 mod backoff;
 mod delta;
+mod driver;
 mod held;
 mod interest;
 mod service;

@@ -2,9 +2,9 @@
 //! subscribed names); a request carries the full name list, the last accepted version and
 //! the nonce it answers.
 
-use super::held::Held;
+use super::driver::{self, Answer, Protocol};
 use super::interest::{Interest, Subscriptions};
-use super::{error_detail, service, unwrap_resource, Handler, StreamConfig, StreamEnd, Update};
+use super::{error_detail, unwrap_resource, Handler, StreamConfig, StreamEnd, Update};
 use crate::proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::HashMap;
 use tokio::sync::mpsc::UnboundedSender;
@@ -21,22 +21,12 @@ struct Stream<'a> {
     node_sent: bool,
     nonces: HashMap<String, String>,
     sent: HashMap<String, Interest>,
+    state: &'a mut State,
 }
 
 impl Stream<'_> {
-    fn send(
-        &mut self,
-        state: &State,
-        type_url: &str,
-        error: Option<crate::proto::google::rpc::Status>,
-    ) {
-        let request = self.request(state, type_url, error);
-        let _ = self.tx.send(request);
-    }
-
     fn request(
         &mut self,
-        state: &State,
         type_url: &str,
         error: Option<crate::proto::google::rpc::Status>,
     ) -> DiscoveryRequest {
@@ -48,7 +38,12 @@ impl Stream<'_> {
             .then(|| self.config.node.clone());
         self.node_sent = true;
         DiscoveryRequest {
-            version_info: state.versions.get(type_url).cloned().unwrap_or_default(),
+            version_info: self
+                .state
+                .versions
+                .get(type_url)
+                .cloned()
+                .unwrap_or_default(),
             node,
             resource_names: names,
             type_url: type_url.to_string(),
@@ -59,7 +54,7 @@ impl Stream<'_> {
     }
 
     /// Sends a request for every type whose interest changed since it was last sent.
-    fn send_changes(&mut self, state: &State, subs: &Subscriptions) {
+    fn send_changes(&mut self, subs: &Subscriptions) {
         for (type_url, interest) in subs.snapshot() {
             if self.sent.get(&type_url) == Some(&interest) {
                 continue;
@@ -69,8 +64,65 @@ impl Stream<'_> {
             self.sent.insert(type_url.clone(), interest);
             // Nothing to ask for a type that was never requested and has no names yet.
             if !(never_sent && empty) {
-                self.send(state, &type_url, None);
+                let request = self.request(&type_url, None);
+                let _ = self.tx.send(request);
             }
+        }
+    }
+}
+
+impl Protocol for Stream<'_> {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const DELTA: bool = false;
+
+    fn tx(&self) -> &UnboundedSender<DiscoveryRequest> {
+        &self.tx
+    }
+
+    fn send_changes(&mut self, subs: &Subscriptions) {
+        Stream::send_changes(self, subs);
+    }
+
+    fn type_of(response: &DiscoveryResponse) -> &str {
+        &response.type_url
+    }
+
+    fn watches(&self, type_url: &str) -> bool {
+        self.sent.contains_key(type_url)
+    }
+
+    fn apply(
+        &mut self,
+        response: DiscoveryResponse,
+        handler: &dyn Handler,
+    ) -> Answer<DiscoveryRequest> {
+        let type_url = response.type_url.clone();
+        let verdict = handler.apply(Update {
+            type_url: type_url.clone(),
+            version: response.version_info.clone(),
+            resources: response
+                .resources
+                .into_iter()
+                .map(unwrap_resource)
+                .collect(),
+            removed: Vec::new(),
+            state_of_the_world: true,
+        });
+        let rejected = verdict.rejected;
+        self.nonces.insert(type_url.clone(), response.nonce);
+        if rejected.is_empty() {
+            self.state
+                .versions
+                .insert(type_url.clone(), response.version_info);
+        } else {
+            tracing::warn!(target: "config", "{}: rejected {type_url} version {}: {}", self.config.name, response.version_info, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
+        }
+        let request = self.request(&type_url, error_detail(&rejected));
+        Answer {
+            type_url,
+            request,
+            hold_until: verdict.hold_until,
         }
     }
 }
@@ -90,89 +142,7 @@ pub async fn run(
         node_sent: false,
         nonces: HashMap::new(),
         sent: HashMap::new(),
+        state,
     };
-    stream.send_changes(state, subs);
-    let path = config.service.path(false);
-    let mut responses =
-        match service::open::<_, DiscoveryResponse>(channel, path, config.max_message_bytes, rx)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return StreamEnd {
-                    received: false,
-                    reason: e.to_string(),
-                }
-            }
-        };
-    let mut received = false;
-    let mut held = Held::default();
-    loop {
-        let message = tokio::select! {
-            _ = subs.changed() => {
-                stream.send_changes(state, subs);
-                continue;
-            }
-            answer = held.released() => {
-                let _ = stream.tx.send(answer);
-                continue;
-            }
-            m = responses.message() => m,
-        };
-        let response = match message {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return StreamEnd {
-                    received,
-                    reason: "closed by the server".into(),
-                }
-            }
-            Err(status) => {
-                return StreamEnd {
-                    received,
-                    reason: status.to_string(),
-                }
-            }
-        };
-        received = true;
-        handler.message_size(prost::Message::encoded_len(&response));
-        let type_url = response.type_url.clone();
-        if !stream.sent.contains_key(&type_url) {
-            tracing::warn!(target: "config", "{}: ignoring a response for unwatched type {type_url}", config.name);
-            continue;
-        }
-        let verdict = handler.apply(Update {
-            type_url: type_url.clone(),
-            version: response.version_info.clone(),
-            resources: response
-                .resources
-                .into_iter()
-                .map(unwrap_resource)
-                .collect(),
-            removed: Vec::new(),
-            state_of_the_world: true,
-        });
-        let rejected = verdict.rejected;
-        stream.nonces.insert(type_url.clone(), response.nonce);
-        if rejected.is_empty() {
-            state
-                .versions
-                .insert(type_url.clone(), response.version_info);
-        } else {
-            tracing::warn!(target: "config", "{}: rejected {type_url} version {}: {}", config.name, response.version_info, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
-        }
-        let answer = stream.request(state, &type_url, error_detail(&rejected));
-        let answer = match verdict.hold_until {
-            Some(release) => {
-                held.hold(&type_url, release, answer);
-                None
-            }
-            None => held.queue(&type_url, answer),
-        };
-        if let Some(answer) = answer {
-            let _ = stream.tx.send(answer);
-        }
-        // Subscriptions the update created (EDS after CDS, RDS after LDS) follow the ACK.
-        stream.send_changes(state, subs);
-    }
+    driver::run(config, channel, handler, subs, &mut stream, rx).await
 }
