@@ -93,6 +93,10 @@ fn lifecycle(delta: bool, unix: bool) {
     cp.wait_answers(ENDPOINT, 2, 20);
     assert_eq!(curl::get(port, "/to-second", &[]).status, 200);
     assert_eq!(second.last().unwrap().path, "/to-second");
+    // Envoy's per-resource subscription stats.
+    assert_eq!(proxy.stat("http.http.rds.routes.update_success"), Some(2));
+    assert_eq!(proxy.stat("cluster.backend.update_success"), Some(2));
+    assert_eq!(proxy.stat("cluster_manager.warming_clusters"), Some(0));
 
     // One bad listener in a push: NACKed by name and field, the good one applied, the
     // serving one untouched.

@@ -269,3 +269,68 @@ fn listener_warms_until_its_ads_secret_arrives() {
     assert_eq!(curl::get_tls(port, "/", &["-k"]).status, 200);
     assert_eq!(served_serial(port), cert("b").2);
 }
+
+/// Istio's outbound mTLS shape: the client certificate `default` and the root `ROOTCA`
+/// (a combined validation context with a SPIFFE SAN match) both over SDS. A wrong root
+/// fails the upstream handshake; rotating `ROOTCA` to the right one fixes the next
+/// connection.
+#[test]
+fn upstream_mtls_takes_certificate_and_root_from_sds() {
+    let f = e2e::fixtures();
+    let up = e2e::upstream::Upstream::tls(
+        "mesh-up",
+        &f.join("istio/certs/cert-chain.pem"),
+        &f.join("istio/certs/key.pem"),
+    );
+    let cp = ControlPlane::unix(e2e::scratch("sds-up").join("SDS"));
+    let (sds_cluster, source) = sds_grpc(&cp);
+    let root = |path: &str| {
+        json!({"name": "ROOTCA", "validation_context": {"trusted_ca": {
+            "inline_string": std::fs::read_to_string(f.join(path)).unwrap()}}})
+    };
+    cp.set_json(SECRET, "default", secret("default", "a"));
+    cp.set_json(SECRET, "ROOTCA", root("istio-proxy/certs/root.cert"));
+    let tls = json!({"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "outbound_.80_._.svc.cluster.local",
+        "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": source}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_subject_alt_names": [
+                    {"exact": "spiffe://cluster.local/ns/default/sa/default"}]},
+                "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": source}}}}}});
+    let port = e2e::free_port();
+    let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "mesh"}}]}]);
+    let bootstrap = e2e::config::bootstrap(
+        vec![e2e::config::listener(
+            "out",
+            port,
+            e2e::config::hcm(vh, json!({})),
+            json!({}),
+        )],
+        vec![sds_cluster, e2e::config::cluster("mesh", &[up.port], tls)],
+    );
+    let _proxy = Proxy::start(Kind::Meshproxy, &bootstrap, &[]);
+    e2e::wait_until(20, "both secrets requested", || {
+        let asked: std::collections::BTreeSet<String> = cp
+            .requests_of(SECRET)
+            .into_iter()
+            .flat_map(|r| r.names)
+            .collect();
+        asked.contains("default") && asked.contains("ROOTCA")
+    });
+    e2e::wait_until(20, "the secrets applied", || !cp.answers(SECRET).is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        curl::get(port, "/", &[]).status,
+        503,
+        "the wrong root fails the handshake"
+    );
+    assert_eq!(up.count(), 0);
+    cp.set_json(SECRET, "ROOTCA", root("istio/certs/root-cert.pem"));
+    cp.push(SECRET);
+    e2e::wait_until(20, "the rotated root to apply", || {
+        curl::get(port, "/", &[]).status == 200
+    });
+    assert_eq!(up.last().unwrap().path, "/");
+}

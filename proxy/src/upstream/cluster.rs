@@ -235,6 +235,18 @@ impl Cluster {
         })
     }
 
+    /// Counts an EDS response for this cluster (`cluster.<name>.update_attempt` and
+    /// `update_success` or `update_rejected`, Envoy's names).
+    pub fn count_eds_update(&self, accepted: bool) {
+        self.scope.counter("update_attempt").inc();
+        let outcome = if accepted {
+            "update_success"
+        } else {
+            "update_rejected"
+        };
+        self.scope.counter(outcome).inc();
+    }
+
     /// The stats if some traffic created them (read-only views such as `/clusters`).
     pub fn stats_if_created(&self) -> Option<&ClusterStats> {
         self.stats.get()

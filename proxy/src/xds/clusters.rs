@@ -170,6 +170,19 @@ pub fn apply_cds(
     rejected
 }
 
+/// The clusters (active and warming) that use assignment `service`.
+fn users<'a>(
+    active: &'a HashMap<String, Vec<Arc<Cluster>>>,
+    warming: &'a BTreeMap<String, Arc<Cluster>>,
+    service: &'a str,
+) -> impl Iterator<Item = &'a Arc<Cluster>> {
+    active.get(service).into_iter().flatten().chain(
+        warming
+            .values()
+            .filter(move |c| c.config.eds_service_name.as_deref() == Some(service)),
+    )
+}
+
 /// Applies an EDS response: cached, given to every cluster of the service, and warming
 /// clusters of the service become active. Assignments are never removed while a cluster
 /// of the service exists (Envoy keeps a cluster's endpoints when its assignment is
@@ -193,19 +206,16 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
         let (name, endpoints) = match translated {
             Ok((name, e)) => (name, Arc::new(e)),
             Err(e) => {
+                for c in users(&by_service, &st.warming, &e.name) {
+                    c.count_eds_update(false);
+                }
                 rejected.push(e);
                 continue;
             }
         };
-        for c in by_service.get(&name).into_iter().flatten() {
+        for c in users(&by_service, &st.warming, &name) {
             c.set_endpoints(&endpoints);
-        }
-        for c in st
-            .warming
-            .values()
-            .filter(|c| c.config.eds_service_name.as_deref() == Some(name.as_str()))
-        {
-            c.set_endpoints(&endpoints);
+            c.count_eds_update(true);
         }
         let version = if r.version.is_empty() {
             &update.version

@@ -312,6 +312,40 @@ pub fn apply_lds(
     rejected
 }
 
+/// Counts an RDS response for route configuration `name` under every connection manager
+/// that uses it (`http.<stat_prefix>.rds.<name>.update_*`, Envoy's names).
+fn count_rds_update(server: &Server, st: &ListenerState, name: &str, accepted: bool) {
+    let mut prefixes = BTreeSet::new();
+    for entry in st.active.values().chain(st.warming.values()) {
+        let config = &entry.listener.config;
+        for chain in config
+            .filter_chains
+            .iter()
+            .chain(config.default_chain.iter())
+        {
+            if let Terminal::Http(h) = &chain.terminal {
+                if matches!(&h.routes, Routes::Rds(slot) if slot.name == name) {
+                    prefixes.insert(h.stat_prefix.clone());
+                }
+            }
+        }
+    }
+    let outcome = if accepted {
+        "update_success"
+    } else {
+        "update_rejected"
+    };
+    for prefix in prefixes {
+        let scope = server
+            .scope()
+            .tagged("http", "envoy_http_conn_manager_prefix", &prefix)
+            .child("rds")
+            .child(name);
+        scope.counter("update_attempt").inc();
+        scope.counter(outcome).inc();
+    }
+}
+
 /// Applies an RDS response: routes swap in every slot of that name.
 pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Vec<Rejected> {
     let mut rejected = Vec::new();
@@ -326,10 +360,12 @@ pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
         let (name, routes) = match translated {
             Ok((name, routes)) => (name, Arc::new(routes)),
             Err(e) => {
+                count_rds_update(server, st, &e.name, false);
                 rejected.push(e);
                 continue;
             }
         };
+        count_rds_update(server, st, &name, true);
         for entry in st.active.values().chain(st.warming.values()) {
             for s in entry.slots.iter().filter(|s| s.name == name) {
                 s.set(routes.clone());

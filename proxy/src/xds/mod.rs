@@ -467,6 +467,11 @@ impl Handler for XdsManager {
                 .insert(update.type_url.clone(), update.version.clone());
         }
         self.refresh_interest(&server, &st);
+        server
+            .scope()
+            .child("cluster_manager")
+            .gauge("warming_clusters")
+            .set(st.clusters.warming.len() as i64);
         let hold_until = hold_cds_answer(&mut st, &update.type_url);
         self.advance(&server, &mut st);
         Verdict {
