@@ -30,6 +30,9 @@ pub struct TcpProxy {
     tx_bytes: Arc<Counter>,
     connect_attempts_exceeded: Arc<Counter>,
     access_logs: Vec<AccessLogger>,
+    /// Draining this chain's connections (LDS changed or removed the chain): they close
+    /// when the drain time is over.
+    pub drain: Arc<crate::listener::drain::ChainDrain>,
 }
 
 impl TcpProxy {
@@ -53,6 +56,7 @@ impl TcpProxy {
             tx_bytes: s.counter("downstream_cx_tx_bytes_total"),
             connect_attempts_exceeded: s.counter("upstream_cx_connect_attempts_exceeded"),
             access_logs,
+            drain: Arc::default(),
             config,
         }))
     }
@@ -170,7 +174,8 @@ impl TcpProxy {
         }
     }
 
-    /// Copies both ways until both sides are done; true when the idle timeout ended it.
+    /// Copies both ways until both sides are done or the chain's drain time is over; true
+    /// when the idle timeout ended it.
     async fn pump<D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         &self,
         down: D,
@@ -192,10 +197,6 @@ impl TcpProxy {
         // Large buffers move bulk transfers in few syscalls (tokio's default is 8 KiB).
         let copy =
             tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, down_to_up, up_to_down);
-        let Some(idle) = self.config.idle_timeout else {
-            let _ = copy.await;
-            return false;
-        };
         tokio::pin!(copy);
         loop {
             let since = epoch
@@ -203,10 +204,16 @@ impl TcpProxy {
                 .saturating_sub(std::time::Duration::from_millis(
                     last.load(Ordering::Relaxed),
                 ));
+            // Without an idle timeout the sleep branch is disabled; its duration is moot.
+            let idle = self
+                .config
+                .idle_timeout
+                .unwrap_or(std::time::Duration::from_secs(3600));
             let wait = idle.saturating_sub(since);
             tokio::select! {
                 _ = &mut copy => return false,
-                _ = tokio::time::sleep(wait) => {
+                _ = self.drain.finished() => return false,
+                _ = tokio::time::sleep(wait), if self.config.idle_timeout.is_some() => {
                     let since = epoch.elapsed().saturating_sub(std::time::Duration::from_millis(last.load(Ordering::Relaxed)));
                     if since >= idle {
                         return true;

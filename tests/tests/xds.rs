@@ -446,6 +446,17 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Sends `data` and reads it back (an echo upstream); None once the proxy closed.
+    fn echo(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        use std::io::{Read, Write};
+        self.0.write_all(data).ok()?;
+        let mut got = vec![0u8; data.len()];
+        self.0.read_exact(&mut got).ok()?;
+        Some(got)
+    }
+}
+
 /// A listener whose chain for one source port answers `a`, and whose default chain `d`.
 fn two_chain_listener(port: u16, source_port: u16, a: &str, d: &str) -> serde_json::Value {
     let hcm = |body: &str| {
@@ -568,4 +579,56 @@ fn separate_streams_per_type_without_ads() {
     cp.push(ROUTE);
     cp.wait_answers(ROUTE, 2, 20);
     assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v2"));
+}
+
+/// The TCP proxy side of the same: a changed chain's connections close when the drain
+/// time is over, an unchanged chain's go on.
+#[test]
+fn lds_update_closes_tcp_connections_of_changed_chains_after_the_drain_time() {
+    let echo = e2e::upstream::TcpEcho::start();
+    let cp = control_plane(false);
+    let port = e2e::free_port();
+    let source = e2e::free_port();
+    let tcp = |prefix: &str| {
+        json!({"name": "tcp", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": prefix, "cluster": "echo"}})
+    };
+    let listener = |d: &str| {
+        json!({
+            "name": "tcp",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filter_chain_match": {"source_ports": [source]}, "filters": [tcp("a")]}],
+            "default_filter_chain": {"filters": [tcp(d)]}
+        })
+    };
+    cp.set_json(
+        CLUSTER,
+        "echo",
+        e2e::config::cluster("echo", &[echo.port], json!({})),
+    );
+    cp.set_json(LISTENER, "tcp", listener("d1"));
+    let _proxy = Proxy::start(
+        Kind::Meshproxy,
+        &ads_bootstrap(&cp, true, vec![]),
+        &["--drain-time-s", "1"],
+    );
+    let mut kept = Conn::open(port, Some(source));
+    let mut changed = Conn::open(port, None);
+    assert_eq!(kept.echo(b"one").as_deref(), Some(&b"one"[..]));
+    assert_eq!(changed.echo(b"one").as_deref(), Some(&b"one"[..]));
+    cp.set_json(LISTENER, "tcp", listener("d2"));
+    cp.push(LISTENER);
+    assert!(cp.wait_answers(LISTENER, 2, 20)[1].is_ack());
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    assert_eq!(
+        changed.echo(b"two"),
+        None,
+        "the changed chain's connection was closed"
+    );
+    assert_eq!(
+        kept.echo(b"two").as_deref(),
+        Some(&b"two"[..]),
+        "the unchanged chain's goes on"
+    );
 }

@@ -143,7 +143,8 @@ impl ActiveListener {
     }
 
     /// Drains the connections of chain `index` (filter chains in order, then the default
-    /// chain) over `time`.
+    /// chain) over `time`: HTTP connections are asked to close, TCP proxy connections close
+    /// when the time is over.
     pub fn drain_chain(
         &self,
         index: usize,
@@ -155,8 +156,10 @@ impl ActiveListener {
         } else {
             None
         });
-        if let Some(TerminalRuntime::Http(h)) = chain.map(|c| &c.terminal) {
-            h.drain.start(time, strategy);
+        match chain.map(|c| &c.terminal) {
+            Some(TerminalRuntime::Http(h)) => h.drain.start(time, strategy),
+            Some(TerminalRuntime::Tcp(t)) => t.drain.start(time, strategy),
+            None => {}
         }
     }
 
