@@ -632,3 +632,58 @@ fn lds_update_closes_tcp_connections_of_changed_chains_after_the_drain_time() {
         "the unchanged chain's goes on"
     );
 }
+
+/// Path config sources: CDS and LDS from files holding a `DiscoveryResponse`, re-read
+/// when they change (an atomic rename, as a configmap update does); a broken file is
+/// refused and the last good config keeps serving.
+#[test]
+fn path_config_sources_follow_their_files() {
+    let upstream = Upstream::http("file-up");
+    let port = e2e::free_port();
+    let dir = e2e::scratch("pathsrc");
+    let write = |name: &str, body: serde_json::Value| {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, body.to_string()).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    };
+    let listener = |tag: &str| {
+        let mut l = e2e::config::listener(
+            "file-l",
+            port,
+            e2e::config::hcm(
+                json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "file-c"}}]}]),
+                json!({"route_config": {"response_headers_to_add": [{"header": {"key": "x-route", "value": tag}}]}}),
+            ),
+            json!({}),
+        );
+        l["@type"] = json!(LISTENER);
+        json!({"version_info": tag, "resources": [l]})
+    };
+    let mut c = e2e::config::cluster("file-c", &[upstream.port], json!({}));
+    c["@type"] = json!(CLUSTER);
+    write("cds.json", json!({"version_info": "1", "resources": [c]}));
+    write("lds.json", listener("v1"));
+    let source =
+        |f: &str| json!({"path_config_source": {"path": dir.join(f).display().to_string()}});
+    let bootstrap = e2e::config::bootstrap_with(
+        vec![],
+        vec![],
+        json!({"dynamic_resources": {"cds_config": source("cds.json"), "lds_config": source("lds.json")}}),
+    );
+    let proxy = Proxy::start(Kind::Meshproxy, &bootstrap, &[]);
+    assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v1"));
+    write("lds.json", listener("v2"));
+    e2e::wait_until(10, "the rewritten file to apply", || {
+        curl::get(port, "/", &[]).header("x-route") == Some("v2")
+    });
+    std::fs::write(dir.join("lds.json"), "{ not json").unwrap();
+    e2e::wait_until(10, "the broken file to be refused", || {
+        proxy.stat("listener_manager.lds.update_rejected") == Some(1)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        curl::get(port, "/", &[]).header("x-route"),
+        Some("v2"),
+        "the last good config serves"
+    );
+}

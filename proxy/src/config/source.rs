@@ -17,9 +17,11 @@ pub enum XdsSource {
         /// Delta or state-of-the-world.
         delta: bool,
     },
+    /// A file holding a `DiscoveryResponse`, re-read when it changes.
+    Path(String),
 }
 
-/// Reads a config source; path config sources and other gRPC services are rejected by
+/// Reads a config source; `self` sources and non-`envoy_grpc` services are rejected by
 /// path.
 pub fn xds_source(source: Option<&core::ConfigSource>, path: &str) -> Result<XdsSource> {
     use core::config_source::ConfigSourceSpecifier as S;
@@ -50,10 +52,16 @@ pub fn xds_source(source: Option<&core::ConfigSource>, path: &str) -> Result<Xds
                 )),
             }
         }
-        Some(S::PathConfigSource(_)) | Some(S::Path(_)) => Err(ConfigError::at(
-            join(path, "path_config_source"),
-            "path config sources are not supported",
-        )),
+        Some(S::PathConfigSource(p)) => {
+            if p.path.is_empty() {
+                return Err(ConfigError::at(
+                    join(path, "path_config_source.path"),
+                    "path is required",
+                ));
+            }
+            Ok(XdsSource::Path(p.path.clone()))
+        }
+        Some(S::Path(p)) => Ok(XdsSource::Path(p.clone())),
         Some(S::Self_(_)) => Err(ConfigError::at(
             join(path, "self"),
             "self config sources are not supported",

@@ -141,6 +141,8 @@ pub const MESSAGES: &[MessageSupport] = &[
         "ads", "api_config_source", "path_config_source", "initial_fetch_timeout", "resource_api_version",
     ]),
     msg!("envoy.config.core.v3.AggregatedConfigSource", []),
+    msg!("envoy.config.core.v3.PathConfigSource", ["path", "watched_directory"]),
+    msg!("envoy.config.core.v3.WatchedDirectory", ["path"]),
     msg!("envoy.config.core.v3.ApiConfigSource", [
         "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only",
         "cluster_names", "refresh_delay", "request_timeout",

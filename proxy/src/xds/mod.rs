@@ -52,6 +52,8 @@ pub struct XdsManager {
     client: Client,
     /// Streams other than ADS, by cluster and service.
     side_clients: Mutex<HashMap<(String, Service), Client>>,
+    /// Files watched, by path and type.
+    watched_files: Mutex<BTreeSet<(String, String)>>,
     state: Mutex<State>,
     cds: SubscriptionStats,
     lds: SubscriptionStats,
@@ -131,6 +133,12 @@ impl Handler for SideStream {
             m.failed(type_url);
         }
     }
+
+    fn unreadable(&self, type_url: &str) {
+        if let Some(m) = self.0.upgrade() {
+            m.unreadable(type_url);
+        }
+    }
 }
 
 impl XdsManager {
@@ -163,6 +171,7 @@ impl XdsManager {
             this: this.clone(),
             client: Client::new(),
             side_clients: Mutex::new(HashMap::new()),
+            watched_files: Mutex::new(BTreeSet::new()),
             state: Mutex::new(State::default()),
             cds: SubscriptionStats::new(&scope.child("cluster_manager").child("cds")),
             lds: SubscriptionStats::new(&scope.child("listener_manager").child("lds")),
@@ -300,15 +309,21 @@ impl XdsManager {
     }
 
     /// The stream for `type_url` from `source`: ADS, or its own stream to the source's
-    /// cluster, opened on first use.
+    /// cluster, opened on first use. A file source is watched from its first use and
+    /// gets a client that never opens (a file holds what it holds: no subscriptions).
     fn client_for(
         &self,
         server: &Server,
         source: &XdsSource,
         type_url: &str,
     ) -> Result<Client, String> {
-        let XdsSource::Cluster { name, delta } = source else {
-            return Ok(self.client.clone());
+        let (name, delta) = match source {
+            XdsSource::Ads => return Ok(self.client.clone()),
+            XdsSource::Path(path) => {
+                self.watch_file(path, type_url);
+                return Ok(Client::new());
+            }
+            XdsSource::Cluster { name, delta } => (name, delta),
         };
         let service =
             Service::for_type(type_url).ok_or_else(|| format!("no service for {type_url}"))?;
@@ -322,6 +337,19 @@ impl XdsManager {
         client.start(config, Arc::new(SideStream(self.this.clone())));
         clients.insert((name.clone(), service), client.clone());
         Ok(client)
+    }
+
+    /// Starts watching `path` for `type_url` resources (once per file and type).
+    fn watch_file(&self, path: &str, type_url: &str) {
+        let mut watched = self.watched_files.lock().unwrap_or_else(|e| e.into_inner());
+        if watched.insert((path.to_string(), type_url.to_string())) {
+            tracing::info!(target: "config", "watching {path} for {type_url}");
+            ads::file::watch(
+                path.into(),
+                type_url.to_string(),
+                Arc::new(SideStream(self.this.clone())),
+            );
+        }
     }
 
     /// Gives up waiting on the phase's warming resources after `timeout`.
@@ -424,6 +452,7 @@ fn same_stream(a: &XdsSource, b: &XdsSource) -> bool {
     match (a, b) {
         (XdsSource::Ads, XdsSource::Ads) => true,
         (XdsSource::Cluster { name: x, .. }, XdsSource::Cluster { name: y, .. }) => x == y,
+        (XdsSource::Path(x), XdsSource::Path(y)) => x == y,
         _ => false,
     }
 }
@@ -487,6 +516,12 @@ impl Handler for XdsManager {
     fn failed(&self, type_url: &str) {
         if let Some(stats) = self.stats_of(type_url) {
             stats.record_failure();
+        }
+    }
+
+    fn unreadable(&self, type_url: &str) {
+        if let Some(stats) = self.stats_of(type_url) {
+            stats.record("", false, false);
         }
     }
 

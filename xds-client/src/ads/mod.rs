@@ -9,6 +9,7 @@
 mod backoff;
 mod delta;
 mod driver;
+pub mod file;
 mod held;
 mod interest;
 mod service;
@@ -101,6 +102,8 @@ pub trait Handler: Send + Sync + 'static {
     fn failed(&self, type_url: &str);
     /// The largest response seen so far, in bytes.
     fn message_size(&self, _bytes: usize) {}
+    /// An update of `type_url` could not even be read (a broken config file).
+    fn unreadable(&self, _type_url: &str) {}
 }
 
 /// How to reach the server and what to say in requests.
