@@ -687,3 +687,25 @@ fn path_config_sources_follow_their_files() {
         "the last good config serves"
     );
 }
+
+/// ADS through a `google_grpc` target instead of a cluster.
+#[test]
+fn ads_over_a_google_grpc_target() {
+    let upstream = Upstream::http("g");
+    let port = e2e::free_port();
+    let cp = control_plane(false);
+    seed(&cp, port, upstream.port);
+    let e2e::xds::Address::Tcp(addr) = cp.address.clone() else {
+        unreachable!()
+    };
+    let mut bootstrap: serde_json::Value =
+        serde_json::from_str(&ads_bootstrap(&cp, true, vec![]).replace("{ADMIN}", "\"{ADMIN}\""))
+            .unwrap();
+    bootstrap["dynamic_resources"]["ads_config"]["grpc_services"] =
+        json!([{"google_grpc": {"target_uri": addr.to_string(), "stat_prefix": "ads"}}]);
+    bootstrap["static_resources"]["clusters"] = json!([]);
+    let text = bootstrap.to_string().replace("\"{ADMIN}\"", "{ADMIN}");
+    let _proxy = Proxy::start(Kind::Meshproxy, &text, &[]);
+    assert_eq!(curl::get(port, "/", &[]).status, 200);
+    assert!(cp.requests().iter().all(|r| r.delta));
+}

@@ -53,10 +53,9 @@ pub struct Subscription {
 /// `dynamic_resources.ads_config`.
 #[derive(Debug, Clone)]
 pub struct AdsConfig {
-    /// The static cluster that reaches the management server (`envoy_grpc`).
-    pub cluster: String,
-    /// `DELTA_GRPC` (true) or `GRPC`.
-    pub delta: bool,
+    /// How to reach the management server: a static cluster (`envoy_grpc`) or a
+    /// `google_grpc` target; it says Delta or state-of-the-world too.
+    pub source: super::source::XdsSource,
     /// `set_node_on_first_message_only`.
     pub node_on_first_message_only: bool,
     /// Largest response accepted (`envoy_grpc.max_receive_message_length`, else 100 MiB).
@@ -320,9 +319,10 @@ fn grpc_cluster(
             }
             Ok(Some(g.cluster_name.clone()))
         }
-        _ => Err(ConfigError::at(
+        Some(T::GoogleGrpc(_)) => Ok(None),
+        None => Err(ConfigError::at(
             join(path, "grpc_services[0]"),
-            "only envoy_grpc services are supported",
+            "a gRPC service is required",
         )),
     }
 }
@@ -399,7 +399,17 @@ fn dynamic(
 
 fn ads_config(a: &core::ApiConfigSource, clusters: &HashSet<&str>) -> Result<AdsConfig> {
     let path = "dynamic_resources.ads_config";
-    let cluster = grpc_cluster(a, path, clusters)?.unwrap_or_default();
+    grpc_cluster(a, path, clusters)?;
+    let source = super::source::xds_source(
+        Some(&core::ConfigSource {
+            config_source_specifier: Some(
+                core::config_source::ConfigSourceSpecifier::ApiConfigSource(a.clone()),
+            ),
+            ..Default::default()
+        }),
+        "dynamic_resources",
+    )
+    .map_err(|e| ConfigError::at(e.path.replace("api_config_source", "ads_config"), e.message))?;
     let max = match &a.grpc_services[0].target_specifier {
         Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(g)) => g
             .max_receive_message_length
@@ -408,8 +418,7 @@ fn ads_config(a: &core::ApiConfigSource, clusters: &HashSet<&str>) -> Result<Ads
         _ => None,
     };
     Ok(AdsConfig {
-        cluster,
-        delta: matches!(a.api_type, 3 | 6),
+        source,
         node_on_first_message_only: a.set_node_on_first_message_only,
         max_message_bytes: max.unwrap_or(100 << 20),
     })

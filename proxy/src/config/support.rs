@@ -147,7 +147,11 @@ pub const MESSAGES: &[MessageSupport] = &[
         "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only",
         "cluster_names", "refresh_delay", "request_timeout",
     ]),
-    msg!("envoy.config.core.v3.GrpcService", ["envoy_grpc", "timeout", "initial_metadata"]),
+    msg!("envoy.config.core.v3.GrpcService", ["envoy_grpc", "google_grpc", "timeout", "initial_metadata"]),
+    msg!("envoy.config.core.v3.GrpcService.GoogleGrpc", ["target_uri", "channel_credentials", "stat_prefix"]),
+    msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelCredentials", ["ssl_credentials", "local_credentials", "google_default"]),
+    msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials", ["root_certs", "private_key", "cert_chain"]),
+    msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.GoogleLocalCredentials", []),
     msg!("envoy.config.core.v3.GrpcService.EnvoyGrpc", ["cluster_name", "authority", "max_receive_message_length"]),
     msg!("envoy.config.core.v3.Http1ProtocolOptions", []),
     msg!("envoy.config.core.v3.Http2ProtocolOptions", [

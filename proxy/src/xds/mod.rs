@@ -4,6 +4,7 @@
 
 pub mod clusters;
 pub mod dump;
+pub mod google;
 pub mod init;
 pub mod listeners;
 pub mod resource;
@@ -70,16 +71,45 @@ pub struct XdsManager {
 /// How long the descriptor pool outlives the last update.
 const POOL_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How to reach a management server through a static cluster: its first host, with the
-/// cluster's TLS.
+/// How to reach a management server: a static cluster's first host with the cluster's
+/// TLS, or a `google_grpc` target with its credentials.
 fn stream_config(
     server: &Server,
-    cluster_name: &str,
+    source: &XdsSource,
     service: Service,
-    delta: bool,
     node_on_first_message_only: bool,
     max_message_bytes: usize,
 ) -> Result<StreamConfig, String> {
+    let (target, tls, delta, name) = match source {
+        XdsSource::Cluster { name, delta } => {
+            let (target, tls) = cluster_target(server, name)?;
+            (target, tls, *delta, name.clone())
+        }
+        XdsSource::Google { target, tls, delta } => (
+            google::target(target)?,
+            tls.as_ref().map(|t| google::tls(target, t)).transpose()?,
+            *delta,
+            target.clone(),
+        ),
+        XdsSource::Ads | XdsSource::Path(_) => return Err("not a gRPC stream source".into()),
+    };
+    Ok(StreamConfig {
+        target,
+        tls,
+        service,
+        delta,
+        node: server.bootstrap.node_proto.clone(),
+        node_on_first_message_only,
+        max_message_bytes,
+        name,
+    })
+}
+
+/// A static cluster's first host and TLS.
+fn cluster_target(
+    server: &Server,
+    cluster_name: &str,
+) -> Result<(Target, Option<ClientTls>), String> {
     let cluster = server
         .clusters
         .get(cluster_name)
@@ -102,16 +132,7 @@ fn stream_config(
             server_name: t.sni.clone().unwrap_or_else(|| host.hostname.clone()),
         }),
     };
-    Ok(StreamConfig {
-        target,
-        tls,
-        service,
-        delta,
-        node: server.bootstrap.node_proto.clone(),
-        node_on_first_message_only,
-        max_message_bytes,
-        name: cluster_name.to_string(),
-    })
+    Ok((target, tls))
 }
 
 /// The handler of a stream other than ADS (an `api_config_source` of a type, or SDS):
@@ -156,9 +177,8 @@ impl XdsManager {
             .map(|a| {
                 stream_config(
                     server,
-                    &a.cluster,
+                    &a.source,
                     Service::Aggregated,
-                    a.delta,
                     a.node_on_first_message_only,
                     a.max_message_bytes,
                 )
@@ -317,13 +337,14 @@ impl XdsManager {
         source: &XdsSource,
         type_url: &str,
     ) -> Result<Client, String> {
-        let (name, delta) = match source {
+        let name = match source {
             XdsSource::Ads => return Ok(self.client.clone()),
             XdsSource::Path(path) => {
                 self.watch_file(path, type_url);
                 return Ok(Client::new());
             }
-            XdsSource::Cluster { name, delta } => (name, delta),
+            XdsSource::Cluster { name, .. } => name,
+            XdsSource::Google { target, .. } => target,
         };
         let service =
             Service::for_type(type_url).ok_or_else(|| format!("no service for {type_url}"))?;
@@ -331,7 +352,7 @@ impl XdsManager {
         if let Some(c) = clients.get(&(name.clone(), service)) {
             return Ok(c.clone());
         }
-        let config = stream_config(server, name, service, *delta, true, 100 << 20)?;
+        let config = stream_config(server, source, service, true, 100 << 20)?;
         tracing::info!(target: "config", "{service:?}: stream to {} ({name})", config.target);
         let client = Client::new();
         client.start(config, Arc::new(SideStream(self.this.clone())));
@@ -453,6 +474,7 @@ fn same_stream(a: &XdsSource, b: &XdsSource) -> bool {
         (XdsSource::Ads, XdsSource::Ads) => true,
         (XdsSource::Cluster { name: x, .. }, XdsSource::Cluster { name: y, .. }) => x == y,
         (XdsSource::Path(x), XdsSource::Path(y)) => x == y,
+        (XdsSource::Google { target: x, .. }, XdsSource::Google { target: y, .. }) => x == y,
         _ => false,
     }
 }
