@@ -709,3 +709,33 @@ fn ads_over_a_google_grpc_target() {
     assert_eq!(curl::get(port, "/", &[]).status, 200);
     assert!(cp.requests().iter().all(|r| r.delta));
 }
+
+/// A resource's own `initial_fetch_timeout`: a cluster whose assignment never comes is
+/// used without endpoints after it, and a listener whose routes never come serves without
+/// them (404), as Envoy does; `0s` would wait forever.
+#[test]
+fn per_resource_initial_fetch_timeouts_stop_the_warming() {
+    let cp = control_plane(false);
+    let port = e2e::free_port();
+    let timed = json!({"ads": {}, "initial_fetch_timeout": "1s", "resource_api_version": "V3"});
+    let mut cluster = eds_cluster("lonely");
+    cluster["eds_cluster_config"]["eds_config"] = timed.clone();
+    let mut listener = rds_listener("waiting", port, "never");
+    listener["filter_chains"][0]["filters"][0]["typed_config"]["rds"]["config_source"] = timed;
+    let proxy = Proxy::start(Kind::Meshproxy, &ads_bootstrap(&cp, true, vec![]), &[]);
+    cp.set_json(CLUSTER, "lonely", cluster);
+    cp.push(CLUSTER);
+    cp.set_json(LISTENER, "waiting", listener);
+    cp.push(LISTENER);
+    cp.wait_answers(LISTENER, 2, 20);
+    // (That both warm until then is covered elsewhere; here: the timeouts end it.)
+    e2e::wait_until(20, "the timeouts to fire", || {
+        proxy.stat("cluster.lonely.init_fetch_timeout") == Some(1)
+            && curl::get(port, "/", &[]).status == 404
+    });
+    assert_eq!(proxy.stat("cluster_manager.warming_clusters"), Some(0));
+    assert!(
+        cp.answers(CLUSTER).iter().all(|a| a.is_ack()),
+        "the held CDS answer went out"
+    );
+}

@@ -380,11 +380,7 @@ fn dynamic(
                 "ads is used but dynamic_resources.ads_config is missing",
             ));
         }
-        let initial_fetch_timeout = match &cs.initial_fetch_timeout {
-            Some(t) => Some(common::duration(t, &join(&path, "initial_fetch_timeout"))?)
-                .filter(|d| !d.is_zero()),
-            None => Some(std::time::Duration::from_secs(15)),
-        };
+        let initial_fetch_timeout = super::source::fetch_timeout(Some(cs), &path)?;
         Ok(Some(Subscription {
             source,
             initial_fetch_timeout,

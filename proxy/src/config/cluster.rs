@@ -192,6 +192,9 @@ pub struct ClusterConfig {
     pub eds_service_name: Option<String>,
     /// EDS clusters: where the assignment comes from.
     pub eds_source: Option<super::source::XdsSource>,
+    /// EDS clusters: how long the cluster warms without its assignment before it is used
+    /// anyway (`eds_config.initial_fetch_timeout`; `None`: until it arrives).
+    pub eds_fetch_timeout: Option<Duration>,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -227,7 +230,10 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         }
     };
     let lb = lb_policy(c, discovery, path)?;
-    let (eds_service_name, eds_source) = eds_config(c, discovery, path)?.unzip();
+    let (eds_service_name, eds_source, eds_fetch_timeout) = match eds_config(c, discovery, path)? {
+        Some((name, source, timeout)) => (Some(name), Some(source), timeout),
+        None => (None, None, None),
+    };
     let assignment = endpoints(
         c.load_assignment.as_ref(),
         discovery,
@@ -308,6 +314,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
             .unwrap_or(1024 * 1024),
         eds_service_name,
         eds_source,
+        eds_fetch_timeout,
     })
 }
 
@@ -436,12 +443,13 @@ fn thresholds(c: &cluster::Cluster) -> Thresholds {
     t
 }
 
-/// The assignment name an EDS cluster subscribes to, and where it comes from.
+/// The assignment name an EDS cluster subscribes to, where it comes from, and how long
+/// the cluster waits for it.
 fn eds_config(
     c: &cluster::Cluster,
     discovery: Discovery,
     path: &str,
-) -> Result<Option<(String, super::source::XdsSource)>> {
+) -> Result<Option<(String, super::source::XdsSource, Option<Duration>)>> {
     if discovery != Discovery::Eds {
         return Ok(None);
     }
@@ -453,12 +461,13 @@ fn eds_config(
         ));
     };
     let source = super::source::xds_source(eds.eds_config.as_ref(), &join(&p, "eds_config"))?;
+    let timeout = super::source::fetch_timeout(eds.eds_config.as_ref(), &join(&p, "eds_config"))?;
     let name = if eds.service_name.is_empty() {
         c.name.clone()
     } else {
         eds.service_name.clone()
     };
-    Ok(Some((name, source)))
+    Ok(Some((name, source, timeout)))
 }
 
 /// Translates an EDS `ClusterLoadAssignment` into the endpoints of an EDS cluster.

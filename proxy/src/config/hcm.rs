@@ -131,9 +131,14 @@ pub fn translate(
                     "route_config_name is required",
                 ));
             }
+            let timeout = super::source::fetch_timeout(
+                rds.config_source.as_ref(),
+                &join(&p, "config_source"),
+            )?;
             Routes::Rds(Arc::new(RdsSlot::new(
                 rds.route_config_name.clone(),
                 source,
+                timeout,
             )))
         }
         Some(R::ScopedRoutes(_)) => {

@@ -13,15 +13,23 @@ pub struct RdsSlot {
     pub name: String,
     /// Where RDS delivers it from.
     pub source: super::source::XdsSource,
+    /// How long a listener waits for it before serving without it
+    /// (`initial_fetch_timeout`; `None`: until it arrives).
+    pub fetch_timeout: Option<std::time::Duration>,
     current: ArcSwapOption<RouteConfig>,
 }
 
 impl RdsSlot {
     /// An empty slot for `name`, fetched from `source`.
-    pub fn new(name: String, source: super::source::XdsSource) -> Self {
+    pub fn new(
+        name: String,
+        source: super::source::XdsSource,
+        fetch_timeout: Option<std::time::Duration>,
+    ) -> Self {
         RdsSlot {
             name,
             source,
+            fetch_timeout,
             current: ArcSwapOption::empty(),
         }
     }

@@ -148,3 +148,19 @@ pub fn xds_source(source: Option<&core::ConfigSource>, path: &str) -> Result<Xds
         )),
     }
 }
+
+/// `initial_fetch_timeout` of a config source: `None` waits for the first answer forever
+/// (`0s`); unset means Envoy's default, 15 s.
+pub fn fetch_timeout(
+    source: Option<&core::ConfigSource>,
+    path: &str,
+) -> Result<Option<std::time::Duration>> {
+    match source.and_then(|s| s.initial_fetch_timeout.as_ref()) {
+        Some(t) => Ok(Some(super::common::duration(
+            t,
+            &join(path, "initial_fetch_timeout"),
+        )?)
+        .filter(|d| !d.is_zero())),
+        None => Ok(Some(std::time::Duration::from_secs(15))),
+    }
+}

@@ -36,6 +36,9 @@ pub struct SdsRef {
     pub name: String,
     /// Its config source (`None`: it must be a static secret).
     pub source: Option<SdsSource>,
+    /// How long a listener waits for it before serving without it
+    /// (`initial_fetch_timeout`; `None`: until it arrives).
+    pub fetch_timeout: Option<std::time::Duration>,
 }
 
 /// A TLS context (listener or cluster side) whose config follows its secrets.
@@ -287,10 +290,21 @@ fn build_client(
     Ok(Ok(Arc::new(config)))
 }
 
-/// Where an `sds_config` says a secret comes from (`None`: it must be static).
-fn sds_source(cs: Option<&core::ConfigSource>, path: &str) -> Result<Option<SdsSource>> {
-    cs.map(|cs| super::source::xds_source(Some(cs), path))
-        .transpose()
+/// A secret reference: its name, and where and how long it is fetched (no `sds_config`:
+/// it must be a static secret).
+fn sds_ref(sds: &tls::SdsSecretConfig, path: &str) -> Result<SdsRef> {
+    let p = join(path, "sds_config");
+    let cs = sds.sds_config.as_ref();
+    Ok(SdsRef {
+        name: sds.name.clone(),
+        source: cs
+            .map(|cs| super::source::xds_source(Some(cs), &p))
+            .transpose()?,
+        fetch_timeout: match cs {
+            Some(cs) => super::source::fetch_timeout(Some(cs), &p)?,
+            None => None,
+        },
+    })
 }
 
 fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Result<Material> {
@@ -315,10 +329,7 @@ fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Re
     }
     if let Some(sds) = common.tls_certificate_sds_secret_configs.first() {
         let p = format!("{}[0]", join(path, "tls_certificate_sds_secret_configs"));
-        m.sds.push(SdsRef {
-            name: sds.name.clone(),
-            source: sds_source(sds.sds_config.as_ref(), &join(&p, "sds_config"))?,
-        });
+        m.sds.push(sds_ref(sds, &p)?);
         match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
             Some(tls::secret::Type::TlsCertificate(c)) => m.certs = Some(certificate(c, &p)?),
             Some(_) => {
@@ -376,10 +387,7 @@ fn sds_validation(
     m: &mut Material,
     path: &str,
 ) -> Result<()> {
-    m.sds.push(SdsRef {
-        name: sds.name.clone(),
-        source: sds_source(sds.sds_config.as_ref(), &join(path, "sds_config"))?,
-    });
+    m.sds.push(sds_ref(sds, path)?);
     match secrets.get(&sds.name).and_then(|s| s.r#type.as_ref()) {
         Some(tls::secret::Type::ValidationContext(v)) => validation(v, m, path),
         Some(_) => Err(ConfigError::at(

@@ -247,6 +247,12 @@ impl Cluster {
         self.scope.counter(outcome).inc();
     }
 
+    /// Counts that the cluster stopped waiting for its assignment
+    /// (`cluster.<name>.init_fetch_timeout`).
+    pub fn count_init_fetch_timeout(&self) {
+        self.scope.counter("init_fetch_timeout").inc();
+    }
+
     /// The stats if some traffic created them (read-only views such as `/clusters`).
     pub fn stats_if_created(&self) -> Option<&ClusterStats> {
         self.stats.get()

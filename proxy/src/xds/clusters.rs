@@ -61,6 +61,23 @@ impl ClusterState {
         server.clusters.update(clusters, &[]);
     }
 
+    /// Activates warming cluster `name` without its assignment, if it is still the warming
+    /// `cluster` (its EDS initial fetch timeout passed).
+    pub fn give_up_waiting(&mut self, server: &Server, name: &str, cluster: &Arc<Cluster>) {
+        if !self
+            .warming
+            .get(name)
+            .is_some_and(|c| Arc::ptr_eq(c, cluster))
+        {
+            return;
+        }
+        if let Some(c) = self.warming.remove(name) {
+            tracing::warn!(target: "config", "cds: cluster '{name}' activated without endpoints (initial fetch timeout)");
+            c.count_init_fetch_timeout();
+            server.clusters.update(vec![c], &[]);
+        }
+    }
+
     /// Activates the warming clusters without endpoints (initial fetch timeout).
     pub fn activate_warming(&mut self, server: &Server) {
         let warming = std::mem::take(&mut self.warming);

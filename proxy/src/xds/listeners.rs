@@ -37,6 +37,24 @@ impl Entry {
         self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
     }
 
+    /// How long it may warm: the longest initial fetch timeout of its routes and secrets;
+    /// `None` when one of them waits forever.
+    pub fn fetch_timeout(&self) -> Option<std::time::Duration> {
+        let config = &self.listener.config;
+        let secrets = config
+            .filter_chains
+            .iter()
+            .chain(config.default_chain.iter())
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|t| t.sds.iter())
+            .filter(|r| r.source.is_some())
+            .map(|r| r.fetch_timeout);
+        let routes = self.slots.iter().map(|s| s.fetch_timeout);
+        routes
+            .chain(secrets)
+            .try_fold(std::time::Duration::ZERO, |max, t| t.map(|t| max.max(t)))
+    }
+
     /// Drains the connections of the chains `changed` picks, over `--drain-time-s`.
     fn drain_chains(&self, server: &Server, changed: impl Fn(&Vec<u8>) -> bool) {
         let time = std::time::Duration::from_secs(server.options.drain_time_s);
@@ -89,10 +107,27 @@ impl ListenerState {
 
     /// Moves warm listeners (all of them when `force`) to active and publishes the set.
     pub fn promote(&mut self, server: &Server, force: bool) {
+        self.promote_matching(server, |e| force || e.warm());
+    }
+
+    /// Activates warming listener `name` without what it still waits for, if it is still
+    /// the warming `listener` (its initial fetch timeout passed).
+    pub fn give_up_waiting(&mut self, server: &Server, name: &str, listener: &Arc<ActiveListener>) {
+        let target = self
+            .warming
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(&e.listener, listener));
+        if target {
+            tracing::warn!(target: "config", "lds: listener '{name}' activated before its routes or secrets arrived (initial fetch timeout)");
+            self.promote_matching(server, |e| Arc::ptr_eq(&e.listener, listener));
+        }
+    }
+
+    fn promote_matching(&mut self, server: &Server, pick: impl Fn(&Entry) -> bool) {
         let ready: Vec<String> = self
             .warming
             .iter()
-            .filter(|(_, e)| force || e.warm())
+            .filter(|(_, e)| pick(e))
             .map(|(n, _)| n.clone())
             .collect();
         if ready.is_empty() {

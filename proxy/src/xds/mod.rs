@@ -373,6 +373,68 @@ impl XdsManager {
         }
     }
 
+    /// Starts the initial fetch timers of what this update put to warm (a cluster waiting
+    /// for EDS, a listener waiting for RDS or SDS).
+    fn arm_fetch_timeouts(&self, st: &State, before: &WarmingSnapshot) {
+        for (name, c) in &st.clusters.warming {
+            let new = !before
+                .0
+                .iter()
+                .any(|(n, p)| n == name && *p == Arc::as_ptr(c) as usize);
+            let Some(timeout) = c.config.eds_fetch_timeout.filter(|_| new) else {
+                continue;
+            };
+            let (this, name, cluster) = (self.this.clone(), name.clone(), Arc::downgrade(c));
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let (Some(me), Some(cluster)) = (this.upgrade(), cluster.upgrade()) else {
+                    return;
+                };
+                let Some(server) = me.server.upgrade() else {
+                    return;
+                };
+                let mut st = me.lock();
+                st.clusters.give_up_waiting(&server, &name, &cluster);
+                me.settle(&server, &mut st);
+            });
+        }
+        for (name, e) in &st.listeners.warming {
+            let new = !before
+                .1
+                .iter()
+                .any(|(n, p)| n == name && *p == Arc::as_ptr(&e.listener) as usize);
+            let Some(timeout) = e.fetch_timeout().filter(|_| new) else {
+                continue;
+            };
+            let (this, name, listener) =
+                (self.this.clone(), name.clone(), Arc::downgrade(&e.listener));
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                let (Some(me), Some(listener)) = (this.upgrade(), listener.upgrade()) else {
+                    return;
+                };
+                let Some(server) = me.server.upgrade() else {
+                    return;
+                };
+                let mut st = me.lock();
+                st.listeners.give_up_waiting(&server, &name, &listener);
+                me.settle(&server, &mut st);
+            });
+        }
+    }
+
+    /// After a timer changed what warms: held CDS answers, the warming gauge, the initial
+    /// fetch.
+    fn settle(&self, server: &Server, st: &mut State) {
+        hold_cds_answer(st, "");
+        server
+            .scope()
+            .child("cluster_manager")
+            .gauge("warming_clusters")
+            .set(st.clusters.warming.len() as i64);
+        self.advance(server, st);
+    }
+
     /// Gives up waiting on the phase's warming resources after `timeout`.
     fn arm_timeout(&self, phase: Phase, timeout: Option<std::time::Duration>) {
         let Some(timeout) = timeout else { return };
@@ -393,8 +455,7 @@ impl XdsManager {
                 _ => me.lds.init_fetch_timeout.inc(),
             }
             st.init.forced = true;
-            me.advance(&server, &mut st);
-            hold_cds_answer(&mut st, "");
+            me.settle(&server, &mut st);
         });
     }
 
@@ -448,6 +509,25 @@ impl XdsManager {
     }
 }
 
+/// What warms now, by name and object identity (so a timer armed for one version of a
+/// resource never fires on the next): clusters, then listeners.
+struct WarmingSnapshot(Vec<(String, usize)>, Vec<(String, usize)>);
+
+fn warming_snapshot(st: &State) -> WarmingSnapshot {
+    WarmingSnapshot(
+        st.clusters
+            .warming
+            .iter()
+            .map(|(n, c)| (n.clone(), Arc::as_ptr(c) as usize))
+            .collect(),
+        st.listeners
+            .warming
+            .iter()
+            .map(|(n, e)| (n.clone(), Arc::as_ptr(&e.listener) as usize))
+            .collect(),
+    )
+}
+
 /// Envoy holds CDS answers back while clusters are warming (once the initial fetch is
 /// past the clusters), so a management server waiting for the ACK knows they are usable:
 /// answers are held while any cluster warms and go when the warming count drops.
@@ -487,6 +567,7 @@ impl Handler for XdsManager {
         let _pool = self.pool();
         let mut st = self.lock();
         let known = st.secrets.merged(&server);
+        let warming_before = warming_snapshot(&st);
         let rejected = match update.type_url.as_str() {
             ads::CLUSTER => {
                 st.init.cds_answered = true;
@@ -517,6 +598,7 @@ impl Handler for XdsManager {
             st.versions
                 .insert(update.type_url.clone(), update.version.clone());
         }
+        self.arm_fetch_timeouts(&st, &warming_before);
         self.refresh_interest(&server, &st);
         server
             .scope()
