@@ -376,51 +376,54 @@ impl XdsManager {
     /// Starts the initial fetch timers of what this update put to warm (a cluster waiting
     /// for EDS, a listener waiting for RDS or SDS).
     fn arm_fetch_timeouts(&self, st: &State, before: &WarmingSnapshot) {
+        let is_new = |seen: &[(String, usize)], name: &str, ptr: usize| {
+            !seen.iter().any(|(n, p)| n == name && *p == ptr)
+        };
         for (name, c) in &st.clusters.warming {
-            let new = !before
-                .0
-                .iter()
-                .any(|(n, p)| n == name && *p == Arc::as_ptr(c) as usize);
-            let Some(timeout) = c.config.eds_fetch_timeout.filter(|_| new) else {
-                continue;
-            };
-            let (this, name, cluster) = (self.this.clone(), name.clone(), Arc::downgrade(c));
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                let (Some(me), Some(cluster)) = (this.upgrade(), cluster.upgrade()) else {
-                    return;
-                };
-                let Some(server) = me.server.upgrade() else {
-                    return;
-                };
-                let mut st = me.lock();
-                st.clusters.give_up_waiting(&server, &name, &cluster);
-                me.settle(&server, &mut st);
-            });
+            if is_new(&before.0, name, Arc::as_ptr(c) as usize) {
+                self.on_timeout(
+                    c.config.eds_fetch_timeout,
+                    name,
+                    c,
+                    |st, server, name, c| st.clusters.give_up_waiting(server, name, c),
+                );
+            }
         }
         for (name, e) in &st.listeners.warming {
-            let new = !before
-                .1
-                .iter()
-                .any(|(n, p)| n == name && *p == Arc::as_ptr(&e.listener) as usize);
-            let Some(timeout) = e.fetch_timeout().filter(|_| new) else {
-                continue;
-            };
-            let (this, name, listener) =
-                (self.this.clone(), name.clone(), Arc::downgrade(&e.listener));
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                let (Some(me), Some(listener)) = (this.upgrade(), listener.upgrade()) else {
-                    return;
-                };
-                let Some(server) = me.server.upgrade() else {
-                    return;
-                };
-                let mut st = me.lock();
-                st.listeners.give_up_waiting(&server, &name, &listener);
-                me.settle(&server, &mut st);
-            });
+            if is_new(&before.1, name, Arc::as_ptr(&e.listener) as usize) {
+                self.on_timeout(
+                    e.fetch_timeout(),
+                    name,
+                    &e.listener,
+                    |st, server, name, l| st.listeners.give_up_waiting(server, name, l),
+                );
+            }
         }
+    }
+
+    /// After `timeout`, runs `give_up` on resource `name` (this version of it, `object`)
+    /// and settles the state.
+    fn on_timeout<T: Send + Sync + 'static>(
+        &self,
+        timeout: Option<std::time::Duration>,
+        name: &str,
+        object: &Arc<T>,
+        give_up: fn(&mut State, &Server, &str, &Arc<T>),
+    ) {
+        let Some(timeout) = timeout else { return };
+        let (this, name, object) = (self.this.clone(), name.to_string(), Arc::downgrade(object));
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let (Some(me), Some(object)) = (this.upgrade(), object.upgrade()) else {
+                return;
+            };
+            let Some(server) = me.server.upgrade() else {
+                return;
+            };
+            let mut st = me.lock();
+            give_up(&mut st, &server, &name, &object);
+            me.settle(&server, &mut st);
+        });
     }
 
     /// After a timer changed what warms: held CDS answers, the warming gauge, the initial
