@@ -334,3 +334,39 @@ fn upstream_mtls_takes_certificate_and_root_from_sds() {
     });
     assert_eq!(up.last().unwrap().path, "/");
 }
+
+/// The listener side of a validation context over SDS: client certificates are checked
+/// against the root `ROOTCA` the SDS stream delivers.
+#[test]
+fn listener_checks_client_certificates_against_an_sds_root() {
+    let f = e2e::fixtures();
+    let cp = ControlPlane::unix(e2e::scratch("sds-mtls").join("SDS"));
+    let (sds_cluster, source) = sds_grpc(&cp);
+    cp.set_json(SECRET, "default", secret("default", "a"));
+    cp.set_json(
+        SECRET,
+        "ROOTCA",
+        json!({"name": "ROOTCA", "validation_context": {"trusted_ca": {
+        "inline_string": std::fs::read_to_string(f.join("istio/certs/root-cert.pem")).unwrap()}}}),
+    );
+    let port = e2e::free_port();
+    let mut listener = tls_listener("mtls", port, "default", source.clone());
+    let ctx = &mut listener["filter_chains"][0]["transport_socket"]["typed_config"];
+    ctx["require_client_certificate"] = json!(true);
+    ctx["common_tls_context"]["validation_context_sds_secret_config"] =
+        json!({"name": "ROOTCA", "sds_config": source});
+    let bootstrap = e2e::config::bootstrap(vec![listener], vec![sds_cluster]);
+    let _proxy = Proxy::start(Kind::Meshproxy, &bootstrap, &[]);
+    let cert = f.join("istio/certs/cert-chain.pem").display().to_string();
+    let key = f.join("istio/certs/key.pem").display().to_string();
+    assert_eq!(
+        curl::get_tls(port, "/", &["-k", "--cert", &cert, "--key", &key]).status,
+        200,
+        "a client certificate from the SDS root is accepted"
+    );
+    assert_eq!(
+        curl::get_tls(port, "/", &["-k"]).status,
+        0,
+        "no client certificate: refused"
+    );
+}
