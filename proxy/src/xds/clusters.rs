@@ -146,20 +146,19 @@ pub fn apply_cds(
             .insert(name.clone(), Applied::new(version, r.body.clone()));
         let c = Cluster::new(config, server.clusters.stats_root());
         st.warming.remove(&name);
-        match c
+        if let Some((assignment, _)) = c
             .config
             .eds_service_name
             .as_ref()
-            .map(|s| st.assignments.get(s))
+            .and_then(|s| st.assignments.get(s))
         {
-            Some(None) => {
-                st.warming.insert(name, c);
-            }
-            Some(Some((endpoints, _))) => {
-                c.set_endpoints(endpoints);
-                upserts.push(c);
-            }
-            None => upserts.push(c),
+            c.set_endpoints(assignment);
+        }
+        // A cluster waits for its assignment (EDS) and its TLS secrets (SDS).
+        if st.ready(&c) {
+            upserts.push(c);
+        } else {
+            st.warming.insert(name, c);
         }
     }
     let removals: Vec<String> = if update.state_of_the_world {
