@@ -137,11 +137,7 @@ pub fn apply_cds(
                 continue;
             }
         };
-        let version = if r.version.is_empty() {
-            &update.version
-        } else {
-            &r.version
-        };
+        let version = update.version_of(r);
         st.applied
             .insert(name.clone(), Applied::new(version, r.body.clone()));
         let c = Cluster::new(config, server.clusters.stats_root());
@@ -233,11 +229,7 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
             c.set_endpoints(&endpoints);
             c.count_eds_update(true);
         }
-        let version = if r.version.is_empty() {
-            &update.version
-        } else {
-            &r.version
-        };
+        let version = update.version_of(r);
         st.assignments
             .insert(name, (endpoints, Applied::new(version, r.body.clone())));
     }

@@ -303,11 +303,7 @@ pub fn apply_lds(
                 s.set(routes.clone());
             }
         }
-        let version = if r.version.is_empty() {
-            &update.version
-        } else {
-            &r.version
-        };
+        let version = update.version_of(r);
         st.warming.insert(
             name,
             Entry {
@@ -406,11 +402,7 @@ pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
                 s.set(routes.clone());
             }
         }
-        let version = if r.version.is_empty() {
-            &update.version
-        } else {
-            &r.version
-        };
+        let version = update.version_of(r);
         st.routes
             .insert(name, (routes, Applied::new(version, r.body.clone())));
     }

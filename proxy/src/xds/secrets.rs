@@ -140,17 +140,7 @@ pub fn apply_sds(server: &Server, st: &mut super::State, update: &Update) -> Vec
         }
         let previous = st.secrets.applied.insert(
             name.clone(),
-            (
-                secret,
-                Applied::new(
-                    if r.version.is_empty() {
-                        &update.version
-                    } else {
-                        &r.version
-                    },
-                    r.body.clone(),
-                ),
-            ),
+            (secret, Applied::new(update.version_of(r), r.body.clone())),
         );
         let merged = st.secrets.merged(server);
         let prepared: Result<Vec<Prepared>, _> = all

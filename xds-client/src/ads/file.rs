@@ -3,7 +3,7 @@
 //! second; a configmap-style symlink swap counts as a change). There is no server to
 //! answer: rejections are logged and the last good resources keep serving.
 
-use super::{unwrap_resource, Handler, Update};
+use super::{Handler, Update};
 use crate::proto::envoy::service::discovery::v3::DiscoveryResponse;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,17 +31,10 @@ fn read(path: &std::path::Path, type_url: &str) -> Result<Update, String> {
             other.type_url
         ));
     }
-    Ok(Update {
-        type_url: type_url.to_string(),
-        version: response.version_info,
-        resources: response
-            .resources
-            .into_iter()
-            .map(unwrap_resource)
-            .collect(),
-        removed: Vec::new(),
-        state_of_the_world: true,
-    })
+    // A file need not say its type: the config source does.
+    let mut update = Update::state_of_the_world(response);
+    update.type_url = type_url.to_string();
+    Ok(update)
 }
 
 /// Watches `path` for resources of `type_url` on the current tokio runtime, for the life

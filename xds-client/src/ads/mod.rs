@@ -63,6 +63,34 @@ pub struct Update {
     pub state_of_the_world: bool,
 }
 
+impl Update {
+    /// A state-of-the-world response (from a stream or a file) as an update.
+    pub fn state_of_the_world(
+        response: crate::proto::envoy::service::discovery::v3::DiscoveryResponse,
+    ) -> Update {
+        Update {
+            type_url: response.type_url,
+            version: response.version_info,
+            resources: response
+                .resources
+                .into_iter()
+                .map(unwrap_resource)
+                .collect(),
+            removed: Vec::new(),
+            state_of_the_world: true,
+        }
+    }
+
+    /// The version a resource came with: its own (Delta), else the response's.
+    pub fn version_of<'a>(&'a self, resource: &'a Resource) -> &'a str {
+        if resource.version.is_empty() {
+            &self.version
+        } else {
+            &resource.version
+        }
+    }
+}
+
 /// A resource the handler refused, with why (this becomes the NACK's `error_detail`).
 #[derive(Debug, Clone)]
 pub struct Rejected {
@@ -80,15 +108,6 @@ pub struct Verdict {
     /// Hold the answer until this fires (or its sender is dropped): Envoy holds the CDS
     /// ACK while clusters are warming. Later answers of the type queue behind it.
     pub hold_until: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl From<Vec<Rejected>> for Verdict {
-    fn from(rejected: Vec<Rejected>) -> Self {
-        Verdict {
-            rejected,
-            hold_until: None,
-        }
-    }
 }
 
 /// What applies resources. Called on the stream's task: keep it short and non-blocking.

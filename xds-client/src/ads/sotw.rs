@@ -4,7 +4,7 @@
 
 use super::driver::{self, Answer, Protocol};
 use super::interest::{Interest, Subscriptions};
-use super::{error_detail, unwrap_resource, Handler, StreamConfig, StreamEnd, Update};
+use super::{error_detail, Handler, StreamConfig, StreamEnd, Update};
 use crate::proto::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::HashMap;
 use tokio::sync::mpsc::UnboundedSender;
@@ -98,25 +98,14 @@ impl Protocol for Stream<'_> {
         handler: &dyn Handler,
     ) -> Answer<DiscoveryRequest> {
         let type_url = response.type_url.clone();
-        let verdict = handler.apply(Update {
-            type_url: type_url.clone(),
-            version: response.version_info.clone(),
-            resources: response
-                .resources
-                .into_iter()
-                .map(unwrap_resource)
-                .collect(),
-            removed: Vec::new(),
-            state_of_the_world: true,
-        });
+        let (nonce, version) = (response.nonce.clone(), response.version_info.clone());
+        let verdict = handler.apply(Update::state_of_the_world(response));
         let rejected = verdict.rejected;
-        self.nonces.insert(type_url.clone(), response.nonce);
+        self.nonces.insert(type_url.clone(), nonce);
         if rejected.is_empty() {
-            self.state
-                .versions
-                .insert(type_url.clone(), response.version_info);
+            self.state.versions.insert(type_url.clone(), version);
         } else {
-            tracing::warn!(target: "config", "{}: rejected {type_url} version {}: {}", self.config.name, response.version_info, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
+            tracing::warn!(target: "config", "{}: rejected {type_url} version {version}: {}", self.config.name, rejected.iter().map(|r| format!("{}: {}", r.name, r.error)).collect::<Vec<_>>().join("; "));
         }
         let request = self.request(&type_url, error_detail(&rejected));
         Answer {
