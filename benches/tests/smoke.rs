@@ -1,6 +1,7 @@
 //! Smoke run of the benchmark runner (`--quick`, about a second per measurement) against
 //! the debug meshproxy build, so the runner keeps working. No timing is asserted: only
-//! that every scenario produced figures for both proxies.
+//! that every scenario produced figures for both proxies (and, where the CPU has AVX-512
+//! IFMA, for both RSA signers).
 
 use std::process::Command;
 
@@ -54,6 +55,20 @@ fn quick_run_produces_every_row() {
         "xDS push, 100 EDS clusters, 200 endpoints",
     ] {
         assert!(scenarios.contains(want), "missing {want}: {scenarios:?}");
+    }
+    let kernel = report["kernel"]["rows"].as_array().unwrap();
+    let want_kernel = if cryptomb::multi_buffer_available() {
+        3
+    } else {
+        0
+    };
+    assert_eq!(kernel.len(), want_kernel, "{kernel:?}");
+    for r in kernel {
+        assert!(
+            r["ring_single_buffer"]["median"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        assert!(r["multi_buffer"]["median"].as_f64().unwrap() > 0.0, "{r}");
     }
     for r in rows {
         // Memory added by a small push may round to nothing; every other figure is > 0.

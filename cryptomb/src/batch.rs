@@ -16,13 +16,21 @@ pub(crate) fn sign_in_lanes(requests: &[SignRequest<'_>], out: &mut [Option<Sign
             let Some(params) = request.key.params.as_ref().filter(|p| p.size == size) else {
                 continue;
             };
-            match request.padding.encode(request.message, size.modulus_bits(), &rng) {
+            match request
+                .padding
+                .encode(request.message, size.modulus_bits(), &rng)
+            {
                 Ok(encoded) if encoded.as_slice() < params.n.as_slice() => {
                     let input = limbs::from_be_bytes(&encoded, 2 * size.prime_limbs());
                     pending.push((index, params, input));
                 }
                 Ok(_) => {}
-                Err(error) => out[index] = Some(Signed { signature: Err(error), path: Path::MultiBuffer }),
+                Err(error) => {
+                    out[index] = Some(Signed {
+                        signature: Err(error),
+                        path: Path::MultiBuffer,
+                    })
+                }
             }
         }
         for chunk in pending.chunks(8) {
@@ -65,8 +73,11 @@ mod tests {
         let healthy = RsaKey::from_der(&der).unwrap();
         let mut faulty = RsaKey::from_der(&der).unwrap();
         faulty.params.as_mut().unwrap().p.exponent[3] ^= 1 << 17;
-        let requests = [&healthy, &faulty]
-            .map(|key| SignRequest { key, padding: Padding::Pkcs1Sha256, message: b"fault" });
+        let requests = [&healthy, &faulty].map(|key| SignRequest {
+            key,
+            padding: Padding::Pkcs1Sha256,
+            message: b"fault",
+        });
         let signed = sign_batch(Engine::MultiBuffer, &requests);
         assert_eq!(signed[0].path, Path::MultiBuffer);
         assert_eq!(signed[1].path, Path::FaultRecovered);

@@ -39,7 +39,9 @@ impl<'a> Reader<'a> {
         let bad = || Error::Key("malformed DER".into());
         let (&found, rest) = self.0.split_first().ok_or_else(bad)?;
         if found != tag {
-            return Err(Error::Key(format!("expected DER tag {tag:#04x}, found {found:#04x}")));
+            return Err(Error::Key(format!(
+                "expected DER tag {tag:#04x}, found {found:#04x}"
+            )));
         }
         let (&first, rest) = rest.split_first().ok_or_else(bad)?;
         let (len, rest) = if first < 0x80 {
@@ -49,7 +51,9 @@ impl<'a> Reader<'a> {
             if count == 0 || count > 4 || rest.len() < count {
                 return Err(bad());
             }
-            let len = rest[..count].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            let len = rest[..count]
+                .iter()
+                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
             (len, &rest[count..])
         };
         if rest.len() < len {

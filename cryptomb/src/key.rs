@@ -153,7 +153,14 @@ impl RsaParams {
             e: key.e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
             modulus,
         };
-        Some(RsaParams { size, n: key.n.to_vec(), p, q, qinv, public })
+        Some(RsaParams {
+            size,
+            n: key.n.to_vec(),
+            p,
+            q,
+            qinv,
+            public,
+        })
     }
 }
 

@@ -72,7 +72,12 @@ impl RsaKey {
     pub fn sign_single(&self, padding: Padding, message: &[u8]) -> Result<Vec<u8>, Error> {
         let mut signature = vec![0u8; self.modulus_len()];
         self.ring
-            .sign(padding.ring_encoding(), &SystemRandom::new(), message, &mut signature)
+            .sign(
+                padding.ring_encoding(),
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
             .map_err(|e| Error::Sign(e.to_string()))?;
         Ok(signature)
     }

@@ -115,7 +115,8 @@ fn pss(
         return Err(Error::Sign("modulus too short for PSS".into()));
     }
     let mut salt = vec![0u8; h_len];
-    rng.fill(&mut salt).map_err(|_| Error::Sign("random salt unavailable".into()))?;
+    rng.fill(&mut salt)
+        .map_err(|_| Error::Sign("random salt unavailable".into()))?;
     let mut context = digest::Context::new(algorithm);
     context.update(&[0u8; 8]);
     context.update(m_hash);

@@ -29,7 +29,12 @@ fn generate(bits: usize, traditional: bool) -> Vec<u8> {
         .spawn()
         .expect("openssl runs");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(&pkcs8.stdout).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&pkcs8.stdout)
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "openssl rsa -traditional failed");
     out.stdout
@@ -40,13 +45,17 @@ fn keys() -> &'static [RsaKey] {
     static KEYS: OnceLock<Vec<RsaKey>> = OnceLock::new();
     KEYS.get_or_init(|| {
         let sizes = [2048; 10].into_iter().chain([3072, 3072, 4096]);
-        sizes.map(|bits| RsaKey::from_der(&generate(bits, false)).unwrap()).collect()
+        sizes
+            .map(|bits| RsaKey::from_der(&generate(bits, false)).unwrap())
+            .collect()
     })
 }
 
 /// A deterministic message per index, different lengths.
 fn message(index: usize) -> Vec<u8> {
-    (0..index * 37 % 500).map(|i| (i * 7 + index) as u8).collect()
+    (0..index * 37 % 500)
+        .map(|i| (i * 7 + index) as u8)
+        .collect()
 }
 
 /// The path a batchable key's signature must take here.
@@ -67,11 +76,19 @@ fn sign_all(engine: Engine, requests: &[SignRequest<'_>]) -> Vec<Signed> {
 fn pkcs1_signatures_are_byte_for_byte_ring_signatures() {
     let keys = keys();
     let messages: Vec<Vec<u8>> = (0..40).map(message).collect();
-    for padding in [Padding::Pkcs1Sha256, Padding::Pkcs1Sha384, Padding::Pkcs1Sha512] {
+    for padding in [
+        Padding::Pkcs1Sha256,
+        Padding::Pkcs1Sha384,
+        Padding::Pkcs1Sha512,
+    ] {
         let requests: Vec<SignRequest<'_>> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| SignRequest { key: &keys[i * 7 % keys.len()], padding, message: m })
+            .map(|(i, m)| SignRequest {
+                key: &keys[i * 7 % keys.len()],
+                padding,
+                message: m,
+            })
             .collect();
         for (request, signed) in requests.iter().zip(sign_all(Engine::detect(), &requests)) {
             assert_eq!(signed.path, expected_path());
@@ -94,13 +111,19 @@ fn pss_signatures_verify_with_ring() {
         let requests: Vec<SignRequest<'_>> = keys
             .iter()
             .zip(&messages)
-            .map(|(key, m)| SignRequest { key, padding, message: m })
+            .map(|(key, m)| SignRequest {
+                key,
+                padding,
+                message: m,
+            })
             .collect();
         for (request, signed) in requests.iter().zip(sign_all(Engine::detect(), &requests)) {
             assert_eq!(signed.path, expected_path());
             let sig = signed.signature.unwrap();
             let public = UnparsedPublicKey::new(verification, request.key.public_key_der());
-            public.verify(request.message, &sig).expect("ring verifies the PSS signature");
+            public
+                .verify(request.message, &sig)
+                .expect("ring verifies the PSS signature");
             let mut tampered = request.message.to_vec();
             tampered.push(1);
             assert!(public.verify(&tampered, &sig).is_err());
@@ -123,7 +146,10 @@ fn batches_of_every_fill_level_and_size_mix() {
             })
             .collect();
         for (request, signed) in requests.iter().zip(sign_all(Engine::detect(), &requests)) {
-            let expected = request.key.sign_single(request.padding, request.message).unwrap();
+            let expected = request
+                .key
+                .sign_single(request.padding, request.message)
+                .unwrap();
             assert_eq!(signed.signature.unwrap(), expected, "batch of {count}");
         }
     }
@@ -137,7 +163,11 @@ fn single_engine_signs_with_ring_and_agrees() {
     assert_eq!(keys[12].batch_size_class(), Some(KeySize::Rsa4096));
     let m = message(3);
     let requests: Vec<SignRequest<'_>> = [0, 10, 12]
-        .map(|i| SignRequest { key: &keys[i], padding: Padding::Pkcs1Sha512, message: &m })
+        .map(|i| SignRequest {
+            key: &keys[i],
+            padding: Padding::Pkcs1Sha512,
+            message: &m,
+        })
         .into();
     let batched = sign_all(Engine::detect(), &requests);
     let single = sign_all(Engine::Single, &requests);
@@ -155,16 +185,28 @@ fn pkcs1_der_keys_sign_like_their_pkcs8_form() {
     let key = RsaKey::from_der(&der).unwrap();
     assert_eq!(key.batch_size_class(), Some(KeySize::Rsa2048));
     let m = message(9);
-    let request = [SignRequest { key: &key, padding: Padding::Pkcs1Sha384, message: &m }];
+    let request = [SignRequest {
+        key: &key,
+        padding: Padding::Pkcs1Sha384,
+        message: &m,
+    }];
     let signed = sign_all(Engine::detect(), &request).remove(0);
     assert_eq!(signed.path, expected_path());
-    assert_eq!(signed.signature.unwrap(), key.sign_single(Padding::Pkcs1Sha384, &m).unwrap());
+    assert_eq!(
+        signed.signature.unwrap(),
+        key.sign_single(Padding::Pkcs1Sha384, &m).unwrap()
+    );
 }
 
 #[test]
 fn malformed_keys_are_refused() {
     let der = generate(2048, false);
-    for bad in [&der[..0], &der[..40], &der[..der.len() - 1], b"not a key at all".as_slice()] {
+    for bad in [
+        &der[..0],
+        &der[..40],
+        &der[..der.len() - 1],
+        b"not a key at all".as_slice(),
+    ] {
         assert!(RsaKey::from_der(bad).is_err());
     }
 }

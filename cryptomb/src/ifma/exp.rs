@@ -20,7 +20,11 @@ const ENTRIES: usize = 1 << WINDOW;
 fn bits_at(words: &[u64], position: usize, width: usize) -> u64 {
     let (word, shift) = (position / 64, position % 64);
     let low = words[word] >> shift;
-    let high = if shift == 0 { 0 } else { words[word + 1] << (64 - shift) };
+    let high = if shift == 0 {
+        0
+    } else {
+        words[word + 1] << (64 - shift)
+    };
     (low | high) & ((1 << width) - 1)
 }
 
@@ -55,7 +59,7 @@ pub fn pow_secret<const N: usize, const W: usize>(
     table[0] = *one;
     table[1] = *base;
     for k in 2..ENTRIES {
-        table[k] = multiply(&table[k - 1], base, m);
+        table[k] = multiply::<N, W>(&table[k - 1], base, m);
     }
     let window_at = |position: usize, width: usize| {
         Lanes::from_array(&exponents.map(|words| bits_at(words, position, width)))
@@ -74,7 +78,7 @@ pub fn pow_secret<const N: usize, const W: usize>(
         }
         index = window_at(position, WINDOW);
         let mut entry = select(&table, index);
-        acc = multiply(&acc, &entry, m);
+        acc = multiply::<N, W>(&acc, &entry, m);
         wipe(&mut entry);
     }
     wipe(core::slice::from_mut(&mut index));
@@ -86,7 +90,9 @@ pub fn pow_secret<const N: usize, const W: usize>(
 
 /// `base^exponent` in the Montgomery domain for public exponents (RSA's
 /// `e`): square-and-multiply, each lane keeping the product only where its
-/// own exponent has the bit set. Branches on the exponents are fine here.
+/// own exponent has the bit set, and no multiplication at all for a bit no
+/// lane has set (65537 needs two). Branches on the exponents are fine here.
+/// `W` must be `2·N`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn pow_public<const N: usize, const W: usize>(
@@ -95,17 +101,22 @@ pub fn pow_public<const N: usize, const W: usize>(
     one: &[Lanes; N],
     m: &Modulus<N>,
 ) -> [Lanes; N] {
-    let bits = exponents.iter().map(|e| 64 - e.leading_zeros()).max().unwrap_or(0);
+    let bits = exponents
+        .iter()
+        .map(|e| 64 - e.leading_zeros())
+        .max()
+        .unwrap_or(0);
     let mut acc = *one;
     for bit in (0..bits).rev() {
         acc = square::<N, W>(&acc, m);
-        let product = multiply(&acc, base, m);
-        let mask = exponents
-            .iter()
-            .enumerate()
-            .fold(0u8, |mask, (lane, e)| mask | ((((e >> bit) & 1) as u8) << lane));
-        for j in 0..N {
-            acc[j] = acc[j].blend(mask, product[j]);
+        let mask = exponents.iter().enumerate().fold(0u8, |mask, (lane, e)| {
+            mask | ((((e >> bit) & 1) as u8) << lane)
+        });
+        if mask != 0 {
+            let product = multiply::<N, W>(&acc, base, m);
+            for j in 0..N {
+                acc[j] = acc[j].blend(mask, product[j]);
+            }
         }
     }
     acc

@@ -80,7 +80,10 @@ impl Lanes {
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     pub fn low_limb(self) -> Self {
-        Lanes(_mm512_and_si512(self.0, _mm512_set1_epi64(LIMB_MASK as i64)))
+        Lanes(_mm512_and_si512(
+            self.0,
+            _mm512_set1_epi64(LIMB_MASK as i64),
+        ))
     }
 
     /// Each lane shifted right by 52 bits, keeping the sign: the carry (or

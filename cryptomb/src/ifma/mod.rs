@@ -24,10 +24,16 @@ pub fn available() -> bool {
 /// When the CPU lacks the kernel's features, or the batch is empty, larger
 /// than eight, or mixes sizes: callers check all of these first.
 pub fn private_batch(keys: &[&RsaParams], inputs: &[&[u64]]) -> Vec<Option<Vec<u64>>> {
-    assert!(available(), "AVX-512 IFMA kernel called on a CPU without it");
+    assert!(
+        available(),
+        "AVX-512 IFMA kernel called on a CPU without it"
+    );
     assert!(!keys.is_empty() && keys.len() <= 8 && keys.len() == inputs.len());
     let size = keys[0].size;
-    assert!(keys.iter().all(|k| k.size == size), "one key size per batch");
+    assert!(
+        keys.iter().all(|k| k.size == size),
+        "one key size per batch"
+    );
     let lane_keys: [&RsaParams; 8] = std::array::from_fn(|i| keys[i.min(keys.len() - 1)]);
     let lane_inputs: [&[u64]; 8] = std::array::from_fn(|i| inputs[i.min(inputs.len() - 1)]);
     // SAFETY: `available()` confirmed the target features the kernel uses.

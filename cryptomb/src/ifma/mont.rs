@@ -1,4 +1,5 @@
-//! Montgomery arithmetic on eight numbers at once, in radix 2^52.
+//! Montgomery arithmetic on eight numbers at once, in radix 2^52, on top of
+//! the straight-line products and reductions build.rs generates.
 //!
 //! A number is `[Lanes; N]`: limb `j` of all eight numbers in one register,
 //! least significant limb first. Inputs to the multiplications must be
@@ -32,31 +33,35 @@ pub fn normalize<const N: usize>(mut x: [Lanes; N]) -> [Lanes; N] {
     x
 }
 
-/// Almost-Montgomery multiplication: `a·b·R⁻¹ mod m`, a result below `2m`
-/// for inputs below `4m`. The accumulator stays in `N` registers: each step
-/// adds the low halves of `a·b[i]` and `q·m`, drops the (now zero) lowest
-/// limb, then adds the high halves one limb further down.
+// The generated straight-line products, squares and reductions (build.rs):
+// `product`, `square_product` and `reduce_wide` for every size served.
+mod generated {
+    use super::Lanes;
+    include!(concat!(env!("OUT_DIR"), "/generated.rs"));
+}
+
+pub use generated::product as multiply_wide;
+
+/// Montgomery reduction of a double-width value: `t·R⁻¹ mod m`, below `2m`
+/// when `t < R·m`, normalized. `W` must be `2·N`; `t`'s limbs may be
+/// unnormalized.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub fn multiply<const N: usize>(a: &[Lanes; N], b: &[Lanes; N], m: &Modulus<N>) -> [Lanes; N] {
-    let mut acc = [Lanes::zero(); N];
-    for &digit in b.iter() {
-        for j in 0..N {
-            acc[j] = acc[j].madd_lo(a[j], digit);
-        }
-        let q = Lanes::zero().madd_lo(acc[0], m.k0);
-        for j in 0..N {
-            acc[j] = acc[j].madd_lo(m.limbs[j], q);
-        }
-        let carry = acc[0].carry();
-        acc.copy_within(1.., 0);
-        acc[N - 1] = Lanes::zero();
-        acc[0] = acc[0].add(carry);
-        for j in 0..N {
-            acc[j] = acc[j].madd_hi(a[j], digit).madd_hi(m.limbs[j], q);
-        }
-    }
-    normalize(acc)
+pub fn reduce<const N: usize, const W: usize>(t: [Lanes; W], m: &Modulus<N>) -> [Lanes; N] {
+    normalize(generated::reduce::<N, W>(&t, &m.limbs, m.k0))
+}
+
+/// Almost-Montgomery multiplication: `a·b·R⁻¹ mod m`, a result below `2m`
+/// for inputs below `4m`: the double-width product, then its reduction.
+/// `W` must be `2·N`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512ifma")]
+pub fn multiply<const N: usize, const W: usize>(
+    a: &[Lanes; N],
+    b: &[Lanes; N],
+    m: &Modulus<N>,
+) -> [Lanes; N] {
+    reduce(multiply_wide::<N, W>(a, b), m)
 }
 
 /// Dedicated squaring: `a²·R⁻¹ mod m` (below `2m`), computing each cross
@@ -65,53 +70,7 @@ pub fn multiply<const N: usize>(a: &[Lanes; N], b: &[Lanes; N], m: &Modulus<N>) 
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn square<const N: usize, const W: usize>(a: &[Lanes; N], m: &Modulus<N>) -> [Lanes; N] {
-    let mut t = [Lanes::zero(); W];
-    for i in 0..N {
-        for j in i + 1..N {
-            t[i + j] = t[i + j].madd_lo(a[i], a[j]);
-            t[i + j + 1] = t[i + j + 1].madd_hi(a[i], a[j]);
-        }
-    }
-    for limb in t.iter_mut() {
-        *limb = limb.double();
-    }
-    for i in 0..N {
-        t[2 * i] = t[2 * i].madd_lo(a[i], a[i]);
-        t[2 * i + 1] = t[2 * i + 1].madd_hi(a[i], a[i]);
-    }
-    reduce(t, m)
-}
-
-/// Montgomery reduction of a double-width value: `t·R⁻¹ mod m`, below `2m`
-/// when `t < R·m`. `W` must be `2·N`; `t`'s limbs may be unnormalized.
-#[inline]
-#[target_feature(enable = "avx512f,avx512ifma")]
-pub fn reduce<const N: usize, const W: usize>(mut t: [Lanes; W], m: &Modulus<N>) -> [Lanes; N] {
-    for i in 0..N {
-        let q = Lanes::zero().madd_lo(t[i], m.k0);
-        for j in 0..N {
-            t[i + j] = t[i + j].madd_lo(m.limbs[j], q);
-            t[i + j + 1] = t[i + j + 1].madd_hi(m.limbs[j], q);
-        }
-        t[i + 1] = t[i + 1].add(t[i].carry());
-    }
-    let mut out = [Lanes::zero(); N];
-    out.copy_from_slice(&t[N..]);
-    normalize(out)
-}
-
-/// The plain double-width product `a·b`, limbs unnormalized. `W` must be `2·N`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512ifma")]
-pub fn multiply_wide<const N: usize, const W: usize>(a: &[Lanes; N], b: &[Lanes; N]) -> [Lanes; W] {
-    let mut t = [Lanes::zero(); W];
-    for i in 0..N {
-        for j in 0..N {
-            t[i + j] = t[i + j].madd_lo(a[i], b[j]);
-            t[i + j + 1] = t[i + j + 1].madd_hi(a[i], b[j]);
-        }
-    }
-    t
+    reduce(generated::square_product::<N, W>(a), m)
 }
 
 /// `x mod m` for `x < 2m`: subtracts `m` in every lane and keeps the
@@ -138,7 +97,9 @@ pub fn subtract_if_above<const N: usize>(x: &[Lanes; N], m: &[Lanes; N]) -> [Lan
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn equal_lanes<const N: usize>(a: &[Lanes; N], b: &[Lanes; N]) -> u8 {
-    a.iter().zip(b).fold(u8::MAX, |mask, (x, y)| mask & x.eq_mask(*y))
+    a.iter()
+        .zip(b)
+        .fold(u8::MAX, |mask, (x, y)| mask & x.eq_mask(*y))
 }
 
 /// Overwrites secret intermediates before their stack slots are reused;

@@ -34,7 +34,10 @@ fn unit<const N: usize>() -> [Lanes; N] {
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn modulus<const N: usize>(limbs: [&[u64]; 8], k0: [u64; 8]) -> Modulus<N> {
-    Modulus { limbs: gather(limbs), k0: Lanes::from_array(&k0) }
+    Modulus {
+        limbs: gather(limbs),
+        k0: Lanes::from_array(&k0),
+    }
 }
 
 /// One CRT half: `input^(d mod (p-1)) mod p`, fully reduced, for a
@@ -47,10 +50,14 @@ fn crt_half<const N: usize, const W: usize>(
     bits: usize,
 ) -> ([Lanes; N], Modulus<N>) {
     let m = modulus::<N>(primes.map(|p| &p.modulus[..]), primes.map(|p| p.k0));
-    let base = multiply(&reduce::<N, W>(*input, &m), &gather(primes.map(|p| &p.r3[..])), &m);
+    let base = multiply::<N, W>(
+        &reduce::<N, W>(*input, &m),
+        &gather(primes.map(|p| &p.r3[..])),
+        &m,
+    );
     let one = gather(primes.map(|p| &p.one[..]));
     let mut power = pow_secret::<N, W>(&base, primes.map(|p| &p.exponent[..]), bits, &one, &m);
-    let result = subtract_if_above(&multiply(&power, &unit(), &m), &m.limbs);
+    let result = subtract_if_above(&multiply::<N, W>(&power, &unit(), &m), &m.limbs);
     wipe(&mut power);
     (result, m)
 }
@@ -76,7 +83,7 @@ pub fn private_batch<const N: usize, const W: usize, const V: usize>(
     }
     let mut difference = normalize(difference);
     let qinv = gather(keys.map(|k| &k.qinv[..]));
-    let mut h = subtract_if_above(&multiply(&difference, &qinv, &p), &p.limbs);
+    let mut h = subtract_if_above(&multiply::<N, W>(&difference, &qinv, &p), &p.limbs);
 
     // s = m2 + h·q.
     let mut wide = multiply_wide::<N, W>(&h, &q.limbs);
@@ -90,11 +97,14 @@ pub fn private_batch<const N: usize, const W: usize, const V: usize>(
     wipe(&mut h);
 
     // Fault countermeasure: signature^e must give back the input.
-    let n = modulus::<W>(keys.map(|k| &k.public.modulus[..]), keys.map(|k| k.public.k0));
-    let mont = multiply(&signature, &gather(keys.map(|k| &k.public.r2[..])), &n);
+    let n = modulus::<W>(
+        keys.map(|k| &k.public.modulus[..]),
+        keys.map(|k| k.public.k0),
+    );
+    let mont = multiply::<W, V>(&signature, &gather(keys.map(|k| &k.public.r2[..])), &n);
     let one = gather(keys.map(|k| &k.public.one[..]));
     let power = pow_public::<W, V>(&mont, &keys.map(|k| k.public.e), &one, &n);
-    let recovered = subtract_if_above(&multiply(&power, &unit(), &n), &n.limbs);
+    let recovered = subtract_if_above(&multiply::<W, V>(&power, &unit(), &n), &n.limbs);
     let verified = equal_lanes(&recovered, &c);
 
     let mut rows = vec![vec![0u64; W]; 8];

@@ -16,8 +16,10 @@ const N: usize = 20;
 const W: usize = 2 * N;
 
 fn to_lanes<const L: usize>(values: &[BigUint; 8]) -> [Lanes; L] {
-    let rows: Vec<Vec<u64>> =
-        values.iter().map(|v| limbs::from_be_bytes(&v.to_bytes_be(), L)).collect();
+    let rows: Vec<Vec<u64>> = values
+        .iter()
+        .map(|v| limbs::from_be_bytes(&v.to_bytes_be(), L))
+        .collect();
     // SAFETY: only called after `super::available()`.
     unsafe {
         core::array::from_fn(|j| Lanes::from_array(&core::array::from_fn(|lane| rows[lane][j])))
@@ -29,15 +31,23 @@ fn from_lanes<const L: usize>(x: &[Lanes; L]) -> Vec<BigUint> {
     let columns: Vec<[u64; 8]> = x.iter().map(|l| unsafe { l.to_array() }).collect();
     (0..8)
         .map(|lane| {
-            columns.iter().rev().fold(BigUint::default(), |acc, c| (acc << LIMB_BITS) + c[lane])
+            columns
+                .iter()
+                .rev()
+                .fold(BigUint::default(), |acc, c| (acc << LIMB_BITS) + c[lane])
         })
         .collect()
 }
 
 fn modulus(values: &[BigUint; 8]) -> Modulus<N> {
-    let k0 = values.clone().map(|v| limbs::montgomery_k0(limbs::from_be_bytes(&v.to_bytes_be(), N)[0]));
+    let k0 = values
+        .clone()
+        .map(|v| limbs::montgomery_k0(limbs::from_be_bytes(&v.to_bytes_be(), N)[0]));
     // SAFETY: only called after `super::available()`.
-    Modulus { limbs: to_lanes(values), k0: unsafe { Lanes::from_array(&k0) } }
+    Modulus {
+        limbs: to_lanes(values),
+        k0: unsafe { Lanes::from_array(&k0) },
+    }
 }
 
 /// Eight odd 1024-bit moduli and, per lane, a value below `4m` and one below `m`.
@@ -74,7 +84,7 @@ proptest! {
         let m = modulus(&ms);
         // SAFETY: the features were just confirmed.
         let (product, squared) = unsafe {
-            (multiply(&to_lanes(&a), &to_lanes(&b), &m), square::<N, W>(&to_lanes(&a), &m))
+            (multiply::<N, W>(&to_lanes(&a), &to_lanes(&b), &m), square::<N, W>(&to_lanes(&a), &m))
         };
         for lane in 0..8 {
             let rinv = r_inverse(&ms[lane]);
@@ -144,5 +154,8 @@ proptest! {
 fn detection_matches_cpuinfo() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let listed = |flag: &str| cpuinfo.split_whitespace().any(|word| word == flag);
-    assert_eq!(super::available(), listed("avx512f") && listed("avx512ifma"));
+    assert_eq!(
+        super::available(),
+        listed("avx512f") && listed("avx512ifma")
+    );
 }

@@ -1,0 +1,190 @@
+//! The multi-buffer RSA kernel against ring on one core: private-key
+//! signatures per second (RSA-PSS-SHA256, TLS 1.3's scheme), and a
+//! dudect-style timing-leak check (Welch's t-test on batch times with one
+//! fixed key against keys drawn at random, same random messages).
+//!
+//! These compare two signers inside this process, not two proxies, so
+//! they print their own table: ring single-buffer, multi-buffer, ratio.
+
+use crate::report::Samples;
+use cryptomb::{sign_batch, Engine, Padding, RsaKey, SignRequest};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A fresh PKCS#8 RSA key from openssl.
+fn generate(bits: usize) -> Result<RsaKey, String> {
+    let out = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+        .arg(format!("rsa_keygen_bits:{bits}"))
+        .args(["-outform", "DER"])
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    if !out.status.success() {
+        return Err("openssl genpkey failed".into());
+    }
+    RsaKey::from_der(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Signatures per second by `engine` over `duration`, batches of eight
+/// requests over `keys` in turn.
+fn rate(engine: Engine, keys: &[RsaKey], duration: Duration) -> f64 {
+    let message = b"TLS 1.3, server CertificateVerify";
+    let requests: Vec<SignRequest<'_>> = (0..8)
+        .map(|i| SignRequest {
+            key: &keys[i % keys.len()],
+            padding: Padding::PssSha256,
+            message,
+        })
+        .collect();
+    let started = Instant::now();
+    let mut signed = 0usize;
+    while started.elapsed() < duration {
+        signed += sign_batch(engine, &requests)
+            .iter()
+            .filter(|s| s.signature.is_ok())
+            .count();
+    }
+    signed as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One row of the kernel table.
+pub struct KernelRow {
+    /// What was measured.
+    pub label: String,
+    /// ring, one signature at a time.
+    pub single: Samples,
+    /// The AVX-512 IFMA kernel.
+    pub multi: Samples,
+}
+
+/// Signing rates for RSA-2048, 3072 and 4096, `runs` alternations each.
+pub fn run(runs: usize, duration: Duration) -> Result<Vec<KernelRow>, String> {
+    if Engine::detect() != Engine::MultiBuffer {
+        eprintln!("benches: rsa skipped: this CPU lacks AVX-512 IFMA, nothing to compare");
+        return Ok(Vec::new());
+    }
+    let mut rows = Vec::new();
+    for bits in [2048, 3072, 4096] {
+        let keys = (0..2)
+            .map(|_| generate(bits))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut single, mut multi) = (Samples::default(), Samples::default());
+        for _ in 0..runs {
+            single.0.push(rate(Engine::Single, &keys, duration));
+            multi.0.push(rate(Engine::MultiBuffer, &keys, duration));
+        }
+        rows.push(KernelRow {
+            label: format!("RSA-{bits} PSS-SHA256 signatures/s, 1 core"),
+            single,
+            multi,
+        });
+    }
+    Ok(rows)
+}
+
+/// Welch's t between batch times with one fixed key and with keys drawn
+/// from a pool, classes interleaved at random. |t| above 4.5 is dudect's
+/// threshold for "timing depends on the secret".
+pub fn leak_check(pool: usize, samples: usize) -> Result<f64, String> {
+    if Engine::detect() != Engine::MultiBuffer {
+        return Err("rsa-leak needs AVX-512 IFMA, which this CPU lacks".into());
+    }
+    let keys = (0..pool)
+        .map(|_| generate(2048))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut fixed, mut random) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let message = next().to_le_bytes();
+        let class_fixed = next() & 1 == 0;
+        let key = if class_fixed {
+            &keys[0]
+        } else {
+            &keys[(next() as usize) % pool]
+        };
+        let requests: Vec<SignRequest<'_>> = (0..8)
+            .map(|_| SignRequest {
+                key,
+                padding: Padding::Pkcs1Sha256,
+                message: &message,
+            })
+            .collect();
+        let started = Instant::now();
+        std::hint::black_box(sign_batch(Engine::MultiBuffer, &requests));
+        let nanos = started.elapsed().as_nanos() as f64;
+        if class_fixed {
+            fixed.push(nanos)
+        } else {
+            random.push(nanos)
+        }
+    }
+    Ok(welch_t(&fixed, &random))
+}
+
+/// Welch's t statistic of two samples.
+fn welch_t(a: &[f64], b: &[f64]) -> f64 {
+    let stats = |x: &[f64]| {
+        let n = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / n;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (n, mean, var)
+    };
+    let ((na, ma, va), (nb, mb, vb)) = (stats(a), stats(b));
+    (ma - mb) / (va / na + vb / nb).sqrt()
+}
+
+/// The Markdown table of the kernel rows and the leak check.
+pub fn table(rows: &[KernelRow], t: Option<f64>) -> String {
+    let mut out = String::from(
+        "| kernel | ring single-buffer | multi-buffer (AVX-512 IFMA) | multi/ring |\n|---|---|---|---|\n",
+    );
+    for r in rows {
+        let ((s, smin, smax), (m, mmin, mmax)) = (r.single.summary(), r.multi.summary());
+        out.push_str(&format!(
+            "| {} | {s:.0} ({smin:.0}–{smax:.0}) | {m:.0} ({mmin:.0}–{mmax:.0}) | {:.2} |\n",
+            r.label,
+            m / s
+        ));
+    }
+    if let Some(t) = t {
+        out.push_str(&format!(
+            "\ntiming-leak check (fixed vs random keys, Welch's t): {t:.2} (|t| < 4.5: no leak detected)\n"
+        ));
+    }
+    out
+}
+
+/// The rows as JSON.
+pub fn json(rows: &[KernelRow], t: Option<f64>) -> Value {
+    let s = |x: &Samples| {
+        let (med, min, max) = x.summary();
+        json!({"median": med, "min": min, "max": max, "runs": x.0})
+    };
+    json!({
+        "rows": rows.iter().map(|r| json!({
+            "metric": r.label, "ring_single_buffer": s(&r.single), "multi_buffer": s(&r.multi),
+            "ratio_multi_over_single": r.multi.summary().0 / r.single.summary().0,
+        })).collect::<Vec<_>>(),
+        "timing_leak_welch_t": t,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::welch_t;
+
+    #[test]
+    fn welch_t_separates_shifted_samples_only() {
+        let a: Vec<f64> = (0..100).map(|i| (i % 10) as f64).collect();
+        let b: Vec<f64> = a.iter().map(|x| x + 5.0).collect();
+        assert!(welch_t(&a, &a).abs() < 1e-9);
+        assert!(welch_t(&a, &b) < -10.0);
+    }
+}

@@ -1,0 +1,228 @@
+//! Generates the kernel's straight-line big-number code into
+//! `$OUT_DIR/generated.rs`: for every limb count it serves (the primes' 20,
+//! 30 and 40 limbs, the moduli's 40, 60 and 80), the double-width product,
+//! the double-width square and the Montgomery reduction, plus one generic
+//! dispatcher per operation.
+//!
+//! Why generated: a product term `x[i]·y[j]` lands in column `i+j` (low
+//! half) and `i+j+1` (high half), and accumulators only stay in registers
+//! when every index is a constant. Loops keep the columns in memory (a
+//! load and a store per multiply-add) or branch on loop positions the
+//! predictor keeps missing; this code has neither. Columns are emitted in
+//! order (product scanning), each summed on four independent chains, so few
+//! registers are live at once and the multiplier's latency stays hidden.
+//! Nothing here depends on values: the same instructions run for any input.
+
+use std::fmt::Write;
+
+/// Limb counts: the primes of RSA-2048, 3072 and 4096, and their moduli.
+const SIZES: [usize; 5] = [20, 30, 40, 60, 80];
+
+/// One multiply-add term: high or low half of `x·y`.
+struct Term {
+    high: bool,
+    x: String,
+    y: String,
+}
+
+/// Emits a block summing `start` and `terms` on four chains (two for low
+/// halves, two for high halves) into the variable `s`.
+fn sum_column(out: &mut String, start: &str, terms: &[Term]) {
+    let binding = if terms.is_empty() { "let" } else { "let mut" };
+    writeln!(out, "        {binding} c = [z; 4];").unwrap();
+    let (mut lows, mut highs) = (0, 0);
+    for term in terms {
+        let (chain, op) = if term.high {
+            highs += 1;
+            (2 + highs % 2, "madd_hi")
+        } else {
+            lows += 1;
+            (lows % 2, "madd_lo")
+        };
+        writeln!(
+            out,
+            "        c[{chain}] = c[{chain}].{op}({}, {});",
+            term.x, term.y
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "        let s = {start}.add(c[0]).add(c[1]).add(c[2]).add(c[3]);"
+    )
+    .unwrap();
+}
+
+/// The terms of column `k` of `x·y` for `n`-limb operands, pairs admitted
+/// by `keep(i, j)`.
+fn column_terms(
+    n: usize,
+    k: usize,
+    x: &str,
+    y: &str,
+    keep: impl Fn(usize, usize) -> bool,
+) -> Vec<Term> {
+    let mut terms = Vec::new();
+    for i in 0..n {
+        if let Some(j) = k.checked_sub(i).filter(|&j| j < n && keep(i, j)) {
+            terms.push(Term {
+                high: false,
+                x: format!("{x}[{i}]"),
+                y: format!("{y}[{j}]"),
+            });
+        }
+        if let Some(j) = k.checked_sub(i + 1).filter(|&j| j < n && keep(i, j)) {
+            terms.push(Term {
+                high: true,
+                x: format!("{x}[{i}]"),
+                y: format!("{y}[{j}]"),
+            });
+        }
+    }
+    terms
+}
+
+/// Writes the function header shared by every generated function.
+fn header(out: &mut String, doc: &str, signature: &str) {
+    writeln!(out, "/// {doc}").unwrap();
+    writeln!(out, "#[inline]").unwrap();
+    writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
+    writeln!(out, "pub fn {signature} {{").unwrap();
+    writeln!(out, "    let z = Lanes::zero();").unwrap();
+}
+
+/// `a·b`, double width, limbs unnormalized.
+fn product(out: &mut String, n: usize) {
+    let w = 2 * n;
+    header(
+        out,
+        &format!("`a·b` as {w} unnormalized limbs, for {n}-limb operands."),
+        &format!("product_{n}(a: &[Lanes; {n}], b: &[Lanes; {n}]) -> [Lanes; {w}]"),
+    );
+    writeln!(out, "    let mut t = [z; {w}];").unwrap();
+    for k in 0..w {
+        writeln!(out, "    {{").unwrap();
+        sum_column(out, "z", &column_terms(n, k, "a", "b", |_, _| true));
+        writeln!(out, "        t[{k}] = s;\n    }}").unwrap();
+    }
+    writeln!(out, "    t\n}}\n").unwrap();
+}
+
+/// `a²`, double width: cross products once, doubled, plus the diagonal.
+fn square(out: &mut String, n: usize) {
+    let w = 2 * n;
+    header(
+        out,
+        &format!("`a²` as {w} unnormalized limbs, for {n}-limb `a`."),
+        &format!("square_product_{n}(a: &[Lanes; {n}]) -> [Lanes; {w}]"),
+    );
+    writeln!(out, "    let mut t = [z; {w}];").unwrap();
+    for k in 0..w {
+        writeln!(out, "    {{").unwrap();
+        sum_column(out, "z", &column_terms(n, k, "a", "a", |i, j| i < j));
+        let (d, op) = (k / 2, if k % 2 == 0 { "madd_lo" } else { "madd_hi" });
+        writeln!(
+            out,
+            "        t[{k}] = s.double().{op}(a[{d}], a[{d}]);\n    }}"
+        )
+        .unwrap();
+    }
+    writeln!(out, "    t\n}}\n").unwrap();
+}
+
+/// Montgomery reduction by product scanning: column `k < n` fixes the
+/// quotient digit `q[k]` that clears it; columns `n..2n` are the result.
+fn reduce(out: &mut String, n: usize) {
+    let w = 2 * n;
+    header(
+        out,
+        &format!("`t·R⁻¹ mod m` (below `2m` for `t < R·m`), unnormalized, for {n}-limb `m`."),
+        &format!("reduce_{n}(t: &[Lanes; {w}], m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}]"),
+    );
+    writeln!(
+        out,
+        "    let mut q = [z; {n}];\n    let mut r = [z; {n}];\n    let mut carry = z;"
+    )
+    .unwrap();
+    for k in 0..w {
+        writeln!(out, "    {{").unwrap();
+        // q[k]·m[0] joins column k only once q[k] is known, below.
+        let terms = column_terms(n, k, "q", "m", |i, _| i < k.min(n));
+        sum_column(out, &format!("t[{k}].add(carry)"), &terms);
+        if k < n {
+            writeln!(out, "        q[{k}] = z.madd_lo(s, k0);").unwrap();
+            writeln!(out, "        carry = s.madd_lo(q[{k}], m[0]).carry();").unwrap();
+        } else if k == n {
+            writeln!(out, "        r[0] = s;\n        carry = z;").unwrap();
+        } else {
+            writeln!(out, "        r[{}] = s;", k - n).unwrap();
+        }
+        writeln!(out, "    }}").unwrap();
+    }
+    writeln!(out, "    r\n}}\n").unwrap();
+}
+
+/// A generic entry point choosing the generated function for `N` limbs.
+fn dispatcher(out: &mut String, name: &str, doc: &str, params: &str, ret: &str, args: &str) {
+    writeln!(out, "/// {doc}").unwrap();
+    writeln!(out, "#[inline]").unwrap();
+    writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
+    writeln!(
+        out,
+        "pub fn {name}<const N: usize, const W: usize>({params}) -> {ret} {{"
+    )
+    .unwrap();
+    writeln!(out, "    match N {{").unwrap();
+    for n in SIZES {
+        writeln!(out, "        {n} => *cast(&{name}_{n}({args})),").unwrap();
+    }
+    writeln!(
+        out,
+        "        _ => unreachable!(\"no {name} generated for {{N}} limbs\"),\n    }}\n}}\n"
+    )
+    .unwrap();
+}
+
+fn main() {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "/// Reinterprets a fixed array as another length; the lengths are equal\n\
+         /// wherever a dispatcher calls it (the match arm fixed them).\n\
+         fn cast<const F: usize, const T: usize>(x: &[Lanes; F]) -> &[Lanes; T] {{\n    \
+         x.as_slice().try_into().expect(\"generated for this size\")\n}}\n"
+    )
+    .unwrap();
+    for n in SIZES {
+        product(&mut out, n);
+        square(&mut out, n);
+        reduce(&mut out, n);
+    }
+    dispatcher(
+        &mut out,
+        "product",
+        "`a·b`, `W = 2·N` unnormalized limbs.",
+        "a: &[Lanes; N], b: &[Lanes; N]",
+        "[Lanes; W]",
+        "cast(a), cast(b)",
+    );
+    dispatcher(
+        &mut out,
+        "square_product",
+        "`a²`, `W = 2·N` unnormalized limbs.",
+        "a: &[Lanes; N]",
+        "[Lanes; W]",
+        "cast(a)",
+    );
+    dispatcher(
+        &mut out,
+        "reduce",
+        "`t·R⁻¹ mod m` for `W = 2·N`-limb `t < R·m`: below `2m`, unnormalized.",
+        "t: &[Lanes; W], m: &[Lanes; N], k0: Lanes",
+        "[Lanes; N]",
+        "cast(t), cast(m), k0",
+    );
+    let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("generated.rs");
+    std::fs::write(path, out).unwrap();
+    println!("cargo::rerun-if-changed=build.rs");
+}
