@@ -77,6 +77,7 @@ impl Server {
     pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
         let stats = Store::new();
         let root = stats.root();
+        crate::tls::multibuffer::stats::register(&root);
         let clusters = ClusterManager::new(&bootstrap.clusters, &root);
         let flush = std::time::Duration::from_millis(options.file_flush_interval_msec.max(1));
         let listeners = bootstrap

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod curl;
 pub mod proxy;
+pub mod tls_client;
 pub mod upstream;
 pub mod xds;
 

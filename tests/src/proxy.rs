@@ -100,8 +100,20 @@ impl Proxy {
         p
     }
 
+    /// Starts with extra environment variables, and waits until `/ready` answers LIVE.
+    pub fn start_with_env(kind: Kind, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let p = Self::spawn_with_env(kind, config, extra, env);
+        p.wait_live();
+        p
+    }
+
     /// Starts without waiting for readiness.
     pub fn spawn(kind: Kind, config: &str, extra: &[&str]) -> Proxy {
+        Self::spawn_with_env(kind, config, extra, &[])
+    }
+
+    /// Starts with extra environment variables, without waiting for readiness.
+    pub fn spawn_with_env(kind: Kind, config: &str, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = crate::scratch(match kind {
             Kind::Meshproxy => "meshproxy",
             Kind::Envoy => "envoy",
@@ -124,6 +136,7 @@ impl Proxy {
             cmd.args(["--concurrency", "1"]);
         }
         cmd.args(extra);
+        cmd.envs(env.iter().copied());
         if kind == Kind::Envoy {
             if !extra.contains(&"--disable-hot-restart") {
                 cmd.arg("--disable-hot-restart");
@@ -228,8 +241,14 @@ impl Drop for Proxy {
 
 /// Runs meshproxy to completion with `args`: (exit code, stdout, stderr).
 pub fn run_meshproxy(args: &[&str]) -> (i32, String, String) {
+    run_meshproxy_with_env(args, &[])
+}
+
+/// Runs meshproxy to completion with extra environment variables: (exit code, stdout, stderr).
+pub fn run_meshproxy_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(meshproxy_bin())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run meshproxy");
     (

@@ -22,9 +22,13 @@ pub fn hold() -> Hold {
     if let Some(pool) = cache.upgrade() {
         return pool;
     }
-    let pool = Arc::new(
-        DescriptorPool::decode(DESCRIPTOR_SET).expect("envoy-types descriptor set is valid"),
-    );
+    let mut pool =
+        DescriptorPool::decode(DESCRIPTOR_SET).expect("envoy-types descriptor set is valid");
+    for file in crate::contrib::files() {
+        pool.add_file_descriptor_proto(file)
+            .expect("contrib descriptors resolve against the Envoy set");
+    }
+    let pool = Arc::new(pool);
     *cache = Arc::downgrade(&pool);
     pool
 }
@@ -88,6 +92,11 @@ mod tests {
         )
         .is_some());
         assert!(message("no.such.Message").is_none());
+        let cryptomb = message(crate::contrib::CRYPTOMB_CONFIG).expect("contrib message");
+        assert_eq!(
+            cryptomb.get_field_by_name("poll_delay").unwrap().number(),
+            2
+        );
     }
 
     #[test]

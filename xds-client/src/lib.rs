@@ -5,6 +5,7 @@
 //! typed protos and back. Translation into meshproxy's internal config lives in `proxy`.
 
 pub mod ads;
+pub mod contrib;
 pub mod descriptors;
 pub mod json;
 pub mod typed_struct;

@@ -58,17 +58,10 @@ pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, S
         static_secrets: statics
             .secrets
             .iter()
-            .map(|s| {
-                let mut redacted = s.clone();
-                redact(&mut redacted);
-                admin::secrets_config_dump::StaticSecret {
-                    name: s.name.clone(),
-                    last_updated: updated,
-                    secret: Some(any(
-                        "envoy.extensions.transport_sockets.tls.v3.Secret",
-                        &redacted,
-                    )),
-                }
+            .map(|s| admin::secrets_config_dump::StaticSecret {
+                name: s.name.clone(),
+                last_updated: updated,
+                secret: Some(any("envoy.extensions.transport_sockets.tls.v3.Secret", s)),
             })
             .collect(),
         ..Default::default()
@@ -101,19 +94,8 @@ pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, S
         any("envoy.admin.v3.SecretsConfigDump", &secrets),
     ]);
     let dump = admin::ConfigDump { configs };
-    xds_client::json::encode(&dump, "envoy.admin.v3.ConfigDump").map_err(|e| e.to_string())
-}
-
-/// Private keys never leave the process: Envoy prints `[redacted]`.
-fn redact(s: &mut xds_client::proto::envoy::extensions::transport_sockets::tls::v3::Secret) {
-    use xds_client::proto::envoy::config::core::v3::{data_source::Specifier, DataSource};
-    use xds_client::proto::envoy::extensions::transport_sockets::tls::v3::secret::Type;
-    if let Some(Type::TlsCertificate(c)) = &mut s.r#type {
-        if c.private_key.is_some() {
-            c.private_key = Some(DataSource {
-                specifier: Some(Specifier::InlineString("[redacted]".into())),
-                ..Default::default()
-            });
-        }
-    }
+    let mut json =
+        xds_client::json::encode(&dump, "envoy.admin.v3.ConfigDump").map_err(|e| e.to_string())?;
+    super::redact::sensitive(&mut json);
+    Ok(json)
 }

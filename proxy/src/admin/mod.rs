@@ -4,6 +4,7 @@
 
 mod config_dump;
 mod handlers;
+mod redact;
 
 use crate::config::common::Address;
 use crate::server::Server;

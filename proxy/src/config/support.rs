@@ -343,7 +343,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.transport_sockets.tls.v3.TlsParameters", [
         "tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves",
     ]),
-    msg!("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", ["certificate_chain", "private_key"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", ["certificate_chain", "private_key", "private_key_provider"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.PrivateKeyProvider", ["provider_name", "typed_config", "fallback"]),
+    msg!("envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig", ["private_key", "poll_delay"]),
     msg!("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", [
         "trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names",
     ]),

@@ -15,6 +15,7 @@ use crate::tls::{pem, verify};
 use prost::Message;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use std::sync::Arc;
 use xds_client::proto::envoy::config::core::v3 as core;
 use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
@@ -99,8 +100,15 @@ pub struct UpstreamTls {
     pub alpn: Vec<Vec<u8>>,
 }
 
+/// A certificate's private key: key material to load, or a signing key a private key
+/// provider made.
+enum Key {
+    Der(PrivateKeyDer<'static>),
+    Provider(Arc<dyn SigningKey>),
+}
+
 struct Material {
-    certs: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    certs: Option<(Vec<CertificateDer<'static>>, Key)>,
     roots: Option<rustls::RootCertStore>,
     sans: Vec<SanMatcher>,
     pending: Vec<String>,
@@ -189,7 +197,7 @@ fn build_server(
         .unwrap_or(false);
     let builder = match m.roots {
         Some(roots) => {
-            let v = verify::DownstreamVerifier::new(roots, m.sans, require, provider)
+            let v = verify::DownstreamVerifier::new(roots, m.sans, require, provider.clone())
                 .map_err(|e| ConfigError::at(join(&p, "common_tls_context"), e))?;
             builder.with_client_cert_verifier(Arc::new(v))
         }
@@ -207,12 +215,8 @@ fn build_server(
             "a server TLS context needs a certificate",
         )
     })?;
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        ConfigError::at(
-            join(&p, "common_tls_context.tls_certificates"),
-            e.to_string(),
-        )
-    })?;
+    let certified = certified(chain, key, &provider, &join(&p, "common_tls_context"))?;
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = common
         .alpn_protocols
         .iter()
@@ -271,18 +275,16 @@ fn build_client(
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
     let verifier = verify::UpstreamVerifier::new(m.roots, m.sans, provider.clone())
         .map_err(|e| ConfigError::at(join(&p, "common_tls_context"), e))?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| ConfigError::at(&p, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match m.certs {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
-            ConfigError::at(
-                join(&p, "common_tls_context.tls_certificates"),
-                e.to_string(),
-            )
-        })?,
+        Some((chain, key)) => {
+            let certified = certified(chain, key, &provider, &join(&p, "common_tls_context"))?;
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }
         None => builder.with_no_client_auth(),
     };
     config.enable_sni = !ctx.sni.is_empty();
@@ -405,24 +407,59 @@ fn sds_validation(
     }
 }
 
-fn certificate(
-    c: &tls::TlsCertificate,
+/// A certificate chain with its key, checked to belong together.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: Key,
+    provider: &CryptoProvider,
     path: &str,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+) -> Result<Arc<CertifiedKey>> {
+    let path = join(path, "tls_certificates");
+    let certified = match key {
+        Key::Der(der) => CertifiedKey::from_der(chain, der, provider)
+            .map_err(|e| ConfigError::at(&path, e.to_string()))?,
+        Key::Provider(key) => {
+            let certified = CertifiedKey::new(chain, key);
+            certified
+                .keys_match()
+                .map_err(|e| ConfigError::at(&path, format!("private_key_provider: {e}")))?;
+            certified
+        }
+    };
+    Ok(Arc::new(certified))
+}
+
+fn certificate(c: &tls::TlsCertificate, path: &str) -> Result<(Vec<CertificateDer<'static>>, Key)> {
     let chain_path = join(path, "certificate_chain");
     let key_path = join(path, "private_key");
     let chain = c
         .certificate_chain
         .as_ref()
         .ok_or_else(|| ConfigError::at(&chain_path, "certificate_chain is required"))?;
-    let key = c
-        .private_key
-        .as_ref()
-        .ok_or_else(|| ConfigError::at(&key_path, "private_key is required"))?;
     let chain = pem::certificates(&common::data_source(chain, &chain_path)?)
         .map_err(|e| ConfigError::at(&chain_path, e))?;
-    let key = pem::private_key(&common::data_source(key, &key_path)?)
-        .map_err(|e| ConfigError::at(&key_path, e))?;
+    let key = match (&c.private_key, &c.private_key_provider) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::at(
+                join(path, "private_key_provider"),
+                "private_key and private_key_provider are exclusive",
+            ))
+        }
+        (Some(key), None) => Key::Der(
+            pem::private_key(&common::data_source(key, &key_path)?)
+                .map_err(|e| ConfigError::at(&key_path, e))?,
+        ),
+        (None, Some(provider)) => Key::Provider(crate::tls::multibuffer::provider::signing_key(
+            provider,
+            &join(path, "private_key_provider"),
+        )?),
+        (None, None) => {
+            return Err(ConfigError::at(
+                &key_path,
+                "private_key or private_key_provider is required",
+            ))
+        }
+    };
     Ok((chain, key))
 }
 

@@ -270,6 +270,14 @@ impl Scope {
         }
     }
 
+    /// Registers an existing stat as `<prefix><name>` (for process-wide components whose
+    /// stats exist before the store does); an already registered name keeps its stat.
+    pub fn adopt(&self, name: &str, kind: StatKind) {
+        let (full, extracted) = self.names(name);
+        self.store
+            .get_or_create(full, extracted, self.tags.clone(), || kind);
+    }
+
     /// The histogram `<prefix><name>`.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
         let (full, extracted) = self.names(name);

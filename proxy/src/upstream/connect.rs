@@ -123,7 +123,7 @@ pub async fn connect(
         },
     };
     let connector = tokio_rustls::TlsConnector::from(config);
-    let handshake = connector.connect(name, io);
+    let handshake = crate::tls::multibuffer::handshake(connector.connect(name, io));
     let stream = match tokio::time::timeout(cluster.config.connect_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Tls(e.to_string())),

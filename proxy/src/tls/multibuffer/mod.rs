@@ -1,0 +1,38 @@
+//! Envoy's `cryptomb` private key provider: RSA signatures of concurrent TLS handshakes
+//! batched eight at a time through the `cryptomb` crate's AVX-512 IFMA kernel.
+//!
+//! [`provider`] turns the config into a rustls signing key whose signer queues on a
+//! per-key [`batcher`]; handshakes run their CPU-bound steps on the [`pool`] so that a
+//! signer waiting for its batch never parks a tokio worker; [`stats`] counts queues,
+//! batches and fallbacks.
+
+pub mod batcher;
+pub mod pool;
+pub mod provider;
+pub mod signer;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once any multi-buffer key exists: from then on handshakes run on the pool.
+static OFFLOAD: AtomicBool = AtomicBool::new(false);
+
+/// Routes later handshakes through the pool (a multi-buffer key was configured).
+fn enable_offload() {
+    OFFLOAD.store(true, Ordering::SeqCst);
+}
+
+/// Drives a TLS handshake: on the handshake pool once a multi-buffer key is configured
+/// in this process (its signer may wait for a batch), inline otherwise.
+pub async fn handshake<F, T>(future: F) -> std::io::Result<T>
+where
+    F: Future<Output = std::io::Result<T>> + Send + Unpin + 'static,
+    T: Send + 'static,
+{
+    if OFFLOAD.load(Ordering::SeqCst) {
+        pool::OnPool::new(future).await
+    } else {
+        future.await
+    }
+}

@@ -1,0 +1,100 @@
+//! Translates a `TlsCertificate.private_key_provider` into a rustls signing key: Envoy's
+//! contrib `cryptomb` provider (`CryptoMbPrivateKeyMethodConfig`), served by the
+//! `cryptomb` crate's AVX-512 IFMA kernel.
+//!
+//! As in Envoy: `poll_delay` is required and positive; on a CPU without the kernel's
+//! features the config is refused unless the provider's `fallback` is true, in which case
+//! keys sign in software. An RSA key batches; an ECDSA key (which the provider also
+//! accepts) signs single-buffer through ring. `MESHPROXY_CRYPTOMB_DISABLE=1` makes the
+//! CPU count as lacking the features, so the fallback behaviour can be exercised (and the
+//! kernel switched off) anywhere.
+
+use super::batcher::Batcher;
+use super::signer::MultiBufferKey;
+use crate::config::common;
+use crate::config::error::{join, ConfigError, Result};
+use crate::tls::pem;
+use cryptomb::{Engine, RsaKey};
+use prost::Message;
+use rustls::sign::SigningKey;
+use std::sync::Arc;
+use xds_client::contrib::{CryptoMbPrivateKeyMethodConfig, CRYPTOMB_CONFIG};
+use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
+
+/// The provider name Envoy registers the extension under.
+pub const CRYPTOMB: &str = "cryptomb";
+
+/// Whether the multi-buffer kernel may run here (CPU features, not disabled).
+pub fn kernel_enabled() -> bool {
+    cryptomb::multi_buffer_available()
+        && std::env::var("MESHPROXY_CRYPTOMB_DISABLE").map_or(true, |v| v != "1")
+}
+
+/// The signing key a `private_key_provider` describes.
+pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<Arc<dyn SigningKey>> {
+    if provider.provider_name != CRYPTOMB {
+        return Err(ConfigError::at(
+            join(path, "provider_name"),
+            format!(
+                "unsupported private key provider {:?} (meshproxy provides {CRYPTOMB})",
+                provider.provider_name
+            ),
+        ));
+    }
+    let typed_path = join(path, "typed_config");
+    use tls::private_key_provider::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &provider.config_type else {
+        return Err(ConfigError::at(&typed_path, "typed_config is required"));
+    };
+    if xds_client::descriptors::type_name_of_url(&any.type_url) != CRYPTOMB_CONFIG {
+        return Err(ConfigError::at(
+            &typed_path,
+            format!("expected {CRYPTOMB_CONFIG}, got {}", any.type_url),
+        ));
+    }
+    let config = CryptoMbPrivateKeyMethodConfig::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::at(&typed_path, format!("malformed {CRYPTOMB_CONFIG}: {e}")))?;
+    let delay_path = join(&typed_path, "poll_delay");
+    let poll_delay = config
+        .poll_delay
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&delay_path, "poll_delay is required"))
+        .and_then(|d| common::duration(d, &delay_path))?;
+    if poll_delay.is_zero() {
+        return Err(ConfigError::at(&delay_path, "poll_delay must be positive"));
+    }
+    let key_path = join(&typed_path, "private_key");
+    let source = config
+        .private_key
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&key_path, "private_key is required"))?;
+    let der = pem::private_key(&common::data_source(source, &key_path)?)
+        .map_err(|e| ConfigError::at(&key_path, e))?;
+    let engine = if kernel_enabled() {
+        Engine::MultiBuffer
+    } else if provider.fallback {
+        tracing::warn!("{path}: no AVX-512 IFMA here, cryptomb signs in software (fallback)");
+        Engine::Single
+    } else {
+        return Err(ConfigError::at(
+            path,
+            "the cryptomb provider needs AVX-512 IFMA, which this CPU lacks (set fallback: true to sign in software)",
+        ));
+    };
+    match RsaKey::from_der(der.secret_der()) {
+        Ok(key) => {
+            if engine == Engine::MultiBuffer {
+                super::enable_offload();
+            }
+            Ok(Arc::new(MultiBufferKey::new(Batcher::new(
+                key, poll_delay, engine,
+            ))))
+        }
+        Err(rsa_error) => rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
+            ConfigError::at(
+                &key_path,
+                format!("neither a usable RSA key ({rsa_error}) nor another supported key: {e}"),
+            )
+        }),
+    }
+}
