@@ -59,24 +59,41 @@ pub fn traffic(
 /// (ECDSA-P256), routed to the plaintext upstream.
 pub fn https(
     admin: u16,
-    rsa_port: u16,
-    ecdsa_port: u16,
+    [rsa_port, ecdsa_port, multi_buffer_port]: [u16; 3],
     upstream: u16,
     rsa: &crate::tls::CertFiles,
     ecdsa: &crate::tls::CertFiles,
+    multi_buffer: bool,
 ) -> String {
     let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]);
-    let tls_listener = |name: &str, port: u16, c: &crate::tls::CertFiles| {
+    let key = |c: &crate::tls::CertFiles| json!({"filename": c.key.display().to_string()});
+    let tls_listener = |name: &str, port: u16, c: &crate::tls::CertFiles, key: Value| {
+        let mut certificate =
+            json!({"certificate_chain": {"filename": c.cert.display().to_string()}});
+        certificate
+            .as_object_mut()
+            .unwrap()
+            .extend(key.as_object().unwrap().clone());
         let mut l = listener(name, port, hcm(name, vh.clone()));
         l["filter_chains"][0]["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "common_tls_context": {"alpn_protocols": ["http/1.1"], "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
-                "tls_certificates": [{"certificate_chain": {"filename": c.cert.display().to_string()}, "private_key": {"filename": c.key.display().to_string()}}]}}});
+                "tls_certificates": [certificate]}}});
         l
+    };
+    let multi_buffer_key = if multi_buffer {
+        json!({"private_key_provider": {"provider_name": "cryptomb", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
+            "private_key": key(rsa), "poll_delay": "0.002s"}}})
+    } else {
+        json!({"private_key": key(rsa)})
     };
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {"listeners": [tls_listener("https_rsa", rsa_port, rsa), tls_listener("https_ecdsa", ecdsa_port, ecdsa)],
+        "static_resources": {"listeners": [
+                tls_listener("https_rsa", rsa_port, rsa, json!({"private_key": key(rsa)})),
+                tls_listener("https_ecdsa", ecdsa_port, ecdsa, json!({"private_key": key(ecdsa)})),
+                tls_listener("https_rsa_mb", multi_buffer_port, rsa, multi_buffer_key)],
             "clusters": [cluster("upstream", &[upstream], false)]}
     })
     .to_string()

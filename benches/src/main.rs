@@ -57,6 +57,9 @@ struct Args {
     /// Concurrent streams per HTTP/2 connection (over 4 connections).
     #[arg(long, default_value_t = 32)]
     streams: usize,
+    /// Concurrent clients in the TLS handshake-rate rows.
+    #[arg(long, default_value_t = 64)]
+    handshake_clients: usize,
     /// Fixed rate as a fraction of the lower of the two proxies' maximum rps.
     #[arg(long, default_value_t = 0.5)]
     rate_fraction: f64,
@@ -229,7 +232,7 @@ fn start_pair(
     upstream: SocketAddr,
     sink: SocketAddr,
 ) -> Result<([Targets; 3], Vec<proxies::Running>), String> {
-    let (ports, running) = start_both(bins, "traffic", workers, |admin, [http, h2, tcp]| {
+    let (ports, running) = start_both(bins, "traffic", workers, |_, admin, [http, h2, tcp]| {
         bootstrap::traffic(admin, http, h2, tcp, upstream.port(), sink.port())
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -251,15 +254,47 @@ where
     F: Fn(SocketAddr) -> Fut,
     Fut: std::future::Future<Output = f64>,
 {
-    let (mut d, mut e, mut m) = (Samples::default(), Samples::default(), Samples::default());
+    let [one] = measure_each(runs, targets, with_direct, |a| {
+        let run = f(a);
+        async move { [run.await] }
+    })
+    .await;
+    one
+}
+
+/// Like [`measure`] for a run that yields `K` figures at once (a rate and its latency
+/// percentiles from the same load): one sample set per figure.
+async fn measure_each<const K: usize, F, Fut>(
+    runs: usize,
+    targets: &Targets,
+    with_direct: bool,
+    f: F,
+) -> [(Option<Samples>, Samples, Samples); K]
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = [f64; K]>,
+{
+    let mut out: [(Option<Samples>, Samples, Samples); K] = std::array::from_fn(|_| {
+        (
+            with_direct.then(Samples::default),
+            Samples::default(),
+            Samples::default(),
+        )
+    });
     for _ in 0..runs {
         if with_direct {
-            d.0.push(f(targets.direct).await);
+            for (slot, v) in out.iter_mut().zip(f(targets.direct).await) {
+                slot.0.get_or_insert_with(Samples::default).0.push(v);
+            }
         }
-        e.0.push(f(targets.envoy).await);
-        m.0.push(f(targets.meshproxy).await);
+        for (slot, v) in out.iter_mut().zip(f(targets.envoy).await) {
+            slot.1 .0.push(v);
+        }
+        for (slot, v) in out.iter_mut().zip(f(targets.meshproxy).await) {
+            slot.2 .0.push(v);
+        }
     }
-    (with_direct.then_some(d), e, m)
+    out
 }
 
 pub(crate) fn row(
@@ -401,31 +436,55 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     let upstream = upstream::http();
     let dir = bench_dir()?;
     let (rsa, ecdsa) = (tls::make(&dir, "rsa")?, tls::make(&dir, "ecdsa")?);
-    let (ports, _running) = start_both(bins, "https", 1, |admin, [a, b]| {
-        bootstrap::https(admin, a, b, upstream.port(), &rsa, &ecdsa)
+    let (ports, _running) = start_both(bins, "https", 1, |kind, admin, [a, b, mb]| {
+        // Envoy's build has no cryptomb (a contrib extension): its third listener is
+        // its plain RSA one again, the reference the multi-buffer rows compare with.
+        let multi_buffer = kind == Kind::Meshproxy;
+        bootstrap::https(
+            admin,
+            [a, b, mb],
+            upstream.port(),
+            &rsa,
+            &ecdsa,
+            multi_buffer,
+        )
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (d, c, client) = (secs(args), args.connections, tls::client());
     let mut rows = Vec::new();
-    for (i, cert) in ["RSA-2048", "ECDSA-P256"].into_iter().enumerate() {
-        let pick = |p: &[u16; 2]| addr(p[i]);
+    let variants = [
+        "RSA-2048",
+        "ECDSA-P256",
+        "RSA-2048 (meshproxy: cryptomb multi-buffer)",
+    ];
+    for (i, cert) in variants.into_iter().enumerate() {
+        let pick = |p: &[u16; 3]| addr(p[i]);
         let targets = Targets {
             direct: upstream,
             envoy: pick(&ports[0]),
             meshproxy: pick(&ports[1]),
         };
         let scenario = format!("HTTPS TLS 1.3 {cert}, 1 worker");
-        let handshakes = measure(args.runs, &targets, false, |a| {
+        let hs = args.handshake_clients;
+        let [rate, p50, p99] = measure_each(args.runs, &targets, false, |a| {
             let client = client.clone();
-            async move { load::tls_handshake_rate(a, 16, d, client).await.rate() }
+            async move {
+                let mut o = load::tls_handshake_rate(a, hs, d, client).await;
+                [
+                    o.rate(),
+                    o.latencies.percentile_ms(0.5),
+                    o.latencies.percentile_ms(0.99),
+                ]
+            }
         })
         .await;
-        rows.push(row(
-            &scenario,
-            "full handshakes, 16 parallel",
-            "conn/s",
-            handshakes,
-        ));
+        let metric = |what: &str| format!("{what}, {hs} parallel clients");
+        rows.push(row(&scenario, &metric("full handshakes"), "conn/s", rate));
+        rows.push(row(&scenario, &metric("handshake p50"), "ms", p50));
+        rows.push(row(&scenario, &metric("handshake p99"), "ms", p99));
+        if i == 2 {
+            continue;
+        }
         let max = measure(args.runs, &targets, false, |a| {
             let client = client.clone();
             async move { load::https_max(a, "bench", c, d, client).await.rate() }
@@ -455,7 +514,7 @@ fn start_both<const N: usize>(
     bins: &Binaries,
     name: &str,
     workers: usize,
-    make: impl Fn(u16, [u16; N]) -> String,
+    make: impl Fn(Kind, u16, [u16; N]) -> String,
 ) -> Result<([[u16; N]; 2], Vec<proxies::Running>), String> {
     let dir = bench_dir()?;
     let cpus = if workers > 1 { "0-1" } else { "0" };
@@ -465,7 +524,7 @@ fn start_both<const N: usize>(
         let admin = proxies::free_port();
         ports[i] = std::array::from_fn(|_| proxies::free_port());
         let path = dir.join(format!("{}-{name}.json", kind.name()));
-        std::fs::write(&path, make(admin, ports[i])).map_err(|e| e.to_string())?;
+        std::fs::write(&path, make(kind, admin, ports[i])).map_err(|e| e.to_string())?;
         running.push(proxies::start(kind, bins, &path, admin, workers, cpus)?);
     }
     Ok((ports, running))
@@ -475,7 +534,7 @@ fn start_both<const N: usize>(
 /// HTTP/1.1 max rps on a plain route and on a route carrying both, in each proxy.
 async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     let upstream = upstream::http();
-    let (ports, _running) = start_both(bins, "idle-policy", 1, |admin, [a, b]| {
+    let (ports, _running) = start_both(bins, "idle-policy", 1, |_, admin, [a, b]| {
         bootstrap::idle_policy(admin, a, b, upstream.port())
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
