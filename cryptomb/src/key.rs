@@ -64,7 +64,7 @@ pub struct PrimeParams {
 
 impl PrimeParams {
     /// Precomputes a prime's half, or `None` when it does not fit the size.
-    fn new(prime: &[u8], exponent: &[u8], size: KeySize) -> Option<Self> {
+    pub(crate) fn new(prime: &[u8], exponent: &[u8], size: KeySize) -> Option<Self> {
         let limbs = size.prime_limbs();
         let bits = bit_length(prime);
         if bits > size.modulus_bits() / 2 || bits < 2 || prime.last()? & 1 == 0 {

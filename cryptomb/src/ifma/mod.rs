@@ -50,3 +50,36 @@ pub fn private_batch(keys: &[&RsaParams], inputs: &[&[u64]]) -> Vec<Option<Vec<u
         .map(|(lane, row)| (verified >> lane & 1 == 1).then_some(row))
         .collect()
 }
+
+/// `base^exponent mod modulus` for eight lanes of 1024-bit odd moduli, through the same
+/// CRT-half code the signatures use: the fuzz target's window into the kernel. Inputs
+/// (and the timing-leak check's) are big-endian; a lane the kernel cannot take (even modulus, over 1024 bits) is
+/// `None`, as is every lane on a CPU without the features.
+#[cfg(feature = "kernel-access")]
+pub fn modexp_1024(lanes: &[(Vec<u8>, Vec<u8>, Vec<u8>); 8]) -> [Option<Vec<u8>>; 8] {
+    use crate::key::PrimeParams;
+    let params: Vec<Option<PrimeParams>> = lanes
+        .iter()
+        .map(|(m, _, e)| PrimeParams::new(m, e, KeySize::Rsa2048))
+        .collect();
+    if !available() || params.iter().any(Option::is_none) {
+        return Default::default();
+    }
+    let params: Vec<PrimeParams> = params.into_iter().flatten().collect();
+    let bases: Vec<Vec<u64>> = lanes
+        .iter()
+        .map(|(_, b, _)| crate::limbs::from_be_bytes(b, 40))
+        .collect();
+    // SAFETY: `available()` confirmed the target features.
+    let rows = unsafe { fuzz_lanes(&params, &bases) };
+    rows.map(|row| Some(crate::limbs::to_be_bytes(&row, 128)))
+}
+
+/// The kernel half of [`modexp_1024`].
+#[cfg(feature = "kernel-access")]
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn fuzz_lanes(params: &[crate::key::PrimeParams], bases: &[Vec<u64>]) -> [Vec<u64>; 8] {
+    let input = rsa::gather::<40>(std::array::from_fn(|i| bases[i].as_slice()));
+    let (power, _) = rsa::crt_half::<20, 40>(&input, std::array::from_fn(|i| &params[i]), 1024);
+    std::array::from_fn(|lane| power.iter().map(|limb| limb.to_array()[lane]).collect())
+}

@@ -12,7 +12,7 @@ use crate::key::{PrimeParams, RsaParams};
 /// transposed into the kernel's layout.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn gather<const N: usize>(rows: [&[u64]; 8]) -> [Lanes; N] {
+pub(super) fn gather<const N: usize>(rows: [&[u64]; 8]) -> [Lanes; N] {
     let mut out = [Lanes::zero(); N];
     for (j, limb) in out.iter_mut().enumerate() {
         *limb = Lanes::from_array(&rows.map(|row| row[j]));
@@ -44,7 +44,7 @@ fn modulus<const N: usize>(limbs: [&[u64]; 8], k0: [u64; 8]) -> Modulus<N> {
 /// double-width input below `p·R`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn crt_half<const N: usize, const W: usize>(
+pub(super) fn crt_half<const N: usize, const W: usize>(
     input: &[Lanes; W],
     primes: [&PrimeParams; 8],
     bits: usize,
