@@ -91,43 +91,66 @@ fn header(out: &mut String, doc: &str, signature: &str) {
     writeln!(out, "    let z = Lanes::zero();").unwrap();
 }
 
-/// `a·b`, double width, limbs unnormalized.
-fn product(out: &mut String, n: usize) {
+/// A double-width product function `name_n`: column `k` sums the terms of `a·<b>` that
+/// `keep` admits, and `finish(k)` turns that sum `s` into the stored limb.
+fn double_width(
+    out: &mut String,
+    n: usize,
+    (name, doc, b): (&str, &str, &str),
+    keep: impl Fn(usize, usize) -> bool,
+    finish: impl Fn(usize) -> String,
+) {
     let w = 2 * n;
+    let params = if b == "a" {
+        format!("a: &[Lanes; {n}]")
+    } else {
+        format!("a: &[Lanes; {n}], {b}: &[Lanes; {n}]")
+    };
     header(
         out,
-        &format!("`a·b` as {w} unnormalized limbs, for {n}-limb operands."),
-        &format!("product_{n}(a: &[Lanes; {n}], b: &[Lanes; {n}]) -> [Lanes; {w}]"),
+        &format!("{doc} as {w} unnormalized limbs, for {n}-limb operands."),
+        &format!("{name}_{n}({params}) -> [Lanes; {w}]"),
     );
     writeln!(out, "    let mut t = [z; {w}];").unwrap();
     for k in 0..w {
         writeln!(out, "    {{").unwrap();
-        sum_column(out, "z", &column_terms(n, k, "a", "b", |_, _| true));
-        writeln!(out, "        t[{k}] = s;\n    }}").unwrap();
+        sum_column(out, "z", &column_terms(n, k, "a", b, &keep));
+        writeln!(out, "        t[{k}] = {};\n    }}", finish(k)).unwrap();
     }
     writeln!(out, "    t\n}}\n").unwrap();
 }
 
+/// `a·b`, double width, limbs unnormalized.
+fn product(out: &mut String, n: usize) {
+    double_width(
+        out,
+        n,
+        ("product", "`a·b`", "b"),
+        |_, _| true,
+        |_| "s".into(),
+    );
+}
+
 /// `a²`, double width: cross products once, doubled, plus the diagonal.
 fn square(out: &mut String, n: usize) {
-    let w = 2 * n;
-    header(
+    let diagonal = |k: usize| {
+        let (d, op) = (
+            k / 2,
+            if k.is_multiple_of(2) {
+                "madd_lo"
+            } else {
+                "madd_hi"
+            },
+        );
+        format!("s.double().{op}(a[{d}], a[{d}])")
+    };
+    double_width(
         out,
-        &format!("`a²` as {w} unnormalized limbs, for {n}-limb `a`."),
-        &format!("square_product_{n}(a: &[Lanes; {n}]) -> [Lanes; {w}]"),
+        n,
+        ("square_product", "`a²`", "a"),
+        |i, j| i < j,
+        diagonal,
     );
-    writeln!(out, "    let mut t = [z; {w}];").unwrap();
-    for k in 0..w {
-        writeln!(out, "    {{").unwrap();
-        sum_column(out, "z", &column_terms(n, k, "a", "a", |i, j| i < j));
-        let (d, op) = (k / 2, if k % 2 == 0 { "madd_lo" } else { "madd_hi" });
-        writeln!(
-            out,
-            "        t[{k}] = s.double().{op}(a[{d}], a[{d}]);\n    }}"
-        )
-        .unwrap();
-    }
-    writeln!(out, "    t\n}}\n").unwrap();
 }
 
 /// Montgomery reduction by product scanning: column `k < n` fixes the

@@ -89,13 +89,9 @@ pub fn handshakes(
     rt.block_on(run(port, concurrency, per_client, deadline))
 }
 
-/// The async form of [`handshakes`], for callers already on a runtime.
-pub async fn run(
-    port: u16,
-    concurrency: usize,
-    per_client: usize,
-    deadline: Duration,
-) -> HandshakeRun {
+/// A TLS 1.3 client config offering `alpn`, without session resumption (every connection
+/// a full handshake), that checks handshake signatures but not the chain.
+pub fn client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -104,7 +100,18 @@ pub async fn run(
         .with_custom_certificate_verifier(Arc::new(SignatureOnly(provider)))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// The async form of [`handshakes`], for callers already on a runtime.
+pub async fn run(
+    port: u16,
+    concurrency: usize,
+    per_client: usize,
+    deadline: Duration,
+) -> HandshakeRun {
+    let connector = tokio_rustls::TlsConnector::from(client_config(&[]));
     let until = Instant::now() + deadline;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {

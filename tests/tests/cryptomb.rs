@@ -46,6 +46,14 @@ fn direct(body: &str) -> Value {
         "direct_response": {"status": 200, "body": {"inline_string": body}}}]}])
 }
 
+/// Runs `clients` × `each` full handshakes against `port`; every one must complete with a
+/// server signature that verifies.
+fn all_signed(port: u16, clients: usize, each: usize) {
+    let run = tls_client::handshakes(port, clients, each, Duration::from_secs(120));
+    let want = (clients * each, 0);
+    assert_eq!((run.completed, run.failed), want, "{:?}", run.first_error);
+}
+
 /// Whether signatures here go through the kernel (else the provider falls back).
 fn kernel() -> bool {
     cryptomb::multi_buffer_available()
@@ -76,20 +84,8 @@ fn concurrent_handshakes_are_signed_in_batches() {
         json!({"static_resources": {"secrets": [{"name": "mb", "tls_certificate": certificate()}]}}),
     );
     let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
-    let run = tls_client::handshakes(inline_port, 24, 10, Duration::from_secs(120));
-    assert_eq!(
-        (run.completed, run.failed),
-        (240, 0),
-        "{:?}",
-        run.first_error
-    );
-    let run = tls_client::handshakes(secret_port, 8, 5, Duration::from_secs(120));
-    assert_eq!(
-        (run.completed, run.failed),
-        (40, 0),
-        "{:?}",
-        run.first_error
-    );
+    all_signed(inline_port, 24, 10);
+    all_signed(secret_port, 8, 5);
     let stat = |name: &str| p.stat(&format!("cryptomb.{name}")).unwrap_or(0);
     if kernel() {
         assert!(
@@ -267,13 +263,7 @@ fn without_the_kernel_only_fallback_configs_serve() {
         vec![],
     );
     let p = Proxy::start_with_env(Kind::Meshproxy, &cfg, &[], &[NO_KERNEL]);
-    let run = tls_client::handshakes(port, 8, 4, Duration::from_secs(60));
-    assert_eq!(
-        (run.completed, run.failed),
-        (32, 0),
-        "{:?}",
-        run.first_error
-    );
+    all_signed(port, 8, 4);
     assert_eq!(p.stat("cryptomb.rsa_fallbacks"), Some(32));
     assert_eq!(p.stat("cryptomb.rsa_batches").unwrap_or(0), 0);
 }
