@@ -370,3 +370,47 @@ fn listener_checks_client_certificates_against_an_sds_root() {
         "no client certificate: refused"
     );
 }
+
+#[test]
+fn sds_secret_with_the_cryptomb_provider_serves_and_bad_ones_are_nacked() {
+    let cp = ControlPlane::unix(e2e::scratch("sds-cryptomb").join("SDS"));
+    let (port, proxy) = serve_default_over_sds(&cp);
+    let (_, key, _) = cert("b");
+    let provider = |poll_delay: &str| {
+        let mut s = secret("default", "b");
+        let tls = s["tls_certificate"].as_object_mut().unwrap();
+        tls.remove("private_key");
+        tls.insert("private_key_provider".into(), json!({"provider_name": "cryptomb",
+            "fallback": true, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
+            "private_key": {"inline_string": key}, "poll_delay": poll_delay}}));
+        s
+    };
+    cp.set_json(SECRET, "default", provider("0s"));
+    cp.push(SECRET);
+    let answers = cp.wait_answers(SECRET, 2, 20);
+    let error = answers[1].error.clone().expect("NACK");
+    assert!(error.contains("poll_delay"), "{error}");
+    assert_eq!(
+        served_serial(port),
+        cert("a").2,
+        "the old secret keeps serving"
+    );
+    cp.set_json(SECRET, "default", provider("0.01s"));
+    cp.push(SECRET);
+    let answers = cp.wait_answers(SECRET, 3, 20);
+    assert!(answers[2].error.is_none(), "{:?}", answers[2].error);
+    assert_eq!(served_serial(port), cert("b").2);
+    let run = e2e::tls_client::handshakes(port, 16, 4, std::time::Duration::from_secs(60));
+    assert_eq!(
+        (run.completed, run.failed),
+        (64, 0),
+        "{:?}",
+        run.first_error
+    );
+    let signed: i64 = ["rsa_batches", "rsa_single_buffer", "rsa_fallbacks"]
+        .iter()
+        .map(|n| proxy.stat(&format!("cryptomb.{n}")).unwrap_or(0))
+        .sum();
+    assert!(signed >= 1, "no handshake signed through the provider");
+}
