@@ -61,7 +61,11 @@ fn config(port: u16, a: u16, b: u16, dead: u16) -> String {
             "retriable_status_codes": [503], "retry_host_predicate": previous, "host_selection_retry_max_attempts": "5", "retry_back_off": {"base_interval": "0.01s"}}}},
         {"match": {"prefix": "/connect"}, "route": {"cluster": "deadfirst", "retry_policy": {"retry_on": "connect-failure", "num_retries": 1,
             "retry_host_predicate": previous, "host_selection_retry_max_attempts": "5", "retry_back_off": {"base_interval": "0.01s"}}}},
-        {"match": {"prefix": "/post"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}}
+        {"match": {"prefix": "/post"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"}}}},
+        {"match": {"prefix": "/headers"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "retriable-headers", "num_retries": 2, "retry_back_off": {"base_interval": "0.01s"},
+            "retriable_headers": [{"name": "x-upstream-retry", "exact_match": "yes"}, {"name": "x-overloaded", "present_match": true}]}}},
+        {"match": {"prefix": "/gated"}, "route": {"cluster": "a", "retry_policy": {"retry_on": "5xx", "num_retries": 2, "retry_back_off": {"base_interval": "0.01s"},
+            "retriable_request_headers": [{"name": "x-idempotent", "exact_match": "true"}]}}}
     ]}]);
     bootstrap(
         vec![listener("l", port, hcm(vh, json!({})), json!({}))],
@@ -172,6 +176,41 @@ fn retries_match_envoy() {
             a: with_header("x-envoy-ratelimited", "true", 1),
             b: ok(),
             headers: &[],
+        },
+        Case {
+            name: "retriable-headers: an exact header match retries",
+            path: "/headers",
+            a: with_header("x-upstream-retry", "yes", 1),
+            b: ok(),
+            headers: &[],
+        },
+        Case {
+            name: "retriable-headers: a present header retries until exhausted",
+            path: "/headers",
+            a: with_header("x-overloaded", "1", 5),
+            b: ok(),
+            headers: &[],
+        },
+        Case {
+            name: "retriable-headers: another value is final",
+            path: "/headers",
+            a: with_header("x-upstream-retry", "no", 1),
+            b: ok(),
+            headers: &[],
+        },
+        Case {
+            name: "retriable_request_headers: a matching request is retried",
+            path: "/gated",
+            a: fail(503, 1),
+            b: ok(),
+            headers: &["x-idempotent: true"],
+        },
+        Case {
+            name: "retriable_request_headers: other requests are not",
+            path: "/gated",
+            a: fail(503, 1),
+            b: ok(),
+            headers: &["x-idempotent: false"],
         },
         Case {
             name: "post body replayed",

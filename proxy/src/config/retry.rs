@@ -3,6 +3,7 @@
 
 use super::common;
 use super::error::{join, ConfigError, Result};
+use super::route::HeaderMatch;
 use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
 
@@ -27,6 +28,8 @@ pub struct RetryOn {
     pub retriable_status_codes: bool,
     /// The response carries `x-envoy-ratelimited`.
     pub envoy_ratelimited: bool,
+    /// A response header matches one of `retriable_headers`.
+    pub retriable_headers: bool,
     /// gRPC statuses (read from `grpc-status` in the response headers, i.e. trailers-only
     /// responses, as Envoy does): cancelled (1), deadline-exceeded (4),
     /// resource-exhausted (8), internal (13), unavailable (14).
@@ -45,6 +48,7 @@ impl RetryOn {
             "retriable-4xx" => self.retriable_4xx = true,
             "retriable-status-codes" => self.retriable_status_codes = true,
             "envoy-ratelimited" => self.envoy_ratelimited = true,
+            "retriable-headers" => self.retriable_headers = true,
             "cancelled" => self.grpc.cancelled = true,
             "deadline-exceeded" => self.grpc.deadline_exceeded = true,
             "resource-exhausted" => self.grpc.resource_exhausted = true,
@@ -91,7 +95,7 @@ impl GrpcRetryOn {
 }
 
 /// A translated RetryPolicy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Conditions.
     pub on: RetryOn,
@@ -109,6 +113,11 @@ pub struct RetryPolicy {
     pub avoid_previous_hosts: bool,
     /// Host picks per attempt when avoiding previous hosts (default 1).
     pub host_selection_attempts: u32,
+    /// Response headers that make a response retriable under `retriable-headers`.
+    pub retriable_headers: Vec<HeaderMatch>,
+    /// Request headers of which one must match for the request to be retried at all
+    /// (empty: every request may be).
+    pub retriable_request_headers: Vec<HeaderMatch>,
 }
 
 impl RetryPolicy {
@@ -126,7 +135,15 @@ impl RetryPolicy {
             || (on.retriable_4xx && status == 409)
             || (on.retriable_status_codes && self.retriable_status_codes.contains(&status))
             || (on.envoy_ratelimited && headers.contains_key("x-envoy-ratelimited"))
+            || (on.retriable_headers && any_match(&self.retriable_headers, headers))
             || grpc_status().is_some_and(|g| on.grpc.retriable(g))
+    }
+
+    /// Whether the request may be retried at all: it matches one of
+    /// `retriable_request_headers`, or there are none.
+    pub fn allows_request(&self, headers: &http::HeaderMap) -> bool {
+        self.retriable_request_headers.is_empty()
+            || any_match(&self.retriable_request_headers, headers)
     }
 
     /// Whether a failure without a response is retriable: a reset or timeout, a connect
@@ -148,6 +165,21 @@ impl RetryPolicy {
             .min(self.max_interval);
         window.mul_f64(rand::random::<f64>())
     }
+}
+
+/// Whether any of `matchers` accepts `headers`.
+fn any_match(matchers: &[HeaderMatch], headers: &http::HeaderMap) -> bool {
+    matchers
+        .iter()
+        .any(|m| crate::http::route_match::header_matches(m, headers))
+}
+
+/// Translates a list of HeaderMatchers at `path`.
+fn header_matches(list: &[route::HeaderMatcher], path: &str) -> Result<Vec<HeaderMatch>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, h)| super::route::header_match(h, &format!("{path}[{i}]")))
+        .collect()
 }
 
 /// Translates a RetryPolicy.
@@ -230,6 +262,11 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
         max_interval: max,
         avoid_previous_hosts: !p.retry_host_predicate.is_empty(),
         host_selection_attempts: p.host_selection_retry_max_attempts.clamp(1, 100) as u32,
+        retriable_headers: header_matches(&p.retriable_headers, &join(path, "retriable_headers"))?,
+        retriable_request_headers: header_matches(
+            &p.retriable_request_headers,
+            &join(path, "retriable_request_headers"),
+        )?,
     })
 }
 
@@ -246,11 +283,17 @@ mod tests {
     #[test]
     fn istio_default_policy() {
         assert!(
-            policy(serde_json::json!({"retry_on": "5xx,retriable-headers"}))
+            policy(serde_json::json!({"retry_on": "5xx,retriable-whatever"}))
                 .unwrap_err()
                 .message
-                .contains("retriable-headers")
+                .contains("retriable-whatever")
         );
+        let bad_matcher = policy(serde_json::json!({"retry_on": "retriable-headers",
+            "retriable_headers": [{"name": "x", "safe_regex_match": {"regex": "("}}]}));
+        assert!(bad_matcher
+            .unwrap_err()
+            .path
+            .contains("retriable_headers[0]"));
         let p = policy(serde_json::json!({"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", "num_retries": 2,
             "retriable_status_codes": [503], "host_selection_retry_max_attempts": "5",
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]})).unwrap();

@@ -255,7 +255,7 @@ pub async fn forward(
         .retry
         .as_ref()
         .or(ctx.vhost.retry.as_ref())
-        .filter(|p| p.num_retries > 0 && !upgrade);
+        .filter(|p| p.num_retries > 0 && !upgrade && p.allows_request(req.headers()));
     let (parts, body) = req.into_parts();
     let mut attempt_body = AttemptBody::new(
         body,
