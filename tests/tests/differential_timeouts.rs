@@ -229,3 +229,55 @@ fn grpc_timeout_header_bounds_the_stream_like_envoy() {
         "a long grpc-timeout lets the upstream answer"
     );
 }
+
+/// The connection manager's `common_http_protocol_options.max_stream_duration` caps every
+/// stream (504 before the response starts, as the route's does); a route's explicit zero
+/// lifts it, a route's own value replaces it.
+#[test]
+fn hcm_max_stream_duration_and_route_overrides_agree_with_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let slow = Upstream::http("slow");
+    slow.set(Behavior {
+        delay_ms: 1000,
+        ..Default::default()
+    });
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/lifted"}, "route": {"cluster": "slow", "timeout": "0s", "max_stream_duration": {"max_stream_duration": "0s"}}},
+            {"match": {"prefix": "/longer"}, "route": {"cluster": "slow", "timeout": "0s", "max_stream_duration": {"max_stream_duration": "3s"}}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "slow", "timeout": "0s"}}]}]);
+        let options = json!({"stat_prefix": "c", "common_http_protocol_options": {"max_stream_duration": "0.4s"}});
+        bootstrap(
+            vec![listener("c", port, hcm(vh, options), json!({}))],
+            vec![cluster("slow", &[slow.port], json!({}))],
+        )
+    };
+    let (e, m) = (free_port(), free_port());
+    let envoy = Proxy::start(Kind::Envoy, &cfg(e), &[]);
+    let mesh = Proxy::start(Kind::Meshproxy, &cfg(m), &[]);
+    let observe = |port: u16| -> Vec<(String, String)> {
+        ["/capped", "/lifted", "/longer"]
+            .iter()
+            .map(|path| {
+                let request =
+                    format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                status_and_body(&curl::raw(port, request.as_bytes(), 5))
+            })
+            .collect()
+    };
+    let (seen_e, seen_m) = (observe(e), observe(m));
+    assert!(
+        seen_e[0].0.contains("504"),
+        "envoy caps the stream: {:?}",
+        seen_e[0]
+    );
+    assert!(
+        seen_e[1].0.contains("200") && seen_e[2].0.contains("200"),
+        "{seen_e:?}"
+    );
+    assert_eq!(seen_e, seen_m, "envoy (left) and meshproxy (right) differ");
+    let stat = "http.c.downstream_rq_max_duration_reached";
+    assert_eq!(envoy.stat(stat), mesh.stat(stat));
+}

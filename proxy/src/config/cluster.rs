@@ -616,6 +616,12 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolOptions>
             None => {}
         }
         if let Some(common_opts) = &hpo.common_http_protocol_options {
+            if common_opts.max_stream_duration.is_some() {
+                return Err(ConfigError::at(
+                    join(&p, "common_http_protocol_options.max_stream_duration"),
+                    "an upstream stream duration limit is not supported yet",
+                ));
+            }
             idle = common::timeout(
                 common_opts.idle_timeout.as_ref(),
                 idle,

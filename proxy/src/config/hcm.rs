@@ -77,6 +77,9 @@ pub struct HttpConnectionManagerConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// Time to receive the whole request (default none).
     pub request_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`: the whole stream's limit
+    /// (default none; a route's own setting overrides it).
+    pub max_stream_duration: Option<Duration>,
     /// Header size limit in bytes (default 60 KiB).
     pub max_request_headers_bytes: usize,
     /// RFC 3986 path normalisation.
@@ -235,6 +238,11 @@ pub fn translate(
             })
             .collect::<Result<_>>()?,
         access_logs: access_log::translate_all(&h.access_log, &join(path, "access_log"))?,
+        max_stream_duration: common::timeout(
+            common_opts.max_stream_duration.as_ref(),
+            None,
+            &join(path, "common_http_protocol_options.max_stream_duration"),
+        )?,
         idle_timeout: common::timeout(
             common_opts.idle_timeout.as_ref(),
             Some(Duration::from_secs(3600)),

@@ -94,6 +94,29 @@ pub enum PathMatch {
     SeparatedPrefix(String),
 }
 
+/// A route's `max_stream_duration.max_stream_duration`, which overrides the connection
+/// manager's `common_http_protocol_options.max_stream_duration` (Envoy's semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamDurationLimit {
+    /// Unset: the connection manager's limit applies.
+    FromHcm,
+    /// Explicitly zero: no limit, not even the connection manager's.
+    Unlimited,
+    /// This limit.
+    Limit(Duration),
+}
+
+impl StreamDurationLimit {
+    /// The limit in force given the connection manager's.
+    pub fn resolve(self, hcm: Option<Duration>) -> Option<Duration> {
+        match self {
+            StreamDurationLimit::FromHcm => hcm,
+            StreamDurationLimit::Unlimited => None,
+            StreamDurationLimit::Limit(d) => Some(d),
+        }
+    }
+}
+
 /// A header condition on a route.
 #[derive(Debug, Clone)]
 pub struct HeaderMatch {
@@ -226,8 +249,8 @@ pub struct Forward {
     pub hash_policies: Vec<HashPolicy>,
     /// Route-level upgrade overrides (type, enabled).
     pub upgrades: Vec<(String, bool)>,
-    /// Max stream duration.
-    pub max_stream_duration: Option<Duration>,
+    /// `max_stream_duration.max_stream_duration`.
+    pub max_stream_duration: StreamDurationLimit,
     /// `max_stream_duration.grpc_timeout_header_max`/`_offset`: a gRPC request's
     /// `grpc-timeout` header sets its max stream duration.
     pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
@@ -716,12 +739,15 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .as_ref()
             .and_then(|m| m.max_stream_duration.as_ref())
         {
-            Some(d) => common::timeout(
+            Some(d) => match common::timeout(
                 Some(d),
                 None,
                 &join(path, "max_stream_duration.max_stream_duration"),
-            )?,
-            None => None,
+            )? {
+                Some(limit) => StreamDurationLimit::Limit(limit),
+                None => StreamDurationLimit::Unlimited,
+            },
+            None => StreamDurationLimit::FromHcm,
         },
         grpc_timeout_header: grpc_timeout_header(ra, path)?,
         retry: ra

@@ -157,7 +157,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.core.v3.Http2ProtocolOptions", [
         "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size",
     ]),
-    msg!("envoy.config.core.v3.HttpProtocolOptions", ["idle_timeout", "max_requests_per_connection"]),
+    msg!("envoy.config.core.v3.HttpProtocolOptions", ["idle_timeout", "max_requests_per_connection", "max_stream_duration"]),
     msg!("envoy.config.core.v3.UpstreamHttpProtocolOptions", []),
     msg!("envoy.config.core.v3.TcpKeepalive", ["keepalive_probes", "keepalive_time", "keepalive_interval"]),
     msg!("envoy.config.core.v3.SubstitutionFormatString", [

@@ -304,6 +304,7 @@ impl HttpConnectionManager {
         let activity = Arc::new(StreamActivity::new(http_body::Body::is_end_stream(
             req.body(),
         )));
+        activity.set_max_duration(self.config.max_stream_duration);
         let act = activity.clone();
         let req = req.map(move |b| {
             CountedBody {
@@ -616,9 +617,9 @@ impl HttpConnectionManager {
                 let value = req.headers().get("grpc-timeout")?.to_str().ok()?;
                 Some(g.apply(crate::config::route::parse_grpc_timeout(value)?))
             });
-            if let Some(max) = from_header.or(f.max_stream_duration) {
-                activity.set_max_duration(max);
-            }
+            let hcm_limit = self.config.max_stream_duration;
+            activity
+                .set_max_duration(from_header.or_else(|| f.max_stream_duration.resolve(hcm_limit)));
         }
         let needs_tls = match vhost.require_tls {
             RequireTls::All => !info.tls,

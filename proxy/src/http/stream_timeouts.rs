@@ -1,7 +1,7 @@
 //! Per-stream timers of the connection manager: `stream_idle_timeout` (no bytes in either
 //! direction for the period, overridable by the route's `idle_timeout`) and
-//! `request_timeout` (the whole request must arrive in time), and the route's
-//! `max_stream_duration` (the whole stream). Before the response starts a timeout answers
+//! `request_timeout` (the whole request must arrive in time), and `max_stream_duration`
+//! (the whole stream: the connection manager's, overridden by the route's). Before the response starts a timeout answers
 //! with a local reply; once it has started the stream is reset.
 
 use super::local_reply::LocalReply;
@@ -55,14 +55,15 @@ impl StreamActivity {
         self.changed.notify_one();
     }
 
-    /// The matched route's `max_stream_duration`, counted from the stream's start.
-    pub fn set_max_duration(&self, max: Duration) {
-        self.max_duration_ms
-            .store(max.as_millis() as u64, Ordering::Relaxed);
+    /// The stream's maximum duration, counted from its start: the connection manager's
+    /// when the stream begins, then the matched route's (`None`: no limit).
+    pub fn set_max_duration(&self, max: Option<Duration>) {
+        let ms = max.map_or(NO_OVERRIDE, |d| d.as_millis() as u64);
+        self.max_duration_ms.store(ms, Ordering::Relaxed);
         self.changed.notify_one();
     }
 
-    /// When the stream's maximum duration ends, if the route set one.
+    /// When the stream's maximum duration ends, if one applies.
     pub fn max_duration_deadline(&self) -> Option<tokio::time::Instant> {
         self.max_duration_ms()
             .map(|d| tokio::time::Instant::from_std(self.start) + d)
@@ -155,7 +156,11 @@ mod tests {
         .is_err());
         assert_eq!(a.idle_timeout(Some(Duration::from_secs(5))), None);
         let a = StreamActivity::new(true);
-        a.set_max_duration(Duration::from_secs(3));
+        a.set_max_duration(Some(Duration::from_secs(1)));
+        // A route lifting the connection manager's limit leaves no timer at all.
+        a.set_max_duration(None);
+        assert_eq!(a.max_duration_deadline(), None);
+        a.set_max_duration(Some(Duration::from_secs(3)));
         let r = a.watchdog(None, None).await;
         assert_eq!(
             (r.details, r.status.as_u16()),
