@@ -356,3 +356,64 @@ fn retries_match_envoy() {
     drop((envoy, mesh));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A cluster's `retry_budget` replaces `max_retries`: with `budget_percent: 0` and
+/// `min_retry_concurrency: 1`, four requests failing together get one retry at a time and
+/// three overflows; a generous budget retries all four. Same counts in Envoy 1.40.
+#[test]
+fn retry_budget_limits_concurrent_retries_like_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let up = Upstream::http("slow-failing");
+    up.set(Behavior {
+        status: 503,
+        delay_ms: 400,
+        ..Default::default()
+    });
+    let cfg = |port: u16| {
+        let budget = |percent: f64, min: u32| {
+            json!({"circuit_breakers": {"thresholds": [{"max_retries": 100,
+                "retry_budget": {"budget_percent": {"value": percent}, "min_retry_concurrency": min}}]}})
+        };
+        let route = |prefix: &str, cluster: &str| {
+            json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "retry_policy": {
+                "retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"}}}})
+        };
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [route("/tight", "tight"), route("/", "generous")]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                cluster("tight", &[up.port], budget(0.0, 1)),
+                cluster("generous", &[up.port], budget(100.0, 10)),
+            ],
+        )
+    };
+    let burst = |port: u16, path: &'static str| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || curl::get(port, path, &[]).status))
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().unwrap(), 503);
+        }
+    };
+    let mut seen = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let port = free_port();
+        let p = Proxy::start(kind, &cfg(port), &[]);
+        burst(port, "/tight");
+        burst(port, "/generous");
+        let stat = |c: &str, s: &str| p.stat(&format!("cluster.{c}.{s}")).unwrap_or(0);
+        seen.push([
+            stat("tight", "upstream_rq_retry"),
+            stat("tight", "upstream_rq_retry_overflow"),
+            stat("generous", "upstream_rq_retry"),
+            stat("generous", "upstream_rq_retry_overflow"),
+        ]);
+    }
+    assert_eq!(seen[0], [1, 3, 4, 0], "envoy's counts");
+    assert_eq!(
+        seen[0], seen[1],
+        "envoy (left) and meshproxy (right) differ"
+    );
+}

@@ -97,6 +97,25 @@ pub struct Thresholds {
     pub max_requests: u64,
     /// Max concurrent retries.
     pub max_retries: u64,
+    /// `retry_budget`: when set, it replaces `max_retries`.
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// A retry budget: concurrent retries limited to a share of the active and pending
+/// requests, never below a floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// `budget_percent`, in thousandths of a percent (default 20 %).
+    pub milli_percent: u64,
+    /// `min_retry_concurrency` (default 3).
+    pub min_concurrency: u64,
+}
+
+impl RetryBudget {
+    /// The concurrent retries allowed with `active` requests active or pending.
+    pub fn limit(&self, active: u64) -> u64 {
+        (active * self.milli_percent / 100_000).max(self.min_concurrency)
+    }
 }
 
 impl Default for Thresholds {
@@ -106,6 +125,7 @@ impl Default for Thresholds {
             max_pending_requests: 1024,
             max_requests: 1024,
             max_retries: 3,
+            retry_budget: None,
         }
     }
 }
@@ -438,6 +458,13 @@ fn thresholds(c: &cluster::Cluster) -> Thresholds {
             max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
             max_requests: v(&th.max_requests, t.max_requests),
             max_retries: v(&th.max_retries, t.max_retries),
+            retry_budget: th.retry_budget.as_ref().map(|b| RetryBudget {
+                milli_percent: b
+                    .budget_percent
+                    .as_ref()
+                    .map_or(20_000, |p| (p.value.clamp(0.0, 100.0) * 1000.0) as u64),
+                min_concurrency: v(&b.min_retry_concurrency, 3),
+            }),
         };
     }
     t

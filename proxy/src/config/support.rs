@@ -313,7 +313,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.cluster.v3.CircuitBreakers", ["thresholds"]),
     msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds", [
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
+        "retry_budget",
     ]),
+    msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", ["budget_percent", "min_retry_concurrency"]),
     msg!("envoy.config.cluster.v3.UpstreamConnectionOptions", ["tcp_keepalive"]),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints", "policy"]),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", ["overprovisioning_factor"]),

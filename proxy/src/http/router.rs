@@ -306,7 +306,8 @@ pub async fn forward(
                 .unwrap_or(Err(SendError::Timeout)),
             None => exchange.await,
         };
-        // Decide whether this attempt is final; retries need a slot of `max_retries`.
+        // Decide whether this attempt is final; retries need a slot of `max_retries` (or of
+        // the retry budget).
         let retriable = match (&outcome, policy) {
             (_, None) => false,
             (Ok((resp, _, _)), Some(p)) => {
@@ -323,7 +324,7 @@ pub async fn forward(
             (Err(SendError::Pool(PoolError::Overflow)), Some(_)) => false,
         };
         let retry_slot = if retriable && attempt < max_attempts {
-            match cluster.resources.retries.try_acquire() {
+            match cluster.resources.try_acquire_retry() {
                 Some(slot) => Some(slot),
                 None => {
                     cluster.stats().rq_retry_overflow.inc();

@@ -174,6 +174,7 @@ impl Cluster {
                 pending: Resource::new(t.max_pending_requests),
                 requests: Resource::new(t.max_requests),
                 retries: Resource::new(t.max_retries),
+                retry_budget: t.retry_budget,
             },
             stats: std::sync::OnceLock::new(),
             scope,

@@ -22,9 +22,15 @@ impl Resource {
 
     /// Takes a slot, or `None` when the limit is reached (overflow).
     pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        self.try_acquire_within(self.max)
+    }
+
+    /// Takes a slot if fewer than `limit` are in use (a limit computed per attempt, as a
+    /// retry budget's is).
+    pub fn try_acquire_within(self: &Arc<Self>, limit: u64) -> Option<Slot> {
         let mut current = self.count.load(Ordering::Relaxed);
         loop {
-            if current >= self.max {
+            if current >= limit {
                 return None;
             }
             match self.count.compare_exchange_weak(
@@ -66,6 +72,22 @@ pub struct Resources {
     pub requests: Arc<Resource>,
     /// max_retries.
     pub retries: Arc<Resource>,
+    /// The retry budget replacing `max_retries`, if configured.
+    pub retry_budget: Option<crate::config::cluster::RetryBudget>,
+}
+
+impl Resources {
+    /// A slot for one retry: within `max_retries`, or within the retry budget's share of
+    /// the active and pending requests when the cluster has one.
+    pub fn try_acquire_retry(&self) -> Option<Slot> {
+        match &self.retry_budget {
+            Some(budget) => {
+                let active = self.requests.in_use() + self.pending.in_use();
+                self.retries.try_acquire_within(budget.limit(active))
+            }
+            None => self.retries.try_acquire(),
+        }
+    }
 }
 
 #[cfg(test)]
