@@ -417,3 +417,61 @@ fn retry_budget_limits_concurrent_retries_like_envoy() {
         "envoy (left) and meshproxy (right) differ"
     );
 }
+
+/// `rate_limited_retry_back_off`: a 429 with `Retry-After: 1` is retried after about a
+/// second (Envoy jitters up to half again), one asking for more than `max_interval` falls
+/// back to the exponential back-off; the back-off stats agree with Envoy 1.40.
+#[test]
+fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let up = Upstream::http("limited");
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
+            "cluster": "limited", "retry_policy": {"retry_on": "retriable-status-codes", "retriable_status_codes": [429],
+            "num_retries": 1, "retry_back_off": {"base_interval": "0.01s"},
+            "rate_limited_retry_back_off": {"reset_headers": [{"name": "Retry-After", "format": "SECONDS"}], "max_interval": "5s"}}}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![cluster("limited", &[up.port], json!({}))],
+        )
+    };
+    let limited = |retry_after: &str| Behavior {
+        status: 429,
+        headers: vec![("retry-after".into(), retry_after.into())],
+        only_next: 1,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let port = free_port();
+        let p = Proxy::start(kind, &cfg(port), &[]);
+        up.set(limited("1"));
+        let started = std::time::Instant::now();
+        assert_eq!(curl::get(port, "/", &[]).status, 200);
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(950)
+                && waited < std::time::Duration::from_millis(1800),
+            "{kind:?} waited {waited:?}"
+        );
+        up.set(limited("10"));
+        let started = std::time::Instant::now();
+        assert_eq!(curl::get(port, "/", &[]).status, 200);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(900),
+            "{kind:?}"
+        );
+        let stat = |s: &str| p.stat(&format!("cluster.limited.{s}")).unwrap_or(0);
+        seen.push([
+            stat("upstream_rq_retry_backoff_ratelimited"),
+            stat("upstream_rq_retry_backoff_exponential"),
+        ]);
+    }
+    assert_eq!(seen[0], [1, 1], "envoy's counts");
+    assert_eq!(
+        seen[0], seen[1],
+        "envoy (left) and meshproxy (right) differ"
+    );
+}

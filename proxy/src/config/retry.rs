@@ -118,6 +118,46 @@ pub struct RetryPolicy {
     /// Request headers of which one must match for the request to be retried at all
     /// (empty: every request may be).
     pub retriable_request_headers: Vec<HeaderMatch>,
+    /// `rate_limited_retry_back_off`: wait what the upstream's reset header says.
+    pub rate_limited: Option<RateLimitedBackOff>,
+}
+
+/// How a reset header's value reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetFormat {
+    /// Seconds to wait (`Retry-After: 30`).
+    Seconds,
+    /// The Unix time to wait until (`X-RateLimit-Reset: 1700000000`).
+    UnixTimestamp,
+}
+
+/// Envoy's `RateLimitedRetryBackOff`: the first reset header (in order) whose interval is
+/// valid and within `max_interval` sets the wait, jittered up to half again.
+#[derive(Debug, Clone)]
+pub struct RateLimitedBackOff {
+    /// The headers to read, in order.
+    pub reset_headers: Vec<(http::HeaderName, ResetFormat)>,
+    /// Longer intervals are discarded (default 300 s).
+    pub max_interval: Duration,
+}
+
+impl RateLimitedBackOff {
+    /// The interval the response asks for, if any header gives a usable one.
+    fn interval(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        self.reset_headers.iter().find_map(|(name, format)| {
+            let value: u64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+            let interval = match format {
+                ResetFormat::Seconds => Duration::from_secs(value),
+                ResetFormat::UnixTimestamp => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()?;
+                    Duration::from_secs(value).checked_sub(now)?
+                }
+            };
+            (!interval.is_zero() && interval <= self.max_interval).then_some(interval)
+        })
+    }
 }
 
 impl RetryPolicy {
@@ -137,6 +177,14 @@ impl RetryPolicy {
             || (on.envoy_ratelimited && headers.contains_key("x-envoy-ratelimited"))
             || (on.retriable_headers && any_match(&self.retriable_headers, headers))
             || grpc_status().is_some_and(|g| on.grpc.retriable(g))
+    }
+
+    /// The back-off a retriable response asks for through a reset header, jittered over
+    /// `[interval, 1.5 × interval)`; `None` when the policy has no rate-limited back-off or
+    /// the response no usable header (the exponential back-off applies).
+    pub fn rate_limited_backoff(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        let interval = self.rate_limited.as_ref()?.interval(headers)?;
+        Some(interval + interval.mul_f64(rand::random::<f64>() / 2.0))
     }
 
     /// Whether the request may be retried at all: it matches one of
@@ -180,6 +228,46 @@ fn header_matches(list: &[route::HeaderMatcher], path: &str) -> Result<Vec<Heade
         .enumerate()
         .map(|(i, h)| super::route::header_match(h, &format!("{path}[{i}]")))
         .collect()
+}
+
+/// Translates a `RateLimitedRetryBackOff`.
+fn rate_limited(
+    r: &route::retry_policy::RateLimitedRetryBackOff,
+    path: &str,
+) -> Result<RateLimitedBackOff> {
+    use route::retry_policy::ResetHeaderFormat;
+    if r.reset_headers.is_empty() {
+        return Err(ConfigError::at(
+            join(path, "reset_headers"),
+            "at least one reset header is required",
+        ));
+    }
+    let reset_headers = r
+        .reset_headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let p = format!("{}[{i}]", join(path, "reset_headers"));
+            let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ConfigError::at(join(&p, "name"), "invalid header name"))?;
+            let format = match ResetHeaderFormat::try_from(h.format) {
+                Ok(ResetHeaderFormat::Seconds) => ResetFormat::Seconds,
+                Ok(ResetHeaderFormat::UnixTimestamp) => ResetFormat::UnixTimestamp,
+                Err(_) => return Err(ConfigError::at(join(&p, "format"), "unknown format")),
+            };
+            Ok((name, format))
+        })
+        .collect::<Result<_>>()?;
+    let max_interval = r
+        .max_interval
+        .as_ref()
+        .map(|d| common::duration(d, &join(path, "max_interval")))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(300));
+    Ok(RateLimitedBackOff {
+        reset_headers,
+        max_interval,
+    })
 }
 
 /// Translates a RetryPolicy.
@@ -267,6 +355,11 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
             &p.retriable_request_headers,
             &join(path, "retriable_request_headers"),
         )?,
+        rate_limited: p
+            .rate_limited_retry_back_off
+            .as_ref()
+            .map(|r| rate_limited(r, &join(path, "rate_limited_retry_back_off")))
+            .transpose()?,
     })
 }
 
@@ -278,6 +371,34 @@ mod tests {
         let p: route::RetryPolicy =
             xds_client::json::decode(json, "envoy.config.route.v3.RetryPolicy", false).unwrap();
         translate(&p, "retry_policy")
+    }
+
+    #[test]
+    fn rate_limited_back_off_reads_the_reset_headers_in_order() {
+        let p = policy(serde_json::json!({"retry_on": "retriable-status-codes",
+            "rate_limited_retry_back_off": {"reset_headers": [
+                {"name": "Retry-After", "format": "SECONDS"},
+                {"name": "X-RateLimit-Reset", "format": "UNIX_TIMESTAMP"}], "max_interval": "60s"}}))
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut h = http::HeaderMap::new();
+        h.insert("x-ratelimit-reset", (now + 20).to_string().parse().unwrap());
+        let wait = p.rate_limited_backoff(&h).unwrap();
+        assert!(
+            wait >= Duration::from_secs(18) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        // Too long for max_interval: discarded, the next header decides.
+        h.insert("retry-after", "120".parse().unwrap());
+        assert!(p.rate_limited_backoff(&h).unwrap() <= Duration::from_secs(30));
+        h.insert("retry-after", "2".parse().unwrap());
+        assert!(p.rate_limited_backoff(&h).unwrap() <= Duration::from_secs(3));
+        assert!(p.rate_limited_backoff(&http::HeaderMap::new()).is_none());
+        let empty = policy(serde_json::json!({"rate_limited_retry_back_off": {}}));
+        assert!(empty.unwrap_err().path.contains("reset_headers"));
     }
 
     #[test]

@@ -270,10 +270,12 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RetryPolicy", [
         "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
         "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off",
-        "retriable_headers", "retriable_request_headers",
+        "retriable_headers", "retriable_request_headers", "rate_limited_retry_back_off",
     ]),
     msg!("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", ["name", "typed_config"]),
     msg!("envoy.config.route.v3.RetryPolicy.RetryBackOff", ["base_interval", "max_interval"]),
+    msg!("envoy.config.route.v3.RetryPolicy.RateLimitedRetryBackOff", ["reset_headers", "max_interval"]),
+    msg!("envoy.config.route.v3.RetryPolicy.ResetHeader", ["name", "format"]),
     msg!("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", []),
     msg!("envoy.config.route.v3.RouteAction.UpgradeConfig", ["upgrade_type", "enabled"]),
     msg!("envoy.config.route.v3.RouteAction.MaxStreamDuration", ["max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset"]),

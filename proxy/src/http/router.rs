@@ -358,9 +358,23 @@ pub async fn forward(
                     }
                 });
             }
-            (_, Some(_slot)) => {
-                cluster.stats().rq_retry.inc();
-                let pause = policy.map_or(Duration::ZERO, |p| p.backoff(attempt));
+            (outcome, Some(_slot)) => {
+                let stats = cluster.stats();
+                stats.rq_retry.inc();
+                let asked = match (&outcome, policy) {
+                    (Ok((resp, _, _)), Some(p)) => p.rate_limited_backoff(resp.headers()),
+                    _ => None,
+                };
+                let pause = match asked {
+                    Some(pause) => {
+                        stats.rq_retry_backoff_ratelimited.inc();
+                        pause
+                    }
+                    None => {
+                        stats.rq_retry_backoff_exponential.inc();
+                        policy.map_or(Duration::ZERO, |p| p.backoff(attempt))
+                    }
+                };
                 match deadline {
                     Some(d) if tokio::time::Instant::now() + pause >= d => {
                         cluster.stats().rq_timeout.inc();

@@ -57,6 +57,12 @@ pub struct ClusterStats {
     pub rq_retry_success: Arc<Counter>,
     /// upstream_rq_retry_overflow
     pub rq_retry_overflow: Arc<Counter>,
+    /// upstream_rq_retry_backoff_exponential: retries that waited the jittered exponential
+    /// back-off.
+    pub rq_retry_backoff_exponential: Arc<Counter>,
+    /// upstream_rq_retry_backoff_ratelimited: retries that waited what the upstream's
+    /// reset header asked for.
+    pub rq_retry_backoff_ratelimited: Arc<Counter>,
     /// upstream_rq_time
     pub rq_time: Arc<Histogram>,
     /// membership_total
@@ -102,6 +108,8 @@ impl ClusterStats {
             rq_retry: c("upstream_rq_retry"),
             rq_retry_success: c("upstream_rq_retry_success"),
             rq_retry_overflow: c("upstream_rq_retry_overflow"),
+            rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
+            rq_retry_backoff_ratelimited: c("upstream_rq_retry_backoff_ratelimited"),
             rq_time: scope.histogram("upstream_rq_time"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
