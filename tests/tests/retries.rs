@@ -475,3 +475,71 @@ fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
         "envoy (left) and meshproxy (right) differ"
     );
 }
+
+/// `retry_priority` previous_priorities: a failing priority-0 host is left for the
+/// priority-1 one on the retry (without the policy the retry stays at priority 0), and an
+/// update frequency of 2 keeps the first retry at priority 0. Same outcome as Envoy 1.40.
+#[test]
+fn previous_priorities_moves_retries_to_the_next_level_like_envoy() {
+    if envoy_bin().is_none() {
+        return;
+    }
+    let (p0, p1) = (Upstream::http("p0"), Upstream::http("p1"));
+    p0.set(Behavior {
+        status: 503,
+        ..Default::default()
+    });
+    let cfg = |port: u16| {
+        let endpoint = |p: u16| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}});
+        let levels = json!({"load_assignment": {"cluster_name": "levels", "endpoints": [
+            {"priority": 0, "lb_endpoints": [endpoint(p0.port)]},
+            {"priority": 1, "lb_endpoints": [endpoint(p1.port)]}]}});
+        let priority = |f: u32| {
+            json!({"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+            "update_frequency": f}})
+        };
+        let route = |prefix: &str, retries: u32, retry_priority: Option<serde_json::Value>| {
+            let mut policy = json!({"retry_on": "5xx", "num_retries": retries, "retry_back_off": {"base_interval": "0.001s"}});
+            if let Some(p) = retry_priority {
+                policy["retry_priority"] = p;
+            }
+            json!({"match": {"prefix": prefix}, "route": {"cluster": "levels", "retry_policy": policy}})
+        };
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            route("/every", 1, Some(priority(1))),
+            route("/pairs", 2, Some(priority(2))),
+            route("/", 1, None)]}]);
+        let mut c = cluster("levels", &[], levels.clone());
+        c["load_assignment"] = levels["load_assignment"].clone();
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![c],
+        )
+    };
+    let mut seen = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let port = free_port();
+        let _p = Proxy::start(kind, &cfg(port), &[]);
+        let mut run = Vec::new();
+        for path in ["/every", "/pairs", "/plain"] {
+            let (before0, before1) = (p0.count(), p1.count());
+            let status = curl::get(port, path, &[]).status;
+            run.push((path, status, p0.count() - before0, p1.count() - before1));
+        }
+        seen.push(run);
+    }
+    assert_eq!(
+        seen[0],
+        [
+            ("/every", 200, 1, 1),
+            ("/pairs", 200, 2, 1),
+            ("/plain", 503, 2, 0)
+        ],
+        "envoy's outcome"
+    );
+    assert_eq!(
+        seen[0], seen[1],
+        "envoy (left) and meshproxy (right) differ"
+    );
+}

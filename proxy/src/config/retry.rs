@@ -8,6 +8,8 @@ use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
 
 const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+const PREVIOUS_PRIORITIES: &str =
+    "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig";
 
 /// Conditions of `retry_on`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,6 +122,9 @@ pub struct RetryPolicy {
     pub retriable_request_headers: Vec<HeaderMatch>,
     /// `rate_limited_retry_back_off`: wait what the upstream's reset header says.
     pub rate_limited: Option<RateLimitedBackOff>,
+    /// `retry_priority` previous_priorities: every this many attempts, the priority levels
+    /// tried so far are excluded from the load split.
+    pub previous_priorities: Option<u32>,
 }
 
 /// How a reset header's value reads.
@@ -187,6 +192,19 @@ impl RetryPolicy {
         Some(interval + interval.mul_f64(rand::random::<f64>() / 2.0))
     }
 
+    /// The priority levels attempt `attempt` (1-based) must avoid, given the levels the
+    /// earlier attempts went to: those of the first `⌊(attempt-1)/f⌋·f` attempts for an
+    /// update frequency `f`, none without `previous_priorities`.
+    pub fn excluded_priorities<'a>(&self, attempt: u32, tried: &'a [u32]) -> &'a [u32] {
+        match self.previous_priorities {
+            Some(f) => {
+                let counted = ((attempt.saturating_sub(1) / f) * f) as usize;
+                &tried[..counted.min(tried.len())]
+            }
+            None => &[],
+        }
+    }
+
     /// Whether the request may be retried at all: it matches one of
     /// `retriable_request_headers`, or there are none.
     pub fn allows_request(&self, headers: &http::HeaderMap) -> bool {
@@ -228,6 +246,33 @@ fn header_matches(list: &[route::HeaderMatcher], path: &str) -> Result<Vec<Heade
         .enumerate()
         .map(|(i, h)| super::route::header_match(h, &format!("{path}[{i}]")))
         .collect()
+}
+
+/// The update frequency of a `retry_priority`, which must be previous_priorities.
+fn previous_priorities(r: &route::retry_policy::RetryPriority, path: &str) -> Result<u32> {
+    use route::retry_policy::retry_priority::ConfigType as C;
+    let Some(C::TypedConfig(any)) = &r.config_type else {
+        return Err(ConfigError::at(path, "typed_config is required"));
+    };
+    if xds_client::descriptors::type_name_of_url(&any.type_url) != PREVIOUS_PRIORITIES {
+        return Err(ConfigError::at(
+            join(path, "typed_config"),
+            format!("unsupported retry priority {}", any.type_url),
+        ));
+    }
+    use prost::Message;
+    use xds_client::proto::envoy::extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig;
+    let config = PreviousPrioritiesConfig::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::at(join(path, "typed_config"), e.to_string()))?;
+    u32::try_from(config.update_frequency)
+        .ok()
+        .filter(|f| *f > 0)
+        .ok_or_else(|| {
+            ConfigError::at(
+                join(path, "typed_config.update_frequency"),
+                "must be greater than 0",
+            )
+        })
 }
 
 /// Translates a `RateLimitedRetryBackOff`.
@@ -355,6 +400,11 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
             &p.retriable_request_headers,
             &join(path, "retriable_request_headers"),
         )?,
+        previous_priorities: p
+            .retry_priority
+            .as_ref()
+            .map(|r| previous_priorities(r, &join(path, "retry_priority")))
+            .transpose()?,
         rate_limited: p
             .rate_limited_retry_back_off
             .as_ref()

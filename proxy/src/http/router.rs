@@ -273,16 +273,16 @@ pub async fn forward(
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let rq_active = RqActive::new(&cluster);
-    let mut tried: Vec<Arc<crate::upstream::host::Host>> = Vec::new();
+    let mut tried: Vec<(Arc<crate::upstream::host::Host>, u32)> = Vec::new();
     let mut attempt = 0u32;
     let (resp, lease, local, host, active) = loop {
         attempt += 1;
         record.attempt_count = attempt;
-        let Some(host) = pick_host(&cluster, &lb, policy, &tried) else {
+        let Some((host, level)) = pick_host(&cluster, &lb, policy, attempt, &tried) else {
             return Err(LocalReply::no_healthy_upstream());
         };
         record.upstream_host = Some(host.address_string.clone());
-        tried.push(host.clone());
+        tried.push((host.clone(), level));
         let authority = match &f.host_rewrite {
             HostRewrite::Literal(h) => h.clone(),
             HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
@@ -425,19 +425,29 @@ pub async fn forward(
 
 /// Picks a host; with the `previous_hosts` predicate, re-picks up to
 /// `host_selection_retry_max_attempts` times to avoid hosts already tried.
+/// The host for attempt `attempt`: avoiding hosts already tried (previous_hosts, up to
+/// `host_selection_retry_max_attempts` picks) and the priority levels the retry priority
+/// excludes. Returns the host and its priority level.
 fn pick_host(
     cluster: &Cluster,
     lb: &LbContext,
     policy: Option<&RetryPolicy>,
-    tried: &[Arc<crate::upstream::host::Host>],
-) -> Option<Arc<crate::upstream::host::Host>> {
+    attempt: u32,
+    tried: &[(Arc<crate::upstream::host::Host>, u32)],
+) -> Option<(Arc<crate::upstream::host::Host>, u32)> {
+    let levels: Vec<u32> = tried.iter().map(|(_, level)| *level).collect();
+    let excluded = policy.map_or(&[][..], |p| p.excluded_priorities(attempt, &levels));
     let avoid = policy.filter(|p| p.avoid_previous_hosts);
     let picks = avoid.map_or(1, |p| p.host_selection_attempts);
     let mut host = None;
     for _ in 0..picks {
-        host = cluster.pick(lb);
+        host = cluster.pick_excluding(lb, excluded);
         match &host {
-            Some(h) if avoid.is_some() && tried.iter().any(|t| t.address == h.address) => continue,
+            Some((h, _))
+                if avoid.is_some() && tried.iter().any(|(t, _)| t.address == h.address) =>
+            {
+                continue
+            }
             _ => break,
         }
     }

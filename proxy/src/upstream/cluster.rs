@@ -292,16 +292,22 @@ impl Cluster {
     /// Picks a host for a request or connection: a priority level by its load share,
     /// then a host of that level by the balancer.
     pub fn pick(&self, ctx: &LbContext) -> Option<Arc<Host>> {
+        self.pick_excluding(ctx, &[]).map(|(host, _)| host)
+    }
+
+    /// Picks a host, with priority levels in `excluded` giving their load to the others
+    /// (the previous_priorities retry policy); returns the host and its priority.
+    pub fn pick_excluding(&self, ctx: &LbContext, excluded: &[u32]) -> Option<(Arc<Host>, u32)> {
         let priorities = self
             .priorities
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let draw = ctx.hash.unwrap_or_else(rand::random);
-        let host = match priorities.choose(draw) {
-            Some(set) => self.balancer.pick(set, ctx),
+        let host = match priorities.choose(draw, excluded) {
+            Some((set, priority)) => self.balancer.pick(set, ctx).map(|h| (h, priority)),
             // ORIGINAL_DST clusters have no hosts: the balancer makes one per request.
-            None => self.balancer.pick(&self.hosts(), ctx),
+            None => self.balancer.pick(&self.hosts(), ctx).map(|h| (h, 0)),
         };
         if host.is_none() {
             self.stats().cx_none_healthy.inc();

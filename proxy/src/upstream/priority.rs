@@ -16,6 +16,10 @@ const PANIC_THRESHOLD: u64 = 50;
 struct Level {
     /// The hosts to pick from (the healthy ones, or all of them in panic).
     set: Arc<HostSet>,
+    /// The level's priority number.
+    priority: u32,
+    /// Its health: healthy share times the overprovisioning factor, capped at 100.
+    health: u64,
     /// This level's share of the load ends here (cumulative, out of 100).
     until: u64,
 }
@@ -36,11 +40,49 @@ pub struct Ranked {
     pub healthy: bool,
 }
 
+/// Cumulative load bounds (out of 100) for levels of these healths: the first level takes
+/// what its health allows, the next the rest, and so on, normalized when the healths sum
+/// under 100; with no health anywhere everything goes to the first level.
+fn split(health: &[u64]) -> Vec<u64> {
+    let total: u64 = health.iter().sum::<u64>().min(100);
+    let mut until = 0;
+    let mut remaining = 100u64;
+    let mut bounds: Vec<u64> = health
+        .iter()
+        .map(|h| {
+            let load = if total == 0 {
+                if until == 0 {
+                    100
+                } else {
+                    0
+                }
+            } else if total < 100 {
+                h * 100 / total
+            } else {
+                (*h).min(remaining)
+            };
+            remaining = remaining.saturating_sub(load);
+            until = (until + load).min(100);
+            until
+        })
+        .collect();
+    // Rounding may leave the last percent unassigned: give it to the last level used.
+    if let Some(last) = bounds.iter_mut().rev().find(|b| **b > 0) {
+        *last = 100;
+    }
+    bounds
+}
+
 impl Priorities {
     /// One level of healthy hosts (static and DNS clusters without priorities).
     pub fn single(set: Arc<HostSet>) -> Self {
         Priorities {
-            levels: vec![Level { set, until: 100 }],
+            levels: vec![Level {
+                set,
+                priority: 0,
+                health: 100,
+                until: 100,
+            }],
         }
     }
 
@@ -51,7 +93,6 @@ impl Priorities {
             return Priorities::default();
         };
         let mut levels = Vec::new();
-        let mut health = Vec::new();
         for p in 0..=top {
             let all: Vec<Arc<Host>> = hosts
                 .iter()
@@ -67,56 +108,54 @@ impl Priorities {
                 .map(|h| h.host.clone())
                 .collect();
             let share = healthy.len() as u64 * 100 / all.len() as u64;
-            health.push((share * u64::from(overprovisioning) / 100).min(100));
             let panic = share < PANIC_THRESHOLD;
-            levels.push(HostSet::new(if panic || healthy.is_empty() {
-                all
-            } else {
-                healthy
-            }));
-        }
-        let total: u64 = health.iter().sum::<u64>().min(100);
-        let mut until = 0;
-        let mut remaining = 100u64;
-        let levels = levels
-            .into_iter()
-            .zip(&health)
-            .map(|(set, h)| {
-                let load = if total == 0 {
-                    // No level has health: everything goes to the first one, in panic.
-                    if until == 0 {
-                        100
-                    } else {
-                        0
-                    }
-                } else if total < 100 {
-                    h * 100 / total
+            levels.push(Level {
+                set: HostSet::new(if panic || healthy.is_empty() {
+                    all
                 } else {
-                    (*h).min(remaining)
-                };
-                remaining = remaining.saturating_sub(load);
-                until = (until + load).min(100);
-                Level { set, until }
-            })
-            .collect();
-        let mut p = Priorities { levels };
-        // Rounding may leave the last percent unassigned: give it to the last level used.
-        if let Some(last) = p.levels.iter_mut().rev().find(|l| l.until > 0) {
-            if last.until < 100 {
-                last.until = 100;
-            }
+                    healthy
+                }),
+                priority: p,
+                health: (share * u64::from(overprovisioning) / 100).min(100),
+                until: 0,
+            });
         }
-        p
+        let health: Vec<u64> = levels.iter().map(|l| l.health).collect();
+        for (level, until) in levels.iter_mut().zip(split(&health)) {
+            level.until = until;
+        }
+        Priorities { levels }
     }
 
-    /// The level a request goes to (`hash`: the request's hash, else a random draw).
-    pub fn choose(&self, hash: u64) -> Option<&Arc<HostSet>> {
+    /// The level a request goes to (`hash`: the request's hash, else a random draw), with
+    /// its priority. Levels in `excluded` (the previous_priorities retry policy) count as
+    /// having no health, so their load goes to the others by health; when that leaves no
+    /// health at all, the usual split applies.
+    pub fn choose(&self, hash: u64, excluded: &[u32]) -> Option<(&Arc<HostSet>, u32)> {
         let draw = hash % 100;
+        let adjusted: Vec<u64> = self
+            .levels
+            .iter()
+            .map(|l| {
+                if excluded.contains(&l.priority) {
+                    0
+                } else {
+                    l.health
+                }
+            })
+            .collect();
+        let bounds = if excluded.is_empty() || adjusted.iter().all(|h| *h == 0) {
+            self.levels.iter().map(|l| l.until).collect()
+        } else {
+            split(&adjusted)
+        };
         self.levels
             .iter()
-            .find(|l| draw < l.until)
+            .zip(bounds)
+            .find(|(_, until)| draw < *until)
+            .map(|(l, _)| l)
             .or(self.levels.first())
-            .map(|l| &l.set)
+            .map(|l| (&l.set, l.priority))
     }
 }
 
@@ -176,6 +215,17 @@ mod tests {
         let p = Priorities::new(&hosts, 140);
         assert_eq!(p.levels[0].set.hosts.len(), 3);
         assert_eq!(loads(&p), vec![100]);
+    }
+
+    #[test]
+    fn excluded_levels_hand_their_load_to_the_others() {
+        let hosts = [ranked(1, 0, true), ranked(2, 1, true), ranked(3, 2, false)];
+        let p = Priorities::new(&hosts, 140);
+        let level = |draw: u64, excluded: &[u32]| p.choose(draw, excluded).map(|(_, l)| l);
+        assert_eq!((level(0, &[]), level(99, &[])), (Some(0), Some(0)));
+        assert_eq!((level(0, &[0]), level(99, &[0])), (Some(1), Some(1)));
+        // Nothing healthy left after excluding: the usual split.
+        assert_eq!(level(50, &[0, 1]), Some(0));
     }
 
     #[test]
