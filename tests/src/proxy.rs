@@ -257,3 +257,26 @@ pub fn run_meshproxy_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Starts Envoy 1.40 and then meshproxy, each on `config(listener port)`, runs `observe`
+/// against each in turn, and asserts meshproxy observed exactly what Envoy did. Returns
+/// Envoy's observation for further checks, or `None` when Envoy is not installed.
+pub fn agree_with_envoy<T: PartialEq + std::fmt::Debug>(
+    config: impl Fn(u16) -> String,
+    observe: impl Fn(&Proxy, u16) -> T,
+) -> Option<T> {
+    envoy_bin()?;
+    let mut seen = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let port = crate::free_port();
+        let proxy = Proxy::start(kind, &config(port), &[]);
+        seen.push(observe(&proxy, port));
+    }
+    let meshproxy = seen.pop();
+    let envoy = seen.pop();
+    assert_eq!(
+        envoy, meshproxy,
+        "envoy (left) and meshproxy (right) differ"
+    );
+    envoy
+}

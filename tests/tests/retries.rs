@@ -4,7 +4,7 @@
 use e2e::config::{bootstrap, cluster, hcm, listener};
 use e2e::curl;
 use e2e::free_port;
-use e2e::proxy::{envoy_bin, Kind, Proxy};
+use e2e::proxy::{agree_with_envoy, envoy_bin, Kind, Proxy};
 use e2e::upstream::{Behavior, Upstream};
 use serde_json::json;
 
@@ -362,9 +362,6 @@ fn retries_match_envoy() {
 /// three overflows; a generous budget retries all four. Same counts in Envoy 1.40.
 #[test]
 fn retry_budget_limits_concurrent_retries_like_envoy() {
-    if envoy_bin().is_none() {
-        return;
-    }
     let up = Upstream::http("slow-failing");
     up.set(Behavior {
         status: 503,
@@ -397,25 +394,18 @@ fn retry_budget_limits_concurrent_retries_like_envoy() {
             assert_eq!(c.join().unwrap(), 503);
         }
     };
-    let mut seen = Vec::new();
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
-        let port = free_port();
-        let p = Proxy::start(kind, &cfg(port), &[]);
+    let envoy = agree_with_envoy(cfg, |p, port| {
         burst(port, "/tight");
         burst(port, "/generous");
         let stat = |c: &str, s: &str| p.stat(&format!("cluster.{c}.{s}")).unwrap_or(0);
-        seen.push([
+        [
             stat("tight", "upstream_rq_retry"),
             stat("tight", "upstream_rq_retry_overflow"),
             stat("generous", "upstream_rq_retry"),
             stat("generous", "upstream_rq_retry_overflow"),
-        ]);
-    }
-    assert_eq!(seen[0], [1, 3, 4, 0], "envoy's counts");
-    assert_eq!(
-        seen[0], seen[1],
-        "envoy (left) and meshproxy (right) differ"
-    );
+        ]
+    });
+    assert_eq!(envoy, Some([1, 3, 4, 0]), "envoy's counts");
 }
 
 /// `rate_limited_retry_back_off`: a 429 with `Retry-After: 1` is retried after about a
@@ -423,9 +413,6 @@ fn retry_budget_limits_concurrent_retries_like_envoy() {
 /// back to the exponential back-off; the back-off stats agree with Envoy 1.40.
 #[test]
 fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
-    if envoy_bin().is_none() {
-        return;
-    }
     let up = Upstream::http("limited");
     let cfg = |port: u16| {
         let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
@@ -443,10 +430,7 @@ fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
         only_next: 1,
         ..Default::default()
     };
-    let mut seen = Vec::new();
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
-        let port = free_port();
-        let p = Proxy::start(kind, &cfg(port), &[]);
+    let envoy = agree_with_envoy(cfg, |p, port| {
         up.set(limited("1"));
         let started = std::time::Instant::now();
         assert_eq!(curl::get(port, "/", &[]).status, 200);
@@ -454,26 +438,24 @@ fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
         assert!(
             waited >= std::time::Duration::from_millis(950)
                 && waited < std::time::Duration::from_millis(1800),
-            "{kind:?} waited {waited:?}"
+            "{:?} waited {waited:?}",
+            p.kind
         );
         up.set(limited("10"));
         let started = std::time::Instant::now();
         assert_eq!(curl::get(port, "/", &[]).status, 200);
         assert!(
             started.elapsed() < std::time::Duration::from_millis(900),
-            "{kind:?}"
+            "{:?}",
+            p.kind
         );
         let stat = |s: &str| p.stat(&format!("cluster.limited.{s}")).unwrap_or(0);
-        seen.push([
+        [
             stat("upstream_rq_retry_backoff_ratelimited"),
             stat("upstream_rq_retry_backoff_exponential"),
-        ]);
-    }
-    assert_eq!(seen[0], [1, 1], "envoy's counts");
-    assert_eq!(
-        seen[0], seen[1],
-        "envoy (left) and meshproxy (right) differ"
-    );
+        ]
+    });
+    assert_eq!(envoy, Some([1, 1]), "envoy's counts");
 }
 
 /// `retry_priority` previous_priorities: a failing priority-0 host is left for the
@@ -481,9 +463,6 @@ fn rate_limited_back_off_waits_what_the_upstream_asks_like_envoy() {
 /// update frequency of 2 keeps the first retry at priority 0. Same outcome as Envoy 1.40.
 #[test]
 fn previous_priorities_moves_retries_to_the_next_level_like_envoy() {
-    if envoy_bin().is_none() {
-        return;
-    }
     let (p0, p1) = (Upstream::http("p0"), Upstream::http("p1"));
     p0.set(Behavior {
         status: 503,
@@ -517,29 +496,19 @@ fn previous_priorities_moves_retries_to_the_next_level_like_envoy() {
             vec![c],
         )
     };
-    let mut seen = Vec::new();
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
-        let port = free_port();
-        let _p = Proxy::start(kind, &cfg(port), &[]);
+    let envoy = agree_with_envoy(cfg, |_, port| {
         let mut run = Vec::new();
         for path in ["/every", "/pairs", "/plain"] {
             let (before0, before1) = (p0.count(), p1.count());
             let status = curl::get(port, path, &[]).status;
             run.push((path, status, p0.count() - before0, p1.count() - before1));
         }
-        seen.push(run);
-    }
-    assert_eq!(
-        seen[0],
-        [
-            ("/every", 200, 1, 1),
-            ("/pairs", 200, 2, 1),
-            ("/plain", 503, 2, 0)
-        ],
-        "envoy's outcome"
-    );
-    assert_eq!(
-        seen[0], seen[1],
-        "envoy (left) and meshproxy (right) differ"
-    );
+        run
+    });
+    let expected = [
+        ("/every", 200, 1, 1),
+        ("/pairs", 200, 2, 1),
+        ("/plain", 503, 2, 0),
+    ];
+    assert_eq!(envoy, Some(expected.to_vec()), "envoy's outcome");
 }
