@@ -275,6 +275,9 @@ pub async fn forward(
     let rq_active = RqActive::new(&cluster);
     let mut tried: Vec<(Arc<crate::upstream::host::Host>, u32)> = Vec::new();
     let mut attempt = 0u32;
+    // A retry occupies its `max_retries` (or budget) slot until it completes, as in Envoy:
+    // the slot taken for retry n is held through attempt n+1.
+    let mut _retry_in_flight: Option<crate::upstream::resources::Slot> = None;
     let (resp, lease, local, host, active) = loop {
         attempt += 1;
         record.attempt_count = attempt;
@@ -358,7 +361,8 @@ pub async fn forward(
                     }
                 });
             }
-            (outcome, Some(_slot)) => {
+            (outcome, Some(slot)) => {
+                _retry_in_flight = Some(slot);
                 let stats = cluster.stats();
                 stats.rq_retry.inc();
                 let asked = match (&outcome, policy) {
