@@ -273,3 +273,48 @@ fn hcm_max_stream_duration_and_route_overrides_agree_with_envoy() {
         "{seen:?}"
     );
 }
+
+/// `per_try_idle_timeout`: an attempt whose response head does not come within the period
+/// is abandoned (and retried under the policy), and a response whose body stalls for the
+/// period is cut, with `upstream_rq_per_try_idle_timeout` counting both, as in Envoy 1.40.
+#[test]
+fn per_try_idle_timeout_abandons_stalled_attempts_like_envoy() {
+    let slow = Upstream::http("slow-head");
+    slow.set(Behavior {
+        delay_ms: 1000,
+        ..Default::default()
+    });
+    let stall = stalling_upstream();
+    let cfg = |port: u16| {
+        let route = |prefix: &str, cluster: &str| {
+            json!({"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "0s",
+                "retry_policy": {"retry_on": "5xx", "num_retries": 1, "per_try_idle_timeout": "0.3s",
+                    "retry_back_off": {"base_interval": "0.01s"}}}})
+        };
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [route("/head", "slow"), route("/", "stall")]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                cluster("slow", &[slow.port], json!({})),
+                cluster("stall", &[stall], json!({})),
+            ],
+        )
+    };
+    let envoy = agree_with_envoy(cfg, |p, port| {
+        let get = |path: &str| {
+            let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            status_and_body(&curl::raw(port, request.as_bytes(), 5))
+        };
+        let seen = (get("/head"), get("/body"));
+        let stat = |c: &str| p.stat(&format!("cluster.{c}.upstream_rq_per_try_idle_timeout"));
+        (seen, stat("slow"), stat("stall"))
+    });
+    let Some(((head, body), _, _)) = envoy else {
+        return;
+    };
+    assert!(
+        head.0.contains("504"),
+        "envoy gives up on the head: {head:?}"
+    );
+    assert_eq!(body.1, "12345", "envoy cuts the stalled body: {body:?}");
+}

@@ -105,6 +105,9 @@ pub struct RetryPolicy {
     pub num_retries: u32,
     /// Timeout of each attempt.
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: an attempt that goes this long without progress (no
+    /// response head yet, or no body data once the response streams) is abandoned.
+    pub per_try_idle_timeout: Option<Duration>,
     /// Status codes for `retriable-status-codes`.
     pub retriable_status_codes: Vec<u16>,
     /// Backoff base (default 25 ms).
@@ -385,6 +388,11 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
     Ok(RetryPolicy {
         on,
         num_retries: p.num_retries.as_ref().map(|v| v.value).unwrap_or(1),
+        per_try_idle_timeout: common::timeout(
+            p.per_try_idle_timeout.as_ref(),
+            None,
+            &join(path, "per_try_idle_timeout"),
+        )?,
         per_try_timeout: common::timeout(
             p.per_try_timeout.as_ref(),
             None,

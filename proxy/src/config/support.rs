@@ -271,6 +271,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",
         "host_selection_retry_max_attempts", "retriable_status_codes", "retry_back_off",
         "retriable_headers", "retriable_request_headers", "rate_limited_retry_back_off", "retry_priority",
+        "per_try_idle_timeout",
     ]),
     msg!("envoy.config.route.v3.RetryPolicy.RetryHostPredicate", ["name", "typed_config"]),
     msg!("envoy.config.route.v3.RetryPolicy.RetryBackOff", ["base_interval", "max_interval"]),

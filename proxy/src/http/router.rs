@@ -297,11 +297,16 @@ pub async fn forward(
                 .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
         }
         let active = host.start_request();
-        let try_deadline = match (deadline, policy.and_then(|p| p.per_try_timeout)) {
-            (Some(d), Some(t)) => Some(d.min(tokio::time::Instant::now() + t)),
-            (None, Some(t)) => Some(tokio::time::Instant::now() + t),
-            (d, None) => d,
-        };
+        let now = tokio::time::Instant::now();
+        let idle_deadline = policy.and_then(|p| p.per_try_idle_timeout).map(|t| now + t);
+        let try_deadline = [
+            deadline,
+            policy.and_then(|p| p.per_try_timeout).map(|t| now + t),
+            idle_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let exchange = send(&cluster, &host, protocol, req, authority);
         let outcome = match try_deadline {
             Some(d) => tokio::time::timeout_at(d, exchange)
@@ -309,6 +314,9 @@ pub async fn forward(
                 .unwrap_or(Err(SendError::Timeout)),
             None => exchange.await,
         };
+        if matches!(outcome, Err(SendError::Timeout)) && idle_deadline == try_deadline {
+            cluster.stats().rq_per_try_idle_timeout.inc();
+        }
         // Decide whether this attempt is final; retries need a slot of `max_retries` (or of
         // the retry budget).
         let retriable = match (&outcome, policy) {
@@ -418,17 +426,18 @@ pub async fn forward(
     if let Some(w) = weighted {
         headers::apply(&mut parts.headers, &w.response_headers, record);
     }
+    let idle = policy.and_then(|p| p.per_try_idle_timeout);
     let body = UpstreamBody {
         inner: body,
         lease,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        idle: idle.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        idle_timeouts: cluster.stats().rq_per_try_idle_timeout.clone(),
         _guards: (request_slot, active, rq_active),
     };
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-/// Picks a host; with the `previous_hosts` predicate, re-picks up to
-/// `host_selection_retry_max_attempts` times to avoid hosts already tried.
 /// The host for attempt `attempt`: avoiding hosts already tried (previous_hosts, up to
 /// `host_selection_retry_max_attempts` picks) and the priority levels the retry priority
 /// excludes. Returns the host and its priority level.
@@ -626,6 +635,10 @@ struct UpstreamBody<G> {
     inner: hyper::body::Incoming,
     lease: Option<Lease>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The final attempt's `per_try_idle_timeout` and its timer, restarted by every frame.
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Counts a body abandoned by the idle timer.
+    idle_timeouts: Arc<crate::stats::Counter>,
     _guards: G,
 }
 
@@ -644,7 +657,19 @@ impl<G: Unpin> http_body::Body for UpstreamBody<G> {
                 return Poll::Ready(Some(Err("upstream response timeout".into())));
             }
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        if let Some((_, timer)) = this.idle.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                this.lease = None;
+                this.idle = None;
+                this.idle_timeouts.inc();
+                return Poll::Ready(Some(Err("upstream per-try idle timeout".into())));
+            }
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(_))), Some((period, timer))) = (&polled, this.idle.as_mut()) {
+            timer.as_mut().reset(tokio::time::Instant::now() + *period);
+        }
+        match polled {
             Poll::Ready(None) => {
                 if let Some(l) = this.lease.take() {
                     l.release();

@@ -57,6 +57,8 @@ pub struct ClusterStats {
     pub rq_retry_success: Arc<Counter>,
     /// upstream_rq_retry_overflow
     pub rq_retry_overflow: Arc<Counter>,
+    /// upstream_rq_per_try_idle_timeout: attempts abandoned for lack of progress.
+    pub rq_per_try_idle_timeout: Arc<Counter>,
     /// upstream_rq_retry_backoff_exponential: retries that waited the jittered exponential
     /// back-off.
     pub rq_retry_backoff_exponential: Arc<Counter>,
@@ -108,6 +110,7 @@ impl ClusterStats {
             rq_retry: c("upstream_rq_retry"),
             rq_retry_success: c("upstream_rq_retry_success"),
             rq_retry_overflow: c("upstream_rq_retry_overflow"),
+            rq_per_try_idle_timeout: c("upstream_rq_per_try_idle_timeout"),
             rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
             rq_retry_backoff_ratelimited: c("upstream_rq_retry_backoff_ratelimited"),
             rq_time: scope.histogram("upstream_rq_time"),
