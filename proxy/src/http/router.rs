@@ -448,7 +448,11 @@ fn pick_host(
     attempt: u32,
     tried: &[(Arc<crate::upstream::host::Host>, u32)],
 ) -> Option<(Arc<crate::upstream::host::Host>, u32)> {
-    let levels: Vec<u32> = tried.iter().map(|(_, level)| *level).collect();
+    // Only a previous_priorities policy reads the levels tried (no allocation otherwise).
+    let levels: Vec<u32> = match policy {
+        Some(p) if p.previous_priorities.is_some() => tried.iter().map(|(_, l)| *l).collect(),
+        _ => Vec::new(),
+    };
     let excluded = policy.map_or(&[][..], |p| p.excluded_priorities(attempt, &levels));
     let avoid = policy.filter(|p| p.avoid_previous_hosts);
     let picks = avoid.map_or(1, |p| p.host_selection_attempts);

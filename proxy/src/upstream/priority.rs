@@ -133,6 +133,22 @@ impl Priorities {
     /// health at all, the usual split applies.
     pub fn choose(&self, hash: u64, excluded: &[u32]) -> Option<(&Arc<HostSet>, u32)> {
         let draw = hash % 100;
+        let level = if excluded.is_empty() {
+            self.by_usual_split(draw)
+        } else {
+            self.by_split_excluding(draw, excluded)
+        };
+        level.or(self.levels.first()).map(|l| (&l.set, l.priority))
+    }
+
+    /// The level `draw` falls in under the precomputed split (no allocation: every
+    /// request without excluded levels comes here).
+    fn by_usual_split(&self, draw: u64) -> Option<&Level> {
+        self.levels.iter().find(|l| draw < l.until)
+    }
+
+    /// The level `draw` falls in once `excluded` levels count as having no health.
+    fn by_split_excluding(&self, draw: u64, excluded: &[u32]) -> Option<&Level> {
         let adjusted: Vec<u64> = self
             .levels
             .iter()
@@ -144,18 +160,14 @@ impl Priorities {
                 }
             })
             .collect();
-        let bounds = if excluded.is_empty() || adjusted.iter().all(|h| *h == 0) {
-            self.levels.iter().map(|l| l.until).collect()
-        } else {
-            split(&adjusted)
-        };
+        if adjusted.iter().all(|h| *h == 0) {
+            return self.by_usual_split(draw);
+        }
         self.levels
             .iter()
-            .zip(bounds)
+            .zip(split(&adjusted))
             .find(|(_, until)| draw < *until)
             .map(|(l, _)| l)
-            .or(self.levels.first())
-            .map(|l| (&l.set, l.priority))
     }
 }
 
