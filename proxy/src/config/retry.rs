@@ -244,7 +244,7 @@ fn any_match(matchers: &[HeaderMatch], headers: &http::HeaderMap) -> bool {
 }
 
 /// Translates a list of HeaderMatchers at `path`.
-fn header_matches(list: &[route::HeaderMatcher], path: &str) -> Result<Vec<HeaderMatch>> {
+fn translate_matchers(list: &[route::HeaderMatcher], path: &str) -> Result<Vec<HeaderMatch>> {
     list.iter()
         .enumerate()
         .map(|(i, h)| super::route::header_match(h, &format!("{path}[{i}]")))
@@ -403,8 +403,11 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
         max_interval: max,
         avoid_previous_hosts: !p.retry_host_predicate.is_empty(),
         host_selection_attempts: p.host_selection_retry_max_attempts.clamp(1, 100) as u32,
-        retriable_headers: header_matches(&p.retriable_headers, &join(path, "retriable_headers"))?,
-        retriable_request_headers: header_matches(
+        retriable_headers: translate_matchers(
+            &p.retriable_headers,
+            &join(path, "retriable_headers"),
+        )?,
+        retriable_request_headers: translate_matchers(
             &p.retriable_request_headers,
             &join(path, "retriable_request_headers"),
         )?,
