@@ -11,6 +11,7 @@ use crate::server::Server;
 use crate::stats::{Counter, Scope};
 use crate::upstream::connect;
 use crate::upstream::lb::LbContext;
+use crate::upstream::outlier::monitor::Outcome;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -129,11 +130,13 @@ impl TcpProxy {
                     cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls).await {
                         Ok(c) => {
+                            cluster.report(&host, Outcome::ConnectedFinal);
                             record.upstream_local = c.local;
                             upstream = Some((c.io, slot));
                             break;
                         }
                         Err(e) => {
+                            cluster.report(&host, Outcome::ConnectFailed);
                             cluster.stats().cx_connect_fail.inc();
                             record.upstream_failure = Some(e.to_string());
                         }

@@ -202,18 +202,27 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
             .iter()
             .map(|c| {
                 let hosts: Vec<_> = c
-                    .hosts()
-                    .hosts
+                    .members_ranked()
                     .iter()
-                    .map(|h| serde_json::json!({
-                        "address": match &h.address {
-                            crate::upstream::host::HostAddress::Tcp(a) => serde_json::json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}),
-                            crate::upstream::host::HostAddress::Unix(p) => serde_json::json!({"pipe": {"path": p.display().to_string()}}),
-                        },
-                        "hostname": h.hostname,
-                        "weight": h.weight,
-                        "health_status": {"eds_health_status": "HEALTHY"},
-                    }))
+                    .map(|r| {
+                        let h = &r.host;
+                        let mut health = serde_json::json!({
+                            "eds_health_status": if r.healthy { "HEALTHY" } else { "UNHEALTHY" },
+                        });
+                        if h.is_ejected() {
+                            health["failed_outlier_check"] = true.into();
+                        }
+                        serde_json::json!({
+                            "address": match &h.address {
+                                crate::upstream::host::HostAddress::Tcp(a) => serde_json::json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}),
+                                crate::upstream::host::HostAddress::Unix(p) => serde_json::json!({"pipe": {"path": p.display().to_string()}}),
+                            },
+                            "hostname": h.hostname,
+                            "weight": h.weight,
+                            "priority": r.priority,
+                            "health_status": health,
+                        })
+                    })
                     .collect();
                 serde_json::json!({"name": c.config.name, "host_statuses": hosts})
             })
@@ -232,19 +241,53 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
             "{n}::default_priority::max_connections::{}\n{n}::default_priority::max_pending_requests::{}\n{n}::default_priority::max_requests::{}\n{n}::default_priority::max_retries::{}\n",
             t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries
         ));
+        if let Some(d) = c.outlier_detector() {
+            use crate::upstream::outlier::monitor::Origin;
+            let (mean, threshold) = d.success_rate_figures(Origin::External);
+            let (local_mean, local_threshold) = d.success_rate_figures(Origin::Local);
+            out.push_str(&format!(
+                "{n}::outlier::success_rate_average::{mean}\n{n}::outlier::success_rate_ejection_threshold::{threshold}\n{n}::outlier::local_origin_success_rate_average::{local_mean}\n{n}::outlier::local_origin_success_rate_ejection_threshold::{local_threshold}\n"
+            ));
+        }
         out.push_str(&format!("{n}::added_via_api::false\n"));
-        for h in &c.hosts().hosts {
+        for r in c.members_ranked() {
+            let h = &r.host;
             let a = &h.address_string;
             out.push_str(&format!(
-                "{n}::{a}::cx_active::{}\n{n}::{a}::rq_active::{}\n{n}::{a}::hostname::{}\n{n}::{a}::health_flags::healthy\n{n}::{a}::weight::{}\n",
+                "{n}::{a}::cx_active::{}\n{n}::{a}::rq_active::{}\n{n}::{a}::hostname::{}\n{n}::{a}::health_flags::{}\n{n}::{a}::weight::{}\n{n}::{a}::priority::{}\n",
                 c.stats_if_created().map_or(0, |s| s.cx_active.value().max(0)),
                 h.active_requests(),
                 h.hostname,
-                h.weight
+                health_flags(h.is_ejected(), r.healthy),
+                h.weight,
+                r.priority,
+            ));
+            let rate = |origin| h.outlier().map_or(-1.0, |m| m.shown_rate(origin));
+            use crate::upstream::outlier::monitor::Origin;
+            out.push_str(&format!(
+                "{n}::{a}::success_rate::{}\n{n}::{a}::local_origin_success_rate::{}\n",
+                rate(Origin::External),
+                rate(Origin::Local),
             ));
         }
     }
     reply(StatusCode::OK, TEXT, out)
+}
+
+/// A host's `/clusters` health flags as Envoy prints them: `healthy`, or each failure
+/// flag in Envoy's order.
+fn health_flags(ejected: bool, eds_healthy: bool) -> String {
+    let mut flags = String::new();
+    if ejected {
+        flags.push_str("/failed_outlier_check");
+    }
+    if !eds_healthy {
+        flags.push_str("/failed_eds_health");
+    }
+    if flags.is_empty() {
+        flags.push_str("healthy");
+    }
+    flags
 }
 
 fn listeners(server: &Server, json: bool) -> AdminResponse {

@@ -215,6 +215,15 @@ pub struct ClusterConfig {
     /// EDS clusters: how long the cluster warms without its assignment before it is used
     /// anyway (`eds_config.initial_fetch_timeout`; `None`: until it arrives).
     pub eds_fetch_timeout: Option<Duration>,
+    /// Passive health checking (`outlier_detection`), when configured.
+    pub outlier: Option<Arc<super::outlier::OutlierConfig>>,
+    /// `common_lb_config.healthy_panic_threshold` in percent (default 50; 0 disables
+    /// panic): a priority level whose healthy share is below it balances over all its
+    /// hosts.
+    pub panic_threshold: u32,
+    /// `common_lb_config.update_merge_window` (default 1 s; 0 delivers every change at
+    /// once): health changes within it of the last delivered one wait for its end.
+    pub update_merge_window: Duration,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -292,6 +301,19 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         }
         None => None,
     };
+    let outlier = match &c.outlier_detection {
+        Some(_) if discovery == Discovery::OriginalDst => {
+            return Err(ConfigError::at(
+                join(path, "outlier_detection"),
+                "outlier detection is not supported on ORIGINAL_DST clusters (their hosts live one connection)",
+            ))
+        }
+        Some(o) => Some(Arc::new(super::outlier::translate(
+            o,
+            &join(path, "outlier_detection"),
+        )?)),
+        None => None,
+    };
     Ok(ClusterConfig {
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
@@ -335,6 +357,16 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         eds_service_name,
         eds_source,
         eds_fetch_timeout,
+        outlier,
+        panic_threshold: panic_threshold(c, path)?,
+        update_merge_window: match c
+            .common_lb_config
+            .as_ref()
+            .and_then(|l| l.update_merge_window.as_ref())
+        {
+            Some(d) => common::duration(d, &join(path, "common_lb_config.update_merge_window"))?,
+            None => Duration::from_secs(1),
+        },
     })
 }
 
@@ -434,6 +466,22 @@ fn lb_policy(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<L
         ));
     }
     Ok(policy)
+}
+
+/// `common_lb_config.healthy_panic_threshold`, truncated to a whole percent as Envoy does.
+fn panic_threshold(c: &cluster::Cluster, path: &str) -> Result<u32> {
+    match c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.healthy_panic_threshold.as_ref())
+    {
+        None => Ok(50),
+        Some(p) if (0.0..=100.0).contains(&p.value) => Ok(p.value as u32),
+        Some(p) => Err(ConfigError::at(
+            join(path, "common_lb_config.healthy_panic_threshold"),
+            format!("{} is not a percentage", p.value),
+        )),
+    }
 }
 
 fn is_prime(n: u64) -> bool {

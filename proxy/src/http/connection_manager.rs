@@ -338,7 +338,7 @@ impl HttpConnectionManager {
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
         let accept_encoding = req.headers().clone();
-        let grpc_request = is_grpc(req.headers());
+        let grpc_request = headers::is_grpc(req.headers());
         let c = &self.config;
         let pipeline = self.process(server, info, req, grpc_request, record, &activity);
         let outcome = tokio::select! {
@@ -784,14 +784,6 @@ impl HttpConnectionManager {
             l.log(&record);
         }
     }
-}
-
-/// Whether a request is gRPC (`content-type: application/grpc*`).
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn upgrade_check(

@@ -38,6 +38,15 @@ pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// Whether a request is gRPC (`content-type: application/grpc*`): gRPC requests get
+/// gRPC-shaped local replies and their `grpc-status` read as the outcome.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 /// Removes hop-by-hop headers, including those named in `connection`, keeping `te:
 /// trailers` (gRPC needs it) and, for upgrades, `connection`/`upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {

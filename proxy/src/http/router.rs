@@ -16,6 +16,7 @@ use crate::server::Server;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::hash;
 use crate::upstream::lb::LbContext;
+use crate::upstream::outlier::monitor::Outcome;
 use crate::upstream::pool::{self, Checkout, Lease, PoolError, Protocol};
 use bytes::Bytes;
 use filters::http::{Body, BoxError};
@@ -270,6 +271,7 @@ pub async fn forward(
         1
     };
 
+    let grpc = headers::is_grpc(&parts.headers);
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let rq_active = RqActive::new(&cluster);
@@ -316,6 +318,9 @@ pub async fn forward(
         };
         if matches!(outcome, Err(SendError::Timeout)) && idle_deadline == try_deadline {
             cluster.stats().rq_per_try_idle_timeout.inc();
+        }
+        if let Some(result) = outlier_outcome(&outcome, grpc) {
+            cluster.report(&host, result);
         }
         // Decide whether this attempt is final; retries need a slot of `max_retries` (or of
         // the retry budget).
@@ -540,6 +545,50 @@ pub fn apply_levels(
     }
 }
 
+/// What an attempt tells outlier detection: the response status (for gRPC requests, the
+/// `grpc-status` of a trailers-only response mapped to HTTP as Envoy maps it), a failed
+/// or reset connection, or a timeout; nothing when no host was involved (overflow).
+fn outlier_outcome(outcome: &Result<Exchange, SendError>, grpc: bool) -> Option<Outcome> {
+    match outcome {
+        Ok((resp, _, _)) => {
+            let grpc_status = resp
+                .headers()
+                .get("grpc-status")
+                .filter(|_| grpc)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            Some(Outcome::Status(match grpc_status {
+                Some(code) => grpc_to_http(code),
+                None => resp.status().as_u16(),
+            }))
+        }
+        Err(SendError::Pool(PoolError::Connect(_)) | SendError::Reset { .. }) => {
+            Some(Outcome::ConnectFailed)
+        }
+        Err(SendError::Timeout) => Some(Outcome::Timeout),
+        Err(SendError::Pool(PoolError::Overflow)) => None,
+    }
+}
+
+/// The HTTP status for a gRPC status code (the table of the gRPC HTTP mapping Envoy
+/// applies).
+fn grpc_to_http(code: u32) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    }
+}
+
 enum SendError {
     Pool(PoolError),
     /// The upstream reset or closed before responding; `refused` for an HTTP/2
@@ -558,22 +607,23 @@ fn reset(e: hyper::Error) -> SendError {
     }
 }
 
+/// A response with the HTTP/1 connection lease it came on and the local address used.
+type Exchange = (
+    Response<hyper::body::Incoming>,
+    Option<Lease>,
+    Option<std::net::SocketAddr>,
+);
+
 async fn send(
     cluster: &Arc<Cluster>,
     host: &Arc<crate::upstream::host::Host>,
     protocol: Protocol,
     mut req: Request<Body>,
     authority: String,
-) -> Result<
-    (
-        Response<hyper::body::Incoming>,
-        Option<Lease>,
-        Option<std::net::SocketAddr>,
-    ),
-    SendError,
-> {
+) -> Result<Exchange, SendError> {
     let pool = pool::for_host(cluster, host, protocol).map_err(SendError::Pool)?;
     let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
+    cluster.report(host, Outcome::Connected);
     let pq = req
         .uri()
         .path_and_query()

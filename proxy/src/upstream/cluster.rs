@@ -3,12 +3,15 @@
 
 use super::host::{Host, HostAddress};
 use super::lb::{Balancer, HostSet, LbContext};
+use super::outlier::monitor::Outcome;
+use super::outlier::Detector;
 use super::priority::{Priorities, Ranked};
 use super::resources::{Resource, Resources};
 use crate::config::cluster::ClusterConfig;
 use crate::config::common::Address;
 use crate::stats::{Counter, Gauge, Histogram, Scope};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
 
 /// Envoy's per-cluster stats that meshproxy maintains.
 #[derive(Debug)]
@@ -168,9 +171,34 @@ pub struct Cluster {
     scope: Scope,
     host_count: std::sync::atomic::AtomicI64,
     hosts: RwLock<Arc<HostSet>>,
+    members: RwLock<Arc<Members>>,
     priorities: RwLock<Arc<Priorities>>,
     balancer: Balancer,
+    outlier: Option<Detector>,
+    /// When ejections and returns reach the load split (`update_merge_window`).
+    health_updates: Mutex<HealthUpdates>,
+    /// Itself, for the task that delivers merged health updates.
+    me: Weak<Cluster>,
     retired: std::sync::atomic::AtomicBool,
+}
+
+/// Envoy's update merging: a health change reaches the load split at once unless the
+/// last one did less than `update_merge_window` ago; then it waits for the window's end,
+/// together with every other change made meanwhile.
+#[derive(Debug, Default)]
+struct HealthUpdates {
+    /// When a health change last reached the load split.
+    delivered: Option<Instant>,
+    /// A delivery is scheduled for the window's end.
+    scheduled: bool,
+}
+
+/// The cluster's hosts with their levels and EDS health, from which the load split is
+/// computed (again whenever outlier detection ejects or returns a host).
+#[derive(Debug, Default)]
+struct Members {
+    ranked: Vec<Ranked>,
+    overprovisioning: u32,
 }
 
 impl Cluster {
@@ -179,7 +207,13 @@ impl Cluster {
     pub fn new(config: Arc<ClusterConfig>, root: &Scope) -> Arc<Self> {
         let scope = root.tagged("cluster", "envoy_cluster_name", &config.stat_name);
         let t = config.thresholds;
-        let cluster = Arc::new(Cluster {
+        let outlier = config
+            .outlier
+            .as_ref()
+            .map(|o| Detector::new(o.clone(), &scope));
+        let cluster = Arc::new_cyclic(|me| Cluster {
+            me: me.clone(),
+            health_updates: Mutex::new(HealthUpdates::default()),
             resources: Resources {
                 connections: Resource::new(t.max_connections),
                 pending: Resource::new(t.max_pending_requests),
@@ -191,8 +225,10 @@ impl Cluster {
             scope,
             host_count: std::sync::atomic::AtomicI64::new(0),
             hosts: RwLock::new(HostSet::new(Vec::new())),
+            members: RwLock::new(Arc::default()),
             priorities: RwLock::new(Arc::new(Priorities::default())),
             balancer: Balancer::new(config.lb.clone()),
+            outlier,
             retired: std::sync::atomic::AtomicBool::new(false),
             config,
         });
@@ -204,6 +240,7 @@ impl Cluster {
     /// priority levels; hostnames (DNS clusters) are skipped, [`super::dns`] resolves
     /// those.
     pub fn set_endpoints(&self, assignment: &crate::config::cluster::Assignment) {
+        let previous = self.members();
         let ranked: Vec<Ranked> = assignment
             .endpoints
             .iter()
@@ -214,14 +251,40 @@ impl Cluster {
                     Address::Named(..) => return None,
                 };
                 Some(Ranked {
-                    host: Arc::new(Host::new(address, e.hostname.clone(), e.weight)),
+                    host: self
+                        .keep_or_make(&previous, Host::new(address, e.hostname.clone(), e.weight)),
                     priority: e.priority,
                     healthy: e.healthy,
                 })
             })
             .collect();
-        let priorities = Priorities::new(&ranked, assignment.overprovisioning_factor);
-        self.install(ranked.into_iter().map(|r| r.host).collect(), priorities);
+        self.install(Members {
+            ranked,
+            overprovisioning: assignment.overprovisioning_factor,
+        });
+    }
+
+    /// The host already serving `host`'s address with the same name and weight (so its
+    /// outlier record and active requests carry over an update, as in Envoy), else
+    /// `host`, with an outlier record if the cluster detects outliers.
+    fn keep_or_make(&self, previous: &Members, host: Host) -> Arc<Host> {
+        let same = previous.ranked.iter().find(|r| {
+            r.host.address == host.address
+                && r.host.hostname == host.hostname
+                && r.host.weight == host.weight
+        });
+        match same {
+            Some(r) => r.host.clone(),
+            None if self.outlier.is_some() => Arc::new(host.monitored()),
+            None => Arc::new(host),
+        }
+    }
+
+    fn members(&self) -> Arc<Members> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Marks the cluster replaced or removed by CDS: its DNS refresh stops and worker
@@ -240,9 +303,15 @@ impl Cluster {
     pub fn stats(&self) -> &ClusterStats {
         self.stats.get_or_init(|| {
             let stats = ClusterStats::new(self.scope.clone());
-            let hosts = self.host_count.load(std::sync::atomic::Ordering::Relaxed);
-            stats.membership_total.set(hosts);
-            stats.membership_healthy.set(hosts);
+            let members = self.members();
+            stats.membership_total.set(members.ranked.len() as i64);
+            stats.membership_healthy.set(
+                members
+                    .ranked
+                    .iter()
+                    .filter(|r| r.healthy && !r.host.is_ejected())
+                    .count() as i64,
+            );
             stats
         })
     }
@@ -271,20 +340,146 @@ impl Cluster {
     }
 
     /// Replaces the host set with one level of healthy hosts (DNS refresh).
-    pub fn set_hosts(&self, hosts: Vec<Arc<Host>>) {
-        let set = HostSet::new(hosts.clone());
-        self.install(hosts, Priorities::single(set));
+    pub fn set_hosts(&self, hosts: Vec<Host>) {
+        let previous = self.members();
+        let ranked = hosts
+            .into_iter()
+            .map(|h| Ranked {
+                host: self.keep_or_make(&previous, h),
+                priority: 0,
+                healthy: true,
+            })
+            .collect();
+        self.install(Members {
+            ranked,
+            overprovisioning: 140,
+        });
     }
 
-    fn install(&self, hosts: Vec<Arc<Host>>, priorities: Priorities) {
+    fn install(&self, members: Members) {
+        let hosts: Vec<Arc<Host>> = members.ranked.iter().map(|r| r.host.clone()).collect();
         self.host_count
             .store(hosts.len() as i64, std::sync::atomic::Ordering::Relaxed);
         if let Some(stats) = self.stats.get() {
             stats.membership_total.set(hosts.len() as i64);
-            stats.membership_healthy.set(hosts.len() as i64);
+        }
+        if let Some(detector) = &self.outlier {
+            let monitors: Vec<_> = hosts.iter().filter_map(|h| h.outlier()).collect();
+            detector.recount(&monitors);
         }
         *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostSet::new(hosts);
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(members);
+        self.split_load();
+    }
+
+    /// Recomputes the load split from the members' EDS health and ejections.
+    fn split_load(&self) {
+        let members = self.members();
+        let ranked: Vec<Ranked> = members
+            .ranked
+            .iter()
+            .map(|r| Ranked {
+                healthy: r.healthy && !r.host.is_ejected(),
+                ..r.clone()
+            })
+            .collect();
+        if let Some(stats) = self.stats.get() {
+            stats
+                .membership_healthy
+                .set(ranked.iter().filter(|r| r.healthy).count() as i64);
+        }
+        let priorities = Priorities::new(
+            &ranked,
+            members.overprovisioning,
+            self.config.panic_threshold,
+        );
         *self.priorities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(priorities);
+    }
+
+    /// Reports how an exchange with `host` went to outlier detection (nothing without
+    /// it); an ejection reaches the load split as [`HealthUpdates`] describes.
+    pub fn report(&self, host: &Host, outcome: Outcome) {
+        if let (Some(detector), Some(monitor)) = (&self.outlier, host.outlier()) {
+            let hosts = self.host_count.load(std::sync::atomic::Ordering::Relaxed);
+            if detector.report(monitor, hosts.max(0) as usize, outcome) {
+                self.health_changed();
+            }
+        }
+    }
+
+    /// A host's outlier status changed: recompute the load split now, or at the end of
+    /// the merge window.
+    fn health_changed(&self) {
+        let window = self.config.update_merge_window;
+        let now = Instant::now();
+        let mut updates = self
+            .health_updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let within = updates
+            .delivered
+            .is_some_and(|last| now.duration_since(last) <= window);
+        if !within || window.is_zero() {
+            updates.delivered = Some(now);
+            updates.scheduled = false;
+            drop(updates);
+            self.split_load();
+            return;
+        }
+        if updates.scheduled {
+            return;
+        }
+        updates.scheduled = true;
+        let due = updates.delivered.map_or(now, |last| last + window);
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due.into()).await;
+            if let Some(cluster) = me.upgrade() {
+                cluster.deliver_merged();
+            }
+        });
+    }
+
+    /// The merge window ended: the changes made during it reach the load split.
+    fn deliver_merged(&self) {
+        let mut updates = self
+            .health_updates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !updates.scheduled {
+            // An update outside the window delivered everything already.
+            return;
+        }
+        updates.scheduled = false;
+        updates.delivered = Some(Instant::now());
+        drop(updates);
+        self.split_load();
+    }
+
+    /// The outlier detector, if the cluster has one.
+    pub fn outlier_detector(&self) -> Option<&Detector> {
+        self.outlier.as_ref()
+    }
+
+    /// One outlier-detection sweep (returns to service, rate rules); the sweep task
+    /// calls it every `interval`.
+    pub fn sweep_outliers(&self) {
+        if let Some(detector) = &self.outlier {
+            let members = self.members();
+            let monitors: Vec<_> = members
+                .ranked
+                .iter()
+                .filter_map(|r| r.host.outlier())
+                .collect();
+            if detector.sweep(&monitors, Instant::now()) {
+                self.health_changed();
+            }
+        }
+    }
+
+    /// Every host with its priority and EDS health (for `/clusters`).
+    pub fn members_ranked(&self) -> Vec<Ranked> {
+        self.members().ranked.clone()
     }
 
     /// The current hosts.

@@ -58,9 +58,9 @@ pub async fn resolve_once(cluster: &Arc<Cluster>) -> bool {
                     e.hostname.clone()
                 };
                 hosts.extend(
-                    addrs.into_iter().map(|a| {
-                        Arc::new(Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight))
-                    }),
+                    addrs
+                        .into_iter()
+                        .map(|a| Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight)),
                 );
             }
             Err(err) => {

@@ -1,6 +1,7 @@
-//! An upstream host: where to connect, its weight, and its live request count (read by the
-//! least-request balancer).
+//! An upstream host: where to connect, its weight, its live request count (read by the
+//! least-request balancer) and, where the cluster detects outliers, its outlier record.
 
+use super::outlier::monitor::HostMonitor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,9 @@ pub struct Host {
     /// `address` rendered once for logs, stats and hashing.
     pub address_string: String,
     active_requests: AtomicU64,
+    /// Its outlier record, in clusters with outlier detection (boxed: hosts of other
+    /// clusters pay one pointer).
+    outlier: Option<Box<HostMonitor>>,
 }
 
 impl Host {
@@ -47,7 +51,24 @@ impl Host {
             weight: weight.max(1),
             address_string,
             active_requests: AtomicU64::new(0),
+            outlier: None,
         }
+    }
+
+    /// The same host with an outlier record (for clusters with outlier detection).
+    pub fn monitored(mut self) -> Self {
+        self.outlier = Some(Box::default());
+        self
+    }
+
+    /// Its outlier record, if its cluster detects outliers.
+    pub fn outlier(&self) -> Option<&HostMonitor> {
+        self.outlier.as_deref()
+    }
+
+    /// Whether outlier detection took it out of service.
+    pub fn is_ejected(&self) -> bool {
+        self.outlier.as_ref().is_some_and(|m| m.is_ejected())
     }
 
     /// Requests in flight to this host.

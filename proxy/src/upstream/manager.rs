@@ -45,11 +45,11 @@ impl ClusterManager {
         manager
     }
 
-    /// Resolves the static DNS clusters once and starts their refresh loops (call on the
-    /// main runtime).
+    /// Resolves the static DNS clusters once and starts their background tasks (call on
+    /// the main runtime).
     pub async fn initialize(&self) {
         for c in self.all() {
-            start_dns(&c, true).await;
+            start_tasks(&c, true).await;
         }
     }
 
@@ -98,9 +98,10 @@ impl ClusterManager {
     }
 }
 
-/// Resolves a DNS cluster (waiting for the first answer when `wait`) and starts its
-/// refresh loop, which ends when the cluster is retired.
-pub async fn start_dns(c: &Arc<Cluster>, wait: bool) {
+/// Starts a cluster's background tasks, which end when the cluster is retired: a DNS
+/// cluster's refresh loop (resolving once first when `wait`), and the outlier-detection
+/// sweep of a cluster that detects outliers.
+pub async fn start_tasks(c: &Arc<Cluster>, wait: bool) {
     if matches!(
         c.config.discovery,
         Discovery::StrictDns | Discovery::LogicalDns
@@ -109,5 +110,18 @@ pub async fn start_dns(c: &Arc<Cluster>, wait: bool) {
             dns::resolve_once(c).await;
         }
         dns::spawn_refresh(c.clone());
+    }
+    if let Some(detector) = c.outlier_detector() {
+        let interval = detector.config().interval;
+        let cluster = Arc::downgrade(c);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                match cluster.upgrade() {
+                    Some(c) if !c.is_retired() => c.sweep_outliers(),
+                    _ => return,
+                }
+            }
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! Upstream: clusters and their hosts, circuit-breaker resources, load balancers, DNS,
-//! the transport that connects to a host, and per-worker HTTP connection pools.
+//! the transport that connects to a host, per-worker HTTP connection pools, and outlier
+//! detection.
 
 pub mod cluster;
 pub mod connect;
@@ -8,6 +9,7 @@ pub mod hash;
 pub mod host;
 pub mod lb;
 pub mod manager;
+pub mod outlier;
 pub mod pool;
 pub mod priority;
 pub mod resources;

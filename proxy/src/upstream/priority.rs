@@ -2,14 +2,12 @@
 //! share of hosts scaled by the overprovisioning factor (default 1.4) and capped at 100 %;
 //! level 0 takes as much load as its health allows, the next level the rest, and so on
 //! (normalized when the levels together are under 100 %). A level whose healthy share
-//! falls under the panic threshold (50 %) balances over all its hosts.
+//! falls under the panic threshold (`healthy_panic_threshold`, 50 % unless configured;
+//! 0 disables panic) balances over all its hosts.
 
 use super::host::Host;
 use super::lb::HostSet;
 use std::sync::Arc;
-
-/// Envoy's default panic threshold, in percent.
-const PANIC_THRESHOLD: u64 = 50;
 
 /// One priority level as balancers see it.
 #[derive(Debug)]
@@ -31,6 +29,7 @@ pub struct Priorities {
 }
 
 /// A host with its level and health, as an assignment lists it.
+#[derive(Debug, Clone)]
 pub struct Ranked {
     /// The host.
     pub host: Arc<Host>,
@@ -74,20 +73,9 @@ fn split(health: &[u64]) -> Vec<u64> {
 }
 
 impl Priorities {
-    /// One level of healthy hosts (static and DNS clusters without priorities).
-    pub fn single(set: Arc<HostSet>) -> Self {
-        Priorities {
-            levels: vec![Level {
-                set,
-                priority: 0,
-                health: 100,
-                until: 100,
-            }],
-        }
-    }
-
-    /// Splits `hosts` into levels; `overprovisioning` is a percentage (140 = 1.4).
-    pub fn new(hosts: &[Ranked], overprovisioning: u32) -> Self {
+    /// Splits `hosts` into levels; `overprovisioning` and `panic_threshold` are
+    /// percentages (140 = 1.4).
+    pub fn new(hosts: &[Ranked], overprovisioning: u32, panic_threshold: u32) -> Self {
         let top = hosts.iter().map(|h| h.priority).max();
         let Some(top) = top else {
             return Priorities::default();
@@ -108,13 +96,9 @@ impl Priorities {
                 .map(|h| h.host.clone())
                 .collect();
             let share = healthy.len() as u64 * 100 / all.len() as u64;
-            let panic = share < PANIC_THRESHOLD;
+            let panic = share < u64::from(panic_threshold);
             levels.push(Level {
-                set: HostSet::new(if panic || healthy.is_empty() {
-                    all
-                } else {
-                    healthy
-                }),
+                set: HostSet::new(if panic { all } else { healthy }),
                 priority: p,
                 health: (share * u64::from(overprovisioning) / 100).min(100),
                 until: 0,
@@ -202,7 +186,7 @@ mod tests {
 
     #[test]
     fn healthy_first_level_takes_everything() {
-        let p = Priorities::new(&[ranked(1, 0, true), ranked(2, 1, true)], 140);
+        let p = Priorities::new(&[ranked(1, 0, true), ranked(2, 1, true)], 140, 50);
         assert_eq!(loads(&p), vec![100, 0]);
     }
 
@@ -216,7 +200,7 @@ mod tests {
             ranked(4, 0, false),
             ranked(5, 1, true),
         ];
-        let p = Priorities::new(&hosts, 140);
+        let p = Priorities::new(&hosts, 140, 50);
         assert_eq!(loads(&p), vec![70, 30]);
         assert_eq!(p.levels[0].set.hosts.len(), 2, "unhealthy hosts left out");
     }
@@ -224,7 +208,7 @@ mod tests {
     #[test]
     fn panic_balances_over_all_hosts() {
         let hosts = [ranked(1, 0, true), ranked(2, 0, false), ranked(3, 0, false)];
-        let p = Priorities::new(&hosts, 140);
+        let p = Priorities::new(&hosts, 140, 50);
         assert_eq!(p.levels[0].set.hosts.len(), 3);
         assert_eq!(loads(&p), vec![100]);
     }
@@ -232,7 +216,7 @@ mod tests {
     #[test]
     fn excluded_levels_hand_their_load_to_the_others() {
         let hosts = [ranked(1, 0, true), ranked(2, 1, true), ranked(3, 2, false)];
-        let p = Priorities::new(&hosts, 140);
+        let p = Priorities::new(&hosts, 140, 50);
         let level = |draw: u64, excluded: &[u32]| p.choose(draw, excluded).map(|(_, l)| l);
         assert_eq!((level(0, &[]), level(99, &[])), (Some(0), Some(0)));
         assert_eq!((level(0, &[0]), level(99, &[0])), (Some(1), Some(1)));
@@ -242,7 +226,7 @@ mod tests {
 
     #[test]
     fn no_health_anywhere_goes_to_the_first_level() {
-        let p = Priorities::new(&[ranked(1, 0, false), ranked(2, 1, false)], 140);
+        let p = Priorities::new(&[ranked(1, 0, false), ranked(2, 1, false)], 140, 50);
         assert_eq!(loads(&p), vec![100, 0]);
     }
 }

@@ -176,7 +176,7 @@ pub fn apply_cds(
         .collect();
     for c in &upserts {
         let c = c.clone();
-        tokio::spawn(async move { crate::upstream::manager::start_dns(&c, false).await });
+        tokio::spawn(async move { crate::upstream::manager::start_tasks(&c, false).await });
     }
     server.clusters.update(upserts, &removals);
     rejected
