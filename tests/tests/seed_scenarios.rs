@@ -112,7 +112,13 @@ fn locality_failover_and_recovery() {
         bootstrap(
             vec![listener("l", port, hcm(vh, json!({})), json!({}))],
             vec![
-                locality_cluster("outbound|9080||reviews.default.svc.cluster.local", ups[0].port, ups[1].port, "120s", "300s"),
+                locality_cluster(
+                    "outbound|9080||reviews.default.svc.cluster.local",
+                    ups[0].port,
+                    ups[1].port,
+                    "120s",
+                    "300s",
+                ),
                 locality_cluster("short", ups[2].port, ups[3].port, "1s", "2s"),
             ],
         )
@@ -135,8 +141,14 @@ fn locality_failover_and_recovery() {
             u.set(Behavior::default());
         }
         let healthy = (run(port, "/", 10), run(port, "/short", 10));
-        ups[0].set(Behavior { status: 503, ..Default::default() });
-        ups[2].set(Behavior { status: 503, ..Default::default() });
+        ups[0].set(Behavior {
+            status: 503,
+            ..Default::default()
+        });
+        ups[2].set(Behavior {
+            status: 503,
+            ..Default::default()
+        });
         let failing = (run(port, "/", 20), run(port, "/short", 20));
         // The local endpoints recover; only the short ejection (2 s, returned at a 1 s
         // sweep) is over after 3.5 s.
@@ -147,8 +159,20 @@ fn locality_failover_and_recovery() {
         (healthy, failing, recovered)
     });
     if let Some((healthy, failing, recovered)) = envoy {
-        assert_eq!(healthy, ((10, vec![10, 0, 0, 0]), (10, vec![0, 0, 10, 0])), "all local");
-        assert_eq!(failing, ((15, vec![5, 15, 0, 0]), (15, vec![0, 0, 5, 15])), "five 503s, then remote");
-        assert_eq!(recovered, ((10, vec![0, 10, 0, 0]), (10, vec![0, 0, 10, 0])), "short ejection over");
+        assert_eq!(
+            healthy,
+            ((10, vec![10, 0, 0, 0]), (10, vec![0, 0, 10, 0])),
+            "all local"
+        );
+        assert_eq!(
+            failing,
+            ((15, vec![5, 15, 0, 0]), (15, vec![0, 0, 5, 15])),
+            "five 503s, then remote"
+        );
+        assert_eq!(
+            recovered,
+            ((10, vec![0, 10, 0, 0]), (10, vec![0, 0, 10, 0])),
+            "short ejection over"
+        );
     }
 }

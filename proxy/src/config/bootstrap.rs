@@ -278,11 +278,19 @@ fn check_route_clusters(l: &ListenerConfig, clusters: &HashSet<&str>, path: &str
             let Some(routes) = h.routes.inline() else {
                 continue;
             };
-            for (vh, name) in route::referenced_clusters(routes) {
-                if !clusters.contains(name) {
+            for r in route::referenced_clusters(routes) {
+                if !clusters.contains(r.cluster) {
+                    let kind = if r.shadow {
+                        "shadow cluster"
+                    } else {
+                        "cluster"
+                    };
                     return Err(ConfigError::at(
                         path,
-                        format!("route: unknown cluster '{name}' in virtual host '{vh}'"),
+                        format!(
+                            "route: unknown {kind} '{}' in virtual host '{}'",
+                            r.cluster, r.virtual_host
+                        ),
                     ));
                 }
             }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fault;
 pub mod hcm;
 pub mod listener;
+pub mod mirror;
 pub mod outlier;
 pub mod per_filter;
 pub mod rds;

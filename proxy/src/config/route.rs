@@ -256,6 +256,8 @@ pub struct Forward {
     pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
     /// Retry policy (overrides the virtual host's).
     pub retry: Option<RetryPolicy>,
+    /// `request_mirror_policies`: clusters that get a copy of (a share of) the requests.
+    pub mirrors: Vec<super::mirror::MirrorPolicy>,
 }
 
 /// How a gRPC request's `grpc-timeout` header becomes its max stream duration.
@@ -755,6 +757,17 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .as_ref()
             .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
             .transpose()?,
+        mirrors: ra
+            .request_mirror_policies
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                super::mirror::translate(
+                    m,
+                    &format!("{}[{i}]", join(path, "request_mirror_policies")),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?,
     })
 }
 
@@ -921,19 +934,41 @@ impl RouteConfig {
     }
 }
 
-/// The clusters a route configuration names statically (for `validate_clusters`).
-pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = (&str, &str)> {
+/// A cluster a route configuration names statically (for `validate_clusters`).
+pub struct ClusterReference<'a> {
+    /// The virtual host naming it.
+    pub virtual_host: &'a str,
+    /// The cluster.
+    pub cluster: &'a str,
+    /// Whether it is a mirror (`request_mirror_policies`) target.
+    pub shadow: bool,
+}
+
+/// The clusters a route configuration names statically.
+pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = ClusterReference<'_>> {
     rc.virtual_hosts.iter().flat_map(|vh| {
         vh.routes.iter().flat_map(move |r| {
-            let names: Vec<&str> = match &r.action {
-                Action::Forward(f) => match &f.target {
-                    ClusterTarget::Named(n) => vec![n.as_str()],
-                    ClusterTarget::Weighted(ts, _) => ts.iter().map(|t| t.name.as_str()).collect(),
-                    ClusterTarget::Header(_) => vec![],
-                },
-                _ => vec![],
-            };
-            names.into_iter().map(move |n| (vh.name.as_str(), n))
+            let mut names: Vec<(&str, bool)> = Vec::new();
+            if let Action::Forward(f) = &r.action {
+                match &f.target {
+                    ClusterTarget::Named(n) => names.push((n, false)),
+                    ClusterTarget::Weighted(ts, _) => {
+                        names.extend(ts.iter().map(|t| (t.name.as_str(), false)))
+                    }
+                    ClusterTarget::Header(_) => {}
+                }
+                names.extend(f.mirrors.iter().filter_map(|m| match &m.target {
+                    super::mirror::MirrorTarget::Named(n) => Some((n.as_str(), true)),
+                    super::mirror::MirrorTarget::Header(_) => None,
+                }));
+            }
+            names
+                .into_iter()
+                .map(move |(cluster, shadow)| ClusterReference {
+                    virtual_host: &vh.name,
+                    cluster,
+                    shadow,
+                })
         })
     })
 }

@@ -265,7 +265,12 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RouteAction", [
         "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
         "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
-        "upgrade_configs", "max_stream_duration", "retry_policy",
+        "upgrade_configs", "max_stream_duration", "retry_policy", "request_mirror_policies",
+    ]),
+    msg!("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", [
+        "cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append",
+        "host_rewrite_literal",
+        "trace_sampled" = "only marks the mirror's trace span, and no HCM can enable tracing (tracing is rejected)",
     ]),
     msg!("envoy.config.route.v3.RetryPolicy", [
         "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",

@@ -1,10 +1,12 @@
 //! HTTP: the connection manager (codecs, header sanitation, request ids, route selection,
-//! local replies, access logs) and the router that forwards to clusters.
+//! local replies, access logs), the router that forwards to clusters, and request
+//! mirroring.
 
 pub mod connection_manager;
 pub mod fault;
 pub mod headers;
 pub mod local_reply;
+pub mod mirror;
 pub mod path;
 pub mod route_match;
 pub mod router;

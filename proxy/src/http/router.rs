@@ -5,6 +5,7 @@
 
 use super::headers;
 use super::local_reply::LocalReply;
+use super::mirror;
 use crate::access_log::record::Record;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::retry::RetryPolicy;
@@ -240,15 +241,7 @@ pub async fn forward(
         record,
     );
     let downstream_h2 = req.version() == Version::HTTP_2;
-    let protocol = match cluster.config.protocol {
-        UpstreamProtocol::Http1 => Protocol::Http1,
-        UpstreamProtocol::Http2 => Protocol::Http2,
-        // Auto negotiates by ALPN over TLS; without TLS it is HTTP/1.1 (as in Envoy).
-        UpstreamProtocol::Auto if cluster.config.tls.is_some() => Protocol::Auto,
-        UpstreamProtocol::Auto => Protocol::Http1,
-        UpstreamProtocol::UseDownstream if downstream_h2 => Protocol::Http2,
-        UpstreamProtocol::UseDownstream => Protocol::Http1,
-    };
+    let protocol = upstream_protocol(&cluster, downstream_h2);
 
     // A request can be replayed only if its body is buffered (bounded by the cluster's
     // buffer limit); upgrades are never retried.
@@ -258,13 +251,28 @@ pub async fn forward(
         .or(ctx.vhost.retry.as_ref())
         .filter(|p| p.num_retries > 0 && !upgrade && p.allows_request(req.headers()));
     let (parts, body) = req.into_parts();
+    let mirrors = mirror::targets(&f.mirrors, &parts.headers);
     let mut attempt_body = AttemptBody::new(
         body,
         &parts.headers,
-        policy.is_some(),
+        policy.is_some() || !mirrors.is_empty(),
         cluster.config.buffer_limit,
     )
     .await;
+    if let (false, AttemptBody::Buffered(body)) = (mirrors.is_empty(), &attempt_body) {
+        let authority = match &f.host_rewrite {
+            HostRewrite::Literal(h) => h.as_str(),
+            HostRewrite::None | HostRewrite::Auto => original_authority.as_str(),
+        };
+        let original = mirror::Original {
+            parts: &parts,
+            body: body.clone(),
+            authority,
+            downstream_h2,
+            timeout: f.timeout,
+        };
+        mirror::start(ctx.server, mirrors, original);
+    }
     let max_attempts = if attempt_body.replayable() {
         1 + policy.map_or(0, |p| p.num_retries)
     } else {
@@ -443,6 +451,20 @@ pub async fn forward(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
+/// The protocol to speak to the cluster's hosts for a request that came in over HTTP/2
+/// (`downstream_h2`) or not.
+pub(super) fn upstream_protocol(cluster: &Cluster, downstream_h2: bool) -> Protocol {
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => Protocol::Http1,
+        UpstreamProtocol::Http2 => Protocol::Http2,
+        // Auto negotiates by ALPN over TLS; without TLS it is HTTP/1.1 (as in Envoy).
+        UpstreamProtocol::Auto if cluster.config.tls.is_some() => Protocol::Auto,
+        UpstreamProtocol::Auto => Protocol::Http1,
+        UpstreamProtocol::UseDownstream if downstream_h2 => Protocol::Http2,
+        UpstreamProtocol::UseDownstream => Protocol::Http1,
+    }
+}
+
 /// The host for attempt `attempt`: avoiding hosts already tried (previous_hosts, up to
 /// `host_selection_retry_max_attempts` picks) and the priority levels the retry priority
 /// excludes. Returns the host and its priority level.
@@ -478,7 +500,7 @@ fn pick_host(
 
 /// A copy of the request head for one attempt (extensions are not carried: upgrades are
 /// never retried, and nothing else is read from them upstream).
-fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+pub(super) fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = p.method.clone();
     parts.uri = p.uri.clone();
@@ -548,7 +570,10 @@ pub fn apply_levels(
 /// What an attempt tells outlier detection: the response status (for gRPC requests, the
 /// `grpc-status` of a trailers-only response mapped to HTTP as Envoy maps it), a failed
 /// or reset connection, or a timeout; nothing when no host was involved (overflow).
-fn outlier_outcome(outcome: &Result<Exchange, SendError>, grpc: bool) -> Option<Outcome> {
+pub(super) fn outlier_outcome(
+    outcome: &Result<Exchange, SendError>,
+    grpc: bool,
+) -> Option<Outcome> {
     match outcome {
         Ok((resp, _, _)) => {
             let grpc_status = resp
@@ -589,7 +614,7 @@ fn grpc_to_http(code: u32) -> u16 {
     }
 }
 
-enum SendError {
+pub(super) enum SendError {
     Pool(PoolError),
     /// The upstream reset or closed before responding; `refused` for an HTTP/2
     /// REFUSED_STREAM (safe to retry).
@@ -608,13 +633,13 @@ fn reset(e: hyper::Error) -> SendError {
 }
 
 /// A response with the HTTP/1 connection lease it came on and the local address used.
-type Exchange = (
+pub(super) type Exchange = (
     Response<hyper::body::Incoming>,
     Option<Lease>,
     Option<std::net::SocketAddr>,
 );
 
-async fn send(
+pub(super) async fn send(
     cluster: &Arc<Cluster>,
     host: &Arc<crate::upstream::host::Host>,
     protocol: Protocol,
