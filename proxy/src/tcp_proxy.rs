@@ -119,14 +119,7 @@ impl TcpProxy {
                         break;
                     };
                     record.upstream_host = Some(host.address_string.clone());
-                    let tls = cluster.config.tls.as_ref().and_then(|t| {
-                        let state = t.tls.current();
-                        state
-                            .as_ref()
-                            .as_ref()
-                            .ok()
-                            .map(|c| (c.clone(), t.sni.clone()))
-                    });
+                    let tls = cluster.client_tls();
                     cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls).await {
                         Ok(c) => {

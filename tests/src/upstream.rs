@@ -6,6 +6,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::{Arc, Mutex};
 
+/// The upstream's response body: data, then trailers if scripted.
+type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -46,6 +49,8 @@ pub struct Behavior {
     pub reset: bool,
     /// Apply `status`/`reset` only to the next N requests, then answer 200 (0 = always).
     pub only_next: usize,
+    /// Trailers after the body (gRPC status, for instance).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Default for Behavior {
@@ -57,6 +62,7 @@ impl Default for Behavior {
             delay_ms: 0,
             reset: false,
             only_next: 0,
+            trailers: vec![],
         }
     }
 }
@@ -253,13 +259,25 @@ async fn serve<I>(
                 tokio::time::sleep(std::time::Duration::from_millis(b.delay_ms)).await;
             }
             if b.reset {
-                return Err::<http::Response<Full<Bytes>>, std::io::Error>(std::io::Error::other(
+                return Err::<http::Response<ResponseBody>, std::io::Error>(std::io::Error::other(
                     "scripted reset",
                 ));
             }
-            let mut r = http::Response::new(Full::new(Bytes::from(
-                b.body.unwrap_or_else(|| name.clone()),
-            )));
+            let data = Full::new(Bytes::from(b.body.unwrap_or_else(|| name.clone())));
+            let body = if b.trailers.is_empty() {
+                data.boxed()
+            } else {
+                let mut trailers = http::HeaderMap::new();
+                for (k, v) in &b.trailers {
+                    trailers.append(
+                        http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(v).unwrap(),
+                    );
+                }
+                data.with_trailers(async move { Some(Ok(trailers)) })
+                    .boxed()
+            };
+            let mut r = http::Response::new(body);
             *r.status_mut() = http::StatusCode::from_u16(b.status).unwrap_or(http::StatusCode::OK);
             r.headers_mut()
                 .insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
@@ -295,10 +313,17 @@ impl TcpEcho {
             for s in l.incoming().flatten() {
                 *c.lock().unwrap() += 1;
                 std::thread::spawn(move || {
-                    let mut r = s.try_clone().expect("clone");
-                    let mut w = s;
-                    let _ = std::io::copy(&mut r, &mut w);
-                    let _ = w.shutdown(std::net::Shutdown::Write);
+                    // A plain read/write loop: every chunk goes back as soon as it
+                    // arrives (std::io::copy may splice through a pipe and hold bytes).
+                    use std::io::{Read, Write};
+                    let mut s = s;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
                 });
             }
         });

@@ -212,6 +212,9 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
                         if h.is_ejected() {
                             health["failed_outlier_check"] = true.into();
                         }
+                        if h.failed_health_check() {
+                            health["failed_active_health_check"] = true.into();
+                        }
                         serde_json::json!({
                             "address": match &h.address {
                                 crate::upstream::host::HostAddress::Tcp(a) => serde_json::json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}),
@@ -258,7 +261,7 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
                 c.stats_if_created().map_or(0, |s| s.cx_active.value().max(0)),
                 h.active_requests(),
                 h.hostname,
-                health_flags(h.is_ejected(), r.healthy),
+                health_flags(h, r.healthy),
                 h.weight,
                 r.priority,
             ));
@@ -276,13 +279,19 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
 
 /// A host's `/clusters` health flags as Envoy prints them: `healthy`, or each failure
 /// flag in Envoy's order.
-fn health_flags(ejected: bool, eds_healthy: bool) -> String {
+fn health_flags(host: &crate::upstream::host::Host, eds_healthy: bool) -> String {
     let mut flags = String::new();
-    if ejected {
+    if host.failed_health_check() {
+        flags.push_str("/failed_active_hc");
+    }
+    if host.is_ejected() {
         flags.push_str("/failed_outlier_check");
     }
     if !eds_healthy {
         flags.push_str("/failed_eds_health");
+    }
+    if host.health_check_timed_out() {
+        flags.push_str("/active_hc_timeout");
     }
     if flags.is_empty() {
         flags.push_str("healthy");

@@ -215,6 +215,8 @@ pub struct ClusterConfig {
     /// EDS clusters: how long the cluster warms without its assignment before it is used
     /// anyway (`eds_config.initial_fetch_timeout`; `None`: until it arrives).
     pub eds_fetch_timeout: Option<Duration>,
+    /// Active health checking (`health_checks`), when configured.
+    pub health_check: Option<Arc<super::health_check::HealthCheckConfig>>,
     /// Passive health checking (`outlier_detection`), when configured.
     pub outlier: Option<Arc<super::outlier::OutlierConfig>>,
     /// `common_lb_config.healthy_panic_threshold` in percent (default 50; 0 disables
@@ -358,6 +360,11 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         eds_source,
         eds_fetch_timeout,
         outlier,
+        health_check: super::health_check::translate(
+            &c.health_checks,
+            &join(path, "health_checks"),
+        )?
+        .map(Arc::new),
         panic_threshold: panic_threshold(c, path)?,
         update_merge_window: match c
             .common_lb_config

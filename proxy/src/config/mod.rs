@@ -14,6 +14,7 @@ pub mod common;
 pub mod error;
 pub mod fault;
 pub mod hcm;
+pub mod health_check;
 pub mod listener;
 pub mod mirror;
 pub mod outlier;

@@ -97,6 +97,9 @@ pub struct OutlierConfig {
     pub failure_percentage_threshold: u32,
     /// Per kind, the percent chance that a detection really ejects.
     enforcing: [u32; 7],
+    /// A passing active health check returns an ejected host to service
+    /// (`successful_active_health_check_uneject_host`, default true).
+    pub uneject_on_health_check_pass: bool,
 }
 
 impl OutlierConfig {
@@ -226,6 +229,10 @@ pub fn translate(o: &OutlierDetection, path: &str) -> Result<OutlierConfig> {
             85,
         )?,
         enforcing,
+        uneject_on_health_check_pass: o
+            .successful_active_health_check_uneject_host
+            .as_ref()
+            .is_none_or(|b| b.value),
     })
 }
 

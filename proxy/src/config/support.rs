@@ -55,8 +55,6 @@ pub const OPAQUE: &[&str] = &[
 ];
 
 const STATS_ONLY: &str = "only shapes stat names and tags, never traffic";
-const NO_ACTIVE_HC: &str =
-    "only active health checks read it, and no cluster can configure them (health_checks is rejected)";
 const SDS_PENDING: &str = "used by the xDS client (issue 5); static parts serve meanwhile";
 
 /// The table. Order is by config area; lookups go through [`find`].
@@ -312,7 +310,23 @@ pub const MESSAGES: &[MessageSupport] = &[
         "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
         "maglev_lb_config", "least_request_lb_config", "common_lb_config", "metadata",
         "cleanup_interval", "upstream_bind_config", "eds_cluster_config", "outlier_detection",
+        "health_checks",
     ]),
+    msg!("envoy.config.core.v3.HealthCheck", [
+        "timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",
+        "unhealthy_threshold", "healthy_threshold", "reuse_connection", "no_traffic_interval",
+        "no_traffic_healthy_interval", "unhealthy_interval", "unhealthy_edge_interval",
+        "healthy_edge_interval", "http_health_check", "tcp_health_check", "grpc_health_check",
+        "always_log_health_check_failures" = "only affects the health event log, which is not written",
+        "always_log_health_check_success" = "only affects the health event log, which is not written",
+    ]),
+    msg!("envoy.config.core.v3.HealthCheck.HttpHealthCheck", [
+        "host", "path", "request_headers_to_add", "request_headers_to_remove", "expected_statuses",
+        "retriable_statuses", "codec_client_type", "method",
+    ]),
+    msg!("envoy.config.core.v3.HealthCheck.TcpHealthCheck", ["send", "receive"]),
+    msg!("envoy.config.core.v3.HealthCheck.GrpcHealthCheck", ["service_name", "authority"]),
+    msg!("envoy.config.core.v3.HealthCheck.Payload", ["text", "binary"]),
     msg!("envoy.config.cluster.v3.OutlierDetection", [
         "consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent",
         "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts",
@@ -323,7 +337,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "enforcing_failure_percentage", "enforcing_failure_percentage_local_origin",
         "failure_percentage_minimum_hosts", "failure_percentage_request_volume",
         "max_ejection_time", "max_ejection_time_jitter", "always_eject_one_host",
-        "successful_active_health_check_uneject_host" = NO_ACTIVE_HC,
+        "successful_active_health_check_uneject_host",
     ]),
     msg!("envoy.config.cluster.v3.Cluster.EdsClusterConfig", ["eds_config", "service_name"]),
     msg!("envoy.config.cluster.v3.Cluster.RingHashLbConfig", ["minimum_ring_size", "maximum_ring_size", "hash_function"]),
@@ -343,11 +357,8 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", ["overprovisioning_factor"]),
     msg!("envoy.config.endpoint.v3.LocalityLbEndpoints", ["locality", "lb_endpoints", "load_balancing_weight", "priority"]),
     msg!("envoy.config.endpoint.v3.LbEndpoint", ["endpoint", "load_balancing_weight", "metadata", "health_status"]),
-    msg!("envoy.config.endpoint.v3.Endpoint", ["address", "hostname", "health_check_config" = NO_ACTIVE_HC]),
-    msg!("envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", [
-        "port_value" = NO_ACTIVE_HC, "hostname" = NO_ACTIVE_HC, "address" = NO_ACTIVE_HC,
-        "disable_active_health_check" = NO_ACTIVE_HC,
-    ]),
+    msg!("envoy.config.endpoint.v3.Endpoint", ["address", "hostname", "health_check_config"]),
+    msg!("envoy.config.endpoint.v3.Endpoint.HealthCheckConfig", []),
     msg!("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", [
         "explicit_http_config", "use_downstream_protocol_config", "auto_config",
         "common_http_protocol_options",

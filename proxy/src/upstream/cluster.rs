@@ -179,12 +179,15 @@ pub struct Cluster {
     health_updates: Mutex<HealthUpdates>,
     /// Itself, for the task that delivers merged health updates.
     me: Weak<Cluster>,
+    /// Wakes the health checker when hosts come and go.
+    membership_changed: tokio::sync::Notify,
     retired: std::sync::atomic::AtomicBool,
 }
 
 /// Envoy's update merging: a health change reaches the load split at once unless the
-/// last one did less than `update_merge_window` ago; then it waits for the window's end,
-/// together with every other change made meanwhile.
+/// last update did less than `update_merge_window` ago; then it waits one window, together
+/// with every other change made meanwhile. A membership change (hosts added or removed)
+/// is delivered at once and carries whatever was waiting.
 #[derive(Debug, Default)]
 struct HealthUpdates {
     /// When a health change last reached the load split.
@@ -213,6 +216,7 @@ impl Cluster {
             .map(|o| Detector::new(o.clone(), &scope));
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
+            membership_changed: tokio::sync::Notify::new(),
             health_updates: Mutex::new(HealthUpdates::default()),
             resources: Resources {
                 connections: Resource::new(t.max_connections),
@@ -273,11 +277,17 @@ impl Cluster {
                 && r.host.hostname == host.hostname
                 && r.host.weight == host.weight
         });
-        match same {
-            Some(r) => r.host.clone(),
-            None if self.outlier.is_some() => Arc::new(host.monitored()),
-            None => Arc::new(host),
+        if let Some(r) = same {
+            return r.host.clone();
         }
+        let host = match self.outlier {
+            Some(_) => host.monitored(),
+            None => host,
+        };
+        Arc::new(match self.config.health_check {
+            Some(_) => host.awaiting_health_check(),
+            None => host,
+        })
     }
 
     fn members(&self) -> Arc<Members> {
@@ -299,6 +309,11 @@ impl Cluster {
         self.retired.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The cluster's stat scope (`cluster.<name>`), for the stats of its helpers.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     /// The cluster's stats, created on first use.
     pub fn stats(&self) -> &ClusterStats {
         self.stats.get_or_init(|| {
@@ -309,7 +324,7 @@ impl Cluster {
                 members
                     .ranked
                     .iter()
-                    .filter(|r| r.healthy && !r.host.is_ejected())
+                    .filter(|r| r.healthy && r.host.in_service())
                     .count() as i64,
             );
             stats
@@ -357,6 +372,22 @@ impl Cluster {
     }
 
     fn install(&self, members: Members) {
+        let previous = self.members();
+        let same_hosts = previous.ranked.len() == members.ranked.len()
+            && previous
+                .ranked
+                .iter()
+                .zip(&members.ranked)
+                .all(|(a, b)| Arc::ptr_eq(&a.host, &b.host));
+        if !previous.ranked.is_empty() && !same_hosts {
+            // Hosts came or went: this update is delivered now, with anything pending.
+            let mut updates = self
+                .health_updates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            updates.delivered = Some(Instant::now());
+            updates.scheduled = false;
+        }
         let hosts: Vec<Arc<Host>> = members.ranked.iter().map(|r| r.host.clone()).collect();
         self.host_count
             .store(hosts.len() as i64, std::sync::atomic::Ordering::Relaxed);
@@ -370,6 +401,7 @@ impl Cluster {
         *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostSet::new(hosts);
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(members);
         self.split_load();
+        self.membership_changed.notify_waiters();
     }
 
     /// Recomputes the load split from the members' EDS health and ejections.
@@ -379,7 +411,7 @@ impl Cluster {
             .ranked
             .iter()
             .map(|r| Ranked {
-                healthy: r.healthy && !r.host.is_ejected(),
+                healthy: r.healthy && r.host.in_service(),
                 ..r.clone()
             })
             .collect();
@@ -407,7 +439,48 @@ impl Cluster {
         }
     }
 
-    /// A host's outlier status changed: recompute the load split now, or at the end of
+    /// An active health check verdict for `host`: a state change (or a pass that returns
+    /// an ejected host to service) reaches the load split. A host's first verdict is part
+    /// of the cluster's initialization and applies at once, outside update merging (Envoy
+    /// builds the workers' view of a health-checked cluster after its first round).
+    pub fn health_checked(&self, host: &Host, passed: bool, first: bool) {
+        let mut changed = host.set_failed_health_check(!passed);
+        if let (true, Some(detector), Some(monitor)) = (passed, &self.outlier, host.outlier()) {
+            changed |= detector.health_check_passed(monitor);
+        }
+        match (changed, first) {
+            (true, true) => self.split_load(),
+            (true, false) => self.health_changed(),
+            (false, _) => {}
+        }
+    }
+
+    /// The TLS client config and SNI for a connection outside the HTTP pools (TCP proxy,
+    /// health checks): the cluster's current one, `None` without TLS or before its
+    /// secrets arrive.
+    pub fn client_tls(&self) -> Option<super::connect::ClientTls> {
+        let t = self.config.tls.as_ref()?;
+        let state = t.tls.current();
+        state
+            .as_ref()
+            .as_ref()
+            .ok()
+            .map(|c| (c.clone(), t.sni.clone()))
+    }
+
+    /// Whether the cluster ever opened a connection for traffic (health checks use their
+    /// `no_traffic_interval` until it has).
+    pub fn has_carried_traffic(&self) -> bool {
+        self.stats_if_created()
+            .is_some_and(|s| s.cx_total.value() > 0)
+    }
+
+    /// Resolves when the cluster's hosts change (the health checker follows them).
+    pub fn hosts_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.membership_changed.notified()
+    }
+
+    /// A host's health status changed: recompute the load split now, or at the end of
     /// the merge window.
     fn health_changed(&self) {
         let window = self.config.update_merge_window;
@@ -430,7 +503,7 @@ impl Cluster {
             return;
         }
         updates.scheduled = true;
-        let due = updates.delivered.map_or(now, |last| last + window);
+        let due = now + window;
         let me = self.me.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(due.into()).await;

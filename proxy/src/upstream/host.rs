@@ -4,7 +4,7 @@
 use super::outlier::monitor::HostMonitor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A connectable address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +39,10 @@ pub struct Host {
     /// Its outlier record, in clusters with outlier detection (boxed: hosts of other
     /// clusters pay one pointer).
     outlier: Option<Box<HostMonitor>>,
+    /// Active health checking found it failing (or has not yet seen it pass).
+    failed_health_check: AtomicBool,
+    /// Its last active health check timed out (cleared by a pass).
+    health_check_timed_out: AtomicBool,
 }
 
 impl Host {
@@ -52,7 +56,43 @@ impl Host {
             address_string,
             active_requests: AtomicU64::new(0),
             outlier: None,
+            failed_health_check: AtomicBool::new(false),
+            health_check_timed_out: AtomicBool::new(false),
         }
+    }
+
+    /// The same host, out of service until its first active health check passes (new
+    /// hosts of health-checked clusters start that way, as in Envoy).
+    pub fn awaiting_health_check(self) -> Self {
+        self.failed_health_check.store(true, Ordering::Relaxed);
+        self
+    }
+
+    /// Records an active health check verdict; true if that changed the host's state.
+    pub fn set_failed_health_check(&self, failed: bool) -> bool {
+        self.failed_health_check.swap(failed, Ordering::Relaxed) != failed
+    }
+
+    /// Records whether its last active health check timed out (Envoy's
+    /// `active_hc_timeout` flag: set by a timeout, cleared by a pass).
+    pub fn set_health_check_timed_out(&self, timed_out: bool) {
+        self.health_check_timed_out
+            .store(timed_out, Ordering::Relaxed);
+    }
+
+    /// Whether its last active health check timed out.
+    pub fn health_check_timed_out(&self) -> bool {
+        self.health_check_timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Whether active health checking holds it out of service.
+    pub fn failed_health_check(&self) -> bool {
+        self.failed_health_check.load(Ordering::Relaxed)
+    }
+
+    /// Whether neither outlier detection nor active health checking holds it out.
+    pub fn in_service(&self) -> bool {
+        !self.is_ejected() && !self.failed_health_check()
     }
 
     /// The same host with an outlier record (for clusters with outlier detection).

@@ -99,8 +99,8 @@ impl ClusterManager {
 }
 
 /// Starts a cluster's background tasks, which end when the cluster is retired: a DNS
-/// cluster's refresh loop (resolving once first when `wait`), and the outlier-detection
-/// sweep of a cluster that detects outliers.
+/// cluster's refresh loop (resolving once first when `wait`), its active health checks,
+/// and the outlier-detection sweep of a cluster that detects outliers.
 pub async fn start_tasks(c: &Arc<Cluster>, wait: bool) {
     if matches!(
         c.config.discovery,
@@ -110,6 +110,9 @@ pub async fn start_tasks(c: &Arc<Cluster>, wait: bool) {
             dns::resolve_once(c).await;
         }
         dns::spawn_refresh(c.clone());
+    }
+    if let Some(config) = &c.config.health_check {
+        super::health::spawn(c, config.clone());
     }
     if let Some(detector) = c.outlier_detector() {
         let interval = detector.config().interval;

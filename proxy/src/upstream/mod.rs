@@ -1,11 +1,12 @@
 //! Upstream: clusters and their hosts, circuit-breaker resources, load balancers, DNS,
-//! the transport that connects to a host, per-worker HTTP connection pools, and outlier
-//! detection.
+//! the transport that connects to a host, per-worker HTTP connection pools, and active and
+//! passive (outlier) health checking.
 
 pub mod cluster;
 pub mod connect;
 pub mod dns;
 pub mod hash;
+pub mod health;
 pub mod host;
 pub mod lb;
 pub mod manager;

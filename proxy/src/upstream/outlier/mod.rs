@@ -92,6 +92,21 @@ impl Detector {
         true
     }
 
+    /// An active health check passed for the host `monitor` watches: an ejected host
+    /// returns to service unless `successful_active_health_check_uneject_host` is off.
+    /// True when it returned.
+    pub fn health_check_passed(&self, monitor: &HostMonitor) -> bool {
+        if !self.config.uneject_on_health_check_pass {
+            return false;
+        }
+        let _serial = self.ejecting.lock().unwrap_or_else(|e| e.into_inner());
+        let returned = monitor.reinstate_early();
+        if returned {
+            self.stats.ejections_active.dec();
+        }
+        returned
+    }
+
     /// Forgets ejections of hosts no longer in the cluster: the active count becomes the
     /// number of `monitors` (the current hosts') that are ejected.
     pub fn recount(&self, monitors: &[&HostMonitor]) {

@@ -223,12 +223,7 @@ impl HostMonitor {
                         .min(config.max_ejection_time)
                         + jitter;
                     if now.saturating_duration_since(since) >= time {
-                        e.since = None;
-                        self.ejected.store(false, Ordering::Relaxed);
-                        // A returning host starts from clean counters, so a few errors
-                        // do not eject it again at once.
-                        self.reset(EjectionKind::Consecutive5xx);
-                        self.reset(EjectionKind::ConsecutiveGatewayFailure);
+                        self.reinstate(&mut e);
                         returned = true;
                     }
                 }
@@ -244,6 +239,26 @@ impl HostMonitor {
         self.external.roll();
         self.local.roll();
         returned
+    }
+
+    /// Returns an ejected host to service before its time (an active health check
+    /// passed); true if it was ejected.
+    pub fn reinstate_early(&self) -> bool {
+        let mut e = self.ejection.lock().unwrap_or_else(|e| e.into_inner());
+        let ejected = e.since.is_some();
+        if ejected {
+            self.reinstate(&mut e);
+        }
+        ejected
+    }
+
+    fn reinstate(&self, e: &mut Ejection) {
+        e.since = None;
+        self.ejected.store(false, Ordering::Relaxed);
+        // A returning host starts from clean counters, so a few errors do not eject it
+        // again at once.
+        self.reset(EjectionKind::Consecutive5xx);
+        self.reset(EjectionKind::ConsecutiveGatewayFailure);
     }
 
     /// The last interval's success rate and volume over `origin` results.
