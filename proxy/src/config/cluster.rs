@@ -65,6 +65,11 @@ pub struct EndpointConfig {
     /// Whether EDS reports it able to take traffic (`health_status` other than
     /// UNHEALTHY, DRAINING or TIMEOUT; DEGRADED hosts count as healthy).
     pub healthy: bool,
+    /// Which locality of the assignment it belongs to (its index there).
+    pub locality: u32,
+    /// That locality's `load_balancing_weight` (0 when unset: no traffic under
+    /// locality-weighted balancing).
+    pub locality_weight: u32,
 }
 
 /// A load assignment: endpoints with the overprovisioning factor that splits load
@@ -226,6 +231,9 @@ pub struct ClusterConfig {
     /// `common_lb_config.update_merge_window` (default 1 s; 0 delivers every change at
     /// once): health changes within it of the last delivered one wait for its end.
     pub update_merge_window: Duration,
+    /// `common_lb_config.locality_weighted_lb_config`: within a priority level, traffic
+    /// is split across localities by their weights scaled by their health.
+    pub locality_weighted: bool,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -316,6 +324,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         )?)),
         None => None,
     };
+    let locality_weighted = locality_weighted(c, discovery, &lb, path)?;
     Ok(ClusterConfig {
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
@@ -366,6 +375,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         )?
         .map(Arc::new),
         panic_threshold: panic_threshold(c, path)?,
+        locality_weighted,
         update_merge_window: match c
             .common_lb_config
             .as_ref()
@@ -473,6 +483,48 @@ fn lb_policy(c: &cluster::Cluster, discovery: Discovery, path: &str) -> Result<L
         ));
     }
     Ok(policy)
+}
+
+/// Whether `common_lb_config.locality_weighted_lb_config` is set, refused where it
+/// cannot apply: hash balancers pick by key, not by locality, and DNS clusters' resolved
+/// hosts carry no locality here.
+fn locality_weighted(
+    c: &cluster::Cluster,
+    discovery: Discovery,
+    lb: &LbPolicy,
+    path: &str,
+) -> Result<bool> {
+    use cluster::cluster::common_lb_config::LocalityConfigSpecifier as L;
+    let p = join(path, "common_lb_config");
+    match c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+    {
+        None => Ok(false),
+        Some(L::LocalityWeightedLbConfig(_)) => {
+            if matches!(lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }) {
+                return Err(ConfigError::at(
+                    join(&p, "locality_weighted_lb_config"),
+                    "locality-weighted balancing does not apply to RING_HASH or MAGLEV",
+                ));
+            }
+            if matches!(
+                discovery,
+                Discovery::StrictDns | Discovery::LogicalDns | Discovery::OriginalDst
+            ) {
+                return Err(ConfigError::at(
+                    join(&p, "locality_weighted_lb_config"),
+                    "locality-weighted balancing is supported for STATIC and EDS clusters",
+                ));
+            }
+            Ok(true)
+        }
+        Some(_) => Err(ConfigError::at(
+            join(&p, "zone_aware_lb_config"),
+            "zone-aware routing is not supported",
+        )),
+    }
 }
 
 /// `common_lb_config.healthy_panic_threshold`, truncated to a whole percent as Envoy does.
@@ -616,6 +668,11 @@ fn endpoints(
                 priority: locality.priority,
                 // UNHEALTHY, DRAINING and TIMEOUT take no traffic outside panic.
                 healthy: !matches!(lbe.health_status, 2..=4),
+                locality: i as u32,
+                locality_weight: locality
+                    .load_balancing_weight
+                    .as_ref()
+                    .map_or(0, |w| w.value),
             });
         }
     }

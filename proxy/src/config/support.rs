@@ -343,7 +343,10 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.cluster.v3.Cluster.RingHashLbConfig", ["minimum_ring_size", "maximum_ring_size", "hash_function"]),
     msg!("envoy.config.cluster.v3.Cluster.MaglevLbConfig", ["table_size"]),
     msg!("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", ["choice_count", "active_request_bias"]),
-    msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig", ["healthy_panic_threshold", "update_merge_window"]),
+    msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig", [
+        "healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config",
+    ]),
+    msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig", []),
     msg!("envoy.config.core.v3.RuntimeDouble", ["default_value", "runtime_key"]),
     msg!("envoy.config.core.v3.BindConfig", ["source_address"]),
     msg!("envoy.config.cluster.v3.CircuitBreakers", ["thresholds"]),

@@ -5,7 +5,7 @@ use super::host::{Host, HostAddress};
 use super::lb::{Balancer, HostSet, LbContext};
 use super::outlier::monitor::Outcome;
 use super::outlier::Detector;
-use super::priority::{Priorities, Ranked};
+use super::priority::{Priorities, Ranked, SplitPolicy};
 use super::resources::{Resource, Resources};
 use crate::config::cluster::ClusterConfig;
 use crate::config::common::Address;
@@ -259,6 +259,7 @@ impl Cluster {
                         .keep_or_make(&previous, Host::new(address, e.hostname.clone(), e.weight)),
                     priority: e.priority,
                     healthy: e.healthy,
+                    locality: (e.locality, e.locality_weight),
                 })
             })
             .collect();
@@ -363,6 +364,7 @@ impl Cluster {
                 host: self.keep_or_make(&previous, h),
                 priority: 0,
                 healthy: true,
+                locality: (0, 1),
             })
             .collect();
         self.install(Members {
@@ -422,8 +424,11 @@ impl Cluster {
         }
         let priorities = Priorities::new(
             &ranked,
-            members.overprovisioning,
-            self.config.panic_threshold,
+            SplitPolicy {
+                overprovisioning: members.overprovisioning,
+                panic_threshold: self.config.panic_threshold,
+                locality_weighted: self.config.locality_weighted,
+            },
         );
         *self.priorities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(priorities);
     }

@@ -26,15 +26,22 @@ pub struct HostSet {
     pub hosts: Vec<Arc<Host>>,
     ring: OnceLock<Vec<(u64, usize)>>,
     maglev: OnceLock<Vec<usize>>,
+    /// Round robin position (equal weights), started at random.
+    next: AtomicUsize,
+    /// Smooth weighted round robin: each host's current value.
+    smooth: Mutex<Vec<i64>>,
 }
 
 impl HostSet {
     /// A host set.
     pub fn new(hosts: Vec<Arc<Host>>) -> Arc<Self> {
+        let n = hosts.len();
         Arc::new(HostSet {
             hosts,
             ring: OnceLock::new(),
             maglev: OnceLock::new(),
+            next: AtomicUsize::new(rand::thread_rng().gen_range(0..1024)),
+            smooth: Mutex::new(vec![0; n]),
         })
     }
 
@@ -43,22 +50,17 @@ impl HostSet {
     }
 }
 
-/// A cluster's balancer (shared by workers; its state is a few atomics and one small lock).
+/// A cluster's balancer (shared by workers; the round-robin state lives in each host
+/// set, so priority levels and localities each keep their own rotation).
 #[derive(Debug)]
 pub struct Balancer {
     policy: LbPolicy,
-    next: AtomicUsize,
-    smooth: Mutex<Vec<i64>>,
 }
 
 impl Balancer {
     /// A balancer for a policy.
     pub fn new(policy: LbPolicy) -> Self {
-        Balancer {
-            policy,
-            next: AtomicUsize::new(rand::thread_rng().gen_range(0..1024)),
-            smooth: Mutex::new(Vec::new()),
-        }
+        Balancer { policy }
     }
 
     /// Picks a host, or `None` when there is none to pick.
@@ -72,7 +74,7 @@ impl Balancer {
             return None;
         }
         let idx = match &self.policy {
-            LbPolicy::RoundRobin => self.round_robin(set),
+            LbPolicy::RoundRobin => round_robin(set),
             LbPolicy::Random => weighted_random(set),
             LbPolicy::LeastRequest {
                 choice_count,
@@ -100,29 +102,26 @@ impl Balancer {
         };
         set.hosts.get(idx).cloned()
     }
+}
 
-    fn round_robin(&self, set: &HostSet) -> usize {
-        let n = set.hosts.len();
-        if set.equal_weights() {
-            return self.next.fetch_add(1, Ordering::Relaxed) % n;
-        }
-        // Smooth weighted round robin: every pick adds each weight to its host's current
-        // value and picks the largest, which then pays back the total.
-        let mut current = self.smooth.lock().unwrap_or_else(|e| e.into_inner());
-        if current.len() != n {
-            *current = vec![0; n];
-        }
-        let total: i64 = set.hosts.iter().map(|h| i64::from(h.weight)).sum();
-        let mut best = 0;
-        for (i, h) in set.hosts.iter().enumerate() {
-            current[i] += i64::from(h.weight);
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= total;
-        best
+fn round_robin(set: &HostSet) -> usize {
+    let n = set.hosts.len();
+    if set.equal_weights() {
+        return set.next.fetch_add(1, Ordering::Relaxed) % n;
     }
+    // Smooth weighted round robin: every pick adds each weight to its host's current
+    // value and picks the largest, which then pays back the total.
+    let mut current = set.smooth.lock().unwrap_or_else(|e| e.into_inner());
+    let total: i64 = set.hosts.iter().map(|h| i64::from(h.weight)).sum();
+    let mut best = 0;
+    for (i, h) in set.hosts.iter().enumerate() {
+        current[i] += i64::from(h.weight);
+        if current[i] > current[best] {
+            best = i;
+        }
+    }
+    current[best] -= total;
+    best
 }
 
 fn weighted_random(set: &HostSet) -> usize {

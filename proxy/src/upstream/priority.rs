@@ -14,6 +14,10 @@ use std::sync::Arc;
 struct Level {
     /// The hosts to pick from (the healthy ones, or all of them in panic).
     set: Arc<HostSet>,
+    /// Under locality-weighted balancing: each locality's hosts with the cumulative
+    /// effective weight its share ends at (empty otherwise, or when no locality has
+    /// weight).
+    localities: Vec<(Arc<HostSet>, u64)>,
     /// The level's priority number.
     priority: u32,
     /// Its health: healthy share times the overprovisioning factor, capped at 100.
@@ -37,6 +41,20 @@ pub struct Ranked {
     pub priority: u32,
     /// Whether it may take traffic outside panic.
     pub healthy: bool,
+    /// Its locality (index in the assignment) and that locality's weight.
+    pub locality: (u32, u32),
+}
+
+/// How a cluster splits load: the overprovisioning factor and panic threshold
+/// (percentages; 140 = 1.4) and whether localities are weighted within a level.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitPolicy {
+    /// `overprovisioning_factor`.
+    pub overprovisioning: u32,
+    /// `healthy_panic_threshold`.
+    pub panic_threshold: u32,
+    /// `locality_weighted_lb_config`.
+    pub locality_weighted: bool,
 }
 
 /// Cumulative load bounds (out of 100) for levels of these healths: the first level takes
@@ -72,10 +90,64 @@ fn split(health: &[u64]) -> Vec<u64> {
     bounds
 }
 
+/// A level's localities with their cumulative effective weights: each locality's weight
+/// times its availability (healthy share times the overprovisioning factor, capped at 1;
+/// all hosts count in panic). Localities without weight or without hosts to pick get none.
+fn weighted_localities(
+    level: &[&Ranked],
+    panic: bool,
+    overprovisioning: u32,
+) -> Vec<(Arc<HostSet>, u64)> {
+    let mut ids: Vec<u32> = level.iter().map(|r| r.locality.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut until = 0;
+    let mut out = Vec::new();
+    for id in ids {
+        let members: Vec<&&Ranked> = level.iter().filter(|r| r.locality.0 == id).collect();
+        let weight = u64::from(members[0].locality.1);
+        let usable: Vec<Arc<Host>> = members
+            .iter()
+            .filter(|r| panic || r.healthy)
+            .map(|r| r.host.clone())
+            .collect();
+        let availability = if panic {
+            100
+        } else {
+            (usable.len() as u64 * u64::from(overprovisioning) / members.len() as u64).min(100)
+        };
+        let effective = weight * availability;
+        if effective > 0 && !usable.is_empty() {
+            until += effective;
+            out.push((HostSet::new(usable), until));
+        }
+    }
+    out
+}
+
+impl Level {
+    /// The hosts a pick at this level chooses among: a locality drawn by effective
+    /// weight under locality-weighted balancing, else the level's hosts.
+    fn hosts_to_pick(&self) -> &Arc<HostSet> {
+        let Some((_, total)) = self.localities.last() else {
+            return &self.set;
+        };
+        let point = rand::random::<u64>() % total;
+        self.localities
+            .iter()
+            .find(|(_, until)| point < *until)
+            .map_or(&self.set, |(set, _)| set)
+    }
+}
+
 impl Priorities {
-    /// Splits `hosts` into levels; `overprovisioning` and `panic_threshold` are
-    /// percentages (140 = 1.4).
-    pub fn new(hosts: &[Ranked], overprovisioning: u32, panic_threshold: u32) -> Self {
+    /// Splits `hosts` into levels (and, if weighted, localities) under `policy`.
+    pub fn new(hosts: &[Ranked], policy: SplitPolicy) -> Self {
+        let SplitPolicy {
+            overprovisioning,
+            panic_threshold,
+            locality_weighted,
+        } = policy;
         let top = hosts.iter().map(|h| h.priority).max();
         let Some(top) = top else {
             return Priorities::default();
@@ -97,7 +169,13 @@ impl Priorities {
                 .collect();
             let share = healthy.len() as u64 * 100 / all.len() as u64;
             let panic = share < u64::from(panic_threshold);
+            let level: Vec<&Ranked> = hosts.iter().filter(|h| h.priority == p).collect();
             levels.push(Level {
+                localities: if locality_weighted {
+                    weighted_localities(&level, panic, overprovisioning)
+                } else {
+                    Vec::new()
+                },
                 set: HostSet::new(if panic { all } else { healthy }),
                 priority: p,
                 health: (share * u64::from(overprovisioning) / 100).min(100),
@@ -122,7 +200,9 @@ impl Priorities {
         } else {
             self.by_split_excluding(draw, excluded)
         };
-        level.or(self.levels.first()).map(|l| (&l.set, l.priority))
+        level
+            .or(self.levels.first())
+            .map(|l| (l.hosts_to_pick(), l.priority))
     }
 
     /// The level `draw` falls in under the precomputed split (no allocation: every
@@ -169,8 +249,15 @@ mod tests {
             )),
             priority,
             healthy,
+            locality: (0, 1),
         }
     }
+
+    const USUAL: SplitPolicy = SplitPolicy {
+        overprovisioning: 140,
+        panic_threshold: 50,
+        locality_weighted: false,
+    };
 
     fn loads(p: &Priorities) -> Vec<u64> {
         let mut prev = 0;
@@ -186,7 +273,7 @@ mod tests {
 
     #[test]
     fn healthy_first_level_takes_everything() {
-        let p = Priorities::new(&[ranked(1, 0, true), ranked(2, 1, true)], 140, 50);
+        let p = Priorities::new(&[ranked(1, 0, true), ranked(2, 1, true)], USUAL);
         assert_eq!(loads(&p), vec![100, 0]);
     }
 
@@ -200,7 +287,7 @@ mod tests {
             ranked(4, 0, false),
             ranked(5, 1, true),
         ];
-        let p = Priorities::new(&hosts, 140, 50);
+        let p = Priorities::new(&hosts, USUAL);
         assert_eq!(loads(&p), vec![70, 30]);
         assert_eq!(p.levels[0].set.hosts.len(), 2, "unhealthy hosts left out");
     }
@@ -208,7 +295,7 @@ mod tests {
     #[test]
     fn panic_balances_over_all_hosts() {
         let hosts = [ranked(1, 0, true), ranked(2, 0, false), ranked(3, 0, false)];
-        let p = Priorities::new(&hosts, 140, 50);
+        let p = Priorities::new(&hosts, USUAL);
         assert_eq!(p.levels[0].set.hosts.len(), 3);
         assert_eq!(loads(&p), vec![100]);
     }
@@ -216,7 +303,7 @@ mod tests {
     #[test]
     fn excluded_levels_hand_their_load_to_the_others() {
         let hosts = [ranked(1, 0, true), ranked(2, 1, true), ranked(3, 2, false)];
-        let p = Priorities::new(&hosts, 140, 50);
+        let p = Priorities::new(&hosts, USUAL);
         let level = |draw: u64, excluded: &[u32]| p.choose(draw, excluded).map(|(_, l)| l);
         assert_eq!((level(0, &[]), level(99, &[])), (Some(0), Some(0)));
         assert_eq!((level(0, &[0]), level(99, &[0])), (Some(1), Some(1)));
@@ -225,8 +312,45 @@ mod tests {
     }
 
     #[test]
+    fn localities_share_by_weight_times_availability() {
+        let at = |n: u16, locality: (u32, u32), healthy: bool| Ranked {
+            locality,
+            ..ranked(n, 0, healthy)
+        };
+        let weighted = SplitPolicy {
+            locality_weighted: true,
+            ..USUAL
+        };
+        // Weights 2 and 1, all healthy; a locality without weight gets nothing.
+        let p = Priorities::new(
+            &[
+                at(1, (0, 2), true),
+                at(2, (1, 1), true),
+                at(3, (2, 0), true),
+            ],
+            weighted,
+        );
+        let bounds: Vec<u64> = p.levels[0].localities.iter().map(|(_, u)| *u).collect();
+        assert_eq!(bounds, vec![200, 300]);
+        // Half of locality 0 unhealthy: availability 0.5 x 1.4 = 0.7 of its weight.
+        let hosts = [
+            at(1, (0, 1), true),
+            at(2, (0, 1), false),
+            at(3, (1, 1), true),
+        ];
+        let p = Priorities::new(&hosts, weighted);
+        let bounds: Vec<u64> = p.levels[0].localities.iter().map(|(_, u)| *u).collect();
+        assert_eq!(bounds, vec![70, 170]);
+        assert_eq!(
+            p.levels[0].localities[0].0.hosts.len(),
+            1,
+            "only the healthy host"
+        );
+    }
+
+    #[test]
     fn no_health_anywhere_goes_to_the_first_level() {
-        let p = Priorities::new(&[ranked(1, 0, false), ranked(2, 1, false)], 140, 50);
+        let p = Priorities::new(&[ranked(1, 0, false), ranked(2, 1, false)], USUAL);
         assert_eq!(loads(&p), vec![100, 0]);
     }
 }
