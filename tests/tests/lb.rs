@@ -241,3 +241,57 @@ fn locality_weighted_balancing_matches_envoy() {
         assert_eq!(seen, (true, 400, 0, true, 400, 0));
     }
 }
+
+/// Slow start (`round_robin_lb_config.slow_start_config`, Istio's `warmupDurationSecs`):
+/// a host EDS adds ramps up from `min_weight_percent` over the window (linear with
+/// aggression 1), then takes its full share; same shares as Envoy 1.40 within sampling
+/// bounds.
+#[test]
+fn slow_start_ramps_new_hosts_up_like_envoy() {
+    use e2e::xds::resources::{ads_bootstrap, assignment, seed_http_service};
+    use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT};
+    if e2e::proxy::envoy_bin().is_none() {
+        return;
+    }
+    let (old, new) = (Upstream::http("old"), Upstream::http("new"));
+    let mut seen = Vec::new();
+    for kind in [Kind::Envoy, Kind::Meshproxy] {
+        let port = free_port();
+        let cp = ControlPlane::tcp();
+        seed_http_service(&cp, port, old.port);
+        let mut c = e2e::xds::resources::eds_cluster("backend");
+        c["round_robin_lb_config"] = json!({"slow_start_config": {"slow_start_window": "5s"}});
+        cp.set_json(CLUSTER, "backend", c);
+        let _proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        // The first host's own window passes before the second arrives.
+        std::thread::sleep(std::time::Duration::from_millis(5500));
+        cp.set_json(
+            ENDPOINT,
+            "backend",
+            assignment("backend", &[old.port, new.port]),
+        );
+        cp.push(ENDPOINT);
+        e2e::wait_until(10, "the new host", || {
+            let before = new.count();
+            curl::get(port, "/", &[]);
+            new.count() > before
+        });
+        // In its first second or so the new host weighs 1/5 of the old one: ~17 %.
+        let share = |n: usize| {
+            let before = new.count();
+            for _ in 0..n {
+                curl::get(port, "/", &[]);
+            }
+            (new.count() - before) * 100 / n
+        };
+        let ramping = share(60);
+        std::thread::sleep(std::time::Duration::from_millis(5000));
+        let full = share(100);
+        seen.push(((5..=35).contains(&ramping), (40..=60).contains(&full)));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "envoy (left) and meshproxy (right) differ"
+    );
+    assert_eq!(seen[0], (true, true));
+}

@@ -51,6 +51,30 @@ pub enum LbPolicy {
     ClusterProvided,
 }
 
+/// Slow start (`slow_start_config` of round robin or least request): a host's weight
+/// ramps up over its first `window` in service.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// `slow_start_window`.
+    pub window: Duration,
+    /// `aggression` (default 1: linear).
+    pub aggression: f64,
+    /// `min_weight_percent` as a fraction (default 0.1).
+    pub min_weight: f64,
+}
+
+impl SlowStart {
+    /// The weight factor of a host `age` into its time in service, `None` once past the
+    /// window: `max(min_weight, (max(age, 1 s) / window)^(1/aggression))`.
+    pub fn factor(&self, age: Duration) -> Option<f64> {
+        if age >= self.window {
+            return None;
+        }
+        let time = age.as_secs_f64().max(1.0) / self.window.as_secs_f64();
+        Some(time.powf(1.0 / self.aggression).max(self.min_weight))
+    }
+}
+
 /// An endpoint as configured.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -234,6 +258,8 @@ pub struct ClusterConfig {
     /// `common_lb_config.locality_weighted_lb_config`: within a priority level, traffic
     /// is split across localities by their weights scaled by their health.
     pub locality_weighted: bool,
+    /// Slow start of round robin or least request, when configured.
+    pub slow_start: Option<SlowStart>,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -376,6 +402,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         .map(Arc::new),
         panic_threshold: panic_threshold(c, path)?,
         locality_weighted,
+        slow_start: slow_start(c, path)?,
         update_merge_window: match c
             .common_lb_config
             .as_ref()
@@ -541,6 +568,45 @@ fn panic_threshold(c: &cluster::Cluster, path: &str) -> Result<u32> {
             format!("{} is not a percentage", p.value),
         )),
     }
+}
+
+/// The `slow_start_config` of the round-robin or least-request settings, if any.
+fn slow_start(c: &cluster::Cluster, path: &str) -> Result<Option<SlowStart>> {
+    use cluster::cluster::LbConfig as L;
+    let (config, field) = match &c.lb_config {
+        Some(L::RoundRobinLbConfig(r)) => (r.slow_start_config.as_ref(), "round_robin_lb_config"),
+        Some(L::LeastRequestLbConfig(l)) => {
+            (l.slow_start_config.as_ref(), "least_request_lb_config")
+        }
+        _ => (None, ""),
+    };
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let p = join(&join(path, field), "slow_start_config");
+    let Some(window) = config.slow_start_window.as_ref() else {
+        return Ok(None);
+    };
+    let window = common::duration(window, &join(&p, "slow_start_window"))?;
+    let aggression = config.aggression.as_ref().map_or(1.0, |a| a.default_value);
+    if aggression <= 0.0 || !aggression.is_finite() {
+        return Err(ConfigError::at(
+            join(&p, "aggression"),
+            "aggression must be greater than 0",
+        ));
+    }
+    let min_weight = config.min_weight_percent.as_ref().map_or(10.0, |m| m.value);
+    if !(0.0..=100.0).contains(&min_weight) {
+        return Err(ConfigError::at(
+            join(&p, "min_weight_percent"),
+            format!("{min_weight} is not a percentage"),
+        ));
+    }
+    Ok((!window.is_zero()).then_some(SlowStart {
+        window,
+        aggression,
+        min_weight: min_weight / 100.0,
+    }))
 }
 
 fn is_prime(n: u64) -> bool {
@@ -774,6 +840,29 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolOptions>
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_start_factor_ramps_from_the_floor() {
+        let s = SlowStart {
+            window: Duration::from_secs(10),
+            aggression: 1.0,
+            min_weight: 0.1,
+        };
+        assert_eq!(
+            s.factor(Duration::ZERO),
+            Some(0.1),
+            "max(age, 1 s) / 10 = the floor"
+        );
+        assert_eq!(s.factor(Duration::from_secs(5)), Some(0.5));
+        assert_eq!(s.factor(Duration::from_secs(10)), None, "out of the window");
+        let steep = SlowStart {
+            aggression: 2.0,
+            ..s
+        };
+        assert!((steep.factor(Duration::from_secs(4)).unwrap() - 0.4f64.sqrt()).abs() < 1e-9);
+    }
+
     #[test]
     fn primes() {
         assert!(super::is_prime(65537));

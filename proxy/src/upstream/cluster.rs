@@ -231,7 +231,7 @@ impl Cluster {
             hosts: RwLock::new(HostSet::new(Vec::new())),
             members: RwLock::new(Arc::default()),
             priorities: RwLock::new(Arc::new(Priorities::default())),
-            balancer: Balancer::new(config.lb.clone()),
+            balancer: Balancer::new(config.lb.clone()).with_slow_start(config.slow_start),
             outlier,
             retired: std::sync::atomic::AtomicBool::new(false),
             config,

@@ -5,6 +5,7 @@ use super::outlier::monitor::HostMonitor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// A connectable address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,6 +44,16 @@ pub struct Host {
     failed_health_check: AtomicBool,
     /// Its last active health check timed out (cleared by a pass).
     health_check_timed_out: AtomicBool,
+    /// When it (last) entered service, in nanoseconds since [`EPOCH`]: its creation, or
+    /// its latest return to health by active checking (slow start ramps from here).
+    in_service_since: AtomicU64,
+}
+
+/// The process-wide origin of host timestamps.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn nanos_since_epoch() -> u64 {
+    Instant::now().saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
 impl Host {
@@ -58,6 +69,7 @@ impl Host {
             outlier: None,
             failed_health_check: AtomicBool::new(false),
             health_check_timed_out: AtomicBool::new(false),
+            in_service_since: AtomicU64::new(nanos_since_epoch()),
         }
     }
 
@@ -68,9 +80,20 @@ impl Host {
         self
     }
 
-    /// Records an active health check verdict; true if that changed the host's state.
+    /// Records an active health check verdict; true if that changed the host's state (a
+    /// return to health restarts its time in service).
     pub fn set_failed_health_check(&self, failed: bool) -> bool {
-        self.failed_health_check.swap(failed, Ordering::Relaxed) != failed
+        let changed = self.failed_health_check.swap(failed, Ordering::Relaxed) != failed;
+        if changed && !failed {
+            self.in_service_since
+                .store(nanos_since_epoch(), Ordering::Relaxed);
+        }
+        changed
+    }
+
+    /// When the host (last) entered service.
+    pub fn in_service_since(&self) -> Instant {
+        *EPOCH + std::time::Duration::from_nanos(self.in_service_since.load(Ordering::Relaxed))
     }
 
     /// Records whether its last active health check timed out (Envoy's

@@ -4,7 +4,7 @@
 
 use super::hash::hash_key;
 use super::host::{Host, HostAddress};
-use crate::config::cluster::LbPolicy;
+use crate::config::cluster::{LbPolicy, SlowStart};
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,12 +55,51 @@ impl HostSet {
 #[derive(Debug)]
 pub struct Balancer {
     policy: LbPolicy,
+    slow_start: Option<SlowStart>,
 }
+
+/// Weight scale under slow start: ramped weights keep three decimals.
+const RAMP_SCALE: u64 = 1000;
 
 impl Balancer {
     /// A balancer for a policy.
     pub fn new(policy: LbPolicy) -> Self {
-        Balancer { policy }
+        Balancer {
+            policy,
+            slow_start: None,
+        }
+    }
+
+    /// The same balancer ramping new hosts up over a slow start window (round robin and
+    /// least request only; the config refuses it elsewhere).
+    pub fn with_slow_start(mut self, slow_start: Option<SlowStart>) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// The hosts' weights scaled by their slow start factors (times [`RAMP_SCALE`]), or
+    /// `None` when no host of `set` is in its window (the configured weights apply).
+    fn ramped(&self, set: &HostSet) -> Option<Vec<u64>> {
+        let s = self.slow_start.as_ref()?;
+        let now = std::time::Instant::now();
+        let factors: Vec<Option<f64>> = set
+            .hosts
+            .iter()
+            .map(|h| s.factor(now.saturating_duration_since(h.in_service_since())))
+            .collect();
+        if factors.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            set.hosts
+                .iter()
+                .zip(factors)
+                .map(|(h, f)| {
+                    let scaled = u64::from(h.weight) as f64 * RAMP_SCALE as f64 * f.unwrap_or(1.0);
+                    (scaled as u64).max(1)
+                })
+                .collect(),
+        )
     }
 
     /// Picks a host, or `None` when there is none to pick.
@@ -74,12 +113,12 @@ impl Balancer {
             return None;
         }
         let idx = match &self.policy {
-            LbPolicy::RoundRobin => round_robin(set),
+            LbPolicy::RoundRobin => round_robin(set, self.ramped(set)),
             LbPolicy::Random => weighted_random(set),
             LbPolicy::LeastRequest {
                 choice_count,
                 active_request_bias,
-            } => least_request(set, *choice_count, *active_request_bias),
+            } => least_request(set, *choice_count, *active_request_bias, self.ramped(set)),
             LbPolicy::RingHash {
                 min_ring_size,
                 max_ring_size,
@@ -104,18 +143,23 @@ impl Balancer {
     }
 }
 
-fn round_robin(set: &HostSet) -> usize {
+/// Round robin; `ramped` are slow-start weights when some host is ramping up.
+fn round_robin(set: &HostSet, ramped: Option<Vec<u64>>) -> usize {
     let n = set.hosts.len();
-    if set.equal_weights() {
+    if ramped.is_none() && set.equal_weights() {
         return set.next.fetch_add(1, Ordering::Relaxed) % n;
     }
+    let weights: Vec<i64> = match ramped {
+        Some(w) => w.into_iter().map(|w| w as i64).collect(),
+        None => set.hosts.iter().map(|h| i64::from(h.weight)).collect(),
+    };
     // Smooth weighted round robin: every pick adds each weight to its host's current
     // value and picks the largest, which then pays back the total.
     let mut current = set.smooth.lock().unwrap_or_else(|e| e.into_inner());
-    let total: i64 = set.hosts.iter().map(|h| i64::from(h.weight)).sum();
+    let total: i64 = weights.iter().sum();
     let mut best = 0;
-    for (i, h) in set.hosts.iter().enumerate() {
-        current[i] += i64::from(h.weight);
+    for (i, w) in weights.iter().enumerate() {
+        current[i] += w;
         if current[i] > current[best] {
             best = i;
         }
@@ -136,10 +180,11 @@ fn weighted_random(set: &HostSet) -> usize {
     0
 }
 
-fn least_request(set: &HostSet, choices: u32, bias: f64) -> usize {
+/// Least request; `ramped` are slow-start weights when some host is ramping up.
+fn least_request(set: &HostSet, choices: u32, bias: f64, ramped: Option<Vec<u64>>) -> usize {
     let mut rng = rand::thread_rng();
     let n = set.hosts.len();
-    if set.equal_weights() {
+    if ramped.is_none() && set.equal_weights() {
         let mut best = rng.gen_range(0..n);
         for _ in 1..choices {
             let c = rng.gen_range(0..n);
@@ -152,7 +197,11 @@ fn least_request(set: &HostSet, choices: u32, bias: f64) -> usize {
     let weights: Vec<f64> = set
         .hosts
         .iter()
-        .map(|h| f64::from(h.weight) / ((h.active_requests() + 1) as f64).powf(bias))
+        .enumerate()
+        .map(|(i, h)| {
+            let weight = ramped.as_ref().map_or(f64::from(h.weight), |w| w[i] as f64);
+            weight / ((h.active_requests() + 1) as f64).powf(bias)
+        })
         .collect();
     let total: f64 = weights.iter().sum();
     let mut r = rng.gen::<f64>() * total;
