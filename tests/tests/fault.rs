@@ -320,3 +320,75 @@ fn per_route_faults_match_envoy() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `response_rate_limit`: a 32 KiB response at 16 KiB/s takes about two seconds (one
+/// slice every 50 ms), at a header-given 64 KiB/s about half a second, and arrives whole;
+/// `response_rl_injected` counts both. Same as Envoy 1.40.
+#[test]
+fn response_rate_limit_paces_the_body_like_envoy() {
+    let up = Upstream::http("big");
+    let body = "x".repeat(32 * 1024);
+    let cfg = |port: u16| {
+        let all = json!({"numerator": 100});
+        let mut filters = vec![
+            fault(
+                "fixed",
+                json!({"response_rate_limit": {"fixed_limit": {"limit_kbps": 16}, "percentage": all}}),
+            ),
+            fault(
+                "header",
+                json!({"response_rate_limit": {"header_limit": {}, "percentage": all}}),
+            ),
+        ];
+        filters.extend(router().as_array().cloned().unwrap_or_default());
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]);
+        bootstrap(
+            vec![listener(
+                "l",
+                port,
+                hcm(vh, json!({"http_filters": filters})),
+                json!({}),
+            )],
+            vec![cluster("c", &[up.port], json!({}))],
+        )
+    };
+    let envoy = e2e::proxy::agree_with_envoy(cfg, |p, port| {
+        up.set(e2e::upstream::Behavior {
+            body: Some(body.clone()),
+            ..Default::default()
+        });
+        let timed = |args: &[&str]| {
+            let started = Instant::now();
+            let r = curl::get(port, "/", args);
+            (r.status, r.text().len(), started.elapsed())
+        };
+        let (s1, n1, fixed) = timed(&["-H", "x-case: fixed"]);
+        let (s2, n2, header) = timed(&[
+            "-H",
+            "x-case: header",
+            "-H",
+            "x-envoy-fault-throughput-response: 64",
+        ]);
+        let (s3, n3, none) = timed(&["-H", "x-case: header"]);
+        (
+            (s1, n1, (1500..3000).contains(&fixed.as_millis())),
+            (s2, n2, (300..1200).contains(&header.as_millis())),
+            (s3, n3, none < Duration::from_millis(300)),
+            p.stat("http.ingress.fault.response_rl_injected"),
+            p.stat("http.ingress.fault.active_faults"),
+        )
+    });
+    if let Some(seen) = envoy {
+        let n = 32 * 1024;
+        assert_eq!(
+            seen,
+            (
+                (200, n, true),
+                (200, n, true),
+                (200, n, true),
+                Some(2),
+                Some(0)
+            )
+        );
+    }
+}

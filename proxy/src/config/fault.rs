@@ -33,6 +33,15 @@ pub enum AbortSource {
     Header,
 }
 
+/// Where an injected response rate limit comes from (KiB per second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// `fixed_limit.limit_kbps`.
+    Fixed(u64),
+    /// `header_limit`: the request's `x-envoy-fault-throughput-response`.
+    Header,
+}
+
 /// A fault kind with the fraction of requests it applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sampled<T> {
@@ -59,17 +68,13 @@ pub struct FaultConfig {
     pub downstream_nodes: Vec<String>,
     /// At most this many faults in progress at once (`None`: unlimited).
     pub max_active_faults: Option<u32>,
+    /// Throttle the response body to this rate.
+    pub response_rate_limit: Option<Sampled<RateSource>>,
 }
 
 /// Decodes and translates the filter's typed config; `path` names its position for errors.
 pub fn translate(bytes: &[u8], path: &str) -> Result<FaultConfig> {
     let f = proto::HttpFault::decode(bytes).map_err(|e| ConfigError::at(path, e.to_string()))?;
-    if f.response_rate_limit.is_some() {
-        return Err(ConfigError::at(
-            join(path, "response_rate_limit"),
-            "response rate limiting is not implemented",
-        ));
-    }
     let percentage = |p: &Option<xds_client::proto::envoy::r#type::v3::FractionalPercent>| {
         p.as_ref().map(fraction).unwrap_or((0, 100))
     };
@@ -124,6 +129,35 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<FaultConfig> {
             })
         }
     };
+    let response_rate_limit = match &f.response_rate_limit {
+        None => None,
+        Some(r) => {
+            use xds_client::proto::envoy::extensions::filters::common::fault::v3::fault_rate_limit::LimitType;
+            let rp = join(path, "response_rate_limit");
+            let source = match &r.limit_type {
+                Some(LimitType::FixedLimit(l)) if l.limit_kbps >= 1 => {
+                    RateSource::Fixed(l.limit_kbps)
+                }
+                Some(LimitType::FixedLimit(_)) => {
+                    return Err(ConfigError::at(
+                        join(&rp, "fixed_limit.limit_kbps"),
+                        "must be at least 1",
+                    ))
+                }
+                Some(LimitType::HeaderLimit(_)) => RateSource::Header,
+                None => {
+                    return Err(ConfigError::at(
+                        rp,
+                        "one of fixed_limit or header_limit is required",
+                    ))
+                }
+            };
+            Some(Sampled {
+                source,
+                percentage: percentage(&r.percentage),
+            })
+        }
+    };
     let abort_body = match f.abort.as_ref().map(|a| a.response_body.as_str()) {
         Some(b) if !b.is_empty() => bytes::Bytes::from(b.to_string()),
         _ => bytes::Bytes::from_static(b"fault filter abort"),
@@ -142,6 +176,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<FaultConfig> {
         headers,
         downstream_nodes: f.downstream_nodes,
         max_active_faults: f.max_active_faults.map(|v| v.value),
+        response_rate_limit,
     })
 }
 

@@ -208,7 +208,11 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.http.router.v3.Router", ["suppress_envoy_headers", "dynamic_stats", "start_child_span" = "tracing is not enabled on any HCM"]),
     msg!("envoy.extensions.filters.http.fault.v3.HTTPFault", [
         "delay", "abort", "upstream_cluster", "headers", "downstream_nodes", "max_active_faults",
+        "response_rate_limit",
     ]),
+    msg!("envoy.extensions.filters.common.fault.v3.FaultRateLimit", ["fixed_limit", "header_limit", "percentage"]),
+    msg!("envoy.extensions.filters.common.fault.v3.FaultRateLimit.FixedLimit", ["limit_kbps"]),
+    msg!("envoy.extensions.filters.common.fault.v3.FaultRateLimit.HeaderLimit", []),
     msg!("envoy.extensions.filters.common.fault.v3.FaultDelay", ["fixed_delay", "header_delay", "percentage"]),
     msg!("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", []),
     msg!("envoy.extensions.filters.http.fault.v3.FaultAbort", ["http_status", "grpc_status", "header_abort", "percentage", "response_body"]),

@@ -10,6 +10,7 @@ use super::path;
 use super::route_match::{self, RequestView};
 use super::router::{self, RouteContext};
 use super::stream_timeouts::StreamActivity;
+use super::throttle::Throttled;
 use crate::access_log::record::{Record, ResponseFlags};
 use crate::access_log::writer::AccessLogger;
 use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader};
@@ -637,10 +638,10 @@ impl HttpConnectionManager {
         };
         let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
-        if let Some(reply) = self
+        let injected = self
             .inject_faults(req.headers(), per_filter, cluster_name, record)
-            .await
-        {
+            .await;
+        if let Some(reply) = injected.reply {
             return Err(fail(reply));
         }
         let mut resp = if needs_tls {
@@ -722,20 +723,27 @@ impl HttpConnectionManager {
             routes.most_specific_wins,
             record,
         );
+        if let Some(t) = injected.throttle {
+            resp = resp.map(|body| Throttled::new(body, t.bytes_per_second, t.active).boxed());
+        }
         Ok((resp, request_id))
     }
 
     /// Runs the configured fault filters in order, each with the most specific
     /// `typed_per_filter_config` of the route, virtual host or route configuration in place
-    /// of its own; the first abort ends the request.
+    /// of its own; the first abort ends the request, the first rate limit paces the
+    /// response.
     async fn inject_faults(
         &self,
         headers: &http::HeaderMap,
         levels: [&PerFilterConfigs; 3],
         cluster: Option<&str>,
         record: &mut Record,
-    ) -> Option<LocalReply> {
-        let stats = self.fault_stats.as_ref()?;
+    ) -> fault::Injected {
+        let mut injected = fault::Injected::default();
+        let Some(stats) = self.fault_stats.as_ref() else {
+            return injected;
+        };
         for f in &self.config.filters {
             if let HttpFilterConfig::Fault(name, own) = f {
                 let cfg = match levels.iter().find_map(|l| l.get(name)) {
@@ -743,13 +751,15 @@ impl HttpConnectionManager {
                     Some(PerFilter::Fault(c)) => c,
                     None => own,
                 };
-                let reply = fault::apply(cfg, stats, headers, cluster, record).await;
-                if reply.is_some() {
-                    return reply;
+                let this = fault::apply(cfg, stats, headers, cluster, record).await;
+                injected.throttle = injected.throttle.or(this.throttle);
+                if this.reply.is_some() {
+                    injected.reply = this.reply;
+                    return injected;
                 }
             }
         }
-        None
+        injected
     }
 
     fn complete(

@@ -1,11 +1,11 @@
-//! `envoy.filters.http.fault` on the data path: decides per request whether to delay and
-//! whether to abort, following Envoy's order (targeting checks, the active-fault limit,
-//! delay, then abort), and keeps Envoy's `fault.*` stats.
+//! `envoy.filters.http.fault` on the data path: decides per request whether to throttle
+//! the response, delay and abort, following Envoy's order (targeting checks, the
+//! active-fault limit, rate limit, delay, then abort), and keeps Envoy's `fault.*` stats.
 
 use super::local_reply::LocalReply;
 use super::route_match::header_matches;
 use crate::access_log::record::{Record, ResponseFlags};
-use crate::config::fault::{AbortSource, DelaySource, FaultConfig, Sampled};
+use crate::config::fault::{AbortSource, DelaySource, FaultConfig, RateSource, Sampled};
 use crate::stats::{Counter, Gauge, Scope};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -17,6 +17,7 @@ use std::time::Duration;
 pub struct FaultStats {
     delays_injected: Arc<Counter>,
     aborts_injected: Arc<Counter>,
+    response_rl_injected: Arc<Counter>,
     faults_overflow: Arc<Counter>,
     active_faults: Arc<Gauge>,
 }
@@ -27,55 +28,104 @@ impl FaultStats {
         FaultStats {
             delays_injected: hcm.counter("fault.delays_injected"),
             aborts_injected: hcm.counter("fault.aborts_injected"),
+            response_rl_injected: hcm.counter("fault.response_rl_injected"),
             faults_overflow: hcm.counter("fault.faults_overflow"),
             active_faults: hcm.gauge("fault.active_faults"),
         }
     }
 }
 
-/// Keeps a fault counted in `active_faults` while it is in progress.
-struct ActiveFault<'a>(&'a Gauge);
+/// Keeps a fault counted in `active_faults` while it is in progress (for a response rate
+/// limit, until the response body is done).
+pub struct ActiveFault(Arc<Gauge>);
 
-impl Drop for ActiveFault<'_> {
+impl ActiveFault {
+    fn start(gauge: &Arc<Gauge>) -> Self {
+        gauge.inc();
+        ActiveFault(gauge.clone())
+    }
+}
+
+impl Drop for ActiveFault {
     fn drop(&mut self) {
         self.0.dec();
     }
 }
 
-/// Applies one fault filter to a request routed to `cluster`: sleeps for an injected delay
-/// and returns the reply of an injected abort (`None`: continue to the router).
+/// A response rate limit to apply to the response body.
+pub struct Throttle {
+    /// Bytes per second.
+    pub bytes_per_second: u64,
+    /// The fault's place in `active_faults`, held until the body is done.
+    pub active: ActiveFault,
+}
+
+/// What one fault filter decided for a request.
+#[derive(Default)]
+pub struct Injected {
+    /// An abort's reply (the request goes no further).
+    pub reply: Option<LocalReply>,
+    /// A rate limit for the response body.
+    pub throttle: Option<Throttle>,
+}
+
+/// Applies one fault filter to a request routed to `cluster`: sets up an injected response
+/// rate limit, sleeps for an injected delay, and returns the reply of an injected abort.
 pub async fn apply(
     cfg: &FaultConfig,
     stats: &FaultStats,
     headers: &HeaderMap,
     cluster: Option<&str>,
     record: &mut Record,
-) -> Option<LocalReply> {
+) -> Injected {
     if !targeted(cfg, headers, cluster) {
-        return None;
+        return Injected::default();
     }
     if cfg
         .max_active_faults
         .is_some_and(|max| stats.active_faults.value() >= i64::from(max))
     {
         stats.faults_overflow.inc();
-        return None;
+        return Injected::default();
     }
     let delay = cfg.delay.and_then(|d| delay_for(&d, headers));
     let abort = cfg.abort.and_then(|a| abort_for(&a, headers));
-    if delay.is_none() && abort.is_none() {
-        return None;
+    let rate = cfg.response_rate_limit.and_then(|r| rate_for(&r, headers));
+    if delay.is_none() && abort.is_none() && rate.is_none() {
+        return Injected::default();
     }
-    stats.active_faults.inc();
-    let _active = ActiveFault(&stats.active_faults);
+    let active = ActiveFault::start(&stats.active_faults);
+    let throttle = rate.map(|kbps| {
+        stats.response_rl_injected.inc();
+        Throttle {
+            bytes_per_second: kbps.saturating_mul(1024),
+            active: ActiveFault::start(&stats.active_faults),
+        }
+    });
     if let Some(d) = delay {
         stats.delays_injected.inc();
         record.flags.insert(ResponseFlags::DELAY_INJECTED);
         tokio::time::sleep(d).await;
     }
-    let abort = abort?;
-    stats.aborts_injected.inc();
-    Some(abort_reply(abort, cfg.abort_body.clone()))
+    let reply = abort.map(|abort| {
+        stats.aborts_injected.inc();
+        abort_reply(abort, cfg.abort_body.clone())
+    });
+    drop(active);
+    Injected { reply, throttle }
+}
+
+/// The rate limit a request gets, in KiB per second: the configured one, or a header
+/// limit's `x-envoy-fault-throughput-response` (a positive number), when sampled.
+fn rate_for(r: &Sampled<RateSource>, headers: &HeaderMap) -> Option<u64> {
+    let kbps = match r.source {
+        RateSource::Fixed(kbps) => kbps,
+        RateSource::Header => {
+            header_u64(headers, "x-envoy-fault-throughput-response").filter(|k| *k > 0)?
+        }
+    };
+    let pct = header_u64(headers, "x-envoy-fault-throughput-response-percentage");
+    sampled(r.percentage, pct).then_some(kbps)
 }
 
 /// `upstream_cluster`, `downstream_nodes` and `headers`: which requests may be faulted.

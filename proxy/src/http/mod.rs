@@ -11,3 +11,4 @@ pub mod path;
 pub mod route_match;
 pub mod router;
 pub mod stream_timeouts;
+pub mod throttle;
