@@ -153,7 +153,11 @@ fn circuit_breaker_overflow_is_503_uo() {
         overflow[0].text(),
         "upstream connect error or disconnect/reset before headers. reset reason: overflow"
     );
-    assert!(p.stat("cluster.c.upstream_rq_pending_overflow").unwrap() >= 1);
+    let overflow = |s: &str| {
+        p.stat(&format!("cluster.c.upstream_rq_{s}_overflow"))
+            .unwrap()
+    };
+    assert!(overflow("pending") + overflow("active") >= 1);
     e2e::wait_until(10, "log", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() == 3)
     });
@@ -294,4 +298,87 @@ fn slow_start_ramps_new_hosts_up_like_envoy() {
         "envoy (left) and meshproxy (right) differ"
     );
     assert_eq!(seen[0], (true, true));
+}
+
+/// Circuit breakers against Envoy 1.40: five concurrent requests to a slow upstream under
+/// `max_connections`/`max_pending_requests` of 1 (one served, one queued, three 503 UO),
+/// under `max_requests` of 1 (one served, `upstream_rq_active_overflow`, and only the
+/// served request in `upstream_rq_total`), and a retry refused by `max_retries` of 0;
+/// same statuses and overflow stats.
+#[test]
+fn circuit_breakers_overflow_like_envoy() {
+    let (slow, failing) = (Upstream::http("slow"), Upstream::http("failing"));
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/pending"}, "route": {"cluster": "pending"}},
+            {"match": {"prefix": "/requests"}, "route": {"cluster": "requests"}},
+            {"match": {"prefix": "/retries"}, "route": {"cluster": "retries",
+                "retry_policy": {"retry_on": "5xx", "num_retries": 2}}}]}]);
+        let breakers = |t: Value| json!({"circuit_breakers": {"thresholds": [t]}});
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                cluster(
+                    "pending",
+                    &[slow.port],
+                    breakers(json!({"max_connections": 1, "max_pending_requests": 1})),
+                ),
+                cluster(
+                    "requests",
+                    &[slow.port],
+                    breakers(json!({"max_requests": 1})),
+                ),
+                cluster(
+                    "retries",
+                    &[failing.port],
+                    breakers(json!({"max_retries": 0})),
+                ),
+            ],
+        )
+    };
+    let envoy = e2e::proxy::agree_with_envoy(cfg, |p, port| {
+        slow.set(Behavior {
+            delay_ms: 800,
+            ..Default::default()
+        });
+        failing.set(Behavior {
+            status: 503,
+            ..Default::default()
+        });
+        let burst = |path: &'static str| {
+            let handles: Vec<_> = (0..5)
+                .map(|_| std::thread::spawn(move || curl::get(port, path, &[]).status))
+                .collect();
+            let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            statuses.sort();
+            statuses
+        };
+        let stat = |s: &str| p.stat(s).unwrap_or(-1);
+        let pending = (
+            burst("/pending"),
+            stat("cluster.pending.upstream_rq_pending_overflow"),
+        );
+        let requests = (
+            burst("/requests"),
+            stat("cluster.requests.upstream_rq_active_overflow"),
+            stat("cluster.requests.upstream_rq_total"),
+        );
+        let before = failing.count();
+        let retries = (
+            curl::get(port, "/retries", &[]).status,
+            failing.count() - before,
+            stat("cluster.retries.upstream_rq_retry_overflow"),
+        );
+        (pending, requests, retries)
+    });
+    if let Some(seen) = envoy {
+        assert_eq!(
+            seen,
+            (
+                (vec![200, 200, 503, 503, 503], 3),
+                (vec![200, 503, 503, 503, 503], 4, 1),
+                (503, 1, 1)
+            )
+        );
+    }
 }

@@ -88,9 +88,8 @@ async fn exchange(
     authority: String,
 ) {
     let stats = cluster.stats();
-    stats.rq_total.inc();
     let Some(_slot) = cluster.resources.requests.try_acquire() else {
-        stats.rq_pending_overflow.inc();
+        stats.rq_active_overflow.inc();
         return;
     };
     let context = LbContext {

@@ -190,9 +190,8 @@ pub async fn forward(
     let Some(cluster) = ctx.server.clusters.get(&cluster_name) else {
         return Err(LocalReply::no_cluster());
     };
-    cluster.stats().rq_total.inc();
     let Some(request_slot) = cluster.resources.requests.try_acquire() else {
-        cluster.stats().rq_pending_overflow.inc();
+        cluster.stats().rq_active_overflow.inc();
         return Err(LocalReply::overflow());
     };
     let (hash, set_cookie) = request_hash(f, &req, ctx.conn);
@@ -648,6 +647,9 @@ pub(super) async fn send(
 ) -> Result<Exchange, SendError> {
     let pool = pool::for_host(cluster, host, protocol).map_err(SendError::Pool)?;
     let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
+    // Envoy counts an upstream request once it has a connection to go on (each attempt;
+    // overflowed ones are not counted).
+    cluster.stats().rq_total.inc();
     cluster.report(host, Outcome::Connected);
     let pq = req
         .uri()

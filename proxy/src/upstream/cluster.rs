@@ -50,6 +50,8 @@ pub struct ClusterStats {
     pub rq_pending_active: Arc<Gauge>,
     /// upstream_rq_pending_overflow
     pub rq_pending_overflow: Arc<Counter>,
+    /// upstream_rq_active_overflow: requests refused by `max_requests`.
+    pub rq_active_overflow: Arc<Counter>,
     /// upstream_rq_timeout
     pub rq_timeout: Arc<Counter>,
     /// upstream_rq_rx_reset
@@ -108,6 +110,7 @@ impl ClusterStats {
             rq_pending_total: c("upstream_rq_pending_total"),
             rq_pending_active: g("upstream_rq_pending_active"),
             rq_pending_overflow: c("upstream_rq_pending_overflow"),
+            rq_active_overflow: c("upstream_rq_active_overflow"),
             rq_timeout: c("upstream_rq_timeout"),
             rq_rx_reset: c("upstream_rq_rx_reset"),
             rq_retry: c("upstream_rq_retry"),
