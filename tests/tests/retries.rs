@@ -515,3 +515,65 @@ fn previous_priorities_moves_retries_to_the_next_level_like_envoy() {
     ];
     assert_eq!(envoy, Some(expected.to_vec()), "envoy's outcome");
 }
+
+/// `hedge_policy.hedge_on_per_try_timeout`: when the first attempt (priority 0, slow)
+/// passes its per-try timeout, the retry (moved to priority 1 by previous_priorities,
+/// failing fast with 503) races it instead of replacing it, so the slow 200 still wins;
+/// without hedging the first attempt is cancelled and the 503 is final. Same as Envoy
+/// 1.40.
+#[test]
+fn hedging_on_per_try_timeout_races_the_retry_like_envoy() {
+    let (slow, failing) = (Upstream::http("slow"), Upstream::http("failing"));
+    let cfg = |port: u16| {
+        let endpoint = |p: u16| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}});
+        let levels = json!({"cluster_name": "levels", "endpoints": [
+            {"priority": 0, "lb_endpoints": [endpoint(slow.port)]},
+            {"priority": 1, "lb_endpoints": [endpoint(failing.port)]}]});
+        let route = |prefix: &str, hedge: bool| {
+            json!({"match": {"prefix": prefix}, "route": {"cluster": "levels", "timeout": "3s",
+                "hedge_policy": {"hedge_on_per_try_timeout": hedge},
+                "retry_policy": {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.2s",
+                    "retry_back_off": {"base_interval": "0.01s"},
+                    "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                        "update_frequency": 1}}}}})
+        };
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [route("/hedged", true), route("/plain", false)]}]);
+        let mut c = cluster("levels", &[], json!({}));
+        c["load_assignment"] = levels;
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![c],
+        )
+    };
+    let envoy = agree_with_envoy(cfg, |_, port| {
+        slow.set(Behavior {
+            delay_ms: 600,
+            ..Default::default()
+        });
+        failing.set(Behavior {
+            status: 503,
+            ..Default::default()
+        });
+        let run = |path: &str| {
+            let (s0, f0) = (slow.count(), failing.count());
+            let r = curl::get(port, path, &[]);
+            (
+                r.status,
+                r.header("x-upstream").map(str::to_string),
+                slow.count() - s0,
+                failing.count() - f0,
+            )
+        };
+        (run("/plain"), run("/hedged"))
+    });
+    if let Some(seen) = envoy {
+        assert_eq!(
+            seen,
+            (
+                (503, Some("failing".into()), 1, 1),
+                (200, Some("slow".into()), 1, 1)
+            )
+        );
+    }
+}

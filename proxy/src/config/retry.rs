@@ -318,6 +318,28 @@ fn rate_limited(
     })
 }
 
+/// Translates a `hedge_policy`: whether a per-try timeout sends another attempt while
+/// the first keeps going (`hedge_on_per_try_timeout`). Envoy implements only that:
+/// several initial requests and `additional_request_chance` are refused.
+pub fn hedge(h: &route::HedgePolicy, path: &str) -> Result<bool> {
+    if h.initial_requests.as_ref().is_some_and(|n| n.value != 1) {
+        return Err(ConfigError::at(
+            join(path, "initial_requests"),
+            "only one initial request is supported",
+        ));
+    }
+    if h.additional_request_chance
+        .as_ref()
+        .is_some_and(|c| c.numerator > 0)
+    {
+        return Err(ConfigError::at(
+            join(path, "additional_request_chance"),
+            "additional hedged requests are not supported",
+        ));
+    }
+    Ok(h.hedge_on_per_try_timeout)
+}
+
 /// Translates a RetryPolicy.
 pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
     let mut on = RetryOn::default();

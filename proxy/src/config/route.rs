@@ -77,6 +77,8 @@ pub struct VirtualHost {
     pub include_attempt_count_in_response: bool,
     /// Retry policy for routes that have none of their own.
     pub retry: Option<RetryPolicy>,
+    /// `hedge_policy.hedge_on_per_try_timeout` for routes without their own.
+    pub hedge: Option<bool>,
     /// Virtual-host-level `typed_per_filter_config`.
     pub per_filter: PerFilterConfigs,
 }
@@ -256,6 +258,8 @@ pub struct Forward {
     pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
     /// Retry policy (overrides the virtual host's).
     pub retry: Option<RetryPolicy>,
+    /// `hedge_policy.hedge_on_per_try_timeout` (overrides the virtual host's).
+    pub hedge: Option<bool>,
     /// `request_mirror_policies`: clusters that get a copy of (a share of) the requests.
     pub mirrors: Vec<super::mirror::MirrorPolicy>,
 }
@@ -472,6 +476,11 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
             .retry_policy
             .as_ref()
             .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .transpose()?,
+        hedge: vh
+            .hedge_policy
+            .as_ref()
+            .map(|h| super::retry::hedge(h, &join(path, "hedge_policy")))
             .transpose()?,
     })
 }
@@ -756,6 +765,11 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .retry_policy
             .as_ref()
             .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .transpose()?,
+        hedge: ra
+            .hedge_policy
+            .as_ref()
+            .map(|h| super::retry::hedge(h, &join(path, "hedge_policy")))
             .transpose()?,
         mirrors: ra
             .request_mirror_policies

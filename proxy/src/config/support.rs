@@ -241,7 +241,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "name", "domains", "routes", "require_tls", "request_headers_to_add",
         "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
         "include_request_attempt_count", "include_attempt_count_in_response", "retry_policy",
-        "typed_per_filter_config",
+        "typed_per_filter_config", "hedge_policy",
     ]),
     msg!("envoy.config.route.v3.Route", [
         "name", "match", "route", "redirect", "direct_response", "request_headers_to_add",
@@ -268,7 +268,9 @@ pub const MESSAGES: &[MessageSupport] = &[
         "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
         "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
         "upgrade_configs", "max_stream_duration", "retry_policy", "request_mirror_policies",
+        "hedge_policy",
     ]),
+    msg!("envoy.config.route.v3.HedgePolicy", ["initial_requests", "additional_request_chance", "hedge_on_per_try_timeout"]),
     msg!("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", [
         "cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append",
         "host_rewrite_literal",

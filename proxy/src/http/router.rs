@@ -287,48 +287,78 @@ pub async fn forward(
     // A retry occupies its `max_retries` (or budget) slot until it completes, as in Envoy:
     // the slot taken for retry n is held through attempt n+1.
     let mut _retry_in_flight: Option<crate::upstream::resources::Slot> = None;
-    let (resp, lease, local, host, active) = loop {
-        attempt += 1;
-        record.attempt_count = attempt;
-        let Some((host, level)) = pick_host(&cluster, &lb, policy, attempt, &tried) else {
-            return Err(LocalReply::no_healthy_upstream());
+    // Hedging: an attempt whose per-try timeout fires keeps going while the retry races
+    // it; the first response that is not retried wins and the others are reset.
+    let hedging = f.hedge.or(ctx.vhost.hedge).unwrap_or(false)
+        && policy.is_some_and(|p| p.per_try_timeout.is_some());
+    let mut racing: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
+    let mut launch = true;
+    let (resp, lease, local, host, active) = 'attempts: loop {
+        let (host, active, outcome) = if launch {
+            attempt += 1;
+            record.attempt_count = attempt;
+            let Some((host, level)) = pick_host(&cluster, &lb, policy, attempt, &tried) else {
+                return Err(LocalReply::no_healthy_upstream());
+            };
+            record.upstream_host = Some(host.address_string.clone());
+            tried.push((host.clone(), level));
+            let authority = match &f.host_rewrite {
+                HostRewrite::Literal(h) => h.clone(),
+                HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
+                HostRewrite::None | HostRewrite::Auto => original_authority.clone(),
+            };
+            let mut req = Request::from_parts(clone_parts(&parts), attempt_body.take());
+            if ctx.vhost.include_request_attempt_count {
+                req.headers_mut()
+                    .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+            }
+            let active = host.start_request();
+            let now = tokio::time::Instant::now();
+            let idle_deadline = policy.and_then(|p| p.per_try_idle_timeout).map(|t| now + t);
+            let try_deadline = [
+                deadline,
+                policy.and_then(|p| p.per_try_timeout).map(|t| now + t),
+                idle_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let exchange = {
+                let (cluster, host) = (cluster.clone(), host.clone());
+                async move {
+                    let outcome = send(&cluster, &host, protocol, req, authority).await;
+                    (host, Some(active), outcome)
+                }
+            };
+            let finished = if hedging {
+                racing.spawn(exchange);
+                next_finished(&mut racing, try_deadline).await
+            } else {
+                match try_deadline {
+                    Some(d) => tokio::time::timeout_at(d, exchange).await.ok(),
+                    None => Some(exchange.await),
+                }
+            };
+            let finished =
+                finished.unwrap_or_else(|| (host.clone(), None, Err(SendError::Timeout)));
+            if matches!(finished.2, Err(SendError::Timeout)) && idle_deadline == try_deadline {
+                cluster.stats().rq_per_try_idle_timeout.inc();
+            }
+            finished
+        } else {
+            // No attempt left to start: wait for the racing ones until the route timeout.
+            let last = tried.last().map(|(h, _)| h.clone());
+            match (next_finished(&mut racing, deadline).await, last) {
+                (Some(finished), _) => finished,
+                (None, Some(host)) => (host, None, Err(SendError::Timeout)),
+                (None, None) => return Err(LocalReply::upstream_timeout()),
+            }
         };
-        record.upstream_host = Some(host.address_string.clone());
-        tried.push((host.clone(), level));
-        let authority = match &f.host_rewrite {
-            HostRewrite::Literal(h) => h.clone(),
-            HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
-            HostRewrite::None | HostRewrite::Auto => original_authority.clone(),
-        };
-        let mut req = Request::from_parts(clone_parts(&parts), attempt_body.take());
-        if ctx.vhost.include_request_attempt_count {
-            req.headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
-        }
-        let active = host.start_request();
-        let now = tokio::time::Instant::now();
-        let idle_deadline = policy.and_then(|p| p.per_try_idle_timeout).map(|t| now + t);
-        let try_deadline = [
-            deadline,
-            policy.and_then(|p| p.per_try_timeout).map(|t| now + t),
-            idle_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let exchange = send(&cluster, &host, protocol, req, authority);
-        let outcome = match try_deadline {
-            Some(d) => tokio::time::timeout_at(d, exchange)
-                .await
-                .unwrap_or(Err(SendError::Timeout)),
-            None => exchange.await,
-        };
-        if matches!(outcome, Err(SendError::Timeout)) && idle_deadline == try_deadline {
-            cluster.stats().rq_per_try_idle_timeout.inc();
-        }
+        launch = true;
         if let Some(result) = outlier_outcome(&outcome, grpc) {
             cluster.report(&host, result);
         }
+        let in_time = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
         // Decide whether this attempt is final; retries need a slot of `max_retries` (or of
         // the retry budget).
         let retriable = match (&outcome, policy) {
@@ -340,10 +370,7 @@ pub async fn forward(
                 p.retriable_failure(true, false)
             }
             (Err(SendError::Reset { refused }), Some(p)) => p.retriable_failure(false, *refused),
-            (Err(SendError::Timeout), Some(p)) => {
-                deadline.is_none_or(|d| tokio::time::Instant::now() < d)
-                    && p.retriable_failure(false, false)
-            }
+            (Err(SendError::Timeout), Some(p)) => in_time && p.retriable_failure(false, false),
             (Err(SendError::Pool(PoolError::Overflow)), Some(_)) => false,
         };
         let retry_slot = if retriable && attempt < max_attempts {
@@ -357,12 +384,16 @@ pub async fn forward(
         } else {
             None
         };
-        if retriable && retry_slot.is_none() {
+        // A failure (or a response that would be retried) is not final while hedged
+        // attempts are still racing: wait for them.
+        let keep_racing = !racing.is_empty() && in_time && (retriable || outcome.is_err());
+        if retriable && retry_slot.is_none() && !keep_racing {
             record
                 .flags
                 .insert(crate::access_log::record::ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
         }
         match (outcome, retry_slot) {
+            (_, None) if keep_racing => launch = false,
             (Ok((resp, lease, local)), None) => break (resp, lease, local, host, active),
             (Err(e), None) => {
                 return Err(match e {
@@ -399,13 +430,28 @@ pub async fn forward(
                         policy.map_or(Duration::ZERO, |p| p.backoff(attempt))
                     }
                 };
-                match deadline {
-                    Some(d) if tokio::time::Instant::now() + pause >= d => {
-                        cluster.stats().rq_timeout.inc();
-                        return Err(LocalReply::upstream_timeout());
-                    }
-                    _ => tokio::time::sleep(pause).await,
+                if deadline.is_some_and(|d| tokio::time::Instant::now() + pause >= d) {
+                    cluster.stats().rq_timeout.inc();
+                    return Err(LocalReply::upstream_timeout());
                 }
+                // A racing attempt that answers for good during the back-off wins at once.
+                let resume = tokio::time::Instant::now() + pause;
+                while let Some((host, active, outcome)) =
+                    next_finished(&mut racing, Some(resume)).await
+                {
+                    if let Some(result) = outlier_outcome(&outcome, grpc) {
+                        cluster.report(&host, result);
+                    }
+                    if let Ok((resp, lease, local)) = outcome {
+                        let retried = policy.is_some_and(|p| {
+                            p.retriable_response(resp.status().as_u16(), resp.headers())
+                        });
+                        if !retried {
+                            break 'attempts (resp, lease, local, host, active);
+                        }
+                    }
+                }
+                tokio::time::sleep_until(resume).await;
             }
         }
     };
@@ -628,6 +674,32 @@ fn reset(e: hyper::Error) -> SendError {
     // hyper surfaces h2's REFUSED_STREAM reason in its message.
     SendError::Reset {
         refused: e.to_string().contains("refused"),
+    }
+}
+
+/// An attempt's end: its host, its active-request mark (kept with a response) and what
+/// came back.
+type Finished = (
+    Arc<crate::upstream::host::Host>,
+    Option<crate::upstream::host::ActiveRequest>,
+    Result<Exchange, SendError>,
+);
+
+/// The next racing attempt to finish, or `None` when `until` comes first (or none is
+/// racing; then it waits for `until`).
+async fn next_finished(
+    racing: &mut tokio::task::JoinSet<Finished>,
+    until: Option<tokio::time::Instant>,
+) -> Option<Finished> {
+    let timer = async {
+        match until {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        Some(Ok(finished)) = racing.join_next(), if !racing.is_empty() => Some(finished),
+        _ = timer => None,
     }
 }
 
