@@ -382,3 +382,74 @@ fn circuit_breakers_overflow_like_envoy() {
         );
     }
 }
+
+/// Connection-pool settings as Envoy 1.40 applies them: an upstream HTTP/1.1 connection
+/// idle past `idle_timeout` is closed (`upstream_cx_idle_timeout`) and the next request
+/// opens a new one; a host that never completes the handshake fails the request after
+/// `connect_timeout` (503, `upstream_cx_connect_timeout`).
+#[test]
+fn idle_and_connect_timeouts_like_envoy() {
+    let up = Upstream::http("up");
+    // A listener whose accept queue is full: further handshakes get no answer.
+    let stuck = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stuck
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    stuck.listen(0).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap().as_socket().unwrap();
+    let _fillers: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&stuck_addr, std::time::Duration::from_millis(200))
+                .ok()
+        })
+        .collect();
+    let cfg = |port: u16| {
+        let idle = json!({"typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"idle_timeout": "0.5s"},
+            "explicit_http_config": {"http_protocol_options": {}}}}});
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/stuck"}, "route": {"cluster": "stuck"}},
+            {"match": {"prefix": "/"}, "route": {"cluster": "idle"}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                cluster("idle", &[up.port], idle),
+                cluster(
+                    "stuck",
+                    &[stuck_addr.port()],
+                    json!({"connect_timeout": "0.3s"}),
+                ),
+            ],
+        )
+    };
+    let envoy = e2e::proxy::agree_with_envoy(cfg, |p, port| {
+        let stat = |s: &str| p.stat(s).unwrap_or(-1);
+        let before = up.connections();
+        curl::get(port, "/", &[]);
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let closed = (
+            stat("cluster.idle.upstream_cx_idle_timeout"),
+            stat("cluster.idle.upstream_cx_active"),
+        );
+        curl::get(port, "/", &[]);
+        let reconnected = up.connections() - before;
+        let r = curl::get(port, "/stuck", &[]);
+        (
+            closed,
+            reconnected,
+            r.status,
+            r.text(),
+            stat("cluster.stuck.upstream_cx_connect_timeout"),
+        )
+    });
+    if let Some(seen) = envoy {
+        assert_eq!(seen.0, (1, 0));
+        assert_eq!((seen.1, seen.2, seen.4), (2, 503, 1));
+        assert!(
+            seen.3.ends_with("reset reason: connection timeout"),
+            "{}",
+            seen.3
+        );
+    }
+}

@@ -59,14 +59,26 @@ impl LocalReply {
         }
     }
 
-    /// 503, connecting failed (`UF`); the transport failure reason goes to the access log
+    /// 503, connecting failed (`UF`), or did not finish within `connect_timeout`
+    /// (`timed_out`); the transport failure reason goes to the access log
     /// (`%UPSTREAM_TRANSPORT_FAILURE_REASON%`), not the body.
-    pub fn connect_failure() -> Self {
+    pub fn connect_failure(timed_out: bool) -> Self {
+        let (reason, details) = if timed_out {
+            (
+                "connection timeout",
+                "upstream_reset_before_response_started{connection_timeout}",
+            )
+        } else {
+            (
+                "remote connection failure",
+                "upstream_reset_before_response_started{remote_connection_failure}",
+            )
+        };
         LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: Bytes::from(format!("{RESET_PREFIX}remote connection failure")),
+            body: Bytes::from(format!("{RESET_PREFIX}{reason}")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-            details: "upstream_reset_before_response_started{remote_connection_failure}",
+            details,
             grpc_status: None,
         }
     }

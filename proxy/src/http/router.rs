@@ -400,7 +400,10 @@ pub async fn forward(
                     SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                     SendError::Pool(PoolError::Connect(c)) => {
                         record.upstream_failure = Some(c.to_string());
-                        LocalReply::connect_failure()
+                        LocalReply::connect_failure(matches!(
+                            c,
+                            crate::upstream::connect::ConnectError::Timeout
+                        ))
                     }
                     SendError::Reset { .. } => {
                         cluster.stats().rq_rx_reset.inc();

@@ -32,6 +32,8 @@ pub struct ClusterStats {
     pub cx_overflow: Arc<Counter>,
     /// upstream_cx_destroy
     pub cx_destroy: Arc<Counter>,
+    /// upstream_cx_idle_timeout: connections closed for being idle too long.
+    pub cx_idle_timeout: Arc<Counter>,
     /// upstream_cx_none_healthy
     pub cx_none_healthy: Arc<Counter>,
     /// upstream_cx_rx_bytes_total
@@ -101,6 +103,7 @@ impl ClusterStats {
             cx_connect_timeout: c("upstream_cx_connect_timeout"),
             cx_overflow: c("upstream_cx_overflow"),
             cx_destroy: c("upstream_cx_destroy"),
+            cx_idle_timeout: c("upstream_cx_idle_timeout"),
             cx_none_healthy: c("upstream_cx_none_healthy"),
             cx_rx_bytes: c("upstream_cx_rx_bytes_total"),
             cx_tx_bytes: c("upstream_cx_tx_bytes_total"),

@@ -1,7 +1,8 @@
 //! Per-worker HTTP connection pools, one per (cluster, host, protocol).
 //!
 //! HTTP/1.1: idle connections are reused; a connection goes back to the pool only when the
-//! response body has been fully read (the lease travels with the body). HTTP/2: one
+//! response body has been fully read (the lease travels with the body), and its driver
+//! closes it once it has been idle for the cluster's `idle_timeout`. HTTP/2: one
 //! multiplexed connection, replaced when it closes or reaches `max_requests_per_connection`.
 //! New connections take a `max_connections` slot for their whole life; a request that has
 //! to wait for one takes a `max_pending_requests` slot, and overflows with 503 `UO` when
@@ -53,6 +54,47 @@ pub struct Lease {
     /// The request sender.
     pub sender: http1::SendRequest<Body>,
     requests: u32,
+    clock: Arc<IdleClock>,
+}
+
+/// When an HTTP/1.1 connection went idle (milliseconds since the pool clock's origin; 0
+/// while a request uses it), watched by its driver task to close it after `idle_timeout`.
+#[derive(Default)]
+struct IdleClock {
+    since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The origin of idle timestamps.
+static CLOCK_ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+impl IdleClock {
+    fn now_ms() -> u64 {
+        // +1 keeps 0 free to mean "in use".
+        CLOCK_ORIGIN.elapsed().as_millis() as u64 + 1
+    }
+
+    fn set_idle(&self, idle: bool) {
+        let value = if idle { Self::now_ms() } else { 0 };
+        self.since_ms
+            .store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has been idle for `timeout` without interruption.
+    async fn expired(&self, timeout: Duration) {
+        let timeout_ms = timeout.as_millis() as u64;
+        loop {
+            let since = self.since_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let wait = if since == 0 {
+                timeout_ms
+            } else {
+                match (since + timeout_ms).checked_sub(Self::now_ms()) {
+                    None | Some(0) => return,
+                    Some(left) => left,
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
 }
 
 impl Lease {
@@ -68,6 +110,7 @@ struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
     requests: u32,
+    clock: Arc<IdleClock>,
 }
 
 struct H2 {
@@ -199,10 +242,12 @@ impl HostPool {
         while let Some(idle) = st.idle.pop() {
             let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
             if !expired && !idle.sender.is_closed() {
+                idle.clock.set_idle(false);
                 return Some(Checkout::Http1(Lease {
                     pool: self.clone(),
                     sender: idle.sender,
                     requests: idle.requests,
+                    clock: idle.clock,
                 }));
             }
         }
@@ -213,11 +258,13 @@ impl HostPool {
         let (max, _) = self.limits();
         let requests = lease.requests + 1;
         if max.is_none_or(|m| requests < m) && !lease.sender.is_closed() {
+            lease.clock.set_idle(true);
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.idle.push(Idle {
                 sender: lease.sender,
                 since: Instant::now(),
                 requests,
+                clock: lease.clock,
             });
         }
         self.freed.notify_one();
@@ -319,9 +366,23 @@ impl HostPool {
                 }
             };
             let freed = self.clone();
+            let clock = Arc::new(IdleClock::default());
+            let watched = clock.clone();
+            let (_, idle_timeout) = self.limits();
+            let cluster = self.cluster.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let _ = conn.with_upgrades().await;
+                let connection = conn.with_upgrades();
+                match idle_timeout {
+                    // Closing an idle connection is dropping its driver.
+                    Some(t) => tokio::select! {
+                        _ = connection => {}
+                        _ = watched.expired(t) => cluster.stats().cx_idle_timeout.inc(),
+                    },
+                    None => {
+                        let _ = connection.await;
+                    }
+                }
                 on_close();
                 freed.freed.notify_one();
             });
@@ -330,6 +391,7 @@ impl HostPool {
                     pool: self.clone(),
                     sender,
                     requests: 0,
+                    clock,
                 }),
                 local,
             ))
