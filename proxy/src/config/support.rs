@@ -89,7 +89,6 @@ pub const MESSAGES: &[MessageSupport] = &[
         "outlier_detection" = "only names the ejection event log file; ejections show in stats and /clusters",
         "enable_deferred_cluster_creation" = "clusters are cheap and created eagerly",
         "load_stats_config" = "load reporting (LRS) only reports, never routes",
-        "local_cluster_name" = "zone-aware routing is not implemented; nothing reads the local cluster",
     ]),
     msg!("envoy.config.bootstrap.v3.ClusterManager.OutlierDetection", ["event_log_path"]),
     msg!("envoy.config.bootstrap.v3.LayeredRuntime", ["layers"]),

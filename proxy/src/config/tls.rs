@@ -155,14 +155,10 @@ pub fn downstream_transport_socket(
     secrets: &Secrets,
     path: &str,
 ) -> Result<Option<Arc<ServerTls>>> {
-    let Some(any) = typed_config(ts, path)? else {
+    if typed_config(ts, path)?.is_none() {
         return Ok(None);
-    };
-    let p = join(path, "typed_config");
-    let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
-    let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let sds = material(&common, secrets, &join(&p, "common_tls_context"))?.sds;
-    let state = build_server(ts, secrets, path)?;
+    }
+    let (state, sds) = server_state(ts, secrets, path)?;
     Ok(Some(Arc::new(Tls {
         sds,
         socket: ts.clone(),
@@ -177,13 +173,24 @@ fn build_server(
     secrets: &Secrets,
     path: &str,
 ) -> Result<TlsState<rustls::ServerConfig>> {
+    server_state(ts, secrets, path).map(|(state, _)| state)
+}
+
+/// A listener TLS context's state with the secrets it references (its keys are loaded
+/// once, here).
+fn server_state(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<(TlsState<rustls::ServerConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
     let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
+    let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
+    let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(Err(m.pending));
+        return Ok((Err(m.pending), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -222,7 +229,7 @@ fn build_server(
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    Ok(Ok(Arc::new(config)))
+    Ok((Ok(Arc::new(config)), sds))
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
@@ -237,14 +244,13 @@ pub fn upstream_transport_socket(
     let p = join(path, "typed_config");
     let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let sds = material(&common, secrets, &join(&p, "common_tls_context"))?.sds;
     let alpn = common
         .alpn_protocols
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
     let sni = (!ctx.sni.is_empty()).then(|| ctx.sni.clone());
-    let state = build_client(ts, secrets, path)?;
+    let (state, sds) = client_state(ts, secrets, path)?;
     Ok(Some(Arc::new(UpstreamTls {
         tls: Tls {
             sds,
@@ -263,13 +269,24 @@ fn build_client(
     secrets: &Secrets,
     path: &str,
 ) -> Result<TlsState<rustls::ClientConfig>> {
+    client_state(ts, secrets, path).map(|(state, _)| state)
+}
+
+/// A cluster TLS context's state with the secrets it references (its keys are loaded
+/// once, here).
+fn client_state(
+    ts: &core::TransportSocket,
+    secrets: &Secrets,
+    path: &str,
+) -> Result<(TlsState<rustls::ClientConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
     let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
-    let m = material(&common, secrets, &join(&p, "common_tls_context"))?;
+    let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
+    let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(Err(m.pending));
+        return Ok((Err(m.pending), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -289,7 +306,7 @@ fn build_client(
     };
     config.enable_sni = !ctx.sni.is_empty();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    Ok(Ok(Arc::new(config)))
+    Ok((Ok(Arc::new(config)), sds))
 }
 
 /// A secret reference: its name, and where and how long it is fetched (no `sds_config`:
