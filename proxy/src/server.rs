@@ -78,7 +78,16 @@ impl Server {
         let stats = Store::new();
         let root = stats.root();
         crate::tls::multibuffer::stats::register(&root);
-        let clusters = ClusterManager::new(&bootstrap.clusters, &root);
+        let zone = bootstrap.local_cluster.clone().map(|name| {
+            let node = bootstrap
+                .node_proto
+                .locality
+                .as_ref()
+                .map(crate::config::cluster::Locality::from_proto)
+                .unwrap_or_default();
+            (name, node)
+        });
+        let clusters = ClusterManager::new(&bootstrap.clusters, &root, zone);
         let flush = std::time::Duration::from_millis(options.file_flush_interval_msec.max(1));
         let listeners = bootstrap
             .listeners

@@ -453,3 +453,68 @@ fn idle_and_connect_timeouts_like_envoy() {
         );
     }
 }
+
+/// Zone-aware routing against `cluster_manager.local_cluster_name` from a proxy in zone
+/// a, where the local service runs 3 of its 4 hosts: an upstream with 5 of 6 hosts in
+/// zone a takes everything there; one split 3/3 keeps two thirds in zone a and sends the
+/// rest to b; one with only 4 hosts (under `min_cluster_size`) ignores zones. Same as
+/// Envoy 1.40 within sampling bounds, with the same `lb_zone_*` stats.
+#[test]
+fn zone_aware_routing_matches_envoy() {
+    let a: Vec<Upstream> = (0..5).map(|i| Upstream::http(&format!("a{i}"))).collect();
+    let b: Vec<Upstream> = (0..3).map(|i| Upstream::http(&format!("b{i}"))).collect();
+    let zoned = |name: &str, a_ports: &[u16], b_ports: &[u16]| {
+        let eps = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+                .collect::<Vec<_>>()
+        };
+        let mut c = cluster(name, &[], json!({}));
+        c["load_assignment"]["endpoints"] = json!([
+            {"locality": {"region": "r", "zone": "a"}, "lb_endpoints": eps(a_ports)},
+            {"locality": {"region": "r", "zone": "b"}, "lb_endpoints": eps(b_ports)}]);
+        c
+    };
+    let ports = |ups: &[Upstream], n: usize| ups.iter().take(n).map(|u| u.port).collect::<Vec<_>>();
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/direct"}, "route": {"cluster": "direct"}},
+            {"match": {"prefix": "/residual"}, "route": {"cluster": "residual"}},
+            {"match": {"prefix": "/small"}, "route": {"cluster": "small"}}]}]);
+        e2e::config::bootstrap_with(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                zoned("local", &[1, 2, 3], &[4]),
+                zoned("direct", &ports(&a, 5), &ports(&b, 1)),
+                zoned("residual", &ports(&a, 3), &ports(&b, 3)),
+                zoned("small", &ports(&a, 2), &ports(&b, 2)),
+            ],
+            json!({"cluster_manager": {"local_cluster_name": "local"},
+                "node": {"id": "n", "cluster": "c", "locality": {"region": "r", "zone": "a"}}}),
+        )
+    };
+    let to_a = |port: u16, path: &str, n: usize| {
+        let count = |ups: &[Upstream]| ups.iter().map(|u| u.count()).sum::<usize>();
+        let before = count(&a);
+        for _ in 0..n {
+            curl::get(port, path, &[]);
+        }
+        (count(&a) - before) * 100 / n
+    };
+    let envoy = e2e::proxy::agree_with_envoy(cfg, |p, port| {
+        let stat = |c: &str, s: &str| p.stat(&format!("cluster.{c}.{s}")).unwrap_or(-1);
+        (
+            to_a(port, "/direct", 60),
+            (55..=78).contains(&to_a(port, "/residual", 300)),
+            (35..=65).contains(&to_a(port, "/small", 200)),
+            stat("direct", "lb_zone_routing_all_directly") > 0,
+            stat("residual", "lb_zone_routing_sampled") > 0,
+            stat("residual", "lb_zone_routing_cross_zone") > 0,
+            stat("small", "lb_zone_cluster_too_small") > 0,
+        )
+    });
+    if let Some(seen) = envoy {
+        assert_eq!(seen, (100, true, true, true, true, true, true));
+    }
+}

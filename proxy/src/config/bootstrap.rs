@@ -87,6 +87,9 @@ pub struct Bootstrap {
     pub dump: DumpSource,
     /// Static secrets, which dynamic clusters and listeners may reference too.
     pub secrets: Secrets,
+    /// `cluster_manager.local_cluster_name`: the cluster of this proxy's own service,
+    /// whose spread across zones steers zone-aware routing.
+    pub local_cluster: Option<String>,
 }
 
 /// Where the bootstrap comes from.
@@ -235,6 +238,19 @@ fn translate(
         .transpose()?;
     check_config_sources(&statics, &names)?;
     let node_proto = node(b.node.clone().unwrap_or_default(), overrides);
+    let local_cluster = b
+        .cluster_manager
+        .as_ref()
+        .map(|c| c.local_cluster_name.clone())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = &local_cluster {
+        if !names.contains(name.as_str()) {
+            return Err(ConfigError::at(
+                "cluster_manager.local_cluster_name",
+                format!("local cluster '{name}' must be defined as a static cluster"),
+            ));
+        }
+    }
     Ok(Bootstrap {
         node: NodeInfo {
             id: node_proto.id.clone(),
@@ -269,6 +285,7 @@ fn translate(
         no_effect,
         dump,
         secrets,
+        local_cluster,
     })
 }
 

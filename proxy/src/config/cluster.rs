@@ -96,6 +96,29 @@ pub struct EndpointConfig {
     pub locality_weight: u32,
 }
 
+/// Where endpoints (or the proxy itself) run: region, zone, sub-zone; two localities are
+/// the same when all three are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locality {
+    /// `region`.
+    pub region: String,
+    /// `zone`.
+    pub zone: String,
+    /// `sub_zone`.
+    pub sub_zone: String,
+}
+
+impl Locality {
+    /// From the protobuf message.
+    pub fn from_proto(l: &xds_client::proto::envoy::config::core::v3::Locality) -> Self {
+        Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        }
+    }
+}
+
 /// A load assignment: endpoints with the overprovisioning factor that splits load
 /// across their priorities.
 #[derive(Debug, Clone)]
@@ -104,6 +127,8 @@ pub struct Assignment {
     pub endpoints: Vec<EndpointConfig>,
     /// `policy.overprovisioning_factor` in percent (default 140).
     pub overprovisioning_factor: u32,
+    /// The assignment's localities, which endpoints refer to by index.
+    pub localities: Vec<Locality>,
 }
 
 impl Default for Assignment {
@@ -111,6 +136,7 @@ impl Default for Assignment {
         Assignment {
             endpoints: Vec::new(),
             overprovisioning_factor: 140,
+            localities: Vec::new(),
         }
     }
 }
@@ -260,6 +286,8 @@ pub struct ClusterConfig {
     pub locality_weighted: bool,
     /// Slow start of round robin or least request, when configured.
     pub slow_start: Option<SlowStart>,
+    /// Zone-aware routing settings.
+    pub zone_aware: ZoneAware,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -403,6 +431,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         panic_threshold: panic_threshold(c, path)?,
         locality_weighted,
         slow_start: slow_start(c, path)?,
+        zone_aware: zone_aware(c, path)?,
         update_merge_window: match c
             .common_lb_config
             .as_ref()
@@ -547,11 +576,58 @@ fn locality_weighted(
             }
             Ok(true)
         }
-        Some(_) => Err(ConfigError::at(
-            join(&p, "zone_aware_lb_config"),
-            "zone-aware routing is not supported",
-        )),
+        Some(L::ZoneAwareLbConfig(_)) => Ok(false),
     }
+}
+
+/// Zone-aware routing settings (`common_lb_config.zone_aware_lb_config`), in effect when
+/// the bootstrap names a local cluster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoneAware {
+    /// `routing_enabled`: the share of requests routed zone-aware, in percent (default
+    /// 100).
+    pub routing_enabled: f64,
+    /// `min_cluster_size`: fewer healthy hosts than this route without zones (default 6).
+    pub min_cluster_size: u64,
+    /// `fail_traffic_on_panic`: a cluster in panic fails requests instead of balancing
+    /// over every host.
+    pub fail_traffic_on_panic: bool,
+}
+
+impl Default for ZoneAware {
+    fn default() -> Self {
+        ZoneAware {
+            routing_enabled: 100.0,
+            min_cluster_size: 6,
+            fail_traffic_on_panic: false,
+        }
+    }
+}
+
+fn zone_aware(c: &cluster::Cluster, path: &str) -> Result<ZoneAware> {
+    use cluster::cluster::common_lb_config::LocalityConfigSpecifier as L;
+    let Some(L::ZoneAwareLbConfig(z)) = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+    else {
+        return Ok(ZoneAware::default());
+    };
+    let routing_enabled = z.routing_enabled.as_ref().map_or(100.0, |p| p.value);
+    if !(0.0..=100.0).contains(&routing_enabled) {
+        return Err(ConfigError::at(
+            join(
+                path,
+                "common_lb_config.zone_aware_lb_config.routing_enabled",
+            ),
+            format!("{routing_enabled} is not a percentage"),
+        ));
+    }
+    Ok(ZoneAware {
+        routing_enabled,
+        min_cluster_size: z.min_cluster_size.as_ref().map_or(6, |v| v.value),
+        fail_traffic_on_panic: z.fail_traffic_on_panic,
+    })
 }
 
 /// `common_lb_config.healthy_panic_threshold`, truncated to a whole percent as Envoy does.
@@ -763,6 +839,16 @@ fn endpoints(
     Ok(Assignment {
         endpoints: out,
         overprovisioning_factor,
+        localities: la
+            .endpoints
+            .iter()
+            .map(|l| {
+                l.locality
+                    .as_ref()
+                    .map(Locality::from_proto)
+                    .unwrap_or_default()
+            })
+            .collect(),
     })
 }
 

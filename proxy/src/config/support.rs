@@ -89,6 +89,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "outlier_detection" = "only names the ejection event log file; ejections show in stats and /clusters",
         "enable_deferred_cluster_creation" = "clusters are cheap and created eagerly",
         "load_stats_config" = "load reporting (LRS) only reports, never routes",
+        "local_cluster_name",
     ]),
     msg!("envoy.config.bootstrap.v3.ClusterManager.OutlierDetection", ["event_log_path"]),
     msg!("envoy.config.bootstrap.v3.LayeredRuntime", ["layers"]),
@@ -352,6 +353,10 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.cluster.v3.Cluster.SlowStartConfig", ["slow_start_window", "aggression", "min_weight_percent"]),
     msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig", [
         "healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config",
+        "zone_aware_lb_config",
+    ]),
+    msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig.ZoneAwareLbConfig", [
+        "routing_enabled", "min_cluster_size", "fail_traffic_on_panic",
     ]),
     msg!("envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig", []),
     msg!("envoy.config.core.v3.RuntimeDouble", ["default_value", "runtime_key"]),

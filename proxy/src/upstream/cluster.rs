@@ -7,7 +7,7 @@ use super::outlier::monitor::Outcome;
 use super::outlier::Detector;
 use super::priority::{Priorities, Ranked, SplitPolicy};
 use super::resources::{Resource, Resources};
-use crate::config::cluster::ClusterConfig;
+use crate::config::cluster::{ClusterConfig, LbPolicy, Locality};
 use crate::config::common::Address;
 use crate::stats::{Counter, Gauge, Histogram, Scope};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -74,6 +74,18 @@ pub struct ClusterStats {
     pub rq_retry_backoff_ratelimited: Arc<Counter>,
     /// upstream_rq_time
     pub rq_time: Arc<Histogram>,
+    /// lb_zone_routing_all_directly: zone-aware picks kept in the proxy's locality.
+    pub lb_zone_routing_all_directly: Arc<Counter>,
+    /// lb_zone_routing_sampled: picks sampled into the proxy's locality.
+    pub lb_zone_routing_sampled: Arc<Counter>,
+    /// lb_zone_routing_cross_zone: picks sent to another locality.
+    pub lb_zone_routing_cross_zone: Arc<Counter>,
+    /// lb_zone_cluster_too_small: zone routing skipped for too few hosts.
+    pub lb_zone_cluster_too_small: Arc<Counter>,
+    /// lb_local_cluster_not_ok: zone routing skipped, the local cluster in panic.
+    pub lb_local_cluster_not_ok: Arc<Counter>,
+    /// lb_zone_no_capacity_left: cross-zone picks with no spare share anywhere.
+    pub lb_zone_no_capacity_left: Arc<Counter>,
     /// membership_total
     pub membership_total: Arc<Gauge>,
     /// membership_healthy
@@ -123,6 +135,12 @@ impl ClusterStats {
             rq_retry_backoff_exponential: c("upstream_rq_retry_backoff_exponential"),
             rq_retry_backoff_ratelimited: c("upstream_rq_retry_backoff_ratelimited"),
             rq_time: scope.histogram("upstream_rq_time"),
+            lb_zone_routing_all_directly: c("lb_zone_routing_all_directly"),
+            lb_zone_routing_sampled: c("lb_zone_routing_sampled"),
+            lb_zone_routing_cross_zone: c("lb_zone_routing_cross_zone"),
+            lb_zone_cluster_too_small: c("lb_zone_cluster_too_small"),
+            lb_local_cluster_not_ok: c("lb_local_cluster_not_ok"),
+            lb_zone_no_capacity_left: c("lb_zone_no_capacity_left"),
             membership_total: g("membership_total"),
             membership_healthy: g("membership_healthy"),
             by_class: [class("1"), class("2"), class("3"), class("4"), class("5")],
@@ -183,6 +201,8 @@ pub struct Cluster {
     outlier: Option<Detector>,
     /// When ejections and returns reach the load split (`update_merge_window`).
     health_updates: Mutex<HealthUpdates>,
+    /// Zone-aware routing's view, when the bootstrap names a local cluster.
+    zone: RwLock<Option<Arc<ZoneContext>>>,
     /// Itself, for the task that delivers merged health updates.
     me: Weak<Cluster>,
     /// Wakes the health checker when hosts come and go.
@@ -208,6 +228,17 @@ struct HealthUpdates {
 struct Members {
     ranked: Vec<Ranked>,
     overprovisioning: u32,
+    localities: Vec<Locality>,
+}
+
+/// What zone-aware routing needs to know: the proxy's own locality and the local cluster
+/// (`None` for the local cluster itself, whose zones only inform the others).
+#[derive(Debug)]
+pub struct ZoneContext {
+    /// The local cluster.
+    pub local: Option<Weak<Cluster>>,
+    /// `node.locality`.
+    pub node: Locality,
 }
 
 impl Cluster {
@@ -223,6 +254,7 @@ impl Cluster {
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             membership_changed: tokio::sync::Notify::new(),
+            zone: RwLock::new(None),
             health_updates: Mutex::new(HealthUpdates::default()),
             resources: Resources {
                 connections: Resource::new(t.max_connections),
@@ -272,6 +304,7 @@ impl Cluster {
         self.install(Members {
             ranked,
             overprovisioning: assignment.overprovisioning_factor,
+            localities: assignment.localities.clone(),
         });
     }
 
@@ -376,6 +409,7 @@ impl Cluster {
         self.install(Members {
             ranked,
             overprovisioning: 140,
+            localities: Vec::new(),
         });
     }
 
@@ -434,6 +468,8 @@ impl Cluster {
                 overprovisioning: members.overprovisioning,
                 panic_threshold: self.config.panic_threshold,
                 locality_weighted: self.config.locality_weighted,
+                zones: self.zone_context().is_some(),
+                fail_on_panic: self.config.zone_aware.fail_traffic_on_panic,
             },
         );
         *self.priorities.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(priorities);
@@ -577,16 +613,36 @@ impl Cluster {
         self.pick_excluding(ctx, &[]).map(|(host, _)| host)
     }
 
+    /// Sets zone-aware routing's view (the cluster manager does, when the bootstrap names
+    /// a local cluster) and regroups the hosts by locality.
+    pub fn set_zone_context(&self, context: Arc<ZoneContext>) {
+        *self.zone.write().unwrap_or_else(|e| e.into_inner()) = Some(context);
+        self.split_load();
+    }
+
+    fn zone_context(&self) -> Option<Arc<ZoneContext>> {
+        self.zone.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn priorities(&self) -> Arc<Priorities> {
+        self.priorities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Picks a host, with priority levels in `excluded` giving their load to the others
     /// (the previous_priorities retry policy); returns the host and its priority.
     pub fn pick_excluding(&self, ctx: &LbContext, excluded: &[u32]) -> Option<(Arc<Host>, u32)> {
-        let priorities = self
-            .priorities
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let priorities = self.priorities();
         let draw = ctx.hash.unwrap_or_else(rand::random);
         let host = match priorities.choose(draw, excluded) {
+            Some((set, 0)) => {
+                let zoned = self.zone_hosts(&priorities);
+                self.balancer
+                    .pick(zoned.as_ref().unwrap_or(set), ctx)
+                    .map(|h| (h, 0))
+            }
             Some((set, priority)) => self.balancer.pick(set, ctx).map(|h| (h, priority)),
             // ORIGINAL_DST clusters have no hosts: the balancer makes one per request.
             None => self.balancer.pick(&self.hosts(), ctx).map(|h| (h, 0)),
@@ -595,5 +651,94 @@ impl Cluster {
             self.stats().cx_none_healthy.inc();
         }
         host
+    }
+}
+
+impl Cluster {
+    /// Zone-aware routing (priority 0 only), as Envoy does it against the local cluster:
+    /// all traffic to the proxy's own locality when this cluster has at least the local
+    /// cluster's share of hosts there; otherwise that share scaled down, and the rest to
+    /// the other localities by their spare share. `None`: route without zones (no local
+    /// cluster, fewer than two localities, none in the proxy's, the local cluster in
+    /// panic, too few hosts, or `routing_enabled` not sampled).
+    fn zone_hosts(&self, priorities: &Priorities) -> Option<Arc<HostSet>> {
+        let context = self.zone_context()?;
+        let local = context.local.as_ref()?.upgrade()?;
+        if self.config.locality_weighted
+            || matches!(
+                self.config.lb,
+                LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } | LbPolicy::ClusterProvided
+            )
+        {
+            return None;
+        }
+        let (zones, _) = priorities.first_level_zones()?;
+        let members = self.members();
+        let locality = |id: u32| members.localities.get(id as usize);
+        let own = zones
+            .iter()
+            .position(|(id, _)| locality(*id) == Some(&context.node))?;
+        if zones.len() < 2 {
+            return None;
+        }
+        let local_priorities = local.priorities();
+        let local_members = local.members();
+        let Some((local_zones, false)) = local_priorities.first_level_zones() else {
+            self.stats().lb_local_cluster_not_ok.inc();
+            return None;
+        };
+        let total: usize = zones.iter().map(|(_, s)| s.hosts.len()).sum();
+        if (total as u64) < self.config.zone_aware.min_cluster_size {
+            self.stats().lb_zone_cluster_too_small.inc();
+            return None;
+        }
+        if rand::random::<f64>() * 100.0 >= self.config.zone_aware.routing_enabled {
+            return None;
+        }
+        let local_total: usize = local_zones.iter().map(|(_, s)| s.hosts.len()).sum();
+        // Shares in hundredths of a percent, as Envoy computes them.
+        let share = |n: usize, of: usize| {
+            if of == 0 {
+                0
+            } else {
+                n as u64 * 10_000 / of as u64
+            }
+        };
+        let local_share = |l: Option<&Locality>| {
+            let n = local_zones
+                .iter()
+                .find(|(id, _)| local_members.localities.get(*id as usize) == l)
+                .map_or(0, |(_, s)| s.hosts.len());
+            share(n, local_total)
+        };
+        let upstream_here = share(zones[own].1.hosts.len(), total);
+        let local_here = local_share(Some(&context.node));
+        let stats = self.stats();
+        if upstream_here > 0 && upstream_here >= local_here {
+            stats.lb_zone_routing_all_directly.inc();
+            return Some(zones[own].1.clone());
+        }
+        let direct = (upstream_here * 10_000)
+            .checked_div(local_here)
+            .unwrap_or(0);
+        if rand::random::<u64>() % 10_000 < direct {
+            stats.lb_zone_routing_sampled.inc();
+            return Some(zones[own].1.clone());
+        }
+        stats.lb_zone_routing_cross_zone.inc();
+        let mut spare = Vec::with_capacity(zones.len());
+        let mut until = 0;
+        for (id, set) in zones {
+            let upstream = share(set.hosts.len(), total);
+            until += upstream.saturating_sub(local_share(locality(*id)));
+            spare.push(until);
+        }
+        if until == 0 {
+            stats.lb_zone_no_capacity_left.inc();
+            return Some(zones[rand::random::<usize>() % zones.len()].1.clone());
+        }
+        let point = rand::random::<u64>() % until;
+        let at = spare.iter().position(|u| point < *u)?;
+        Some(zones[at].1.clone())
     }
 }

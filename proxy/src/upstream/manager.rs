@@ -3,9 +3,9 @@
 //! the current map without a lock; writers replace it whole, so a request sees either the
 //! old or the new set, never half of an update.
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, ZoneContext};
 use super::dns;
-use crate::config::cluster::{ClusterConfig, Discovery};
+use crate::config::cluster::{ClusterConfig, Discovery, Locality};
 use crate::stats::{Counter, Gauge, Scope};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 /// All clusters.
 pub struct ClusterManager {
     clusters: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    /// `cluster_manager.local_cluster_name` and `node.locality`, for zone-aware routing.
+    zone: Option<(String, Locality)>,
     writer: Mutex<()>,
     root: Scope,
     active: Arc<Gauge>,
@@ -23,11 +25,17 @@ pub struct ClusterManager {
 }
 
 impl ClusterManager {
-    /// Creates the static clusters.
-    pub fn new(configs: &[Arc<ClusterConfig>], stats: &Scope) -> Self {
+    /// Creates the static clusters; `zone` (the local cluster's name and the node's
+    /// locality) turns on zone-aware routing.
+    pub fn new(
+        configs: &[Arc<ClusterConfig>],
+        stats: &Scope,
+        zone: Option<(String, Locality)>,
+    ) -> Self {
         let cm = stats.child("cluster_manager");
         let manager = ClusterManager {
             clusters: ArcSwap::from_pointee(HashMap::new()),
+            zone,
             writer: Mutex::new(()),
             root: stats.clone(),
             active: cm.gauge("active_clusters"),
@@ -78,6 +86,7 @@ impl ClusterManager {
         }
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut map = HashMap::clone(&self.clusters.load());
+        let upserted: Vec<String> = upserts.iter().map(|c| c.config.name.clone()).collect();
         for c in upserts {
             match map.insert(c.config.name.clone(), c) {
                 Some(old) => {
@@ -94,7 +103,25 @@ impl ClusterManager {
             }
         }
         self.active.set(map.len() as i64);
+        self.wire_zones(&map, &upserted);
         self.clusters.store(Arc::new(map));
+    }
+
+    /// Gives the clusters just added zone-aware routing's view: the local cluster and the
+    /// node's locality.
+    fn wire_zones(&self, map: &HashMap<String, Arc<Cluster>>, added: &[String]) {
+        let Some((local_name, node)) = &self.zone else {
+            return;
+        };
+        let local = map.get(local_name).map(Arc::downgrade);
+        for name in added {
+            if let Some(c) = map.get(name) {
+                c.set_zone_context(Arc::new(ZoneContext {
+                    local: (name != local_name).then(|| local.clone()).flatten(),
+                    node: node.clone(),
+                }));
+            }
+        }
     }
 }
 

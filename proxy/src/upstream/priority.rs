@@ -18,6 +18,11 @@ struct Level {
     /// effective weight its share ends at (empty otherwise, or when no locality has
     /// weight).
     localities: Vec<(Arc<HostSet>, u64)>,
+    /// For zone-aware routing: the healthy hosts of each locality (empty unless the
+    /// split asked for them).
+    zones: Vec<Zone>,
+    /// Whether the level balances in panic.
+    panic: bool,
     /// The level's priority number.
     priority: u32,
     /// Its health: healthy share times the overprovisioning factor, capped at 100.
@@ -55,6 +60,10 @@ pub struct SplitPolicy {
     pub panic_threshold: u32,
     /// `locality_weighted_lb_config`.
     pub locality_weighted: bool,
+    /// Group each level's healthy hosts by locality (zone-aware routing reads them).
+    pub zones: bool,
+    /// `fail_traffic_on_panic`: a level in panic offers no host at all.
+    pub fail_on_panic: bool,
 }
 
 /// Cumulative load bounds (out of 100) for levels of these healths: the first level takes
@@ -125,6 +134,26 @@ fn weighted_localities(
     out
 }
 
+/// One locality's healthy hosts: the locality's index in the assignment, and the hosts.
+pub type Zone = (u32, Arc<HostSet>);
+
+/// A level's healthy hosts grouped by locality index, in index order.
+fn healthy_by_locality(level: &[&Ranked]) -> Vec<Zone> {
+    let mut ids: Vec<u32> = level.iter().map(|r| r.locality.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let hosts = level
+                .iter()
+                .filter(|r| r.locality.0 == id && r.healthy)
+                .map(|r| r.host.clone())
+                .collect();
+            (id, HostSet::new(hosts))
+        })
+        .collect()
+}
+
 impl Level {
     /// The hosts a pick at this level chooses among: a locality drawn by effective
     /// weight under locality-weighted balancing, else the level's hosts.
@@ -147,6 +176,8 @@ impl Priorities {
             overprovisioning,
             panic_threshold,
             locality_weighted,
+            zones,
+            fail_on_panic,
         } = policy;
         let top = hosts.iter().map(|h| h.priority).max();
         let Some(top) = top else {
@@ -176,7 +207,17 @@ impl Priorities {
                 } else {
                     Vec::new()
                 },
-                set: HostSet::new(if panic { all } else { healthy }),
+                zones: if zones {
+                    healthy_by_locality(&level)
+                } else {
+                    Vec::new()
+                },
+                panic,
+                set: HostSet::new(match (panic, fail_on_panic) {
+                    (true, true) => Vec::new(),
+                    (true, false) => all,
+                    (false, _) => healthy,
+                }),
                 priority: p,
                 health: (share * u64::from(overprovisioning) / 100).min(100),
                 until: 0,
@@ -203,6 +244,15 @@ impl Priorities {
         level
             .or(self.levels.first())
             .map(|l| (l.hosts_to_pick(), l.priority))
+    }
+
+    /// Priority 0's healthy hosts per locality and whether it is in panic (for
+    /// zone-aware routing), when the split grouped them.
+    pub fn first_level_zones(&self) -> Option<(&[Zone], bool)> {
+        self.levels
+            .first()
+            .filter(|l| l.priority == 0)
+            .map(|l| (l.zones.as_slice(), l.panic))
     }
 
     /// The level `draw` falls in under the precomputed split (no allocation: every
@@ -257,6 +307,8 @@ mod tests {
         overprovisioning: 140,
         panic_threshold: 50,
         locality_weighted: false,
+        zones: false,
+        fail_on_panic: false,
     };
 
     fn loads(p: &Priorities) -> Vec<u64> {
