@@ -7,7 +7,32 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::{Arc, Mutex};
 
 /// The upstream's response body: data, then trailers if scripted.
-type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A body that yields its bytes, lets them go out, and then fails, so the server drops
+/// the connection mid-body.
+struct BreaksOff(Option<Bytes>, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl http_body::Body for BreaksOff {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        use std::future::Future;
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+        }
+        match self.1.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "scripted close after headers",
+            )))),
+        }
+    }
+}
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -51,6 +76,9 @@ pub struct Behavior {
     pub only_next: usize,
     /// Trailers after the body (gRPC status, for instance).
     pub trailers: Vec<(String, String)>,
+    /// Send the headers (announcing a longer body) and the first bytes of the body, then
+    /// close the connection.
+    pub close_after_headers: bool,
 }
 
 impl Default for Behavior {
@@ -63,6 +91,7 @@ impl Default for Behavior {
             reset: false,
             only_next: 0,
             trailers: vec![],
+            close_after_headers: false,
         }
     }
 }
@@ -263,8 +292,15 @@ async fn serve<I>(
                     "scripted reset",
                 ));
             }
-            let data = Full::new(Bytes::from(b.body.unwrap_or_else(|| name.clone())));
-            let body = if b.trailers.is_empty() {
+            let data = Full::new(Bytes::from(b.body.unwrap_or_else(|| name.clone())))
+                .map_err(|e| match e {});
+            let body = if b.close_after_headers {
+                BreaksOff(
+                    Some(Bytes::from_static(b"abc")),
+                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))),
+                )
+                .boxed()
+            } else if b.trailers.is_empty() {
                 data.boxed()
             } else {
                 let mut trailers = http::HeaderMap::new();
@@ -279,6 +315,12 @@ async fn serve<I>(
             };
             let mut r = http::Response::new(body);
             *r.status_mut() = http::StatusCode::from_u16(b.status).unwrap_or(http::StatusCode::OK);
+            if b.close_after_headers {
+                r.headers_mut().insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from_static("100"),
+                );
+            }
             r.headers_mut()
                 .insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
             for (k, v) in b.headers {

@@ -577,3 +577,53 @@ fn hedging_on_per_try_timeout_races_the_retry_like_envoy() {
         );
     }
 }
+
+/// An upstream that sends its headers and then closes mid-body: the response has started,
+/// so the `reset` retry policy does not retry it; the client gets the status and the
+/// bytes that came, then a closed connection. One that resets before any header is
+/// retried, and the final 503 names the latest reset. Same as Envoy 1.40.
+#[test]
+fn close_after_headers_is_not_retried_like_envoy() {
+    let up = Upstream::http("breaks");
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c",
+            "retry_policy": {"retry_on": "reset,5xx", "num_retries": 2, "retry_back_off": {"base_interval": "0.01s"}}}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![cluster("c", &[up.port], json!({}))],
+        )
+    };
+    let envoy = agree_with_envoy(cfg, |p, port| {
+        up.set(Behavior {
+            close_after_headers: true,
+            ..Default::default()
+        });
+        let before = up.count();
+        let r = curl::get(port, "/", &[]);
+        let cut = (
+            r.status,
+            r.text(),
+            up.count() - before,
+            p.stat("cluster.c.upstream_rq_retry").unwrap_or(-1),
+        );
+        // Resets before any header are retried, and the final reply says so.
+        up.set(Behavior {
+            reset: true,
+            ..Default::default()
+        });
+        let before = up.count();
+        let r = curl::get(port, "/", &[]);
+        (cut, (r.status, r.text(), up.count() - before))
+    });
+    if let Some((cut, reset)) = envoy {
+        assert_eq!(cut, (200, "abc".to_string(), 1, 0));
+        assert_eq!(
+            reset,
+            (
+                503,
+                "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination".to_string(),
+                3
+            )
+        );
+    }
+}

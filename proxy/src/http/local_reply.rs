@@ -25,6 +25,10 @@ pub struct LocalReply {
 const RESET_PREFIX: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: ";
 
+/// The reset body's prefix once the request was retried.
+const RETRIED_PREFIX: &str =
+    "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: ";
+
 impl LocalReply {
     /// 404, no route matched (`NR`).
     pub fn no_route() -> Self {
@@ -81,6 +85,19 @@ impl LocalReply {
             details,
             grpc_status: None,
         }
+    }
+
+    /// The same reset reply after retries: Envoy's body then says the reason is the
+    /// latest one ("... retried and the latest reset reason: ...").
+    pub fn after_retries(mut self) -> Self {
+        if let Some(reason) = self
+            .body
+            .strip_prefix(RESET_PREFIX.as_bytes())
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+        {
+            self.body = Bytes::from(format!("{RETRIED_PREFIX}{reason}"));
+        }
+        self
     }
 
     /// 503, a circuit breaker overflowed (`UO`).

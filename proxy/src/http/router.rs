@@ -396,7 +396,7 @@ pub async fn forward(
             (_, None) if keep_racing => launch = false,
             (Ok((resp, lease, local)), None) => break (resp, lease, local, host, active),
             (Err(e), None) => {
-                return Err(match e {
+                let reply = match e {
                     SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                     SendError::Pool(PoolError::Connect(c)) => {
                         record.upstream_failure = Some(c.to_string());
@@ -413,6 +413,11 @@ pub async fn forward(
                         cluster.stats().rq_timeout.inc();
                         LocalReply::upstream_timeout()
                     }
+                };
+                return Err(if attempt > 1 {
+                    reply.after_retries()
+                } else {
+                    reply
                 });
             }
             (outcome, Some(slot)) => {
