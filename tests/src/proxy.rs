@@ -187,6 +187,16 @@ impl Proxy {
         crate::curl::raw_http("POST", self.admin, path)
     }
 
+    /// The `/clusters` health flags of `cluster`'s host on 127.0.0.1:`port` (`healthy`,
+    /// or Envoy's `/failed_...` flags; empty when the host is not listed).
+    pub fn health_flags(&self, cluster: &str, port: u16) -> String {
+        let (_, body) = self.admin_get("/clusters").unwrap_or_default();
+        let key = format!("{cluster}::127.0.0.1:{port}::health_flags::");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key).map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// The value of one stat from `/stats` text format.
     pub fn stat(&self, name: &str) -> Option<i64> {
         let (_, body) = self.admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))?;

@@ -47,6 +47,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub received: std::time::Instant,
 }
 
 impl Recorded {
@@ -272,6 +274,7 @@ async fn serve<I>(
                 version: format!("{:?}", parts.version),
                 headers,
                 body,
+                received: std::time::Instant::now(),
             });
             let b = {
                 let mut current = behavior.lock().unwrap();

@@ -17,17 +17,9 @@ fn config(port: u16, ports: &[u16], check: Value) -> String {
     )
 }
 
-fn flags(p: &Proxy, upstream_port: u16) -> String {
-    let (_, body) = p.admin_get("/clusters").unwrap_or_default();
-    let key = format!("c::127.0.0.1:{upstream_port}::health_flags::");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&key).map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn wait_flags(p: &Proxy, upstream_port: u16, want: &str) {
     e2e::wait_until(15, &format!("{upstream_port} {want}"), || {
-        flags(p, upstream_port) == want
+        p.health_flags("c", upstream_port) == want
     });
 }
 
@@ -128,7 +120,7 @@ fn tcp_health_checks_match_envoy() {
             |p, _| {
                 // Two rounds of checks have run.
                 std::thread::sleep(std::time::Duration::from_millis(1500));
-                (flags(p, echo.port), flags(p, dead))
+                (p.health_flags("c", echo.port), p.health_flags("c", dead))
             },
         );
         if let Some(seen) = envoy {
@@ -179,7 +171,11 @@ fn grpc_health_checks_match_envoy() {
                     r.body.clone(),
                 )
             });
-            (request, flags(p, serving.port), flags(p, not_serving.port))
+            (
+                request,
+                p.health_flags("c", serving.port),
+                p.health_flags("c", not_serving.port),
+            )
         },
     );
     if let Some((request, good, bad)) = envoy {

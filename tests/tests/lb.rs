@@ -345,9 +345,16 @@ fn circuit_breakers_overflow_like_envoy() {
             status: 503,
             ..Default::default()
         });
+        // The first request gets the connection, the second (100 ms later) waits for
+        // it, the last three come while both are in progress.
         let burst = |path: &'static str| {
             let handles: Vec<_> = (0..5)
-                .map(|_| std::thread::spawn(move || curl::get(port, path, &[]).status))
+                .map(|i| {
+                    if i < 3 {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    std::thread::spawn(move || curl::get(port, path, &[]).status)
+                })
                 .collect();
             let mut statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
             statuses.sort();

@@ -46,15 +46,6 @@ fn hits(upstream: &Upstream, run: impl FnOnce() -> usize) -> usize {
     upstream.count() - before
 }
 
-/// The `/clusters` health flags of the host on `upstream_port` in cluster `c`.
-fn health(p: &Proxy, upstream_port: u16) -> String {
-    let (_, body) = p.admin_get("/clusters").unwrap_or_default();
-    let key = format!("c::127.0.0.1:{upstream_port}::health_flags::");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&key).map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn od_stat(p: &Proxy, name: &str) -> i64 {
     p.stat(&format!("cluster.c.outlier_detection.{name}"))
         .unwrap_or(-1)
@@ -82,7 +73,7 @@ fn consecutive_5xx_case(merge_window: Option<&str>) {
     let envoy = agree_with_envoy(
         |port| config(port, &[bad.port, good.port], extra.clone()),
         |p, port| {
-            let ejected = || health(p, bad.port) == "/failed_outlier_check";
+            let ejected = || p.health_flags("c", bad.port) == "/failed_outlier_check";
             // Three 503s, then traffic only to the good host.
             bad.set(failing(503));
             let first = (hits(&bad, || requests(port, 20)), ejected());
@@ -174,7 +165,7 @@ fn ejection_cap_and_enforcement_match_envoy() {
                 c.set(Behavior::default());
                 d.set(Behavior::default());
                 requests(port, 24);
-                let flags = [a.port, b.port].map(|u| health(p, u));
+                let flags = [a.port, b.port].map(|u| p.health_flags("c", u));
                 let ejected = flags
                     .iter()
                     .filter(|f| *f == "/failed_outlier_check")
@@ -238,7 +229,7 @@ fn local_origin_errors_split_or_not_like_envoy() {
                     "ejections_active",
                 ]
                 .map(|s| od_stat(p, s));
-                (ok, health(p, dead), stats)
+                (ok, p.health_flags("c", dead), stats)
             },
         );
         if let Some((ok, flags, stats)) = envoy {
@@ -300,7 +291,7 @@ fn success_rate_and_failure_percentage_rules_eject_like_envoy() {
                         break;
                     }
                 }
-                let flags: Vec<String> = ports.iter().map(|u| health(p, *u)).collect();
+                let flags: Vec<String> = ports.iter().map(|u| p.health_flags("c", *u)).collect();
                 let enforced = od_stat(p, &format!("ejections_enforced_{rule}"));
                 (flags, enforced)
             },

@@ -627,3 +627,46 @@ fn close_after_headers_is_not_retried_like_envoy() {
         );
     }
 }
+
+/// Retry spacing: with `retry_back_off` base 0.1 s (max 1 s), the n-th back-off is drawn
+/// from [0, 0.1 s x 2^(n-1)) (full jitter): every gap between attempts stays within its
+/// bound (plus a little for the exchange itself), and the third gaps average well above
+/// zero. Both proxies hold to it.
+#[test]
+fn retry_back_off_spacing_stays_within_bounds_like_envoy() {
+    let up = Upstream::http("spaced");
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c",
+            "retry_policy": {"retry_on": "5xx", "num_retries": 3,
+                "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![cluster("c", &[up.port], json!({}))],
+        )
+    };
+    let envoy = agree_with_envoy(cfg, |_, port| {
+        up.set(fail(503, 0));
+        let mut within = true;
+        let mut third = Vec::new();
+        for _ in 0..6 {
+            let before = up.count();
+            assert_eq!(curl::get(port, "/", &[]).status, 503);
+            let times: Vec<_> = up.requests()[before..].iter().map(|r| r.received).collect();
+            assert_eq!(times.len(), 4, "one try and three retries");
+            for (n, pair) in times.windows(2).enumerate() {
+                let gap = pair[1] - pair[0];
+                let bound = std::time::Duration::from_millis(100 << n)
+                    + std::time::Duration::from_millis(60);
+                within &= gap < bound;
+                if n == 2 {
+                    third.push(gap.as_millis());
+                }
+            }
+        }
+        let mean_third = third.iter().sum::<u128>() / third.len() as u128;
+        (within, mean_third > 60)
+    });
+    if let Some(seen) = envoy {
+        assert_eq!(seen, (true, true));
+    }
+}
