@@ -291,7 +291,8 @@ pub async fn forward(
     // it; the first response that is not retried wins and the others are reset.
     let hedging = f.hedge.or(ctx.vhost.hedge).unwrap_or(false)
         && policy.is_some_and(|p| p.per_try_timeout.is_some());
-    let mut racing: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
+    // Created only when hedging (a JoinSet allocates).
+    let mut racing: Option<tokio::task::JoinSet<Finished>> = None;
     let mut launch = true;
     let (resp, lease, local, host, active) = 'attempts: loop {
         let (host, active, outcome) = if launch {
@@ -331,8 +332,9 @@ pub async fn forward(
                 }
             };
             let finished = if hedging {
+                let racing = racing.get_or_insert_with(tokio::task::JoinSet::new);
                 racing.spawn(exchange);
-                next_finished(&mut racing, try_deadline).await
+                next_finished(racing, try_deadline).await
             } else {
                 match try_deadline {
                     Some(d) => tokio::time::timeout_at(d, exchange).await.ok(),
@@ -348,15 +350,18 @@ pub async fn forward(
         } else {
             // No attempt left to start: wait for the racing ones until the route timeout.
             let last = tried.last().map(|(h, _)| h.clone());
-            match (next_finished(&mut racing, deadline).await, last) {
+            let racing = racing.get_or_insert_with(tokio::task::JoinSet::new);
+            match (next_finished(racing, deadline).await, last) {
                 (Some(finished), _) => finished,
                 (None, Some(host)) => (host, None, Err(SendError::Timeout)),
                 (None, None) => return Err(LocalReply::upstream_timeout()),
             }
         };
         launch = true;
-        if let Some(result) = outlier_outcome(&outcome, grpc) {
-            cluster.report(&host, result);
+        if cluster.outlier_detector().is_some() {
+            if let Some(result) = outlier_outcome(&outcome, grpc) {
+                cluster.report(&host, result);
+            }
         }
         let in_time = deadline.is_none_or(|d| tokio::time::Instant::now() < d);
         // Decide whether this attempt is final; retries need a slot of `max_retries` (or of
@@ -386,7 +391,9 @@ pub async fn forward(
         };
         // A failure (or a response that would be retried) is not final while hedged
         // attempts are still racing: wait for them.
-        let keep_racing = !racing.is_empty() && in_time && (retriable || outcome.is_err());
+        let keep_racing = racing.as_ref().is_some_and(|r| !r.is_empty())
+            && in_time
+            && (retriable || outcome.is_err());
         if retriable && retry_slot.is_none() && !keep_racing {
             record
                 .flags
@@ -444,9 +451,10 @@ pub async fn forward(
                 }
                 // A racing attempt that answers for good during the back-off wins at once.
                 let resume = tokio::time::Instant::now() + pause;
-                while let Some((host, active, outcome)) =
-                    next_finished(&mut racing, Some(resume)).await
-                {
+                while let Some((host, active, outcome)) = match racing.as_mut() {
+                    Some(racing) => next_finished(racing, Some(resume)).await,
+                    None => None,
+                } {
                     if let Some(result) = outlier_outcome(&outcome, grpc) {
                         cluster.report(&host, result);
                     }

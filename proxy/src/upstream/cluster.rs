@@ -201,8 +201,9 @@ pub struct Cluster {
     outlier: Option<Detector>,
     /// When ejections and returns reach the load split (`update_merge_window`).
     health_updates: Mutex<HealthUpdates>,
-    /// Zone-aware routing's view, when the bootstrap names a local cluster.
-    zone: RwLock<Option<Arc<ZoneContext>>>,
+    /// Zone-aware routing's view, when the bootstrap names a local cluster (set once, by
+    /// the cluster manager; read on every pick).
+    zone: std::sync::OnceLock<Arc<ZoneContext>>,
     /// Itself, for the task that delivers merged health updates.
     me: Weak<Cluster>,
     /// Wakes the health checker when hosts come and go.
@@ -254,7 +255,7 @@ impl Cluster {
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             membership_changed: tokio::sync::Notify::new(),
-            zone: RwLock::new(None),
+            zone: std::sync::OnceLock::new(),
             health_updates: Mutex::new(HealthUpdates::default()),
             resources: Resources {
                 connections: Resource::new(t.max_connections),
@@ -616,12 +617,13 @@ impl Cluster {
     /// Sets zone-aware routing's view (the cluster manager does, when the bootstrap names
     /// a local cluster) and regroups the hosts by locality.
     pub fn set_zone_context(&self, context: Arc<ZoneContext>) {
-        *self.zone.write().unwrap_or_else(|e| e.into_inner()) = Some(context);
-        self.split_load();
+        if self.zone.set(context).is_ok() {
+            self.split_load();
+        }
     }
 
-    fn zone_context(&self) -> Option<Arc<ZoneContext>> {
-        self.zone.read().unwrap_or_else(|e| e.into_inner()).clone()
+    fn zone_context(&self) -> Option<&Arc<ZoneContext>> {
+        self.zone.get()
     }
 
     fn priorities(&self) -> Arc<Priorities> {
