@@ -79,6 +79,12 @@ impl IdleClock {
             .store(value, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether the connection has been idle for at least `timeout`.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        let since = self.since_ms.load(std::sync::atomic::Ordering::Relaxed);
+        since != 0 && Self::now_ms().saturating_sub(since) >= timeout.as_millis() as u64
+    }
+
     /// Resolves once the connection has been idle for `timeout` without interruption.
     async fn expired(&self, timeout: Duration) {
         let timeout_ms = timeout.as_millis() as u64;
@@ -108,7 +114,6 @@ impl Lease {
 
 struct Idle {
     sender: http1::SendRequest<Body>,
-    since: Instant,
     requests: u32,
     clock: Arc<IdleClock>,
 }
@@ -240,7 +245,7 @@ impl HostPool {
             st.h2 = None;
         }
         while let Some(idle) = st.idle.pop() {
-            let expired = idle_timeout.is_some_and(|t| idle.since.elapsed() >= t);
+            let expired = idle_timeout.is_some_and(|t| idle.clock.idle_for(t));
             if !expired && !idle.sender.is_closed() {
                 idle.clock.set_idle(false);
                 return Some(Checkout::Http1(Lease {
@@ -262,7 +267,6 @@ impl HostPool {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.idle.push(Idle {
                 sender: lease.sender,
-                since: Instant::now(),
                 requests,
                 clock: lease.clock,
             });

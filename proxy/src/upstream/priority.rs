@@ -99,6 +99,19 @@ fn split(health: &[u64]) -> Vec<u64> {
     bounds
 }
 
+/// A level's hosts grouped by locality index, in index order (each group non-empty).
+fn by_locality<'a>(level: &[&'a Ranked]) -> Vec<(u32, Vec<&'a Ranked>)> {
+    let mut groups: Vec<(u32, Vec<&Ranked>)> = Vec::new();
+    for r in level {
+        match groups.iter_mut().find(|(id, _)| *id == r.locality.0) {
+            Some((_, members)) => members.push(r),
+            None => groups.push((r.locality.0, vec![r])),
+        }
+    }
+    groups.sort_unstable_by_key(|(id, _)| *id);
+    groups
+}
+
 /// A level's localities with their cumulative effective weights: each locality's weight
 /// times its availability (healthy share times the overprovisioning factor, capped at 1;
 /// all hosts count in panic). Localities without weight or without hosts to pick get none.
@@ -107,13 +120,9 @@ fn weighted_localities(
     panic: bool,
     overprovisioning: u32,
 ) -> Vec<(Arc<HostSet>, u64)> {
-    let mut ids: Vec<u32> = level.iter().map(|r| r.locality.0).collect();
-    ids.sort_unstable();
-    ids.dedup();
     let mut until = 0;
     let mut out = Vec::new();
-    for id in ids {
-        let members: Vec<&&Ranked> = level.iter().filter(|r| r.locality.0 == id).collect();
+    for (_, members) in by_locality(level) {
         let weight = u64::from(members[0].locality.1);
         let usable: Vec<Arc<Host>> = members
             .iter()
@@ -139,17 +148,15 @@ pub type Zone = (u32, Arc<HostSet>);
 
 /// A level's healthy hosts grouped by locality index, in index order.
 fn healthy_by_locality(level: &[&Ranked]) -> Vec<Zone> {
-    let mut ids: Vec<u32> = level.iter().map(|r| r.locality.0).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.into_iter()
-        .map(|id| {
-            let hosts = level
+    by_locality(level)
+        .into_iter()
+        .map(|(id, members)| {
+            let healthy = members
                 .iter()
-                .filter(|r| r.locality.0 == id && r.healthy)
+                .filter(|r| r.healthy)
                 .map(|r| r.host.clone())
                 .collect();
-            (id, HostSet::new(hosts))
+            (id, HostSet::new(healthy))
         })
         .collect()
 }

@@ -192,3 +192,62 @@ fn random_up_to(max: Duration) -> Duration {
 async fn sleep_up_to(max: Duration) {
     tokio::time::sleep(random_up_to(max)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::health_check::Probe;
+
+    fn config() -> HealthCheckConfig {
+        let s = Duration::from_secs;
+        HealthCheckConfig {
+            probe: Probe::Tcp {
+                send: Vec::new(),
+                receive: Vec::new(),
+            },
+            timeout: s(1),
+            interval: s(10),
+            unhealthy_interval: s(20),
+            unhealthy_edge_interval: s(30),
+            healthy_edge_interval: s(40),
+            no_traffic_interval: s(50),
+            no_traffic_healthy_interval: s(60),
+            initial_jitter: Duration::ZERO,
+            interval_jitter: Duration::ZERO,
+            interval_jitter_percent: 0,
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            reuse_connection: true,
+        }
+    }
+
+    #[test]
+    fn each_state_has_its_interval() {
+        let c = config();
+        let s = Duration::from_secs;
+        assert_eq!(next_interval(&c, false, false, false), s(60));
+        assert_eq!(next_interval(&c, false, true, true), s(50));
+        assert_eq!(next_interval(&c, true, false, true), s(40));
+        assert_eq!(next_interval(&c, true, true, true), s(30));
+        assert_eq!(next_interval(&c, true, false, false), s(10));
+        assert_eq!(next_interval(&c, true, true, false), s(20));
+    }
+
+    #[test]
+    fn jitter_adds_up_to_its_bounds() {
+        let c = HealthCheckConfig {
+            interval_jitter: Duration::from_secs(1),
+            interval_jitter_percent: 50,
+            ..config()
+        };
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| next_interval(&c, true, false, false))
+            .collect();
+        let (base, most) = (Duration::from_secs(10), Duration::from_secs(16));
+        assert!(waits.iter().all(|w| *w >= base && *w < most), "{waits:?}");
+        assert!(
+            waits.iter().any(|w| *w > base + Duration::from_secs(1)),
+            "jitter is drawn"
+        );
+    }
+}
