@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod io;
+pub mod istio;
 pub mod listener;
 pub mod logging;
 pub mod memory;

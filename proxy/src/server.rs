@@ -92,7 +92,7 @@ impl Server {
         let listeners = bootstrap
             .listeners
             .iter()
-            .map(|l| ActiveListener::new(l.clone(), &root, flush))
+            .map(|l| ActiveListener::new(l.clone(), &root, flush, &bootstrap.node_proto))
             .collect::<std::io::Result<Vec<_>>>()?;
         let server = Arc::new(Server {
             workers: Workers::new(concurrency(&options)),

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod curl;
+pub mod istio;
 pub mod proxy;
 pub mod tls_client;
 pub mod upstream;

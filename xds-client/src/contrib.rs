@@ -2,8 +2,8 @@
 //! published field numbers: the descriptors join the pool (so proto3 JSON and the config
 //! checker know them) and the prost structs decode them.
 
-use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+use crate::proto_def::{field, file, message, Kind};
+use prost_types::FileDescriptorProto;
 
 /// Full name of the cryptomb private key provider's config
 /// (`envoy/extensions/private_key_providers/cryptomb/v3alpha/cryptomb.proto`).
@@ -22,42 +22,20 @@ pub struct CryptoMbPrivateKeyMethodConfig {
     pub poll_delay: Option<crate::proto::google::protobuf::Duration>,
 }
 
-/// A singular message field of a descriptor.
-fn message_field(name: &str, json: &str, number: i32, type_name: &str) -> FieldDescriptorProto {
-    FieldDescriptorProto {
-        name: Some(name.into()),
-        json_name: Some(json.into()),
-        number: Some(number),
-        label: Some(Label::Optional as i32),
-        r#type: Some(Type::Message as i32),
-        type_name: Some(type_name.into()),
-        ..Default::default()
-    }
-}
-
 /// The contrib files to add to the descriptor pool.
 pub fn files() -> Vec<FileDescriptorProto> {
-    vec![FileDescriptorProto {
-        name: Some("envoy/extensions/private_key_providers/cryptomb/v3alpha/cryptomb.proto".into()),
-        package: Some("envoy.extensions.private_key_providers.cryptomb.v3alpha".into()),
-        dependency: vec![
-            "envoy/config/core/v3/base.proto".into(),
-            "google/protobuf/duration.proto".into(),
-        ],
-        message_type: vec![DescriptorProto {
-            name: Some("CryptoMbPrivateKeyMethodConfig".into()),
-            field: vec![
-                message_field(
-                    "private_key",
-                    "privateKey",
-                    1,
-                    ".envoy.config.core.v3.DataSource",
-                ),
-                message_field("poll_delay", "pollDelay", 2, ".google.protobuf.Duration"),
+    vec![file(
+        "envoy/extensions/private_key_providers/cryptomb/v3alpha/cryptomb.proto",
+        "envoy.extensions.private_key_providers.cryptomb.v3alpha",
+        &["envoy/config/core/v3/base.proto", "google/protobuf/duration.proto"],
+        vec![message(
+            "CryptoMbPrivateKeyMethodConfig",
+            vec![
+                field("private_key", 1, Kind::Message(".envoy.config.core.v3.DataSource")),
+                field("poll_delay", 2, Kind::Message(".google.protobuf.Duration")),
             ],
-            ..Default::default()
-        }],
-        syntax: Some("proto3".into()),
-        ..Default::default()
-    }]
+            vec![],
+        )],
+        vec![],
+    )]
 }

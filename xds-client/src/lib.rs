@@ -7,7 +7,9 @@
 pub mod ads;
 pub mod contrib;
 pub mod descriptors;
+pub mod istio;
 pub mod json;
+pub mod proto_def;
 pub mod typed_struct;
 
 /// Envoy's generated protobuf types (v3 API, xds, udpa, google.protobuf), re-exported so

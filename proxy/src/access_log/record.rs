@@ -140,6 +140,15 @@ pub struct Record {
     pub route_name: Option<String>,
     /// Peer certificate URI SAN.
     pub peer_uri_san: Option<String>,
+    /// Our own certificate's first URI SAN on the downstream TLS connection.
+    pub local_uri_san: Option<String>,
+    /// The upstream TLS peer certificate's first URI SAN.
+    pub upstream_peer_uri_san: Option<String>,
+    /// Our client certificate's first URI SAN on the upstream TLS connection.
+    pub upstream_local_uri_san: Option<String>,
+    /// What Istio's filters learnt about the stream (peers, cluster and endpoint
+    /// metadata).
+    pub istio: crate::istio::StreamFacts,
     /// Connection id.
     pub connection_id: u64,
     /// Upstream attempts.
@@ -176,6 +185,10 @@ impl Record {
             requested_server_name: None,
             route_name: None,
             peer_uri_san: None,
+            local_uri_san: None,
+            upstream_peer_uri_san: None,
+            upstream_local_uri_san: None,
+            istio: Default::default(),
             connection_id,
             attempt_count: 0,
         }

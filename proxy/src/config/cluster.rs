@@ -94,6 +94,9 @@ pub struct EndpointConfig {
     /// That locality's `load_balancing_weight` (0 when unset: no traffic under
     /// locality-weighted balancing).
     pub locality_weight: u32,
+    /// Its `metadata.filter_metadata.istio.workload` (Istio's telemetry fallback for a
+    /// peer that announced nothing).
+    pub istio_workload: Option<Arc<str>>,
 }
 
 /// Where endpoints (or the proxy itself) run: region, zone, sub-zone; two localities are
@@ -288,6 +291,8 @@ pub struct ClusterConfig {
     pub slow_start: Option<SlowStart>,
     /// Zone-aware routing settings.
     pub zone_aware: ZoneAware,
+    /// `metadata.filter_metadata.istio` as Istio's filters read it.
+    pub istio: Option<Arc<crate::istio::ClusterIstioMetadata>>,
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -432,6 +437,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         locality_weighted,
         slow_start: slow_start(c, path)?,
         zone_aware: zone_aware(c, path)?,
+        istio: crate::istio::ClusterIstioMetadata::from_metadata(c.metadata.as_ref()),
         update_merge_window: match c
             .common_lb_config
             .as_ref()
@@ -815,6 +821,7 @@ fn endpoints(
                     .load_balancing_weight
                     .as_ref()
                     .map_or(0, |w| w.value),
+                istio_workload: crate::istio::endpoint_workload(lbe.metadata.as_ref()),
             });
         }
     }

@@ -42,6 +42,10 @@ pub enum HttpFilterConfig {
     /// Fault injection (delays and aborts), with the filter's name, which routes'
     /// `typed_per_filter_config` uses to replace or disable it.
     Fault(String, Arc<super::fault::FaultConfig>),
+    /// Istio's HTTP metadata exchange (`io.istio.http.peer_metadata.Config`).
+    PeerMetadata(Arc<crate::istio::peer_metadata::PeerMetadataConfig>),
+    /// Istio's standard metrics (`stats.PluginConfig`).
+    IstioStats(Arc<crate::istio::stats::IstioStatsConfig>),
 }
 
 /// A translated HttpConnectionManager.
@@ -312,6 +316,14 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
             super::fault::TYPE_NAME => {
                 let c = super::fault::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::Fault(f.name.clone(), Arc::new(c)));
+            }
+            crate::istio::peer_metadata::TYPE_NAME => {
+                let c = crate::istio::peer_metadata::translate(&any.value, &tp)?;
+                out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));
+            }
+            crate::istio::stats::TYPE_NAME => {
+                let c = crate::istio::stats::translate(&any.value, &tp)?;
+                out.push(HttpFilterConfig::IstioStats(Arc::new(c)));
             }
             _ => {
                 return Err(ConfigError::at(

@@ -119,6 +119,8 @@ pub struct ListenerConfig {
     pub buffer_limit: usize,
     /// `traffic_direction: INBOUND` (`/drain_listeners?inboundonly`).
     pub inbound: bool,
+    /// `traffic_direction: OUTBOUND` (Istio's filters report as the client side).
+    pub outbound: bool,
 }
 
 /// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
@@ -217,6 +219,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             .map(|v| v.value as usize)
             .unwrap_or(1024 * 1024),
         inbound: l.traffic_direction == 1,
+        outbound: l.traffic_direction == 2,
     })
 }
 

@@ -230,6 +230,28 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.compression.gzip.compressor.v3.Gzip", ["compression_level", "window_bits", "memory_level", "chunk_size"]),
     msg!("envoy.extensions.compression.brotli.compressor.v3.Brotli", ["quality", "window_bits", "chunk_size"]),
     msg!("envoy.extensions.compression.zstd.compressor.v3.Zstd", ["compression_level", "chunk_size"]),
+    // --- Istio's HTTP filters ------------------------------------------------------------
+    msg!("stats.PluginConfig", [
+        "disable_host_header_fallback", "reporter", "metrics", "definitions",
+        "tcp_reporting_duration" = "only spaces periodic reports of long-lived streams; meshproxy reports each request once, at its end, with the same totals",
+        "rescoping_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
+        "scope_grace_period_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
+    ]),
+    msg!("stats.MetricConfig", [
+        "dimensions", "name", "tags_to_remove", "drop",
+        "match" = "Istio's own filter does not implement it either",
+    ]),
+    msg!("stats.MetricDefinition", ["name", "value", "type"]),
+    msg!("io.istio.http.peer_metadata.Config", [
+        "downstream_discovery", "upstream_discovery", "downstream_propagation",
+        "upstream_propagation", "additional_labels",
+        "shared_with_upstream" = "only exposes the peer to upstream internal listeners, which are not supported",
+    ]),
+    msg!("io.istio.http.peer_metadata.Config.DiscoveryMethod", ["baggage", "workload_discovery", "istio_headers"]),
+    msg!("io.istio.http.peer_metadata.Config.PropagationMethod", ["istio_headers"]),
+    msg!("io.istio.http.peer_metadata.Config.IstioHeaders", ["skip_external_clusters"]),
+    msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
+    msg!("io.istio.http.peer_metadata.Config.Baggage", []),
     // --- routes --------------------------------------------------------------------------
     msg!("envoy.config.route.v3.RouteConfiguration", [
         "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",

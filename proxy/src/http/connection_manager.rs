@@ -17,6 +17,8 @@ use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, S
 use crate::config::per_filter::{PerFilter, PerFilterConfigs};
 use crate::config::route::{Action, Redirect, RequireTls};
 use crate::io::{BoxIo, CountingIo};
+use crate::istio::peer_metadata::PeerMetadata;
+use crate::istio::stats::IstioStats;
 use crate::listener::ConnectionInfo;
 use crate::server::Server;
 use crate::stats::{Counter, Gauge, Histogram, Scope};
@@ -70,9 +72,52 @@ fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
 }
 
 /// A connection manager instance (one per filter chain).
+/// The node a listener serves, for the filters that announce or report it.
+pub struct LocalNode<'a> {
+    /// The bootstrap's node (id, metadata).
+    pub node: &'a xds_client::proto::envoy::config::core::v3::Node,
+    /// The listener's traffic direction is OUTBOUND.
+    pub outbound: bool,
+}
+
+/// Istio's filters of one HTTP connection manager, ready to serve.
+#[derive(Default)]
+struct IstioFilters {
+    /// Metadata exchange, in filter order.
+    exchange: Vec<PeerMetadata>,
+    /// Standard metrics, in filter order.
+    stats: Vec<IstioStats>,
+}
+
+impl IstioFilters {
+    fn new(filters: &[HttpFilterConfig], local: &LocalNode, root: &Scope) -> Self {
+        let metadata = local.node.metadata.clone().unwrap_or_default();
+        let mut out = IstioFilters::default();
+        for f in filters {
+            match f {
+                HttpFilterConfig::PeerMetadata(c) => out.exchange.push(PeerMetadata::new(
+                    c.clone(),
+                    &local.node.id,
+                    &metadata,
+                )),
+                HttpFilterConfig::IstioStats(c) => out.stats.push(IstioStats::new(
+                    c.clone(),
+                    &metadata,
+                    local.outbound,
+                    root,
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 pub struct HttpConnectionManager {
     config: Arc<HttpConnectionManagerConfig>,
     stats: HttpStats,
+    /// Istio's metadata exchange and metrics filters.
+    istio: IstioFilters,
     /// `fault.*` stats, when a fault filter is configured.
     fault_stats: Option<FaultStats>,
     access_logs: Vec<AccessLogger>,
@@ -119,6 +164,7 @@ impl HttpConnectionManager {
         root: &Scope,
         listener: &Scope,
         flush: std::time::Duration,
+        local: &LocalNode,
     ) -> std::io::Result<Arc<Self>> {
         let s = root.tagged(
             "http",
@@ -130,6 +176,7 @@ impl HttpConnectionManager {
             "envoy_http_conn_manager_prefix",
             &config.stat_prefix,
         );
+        let istio = IstioFilters::new(&config.filters, local, root);
         let access_logs: Vec<AccessLogger> = config
             .access_logs
             .iter()
@@ -165,11 +212,13 @@ impl HttpConnectionManager {
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
             record_request_headers: !access_logs.is_empty()
+                || !istio.stats.is_empty()
                 || config
                     .routes
                     .inline()
                     .is_none_or(|r| r.has_formatted_headers()),
             access_logs,
+            istio,
             drain: Arc::default(),
             config,
         }))
@@ -338,6 +387,7 @@ impl HttpConnectionManager {
         record.downstream_local = info.local;
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
+        record.local_uri_san = info.local_uri_san.clone();
         let accept_encoding = req.headers().clone();
         let grpc_request = headers::is_grpc(req.headers());
         let c = &self.config;
@@ -374,7 +424,7 @@ impl HttpConnectionManager {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
-        if !self.access_logs.is_empty() {
+        if !self.access_logs.is_empty() || !self.istio.stats.is_empty() {
             record.response_headers = resp.headers().clone();
         }
         let idle = activity.idle_timeout(self.config.stream_idle_timeout);
@@ -432,7 +482,7 @@ impl HttpConnectionManager {
             .iter()
             .filter_map(|f| match f {
                 HttpFilterConfig::Compressor(k) => Some(k.clone()),
-                HttpFilterConfig::Fault(..) => None,
+                _ => None,
             })
             .collect();
         if compressors.is_empty() {
@@ -637,6 +687,13 @@ impl HttpConnectionManager {
             _ => None,
         };
         let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
+        if let Some(name) = cluster_name.filter(|_| !self.istio.exchange.is_empty() || !self.istio.stats.is_empty()) {
+            record.istio.cluster = server.clusters.get(name).and_then(|c| c.config.istio.clone());
+        }
+        let istio_cluster = cluster_name.map(|n| (n, record.istio.cluster.as_deref()));
+        for x in &self.istio.exchange {
+            x.on_request(req.headers_mut(), istio_cluster, &mut record.istio.peers);
+        }
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
         let injected = self
             .inject_faults(req.headers(), per_filter, cluster_name, record)
@@ -723,6 +780,15 @@ impl HttpConnectionManager {
             routes.most_specific_wins,
             record,
         );
+        let istio_cluster = record
+            .upstream_cluster
+            .as_deref()
+            .map(|n| (n, record.istio.cluster.as_deref()));
+        let mut peers = std::mem::take(&mut record.istio.peers);
+        for x in self.istio.exchange.iter().rev() {
+            x.on_response(resp.headers_mut(), istio_cluster, &mut peers);
+        }
+        record.istio.peers = peers;
         if let Some(t) = injected.throttle {
             resp = resp.map(|body| Throttled::new(body, t.bytes_per_second, t.active).boxed());
         }
@@ -790,10 +856,27 @@ impl HttpConnectionManager {
                 .flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
+        if !self.istio.stats.is_empty() {
+            let grpc = headers::is_grpc(&record.request_headers);
+            let request_bytes = header_bytes(&record.request_headers) + record.bytes_received;
+            let response_bytes = header_bytes(&record.response_headers) + record.bytes_sent;
+            for s in &self.istio.stats {
+                s.record(&record, grpc, request_bytes, response_bytes);
+            }
+        }
         for l in &self.access_logs {
             l.log(&record);
         }
     }
+}
+
+/// The size of `headers` in HTTP/1.1 text form (`name: value\r\n` each), which is what
+/// Istio's byte metrics count of them.
+fn header_bytes(headers: &http::HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
+        .sum()
 }
 
 fn upgrade_check(

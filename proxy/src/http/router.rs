@@ -302,6 +302,7 @@ pub async fn forward(
                 return Err(LocalReply::no_healthy_upstream());
             };
             record.upstream_host = Some(host.address_string.clone());
+            record.istio.upstream_workload = host.istio_workload.clone();
             tried.push((host.clone(), level));
             let authority = match &f.host_rewrite {
                 HostRewrite::Literal(h) => h.clone(),
@@ -475,6 +476,7 @@ pub async fn forward(
         cluster.stats().rq_retry_success.inc();
     }
     record.upstream_host = Some(host.address_string.clone());
+    record.istio.upstream_workload = host.istio_workload.clone();
     record.upstream_local = local;
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);

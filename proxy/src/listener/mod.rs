@@ -41,6 +41,8 @@ pub struct ConnectionInfo {
     pub alpn: Option<Vec<u8>>,
     /// The client certificate's first URI SAN.
     pub peer_uri_san: Option<String>,
+    /// Our certificate's first URI SAN (what Istio reports as the local principal).
+    pub local_uri_san: Option<String>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
     pub inbound: bool,
 }
@@ -90,11 +92,13 @@ pub struct ActiveListener {
 }
 
 impl ActiveListener {
-    /// Builds the runtime of every chain (access-log writers, stats).
+    /// Builds the runtime of every chain (access-log writers, stats, and the filters
+    /// that announce or report the local `node`).
     pub fn new(
         config: Arc<ListenerConfig>,
         root: &Scope,
         flush: std::time::Duration,
+        node: &xds_client::proto::envoy::config::core::v3::Node,
     ) -> std::io::Result<Arc<Self>> {
         let scope = root.tagged("listener", "envoy_listener_address", &config.stat_prefix);
         let build = |c: &FilterChain| -> std::io::Result<ChainRuntime> {
@@ -107,6 +111,10 @@ impl ActiveListener {
                         root,
                         &scope,
                         flush,
+                        &crate::http::connection_manager::LocalNode {
+                            node,
+                            outbound: config.outbound,
+                        },
                     )?),
                     Terminal::Tcp(t) => {
                         TerminalRuntime::Tcp(TcpProxy::new(t.clone(), root, flush)?)

@@ -107,10 +107,18 @@ pub fn json(store: &Store, sel: &Selection) -> serde_json::Value {
     serde_json::json!({ "stats": stats })
 }
 
+/// Stat namespaces registered by extensions: Prometheus names drop the namespace and
+/// take no `envoy_` prefix (`istiocustom.istio_requests_total` -> `istio_requests_total`).
+const CUSTOM_NAMESPACES: [&str; 1] = ["istiocustom."];
+
 fn prometheus_name(extracted: &str) -> String {
-    let mut s = String::from("envoy_");
+    let custom = CUSTOM_NAMESPACES
+        .iter()
+        .find_map(|ns| extracted.strip_prefix(ns));
+    let mut s = String::from(if custom.is_some() { "" } else { "envoy_" });
     s.extend(
-        extracted
+        custom
+            .unwrap_or(extracted)
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
     );
@@ -221,6 +229,17 @@ mod tests {
         assert!(prom.contains("# TYPE envoy_http_downstream_rq_xx counter\nenvoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix=\"ingress\",envoy_response_code_class=\"2\"} 3\n"), "{prom}");
         assert!(prom.contains("envoy_server_live 1\n"), "{prom}");
         assert_eq!(json(&store, &used)["stats"][0]["value"], 3);
+        store
+            .root()
+            .child("istiocustom")
+            .counter_with_tags("istio_requests_total", &[("reporter", "source")])
+            .inc();
+        assert!(text(&store, &all).contains("istiocustom.istio_requests_total.reporter.source: 1\n"));
+        let prom = prometheus(&store, &all);
+        assert!(
+            prom.contains("# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"source\"} 1\n"),
+            "{prom}"
+        );
     }
 
     #[test]

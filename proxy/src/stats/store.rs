@@ -278,6 +278,48 @@ impl Scope {
             .get_or_create(full, extracted, self.tags.clone(), || kind);
     }
 
+    /// The stat `<prefix><name>` labelled with `tags` after its name: Envoy names a stat
+    /// created with tags (rather than extracted from its name) `<name>.<tag>.<value>...`
+    /// and its tag-extracted name is `<name>`.
+    fn with_tags(
+        &self,
+        name: &str,
+        tags: &[(&str, &str)],
+        make: impl FnOnce() -> StatKind,
+    ) -> StatKind {
+        let (mut full, extracted) = self.names(name);
+        let mut all = self.tags.clone();
+        for (k, v) in tags {
+            full.push_str(&format!(".{k}.{v}"));
+            all.push((k.to_string(), v.to_string()));
+        }
+        self.store.get_or_create(full, extracted, all, make)
+    }
+
+    /// The counter `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
+    pub fn counter_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Counter> {
+        match self.with_tags(name, tags, || StatKind::Counter(Default::default())) {
+            StatKind::Counter(c) => c,
+            _ => Arc::default(),
+        }
+    }
+
+    /// The gauge `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
+    pub fn gauge_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Gauge> {
+        match self.with_tags(name, tags, || StatKind::Gauge(Default::default())) {
+            StatKind::Gauge(g) => g,
+            _ => Arc::default(),
+        }
+    }
+
+    /// The histogram `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
+    pub fn histogram_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Histogram> {
+        match self.with_tags(name, tags, || StatKind::Histogram(Default::default())) {
+            StatKind::Histogram(h) => h,
+            _ => Arc::default(),
+        }
+    }
+
     /// The histogram `<prefix><name>`.
     pub fn histogram(&self, name: &str) -> Arc<Histogram> {
         let (full, extracted) = self.names(name);

@@ -294,8 +294,11 @@ impl Cluster {
                     Address::Named(..) => return None,
                 };
                 Some(Ranked {
-                    host: self
-                        .keep_or_make(&previous, Host::new(address, e.hostname.clone(), e.weight)),
+                    host: self.keep_or_make(
+                        &previous,
+                        Host::new(address, e.hostname.clone(), e.weight)
+                            .with_istio_workload(e.istio_workload.clone()),
+                    ),
                     priority: e.priority,
                     healthy: e.healthy,
                     locality: (e.locality, e.locality_weight),
@@ -317,6 +320,7 @@ impl Cluster {
             r.host.address == host.address
                 && r.host.hostname == host.hostname
                 && r.host.weight == host.weight
+                && r.host.istio_workload == host.istio_workload
         });
         if let Some(r) = same {
             return r.host.clone();

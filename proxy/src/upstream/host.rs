@@ -36,6 +36,8 @@ pub struct Host {
     pub weight: u32,
     /// `address` rendered once for logs, stats and hashing.
     pub address_string: String,
+    /// Its endpoint's `istio.workload` metadata, for Istio's telemetry.
+    pub istio_workload: Option<std::sync::Arc<str>>,
     active_requests: AtomicU64,
     /// Its outlier record, in clusters with outlier detection (boxed: hosts of other
     /// clusters pay one pointer).
@@ -65,12 +67,19 @@ impl Host {
             hostname,
             weight: weight.max(1),
             address_string,
+            istio_workload: None,
             active_requests: AtomicU64::new(0),
             outlier: None,
             failed_health_check: AtomicBool::new(false),
             health_check_timed_out: AtomicBool::new(false),
             in_service_since: AtomicU64::new(nanos_since_epoch()),
         }
+    }
+
+    /// The same host carrying its endpoint's `istio.workload` metadata.
+    pub fn with_istio_workload(mut self, workload: Option<std::sync::Arc<str>>) -> Self {
+        self.istio_workload = workload;
+        self
     }
 
     /// The same host, out of service until its first active health check passes (new

@@ -290,7 +290,12 @@ pub fn apply_lds(
                 continue;
             }
         };
-        let active = match ActiveListener::new(config.clone(), &server.scope(), flush) {
+        let active = match ActiveListener::new(
+            config.clone(),
+            &server.scope(),
+            flush,
+            &server.bootstrap.node_proto,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 reject(format!("cannot create listener: {e}"));

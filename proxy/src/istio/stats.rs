@@ -1,0 +1,472 @@
+//! The `istio.stats` HTTP filter (`stats.PluginConfig`): Istio's standard request
+//! metrics, `istio_requests_total`, `istio_request_duration_milliseconds`,
+//! `istio_request_bytes` and `istio_response_bytes`, labelled with both workloads of the
+//! request in Istio's label order and value rules, plus the `istio_build` gauge. The
+//! stats live in the `istiocustom` namespace, which `/stats/prometheus` strips, so
+//! Prometheus sees the names Istio's dashboards query.
+
+use super::workload::Workload;
+use crate::access_log::record::Record;
+use crate::config::error::{join, ConfigError, Result};
+use crate::stats::Scope;
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::Arc;
+use xds_client::istio as proto;
+
+/// The filter's protobuf type name.
+pub const TYPE_NAME: &str = proto::STATS_CONFIG;
+
+/// The standard metrics (names without `istio_`), in Istio's registry.
+const METRICS: [&str; 10] = [
+    "requests_total",
+    "request_duration_milliseconds",
+    "request_bytes",
+    "response_bytes",
+    "request_messages_total",
+    "response_messages_total",
+    "tcp_connections_opened_total",
+    "tcp_connections_closed_total",
+    "tcp_sent_bytes_total",
+    "tcp_received_bytes_total",
+];
+
+/// The standard labels, in the order Istio reports them.
+const TAGS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// How one metric's labels differ from the standard set (`metrics[]` overrides).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelOverrides {
+    /// Standard labels replaced by a value (`Some`) or removed (`None`).
+    pub replaced: HashMap<&'static str, Option<String>>,
+    /// Labels added after the standard ones, in order.
+    pub added: Vec<(String, String)>,
+}
+
+impl LabelOverrides {
+    fn apply<'a>(&'a self, standard: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&str, &str)> = standard
+            .iter()
+            .filter_map(|(k, v)| match self.replaced.get(k) {
+                Some(Some(new)) => Some((*k, new.as_str())),
+                Some(None) => None,
+                None => Some((*k, v.as_str())),
+            })
+            .collect();
+        out.extend(self.added.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        out
+    }
+}
+
+/// A translated `stats.PluginConfig`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IstioStatsConfig {
+    /// Do not take the destination service from the `host` header.
+    pub disable_host_header_fallback: bool,
+    /// `reporter: SERVER_GATEWAY` (a waypoint) instead of the listener's direction.
+    pub gateway: bool,
+    /// Metrics not reported (`drop`), by index into the standard list.
+    pub dropped: Vec<usize>,
+    /// Per standard metric (same index), its label overrides.
+    pub overrides: Vec<LabelOverrides>,
+}
+
+/// The value of a dimension expression. Only CEL string literals are supported; any
+/// other expression is rejected rather than reported as `unknown`.
+fn literal(expr: &str) -> Option<String> {
+    let e = expr.trim();
+    let quote = e.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let inner = e.strip_prefix(quote)?.strip_suffix(quote)?;
+    (!inner.contains(quote) && !inner.contains('\\')).then(|| inner.to_string())
+}
+
+/// Translates the filter's config.
+pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
+    let c = proto::PluginConfig::decode(bytes).map_err(|e| ConfigError::at(path, e.to_string()))?;
+    if !c.definitions.is_empty() {
+        return Err(ConfigError::at(
+            join(path, "definitions"),
+            "custom metrics need CEL value expressions, which are not supported",
+        ));
+    }
+    let mut out = IstioStatsConfig {
+        disable_host_header_fallback: c.disable_host_header_fallback,
+        gateway: match c.reporter {
+            0 => false,
+            1 => true,
+            n => return Err(ConfigError::at(join(path, "reporter"), format!("unknown reporter {n}"))),
+        },
+        dropped: Vec::new(),
+        overrides: vec![LabelOverrides::default(); METRICS.len()],
+    };
+    for (i, m) in c.metrics.iter().enumerate() {
+        let mp = format!("{}[{i}]", join(path, "metrics"));
+        let targets: Vec<usize> = if m.name.is_empty() {
+            (0..METRICS.len()).collect()
+        } else {
+            match METRICS.iter().position(|n| *n == m.name) {
+                Some(idx) => vec![idx],
+                None => {
+                    return Err(ConfigError::at(
+                        join(&mp, "name"),
+                        format!("{} is not a standard Istio metric (custom metrics are not supported)", m.name),
+                    ))
+                }
+            }
+        };
+        if m.drop {
+            out.dropped.extend(targets);
+            continue;
+        }
+        for tag in &m.tags_to_remove {
+            // Istio skips labels it does not know; so do we.
+            if let Some(t) = TAGS.iter().find(|t| *t == tag) {
+                for &idx in &targets {
+                    out.overrides[idx].replaced.insert(t, None);
+                }
+            }
+        }
+        let mut names: Vec<&String> = m.dimensions.keys().collect();
+        names.sort();
+        for name in names {
+            let expr = &m.dimensions[name];
+            let value = literal(expr).ok_or_else(|| {
+                ConfigError::at(
+                    format!("{}[{name}]", join(&mp, "dimensions")),
+                    format!("only string literals are supported as dimension values, not {expr}"),
+                )
+            })?;
+            for &idx in &targets {
+                let o = &mut out.overrides[idx];
+                match TAGS.iter().find(|t| *t == name) {
+                    Some(t) => {
+                        o.replaced.insert(t, Some(value.clone()));
+                    }
+                    None => o.added.push((name.clone(), value.clone())),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Who reports a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reporter {
+    /// An outbound listener of a sidecar.
+    Client,
+    /// An inbound listener of a sidecar.
+    Server,
+    /// A waypoint.
+    Gateway,
+}
+
+/// The filter, ready to serve.
+#[derive(Debug)]
+pub struct IstioStats {
+    config: Arc<IstioStatsConfig>,
+    reporter: Reporter,
+    local: Workload,
+    scope: Scope,
+}
+
+fn or<'a>(v: &'a str, fallback: &'a str) -> &'a str {
+    if v.is_empty() {
+        fallback
+    } else {
+        v
+    }
+}
+
+/// The namespace in a SPIFFE principal (`.../ns/<namespace>/sa/...`).
+fn namespace_of(principal: &str) -> Option<&str> {
+    let rest = &principal[principal.find("/ns/")? + 4..];
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
+/// What identifies both sides of a request.
+struct Sides<'a> {
+    peer: Option<&'a Workload>,
+    peer_san: &'a str,
+    local_san: &'a str,
+    service_host: String,
+    service_name: String,
+}
+
+impl IstioStats {
+    /// The filter for a listener (`outbound`: its traffic direction is OUTBOUND), on the
+    /// node with `metadata`; records `istio_build` as Istio does when the filter is
+    /// created.
+    pub fn new(
+        config: Arc<IstioStatsConfig>,
+        metadata: &xds_client::proto::google::protobuf::Struct,
+        outbound: bool,
+        root: &Scope,
+    ) -> Self {
+        let reporter = match (config.gateway, outbound) {
+            (true, _) => Reporter::Gateway,
+            (false, true) => Reporter::Client,
+            (false, false) => Reporter::Server,
+        };
+        let scope = root.child("istiocustom");
+        let version = match metadata.fields.get("ISTIO_VERSION").and_then(|v| v.kind.as_ref()) {
+            Some(xds_client::proto::google::protobuf::value::Kind::StringValue(s)) => s.as_str(),
+            _ => "",
+        };
+        scope
+            .gauge_with_tags("istio_build", &[("component", "proxy"), ("tag", or(version, "unknown"))])
+            .set(1);
+        IstioStats {
+            local: Workload::from_node(metadata, &[]),
+            config,
+            reporter,
+            scope,
+        }
+    }
+
+    fn sides<'a>(&self, r: &'a Record, endpoint_peer: &'a Option<Workload>) -> Sides<'a> {
+        let facts = &r.istio;
+        let peer = match self.reporter {
+            Reporter::Client => facts.peers.upstream.as_deref().or(endpoint_peer.as_ref()),
+            Reporter::Server | Reporter::Gateway => facts.peers.downstream.as_deref(),
+        };
+        let mut service_host = String::new();
+        let mut service_name = String::new();
+        if !self.config.disable_host_header_fallback {
+            service_host = r.authority.clone().unwrap_or_default();
+            service_name = service_host.clone();
+        }
+        let cluster = r.upstream_cluster.as_deref().unwrap_or("");
+        match (r.route_name.as_deref(), cluster) {
+            (Some("block_all"), _) => service_name = "BlackHoleCluster".into(),
+            (Some("allow_any"), _) => service_name = "PassthroughCluster".into(),
+            (
+                _,
+                "BlackHoleCluster"
+                | "PassthroughCluster"
+                | "InboundPassthroughCluster"
+                | "InboundPassthroughClusterIpv4"
+                | "InboundPassthroughClusterIpv6",
+            ) => service_name = cluster.into(),
+            _ => {
+                if let Some(m) = facts.cluster.as_deref().filter(|m| m.service_host.is_some() || m.service_name.is_some()) {
+                    if let Some(h) = &m.service_host {
+                        service_host = h.clone();
+                    }
+                    service_name = match &m.service_name {
+                        Some(n) => n.clone(),
+                        None => service_host.split('.').next().unwrap_or("").to_string(),
+                    };
+                }
+            }
+        }
+        let (peer_san, local_san) = match self.reporter {
+            Reporter::Client => (
+                r.upstream_peer_uri_san.as_deref().unwrap_or(""),
+                r.upstream_local_uri_san.as_deref().unwrap_or(""),
+            ),
+            Reporter::Server | Reporter::Gateway => (
+                r.peer_uri_san.as_deref().unwrap_or(""),
+                r.local_uri_san.as_deref().unwrap_or(""),
+            ),
+        };
+        Sides {
+            peer,
+            peer_san,
+            local_san,
+            service_host,
+            service_name,
+        }
+    }
+
+    /// The standard labels of a finished request, in Istio's order.
+    fn labels(&self, r: &Record, grpc_status: Option<&str>) -> Vec<(&'static str, String)> {
+        let endpoint_peer = match self.reporter {
+            Reporter::Client => r.istio.upstream_workload.as_deref().and_then(Workload::from_endpoint),
+            _ => None,
+        };
+        let s = self.sides(r, &endpoint_peer);
+        let empty = Workload::default();
+        let peer = s.peer.unwrap_or(&empty);
+        let peer_namespace = namespace_of(s.peer_san)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&peer.namespace)
+            .to_string();
+        let local = &self.local;
+        let unknown = |v: &str| or(v, "unknown").to_string();
+        let mut t: Vec<(&'static str, String)> = Vec::with_capacity(TAGS.len());
+        let reporter = match self.reporter {
+            Reporter::Client => "source",
+            Reporter::Server => "destination",
+            Reporter::Gateway => "waypoint",
+        };
+        t.push(("reporter", reporter.into()));
+        let mutual_tls = match self.reporter {
+            Reporter::Client => None,
+            _ => Some(!s.peer_san.is_empty() && !s.local_san.is_empty()),
+        };
+        if self.reporter == Reporter::Client {
+            t.push(("source_workload", local.workload.clone()));
+            t.push(("source_canonical_service", local.canonical_name.clone()));
+            t.push(("source_canonical_revision", local.canonical_revision.clone()));
+            t.push(("source_workload_namespace", local.namespace.clone()));
+            t.push(("source_principal", unknown(s.local_san)));
+            t.push(("source_app", local.app.clone()));
+            t.push(("source_version", local.version.clone()));
+            t.push(("source_cluster", local.cluster.clone()));
+            t.push(("destination_workload", unknown(&peer.workload)));
+            t.push(("destination_workload_namespace", unknown(&peer_namespace)));
+            t.push(("destination_principal", unknown(s.peer_san)));
+            t.push(("destination_app", unknown(&peer.app)));
+            t.push(("destination_version", unknown(&peer.version)));
+            t.push(("destination_service", unknown(&s.service_host)));
+            t.push(("destination_canonical_service", unknown(&peer.canonical_name)));
+            t.push(("destination_canonical_revision", or(&peer.canonical_revision, "latest").into()));
+            t.push(("destination_service_name", unknown(&s.service_name)));
+            t.push(("destination_service_namespace", unknown(&peer_namespace)));
+            t.push(("destination_cluster", unknown(&peer.cluster)));
+        } else {
+            t.push(("source_workload", unknown(&peer.workload)));
+            t.push(("source_canonical_service", unknown(&peer.canonical_name)));
+            t.push(("source_canonical_revision", or(&peer.canonical_revision, "latest").into()));
+            t.push(("source_workload_namespace", unknown(&peer_namespace)));
+            t.push(("source_principal", unknown(s.peer_san)));
+            t.push(("source_app", unknown(&peer.app)));
+            t.push(("source_version", unknown(&peer.version)));
+            t.push(("source_cluster", unknown(&peer.cluster)));
+            t.push(("destination_workload", local.workload.clone()));
+            t.push(("destination_workload_namespace", local.namespace.clone()));
+            t.push(("destination_principal", unknown(s.local_san)));
+            t.push(("destination_app", local.app.clone()));
+            t.push(("destination_version", local.version.clone()));
+            t.push(("destination_service", or(&s.service_host, &local.canonical_name).into()));
+            t.push(("destination_canonical_service", local.canonical_name.clone()));
+            t.push(("destination_canonical_revision", local.canonical_revision.clone()));
+            t.push(("destination_service_name", or(&s.service_name, &local.canonical_name).into()));
+            t.push(("destination_service_namespace", local.namespace.clone()));
+            t.push(("destination_cluster", local.cluster.clone()));
+        }
+        t.push(("request_protocol", if grpc_status.is_some() { "grpc" } else { "http" }.into()));
+        t.push(("response_code", r.response_code.to_string()));
+        t.push(("grpc_response_status", grpc_status.unwrap_or("").into()));
+        t.push(("response_flags", r.flags.to_string()));
+        t.push((
+            "connection_security_policy",
+            match mutual_tls {
+                Some(true) => "mutual_tls",
+                Some(false) => "none",
+                None => "unknown",
+            }
+            .into(),
+        ));
+        t
+    }
+
+    /// Reports a finished request. `grpc` says whether it was a gRPC request; its status
+    /// comes from the response trailers, else the headers (trailers-only replies).
+    pub fn record(&self, r: &Record, grpc: bool, request_bytes: u64, response_bytes: u64) {
+        let status = grpc.then(|| {
+            [&r.response_trailers, &r.response_headers]
+                .iter()
+                .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
+                .unwrap_or("")
+                .to_string()
+        });
+        let labels = self.labels(r, status.as_deref());
+        let values = [
+            1,
+            r.duration.as_millis() as u64,
+            request_bytes,
+            response_bytes,
+        ];
+        for (idx, value) in values.into_iter().enumerate() {
+            if self.config.dropped.contains(&idx) {
+                continue;
+            }
+            let tags = self.config.overrides[idx].apply(&labels);
+            let name = format!("istio_{}", METRICS[idx]);
+            if idx == 0 {
+                self.scope.counter_with_tags(&name, &tags).inc();
+            } else {
+                self.scope.histogram_with_tags(&name, &tags).record(value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> Result<IstioStatsConfig> {
+        let c: proto::PluginConfig = xds_client::json::decode(json, TYPE_NAME, false).unwrap();
+        translate(&c.encode_to_vec(), "stats")
+    }
+
+    #[test]
+    fn overrides_replace_remove_and_add_labels() {
+        let c = config(serde_json::json!({"metrics": [
+            {"name": "request_duration_milliseconds", "drop": true},
+            {"tags_to_remove": ["response_flags", "not_a_label"]},
+            {"name": "requests_total", "dimensions": {"reporter": "'proxy'", "extra": "\"x\""}}
+        ]}))
+        .unwrap();
+        assert_eq!(c.dropped, vec![1]);
+        let standard = vec![
+            ("reporter", "source".to_string()),
+            ("response_flags", "-".to_string()),
+        ];
+        assert_eq!(
+            c.overrides[0].apply(&standard),
+            vec![("reporter", "proxy"), ("extra", "x")]
+        );
+        assert_eq!(c.overrides[2].apply(&standard), vec![("reporter", "source")]);
+    }
+
+    #[test]
+    fn unsupported_expressions_and_definitions_are_rejected_by_path() {
+        let e = config(serde_json::json!({"metrics": [{"dimensions": {"a": "request.protocol"}}]}))
+            .unwrap_err();
+        assert!(e.to_string().contains("stats.metrics[0].dimensions[a]"), "{e}");
+        let e = config(serde_json::json!({"definitions": [{"name": "x", "value": "1"}]})).unwrap_err();
+        assert!(e.to_string().contains("stats.definitions"), "{e}");
+        let e = config(serde_json::json!({"metrics": [{"name": "nope", "drop": true}]})).unwrap_err();
+        assert!(e.to_string().contains("stats.metrics[0].name"), "{e}");
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(literal("'a b'"), Some("a b".into()));
+        assert_eq!(literal("\"a\""), Some("a".into()));
+        assert_eq!(literal("'a' + 'b'"), None);
+        assert_eq!(literal("x"), None);
+        assert_eq!(namespace_of("spiffe://cluster.local/ns/default/sa/x"), Some("default"));
+        assert_eq!(namespace_of("spiffe://cluster.local/sa/x"), None);
+    }
+}
