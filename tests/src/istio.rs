@@ -97,7 +97,10 @@ pub fn yaml(path: &str, vars: &HashMap<&str, &str>) -> Value {
 
 /// The metric name, labels in order, and value of the first sample of an expected
 /// metric fixture (`name`, `type`, `metric[0].label`, `metric[0].counter.value`).
-pub fn expected_metric(path: &str, vars: &HashMap<&str, &str>) -> (String, Vec<(String, String)>, f64) {
+pub fn expected_metric(
+    path: &str,
+    vars: &HashMap<&str, &str>,
+) -> (String, Vec<(String, String)>, f64) {
     let m = yaml(path, vars);
     let sample = &m["metric"][0];
     let labels = sample["label"]
@@ -141,10 +144,15 @@ pub fn samples(exposition: &str, metric: &str) -> Vec<(Vec<(String, String)>, f6
                 let after = &s[eq + 2..];
                 let mut end = 0;
                 let bytes = after.as_bytes();
-                while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+                while end < bytes.len()
+                    && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
+                {
                     end += 1;
                 }
-                parsed.push((name, after[..end].replace("\\\"", "\"").replace("\\\\", "\\")));
+                parsed.push((
+                    name,
+                    after[..end].replace("\\\"", "\"").replace("\\\\", "\\"),
+                ));
                 s = &after[(end + 1).min(after.len())..];
             }
             Some((parsed, value.parse().ok()?))
@@ -169,7 +177,10 @@ mod tests {
         let text = "# TYPE m counter\nm{a=\"x\",b=\"q\\\"r\"} 3\nm_count{a=\"y\"} 1\nm 2\n";
         let s = samples(text, "m");
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].0, vec![("a".into(), "x".into()), ("b".into(), "q\"r".into())]);
+        assert_eq!(
+            s[0].0,
+            vec![("a".into(), "x".into()), ("b".into(), "q\"r".into())]
+        );
         assert_eq!((s[0].1, s[1].1), (3.0, 2.0));
     }
 }

@@ -182,14 +182,6 @@ fn pool() -> &'static prost_reflect::DescriptorPool {
                 "istio.envoy.config.filter.http.alpn.v2alpha1",
                 alpn,
             ),
-            file(
-                "test/istio/stats.proto",
-                "stats",
-                DescriptorProto {
-                    name: Some("PluginConfig".into()),
-                    ..Default::default()
-                },
-            ),
         ])
         .expect("test Istio descriptors");
         pool

@@ -29,7 +29,27 @@ fn stats_filter(name: &str, config: Value) -> Value {
 }
 
 /// A sidecar: `direction` listener on `port` with Istio's `filters` routing to `cluster`.
-fn sidecar(node: &str, metadata: Value, direction: &str, port: u16, filters: Vec<Value>, cluster: Value) -> String {
+fn sidecar(
+    node: &str,
+    metadata: Value,
+    direction: &str,
+    port: u16,
+    filters: Vec<Value>,
+    cluster: Value,
+) -> String {
+    sidecar_with(node, metadata, direction, port, filters, cluster, json!({}))
+}
+
+/// [`sidecar`] with `chain_extra` merged into its filter chain (a transport socket).
+fn sidecar_with(
+    node: &str,
+    metadata: Value,
+    direction: &str,
+    port: u16,
+    filters: Vec<Value>,
+    cluster: Value,
+    chain_extra: Value,
+) -> String {
     let name = cluster["name"].as_str().unwrap().to_string();
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "route": {"cluster": name, "timeout": "0s"}}]}]);
@@ -42,8 +62,12 @@ fn sidecar(node: &str, metadata: Value, direction: &str, port: u16, filters: Vec
         "filter_chains": [{"filters": [{"name": "http",
             "typed_config": hcm(vh, json!({"stat_prefix": direction.to_lowercase(), "http_filters": http_filters}))}]}]
     });
-    merge(&mut listener, json!({}));
-    bootstrap_with(vec![listener], vec![cluster], json!({"node": {"id": node, "cluster": "test-cluster", "metadata": metadata}}))
+    merge(&mut listener["filter_chains"][0], chain_extra);
+    bootstrap_with(
+        vec![listener],
+        vec![cluster],
+        json!({"node": {"id": node, "cluster": "test-cluster", "metadata": metadata}}),
+    )
 }
 
 fn prometheus(p: &Proxy) -> String {
@@ -93,13 +117,15 @@ fn basic_flow_reports_istio_metrics_with_both_workloads() {
         let r = e2e::curl::get(client_port, "/", &[]);
         assert_eq!(r.status, 200);
         assert!(
-            r.header("x-envoy-peer-metadata").is_none() && r.header("x-envoy-peer-metadata-id").is_none(),
+            r.header("x-envoy-peer-metadata").is_none()
+                && r.header("x-envoy-peer-metadata-id").is_none(),
             "the client app never sees the exchange headers"
         );
     }
     let seen = app.last().expect("the app was called");
     assert!(
-        seen.header("x-envoy-peer-metadata").is_none() && seen.header("x-envoy-peer-metadata-id").is_none(),
+        seen.header("x-envoy-peer-metadata").is_none()
+            && seen.header("x-envoy-peer-metadata-id").is_none(),
         "the server app never sees the exchange headers"
     );
     let count = REQUESTS.to_string();
@@ -167,7 +193,10 @@ fn endpoint_metadata_names_a_peer_that_announced_nothing() {
         assert_eq!(labels[k], v, "{k}");
     }
     assert!(
-        app.last().unwrap().header("x-envoy-peer-metadata").is_some(),
+        app.last()
+            .unwrap()
+            .header("x-envoy-peer-metadata")
+            .is_some(),
         "an outbound sidecar announces itself to its upstream"
     );
 }
@@ -203,15 +232,100 @@ fn overrides_and_rejections_follow_the_plugin_config() {
     assert_eq!(names.last(), Some(&"mesh"), "added dimensions come last");
     assert!(!names.contains(&"response_flags"));
     assert_eq!(total[0].0[0].1, "proxy");
-    assert!(samples(&text, "istio_request_bytes_count").is_empty(), "dropped");
+    assert!(
+        samples(&text, "istio_request_bytes_count").is_empty(),
+        "dropped"
+    );
     assert_eq!(samples(&text, "istio_response_bytes_count").len(), 1);
     drop(server);
     let (code, _, err) = e2e::proxy::run_meshproxy(&[
         "--mode",
         "validate",
         "--config-yaml",
-        &config(json!({"metrics": [{"dimensions": {"source_app": "request.protocol"}}]})).replace("{ADMIN}", "0"),
+        &config(json!({"metrics": [{"dimensions": {"source_app": "request.protocol"}}]}))
+            .replace("{ADMIN}", "0"),
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("metrics[0].dimensions[source_app]"), "{err}");
+}
+
+/// A transport socket fixture of istio/proxy with its certificate paths pointing at the
+/// fixture certificates (`client.cert`, `server.cert`, `root.cert`: SPIFFE identities
+/// `spiffe://cluster.local/ns/default/sa/{client,server}`).
+fn transport_socket(path: &str) -> Value {
+    let certs = e2e::fixtures().join("istio-proxy/certs");
+    let text = e2e::istio::fixture(path).replace("testdata/certs", &certs.display().to_string());
+    let rendered = e2e::istio::render(&text, &HashMap::new());
+    xds_client::json::parse_document(&rendered).expect("transport socket parses")
+}
+
+#[test]
+fn mutual_tls_reports_principals_and_the_security_policy() {
+    let app = Upstream::http("app");
+    let (client_port, server_port) = (e2e::free_port(), e2e::free_port());
+    let no_vars = HashMap::new();
+    let mut inbound = cluster("server-inbound-cluster", &[app.port], json!({}));
+    merge(&mut inbound, service_metadata());
+    let server = Proxy::start(
+        Kind::Meshproxy,
+        &sidecar_with(
+            "server",
+            node_metadata("server_node_metadata.json.tmpl"),
+            "INBOUND",
+            server_port,
+            vec![
+                yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+                stats_filter("stats_inbound", json!({})),
+            ],
+            inbound,
+            transport_socket("transport_socket/server.yaml.tmpl"),
+        ),
+        &[],
+    );
+    let mut outbound = cluster("server-outbound-cluster", &[server_port], json!({}));
+    merge(&mut outbound, service_metadata());
+    merge(
+        &mut outbound,
+        transport_socket("transport_socket/client.yaml.tmpl"),
+    );
+    let client = Proxy::start(
+        Kind::Meshproxy,
+        &sidecar(
+            "client",
+            node_metadata("client_node_metadata.json.tmpl"),
+            "OUTBOUND",
+            client_port,
+            vec![
+                yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
+                stats_filter("stats_outbound", json!({})),
+            ],
+            outbound,
+        ),
+        &[],
+    );
+    assert_eq!(e2e::curl::get(client_port, "/", &[]).status, 200);
+    let labels = |p: &Proxy| -> HashMap<String, String> {
+        let got = samples(&prometheus(p), "istio_requests_total");
+        assert_eq!(got.len(), 1, "one label set");
+        got[0].0.iter().cloned().collect()
+    };
+    let (c, s) = (labels(&client), labels(&server));
+    let (client_id, server_id) = (
+        "spiffe://cluster.local/ns/default/sa/client",
+        "spiffe://cluster.local/ns/default/sa/server",
+    );
+    for l in [&c, &s] {
+        assert_eq!(l["source_principal"], client_id);
+        assert_eq!(l["destination_principal"], server_id);
+    }
+    assert_eq!(s["connection_security_policy"], "mutual_tls");
+    assert_eq!(
+        s["source_workload"], "productpage-v1",
+        "metadata exchange over TLS"
+    );
+    assert_eq!(
+        c["connection_security_policy"], "unknown",
+        "the client side never knows"
+    );
+    assert_eq!(c["destination_workload"], "ratings-v1");
 }

@@ -27,11 +27,18 @@ pub fn files() -> Vec<FileDescriptorProto> {
     vec![file(
         "envoy/extensions/private_key_providers/cryptomb/v3alpha/cryptomb.proto",
         "envoy.extensions.private_key_providers.cryptomb.v3alpha",
-        &["envoy/config/core/v3/base.proto", "google/protobuf/duration.proto"],
+        &[
+            "envoy/config/core/v3/base.proto",
+            "google/protobuf/duration.proto",
+        ],
         vec![message(
             "CryptoMbPrivateKeyMethodConfig",
             vec![
-                field("private_key", 1, Kind::Message(".envoy.config.core.v3.DataSource")),
+                field(
+                    "private_key",
+                    1,
+                    Kind::Message(".envoy.config.core.v3.DataSource"),
+                ),
                 field("poll_delay", 2, Kind::Message(".google.protobuf.Duration")),
             ],
             vec![],

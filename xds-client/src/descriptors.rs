@@ -24,7 +24,10 @@ pub fn hold() -> Hold {
     }
     let mut pool =
         DescriptorPool::decode(DESCRIPTOR_SET).expect("envoy-types descriptor set is valid");
-    for file in crate::contrib::files().into_iter().chain(crate::istio::files()) {
+    for file in crate::contrib::files()
+        .into_iter()
+        .chain(crate::istio::files())
+    {
         pool.add_file_descriptor_proto(file)
             .expect("contrib descriptors resolve against the Envoy set");
     }

@@ -5,8 +5,7 @@
 
 use crate::proto::google::protobuf::Duration;
 use crate::proto_def::{
-    enumeration, field, file, message, message_with_oneof, one_of, repeated, string_map_entry,
-    Kind,
+    enumeration, field, file, message, message_with_oneof, one_of, repeated, string_map_entry, Kind,
 };
 use prost_types::FileDescriptorProto;
 use std::collections::HashMap;
@@ -205,7 +204,11 @@ fn stats_file() -> FileDescriptorProto {
 fn peer_metadata_file() -> FileDescriptorProto {
     const P: &str = ".io.istio.http.peer_metadata.Config.";
     let nested = |n: &str| format!("{P}{n}");
-    let (headers, marker_b, marker_w) = (nested("IstioHeaders"), nested("Baggage"), nested("WorkloadDiscovery"));
+    let (headers, marker_b, marker_w) = (
+        nested("IstioHeaders"),
+        nested("Baggage"),
+        nested("WorkloadDiscovery"),
+    );
     let (discovery, propagation) = (nested("DiscoveryMethod"), nested("PropagationMethod"));
     let config = message(
         "Config",

@@ -116,7 +116,10 @@ pub fn string_map_entry(name: &str) -> DescriptorProto {
         }),
         ..message(
             name,
-            vec![field("key", 1, Kind::String), field("value", 2, Kind::String)],
+            vec![
+                field("key", 1, Kind::String),
+                field("value", 2, Kind::String),
+            ],
             vec![],
         )
     }
@@ -164,7 +167,10 @@ mod tests {
 
     #[test]
     fn json_names_are_lower_camel_case() {
-        assert_eq!(json_name("disable_host_header_fallback"), "disableHostHeaderFallback");
+        assert_eq!(
+            json_name("disable_host_header_fallback"),
+            "disableHostHeaderFallback"
+        );
         assert_eq!(json_name("name"), "name");
     }
 }

@@ -36,7 +36,14 @@ fn unwrap_one(map: &Map<String, Value>) -> Option<Map<String, Value>> {
         Some(Value::Object(fields)) => fields.clone(),
         _ => Map::new(),
     };
-    inner.insert("@type".into(), Value::String(inner_url.to_string()));
+    // Envoy reads the message name after the last '/', so a bare name is accepted too
+    // (istio/proxy's own test configs use one); `Any` needs the prefix.
+    let inner_url = if inner_url.contains('/') {
+        inner_url.to_string()
+    } else {
+        format!("type.googleapis.com/{inner_url}")
+    };
+    inner.insert("@type".into(), Value::String(inner_url));
     Some(inner)
 }
 
@@ -58,6 +65,14 @@ mod tests {
             json!({"a": [{"typed_config": {"@type": "type.googleapis.com/x.Y",
                 "k": {"@type": "type.googleapis.com/x.Z", "n": 1}}}]})
         );
+    }
+
+    #[test]
+    fn bare_inner_type_names_get_the_any_prefix() {
+        let mut v = json!({"@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": "x.Y", "value": {}});
+        unwrap_typed_structs(&mut v);
+        assert_eq!(v, json!({"@type": "type.googleapis.com/x.Y"}));
     }
 
     #[test]

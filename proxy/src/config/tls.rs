@@ -27,6 +27,10 @@ const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBu
 /// A built TLS config, or the SDS secrets it still waits for.
 pub type TlsState<T> = std::result::Result<Arc<T>, Vec<String>>;
 
+/// A built state with the first URI SAN of the certificate it presents (Istio reports it
+/// as the local principal; rustls does not tell which certificate a handshake used).
+pub type Prepared<T> = (TlsState<T>, Option<String>);
+
 /// Where an SDS secret comes from.
 pub use super::source::XdsSource as SdsSource;
 
@@ -48,8 +52,9 @@ pub struct Tls<T> {
     pub sds: Vec<SdsRef>,
     socket: core::TransportSocket,
     path: String,
-    build: fn(&core::TransportSocket, &Secrets, &str) -> Result<TlsState<T>>,
+    build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
     state: arc_swap::ArcSwap<TlsState<T>>,
+    local_uri_san: arc_swap::ArcSwap<Option<String>>,
 }
 
 impl<T> std::fmt::Debug for Tls<T> {
@@ -71,13 +76,36 @@ impl<T> Tls<T> {
 
     /// Builds the config again with `secrets`, without installing it (so an update can
     /// be checked against every context before any changes).
-    pub fn prepare(&self, secrets: &Secrets) -> Result<TlsState<T>> {
+    pub fn prepare(&self, secrets: &Secrets) -> Result<Prepared<T>> {
         (self.build)(&self.socket, secrets, &self.path)
     }
 
     /// Installs a config made by [`Tls::prepare`]: the next handshake uses it.
-    pub fn install(&self, state: TlsState<T>) {
+    pub fn install(&self, (state, san): Prepared<T>) {
         self.state.store(Arc::new(state));
+        self.local_uri_san.store(Arc::new(san));
+    }
+
+    /// The first URI SAN of the certificate this context presents, if any.
+    pub fn local_uri_san(&self) -> Option<String> {
+        self.local_uri_san.load().as_ref().clone()
+    }
+
+    fn new(
+        socket: &core::TransportSocket,
+        path: &str,
+        build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
+        (state, san): Prepared<T>,
+        sds: Vec<SdsRef>,
+    ) -> Self {
+        Tls {
+            sds,
+            socket: socket.clone(),
+            path: path.to_string(),
+            build,
+            state: arc_swap::ArcSwap::from_pointee(state),
+            local_uri_san: arc_swap::ArcSwap::from_pointee(san),
+        }
     }
 
     /// Whether it references secret `name`.
@@ -158,21 +186,21 @@ pub fn downstream_transport_socket(
     if typed_config(ts, path)?.is_none() {
         return Ok(None);
     }
-    let (state, sds) = server_state(ts, secrets, path)?;
-    Ok(Some(Arc::new(Tls {
+    let (prepared, sds) = server_state(ts, secrets, path)?;
+    Ok(Some(Arc::new(Tls::new(
+        ts,
+        path,
+        build_server,
+        prepared,
         sds,
-        socket: ts.clone(),
-        path: path.to_string(),
-        build: build_server,
-        state: arc_swap::ArcSwap::from_pointee(state),
-    })))
+    ))))
 }
 
 fn build_server(
     ts: &core::TransportSocket,
     secrets: &Secrets,
     path: &str,
-) -> Result<TlsState<rustls::ServerConfig>> {
+) -> Result<Prepared<rustls::ServerConfig>> {
     server_state(ts, secrets, path).map(|(state, _)| state)
 }
 
@@ -182,7 +210,7 @@ fn server_state(
     ts: &core::TransportSocket,
     secrets: &Secrets,
     path: &str,
-) -> Result<(TlsState<rustls::ServerConfig>, Vec<SdsRef>)> {
+) -> Result<(Prepared<rustls::ServerConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
     let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
@@ -190,7 +218,7 @@ fn server_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok((Err(m.pending), sds));
+        return Ok(((Err(m.pending), None), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -216,6 +244,7 @@ fn server_state(
         }
         None => builder.with_no_client_auth(),
     };
+    let san = local_uri_san(&m.certs);
     let (chain, key) = m.certs.ok_or_else(|| {
         ConfigError::at(
             join(&p, "common_tls_context"),
@@ -229,7 +258,13 @@ fn server_state(
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    Ok((Ok(Arc::new(config)), sds))
+    Ok(((Ok(Arc::new(config)), san), sds))
+}
+
+/// The first URI SAN of the presented certificate chain's leaf.
+fn local_uri_san(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Option<String> {
+    let (chain, _) = certs.as_ref()?;
+    crate::tls::san::first_uri(chain.first()?)
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
@@ -250,15 +285,9 @@ pub fn upstream_transport_socket(
         .map(|a| a.as_bytes().to_vec())
         .collect();
     let sni = (!ctx.sni.is_empty()).then(|| ctx.sni.clone());
-    let (state, sds) = client_state(ts, secrets, path)?;
+    let (prepared, sds) = client_state(ts, secrets, path)?;
     Ok(Some(Arc::new(UpstreamTls {
-        tls: Tls {
-            sds,
-            socket: ts.clone(),
-            path: path.to_string(),
-            build: build_client,
-            state: arc_swap::ArcSwap::from_pointee(state),
-        },
+        tls: Tls::new(ts, path, build_client, prepared, sds),
         sni,
         alpn,
     })))
@@ -268,7 +297,7 @@ fn build_client(
     ts: &core::TransportSocket,
     secrets: &Secrets,
     path: &str,
-) -> Result<TlsState<rustls::ClientConfig>> {
+) -> Result<Prepared<rustls::ClientConfig>> {
     client_state(ts, secrets, path).map(|(state, _)| state)
 }
 
@@ -278,7 +307,7 @@ fn client_state(
     ts: &core::TransportSocket,
     secrets: &Secrets,
     path: &str,
-) -> Result<(TlsState<rustls::ClientConfig>, Vec<SdsRef>)> {
+) -> Result<(Prepared<rustls::ClientConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
     let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
@@ -286,7 +315,7 @@ fn client_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok((Err(m.pending), sds));
+        return Ok(((Err(m.pending), None), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -297,6 +326,7 @@ fn client_state(
         .map_err(|e| ConfigError::at(&p, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
+    let san = local_uri_san(&m.certs);
     let mut config = match m.certs {
         Some((chain, key)) => {
             let certified = certified(chain, key, &provider, &join(&p, "common_tls_context"))?;
@@ -306,7 +336,7 @@ fn client_state(
     };
     config.enable_sni = !ctx.sni.is_empty();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    Ok((Ok(Arc::new(config)), sds))
+    Ok(((Ok(Arc::new(config)), san), sds))
 }
 
 /// A secret reference: its name, and where and how long it is fetched (no `sds_config`:

@@ -95,17 +95,14 @@ impl IstioFilters {
         let mut out = IstioFilters::default();
         for f in filters {
             match f {
-                HttpFilterConfig::PeerMetadata(c) => out.exchange.push(PeerMetadata::new(
-                    c.clone(),
-                    &local.node.id,
-                    &metadata,
-                )),
-                HttpFilterConfig::IstioStats(c) => out.stats.push(IstioStats::new(
-                    c.clone(),
-                    &metadata,
-                    local.outbound,
-                    root,
-                )),
+                HttpFilterConfig::PeerMetadata(c) => {
+                    out.exchange
+                        .push(PeerMetadata::new(c.clone(), &local.node.id, &metadata))
+                }
+                HttpFilterConfig::IstioStats(c) => {
+                    out.stats
+                        .push(IstioStats::new(c.clone(), &metadata, local.outbound, root))
+                }
                 _ => {}
             }
         }
@@ -687,8 +684,13 @@ impl HttpConnectionManager {
             _ => None,
         };
         let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
-        if let Some(name) = cluster_name.filter(|_| !self.istio.exchange.is_empty() || !self.istio.stats.is_empty()) {
-            record.istio.cluster = server.clusters.get(name).and_then(|c| c.config.istio.clone());
+        if let Some(name) =
+            cluster_name.filter(|_| !self.istio.exchange.is_empty() || !self.istio.stats.is_empty())
+        {
+            record.istio.cluster = server
+                .clusters
+                .get(name)
+                .and_then(|c| c.config.istio.clone());
         }
         let istio_cluster = cluster_name.map(|n| (n, record.istio.cluster.as_deref()));
         for x in &self.istio.exchange {

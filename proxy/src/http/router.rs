@@ -477,6 +477,10 @@ pub async fn forward(
     }
     record.upstream_host = Some(host.address_string.clone());
     record.istio.upstream_workload = host.istio_workload.clone();
+    if let Some(t) = &cluster.config.tls {
+        record.upstream_peer_uri_san = host.peer_uri_san();
+        record.upstream_local_uri_san = t.tls.local_uri_san();
+    }
     record.upstream_local = local;
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);

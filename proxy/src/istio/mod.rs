@@ -39,16 +39,25 @@ fn bool_of(s: &pb::Struct, key: &str) -> bool {
 
 impl ClusterIstioMetadata {
     /// Reads the `istio` filter metadata of a cluster; `None` when it has none.
-    pub fn from_metadata(metadata: Option<&xds_client::proto::envoy::config::core::v3::Metadata>) -> Option<Arc<Self>> {
+    pub fn from_metadata(
+        metadata: Option<&xds_client::proto::envoy::config::core::v3::Metadata>,
+    ) -> Option<Arc<Self>> {
         let istio = metadata?.filter_metadata.get("istio")?;
         let first_service = match istio.fields.get("services").and_then(|v| v.kind.as_ref()) {
-            Some(pb::value::Kind::ListValue(l)) => match l.values.first().and_then(|v| v.kind.as_ref()) {
-                Some(pb::value::Kind::StructValue(s)) => Some(s.clone()),
-                _ => None,
-            },
+            Some(pb::value::Kind::ListValue(l)) => {
+                match l.values.first().and_then(|v| v.kind.as_ref()) {
+                    Some(pb::value::Kind::StructValue(s)) => Some(s.clone()),
+                    _ => None,
+                }
+            }
             _ => None,
         };
-        let field = |k: &str| first_service.as_ref().and_then(|s| s.fields.get(k)).and_then(string_of);
+        let field = |k: &str| {
+            first_service
+                .as_ref()
+                .and_then(|s| s.fields.get(k))
+                .and_then(string_of)
+        };
         Some(Arc::new(ClusterIstioMetadata {
             service_host: field("host"),
             service_name: field("name"),
@@ -63,7 +72,11 @@ pub fn endpoint_workload(
     metadata: Option<&xds_client::proto::envoy::config::core::v3::Metadata>,
 ) -> Option<Arc<str>> {
     let istio = metadata?.filter_metadata.get("istio")?;
-    istio.fields.get("workload").and_then(string_of).map(Arc::from)
+    istio
+        .fields
+        .get("workload")
+        .and_then(string_of)
+        .map(Arc::from)
 }
 
 /// What Istio's filters learnt about a stream, carried to its completion.

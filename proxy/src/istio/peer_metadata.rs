@@ -79,9 +79,13 @@ fn propagation(list: &[proto::PropagationMethod], path: &str) -> Result<Vec<bool
 
 /// Translates the filter's config.
 pub fn translate(bytes: &[u8], path: &str) -> Result<PeerMetadataConfig> {
-    let c = proto::PeerMetadataConfig::decode(bytes).map_err(|e| ConfigError::at(path, e.to_string()))?;
+    let c = proto::PeerMetadataConfig::decode(bytes)
+        .map_err(|e| ConfigError::at(path, e.to_string()))?;
     Ok(PeerMetadataConfig {
-        downstream_discovery: discovery(&c.downstream_discovery, &join(path, "downstream_discovery"))?,
+        downstream_discovery: discovery(
+            &c.downstream_discovery,
+            &join(path, "downstream_discovery"),
+        )?,
         upstream_discovery: discovery(&c.upstream_discovery, &join(path, "upstream_discovery"))?,
         downstream_propagation: propagation(
             &c.downstream_propagation,
@@ -154,7 +158,10 @@ impl PeerMetadata {
     /// Whether an announcement is withheld from `cluster`: it disables metadata
     /// exchange, or (with `skip_external_clusters`) it is PassthroughCluster or marked
     /// external.
-    fn withheld(skip_external: bool, cluster: Option<(&str, Option<&ClusterIstioMetadata>)>) -> bool {
+    fn withheld(
+        skip_external: bool,
+        cluster: Option<(&str, Option<&ClusterIstioMetadata>)>,
+    ) -> bool {
         let Some((name, meta)) = cluster else {
             return false;
         };
@@ -243,10 +250,16 @@ mod tests {
         server.on_request(&mut req, None, &mut server_peers);
         assert!(req.get(METADATA_HEADER).is_none(), "removed before the app");
         let peer = server_peers.downstream.clone().expect("learnt");
-        assert_eq!((peer.workload.as_str(), peer.app.as_str()), ("productpage-v1", "productpage"));
+        assert_eq!(
+            (peer.workload.as_str(), peer.app.as_str()),
+            ("productpage-v1", "productpage")
+        );
         let mut resp = HeaderMap::new();
         server.on_response(&mut resp, None, &mut server_peers);
-        assert!(resp.contains_key(METADATA_HEADER), "answered an announced peer");
+        assert!(
+            resp.contains_key(METADATA_HEADER),
+            "answered an announced peer"
+        );
         client.on_response(&mut resp, None, &mut client_peers);
         assert!(resp.get(METADATA_HEADER).is_none());
         assert_eq!(client_peers.upstream.unwrap().namespace, "default");
@@ -285,6 +298,9 @@ mod tests {
             ..Default::default()
         };
         let e = translate(&c.encode_to_vec(), "f").unwrap_err();
-        assert!(e.to_string().contains("f.upstream_discovery[0].baggage"), "{e}");
+        assert!(
+            e.to_string().contains("f.upstream_discovery[0].baggage"),
+            "{e}"
+        );
     }
 }

@@ -120,26 +120,33 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         gateway: match c.reporter {
             0 => false,
             1 => true,
-            n => return Err(ConfigError::at(join(path, "reporter"), format!("unknown reporter {n}"))),
+            n => {
+                return Err(ConfigError::at(
+                    join(path, "reporter"),
+                    format!("unknown reporter {n}"),
+                ))
+            }
         },
         dropped: Vec::new(),
         overrides: vec![LabelOverrides::default(); METRICS.len()],
     };
     for (i, m) in c.metrics.iter().enumerate() {
         let mp = format!("{}[{i}]", join(path, "metrics"));
-        let targets: Vec<usize> = if m.name.is_empty() {
-            (0..METRICS.len()).collect()
-        } else {
-            match METRICS.iter().position(|n| *n == m.name) {
-                Some(idx) => vec![idx],
-                None => {
-                    return Err(ConfigError::at(
+        let targets: Vec<usize> =
+            if m.name.is_empty() {
+                (0..METRICS.len()).collect()
+            } else {
+                match METRICS.iter().position(|n| *n == m.name) {
+                    Some(idx) => vec![idx],
+                    None => return Err(ConfigError::at(
                         join(&mp, "name"),
-                        format!("{} is not a standard Istio metric (custom metrics are not supported)", m.name),
-                    ))
+                        format!(
+                            "{} is not a standard Istio metric (custom metrics are not supported)",
+                            m.name
+                        ),
+                    )),
                 }
-            }
-        };
+            };
         if m.drop {
             out.dropped.extend(targets);
             continue;
@@ -235,12 +242,19 @@ impl IstioStats {
             (false, false) => Reporter::Server,
         };
         let scope = root.child("istiocustom");
-        let version = match metadata.fields.get("ISTIO_VERSION").and_then(|v| v.kind.as_ref()) {
+        let version = match metadata
+            .fields
+            .get("ISTIO_VERSION")
+            .and_then(|v| v.kind.as_ref())
+        {
             Some(xds_client::proto::google::protobuf::value::Kind::StringValue(s)) => s.as_str(),
             _ => "",
         };
         scope
-            .gauge_with_tags("istio_build", &[("component", "proxy"), ("tag", or(version, "unknown"))])
+            .gauge_with_tags(
+                "istio_build",
+                &[("component", "proxy"), ("tag", or(version, "unknown"))],
+            )
             .set(1);
         IstioStats {
             local: Workload::from_node(metadata, &[]),
@@ -275,7 +289,11 @@ impl IstioStats {
                 | "InboundPassthroughClusterIpv6",
             ) => service_name = cluster.into(),
             _ => {
-                if let Some(m) = facts.cluster.as_deref().filter(|m| m.service_host.is_some() || m.service_name.is_some()) {
+                if let Some(m) = facts
+                    .cluster
+                    .as_deref()
+                    .filter(|m| m.service_host.is_some() || m.service_name.is_some())
+                {
                     if let Some(h) = &m.service_host {
                         service_host = h.clone();
                     }
@@ -308,7 +326,11 @@ impl IstioStats {
     /// The standard labels of a finished request, in Istio's order.
     fn labels(&self, r: &Record, grpc_status: Option<&str>) -> Vec<(&'static str, String)> {
         let endpoint_peer = match self.reporter {
-            Reporter::Client => r.istio.upstream_workload.as_deref().and_then(Workload::from_endpoint),
+            Reporter::Client => r
+                .istio
+                .upstream_workload
+                .as_deref()
+                .and_then(Workload::from_endpoint),
             _ => None,
         };
         let s = self.sides(r, &endpoint_peer);
@@ -334,7 +356,10 @@ impl IstioStats {
         if self.reporter == Reporter::Client {
             t.push(("source_workload", local.workload.clone()));
             t.push(("source_canonical_service", local.canonical_name.clone()));
-            t.push(("source_canonical_revision", local.canonical_revision.clone()));
+            t.push((
+                "source_canonical_revision",
+                local.canonical_revision.clone(),
+            ));
             t.push(("source_workload_namespace", local.namespace.clone()));
             t.push(("source_principal", unknown(s.local_san)));
             t.push(("source_app", local.app.clone()));
@@ -346,15 +371,24 @@ impl IstioStats {
             t.push(("destination_app", unknown(&peer.app)));
             t.push(("destination_version", unknown(&peer.version)));
             t.push(("destination_service", unknown(&s.service_host)));
-            t.push(("destination_canonical_service", unknown(&peer.canonical_name)));
-            t.push(("destination_canonical_revision", or(&peer.canonical_revision, "latest").into()));
+            t.push((
+                "destination_canonical_service",
+                unknown(&peer.canonical_name),
+            ));
+            t.push((
+                "destination_canonical_revision",
+                or(&peer.canonical_revision, "latest").into(),
+            ));
             t.push(("destination_service_name", unknown(&s.service_name)));
             t.push(("destination_service_namespace", unknown(&peer_namespace)));
             t.push(("destination_cluster", unknown(&peer.cluster)));
         } else {
             t.push(("source_workload", unknown(&peer.workload)));
             t.push(("source_canonical_service", unknown(&peer.canonical_name)));
-            t.push(("source_canonical_revision", or(&peer.canonical_revision, "latest").into()));
+            t.push((
+                "source_canonical_revision",
+                or(&peer.canonical_revision, "latest").into(),
+            ));
             t.push(("source_workload_namespace", unknown(&peer_namespace)));
             t.push(("source_principal", unknown(s.peer_san)));
             t.push(("source_app", unknown(&peer.app)));
@@ -365,14 +399,34 @@ impl IstioStats {
             t.push(("destination_principal", unknown(s.local_san)));
             t.push(("destination_app", local.app.clone()));
             t.push(("destination_version", local.version.clone()));
-            t.push(("destination_service", or(&s.service_host, &local.canonical_name).into()));
-            t.push(("destination_canonical_service", local.canonical_name.clone()));
-            t.push(("destination_canonical_revision", local.canonical_revision.clone()));
-            t.push(("destination_service_name", or(&s.service_name, &local.canonical_name).into()));
+            t.push((
+                "destination_service",
+                or(&s.service_host, &local.canonical_name).into(),
+            ));
+            t.push((
+                "destination_canonical_service",
+                local.canonical_name.clone(),
+            ));
+            t.push((
+                "destination_canonical_revision",
+                local.canonical_revision.clone(),
+            ));
+            t.push((
+                "destination_service_name",
+                or(&s.service_name, &local.canonical_name).into(),
+            ));
             t.push(("destination_service_namespace", local.namespace.clone()));
             t.push(("destination_cluster", local.cluster.clone()));
         }
-        t.push(("request_protocol", if grpc_status.is_some() { "grpc" } else { "http" }.into()));
+        t.push((
+            "request_protocol",
+            if grpc_status.is_some() {
+                "grpc"
+            } else {
+                "http"
+            }
+            .into(),
+        ));
         t.push(("response_code", r.response_code.to_string()));
         t.push(("grpc_response_status", grpc_status.unwrap_or("").into()));
         t.push(("response_flags", r.flags.to_string()));
@@ -446,17 +500,25 @@ mod tests {
             c.overrides[0].apply(&standard),
             vec![("reporter", "proxy"), ("extra", "x")]
         );
-        assert_eq!(c.overrides[2].apply(&standard), vec![("reporter", "source")]);
+        assert_eq!(
+            c.overrides[2].apply(&standard),
+            vec![("reporter", "source")]
+        );
     }
 
     #[test]
     fn unsupported_expressions_and_definitions_are_rejected_by_path() {
         let e = config(serde_json::json!({"metrics": [{"dimensions": {"a": "request.protocol"}}]}))
             .unwrap_err();
-        assert!(e.to_string().contains("stats.metrics[0].dimensions[a]"), "{e}");
-        let e = config(serde_json::json!({"definitions": [{"name": "x", "value": "1"}]})).unwrap_err();
+        assert!(
+            e.to_string().contains("stats.metrics[0].dimensions[a]"),
+            "{e}"
+        );
+        let e =
+            config(serde_json::json!({"definitions": [{"name": "x", "value": "1"}]})).unwrap_err();
         assert!(e.to_string().contains("stats.definitions"), "{e}");
-        let e = config(serde_json::json!({"metrics": [{"name": "nope", "drop": true}]})).unwrap_err();
+        let e =
+            config(serde_json::json!({"metrics": [{"name": "nope", "drop": true}]})).unwrap_err();
         assert!(e.to_string().contains("stats.metrics[0].name"), "{e}");
     }
 
@@ -466,7 +528,10 @@ mod tests {
         assert_eq!(literal("\"a\""), Some("a".into()));
         assert_eq!(literal("'a' + 'b'"), None);
         assert_eq!(literal("x"), None);
-        assert_eq!(namespace_of("spiffe://cluster.local/ns/default/sa/x"), Some("default"));
+        assert_eq!(
+            namespace_of("spiffe://cluster.local/ns/default/sa/x"),
+            Some("default")
+        );
         assert_eq!(namespace_of("spiffe://cluster.local/sa/x"), None);
     }
 }

@@ -169,10 +169,7 @@ impl Workload {
             },
         );
         if let Some(kind) = self.kind {
-            let owner = format!(
-                "{OWNER_PREFIX}{}/{kind}s/{}",
-                self.namespace, self.workload
-            );
+            let owner = format!("{OWNER_PREFIX}{}/{kind}s/{}", self.namespace, self.workload);
             fields.insert("OWNER".into(), string_value(&owner));
         }
         Struct { fields }
@@ -210,7 +207,10 @@ mod tests {
         assert_eq!(local.kind, Some("deployment"));
         assert!(local.labels.is_empty(), "role is not an additional label");
         let value = local.header_value();
-        assert_eq!(Workload::from_header(value.as_bytes(), &[]), Some(local.clone()));
+        assert_eq!(
+            Workload::from_header(value.as_bytes(), &[]),
+            Some(local.clone())
+        );
         let unpadded = value.trim_end_matches('=');
         assert_eq!(Workload::from_header(unpadded.as_bytes(), &[]), Some(local));
         assert_eq!(Workload::from_header(b"%%%", &[]), None);
@@ -226,10 +226,14 @@ mod tests {
 
     #[test]
     fn endpoint_encoding() {
-        let w = Workload::from_endpoint("ratings-v1;default;ratings;version-1;server-cluster")
-            .unwrap();
+        let w =
+            Workload::from_endpoint("ratings-v1;default;ratings;version-1;server-cluster").unwrap();
         assert_eq!(
-            (w.workload.as_str(), w.namespace.as_str(), w.cluster.as_str()),
+            (
+                w.workload.as_str(),
+                w.namespace.as_str(),
+                w.cluster.as_str()
+            ),
             ("ratings-v1", "default", "server-cluster")
         );
         assert_eq!(Workload::from_endpoint("a;b"), None);
@@ -237,8 +241,14 @@ mod tests {
 
     #[test]
     fn owner_kinds() {
-        assert_eq!(parse_owner("kubernetes://apis/apps/v1/namespaces/x/jobs/w", "w"), Some("job"));
-        assert_eq!(parse_owner("kubernetes://apis/apps/v1/namespaces/x/things/w", "w"), None);
+        assert_eq!(
+            parse_owner("kubernetes://apis/apps/v1/namespaces/x/jobs/w", "w"),
+            Some("job")
+        );
+        assert_eq!(
+            parse_owner("kubernetes://apis/apps/v1/namespaces/x/things/w", "w"),
+            None
+        );
         assert_eq!(parse_owner("", "w"), None);
     }
 }

@@ -441,6 +441,7 @@ async fn handle(
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(crate::tls::san::first_uri);
+        info.local_uri_san = tls.local_uri_san();
         io = Box::new(stream);
     }
     match &chain.terminal {

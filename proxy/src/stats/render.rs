@@ -116,12 +116,13 @@ fn prometheus_name(extracted: &str) -> String {
         .iter()
         .find_map(|ns| extracted.strip_prefix(ns));
     let mut s = String::from(if custom.is_some() { "" } else { "envoy_" });
-    s.extend(
-        custom
-            .unwrap_or(extracted)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
-    );
+    s.extend(custom.unwrap_or(extracted).chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c
+        } else {
+            '_'
+        }
+    }));
     s
 }
 
@@ -234,7 +235,9 @@ mod tests {
             .child("istiocustom")
             .counter_with_tags("istio_requests_total", &[("reporter", "source")])
             .inc();
-        assert!(text(&store, &all).contains("istiocustom.istio_requests_total.reporter.source: 1\n"));
+        assert!(
+            text(&store, &all).contains("istiocustom.istio_requests_total.reporter.source: 1\n")
+        );
         let prom = prometheus(&store, &all);
         assert!(
             prom.contains("# TYPE istio_requests_total counter\nistio_requests_total{reporter=\"source\"} 1\n"),

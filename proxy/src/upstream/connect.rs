@@ -47,6 +47,8 @@ pub struct Connected {
     pub alpn: Option<Vec<u8>>,
     /// Local address of the socket.
     pub local: Option<SocketAddr>,
+    /// The upstream certificate's first URI SAN (TLS only).
+    pub peer_uri_san: Option<String>,
 }
 
 async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
@@ -111,6 +113,7 @@ pub async fn connect(
             io,
             alpn: None,
             local,
+            peer_uri_san: None,
         });
     };
     let name = match &sni {
@@ -129,10 +132,16 @@ pub async fn connect(
         Ok(Err(e)) => return Err(ConnectError::Tls(e.to_string())),
         Err(_) => return Err(ConnectError::Timeout),
     };
-    let alpn = stream.get_ref().1.alpn_protocol().map(|a| a.to_vec());
+    let session = stream.get_ref().1;
+    let alpn = session.alpn_protocol().map(|a| a.to_vec());
+    let peer_uri_san = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(crate::tls::san::first_uri);
     Ok(Connected {
         io: Box::new(stream),
         alpn,
         local,
+        peer_uri_san,
     })
 }

@@ -38,6 +38,9 @@ pub struct Host {
     pub address_string: String,
     /// Its endpoint's `istio.workload` metadata, for Istio's telemetry.
     pub istio_workload: Option<std::sync::Arc<str>>,
+    /// The first URI SAN of the certificate its latest TLS connection presented (the
+    /// upstream principal Istio's telemetry reports).
+    peer_uri_san: arc_swap::ArcSwapOption<String>,
     active_requests: AtomicU64,
     /// Its outlier record, in clusters with outlier detection (boxed: hosts of other
     /// clusters pay one pointer).
@@ -68,12 +71,23 @@ impl Host {
             weight: weight.max(1),
             address_string,
             istio_workload: None,
+            peer_uri_san: arc_swap::ArcSwapOption::empty(),
             active_requests: AtomicU64::new(0),
             outlier: None,
             failed_health_check: AtomicBool::new(false),
             health_check_timed_out: AtomicBool::new(false),
             in_service_since: AtomicU64::new(nanos_since_epoch()),
         }
+    }
+
+    /// Records the URI SAN a new TLS connection to it presented.
+    pub fn set_peer_uri_san(&self, san: Option<String>) {
+        self.peer_uri_san.store(san.map(std::sync::Arc::new));
+    }
+
+    /// The URI SAN its latest TLS connection presented.
+    pub fn peer_uri_san(&self) -> Option<String> {
+        self.peer_uri_san.load().as_deref().cloned()
     }
 
     /// The same host carrying its endpoint's `istio.workload` metadata.

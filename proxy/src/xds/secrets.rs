@@ -5,7 +5,7 @@
 use super::resource::{self, Applied};
 use crate::config::secrets::Secrets;
 use crate::config::source::XdsSource;
-use crate::config::tls::{ServerTls, TlsState, UpstreamTls};
+use crate::config::tls::{Prepared as Built, ServerTls, UpstreamTls};
 use crate::server::Server;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,8 +38,8 @@ impl Context {
 
 /// A rebuilt config waiting to be installed.
 enum Prepared {
-    Server(Arc<ServerTls>, TlsState<rustls::ServerConfig>),
-    Client(Arc<UpstreamTls>, TlsState<rustls::ClientConfig>),
+    Server(Arc<ServerTls>, Built<rustls::ServerConfig>),
+    Client(Arc<UpstreamTls>, Built<rustls::ClientConfig>),
 }
 
 impl Prepared {
