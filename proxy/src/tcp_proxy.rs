@@ -119,7 +119,7 @@ impl TcpProxy {
                         break;
                     };
                     record.upstream_host = Some(host.address_string.clone());
-                    let tls = cluster.client_tls();
+                    let tls = cluster.client_tls(&host);
                     cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls).await {
                         Ok(c) => {

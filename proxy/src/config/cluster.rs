@@ -97,6 +97,9 @@ pub struct EndpointConfig {
     /// Its `metadata.filter_metadata.istio.workload` (Istio's telemetry fallback for a
     /// peer that announced nothing).
     pub istio_workload: Option<Arc<str>>,
+    /// Its `metadata.filter_metadata["envoy.transport_socket_match"]` string fields,
+    /// sorted (what `transport_socket_matches` select on).
+    pub tls_labels: Vec<(String, String)>,
 }
 
 /// Where endpoints (or the proxy itself) run: region, zone, sub-zone; two localities are
@@ -293,6 +296,94 @@ pub struct ClusterConfig {
     pub zone_aware: ZoneAware,
     /// `metadata.filter_metadata.istio` as Istio's filters read it.
     pub istio: Option<Arc<crate::istio::ClusterIstioMetadata>>,
+    /// `transport_socket_matches`: per-endpoint transport sockets, chosen by endpoint
+    /// metadata (Istio's auto-mTLS: `tlsMode: istio` endpoints get mutual TLS).
+    pub tls_matches: Vec<TlsMatch>,
+}
+
+/// One `transport_socket_matches` entry.
+#[derive(Debug)]
+pub struct TlsMatch {
+    /// `name` (for errors and the admin output).
+    pub name: String,
+    /// `match`: every key must equal the endpoint's
+    /// `filter_metadata["envoy.transport_socket_match"]` value (empty matches all).
+    pub criteria: Vec<(String, String)>,
+    /// Its transport socket: TLS, or `None` for raw buffer.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl ClusterConfig {
+    /// Which `transport_socket_matches` entry an endpoint with `labels` uses (`None`:
+    /// the cluster's own `transport_socket`): the first whose criteria all hold.
+    pub fn tls_match(&self, labels: &[(String, String)]) -> Option<u16> {
+        self.tls_matches
+            .iter()
+            .position(|m| m.criteria.iter().all(|c| labels.contains(c)))
+            .map(|i| i as u16)
+    }
+
+    /// The TLS context for an endpoint that chose `tls_match` (see [`Self::tls_match`]).
+    pub fn tls_for(&self, tls_match: Option<u16>) -> Option<&Arc<UpstreamTls>> {
+        match tls_match {
+            Some(i) => self
+                .tls_matches
+                .get(i as usize)
+                .and_then(|m| m.tls.as_ref()),
+            None => self.tls.as_ref(),
+        }
+    }
+
+    /// Every TLS context the cluster may use (its own and its matches').
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &Arc<UpstreamTls>> {
+        self.tls
+            .iter()
+            .chain(self.tls_matches.iter().filter_map(|m| m.tls.as_ref()))
+    }
+}
+
+/// The string fields of a metadata struct (other kinds cannot be matched and are
+/// skipped).
+fn string_fields(s: &xds_client::proto::google::protobuf::Struct) -> Vec<(String, String)> {
+    use xds_client::proto::google::protobuf::value::Kind;
+    let mut out: Vec<(String, String)> = s
+        .fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Translates `transport_socket_matches`.
+fn tls_matches(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<Vec<TlsMatch>> {
+    let mut out = Vec::new();
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        let p = format!("{}[{i}]", join(path, "transport_socket_matches"));
+        let criteria = m.r#match.as_ref().map(string_fields).unwrap_or_default();
+        if m.r#match
+            .as_ref()
+            .is_some_and(|s| s.fields.len() != criteria.len())
+        {
+            return Err(ConfigError::at(
+                join(&p, "match"),
+                "only string values can be matched",
+            ));
+        }
+        let tls = match &m.transport_socket {
+            Some(ts) => tls::upstream_transport_socket(ts, secrets, &join(&p, "transport_socket"))?,
+            None => None,
+        };
+        out.push(TlsMatch {
+            name: m.name.clone(),
+            criteria,
+            tls,
+        });
+    }
+    Ok(out)
 }
 
 fn u32_value(v: &Option<xds_client::proto::google::protobuf::UInt32Value>) -> Option<u32> {
@@ -438,6 +529,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         slow_start: slow_start(c, path)?,
         zone_aware: zone_aware(c, path)?,
         istio: crate::istio::ClusterIstioMetadata::from_metadata(c.metadata.as_ref()),
+        tls_matches: tls_matches(c, secrets, path)?,
         update_merge_window: match c
             .common_lb_config
             .as_ref()
@@ -822,6 +914,12 @@ fn endpoints(
                     .as_ref()
                     .map_or(0, |w| w.value),
                 istio_workload: crate::istio::endpoint_workload(lbe.metadata.as_ref()),
+                tls_labels: lbe
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+                    .map(string_fields)
+                    .unwrap_or_default(),
             });
         }
     }

@@ -338,8 +338,9 @@ pub const MESSAGES: &[MessageSupport] = &[
         "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
         "maglev_lb_config", "least_request_lb_config", "round_robin_lb_config", "common_lb_config", "metadata",
         "cleanup_interval", "upstream_bind_config", "eds_cluster_config", "outlier_detection",
-        "health_checks",
+        "health_checks", "transport_socket_matches",
     ]),
+    msg!("envoy.config.cluster.v3.Cluster.TransportSocketMatch", ["name", "match", "transport_socket"]),
     msg!("envoy.config.core.v3.HealthCheck", [
         "timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",
         "unhealthy_threshold", "healthy_threshold", "reuse_connection", "no_traffic_interval",

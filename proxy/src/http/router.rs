@@ -477,7 +477,7 @@ pub async fn forward(
     }
     record.upstream_host = Some(host.address_string.clone());
     record.istio.upstream_workload = host.istio_workload.clone();
-    if let Some(t) = &cluster.config.tls {
+    if let Some(t) = cluster.config.tls_for(host.tls_match) {
         record.upstream_peer_uri_san = host.peer_uri_san();
         record.upstream_local_uri_san = t.tls.local_uri_san();
     }

@@ -132,21 +132,22 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
     };
     for (i, m) in c.metrics.iter().enumerate() {
         let mp = format!("{}[{i}]", join(path, "metrics"));
-        let targets: Vec<usize> =
-            if m.name.is_empty() {
-                (0..METRICS.len()).collect()
-            } else {
-                match METRICS.iter().position(|n| *n == m.name) {
-                    Some(idx) => vec![idx],
-                    None => return Err(ConfigError::at(
+        let targets: Vec<usize> = if m.name.is_empty() {
+            (0..METRICS.len()).collect()
+        } else {
+            match METRICS.iter().position(|n| *n == m.name) {
+                Some(idx) => vec![idx],
+                None => {
+                    return Err(ConfigError::at(
                         join(&mp, "name"),
                         format!(
                             "{} is not a standard Istio metric (custom metrics are not supported)",
                             m.name
                         ),
-                    )),
+                    ))
                 }
-            };
+            }
+        };
         if m.drop {
             out.dropped.extend(targets);
             continue;

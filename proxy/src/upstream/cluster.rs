@@ -270,7 +270,9 @@ impl Cluster {
             hosts: RwLock::new(HostSet::new(Vec::new())),
             members: RwLock::new(Arc::default()),
             priorities: RwLock::new(Arc::new(Priorities::default())),
-            balancer: Balancer::new(config.lb.clone()).with_slow_start(config.slow_start),
+            balancer: Balancer::new(config.lb.clone())
+                .with_slow_start(config.slow_start)
+                .with_original_dst_tls(config.tls_match(&[])),
             outlier,
             retired: std::sync::atomic::AtomicBool::new(false),
             config,
@@ -297,7 +299,8 @@ impl Cluster {
                     host: self.keep_or_make(
                         &previous,
                         Host::new(address, e.hostname.clone(), e.weight)
-                            .with_istio_workload(e.istio_workload.clone()),
+                            .with_istio_workload(e.istio_workload.clone())
+                            .with_tls_match(self.config.tls_match(&e.tls_labels)),
                     ),
                     priority: e.priority,
                     healthy: e.healthy,
@@ -321,6 +324,7 @@ impl Cluster {
                 && r.host.hostname == host.hostname
                 && r.host.weight == host.weight
                 && r.host.istio_workload == host.istio_workload
+                && r.host.tls_match == host.tls_match
         });
         if let Some(r) = same {
             return r.host.clone();
@@ -510,8 +514,8 @@ impl Cluster {
     /// The TLS client config and SNI for a connection outside the HTTP pools (TCP proxy,
     /// health checks): the cluster's current one, `None` without TLS or before its
     /// secrets arrive.
-    pub fn client_tls(&self) -> Option<super::connect::ClientTls> {
-        let t = self.config.tls.as_ref()?;
+    pub fn client_tls(&self, host: &Host) -> Option<super::connect::ClientTls> {
+        let t = self.config.tls_for(host.tls_match)?;
         let state = t.tls.current();
         state
             .as_ref()

@@ -57,11 +57,10 @@ pub async fn resolve_once(cluster: &Arc<Cluster>) -> bool {
                 } else {
                     e.hostname.clone()
                 };
-                hosts.extend(
-                    addrs
-                        .into_iter()
-                        .map(|a| Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight)),
-                );
+                hosts.extend(addrs.into_iter().map(|a| {
+                    Host::new(HostAddress::Tcp(a), hostname.clone(), e.weight)
+                        .with_tls_match(cluster.config.tls_match(&e.tls_labels))
+                }));
             }
             Err(err) => {
                 tracing::warn!(target: "dns", "DNS resolution of {name} for cluster {} failed: {err}", cluster.config.name)

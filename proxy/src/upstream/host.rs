@@ -38,6 +38,9 @@ pub struct Host {
     pub address_string: String,
     /// Its endpoint's `istio.workload` metadata, for Istio's telemetry.
     pub istio_workload: Option<std::sync::Arc<str>>,
+    /// The cluster's `transport_socket_matches` entry its endpoint chose (`None`: the
+    /// cluster's own transport socket).
+    pub tls_match: Option<u16>,
     /// The first URI SAN of the certificate its latest TLS connection presented (the
     /// upstream principal Istio's telemetry reports).
     peer_uri_san: arc_swap::ArcSwapOption<String>,
@@ -71,6 +74,7 @@ impl Host {
             weight: weight.max(1),
             address_string,
             istio_workload: None,
+            tls_match: None,
             peer_uri_san: arc_swap::ArcSwapOption::empty(),
             active_requests: AtomicU64::new(0),
             outlier: None,
@@ -88,6 +92,12 @@ impl Host {
     /// The URI SAN its latest TLS connection presented.
     pub fn peer_uri_san(&self) -> Option<String> {
         self.peer_uri_san.load().as_deref().cloned()
+    }
+
+    /// The same host using the cluster's `transport_socket_matches` entry `tls_match`.
+    pub fn with_tls_match(mut self, tls_match: Option<u16>) -> Self {
+        self.tls_match = tls_match;
+        self
     }
 
     /// The same host carrying its endpoint's `istio.workload` metadata.

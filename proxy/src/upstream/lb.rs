@@ -56,6 +56,9 @@ impl HostSet {
 pub struct Balancer {
     policy: LbPolicy,
     slow_start: Option<SlowStart>,
+    /// The `transport_socket_matches` entry of ORIGINAL_DST hosts (they carry no
+    /// metadata, so only an entry with empty criteria can match them).
+    original_dst_tls: Option<u16>,
 }
 
 /// Weight scale under slow start: ramped weights keep three decimals.
@@ -67,7 +70,14 @@ impl Balancer {
         Balancer {
             policy,
             slow_start: None,
+            original_dst_tls: None,
         }
+    }
+
+    /// The same balancer giving the ORIGINAL_DST hosts it makes `tls_match`.
+    pub fn with_original_dst_tls(mut self, tls_match: Option<u16>) -> Self {
+        self.original_dst_tls = tls_match;
+        self
     }
 
     /// The same balancer ramping new hosts up over a slow start window (round robin and
@@ -105,9 +115,12 @@ impl Balancer {
     /// Picks a host, or `None` when there is none to pick.
     pub fn pick(&self, set: &HostSet, ctx: &LbContext) -> Option<Arc<Host>> {
         if let LbPolicy::ClusterProvided = self.policy {
-            return ctx
-                .original_dst
-                .map(|a| Arc::new(Host::new(HostAddress::Tcp(a), String::new(), 1)));
+            return ctx.original_dst.map(|a| {
+                Arc::new(
+                    Host::new(HostAddress::Tcp(a), String::new(), 1)
+                        .with_tls_match(self.original_dst_tls),
+                )
+            });
         }
         if set.hosts.is_empty() {
             return None;

@@ -187,7 +187,7 @@ impl HostPool {
     /// The TLS config for a new connection: the cluster's current one (a rotated secret
     /// applies from the next connection) with this pool's ALPN.
     fn tls(&self) -> Result<Option<connect::ClientTls>, ConnectError> {
-        let Some(t) = &self.cluster.config.tls else {
+        let Some(t) = self.cluster.config.tls_for(self.host.tls_match) else {
             return Ok(None);
         };
         let state = t.tls.current();

@@ -97,7 +97,7 @@ pub fn contexts(server: &Server, st: &super::State) -> Vec<Context> {
     }
     let clusters = server.clusters.all();
     for c in clusters.iter().chain(st.clusters.warming.values()) {
-        if let Some(t) = &c.config.tls {
+        for t in c.config.tls_contexts() {
             out.push(Context::Client(t.clone()));
         }
     }
