@@ -59,82 +59,13 @@ pub fn try_any(type_url: &str, json: serde_json::Value) -> Result<Any, String> {
     })
 }
 
-/// Envoy's descriptors plus the messages istiod sends as raw `Any`s in the fixtures that
-/// the set lacks (field numbers from the published protos): `udpa.type.v1.TypedStruct`,
-/// the TCP metadata exchange config, the (empty, in the fixtures) stats plugin config,
-/// and the `istio.alpn` filter config.
+/// Envoy's descriptors (with the Istio filter configs meshproxy knows) plus the messages
+/// istiod sends as raw `Any`s in the fixtures that the set lacks (field numbers from the
+/// published protos): `udpa.type.v1.TypedStruct` and the TCP metadata exchange config.
 fn pool() -> &'static prost_reflect::DescriptorPool {
-    use prost_types::field_descriptor_proto::{Label, Type};
-    use prost_types::{
-        DescriptorProto, EnumDescriptorProto, EnumValueDescriptorProto, FieldDescriptorProto,
-        FileDescriptorProto,
-    };
+    use xds_client::proto_def::{field, file, message, Kind};
     static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let field = |name: &str, number: i32, ty: Type| FieldDescriptorProto {
-            name: Some(name.into()),
-            number: Some(number),
-            label: Some(Label::Optional as i32),
-            r#type: Some(ty as i32),
-            json_name: Some(name.into()),
-            ..Default::default()
-        };
-        let typed = |name: &str, number: i32, label: Label, ty: Type, type_name: &str| {
-            FieldDescriptorProto {
-                label: Some(label as i32),
-                type_name: Some(type_name.into()),
-                ..field(name, number, ty)
-            }
-        };
-        const ALPN: &str = ".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
-        let alpn = DescriptorProto {
-            name: Some("FilterConfig".into()),
-            field: vec![typed(
-                "alpn_override",
-                1,
-                Label::Repeated,
-                Type::Message,
-                &format!("{ALPN}.AlpnOverride"),
-            )],
-            nested_type: vec![DescriptorProto {
-                name: Some("AlpnOverride".into()),
-                field: vec![
-                    typed(
-                        "upstream_protocol",
-                        1,
-                        Label::Optional,
-                        Type::Enum,
-                        &format!("{ALPN}.Protocol"),
-                    ),
-                    FieldDescriptorProto {
-                        label: Some(Label::Repeated as i32),
-                        ..field("alpn_override", 2, Type::String)
-                    },
-                ],
-                ..Default::default()
-            }],
-            enum_type: vec![EnumDescriptorProto {
-                name: Some("Protocol".into()),
-                value: ["HTTP10", "HTTP11", "HTTP2"]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| EnumValueDescriptorProto {
-                        name: Some((*n).into()),
-                        number: Some(i as i32),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let file = |name: &str, package: &str, message: DescriptorProto| FileDescriptorProto {
-            name: Some(name.into()),
-            package: Some(package.into()),
-            message_type: vec![message],
-            syntax: Some("proto3".into()),
-            ..Default::default()
-        };
         let mut pool = (*xds_client::descriptors::hold()).clone();
         let struct_file = pool
             .get_message_by_name("google.protobuf.Struct")
@@ -142,48 +73,36 @@ fn pool() -> &'static prost_reflect::DescriptorPool {
             .parent_file()
             .name()
             .to_string();
-        let typed_struct = FileDescriptorProto {
-            dependency: vec![struct_file],
-            ..file(
-                "test/udpa/typed_struct.proto",
-                "udpa.type.v1",
-                DescriptorProto {
-                    name: Some("TypedStruct".into()),
-                    field: vec![
-                        field("type_url", 1, Type::String),
-                        typed(
-                            "value",
-                            2,
-                            Label::Optional,
-                            Type::Message,
-                            ".google.protobuf.Struct",
-                        ),
-                    ],
-                    ..Default::default()
-                },
-            )
-        };
-        pool.add_file_descriptor_protos([
-            typed_struct,
-            file(
-                "test/istio/metadata_exchange.proto",
-                "envoy.tcp.metadataexchange.config",
-                DescriptorProto {
-                    name: Some("MetadataExchange".into()),
-                    field: vec![
-                        field("protocol", 1, Type::String),
-                        field("enable_discovery", 2, Type::Bool),
-                    ],
-                    ..Default::default()
-                },
-            ),
-            file(
-                "test/istio/alpn.proto",
-                "istio.envoy.config.filter.http.alpn.v2alpha1",
-                alpn,
-            ),
-        ])
-        .expect("test Istio descriptors");
+        let typed_struct = file(
+            "test/udpa/typed_struct.proto",
+            "udpa.type.v1",
+            &[struct_file.as_str()],
+            vec![message(
+                "TypedStruct",
+                vec![
+                    field("type_url", 1, Kind::String),
+                    field("value", 2, Kind::Message(".google.protobuf.Struct")),
+                ],
+                vec![],
+            )],
+            vec![],
+        );
+        let metadata_exchange = file(
+            "test/istio/metadata_exchange.proto",
+            "envoy.tcp.metadataexchange.config",
+            &[],
+            vec![message(
+                "MetadataExchange",
+                vec![
+                    field("protocol", 1, Kind::String),
+                    field("enable_discovery", 2, Kind::Bool),
+                ],
+                vec![],
+            )],
+            vec![],
+        );
+        pool.add_file_descriptor_protos([typed_struct, metadata_exchange])
+            .expect("test Istio descriptors");
         pool
     })
 }

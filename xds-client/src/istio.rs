@@ -14,6 +14,27 @@ use std::collections::HashMap;
 pub const STATS_CONFIG: &str = "stats.PluginConfig";
 /// Full name of the peer metadata filter's config.
 pub const PEER_METADATA_CONFIG: &str = "io.istio.http.peer_metadata.Config";
+/// Full name of the `istio.alpn` filter's config.
+pub const ALPN_CONFIG: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+
+/// `istio.alpn`'s config: the ALPN to offer upstream for each upstream HTTP protocol.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnFilterConfig {
+    /// The overrides, by upstream protocol.
+    #[prost(message, repeated, tag = "1")]
+    pub alpn_override: Vec<AlpnOverride>,
+}
+
+/// `FilterConfig.AlpnOverride`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnOverride {
+    /// `Protocol`: 0 HTTP10, 1 HTTP11, 2 HTTP2.
+    #[prost(int32, tag = "1")]
+    pub upstream_protocol: i32,
+    /// The ALPN protocols to offer, in order.
+    #[prost(string, repeated, tag = "2")]
+    pub alpn_override: Vec<String>,
+}
 
 /// `stats.PluginConfig`: how the standard Istio metrics are reported.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -253,9 +274,37 @@ fn peer_metadata_file() -> FileDescriptorProto {
     )
 }
 
+fn alpn_file() -> FileDescriptorProto {
+    const CONFIG: &str = ".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+    let overrides = format!("{CONFIG}.AlpnOverride");
+    let protocol = format!("{CONFIG}.Protocol");
+    let config = prost_types::DescriptorProto {
+        enum_type: vec![enumeration("Protocol", &["HTTP10", "HTTP11", "HTTP2"])],
+        ..message(
+            "FilterConfig",
+            vec![repeated("alpn_override", 1, Kind::Message(&overrides))],
+            vec![message(
+                "AlpnOverride",
+                vec![
+                    field("upstream_protocol", 1, Kind::Enum(&protocol)),
+                    repeated("alpn_override", 2, Kind::String),
+                ],
+                vec![],
+            )],
+        )
+    };
+    file(
+        "envoy/config/filter/http/alpn/v2alpha1/config.proto",
+        "istio.envoy.config.filter.http.alpn.v2alpha1",
+        &[],
+        vec![config],
+        vec![],
+    )
+}
+
 /// The Istio files to add to the descriptor pool.
 pub fn files() -> Vec<FileDescriptorProto> {
-    vec![stats_file(), peer_metadata_file()]
+    vec![stats_file(), peer_metadata_file(), alpn_file()]
 }
 
 #[cfg(test)]
@@ -279,6 +328,15 @@ mod tests {
             "upstream_propagation": [{"istio_headers": {"skip_external_clusters": true}}]
         });
         let c: PeerMetadataConfig = crate::json::decode(json, PEER_METADATA_CONFIG, false).unwrap();
+        let alpn = serde_json::json!({"alpn_override": [
+            {"alpn_override": ["istio-http/1.0", "istio"]},
+            {"upstream_protocol": "HTTP2", "alpn_override": ["istio-h2"]}]});
+        let a: AlpnFilterConfig = crate::json::decode(alpn, ALPN_CONFIG, false).unwrap();
+        assert_eq!(a.alpn_override[1].upstream_protocol, 2);
+        assert_eq!(
+            a.alpn_override[0].alpn_override,
+            vec!["istio-http/1.0", "istio"]
+        );
         assert_eq!(
             c.upstream_discovery[1].method,
             Some(Discovery::WorkloadDiscovery(Marker {}))

@@ -46,6 +46,8 @@ pub enum HttpFilterConfig {
     PeerMetadata(Arc<crate::istio::peer_metadata::PeerMetadataConfig>),
     /// Istio's standard metrics (`stats.PluginConfig`).
     IstioStats(Arc<crate::istio::stats::IstioStatsConfig>),
+    /// Istio's upstream ALPN override (`istio.alpn`).
+    Alpn(Arc<crate::istio::alpn::AlpnConfig>),
 }
 
 /// A translated HttpConnectionManager.
@@ -320,6 +322,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
             crate::istio::peer_metadata::TYPE_NAME => {
                 let c = crate::istio::peer_metadata::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));
+            }
+            crate::istio::alpn::TYPE_NAME => {
+                let c = crate::istio::alpn::translate(&any.value, &tp)?;
+                out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
             crate::istio::stats::TYPE_NAME => {
                 let c = crate::istio::stats::translate(&any.value, &tp)?;

@@ -252,6 +252,8 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("io.istio.http.peer_metadata.Config.IstioHeaders", ["skip_external_clusters"]),
     msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
     msg!("io.istio.http.peer_metadata.Config.Baggage", []),
+    msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", ["alpn_override"]),
+    msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.AlpnOverride", ["upstream_protocol", "alpn_override"]),
     // --- routes --------------------------------------------------------------------------
     msg!("envoy.config.route.v3.RouteConfiguration", [
         "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",

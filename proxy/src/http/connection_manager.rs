@@ -742,6 +742,10 @@ impl HttpConnectionManager {
                         conn: info,
                         suppress_envoy_headers: c.suppress_envoy_headers,
                         cluster: chosen,
+                        alpn: c.filters.iter().find_map(|f| match f {
+                            HttpFilterConfig::Alpn(a) => Some(a.as_ref()),
+                            _ => None,
+                        }),
                     };
                     let upgrade = req.headers().contains_key(header::UPGRADE)
                         && req.version() != Version::HTTP_2;

@@ -100,7 +100,7 @@ async fn exchange(
         return;
     };
     let _active = host.start_request();
-    let outcome = super::router::send(cluster, &host, protocol, request, authority).await;
+    let outcome = super::router::send(cluster, &host, protocol, None, request, authority).await;
     if let Some(result) = super::router::outlier_outcome(&outcome, false) {
         cluster.report(&host, result);
     }

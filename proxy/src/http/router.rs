@@ -48,6 +48,8 @@ pub struct RouteContext<'a> {
     pub suppress_envoy_headers: bool,
     /// The cluster chosen for this request (see [`choose_cluster`]); `None` answers 503 `NC`.
     pub cluster: Option<ChosenCluster<'a>>,
+    /// The `istio.alpn` filter of the chain, if any: the upstream ALPN to offer.
+    pub alpn: Option<&'a crate::istio::alpn::AlpnConfig>,
 }
 
 /// A forward action's cluster for one request, and the weighted entry it came from.
@@ -241,6 +243,9 @@ pub async fn forward(
     );
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = upstream_protocol(&cluster, downstream_h2);
+    let alpn = ctx
+        .alpn
+        .and_then(|a| a.for_request(cluster.config.protocol, req.version()));
 
     // A request can be replayed only if its body is buffered (bounded by the cluster's
     // buffer limit); upgrades are never retried.
@@ -326,9 +331,10 @@ pub async fn forward(
             .flatten()
             .min();
             let exchange = {
-                let (cluster, host) = (cluster.clone(), host.clone());
+                let (cluster, host, alpn) = (cluster.clone(), host.clone(), alpn.clone());
                 async move {
-                    let outcome = send(&cluster, &host, protocol, req, authority).await;
+                    let outcome =
+                        send(&cluster, &host, protocol, alpn.as_ref(), req, authority).await;
                     (host, Some(active), outcome)
                 }
             };
@@ -736,10 +742,11 @@ pub(super) async fn send(
     cluster: &Arc<Cluster>,
     host: &Arc<crate::upstream::host::Host>,
     protocol: Protocol,
+    alpn: Option<&crate::istio::alpn::Alpn>,
     mut req: Request<Body>,
     authority: String,
 ) -> Result<Exchange, SendError> {
-    let pool = pool::for_host(cluster, host, protocol).map_err(SendError::Pool)?;
+    let pool = pool::for_host(cluster, host, protocol, alpn).map_err(SendError::Pool)?;
     let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
     // Envoy counts an upstream request once it has a connection to go on (each attempt;
     // overflowed ones are not counted).

@@ -1,8 +1,9 @@
 //! Istio's own extensions, written from the field numbers and behaviour Istio publishes:
 //! the workload identity they share ([`workload`]), the HTTP metadata exchange filter
-//! ([`peer_metadata`]) and the `istio.stats` filter that reports Istio's standard
-//! metrics ([`stats`]).
+//! ([`peer_metadata`]), the `istio.stats` filter that reports Istio's standard metrics
+//! ([`stats`]) and the `istio.alpn` filter ([`alpn`]).
 
+pub mod alpn;
 pub mod peer_metadata;
 pub mod stats;
 pub mod workload;

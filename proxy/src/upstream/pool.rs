@@ -12,6 +12,7 @@ use super::cluster::Cluster;
 use super::connect::{self, ConnectError};
 use super::host::Host;
 use super::resources::Slot;
+use crate::istio::alpn::Alpn;
 use filters::http::Body;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -134,6 +135,8 @@ pub struct HostPool {
     cluster: Arc<Cluster>,
     host: Arc<Host>,
     protocol: Protocol,
+    /// The ALPN to offer instead of the context's (`istio.alpn`).
+    alpn: Option<Alpn>,
     /// The TLS config with this pool's ALPN, cached until the cluster's secrets rotate
     /// (keyed by the identity of the config it was derived from).
     tls_cache: Mutex<Option<(usize, Arc<rustls::ClientConfig>)>>,
@@ -141,18 +144,21 @@ pub struct HostPool {
     freed: tokio::sync::Notify,
 }
 
-/// Identity of a pool: cluster (by pointer), host address, protocol.
-type PoolKey = (usize, super::host::HostAddress, Protocol);
+/// Identity of a pool: cluster (by pointer), host address, protocol, ALPN override (by
+/// pointer; 0 for none).
+type PoolKey = (usize, super::host::HostAddress, Protocol, usize);
 
 thread_local! {
     static POOLS: RefCell<HashMap<PoolKey, Arc<HostPool>>> = RefCell::new(HashMap::new());
 }
 
-/// The calling worker's pool for (cluster, host, protocol), created on first use.
+/// The calling worker's pool for (cluster, host, protocol, ALPN override), created on
+/// first use.
 pub fn for_host(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     protocol: Protocol,
+    alpn: Option<&Alpn>,
 ) -> Result<Arc<HostPool>, PoolError> {
     // Keyed by the cluster's identity and the host's address: no allocation per request,
     // and ORIGINAL_DST hosts (created per connection) share their address's pool.
@@ -160,6 +166,7 @@ pub fn for_host(
         Arc::as_ptr(cluster) as usize,
         host.address.clone(),
         protocol,
+        alpn.map_or(0, |a| Arc::as_ptr(a) as usize),
     );
     if let Some(p) = POOLS.with(|p| p.borrow().get(&key).cloned()) {
         if Arc::ptr_eq(&p.cluster, cluster) {
@@ -170,6 +177,7 @@ pub fn for_host(
         cluster: cluster.clone(),
         host: host.clone(),
         protocol,
+        alpn: alpn.cloned(),
         tls_cache: Mutex::new(None),
         state: Mutex::default(),
         freed: tokio::sync::Notify::new(),
@@ -203,7 +211,9 @@ impl HostPool {
             }
         }
         let mut config = (**base).clone();
-        config.alpn_protocols = if !t.alpn.is_empty() {
+        config.alpn_protocols = if let Some(a) = &self.alpn {
+            a.to_vec()
+        } else if !t.alpn.is_empty() {
             t.alpn.clone()
         } else {
             match self.protocol {
