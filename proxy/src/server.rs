@@ -75,6 +75,7 @@ pub struct Server {
 impl Server {
     /// Builds clusters and listeners from the bootstrap.
     pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
+        crate::istio::set_local_node(&bootstrap.node_proto);
         let stats = Store::new();
         let root = stats.root();
         crate::tls::multibuffer::stats::register(&root);

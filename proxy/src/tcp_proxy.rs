@@ -4,8 +4,11 @@
 
 use crate::access_log::record::{Record, ResponseFlags};
 use crate::access_log::writer::AccessLogger;
+use crate::config::listener::NetworkFilter;
 use crate::config::tcp_proxy::TcpProxyConfig;
+use crate::http::connection_manager::LocalNode;
 use crate::io::{BoxIo, CountingIo};
+use crate::istio::stats::IstioStats;
 use crate::listener::ConnectionInfo;
 use crate::server::Server;
 use crate::stats::{Counter, Scope};
@@ -31,18 +34,33 @@ pub struct TcpProxy {
     tx_bytes: Arc<Counter>,
     connect_attempts_exceeded: Arc<Counter>,
     access_logs: Vec<AccessLogger>,
+    /// Istio's TCP metrics filters of the chain.
+    istio_stats: Vec<IstioStats>,
     /// Draining this chain's connections (LDS changed or removed the chain): they close
     /// when the drain time is over.
     pub drain: Arc<crate::listener::drain::ChainDrain>,
 }
 
 impl TcpProxy {
-    /// Builds the filter with its stats (`tcp.<stat_prefix>.`) and loggers.
+    /// Builds the filter with its stats (`tcp.<stat_prefix>.`), loggers, and the Istio
+    /// metrics filters among the chain's `network_filters`.
     pub fn new(
         config: Arc<TcpProxyConfig>,
         root: &Scope,
         flush: std::time::Duration,
+        local: &LocalNode,
+        network_filters: &[NetworkFilter],
     ) -> std::io::Result<Arc<Self>> {
+        let metadata = local.node.metadata.clone().unwrap_or_default();
+        let istio_stats = network_filters
+            .iter()
+            .filter_map(|f| match f {
+                NetworkFilter::IstioStats(c) => {
+                    Some(IstioStats::new(c.clone(), &metadata, local.outbound, root))
+                }
+                NetworkFilter::MetadataExchange(_) => None,
+            })
+            .collect();
         let s = root.tagged("tcp", "envoy_tcp_prefix", &config.stat_prefix);
         let access_logs = config
             .access_logs
@@ -57,6 +75,7 @@ impl TcpProxy {
             tx_bytes: s.counter("downstream_cx_tx_bytes_total"),
             connect_attempts_exceeded: s.counter("upstream_cx_connect_attempts_exceeded"),
             access_logs,
+            istio_stats,
             drain: Arc::default(),
             config,
         }))
@@ -94,10 +113,14 @@ impl TcpProxy {
         record.downstream_local = info.local;
         record.requested_server_name = info.server_name.clone();
         record.peer_uri_san = info.peer_uri_san.clone();
+        record.local_uri_san = info.local_uri_san.clone();
+        record.istio.peers.downstream = info.downstream_peer.clone();
         let cluster_name = self.pick_cluster().to_string();
         record.upstream_cluster = Some(cluster_name.clone());
         let received = Arc::new(Counter::default());
         let sent = Arc::new(Counter::default());
+        // Istio's labels of this connection, fixed when it is reported opened.
+        let mut istio_labels = None;
         match server.clusters.get(&cluster_name) {
             None => {
                 self.no_route.inc();
@@ -125,6 +148,13 @@ impl TcpProxy {
                         Ok(c) => {
                             cluster.report(&host, Outcome::ConnectedFinal);
                             record.upstream_local = c.local;
+                            record.upstream_peer_uri_san = c.peer_uri_san;
+                            record.upstream_local_uri_san = cluster
+                                .config
+                                .tls_for(host.tls_match)
+                                .and_then(|t| t.tls.local_uri_san());
+                            record.istio.peers.upstream = c.peer;
+                            record.istio.upstream_workload = host.istio_workload.clone();
                             upstream = Some((c.io, slot));
                             break;
                         }
@@ -138,6 +168,8 @@ impl TcpProxy {
                 match upstream {
                     Some((up, _slot)) => {
                         record.upstream_failure = None;
+                        record.istio.cluster = cluster.config.istio.clone();
+                        istio_labels = Some(self.istio_opened(&record));
                         cluster.stats().cx_active.inc();
                         let down = CountingIo::new(downstream, received.clone(), sent.clone());
                         let sizes = (
@@ -165,9 +197,22 @@ impl TcpProxy {
         record.bytes_received = received.value();
         record.bytes_sent = sent.value();
         record.duration = started.elapsed();
+        let labels = istio_labels.unwrap_or_else(|| self.istio_opened(&record));
+        for (s, l) in self.istio_stats.iter().zip(&labels) {
+            s.tcp_bytes(l, sent.value(), received.value());
+            s.tcp_closed(l);
+        }
         for l in &self.access_logs {
             l.log(&record);
         }
+    }
+
+    /// Reports the connection opened to each Istio metrics filter; their labels.
+    fn istio_opened(&self, record: &Record) -> Vec<Vec<(&'static str, String)>> {
+        self.istio_stats
+            .iter()
+            .map(|s| s.tcp_opened(record))
+            .collect()
     }
 
     /// Copies both ways until both sides are done or the chain's drain time is over; true

@@ -59,9 +59,9 @@ pub fn try_any(type_url: &str, json: serde_json::Value) -> Result<Any, String> {
     })
 }
 
-/// Envoy's descriptors (with the Istio filter configs meshproxy knows) plus the messages
-/// istiod sends as raw `Any`s in the fixtures that the set lacks (field numbers from the
-/// published protos): `udpa.type.v1.TypedStruct` and the TCP metadata exchange config.
+/// Envoy's descriptors (with the Istio filter configs meshproxy knows) plus
+/// `udpa.type.v1.TypedStruct`, which istiod sends as a raw `Any` in the fixtures and the
+/// set lacks (field numbers from the published proto).
 fn pool() -> &'static prost_reflect::DescriptorPool {
     use xds_client::proto_def::{field, file, message, Kind};
     static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
@@ -87,21 +87,7 @@ fn pool() -> &'static prost_reflect::DescriptorPool {
             )],
             vec![],
         );
-        let metadata_exchange = file(
-            "test/istio/metadata_exchange.proto",
-            "envoy.tcp.metadataexchange.config",
-            &[],
-            vec![message(
-                "MetadataExchange",
-                vec![
-                    field("protocol", 1, Kind::String),
-                    field("enable_discovery", 2, Kind::Bool),
-                ],
-                vec![],
-            )],
-            vec![],
-        );
-        pool.add_file_descriptor_protos([typed_struct, metadata_exchange])
+        pool.add_file_descriptor_protos([typed_struct])
             .expect("test Istio descriptors");
         pool
     })

@@ -17,6 +17,24 @@ pub const PEER_METADATA_CONFIG: &str = "io.istio.http.peer_metadata.Config";
 /// Full name of the `istio.alpn` filter's config.
 pub const ALPN_CONFIG: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 
+/// Full name of the TCP metadata exchange filter's config.
+pub const TCP_EXCHANGE_CONFIG: &str = "envoy.tcp.metadataexchange.config.MetadataExchange";
+
+/// The TCP metadata exchange config (downstream network filter and upstream cluster
+/// filter alike).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetadataExchange {
+    /// The ALPN protocol a connection must have negotiated for the exchange to happen.
+    #[prost(string, tag = "1")]
+    pub protocol: String,
+    /// Fall back to the workload metadata xDS for peers that send nothing.
+    #[prost(bool, tag = "2")]
+    pub enable_discovery: bool,
+    /// Labels beyond Istio's standard ones carried in the peer metadata.
+    #[prost(string, repeated, tag = "3")]
+    pub additional_labels: Vec<String>,
+}
+
 /// `istio.alpn`'s config: the ALPN to offer upstream for each upstream HTTP protocol.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AlpnFilterConfig {
@@ -302,9 +320,32 @@ fn alpn_file() -> FileDescriptorProto {
     )
 }
 
+fn tcp_exchange_file() -> FileDescriptorProto {
+    file(
+        "envoy/tcp/metadataexchange/config/metadata_exchange.proto",
+        "envoy.tcp.metadataexchange.config",
+        &[],
+        vec![message(
+            "MetadataExchange",
+            vec![
+                field("protocol", 1, Kind::String),
+                field("enable_discovery", 2, Kind::Bool),
+                repeated("additional_labels", 3, Kind::String),
+            ],
+            vec![],
+        )],
+        vec![],
+    )
+}
+
 /// The Istio files to add to the descriptor pool.
 pub fn files() -> Vec<FileDescriptorProto> {
-    vec![stats_file(), peer_metadata_file(), alpn_file()]
+    vec![
+        stats_file(),
+        peer_metadata_file(),
+        alpn_file(),
+        tcp_exchange_file(),
+    ]
 }
 
 #[cfg(test)]

@@ -299,6 +299,40 @@ pub struct ClusterConfig {
     /// `transport_socket_matches`: per-endpoint transport sockets, chosen by endpoint
     /// metadata (Istio's auto-mTLS: `tlsMode: istio` endpoints get mutual TLS).
     pub tls_matches: Vec<TlsMatch>,
+    /// The upstream network filter `filters` may hold: Istio's TCP metadata exchange.
+    pub upstream_exchange: Option<Arc<crate::istio::tcp_exchange::TcpExchangeConfig>>,
+}
+
+/// Translates the cluster's upstream network `filters` (only Istio's TCP metadata
+/// exchange is supported).
+fn upstream_filters(
+    c: &cluster::Cluster,
+    path: &str,
+) -> Result<Option<Arc<crate::istio::tcp_exchange::TcpExchangeConfig>>> {
+    let mut out = None;
+    for (i, f) in c.filters.iter().enumerate() {
+        let p = format!("{}[{i}].typed_config", join(path, "filters"));
+        let any = f
+            .typed_config
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(&p, "typed_config is required"))?;
+        if xds_client::descriptors::type_name_of_url(&any.type_url)
+            != crate::istio::tcp_exchange::TYPE_NAME
+            || out.is_some()
+        {
+            return Err(ConfigError::at(
+                &p,
+                format!(
+                    "upstream network filter {} is not supported (one TCP metadata exchange is)",
+                    f.name
+                ),
+            ));
+        }
+        out = Some(Arc::new(crate::istio::tcp_exchange::translate(
+            &any.value, &p,
+        )?));
+    }
+    Ok(out)
 }
 
 /// One `transport_socket_matches` entry.
@@ -530,6 +564,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         zone_aware: zone_aware(c, path)?,
         istio: crate::istio::ClusterIstioMetadata::from_metadata(c.metadata.as_ref()),
         tls_matches: tls_matches(c, secrets, path)?,
+        upstream_exchange: upstream_filters(c, path)?,
         update_merge_window: match c
             .common_lb_config
             .as_ref()

@@ -75,6 +75,15 @@ pub enum Terminal {
     Tcp(Arc<TcpProxyConfig>),
 }
 
+/// A network filter that runs before the terminal one.
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    /// Istio's TCP metadata exchange with the downstream peer.
+    MetadataExchange(Arc<crate::istio::tcp_exchange::TcpExchangeConfig>),
+    /// Istio's TCP metrics (`stats.PluginConfig` as a network filter).
+    IstioStats(Arc<crate::istio::stats::IstioStatsConfig>),
+}
+
 /// A translated filter chain.
 #[derive(Debug, Clone)]
 pub struct FilterChain {
@@ -84,6 +93,8 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// Downstream TLS, if any.
     pub tls: Option<Arc<ServerTls>>,
+    /// Network filters before the terminal one, in order.
+    pub network_filters: Vec<NetworkFilter>,
     /// The terminal filter.
     pub terminal: Terminal,
     /// TLS handshake timeout (`transport_socket_connect_timeout`).
@@ -321,17 +332,37 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
         .filters
         .split_last()
         .ok_or_else(|| ConfigError::at(&filters_path, "a filter chain needs a terminal filter"))?;
-    if let Some(f) = rest.first() {
-        return Err(ConfigError::at(
-            format!("{filters_path}[0]"),
-            format!(
-                "network filter {} before the terminal filter is not supported",
-                f.name
-            ),
-        ));
+    use listener::filter::ConfigType as C;
+    let mut network_filters = Vec::new();
+    for (i, f) in rest.iter().enumerate() {
+        let tp = format!("{filters_path}[{i}].typed_config");
+        let Some(C::TypedConfig(any)) = &f.config_type else {
+            return Err(ConfigError::at(
+                format!("{filters_path}[{i}]"),
+                "typed_config is required",
+            ));
+        };
+        network_filters.push(
+            match xds_client::descriptors::type_name_of_url(&any.type_url) {
+                crate::istio::tcp_exchange::TYPE_NAME => NetworkFilter::MetadataExchange(Arc::new(
+                    crate::istio::tcp_exchange::translate(&any.value, &tp)?,
+                )),
+                crate::istio::stats::TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
+                    crate::istio::stats::translate(&any.value, &tp)?,
+                )),
+                _ => {
+                    return Err(ConfigError::at(
+                        &tp,
+                        format!(
+                            "network filter {} before the terminal filter is not supported",
+                            f.name
+                        ),
+                    ))
+                }
+            },
+        );
     }
     let fp = format!("{filters_path}[{}]", rest.len());
-    use listener::filter::ConfigType as C;
     let any = match &last.config_type {
         Some(C::TypedConfig(a)) => a,
         _ => return Err(ConfigError::at(&fp, "typed_config is required")),
@@ -339,6 +370,15 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
     let tp = join(&fp, "typed_config");
     let terminal = match xds_client::descriptors::type_name_of_url(&any.type_url) {
         HCM => {
+            if let Some(i) = network_filters
+                .iter()
+                .position(|f| matches!(f, NetworkFilter::IstioStats(_)))
+            {
+                return Err(ConfigError::at(
+                    format!("{filters_path}[{i}]"),
+                    "Istio's TCP metrics filter is supported before tcp_proxy only",
+                ));
+            }
             let h = xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice())
                 .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
             Terminal::Http(Arc::new(hcm::translate(&h, &tp)?))
@@ -359,6 +399,7 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
         name: c.name.clone(),
         matcher,
         tls,
+        network_filters,
         terminal,
         handshake_timeout: c
             .transport_socket_connect_timeout

@@ -233,7 +233,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     // --- Istio's HTTP filters ------------------------------------------------------------
     msg!("stats.PluginConfig", [
         "disable_host_header_fallback", "reporter", "metrics", "definitions",
-        "tcp_reporting_duration" = "only spaces periodic reports of long-lived streams; meshproxy reports each request once, at its end, with the same totals",
+        "tcp_reporting_duration" = "only spaces periodic reports of long-lived connections and streams; meshproxy reports their bytes when they end, with the same totals",
         "rescoping_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
         "scope_grace_period_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
     ]),
@@ -253,6 +253,10 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
     msg!("io.istio.http.peer_metadata.Config.Baggage", []),
     msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", ["alpn_override"]),
+    msg!("envoy.tcp.metadataexchange.config.MetadataExchange", [
+        "protocol", "additional_labels",
+        "enable_discovery" = "it consults the istio.workload bootstrap extension, which is rejected, so it can find nothing",
+    ]),
     msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.AlpnOverride", ["upstream_protocol", "alpn_override"]),
     // --- routes --------------------------------------------------------------------------
     msg!("envoy.config.route.v3.RouteConfiguration", [
@@ -340,8 +344,9 @@ pub const MESSAGES: &[MessageSupport] = &[
         "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
         "maglev_lb_config", "least_request_lb_config", "round_robin_lb_config", "common_lb_config", "metadata",
         "cleanup_interval", "upstream_bind_config", "eds_cluster_config", "outlier_detection",
-        "health_checks", "transport_socket_matches",
+        "health_checks", "transport_socket_matches", "filters",
     ]),
+    msg!("envoy.config.cluster.v3.Filter", ["name", "typed_config"]),
     msg!("envoy.config.cluster.v3.Cluster.TransportSocketMatch", ["name", "match", "transport_socket"]),
     msg!("envoy.config.core.v3.HealthCheck", [
         "timeout", "interval", "initial_jitter", "interval_jitter", "interval_jitter_percent",

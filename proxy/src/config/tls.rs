@@ -335,6 +335,13 @@ fn client_state(
         None => builder.with_no_client_auth(),
     };
     config.enable_sni = !ctx.sni.is_empty();
+    // Connections outside the HTTP pools (TCP proxy, health checks) offer the context's
+    // ALPN as is; the pools set their own.
+    config.alpn_protocols = common
+        .alpn_protocols
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
     Ok(((Ok(Arc::new(config)), san), sds))
 }

@@ -31,6 +31,12 @@ const METRICS: [&str; 10] = [
     "tcp_received_bytes_total",
 ];
 
+/// Indexes of the TCP metrics in [`METRICS`].
+const TCP_OPENED: usize = 6;
+const TCP_CLOSED: usize = 7;
+const TCP_SENT: usize = 8;
+const TCP_RECEIVED: usize = 9;
+
 /// The standard labels, in the order Istio reports them.
 const TAGS: [&str; 25] = [
     "reporter",
@@ -324,8 +330,9 @@ impl IstioStats {
         }
     }
 
-    /// The standard labels of a finished request, in Istio's order.
-    fn labels(&self, r: &Record, grpc_status: Option<&str>) -> Vec<(&'static str, String)> {
+    /// The standard labels of a request (`http`: `Some` with its gRPC status, if gRPC) or
+    /// TCP connection (`http: None`), in Istio's order.
+    fn labels(&self, r: &Record, http: Option<Option<&str>>) -> Vec<(&'static str, String)> {
         let endpoint_peer = match self.reporter {
             Reporter::Client => r
                 .istio
@@ -419,17 +426,19 @@ impl IstioStats {
             t.push(("destination_service_namespace", local.namespace.clone()));
             t.push(("destination_cluster", local.cluster.clone()));
         }
-        t.push((
-            "request_protocol",
-            if grpc_status.is_some() {
-                "grpc"
-            } else {
-                "http"
+        match http {
+            Some(grpc_status) => {
+                let protocol = if grpc_status.is_some() {
+                    "grpc"
+                } else {
+                    "http"
+                };
+                t.push(("request_protocol", protocol.into()));
+                t.push(("response_code", r.response_code.to_string()));
+                t.push(("grpc_response_status", grpc_status.unwrap_or("").into()));
             }
-            .into(),
-        ));
-        t.push(("response_code", r.response_code.to_string()));
-        t.push(("grpc_response_status", grpc_status.unwrap_or("").into()));
+            None => t.push(("request_protocol", "tcp".into())),
+        }
         t.push(("response_flags", r.flags.to_string()));
         t.push((
             "connection_security_policy",
@@ -453,7 +462,7 @@ impl IstioStats {
                 .unwrap_or("")
                 .to_string()
         });
-        let labels = self.labels(r, status.as_deref());
+        let labels = self.labels(r, Some(status.as_deref()));
         let values = [
             1,
             r.duration.as_millis() as u64,
@@ -461,17 +470,49 @@ impl IstioStats {
             response_bytes,
         ];
         for (idx, value) in values.into_iter().enumerate() {
-            if self.config.dropped.contains(&idx) {
-                continue;
-            }
-            let tags = self.config.overrides[idx].apply(&labels);
-            let name = format!("istio_{}", METRICS[idx]);
             if idx == 0 {
-                self.scope.counter_with_tags(&name, &tags).inc();
-            } else {
+                self.count(idx, &labels, 1);
+            } else if let Some(tags) = self.tags(idx, &labels) {
+                let name = format!("istio_{}", METRICS[idx]);
                 self.scope.histogram_with_tags(&name, &tags).record(value);
             }
         }
+    }
+
+    /// Metric `idx`'s labels after its overrides, `None` when it is dropped.
+    fn tags<'a>(
+        &'a self,
+        idx: usize,
+        labels: &'a [(&'static str, String)],
+    ) -> Option<Vec<(&'a str, &'a str)>> {
+        (!self.config.dropped.contains(&idx)).then(|| self.config.overrides[idx].apply(labels))
+    }
+
+    /// Adds `n` to counter metric `idx` under `labels`.
+    fn count(&self, idx: usize, labels: &[(&'static str, String)], n: u64) {
+        if let Some(tags) = self.tags(idx, labels) {
+            let name = format!("istio_{}", METRICS[idx]);
+            self.scope.counter_with_tags(&name, &tags).add(n);
+        }
+    }
+
+    /// Reports a TCP connection opened (once its peer is known, or it failed): returns
+    /// the labels its byte counts and close are reported under.
+    pub fn tcp_opened(&self, r: &Record) -> Vec<(&'static str, String)> {
+        let labels = self.labels(r, None);
+        self.count(TCP_OPENED, &labels, 1);
+        labels
+    }
+
+    /// Reports bytes a TCP connection moved since the last report.
+    pub fn tcp_bytes(&self, labels: &[(&'static str, String)], sent: u64, received: u64) {
+        self.count(TCP_SENT, labels, sent);
+        self.count(TCP_RECEIVED, labels, received);
+    }
+
+    /// Reports a TCP connection closed.
+    pub fn tcp_closed(&self, labels: &[(&'static str, String)]) {
+        self.count(TCP_CLOSED, labels, 1);
     }
 }
 

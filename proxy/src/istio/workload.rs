@@ -65,7 +65,8 @@ fn parse_owner(owner: &str, workload: &str) -> Option<&'static str> {
 }
 
 impl Workload {
-    fn from_struct(m: &Struct, additional_labels: &[String]) -> Self {
+    /// A workload from an announced Struct (the header or TCP exchange payload).
+    pub fn from_struct(m: &Struct, additional_labels: &[String]) -> Self {
         let mut w = Workload {
             instance: string(m, "NAME").into(),
             namespace: string(m, "NAMESPACE").into(),

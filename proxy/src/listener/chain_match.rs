@@ -163,6 +163,7 @@ mod tests {
             name: name.into(),
             matcher: m,
             tls: None,
+            network_filters: vec![],
             terminal: Terminal::Tcp(Arc::new(tcp)),
             handshake_timeout: None,
         }

@@ -9,7 +9,9 @@ pub mod socket;
 pub mod workers;
 
 use crate::config::common::Address;
-use crate::config::listener::{FilterChain, ListenerConfig, ListenerFilter, Terminal};
+use crate::config::listener::{
+    FilterChain, ListenerConfig, ListenerFilter, NetworkFilter, Terminal,
+};
 use crate::config::tls::ServerTls;
 use crate::http::connection_manager::HttpConnectionManager;
 use crate::server::Server;
@@ -43,6 +45,8 @@ pub struct ConnectionInfo {
     pub peer_uri_san: Option<String>,
     /// Our certificate's first URI SAN (what Istio reports as the local principal).
     pub local_uri_san: Option<String>,
+    /// The peer workload Istio's TCP metadata exchange learnt, if it ran.
+    pub downstream_peer: Option<Arc<crate::istio::workload::Workload>>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
     pub inbound: bool,
 }
@@ -68,9 +72,19 @@ pub struct ListenerStats {
     pub scope: Scope,
 }
 
+/// Istio's TCP metadata exchange of a filter chain, with the local announcement.
+struct DownstreamExchange {
+    config: Arc<crate::istio::tcp_exchange::TcpExchangeConfig>,
+    announcement: Vec<u8>,
+}
+
+/// How long a downstream's metadata exchange announcement is waited for.
+const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A filter chain ready to serve.
 pub struct ChainRuntime {
     tls: Option<Arc<ServerTls>>,
+    exchange: Option<DownstreamExchange>,
     handshake_timeout: Option<std::time::Duration>,
     terminal: TerminalRuntime,
 }
@@ -102,8 +116,23 @@ impl ActiveListener {
     ) -> std::io::Result<Arc<Self>> {
         let scope = root.tagged("listener", "envoy_listener_address", &config.stat_prefix);
         let build = |c: &FilterChain| -> std::io::Result<ChainRuntime> {
+            let local = crate::http::connection_manager::LocalNode {
+                node,
+                outbound: config.outbound,
+            };
             Ok(ChainRuntime {
                 tls: c.tls.clone(),
+                exchange: c.network_filters.iter().find_map(|f| match f {
+                    NetworkFilter::MetadataExchange(x) => Some(DownstreamExchange {
+                        announcement: crate::istio::tcp_exchange::announcement(
+                            x,
+                            &node.id,
+                            &node.metadata.clone().unwrap_or_default(),
+                        ),
+                        config: x.clone(),
+                    }),
+                    NetworkFilter::IstioStats(_) => None,
+                }),
                 handshake_timeout: c.handshake_timeout,
                 terminal: match &c.terminal {
                     Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(
@@ -111,14 +140,15 @@ impl ActiveListener {
                         root,
                         &scope,
                         flush,
-                        &crate::http::connection_manager::LocalNode {
-                            node,
-                            outbound: config.outbound,
-                        },
+                        &local,
                     )?),
-                    Terminal::Tcp(t) => {
-                        TerminalRuntime::Tcp(TcpProxy::new(t.clone(), root, flush)?)
-                    }
+                    Terminal::Tcp(t) => TerminalRuntime::Tcp(TcpProxy::new(
+                        t.clone(),
+                        root,
+                        flush,
+                        &local,
+                        &c.network_filters,
+                    )?),
                 },
             })
         };
@@ -443,6 +473,23 @@ async fn handle(
             .and_then(crate::tls::san::first_uri);
         info.local_uri_san = tls.local_uri_san();
         io = Box::new(stream);
+    }
+    if let Some(x) = chain
+        .exchange
+        .as_ref()
+        .filter(|x| info.alpn.as_deref() == Some(x.config.protocol.as_slice()))
+    {
+        let (peer, rest) = crate::istio::tcp_exchange::exchange(
+            &mut io,
+            &x.announcement,
+            &x.config.additional_labels,
+            EXCHANGE_WAIT,
+        )
+        .await;
+        info.downstream_peer = peer;
+        if !rest.is_empty() {
+            io = Box::new(crate::io::PrefixedIo::new(rest, io));
+        }
     }
     match &chain.terminal {
         TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,

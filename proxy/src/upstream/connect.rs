@@ -49,7 +49,12 @@ pub struct Connected {
     pub local: Option<SocketAddr>,
     /// The upstream certificate's first URI SAN (TLS only).
     pub peer_uri_san: Option<String>,
+    /// The peer workload the cluster's TCP metadata exchange learnt, if it ran.
+    pub peer: Option<Arc<crate::istio::workload::Workload>>,
 }
+
+/// How long an upstream's metadata exchange announcement is waited for.
+const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
@@ -114,6 +119,7 @@ pub async fn connect(
             alpn: None,
             local,
             peer_uri_san: None,
+            peer: None,
         });
     };
     let name = match &sni {
@@ -138,10 +144,33 @@ pub async fn connect(
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(crate::tls::san::first_uri);
+    let mut io: BoxIo = Box::new(stream);
+    let mut peer = None;
+    if let Some(x) = cluster
+        .config
+        .upstream_exchange
+        .as_ref()
+        .filter(|x| alpn.as_deref() == Some(x.protocol.as_slice()))
+    {
+        let (id, metadata) = crate::istio::local_node();
+        let announcement = crate::istio::tcp_exchange::announcement(x, id, metadata);
+        let (found, rest) = crate::istio::tcp_exchange::exchange(
+            &mut io,
+            &announcement,
+            &x.additional_labels,
+            EXCHANGE_WAIT,
+        )
+        .await;
+        peer = found;
+        if !rest.is_empty() {
+            io = Box::new(crate::io::PrefixedIo::new(rest, io));
+        }
+    }
     Ok(Connected {
-        io: Box::new(stream),
+        io,
         alpn,
         local,
         peer_uri_san,
+        peer,
     })
 }
