@@ -90,7 +90,7 @@ enum Front {
     /// Not an announcement: pass everything on.
     Other,
     /// An announcement of `len` bytes and the peer it names (`None`: unreadable).
-    Announcement(usize, Option<Workload>),
+    Announcement(usize, Option<Box<Workload>>),
 }
 
 fn front(buf: &[u8], additional_labels: &[String]) -> Front {
@@ -111,7 +111,7 @@ fn front(buf: &[u8], additional_labels: &[String]) -> Front {
         .and_then(|a| prost_types::Struct::decode(a.value.as_slice()).ok())
         .and_then(|s| match s.fields.get(METADATA_KEY)?.kind.as_ref()? {
             prost_types::value::Kind::StructValue(m) => {
-                Some(Workload::from_struct(m, additional_labels))
+                Some(Box::new(Workload::from_struct(m, additional_labels)))
             }
             _ => None,
         });
@@ -139,7 +139,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
                 Front::Other => return None,
                 Front::Announcement(len, peer) => {
                     buf.drain(..len);
-                    return peer.map(Arc::new);
+                    return peer.map(|p| Arc::new(*p));
                 }
             }
             match io.read(&mut chunk).await {
