@@ -260,10 +260,70 @@ const UNENCODABLE: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Why the sidecar's TCP listeners differ: their `istio.stats` network filter.
+const ISTIO_STATS: &str = "Istio's TCP metrics filter (stats.PluginConfig) is built into meshproxy; upstream Envoy 1.40 has none";
+
 /// Where meshproxy differs from Envoy 1.40 today: (file, "<Type> <name>: envoy=<verdict>
-/// meshproxy=<verdict>", why). Both are waypoint (ambient) features outside the sidecar
-/// data path: internal listeners and HTTP CONNECT tunnelling.
+/// meshproxy=<verdict>", why). The waypoint ones are ambient features outside the sidecar
+/// data path (internal listeners, HTTP CONNECT tunnelling); the sidecar ones are Istio's
+/// own filters, which meshproxy implements and the released Envoy lacks.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.100.160.191_15021: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.100.228.83_15021: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.102.11.148_15021: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.108.65.203_15012: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.108.65.203_443: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.109.111.153_15021: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.111.137.16_15021: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.96.0.10_53: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.96.0.1_443: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener 10.98.166.148_443: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
+        "Listener virtualOutbound: envoy=Nack meshproxy=Ack",
+        ISTIO_STATS,
+    ),
+
     (
         "waypoint-xds.configdump.json",
         "Cluster inbound-vip|9080|http|ratings.default.svc.cluster.local: envoy=Held meshproxy=Nack",
