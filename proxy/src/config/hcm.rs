@@ -34,6 +34,19 @@ pub enum ServerHeader {
     PassThrough,
 }
 
+/// What happens to a path holding escaped slashes (`%2F`, `%5C`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Leave it (the default).
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Answer 307 to the unescaped path (400 for gRPC, which cannot follow redirects).
+    Redirect,
+    /// Unescape and carry on.
+    Forward,
+}
+
 /// Non-terminal HTTP filters meshproxy runs (the router is implied, and last).
 #[derive(Debug, Clone)]
 pub enum HttpFilterConfig {
@@ -92,6 +105,8 @@ pub struct HttpConnectionManagerConfig {
     pub normalize_path: bool,
     /// Merge consecutive slashes.
     pub merge_slashes: bool,
+    /// `path_with_escaped_slashes_action` for paths with `%2F` or `%5C`.
+    pub escaped_slashes: EscapedSlashes,
     /// Upgrade types enabled by default (lower case).
     pub upgrades: Vec<(String, bool)>,
     /// Access logs.
@@ -226,6 +241,18 @@ pub fn translate(
         )?,
         normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
         merge_slashes: h.merge_slashes,
+        escaped_slashes: match h.path_with_escaped_slashes_action {
+            0 | 1 => EscapedSlashes::Keep,
+            2 => EscapedSlashes::Reject,
+            3 => EscapedSlashes::Redirect,
+            4 => EscapedSlashes::Forward,
+            n => {
+                return Err(ConfigError::at(
+                    join(path, "path_with_escaped_slashes_action"),
+                    format!("unknown action {n}"),
+                ))
+            }
+        },
         upgrades: h
             .upgrade_configs
             .iter()

@@ -13,7 +13,9 @@ use super::stream_timeouts::StreamActivity;
 use super::throttle::Throttled;
 use crate::access_log::record::{Record, ResponseFlags};
 use crate::access_log::writer::AccessLogger;
-use crate::config::hcm::{Codec, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader};
+use crate::config::hcm::{
+    Codec, EscapedSlashes, HttpConnectionManagerConfig, HttpFilterConfig, ServerHeader,
+};
 use crate::config::per_filter::{PerFilter, PerFilterConfigs};
 use crate::config::route::{Action, Redirect, RequireTls};
 use crate::io::{BoxIo, CountingIo};
@@ -557,13 +559,34 @@ impl HttpConnectionManager {
         record.authority = Some(authority.clone());
         record.path = Some(raw_path.clone());
         record.scheme = Some(if info.tls { "https" } else { "http" });
-        let path = match path::normalize(&raw_path, c.normalize_path, c.merge_slashes) {
+        let unescaped = match c.escaped_slashes {
+            EscapedSlashes::Keep => None,
+            _ => path::unescape_slashes(&raw_path),
+        };
+        let redirect_unescaped = match (c.escaped_slashes, &unescaped) {
+            (EscapedSlashes::Reject, Some(_)) => return Err((LocalReply::bad_path(), None)),
+            (EscapedSlashes::Redirect, Some(_)) if grpc => {
+                return Err((LocalReply::bad_path(), None))
+            }
+            (EscapedSlashes::Redirect, Some(_)) => true,
+            _ => false,
+        };
+        let unescaped_path = unescaped.as_deref().unwrap_or(&raw_path);
+        let path = match path::normalize(unescaped_path, c.normalize_path, c.merge_slashes) {
             Some(p) => p,
             None => return Err((LocalReply::bad_path(), None)),
         };
         if path != raw_path {
             *req.uri_mut() = path.parse().map_err(|_| (LocalReply::bad_path(), None))?;
             record.path = Some(path.clone());
+        }
+        if redirect_unescaped {
+            record.response_code_details = "path_normalization_failed".into();
+            let mut r = LocalReply::direct(307, Bytes::new()).response(false);
+            if let Ok(location) = HeaderValue::from_str(&path) {
+                r.headers_mut().insert(header::LOCATION, location);
+            }
+            return Ok((r, None));
         }
         // Client address, x-forwarded-*, request id.
         let peer_ip = info.remote.map(|a| a.ip());

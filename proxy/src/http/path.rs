@@ -36,6 +36,38 @@ pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> 
     })
 }
 
+/// Unescapes `%2F` and `%5C` (either case) in the path part of `path_and_query` (the query
+/// is left alone); `None` when there was none.
+pub fn unescape_slashes(path_and_query: &str) -> Option<String> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    let mut found = false;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        match code.as_deref() {
+            Some("2F") => out.push('/'),
+            Some("5C") => out.push('\\'),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        found = true;
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    found.then(|| match query {
+        Some(q) => format!("{out}?{q}"),
+        None => out,
+    })
+}
+
 fn decode_unreserved(p: &str) -> Option<String> {
     let b = p.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -90,7 +122,17 @@ fn remove_dot_segments(p: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, unescape_slashes};
+
+    #[test]
+    fn escaped_slashes() {
+        assert_eq!(
+            unescape_slashes("/a%2fb%5Cc%2Fd?q=%2F").as_deref(),
+            Some("/a/b\\c/d?q=%2F")
+        );
+        assert_eq!(unescape_slashes("/a%20b?q=%2F"), None);
+        assert_eq!(unescape_slashes("/a%2").as_deref(), None);
+    }
 
     #[test]
     fn rfc3986_and_merge() {
