@@ -107,6 +107,10 @@ pub struct HttpConnectionManagerConfig {
     pub merge_slashes: bool,
     /// `path_with_escaped_slashes_action` for paths with `%2F` or `%5C`.
     pub escaped_slashes: EscapedSlashes,
+    /// `forward_client_cert_details`.
+    pub forward_client_cert: crate::http::client_cert::ForwardMode,
+    /// `set_current_client_cert_details`.
+    pub client_cert_details: crate::http::client_cert::Details,
     /// Upgrade types enabled by default (lower case).
     pub upgrades: Vec<(String, bool)>,
     /// Access logs.
@@ -241,6 +245,8 @@ pub fn translate(
         )?,
         normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
         merge_slashes: h.merge_slashes,
+        forward_client_cert: forward_client_cert(h.forward_client_cert_details, path)?,
+        client_cert_details: client_cert_details(h, path)?,
         escaped_slashes: match h.path_with_escaped_slashes_action {
             0 | 1 => EscapedSlashes::Keep,
             2 => EscapedSlashes::Reject,
@@ -295,6 +301,46 @@ pub fn translate(
         via: (!h.via.is_empty()).then(|| h.via.clone()),
         strip_matching_host_port: h.strip_matching_host_port,
         strip_any_host_port: matches!(h.strip_port_mode, Some(S::StripAnyHostPort(true))),
+    })
+}
+
+fn forward_client_cert(mode: i32, path: &str) -> Result<crate::http::client_cert::ForwardMode> {
+    use crate::http::client_cert::ForwardMode as M;
+    Ok(match mode {
+        0 => M::Sanitize,
+        1 => M::ForwardOnly,
+        2 => M::AppendForward,
+        3 => M::SanitizeSet,
+        4 => M::AlwaysForwardOnly,
+        n => {
+            return Err(ConfigError::at(
+                join(path, "forward_client_cert_details"),
+                format!("unknown mode {n}"),
+            ))
+        }
+    })
+}
+
+fn client_cert_details(
+    h: &hcm::HttpConnectionManager,
+    path: &str,
+) -> Result<crate::http::client_cert::Details> {
+    let Some(d) = &h.set_current_client_cert_details else {
+        return Ok(Default::default());
+    };
+    let p = join(path, "set_current_client_cert_details");
+    for (set, field) in [(d.cert, "cert"), (d.chain, "chain")] {
+        if set {
+            return Err(ConfigError::at(
+                join(&p, field),
+                "the URL-encoded PEM certificate and chain are not supported",
+            ));
+        }
+    }
+    Ok(crate::http::client_cert::Details {
+        subject: d.subject.as_ref().is_some_and(|b| b.value),
+        dns: d.dns,
+        uri: d.uri,
     })
 }
 

@@ -197,13 +197,16 @@ pub const MESSAGES: &[MessageSupport] = &[
         "skip_xff_append", "generate_request_id", "preserve_external_request_id",
         "always_set_request_id_in_response", "max_request_headers_kb", "stream_idle_timeout",
         "request_timeout", "normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
-        "request_id_extension",
+        "request_id_extension", "forward_client_cert_details", "set_current_client_cert_details",
         "upgrade_configs", "access_log", "common_http_protocol_options", "http_protocol_options",
         "http2_protocol_options", "via", "strip_matching_host_port", "strip_any_host_port",
         "rds",
     ]),
     msg!("envoy.extensions.filters.network.http_connection_manager.v3.Rds", ["config_source", "route_config_name"]),
     msg!("envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension", ["typed_config"]),
+    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails", [
+        "subject", "cert", "chain", "dns", "uri",
+    ]),
     msg!("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", [
         "pack_trace_reason" = "only records the trace decision in the id, and tracing is rejected",
         "use_request_id_for_trace_sampling" = "only steers trace sampling, and tracing is rejected",

@@ -643,6 +643,13 @@ impl HttpConnectionManager {
                 HeaderValue::from_static(if info.tls { "https" } else { "http" }),
             );
         }
+        super::client_cert::apply(
+            req.headers_mut(),
+            c.forward_client_cert,
+            c.client_cert_details,
+            info.peer_certificate.as_deref(),
+            info.local_uri_san.as_deref(),
+        );
         if !internal {
             for h in headers::INTERNAL_ONLY_ROUTER_HEADERS {
                 req.headers_mut().remove(h);

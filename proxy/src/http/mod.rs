@@ -2,6 +2,7 @@
 //! local replies, access logs), the router that forwards to clusters, and request
 //! mirroring.
 
+pub mod client_cert;
 pub mod connection_manager;
 pub mod fault;
 pub mod headers;

@@ -45,6 +45,8 @@ pub struct ConnectionInfo {
     pub peer_uri_san: Option<String>,
     /// Our certificate's first URI SAN (what Istio reports as the local principal).
     pub local_uri_san: Option<String>,
+    /// The client certificate of a mutual-TLS connection, read for XFCC.
+    pub peer_certificate: Option<Arc<crate::http::client_cert::PeerCertificate>>,
     /// The peer workload Istio's TCP metadata exchange learnt, if it ran.
     pub downstream_peer: Option<Arc<crate::istio::workload::Workload>>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
@@ -467,10 +469,13 @@ async fn handle(
         info.tls = true;
         info.alpn = conn.alpn_protocol().map(|a| a.to_vec());
         info.server_name = conn.server_name().map(str::to_string).or(info.server_name);
-        info.peer_uri_san = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(crate::tls::san::first_uri);
+        let leaf = conn.peer_certificates().and_then(|c| c.first());
+        info.peer_certificate =
+            leaf.map(|c| Arc::new(crate::http::client_cert::PeerCertificate::from_der(c)));
+        info.peer_uri_san = info
+            .peer_certificate
+            .as_ref()
+            .and_then(|p| p.uris.first().cloned());
         info.local_uri_san = tls.local_uri_san();
         io = Box::new(stream);
     }
