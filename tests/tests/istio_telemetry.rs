@@ -76,6 +76,37 @@ fn prometheus(p: &Proxy) -> String {
 
 #[test]
 fn basic_flow_reports_istio_metrics_with_both_workloads() {
+    let no_vars = HashMap::new();
+    basic_flow(
+        yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
+        yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+    );
+}
+
+/// Istio's older metadata exchange form, as the sidecar config dump holds it: the Wasm
+/// filter naming the null-VM plugin, whose behaviour follows the listener direction.
+#[test]
+fn the_older_wasm_exchange_form_reports_the_same() {
+    let dump = std::fs::read_to_string(
+        e2e::fixtures().join("istio/config-dumps/sidecar-listeners.configdump.yaml"),
+    )
+    .unwrap();
+    let at = dump.find("envoy.wasm.metadata_exchange").unwrap();
+    let open = dump[..at]
+        .rfind("\"@type\": \"type.googleapis.com/envoy.extensions.filters.http.wasm")
+        .unwrap();
+    let open = dump[..open].rfind('{').unwrap();
+    let config: Value = serde_json::Deserializer::from_str(&dump[open..])
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    let filter = json!({"name": "istio.metadata_exchange", "typed_config": config});
+    basic_flow(filter.clone(), filter);
+}
+
+/// The basic flow with the given metadata exchange filters on each side.
+fn basic_flow(client_mx: Value, server_mx: Value) {
     let app = Upstream::http("app");
     let (client_port, server_port) = (e2e::free_port(), e2e::free_port());
     let no_vars = HashMap::new();
@@ -89,7 +120,7 @@ fn basic_flow_reports_istio_metrics_with_both_workloads() {
             "INBOUND",
             server_port,
             vec![
-                yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+                server_mx,
                 stats_filter("stats_inbound", yaml("stats/server_config.yaml", &no_vars)),
             ],
             inbound,
@@ -106,7 +137,7 @@ fn basic_flow_reports_istio_metrics_with_both_workloads() {
             "OUTBOUND",
             client_port,
             vec![
-                yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
+                client_mx,
                 stats_filter("stats_outbound", yaml("stats/client_config.yaml", &no_vars)),
             ],
             outbound,

@@ -400,6 +400,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 let c = crate::istio::alpn::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
+            crate::istio::peer_metadata::WASM_TYPE_NAME => {
+                let c = crate::istio::peer_metadata::translate_wasm(&any.value, &tp)?;
+                out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));
+            }
             crate::istio::stats::TYPE_NAME => {
                 let c = crate::istio::stats::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::IstioStats(Arc::new(c)));

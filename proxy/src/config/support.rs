@@ -262,6 +262,20 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
     msg!("io.istio.http.peer_metadata.Config.Baggage", []),
     msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", ["alpn_override"]),
+    msg!("envoy.extensions.filters.http.wasm.v3.Wasm", ["config"]),
+    msg!("envoy.extensions.wasm.v3.PluginConfig", [
+        "vm_config", "configuration",
+        "name" = "only names the plugin in logs and stats",
+        "root_id" = "the null-VM metadata exchange plugin has one root context",
+        "fail_open" = "the built-in metadata exchange cannot fail to load",
+        "failure_policy" = "the built-in metadata exchange cannot fail to load",
+    ]),
+    msg!("envoy.extensions.wasm.v3.VmConfig", [
+        "runtime", "code",
+        "vm_id" = "only groups plugins sharing a VM; the built-in plugin needs none",
+        "allow_precompiled" = "there is no module to precompile",
+    ]),
+    msg!("envoy.config.core.v3.AsyncDataSource", ["local"]),
     msg!("envoy.tcp.metadataexchange.config.MetadataExchange", [
         "protocol", "additional_labels",
         "enable_discovery" = "it consults the istio.workload bootstrap extension, which is rejected, so it can find nothing",

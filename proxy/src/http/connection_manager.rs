@@ -80,6 +80,8 @@ pub struct LocalNode<'a> {
     pub node: &'a xds_client::proto::envoy::config::core::v3::Node,
     /// The listener's traffic direction is OUTBOUND.
     pub outbound: bool,
+    /// The listener's traffic direction is INBOUND.
+    pub inbound: bool,
 }
 
 /// Istio's filters of one HTTP connection manager, ready to serve.
@@ -97,10 +99,11 @@ impl IstioFilters {
         let mut out = IstioFilters::default();
         for f in filters {
             match f {
-                HttpFilterConfig::PeerMetadata(c) => {
-                    out.exchange
-                        .push(PeerMetadata::new(c.clone(), &local.node.id, &metadata))
-                }
+                HttpFilterConfig::PeerMetadata(c) => out.exchange.push(PeerMetadata::new(
+                    c.for_direction(local.inbound, local.outbound),
+                    &local.node.id,
+                    &metadata,
+                )),
                 HttpFilterConfig::IstioStats(c) => {
                     out.stats
                         .push(IstioStats::new(c.clone(), &metadata, local.outbound, root))

@@ -121,6 +121,7 @@ impl ActiveListener {
             let local = crate::http::connection_manager::LocalNode {
                 node,
                 outbound: config.outbound,
+                inbound: config.inbound,
             };
             Ok(ChainRuntime {
                 tls: c.tls.clone(),
