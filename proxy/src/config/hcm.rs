@@ -11,6 +11,10 @@ use std::time::Duration;
 use xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+/// The CORS filter acts only through `CorsPolicy` route or virtual-host configs, which
+/// are refused where they appear; without one it passes every request (Istio installs it
+/// on every HTTP listener).
+const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 
 /// Downstream codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,6 +404,7 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 let c = crate::istio::alpn::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
+            CORS => {}
             crate::istio::peer_metadata::WASM_TYPE_NAME => {
                 let c = crate::istio::peer_metadata::translate_wasm(&any.value, &tp)?;
                 out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));

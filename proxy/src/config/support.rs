@@ -226,6 +226,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", []),
     msg!("envoy.extensions.filters.http.fault.v3.FaultAbort", ["http_status", "grpc_status", "header_abort", "percentage", "response_body"]),
     msg!("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", []),
+    msg!("envoy.extensions.filters.http.cors.v3.Cors", []),
     msg!("envoy.extensions.filters.http.compressor.v3.Compressor", [
         "compressor_library", "response_direction_config", "request_direction_config",
     ]),
