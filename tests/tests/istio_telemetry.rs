@@ -360,3 +360,79 @@ fn mutual_tls_reports_principals_and_the_security_policy() {
     );
     assert_eq!(c["destination_workload"], "ratings-v1");
 }
+
+#[test]
+fn grpc_calls_report_protocol_status_and_message_counts() {
+    let app = Upstream::http("app");
+    let frame = |n: usize| {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&(n as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(b'x', n));
+        m
+    };
+    app.set(e2e::upstream::Behavior {
+        body: Some(String::from_utf8([frame(1), frame(2), frame(3)].concat()).unwrap()),
+        headers: vec![("content-type".into(), "application/grpc".into())],
+        trailers: vec![("grpc-status".into(), "0".into())],
+        ..Default::default()
+    });
+    let request = e2e::scratch("istio-grpc").join("request.bin");
+    std::fs::write(&request, [frame(4), frame(5)].concat()).unwrap();
+    let port = e2e::free_port();
+    let mut c = cluster("app", &[app.port], json!({}));
+    merge(&mut c, e2e::config::h2_upstream());
+    let grpc_stats = json!({"name": "envoy.filters.http.grpc_stats", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+        "emit_filter_state": true, "stats_for_all_methods": false}});
+    let server = Proxy::start(
+        Kind::Meshproxy,
+        &sidecar(
+            "server",
+            node_metadata("server_node_metadata.json.tmpl"),
+            "INBOUND",
+            port,
+            vec![grpc_stats, stats_filter("stats_inbound", json!({}))],
+            c,
+        ),
+        &[],
+    );
+    let data = format!("@{}", request.display());
+    let r = e2e::curl::get(
+        port,
+        "/pkg.Svc/Call",
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+            "--data-binary",
+            &data,
+        ],
+    );
+    assert_eq!(r.status, 200);
+    e2e::wait_until(5, "the call is reported", || {
+        !samples(&prometheus(&server), "istio_request_messages_total").is_empty()
+    });
+    let text = prometheus(&server);
+    let one = |metric: &str| {
+        let s = samples(&text, metric);
+        assert_eq!(s.len(), 1, "{metric}:\n{text}");
+        let labels: HashMap<String, String> = s[0].0.iter().cloned().collect();
+        (
+            labels["request_protocol"].clone(),
+            labels["grpc_response_status"].clone(),
+            s[0].1,
+        )
+    };
+    assert_eq!(
+        one("istio_requests_total"),
+        ("grpc".into(), "0".into(), 1.0)
+    );
+    assert_eq!(
+        one("istio_request_messages_total"),
+        ("grpc".into(), "0".into(), 2.0)
+    );
+    assert_eq!(
+        one("istio_response_messages_total"),
+        ("grpc".into(), "0".into(), 3.0)
+    );
+}

@@ -146,6 +146,8 @@ pub struct Record {
     pub upstream_peer_uri_san: Option<String>,
     /// Our client certificate's first URI SAN on the upstream TLS connection.
     pub upstream_local_uri_san: Option<String>,
+    /// The gRPC messages the stream carried, when a grpc_stats filter counts them.
+    pub grpc_messages: Option<std::sync::Arc<crate::http::grpc_stats::MessageCounts>>,
     /// What Istio's filters learnt about the stream (peers, cluster and endpoint
     /// metadata).
     pub istio: crate::istio::StreamFacts,
@@ -156,6 +158,14 @@ pub struct Record {
 }
 
 impl Record {
+    /// The `grpc-status` that ended a gRPC stream: from the trailers, else from the
+    /// headers of a trailers-only response (needs the response headers recorded).
+    pub fn grpc_status(&self) -> Option<&str> {
+        [&self.response_trailers, &self.response_headers]
+            .iter()
+            .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
+    }
+
     /// An empty record starting now.
     pub fn new(connection_id: u64) -> Self {
         Record {
@@ -188,6 +198,7 @@ impl Record {
             local_uri_san: None,
             upstream_peer_uri_san: None,
             upstream_local_uri_san: None,
+            grpc_messages: None,
             istio: Default::default(),
             connection_id,
             attempt_count: 0,

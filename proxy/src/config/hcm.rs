@@ -65,6 +65,8 @@ pub enum HttpFilterConfig {
     IstioStats(Arc<crate::istio::stats::IstioStatsConfig>),
     /// Istio's upstream ALPN override (`istio.alpn`).
     Alpn(Arc<crate::istio::alpn::AlpnConfig>),
+    /// gRPC call and message stats (`envoy.filters.http.grpc_stats`).
+    GrpcStats(crate::http::grpc_stats::GrpcStatsConfig),
 }
 
 /// A translated HttpConnectionManager.
@@ -405,6 +407,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
             CORS => {}
+            crate::http::grpc_stats::TYPE_NAME => {
+                let c = crate::http::grpc_stats::translate(&any.value, &tp)?;
+                out.push(HttpFilterConfig::GrpcStats(c));
+            }
             crate::istio::peer_metadata::WASM_TYPE_NAME => {
                 let c = crate::istio::peer_metadata::translate_wasm(&any.value, &tp)?;
                 out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));

@@ -227,6 +227,11 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.http.fault.v3.FaultAbort", ["http_status", "grpc_status", "header_abort", "percentage", "response_body"]),
     msg!("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", []),
     msg!("envoy.extensions.filters.http.cors.v3.Cors", []),
+    msg!("envoy.extensions.filters.http.grpc_stats.v3.FilterConfig", [
+        "emit_filter_state", "stats_for_all_methods", "individual_method_stats_allowlist",
+        "enable_upstream_stats",
+        "replace_dots_in_grpc_service_name" = "only shapes per-method stat names, which are refused",
+    ]),
     msg!("envoy.extensions.filters.http.compressor.v3.Compressor", [
         "compressor_library", "response_direction_config", "request_direction_config",
     ]),

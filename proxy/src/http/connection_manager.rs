@@ -120,6 +120,9 @@ pub struct HttpConnectionManager {
     stats: HttpStats,
     /// Istio's metadata exchange and metrics filters.
     istio: IstioFilters,
+    /// The grpc_stats filter: the root scope its per-cluster stats live under, and
+    /// whether it shares its message counts (`emit_filter_state`).
+    grpc_stats: Option<(Scope, bool)>,
     /// `fault.*` stats, when a fault filter is configured.
     fault_stats: Option<FaultStats>,
     access_logs: Vec<AccessLogger>,
@@ -213,6 +216,10 @@ impl HttpConnectionManager {
                 .iter()
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
+            grpc_stats: config.filters.iter().find_map(|f| match f {
+                HttpFilterConfig::GrpcStats(g) => Some((root.clone(), g.emit_filter_state)),
+                _ => None,
+            }),
             record_request_headers: !access_logs.is_empty()
                 || !istio.stats.is_empty()
                 || config
@@ -427,7 +434,8 @@ impl HttpConnectionManager {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
-        if !self.access_logs.is_empty() || !self.istio.stats.is_empty() {
+        if !self.access_logs.is_empty() || !self.istio.stats.is_empty() || self.grpc_stats.is_some()
+        {
             record.response_headers = resp.headers().clone();
         }
         let idle = activity.idle_timeout(self.config.stream_idle_timeout);
@@ -524,6 +532,11 @@ impl HttpConnectionManager {
         activity: &StreamActivity,
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
+        if grpc && self.grpc_stats.is_some() {
+            let counts = Arc::new(super::grpc_stats::MessageCounts::default());
+            record.grpc_messages = Some(counts.clone());
+            req = req.map(|b| super::grpc_stats::CountedMessages::new(b, counts, false).boxed());
+        }
         for f in &c.filters {
             let HttpFilterConfig::Compressor(k) = f else {
                 continue;
@@ -829,6 +842,9 @@ impl HttpConnectionManager {
             x.on_response(resp.headers_mut(), istio_cluster, &mut peers);
         }
         record.istio.peers = peers;
+        if let Some(counts) = record.grpc_messages.clone() {
+            resp = resp.map(|b| super::grpc_stats::CountedMessages::new(b, counts, true).boxed());
+        }
         if let Some(t) = injected.throttle {
             resp = resp.map(|body| Throttled::new(body, t.bytes_per_second, t.active).boxed());
         }
@@ -896,12 +912,19 @@ impl HttpConnectionManager {
                 .flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
+        if let (Some((root, _)), Some(counts)) = (&self.grpc_stats, &record.grpc_messages) {
+            super::grpc_stats::record(root, &record, counts);
+        }
         if !self.istio.stats.is_empty() {
             let grpc = headers::is_grpc(&record.request_headers);
-            let request_bytes = header_bytes(&record.request_headers) + record.bytes_received;
-            let response_bytes = header_bytes(&record.response_headers) + record.bytes_sent;
+            let bytes = (
+                header_bytes(&record.request_headers) + record.bytes_received,
+                header_bytes(&record.response_headers) + record.bytes_sent,
+            );
+            let shared = self.grpc_stats.as_ref().is_some_and(|(_, emit)| *emit);
+            let messages = record.grpc_messages.as_deref().filter(|_| shared);
             for s in &self.istio.stats {
-                s.record(&record, grpc, request_bytes, response_bytes);
+                s.record(&record, grpc, bytes, messages);
             }
         }
         for l in &self.access_logs {

@@ -5,6 +5,7 @@
 pub mod client_cert;
 pub mod connection_manager;
 pub mod fault;
+pub mod grpc_stats;
 pub mod headers;
 pub mod local_reply;
 pub mod mirror;

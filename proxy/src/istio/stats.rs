@@ -31,6 +31,9 @@ const METRICS: [&str; 10] = [
     "tcp_received_bytes_total",
 ];
 
+/// Indexes of the gRPC message metrics in [`METRICS`].
+const REQUEST_MESSAGES: usize = 4;
+const RESPONSE_MESSAGES: usize = 5;
 /// Indexes of the TCP metrics in [`METRICS`].
 const TCP_OPENED: usize = 6;
 const TCP_CLOSED: usize = 7;
@@ -453,22 +456,28 @@ impl IstioStats {
     }
 
     /// Reports a finished request. `grpc` says whether it was a gRPC request; its status
-    /// comes from the response trailers, else the headers (trailers-only replies).
-    pub fn record(&self, r: &Record, grpc: bool, request_bytes: u64, response_bytes: u64) {
-        let status = grpc.then(|| {
-            [&r.response_trailers, &r.response_headers]
-                .iter()
-                .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
-                .unwrap_or("")
-                .to_string()
-        });
-        let labels = self.labels(r, Some(status.as_deref()));
+    /// comes from the response trailers, else the headers (trailers-only replies);
+    /// `messages` are the gRPC message counts a grpc_stats filter shared, if any.
+    pub fn record(
+        &self,
+        r: &Record,
+        grpc: bool,
+        (request_bytes, response_bytes): (u64, u64),
+        messages: Option<&crate::http::grpc_stats::MessageCounts>,
+    ) {
+        let status = grpc.then(|| r.grpc_status().unwrap_or(""));
+        let labels = self.labels(r, Some(status));
         let values = [
             1,
             r.duration.as_millis() as u64,
             request_bytes,
             response_bytes,
         ];
+        if let Some(m) = messages.filter(|_| grpc) {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.count(REQUEST_MESSAGES, &labels, m.request.load(Relaxed));
+            self.count(RESPONSE_MESSAGES, &labels, m.response.load(Relaxed));
+        }
         for (idx, value) in values.into_iter().enumerate() {
             if idx == 0 {
                 self.count(idx, &labels, 1);
