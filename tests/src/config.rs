@@ -43,6 +43,15 @@ pub fn hcm(virtual_hosts: Value, extra: Value) -> Value {
     h
 }
 
+/// An HCM typed config whose HTTP filters are `filters` followed by the router.
+pub fn hcm_with_filters(virtual_hosts: Value, filters: Vec<Value>, extra: Value) -> Value {
+    let mut all = filters;
+    all.extend(router().as_array().into_iter().flatten().cloned());
+    let mut h = hcm(virtual_hosts, json!({"http_filters": all}));
+    merge(&mut h, extra);
+    h
+}
+
 /// A listener on 127.0.0.1:`port` with one filter chain holding `filter` (a typed config).
 pub fn listener(name: &str, port: u16, filter: Value, chain_extra: Value) -> Value {
     let mut chain = json!({"filters": [{"name": "terminal", "typed_config": filter}]});

@@ -78,6 +78,30 @@ pub fn render(template: &str, vars: &HashMap<&str, &str>) -> String {
     out
 }
 
+/// A sidecar's bootstrap: one listener on 127.0.0.1:`port` with Istio's
+/// `traffic_direction` and `chain` (plus `listener_extra`, e.g. listener filters),
+/// `clusters`, and the node (`id`, `metadata`) the Istio filters announce and report.
+pub fn sidecar_bootstrap(
+    (id, metadata): (&str, Value),
+    (direction, port): (&str, u16),
+    chain: Value,
+    listener_extra: Value,
+    clusters: Vec<Value>,
+) -> String {
+    let mut listener = serde_json::json!({
+        "name": direction.to_lowercase(),
+        "traffic_direction": direction,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [chain]
+    });
+    crate::config::merge(&mut listener, listener_extra);
+    crate::config::bootstrap_with(
+        vec![listener],
+        clusters,
+        serde_json::json!({"node": {"id": id, "cluster": "test-cluster", "metadata": metadata}}),
+    )
+}
+
 /// A file of `../shared/fixtures/istio-proxy`.
 pub fn fixture(path: &str) -> String {
     let p = crate::fixtures().join("istio-proxy").join(path);

@@ -3,7 +3,7 @@
 //! answered with three and `grpc-status: 0`, and one answered `grpc-status: 13`; the
 //! cluster's `grpc.` stats must agree.
 
-use e2e::config::{bootstrap, cluster, h2_upstream, hcm, listener, merge, router};
+use e2e::config::{bootstrap, cluster, h2_upstream, hcm_with_filters, listener, merge};
 use e2e::proxy::agree_with_envoy;
 use e2e::upstream::{Behavior, Upstream};
 use serde_json::json;
@@ -23,24 +23,23 @@ fn messages(sizes: &[usize]) -> Vec<u8> {
 fn grpc_call_stats_match_envoy() {
     let up = Upstream::http("grpc");
     let request = e2e::scratch("grpc-stats").join("request.bin");
-    std::fs::write(&request, messages(&[3, 70000])).unwrap();
+    std::fs::write(&request, messages(&[3, 700])).unwrap();
     let data = format!("@{}", request.display());
     let cfg = |port: u16| {
         let vh = json!([{"name": "v", "domains": ["*"], "routes": [
             {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]);
-        let mut filters = vec![
+        let filters = vec![
             json!({"name": "envoy.filters.http.grpc_stats", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
             "emit_filter_state": true, "stats_for_all_methods": false}}),
         ];
-        filters.extend(router().as_array().unwrap().iter().cloned());
         let mut c = cluster("app", &[up.port], json!({}));
         merge(&mut c, h2_upstream());
         bootstrap(
             vec![listener(
                 "l",
                 port,
-                hcm(vh, json!({"http_filters": filters})),
+                hcm_with_filters(vh, filters, json!({})),
                 json!({}),
             )],
             vec![c],
@@ -49,7 +48,7 @@ fn grpc_call_stats_match_envoy() {
     let got = agree_with_envoy(cfg, |proxy, port| {
         let call = |status: &str| {
             up.set(Behavior {
-                body: Some(String::from_utf8(messages(&[1, 2, 20000])).unwrap()),
+                body: Some(String::from_utf8(messages(&[1, 2, 100])).unwrap()),
                 headers: vec![("content-type".into(), "application/grpc".into())],
                 trailers: vec![("grpc-status".into(), status.into())],
                 ..Behavior::default()

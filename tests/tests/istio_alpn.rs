@@ -62,12 +62,10 @@ fn client(server_port: u16, with_filter: u16, without: u16) -> String {
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "route": {"cluster": "outbound"}}]}]);
     let listener = |port: u16, filters: Vec<Value>| {
-        let mut http_filters = filters;
-        http_filters.extend(e2e::config::router().as_array().unwrap().iter().cloned());
         json!({"name": format!("l{port}"), "traffic_direction": "OUTBOUND",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{"filters": [{"name": "http", "typed_config":
-                hcm(vh.clone(), json!({"http_filters": http_filters}))}]}]})
+                e2e::config::hcm_with_filters(vh.clone(), filters, json!({}))}]}]})
     };
     let mut c = cluster("outbound", &[server_port], json!({}));
     merge(

@@ -6,7 +6,7 @@
 //! filter configs, node metadata and expected metrics (10 connections, 60 bytes in, 120
 //! out) are istio/proxy's fixtures.
 
-use e2e::config::{bootstrap_with, merge};
+use e2e::config::merge;
 use e2e::istio::{expected_metric, fixture, node_metadata, render, samples, yaml};
 use e2e::proxy::{Kind, Proxy};
 use serde_json::{json, Value};
@@ -73,16 +73,14 @@ fn sidecar(
     chain: Value,
     clusters: Vec<Value>,
 ) -> String {
-    let listener = json!({
-        "name": direction.to_lowercase(), "traffic_direction": direction,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "listener_filters": [{"name": "tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
-        "filter_chains": [chain]});
-    bootstrap_with(
-        vec![listener],
+    let inspector = json!({"listener_filters": [{"name": "tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]});
+    e2e::istio::sidecar_bootstrap(
+        (node, metadata),
+        (direction, port),
+        chain,
+        inspector,
         clusters,
-        json!({"node": {"id": node, "cluster": "test-cluster", "metadata": metadata}}),
     )
 }
 

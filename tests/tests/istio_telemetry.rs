@@ -6,7 +6,7 @@
 //! istio/proxy in ../shared/fixtures/istio-proxy. Envoy 1.40 as released cannot load
 //! these Istio-only filters, so there is no differential run here.
 
-use e2e::config::{bootstrap_with, cluster, hcm, merge};
+use e2e::config::{cluster, merge};
 use e2e::istio::{expected_metric, node_metadata, samples, yaml};
 use e2e::proxy::{Kind, Proxy};
 use e2e::upstream::Upstream;
@@ -53,20 +53,19 @@ fn sidecar_with(
     let name = cluster["name"].as_str().unwrap().to_string();
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "route": {"cluster": name, "timeout": "0s"}}]}]);
-    let mut http_filters = filters;
-    http_filters.extend(e2e::config::router().as_array().unwrap().iter().cloned());
-    let mut listener = json!({
-        "name": direction.to_lowercase(),
-        "traffic_direction": direction,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "http",
-            "typed_config": hcm(vh, json!({"stat_prefix": direction.to_lowercase(), "http_filters": http_filters}))}]}]
-    });
-    merge(&mut listener["filter_chains"][0], chain_extra);
-    bootstrap_with(
-        vec![listener],
+    let http = e2e::config::hcm_with_filters(
+        vh,
+        filters,
+        json!({"stat_prefix": direction.to_lowercase()}),
+    );
+    let mut chain = json!({"filters": [{"name": "http", "typed_config": http}]});
+    merge(&mut chain, chain_extra);
+    e2e::istio::sidecar_bootstrap(
+        (node, metadata),
+        (direction, port),
+        chain,
+        json!({}),
         vec![cluster],
-        json!({"node": {"id": node, "cluster": "test-cluster", "metadata": metadata}}),
     )
 }
 
@@ -105,44 +104,76 @@ fn the_older_wasm_exchange_form_reports_the_same() {
     basic_flow(filter.clone(), filter);
 }
 
+/// A client sidecar in front of a server sidecar in front of an app, as the basic flow
+/// sets them up, with each side's metadata exchange filter and stats config;
+/// `server_tls` / `client_tls` (merged into the server's chain and the client's cluster)
+/// put mutual TLS between them.
+struct Pair {
+    app: Upstream,
+    client: Proxy,
+    server: Proxy,
+    client_port: u16,
+}
+
+impl Pair {
+    fn start(
+        (client_mx, client_stats): (Value, Value),
+        (server_mx, server_stats): (Value, Value),
+        (client_tls, server_tls): (Value, Value),
+    ) -> Pair {
+        let app = Upstream::http("app");
+        let (client_port, server_port) = (e2e::free_port(), e2e::free_port());
+        let mut inbound = cluster("server-inbound-cluster", &[app.port], json!({}));
+        merge(&mut inbound, service_metadata());
+        let server = Proxy::start(
+            Kind::Meshproxy,
+            &sidecar_with(
+                "server",
+                node_metadata("server_node_metadata.json.tmpl"),
+                "INBOUND",
+                server_port,
+                vec![server_mx, stats_filter("stats_inbound", server_stats)],
+                inbound,
+                server_tls,
+            ),
+            &[],
+        );
+        let mut outbound = cluster("server-outbound-cluster", &[server_port], json!({}));
+        merge(&mut outbound, service_metadata());
+        merge(&mut outbound, client_tls);
+        let client = Proxy::start(
+            Kind::Meshproxy,
+            &sidecar(
+                "client",
+                node_metadata("client_node_metadata.json.tmpl"),
+                "OUTBOUND",
+                client_port,
+                vec![client_mx, stats_filter("stats_outbound", client_stats)],
+                outbound,
+            ),
+            &[],
+        );
+        Pair {
+            app,
+            client,
+            server,
+            client_port,
+        }
+    }
+}
+
 /// The basic flow with the given metadata exchange filters on each side.
 fn basic_flow(client_mx: Value, server_mx: Value) {
-    let app = Upstream::http("app");
-    let (client_port, server_port) = (e2e::free_port(), e2e::free_port());
     let no_vars = HashMap::new();
-    let mut inbound = cluster("server-inbound-cluster", &[app.port], json!({}));
-    merge(&mut inbound, service_metadata());
-    let server = Proxy::start(
-        Kind::Meshproxy,
-        &sidecar(
-            "server",
-            node_metadata("server_node_metadata.json.tmpl"),
-            "INBOUND",
-            server_port,
-            vec![
-                server_mx,
-                stats_filter("stats_inbound", yaml("stats/server_config.yaml", &no_vars)),
-            ],
-            inbound,
-        ),
-        &[],
-    );
-    let mut outbound = cluster("server-outbound-cluster", &[server_port], json!({}));
-    merge(&mut outbound, service_metadata());
-    let client = Proxy::start(
-        Kind::Meshproxy,
-        &sidecar(
-            "client",
-            node_metadata("client_node_metadata.json.tmpl"),
-            "OUTBOUND",
-            client_port,
-            vec![
-                client_mx,
-                stats_filter("stats_outbound", yaml("stats/client_config.yaml", &no_vars)),
-            ],
-            outbound,
-        ),
-        &[],
+    let Pair {
+        app,
+        client,
+        server,
+        client_port,
+    } = Pair::start(
+        (client_mx, yaml("stats/client_config.yaml", &no_vars)),
+        (server_mx, yaml("stats/server_config.yaml", &no_vars)),
+        (json!({}), json!({})),
     );
     for _ in 0..REQUESTS {
         let r = e2e::curl::get(client_port, "/", &[]);
@@ -292,49 +323,29 @@ fn transport_socket(path: &str) -> Value {
 
 #[test]
 fn mutual_tls_reports_principals_and_the_security_policy() {
-    let app = Upstream::http("app");
-    let (client_port, server_port) = (e2e::free_port(), e2e::free_port());
     let no_vars = HashMap::new();
-    let mut inbound = cluster("server-inbound-cluster", &[app.port], json!({}));
-    merge(&mut inbound, service_metadata());
-    let server = Proxy::start(
-        Kind::Meshproxy,
-        &sidecar_with(
-            "server",
-            node_metadata("server_node_metadata.json.tmpl"),
-            "INBOUND",
-            server_port,
-            vec![
-                yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
-                stats_filter("stats_inbound", json!({})),
-            ],
-            inbound,
+    // The app must outlive the requests: bind it, do not drop it with `..`.
+    let Pair {
+        app: _app,
+        client,
+        server,
+        client_port,
+    } = Pair::start(
+        (
+            yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
+            json!({}),
+        ),
+        (
+            yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+            json!({}),
+        ),
+        (
+            transport_socket("transport_socket/client.yaml.tmpl"),
             transport_socket("transport_socket/server.yaml.tmpl"),
         ),
-        &[],
     );
-    let mut outbound = cluster("server-outbound-cluster", &[server_port], json!({}));
-    merge(&mut outbound, service_metadata());
-    merge(
-        &mut outbound,
-        transport_socket("transport_socket/client.yaml.tmpl"),
-    );
-    let client = Proxy::start(
-        Kind::Meshproxy,
-        &sidecar(
-            "client",
-            node_metadata("client_node_metadata.json.tmpl"),
-            "OUTBOUND",
-            client_port,
-            vec![
-                yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
-                stats_filter("stats_outbound", json!({})),
-            ],
-            outbound,
-        ),
-        &[],
-    );
-    assert_eq!(e2e::curl::get(client_port, "/", &[]).status, 200);
+    let r = e2e::curl::get(client_port, "/", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
     let labels = |p: &Proxy| -> HashMap<String, String> {
         let got = samples(&prometheus(p), "istio_requests_total");
         assert_eq!(got.len(), 1, "one label set");
