@@ -32,6 +32,78 @@ pub enum ListenerFilter {
     },
 }
 
+/// A listener filter with its `filter_disabled` predicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredListenerFilter {
+    /// The filter.
+    pub filter: ListenerFilter,
+    /// Connections this matches skip the filter (Istio's virtualInbound turns the
+    /// inspectors off on some ports).
+    pub disabled: Option<FilterPredicate>,
+}
+
+/// `ListenerFilterChainMatchPredicate`, evaluated on the connection's destination port
+/// (the restored one after an `original_dst` filter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterPredicate {
+    /// Any member matches.
+    Or(Vec<FilterPredicate>),
+    /// Every member matches.
+    And(Vec<FilterPredicate>),
+    /// The inner one does not match.
+    Not(Box<FilterPredicate>),
+    /// Always.
+    Any,
+    /// The destination port is in `[start, end)`.
+    DestinationPorts(i32, i32),
+}
+
+impl FilterPredicate {
+    /// Whether a connection to `port` matches.
+    pub fn matches(&self, port: Option<u16>) -> bool {
+        match self {
+            FilterPredicate::Or(v) => v.iter().any(|p| p.matches(port)),
+            FilterPredicate::And(v) => v.iter().all(|p| p.matches(port)),
+            FilterPredicate::Not(p) => !p.matches(port),
+            FilterPredicate::Any => true,
+            FilterPredicate::DestinationPorts(start, end) => {
+                port.is_some_and(|p| (*start..*end).contains(&i32::from(p)))
+            }
+        }
+    }
+}
+
+fn predicate(
+    p: &listener::ListenerFilterChainMatchPredicate,
+    path: &str,
+) -> Result<FilterPredicate> {
+    use listener::listener_filter_chain_match_predicate::Rule;
+    let set = |rules: &[listener::ListenerFilterChainMatchPredicate], field: &str| {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                predicate(
+                    r,
+                    &format!("{}[{i}]", join(path, &format!("{field}.rules"))),
+                )
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(match &p.rule {
+        Some(Rule::OrMatch(m)) => FilterPredicate::Or(set(&m.rules, "or_match")?),
+        Some(Rule::AndMatch(m)) => FilterPredicate::And(set(&m.rules, "and_match")?),
+        Some(Rule::NotMatch(inner)) => {
+            FilterPredicate::Not(Box::new(predicate(inner, &join(path, "not_match"))?))
+        }
+        Some(Rule::AnyMatch(true)) => FilterPredicate::Any,
+        Some(Rule::DestinationPortRange(r)) => FilterPredicate::DestinationPorts(r.start, r.end),
+        Some(Rule::AnyMatch(false)) | None => {
+            return Err(ConfigError::at(path, "a match rule is required"))
+        }
+    })
+}
+
 /// `source_type` of a filter-chain match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceType {
@@ -115,7 +187,7 @@ pub struct ListenerConfig {
     /// Hand connections to the listener matching their original destination.
     pub use_original_dst: bool,
     /// Listener filters in order.
-    pub listener_filters: Vec<ListenerFilter>,
+    pub listener_filters: Vec<ConfiguredListenerFilter>,
     /// Timeout for listener filters (default 15 s; `None` disables).
     pub listener_filters_timeout: Option<Duration>,
     /// On timeout, continue to chain selection instead of closing.
@@ -234,14 +306,19 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
     })
 }
 
-fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ListenerFilter> {
+fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ConfiguredListenerFilter> {
+    Ok(ConfiguredListenerFilter {
+        filter: listener_filter_kind(f, path)?,
+        disabled: f
+            .filter_disabled
+            .as_ref()
+            .map(|p| predicate(p, &join(path, "filter_disabled")))
+            .transpose()?,
+    })
+}
+
+fn listener_filter_kind(f: &listener::ListenerFilter, path: &str) -> Result<ListenerFilter> {
     use listener::listener_filter::ConfigType as C;
-    if f.filter_disabled.is_some() {
-        return Err(ConfigError::at(
-            join(path, "filter_disabled"),
-            "filter_disabled matchers are not supported yet",
-        ));
-    }
     let any = match &f.config_type {
         Some(C::TypedConfig(a)) => a,
         _ => return Err(ConfigError::at(path, "typed_config is required")),

@@ -179,7 +179,12 @@ pub const MESSAGES: &[MessageSupport] = &[
     ]),
     msg!("envoy.config.core.v3.CidrRange", ["address_prefix", "prefix_len"]),
     msg!("envoy.config.listener.v3.Filter", ["name", "typed_config"]),
-    msg!("envoy.config.listener.v3.ListenerFilter", ["name", "typed_config"]),
+    msg!("envoy.config.listener.v3.ListenerFilter", ["name", "typed_config", "filter_disabled"]),
+    msg!("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", [
+        "or_match", "and_match", "not_match", "any_match", "destination_port_range",
+    ]),
+    msg!("envoy.config.listener.v3.ListenerFilterChainMatchPredicate.MatchSet", ["rules"]),
+    msg!("envoy.type.v3.Int32Range", ["start", "end"]),
     msg!("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", []),
     msg!("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", []),
     msg!("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", []),

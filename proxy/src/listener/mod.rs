@@ -10,7 +10,7 @@ pub mod workers;
 
 use crate::config::common::Address;
 use crate::config::listener::{
-    FilterChain, ListenerConfig, ListenerFilter, NetworkFilter, Terminal,
+    ConfiguredListenerFilter, FilterChain, ListenerConfig, ListenerFilter, NetworkFilter, Terminal,
 };
 use crate::config::tls::ServerTls;
 use crate::http::connection_manager::HttpConnectionManager;
@@ -508,20 +508,27 @@ async fn handle(
 }
 
 async fn run_listener_filters(
-    filters: &[ListenerFilter],
+    filters: &[ConfiguredListenerFilter],
     ds: &mut Downstream,
     info: &mut ConnectionInfo,
     facts: &mut ConnectionFacts,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
-    for f in filters {
-        match f {
+    for configured in filters {
+        if configured
+            .disabled
+            .as_ref()
+            .is_some_and(|p| p.matches(info.local.map(|a| a.port())))
+        {
+            continue;
+        }
+        match &configured.filter {
             ListenerFilter::OriginalDst => {
                 if let Some(dst) = ds.original_dst() {
                     info.local = Some(dst);
                 }
             }
-            ListenerFilter::ProxyProtocol { allow_without } => {
+            &ListenerFilter::ProxyProtocol { allow_without } => {
                 let mut need = 16;
                 loop {
                     let n = ds.peek(need, &mut buf).await?;
@@ -542,7 +549,7 @@ async fn run_listener_filters(
                             ds.discard(len).await?;
                             break;
                         }
-                        proxy_protocol::Parse::NotProxy if *allow_without => break,
+                        proxy_protocol::Parse::NotProxy if allow_without => break,
                         proxy_protocol::Parse::NotProxy => {
                             return Err(std::io::Error::other("missing PROXY protocol header"))
                         }
