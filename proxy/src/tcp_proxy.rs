@@ -58,7 +58,7 @@ impl TcpProxy {
                 NetworkFilter::IstioStats(c) => {
                     Some(IstioStats::new(c.clone(), &metadata, local.outbound, root))
                 }
-                NetworkFilter::MetadataExchange(_) => None,
+                NetworkFilter::MetadataExchange(_) | NetworkFilter::IstioAuthn => None,
             })
             .collect();
         let s = root.tagged("tcp", "envoy_tcp_prefix", &config.stat_prefix);
@@ -115,6 +115,7 @@ impl TcpProxy {
         record.peer_uri_san = info.peer_uri_san.clone();
         record.local_uri_san = info.local_uri_san.clone();
         record.istio.peers.downstream = info.downstream_peer.clone();
+        record.istio.principals = info.istio_principals.clone();
         let cluster_name = self.pick_cluster().to_string();
         record.upstream_cluster = Some(cluster_name.clone());
         let received = Arc::new(Counter::default());

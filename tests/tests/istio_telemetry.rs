@@ -447,3 +447,168 @@ fn grpc_calls_report_protocol_status_and_message_counts() {
         ("grpc".into(), "0".into(), 3.0)
     );
 }
+
+/// Generates a CA and a leaf signed by it whose URI SANs put a non-SPIFFE URI before the
+/// SPIFFE id; returns (leaf cert, leaf key, CA cert) paths.
+fn leaf_with_uris(dir: &std::path::Path, name: &str, uris: &[&str]) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl")
+            .status
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    if !dir.join("ca.pem").exists() {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+    }
+    let san = uris
+        .iter()
+        .map(|u| format!("URI:{u}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("subjectAltName={san}\n"),
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &format!("{name}.key"),
+        "-out",
+        &format!("{name}.csr"),
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &format!("{name}.pem"),
+        "-days",
+        "2",
+        "-extfile",
+        &format!("{name}.ext"),
+    ]);
+    let p = |f: String| dir.join(f).display().to_string();
+    (
+        p(format!("{name}.pem")),
+        p(format!("{name}.key")),
+        p("ca.pem".into()),
+    )
+}
+
+#[test]
+fn istio_authn_reports_the_spiffe_principals() {
+    let dir = e2e::scratch("authn-certs");
+    let (server_cert, server_key, ca) = leaf_with_uris(
+        &dir,
+        "server",
+        &["urn:example:server", "spiffe://td/ns/default/sa/server"],
+    );
+    let (client_cert, client_key, _) = leaf_with_uris(
+        &dir,
+        "client",
+        &["urn:example:client", "spiffe://td/ns/apps/sa/client"],
+    );
+    let app = Upstream::http("app");
+    let tls = json!({"transport_socket": {"name": "tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": true,
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": server_cert}, "private_key": {"filename": server_key}}],
+            "validation_context": {"trusted_ca": {"filename": ca}}}}}});
+    let mut observed = Vec::new();
+    for authn in [true, false] {
+        let port = e2e::free_port();
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]);
+        let http = e2e::config::hcm_with_filters(
+            vh,
+            vec![stats_filter("stats_inbound", json!({}))],
+            json!({}),
+        );
+        let mut filters = vec![json!({"name": "http", "typed_config": http})];
+        if authn {
+            // istio_authn runs before the connection manager, as in virtualInbound.
+            filters.insert(
+                0,
+                json!({"name": "istio_authn", "typed_config": {
+                "@type": "type.googleapis.com/io.istio.network.authn.Config"}}),
+            );
+        }
+        let mut chain = json!({"filters": filters});
+        merge(&mut chain, tls.clone());
+        let config = e2e::istio::sidecar_bootstrap(
+            ("server", node_metadata("server_node_metadata.json.tmpl")),
+            ("INBOUND", port),
+            chain,
+            json!({}),
+            vec![cluster("app", &[app.port], json!({}))],
+        );
+        let server = Proxy::start(Kind::Meshproxy, &config, &[]);
+        let r = e2e::curl::get_tls(
+            port,
+            "/",
+            &["-k", "--cert", &client_cert, "--key", &client_key],
+        );
+        assert_eq!(r.status, 200);
+        let got = samples(&prometheus(&server), "istio_requests_total");
+        let labels: HashMap<String, String> = got[0].0.iter().cloned().collect();
+        observed.push((
+            labels["source_principal"].clone(),
+            labels["destination_principal"].clone(),
+            labels["source_workload_namespace"].clone(),
+            labels["connection_security_policy"].clone(),
+        ));
+    }
+    assert_eq!(
+        observed,
+        vec![
+            (
+                "spiffe://td/ns/apps/sa/client".to_string(),
+                "spiffe://td/ns/default/sa/server".to_string(),
+                "apps".to_string(),
+                "mutual_tls".to_string()
+            ),
+            (
+                "urn:example:client".to_string(),
+                "urn:example:server".to_string(),
+                "unknown".to_string(),
+                "mutual_tls".to_string()
+            ),
+        ],
+        "with istio_authn the SPIFFE ids, without it the first URI SANs"
+    );
+}

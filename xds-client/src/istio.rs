@@ -17,6 +17,9 @@ pub const PEER_METADATA_CONFIG: &str = "io.istio.http.peer_metadata.Config";
 /// Full name of the `istio.alpn` filter's config.
 pub const ALPN_CONFIG: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
 
+/// Full name of the `istio_authn` network filter's config (an empty message).
+pub const AUTHN_CONFIG: &str = "io.istio.network.authn.Config";
+
 /// Full name of the TCP metadata exchange filter's config.
 pub const TCP_EXCHANGE_CONFIG: &str = "envoy.tcp.metadataexchange.config.MetadataExchange";
 
@@ -338,6 +341,16 @@ fn tcp_exchange_file() -> FileDescriptorProto {
     )
 }
 
+fn authn_file() -> FileDescriptorProto {
+    file(
+        "source/extensions/filters/network/istio_authn/config.proto",
+        "io.istio.network.authn",
+        &[],
+        vec![message("Config", vec![], vec![])],
+        vec![],
+    )
+}
+
 /// The Istio files to add to the descriptor pool.
 pub fn files() -> Vec<FileDescriptorProto> {
     vec![
@@ -345,6 +358,7 @@ pub fn files() -> Vec<FileDescriptorProto> {
         peer_metadata_file(),
         alpn_file(),
         tcp_exchange_file(),
+        authn_file(),
     ]
 }
 

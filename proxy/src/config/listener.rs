@@ -154,6 +154,9 @@ pub enum NetworkFilter {
     MetadataExchange(Arc<crate::istio::tcp_exchange::TcpExchangeConfig>),
     /// Istio's TCP metrics (`stats.PluginConfig` as a network filter).
     IstioStats(Arc<crate::istio::stats::IstioStatsConfig>),
+    /// `istio_authn`: the connection's principals are the first `spiffe://` URI SANs of
+    /// the peer's and our certificates (what Istio's metrics and RBAC read).
+    IstioAuthn,
 }
 
 /// A translated filter chain.
@@ -427,6 +430,7 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                 crate::istio::stats::TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
                     crate::istio::stats::translate(&any.value, &tp)?,
                 )),
+                xds_client::istio::AUTHN_CONFIG => NetworkFilter::IstioAuthn,
                 _ => {
                     return Err(ConfigError::at(
                         &tp,

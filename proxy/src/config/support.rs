@@ -287,6 +287,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "allow_precompiled" = "there is no module to precompile",
     ]),
     msg!("envoy.config.core.v3.AsyncDataSource", ["local"]),
+    msg!("io.istio.network.authn.Config", []),
     msg!("envoy.tcp.metadataexchange.config.MetadataExchange", [
         "protocol", "additional_labels",
         "enable_discovery" = "it consults the istio.workload bootstrap extension, which is rejected, so it can find nothing",

@@ -27,9 +27,9 @@ const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBu
 /// A built TLS config, or the SDS secrets it still waits for.
 pub type TlsState<T> = std::result::Result<Arc<T>, Vec<String>>;
 
-/// A built state with the first URI SAN of the certificate it presents (Istio reports it
-/// as the local principal; rustls does not tell which certificate a handshake used).
-pub type Prepared<T> = (TlsState<T>, Option<String>);
+/// A built state with the URI SANs of the certificate it presents (Istio reports them as
+/// the local principal; rustls does not tell which certificate a handshake used).
+pub type Prepared<T> = (TlsState<T>, Vec<String>);
 
 /// Where an SDS secret comes from.
 pub use super::source::XdsSource as SdsSource;
@@ -54,7 +54,7 @@ pub struct Tls<T> {
     path: String,
     build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
     state: arc_swap::ArcSwap<TlsState<T>>,
-    local_uri_san: arc_swap::ArcSwap<Option<String>>,
+    local_uri_sans: arc_swap::ArcSwap<Vec<String>>,
 }
 
 impl<T> std::fmt::Debug for Tls<T> {
@@ -81,14 +81,19 @@ impl<T> Tls<T> {
     }
 
     /// Installs a config made by [`Tls::prepare`]: the next handshake uses it.
-    pub fn install(&self, (state, san): Prepared<T>) {
+    pub fn install(&self, (state, sans): Prepared<T>) {
         self.state.store(Arc::new(state));
-        self.local_uri_san.store(Arc::new(san));
+        self.local_uri_sans.store(Arc::new(sans));
     }
 
     /// The first URI SAN of the certificate this context presents, if any.
     pub fn local_uri_san(&self) -> Option<String> {
-        self.local_uri_san.load().as_ref().clone()
+        self.local_uri_sans.load().first().cloned()
+    }
+
+    /// The first `spiffe://` URI SAN of the certificate this context presents, if any.
+    pub fn local_spiffe_id(&self) -> Option<String> {
+        crate::tls::san::first_spiffe(&self.local_uri_sans.load())
     }
 
     fn new(
@@ -104,7 +109,7 @@ impl<T> Tls<T> {
             path: path.to_string(),
             build,
             state: arc_swap::ArcSwap::from_pointee(state),
-            local_uri_san: arc_swap::ArcSwap::from_pointee(san),
+            local_uri_sans: arc_swap::ArcSwap::from_pointee(san),
         }
     }
 
@@ -218,7 +223,7 @@ fn server_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(((Err(m.pending), None), sds));
+        return Ok(((Err(m.pending), Vec::new()), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -261,10 +266,16 @@ fn server_state(
     Ok(((Ok(Arc::new(config)), san), sds))
 }
 
-/// The first URI SAN of the presented certificate chain's leaf.
-fn local_uri_san(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Option<String> {
-    let (chain, _) = certs.as_ref()?;
-    crate::tls::san::first_uri(chain.first()?)
+/// The URI SANs of the presented certificate chain's leaf.
+fn local_uri_san(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Vec<String> {
+    let Some(leaf) = certs.as_ref().and_then(|(chain, _)| chain.first()) else {
+        return Vec::new();
+    };
+    crate::tls::san::subject_alt_names(leaf)
+        .into_iter()
+        .filter(|(t, _)| *t == crate::tls::san::SanType::Uri)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
@@ -315,7 +326,7 @@ fn client_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(((Err(m.pending), None), sds));
+        return Ok(((Err(m.pending), Vec::new()), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;

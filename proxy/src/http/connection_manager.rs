@@ -398,6 +398,7 @@ impl HttpConnectionManager {
         record.peer_uri_san = info.peer_uri_san.clone();
         record.local_uri_san = info.local_uri_san.clone();
         record.istio.peers.downstream = info.downstream_peer.clone();
+        record.istio.principals = info.istio_principals.clone();
         let accept_encoding = req.headers().clone();
         let grpc_request = headers::is_grpc(req.headers());
         let c = &self.config;

@@ -108,4 +108,6 @@ pub struct StreamFacts {
     pub cluster: Option<Arc<ClusterIstioMetadata>>,
     /// The chosen endpoint's `istio.workload` metadata.
     pub upstream_workload: Option<Arc<str>>,
+    /// The (peer, local) principals `istio_authn` found on the downstream connection.
+    pub principals: Option<Arc<(String, String)>>,
 }

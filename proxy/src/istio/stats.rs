@@ -319,10 +319,19 @@ impl IstioStats {
                 r.upstream_peer_uri_san.as_deref().unwrap_or(""),
                 r.upstream_local_uri_san.as_deref().unwrap_or(""),
             ),
-            Reporter::Server | Reporter::Gateway => (
-                r.peer_uri_san.as_deref().unwrap_or(""),
-                r.local_uri_san.as_deref().unwrap_or(""),
-            ),
+            // `istio_authn`'s principals when it found any, else the certificates'
+            // first URI SANs.
+            Reporter::Server | Reporter::Gateway => match facts
+                .principals
+                .as_deref()
+                .filter(|(p, l)| !p.is_empty() || !l.is_empty())
+            {
+                Some((p, l)) => (p.as_str(), l.as_str()),
+                None => (
+                    r.peer_uri_san.as_deref().unwrap_or(""),
+                    r.local_uri_san.as_deref().unwrap_or(""),
+                ),
+            },
         };
         Sides {
             peer,

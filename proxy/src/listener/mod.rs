@@ -49,6 +49,8 @@ pub struct ConnectionInfo {
     pub peer_certificate: Option<Arc<crate::http::client_cert::PeerCertificate>>,
     /// The peer workload Istio's TCP metadata exchange learnt, if it ran.
     pub downstream_peer: Option<Arc<crate::istio::workload::Workload>>,
+    /// The (peer, local) principals `istio_authn` found, when the chain runs it.
+    pub istio_principals: Option<Arc<(String, String)>>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
     pub inbound: bool,
 }
@@ -87,6 +89,8 @@ const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct ChainRuntime {
     tls: Option<Arc<ServerTls>>,
     exchange: Option<DownstreamExchange>,
+    /// The chain runs `istio_authn`.
+    authn: bool,
     handshake_timeout: Option<std::time::Duration>,
     terminal: TerminalRuntime,
 }
@@ -125,6 +129,10 @@ impl ActiveListener {
             };
             Ok(ChainRuntime {
                 tls: c.tls.clone(),
+                authn: c
+                    .network_filters
+                    .iter()
+                    .any(|f| matches!(f, NetworkFilter::IstioAuthn)),
                 exchange: c.network_filters.iter().find_map(|f| match f {
                     NetworkFilter::MetadataExchange(x) => Some(DownstreamExchange {
                         announcement: crate::istio::tcp_exchange::announcement(
@@ -134,7 +142,7 @@ impl ActiveListener {
                         ),
                         config: x.clone(),
                     }),
-                    NetworkFilter::IstioStats(_) => None,
+                    NetworkFilter::IstioStats(_) | NetworkFilter::IstioAuthn => None,
                 }),
                 handshake_timeout: c.handshake_timeout,
                 terminal: match &c.terminal {
@@ -478,6 +486,16 @@ async fn handle(
             .as_ref()
             .and_then(|p| p.uris.first().cloned());
         info.local_uri_san = tls.local_uri_san();
+        if chain.authn {
+            // As `istio_authn`: only with a client certificate, the first `spiffe://`
+            // URI SAN of each side.
+            info.istio_principals = info.peer_certificate.as_ref().map(|p| {
+                Arc::new((
+                    crate::tls::san::first_spiffe(&p.uris).unwrap_or_default(),
+                    tls.local_spiffe_id().unwrap_or_default(),
+                ))
+            });
+        }
         io = Box::new(stream);
     }
     if let Some(x) = chain

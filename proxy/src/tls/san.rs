@@ -77,6 +77,12 @@ fn dns_wildcard_matches(m: &StringMatch, san: &str) -> bool {
         && want.len() > suffix.len()
 }
 
+/// The first `spiffe://` identity among URI SANs (what Istio's `istio_authn` takes as a
+/// principal).
+pub fn first_spiffe(uris: &[String]) -> Option<String> {
+    uris.iter().find(|u| u.starts_with("spiffe://")).cloned()
+}
+
 /// The first URI SAN of a certificate (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
 pub fn first_uri(cert: &CertificateDer<'_>) -> Option<String> {
     subject_alt_names(cert)
