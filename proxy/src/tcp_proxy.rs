@@ -112,7 +112,7 @@ impl TcpProxy {
         record.downstream_direct_remote = info.direct_remote;
         record.downstream_local = info.local;
         record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san.clone();
+        record.peer_uri_san = info.peer_uri_san();
         record.local_uri_san = info.local_uri_san.clone();
         record.istio.peers.downstream = info.downstream_peer.clone();
         record.istio.principals = info.istio_principals.clone();
@@ -149,13 +149,8 @@ impl TcpProxy {
                         Ok(c) => {
                             cluster.report(&host, Outcome::ConnectedFinal);
                             record.upstream_local = c.local;
-                            record.upstream_peer_uri_san = c.peer_uri_san;
-                            record.upstream_local_uri_san = cluster
-                                .config
-                                .tls_for(host.tls_match)
-                                .and_then(|t| t.tls.local_uri_san());
+                            cluster.record_upstream_identity(&host, &mut record);
                             record.istio.peers.upstream = c.peer;
-                            record.istio.upstream_workload = host.istio_workload.clone();
                             upstream = Some((c.io, slot));
                             break;
                         }

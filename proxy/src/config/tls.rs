@@ -268,14 +268,11 @@ fn server_state(
 
 /// The URI SANs of the presented certificate chain's leaf.
 fn local_uri_san(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Vec<String> {
-    let Some(leaf) = certs.as_ref().and_then(|(chain, _)| chain.first()) else {
-        return Vec::new();
-    };
-    crate::tls::san::subject_alt_names(leaf)
-        .into_iter()
-        .filter(|(t, _)| *t == crate::tls::san::SanType::Uri)
-        .map(|(_, v)| v)
-        .collect()
+    certs
+        .as_ref()
+        .and_then(|(chain, _)| chain.first())
+        .map(crate::tls::san::uri_sans)
+        .unwrap_or_default()
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).

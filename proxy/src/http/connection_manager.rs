@@ -73,7 +73,6 @@ fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
     })
 }
 
-/// A connection manager instance (one per filter chain).
 /// The node a listener serves, for the filters that announce or report it.
 pub struct LocalNode<'a> {
     /// The bootstrap's node (id, metadata).
@@ -115,6 +114,7 @@ impl IstioFilters {
     }
 }
 
+/// A connection manager instance (one per filter chain).
 pub struct HttpConnectionManager {
     config: Arc<HttpConnectionManagerConfig>,
     stats: HttpStats,
@@ -123,6 +123,8 @@ pub struct HttpConnectionManager {
     /// The grpc_stats filter: the root scope its per-cluster stats live under, and
     /// whether it shares its message counts (`emit_filter_state`).
     grpc_stats: Option<(Scope, bool)>,
+    /// The `istio.alpn` filter, if the chain has one (the router offers its ALPN).
+    alpn: Option<Arc<crate::istio::alpn::AlpnConfig>>,
     /// `fault.*` stats, when a fault filter is configured.
     fault_stats: Option<FaultStats>,
     access_logs: Vec<AccessLogger>,
@@ -218,6 +220,10 @@ impl HttpConnectionManager {
                 .then(|| FaultStats::new(&s)),
             grpc_stats: config.filters.iter().find_map(|f| match f {
                 HttpFilterConfig::GrpcStats(g) => Some((root.clone(), g.emit_filter_state)),
+                _ => None,
+            }),
+            alpn: config.filters.iter().find_map(|f| match f {
+                HttpFilterConfig::Alpn(a) => Some(a.clone()),
                 _ => None,
             }),
             record_request_headers: !access_logs.is_empty()
@@ -395,7 +401,7 @@ impl HttpConnectionManager {
         record.downstream_direct_remote = info.direct_remote;
         record.downstream_local = info.local;
         record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san.clone();
+        record.peer_uri_san = info.peer_uri_san();
         record.local_uri_san = info.local_uri_san.clone();
         record.istio.peers.downstream = info.downstream_peer.clone();
         record.istio.principals = info.istio_principals.clone();
@@ -790,10 +796,7 @@ impl HttpConnectionManager {
                         conn: info,
                         suppress_envoy_headers: c.suppress_envoy_headers,
                         cluster: chosen,
-                        alpn: c.filters.iter().find_map(|f| match f {
-                            HttpFilterConfig::Alpn(a) => Some(a.as_ref()),
-                            _ => None,
-                        }),
+                        alpn: self.alpn.as_deref(),
                     };
                     let upgrade = req.headers().contains_key(header::UPGRADE)
                         && req.version() != Version::HTTP_2;

@@ -482,11 +482,7 @@ pub async fn forward(
         cluster.stats().rq_retry_success.inc();
     }
     record.upstream_host = Some(host.address_string.clone());
-    record.istio.upstream_workload = host.istio_workload.clone();
-    if let Some(t) = cluster.config.tls_for(host.tls_match) {
-        record.upstream_peer_uri_san = host.peer_uri_san();
-        record.upstream_local_uri_san = t.tls.local_uri_san();
-    }
+    cluster.record_upstream_identity(&host, record);
     record.upstream_local = local;
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);

@@ -17,18 +17,18 @@ use xds_client::istio as proto;
 /// The filter's protobuf type name.
 pub const TYPE_NAME: &str = proto::STATS_CONFIG;
 
-/// The standard metrics (names without `istio_`), in Istio's registry.
+/// The standard metrics, in Istio's registry (configs name them without `istio_`).
 const METRICS: [&str; 10] = [
-    "requests_total",
-    "request_duration_milliseconds",
-    "request_bytes",
-    "response_bytes",
-    "request_messages_total",
-    "response_messages_total",
-    "tcp_connections_opened_total",
-    "tcp_connections_closed_total",
-    "tcp_sent_bytes_total",
-    "tcp_received_bytes_total",
+    "istio_requests_total",
+    "istio_request_duration_milliseconds",
+    "istio_request_bytes",
+    "istio_response_bytes",
+    "istio_request_messages_total",
+    "istio_response_messages_total",
+    "istio_tcp_connections_opened_total",
+    "istio_tcp_connections_closed_total",
+    "istio_tcp_sent_bytes_total",
+    "istio_tcp_received_bytes_total",
 ];
 
 /// Indexes of the gRPC message metrics in [`METRICS`].
@@ -144,7 +144,10 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         let targets: Vec<usize> = if m.name.is_empty() {
             (0..METRICS.len()).collect()
         } else {
-            match METRICS.iter().position(|n| *n == m.name) {
+            match METRICS
+                .iter()
+                .position(|n| n.strip_prefix("istio_") == Some(m.name.as_str()))
+            {
                 Some(idx) => vec![idx],
                 None => {
                     return Err(ConfigError::at(
@@ -491,8 +494,9 @@ impl IstioStats {
             if idx == 0 {
                 self.count(idx, &labels, 1);
             } else if let Some(tags) = self.tags(idx, &labels) {
-                let name = format!("istio_{}", METRICS[idx]);
-                self.scope.histogram_with_tags(&name, &tags).record(value);
+                self.scope
+                    .histogram_with_tags(METRICS[idx], &tags)
+                    .record(value);
             }
         }
     }
@@ -509,8 +513,7 @@ impl IstioStats {
     /// Adds `n` to counter metric `idx` under `labels`.
     fn count(&self, idx: usize, labels: &[(&'static str, String)], n: u64) {
         if let Some(tags) = self.tags(idx, labels) {
-            let name = format!("istio_{}", METRICS[idx]);
-            self.scope.counter_with_tags(&name, &tags).add(n);
+            self.scope.counter_with_tags(METRICS[idx], &tags).add(n);
         }
     }
 

@@ -12,6 +12,7 @@
 
 use super::workload::Workload;
 use crate::config::error::{ConfigError, Result};
+use crate::io::BoxIo;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,9 @@ const STRUCT_URL: &str = "type.googleapis.com/google.protobuf.Struct";
 const METADATA_KEY: &str = "x-envoy-peer-metadata";
 const ID_KEY: &str = "x-envoy-peer-metadata-id";
 
+/// How long a peer's announcement is waited for.
+const WAIT: Duration = Duration::from_secs(5);
+
 /// A translated `MetadataExchange`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpExchangeConfig {
@@ -35,6 +39,32 @@ pub struct TcpExchangeConfig {
     pub protocol: Vec<u8>,
     /// Extra labels carried in announced and learnt workloads.
     pub additional_labels: Vec<String>,
+    /// The local node's announcement, built on first use (the node is process-wide).
+    local_announcement: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl TcpExchangeConfig {
+    /// Runs the exchange on `io` when the connection negotiated this config's ALPN
+    /// protocol: announces the local node, learns the peer, and returns the stream with
+    /// any application bytes read past the peer's announcement put back in front.
+    pub async fn run(
+        &self,
+        negotiated: Option<&[u8]>,
+        mut io: BoxIo,
+    ) -> (BoxIo, Option<Arc<Workload>>) {
+        if negotiated != Some(self.protocol.as_slice()) {
+            return (io, None);
+        }
+        let local = self.local_announcement.get_or_init(|| {
+            let (id, metadata) = crate::istio::local_node();
+            announcement(self, id, metadata)
+        });
+        let (peer, rest) = exchange(&mut io, local, &self.additional_labels, WAIT).await;
+        if !rest.is_empty() {
+            io = Box::new(crate::io::PrefixedIo::new(rest, io));
+        }
+        (io, peer)
+    }
 }
 
 /// Translates the filter's config.
@@ -44,11 +74,12 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<TcpExchangeConfig> {
     Ok(TcpExchangeConfig {
         protocol: c.protocol.into_bytes(),
         additional_labels: c.additional_labels,
+        local_announcement: Default::default(),
     })
 }
 
 /// The bytes announcing the local node (`metadata`, `id`).
-pub fn announcement(
+fn announcement(
     config: &TcpExchangeConfig,
     id: &str,
     metadata: &xds_client::proto::google::protobuf::Struct,
@@ -121,7 +152,7 @@ fn front(buf: &[u8], additional_labels: &[String]) -> Front {
 /// Announces the local node on `io` and reads the peer's announcement, waiting at most
 /// `wait` for it. Returns the peer (if it announced one) and the bytes read past it,
 /// which belong to the application and must be passed on first.
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     announcement: &[u8],
     additional_labels: &[String],
@@ -166,6 +197,7 @@ mod tests {
         TcpExchangeConfig {
             protocol: b"istio-peer-exchange".to_vec(),
             additional_labels: vec!["role".into()],
+            local_announcement: Default::default(),
         }
     }
 

@@ -41,8 +41,6 @@ pub struct ConnectionInfo {
     pub tls: bool,
     /// ALPN negotiated by our TLS handshake.
     pub alpn: Option<Vec<u8>>,
-    /// The client certificate's first URI SAN.
-    pub peer_uri_san: Option<String>,
     /// Our certificate's first URI SAN (what Istio reports as the local principal).
     pub local_uri_san: Option<String>,
     /// The client certificate of a mutual-TLS connection, read for XFCC.
@@ -53,6 +51,13 @@ pub struct ConnectionInfo {
     pub istio_principals: Option<Arc<(String, String)>>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
     pub inbound: bool,
+}
+
+impl ConnectionInfo {
+    /// The client certificate's first URI SAN.
+    pub fn peer_uri_san(&self) -> Option<String> {
+        self.peer_certificate.as_ref()?.uris.first().cloned()
+    }
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -76,19 +81,11 @@ pub struct ListenerStats {
     pub scope: Scope,
 }
 
-/// Istio's TCP metadata exchange of a filter chain, with the local announcement.
-struct DownstreamExchange {
-    config: Arc<crate::istio::tcp_exchange::TcpExchangeConfig>,
-    announcement: Vec<u8>,
-}
-
-/// How long a downstream's metadata exchange announcement is waited for.
-const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A filter chain ready to serve.
 pub struct ChainRuntime {
     tls: Option<Arc<ServerTls>>,
-    exchange: Option<DownstreamExchange>,
+    /// Istio's TCP metadata exchange with the downstream, when the chain runs it.
+    exchange: Option<Arc<crate::istio::tcp_exchange::TcpExchangeConfig>>,
     /// The chain runs `istio_authn`.
     authn: bool,
     handshake_timeout: Option<std::time::Duration>,
@@ -134,14 +131,7 @@ impl ActiveListener {
                     .iter()
                     .any(|f| matches!(f, NetworkFilter::IstioAuthn)),
                 exchange: c.network_filters.iter().find_map(|f| match f {
-                    NetworkFilter::MetadataExchange(x) => Some(DownstreamExchange {
-                        announcement: crate::istio::tcp_exchange::announcement(
-                            x,
-                            &node.id,
-                            &node.metadata.clone().unwrap_or_default(),
-                        ),
-                        config: x.clone(),
-                    }),
+                    NetworkFilter::MetadataExchange(x) => Some(x.clone()),
                     NetworkFilter::IstioStats(_) | NetworkFilter::IstioAuthn => None,
                 }),
                 handshake_timeout: c.handshake_timeout,
@@ -481,10 +471,6 @@ async fn handle(
         let leaf = conn.peer_certificates().and_then(|c| c.first());
         info.peer_certificate =
             leaf.map(|c| Arc::new(crate::http::client_cert::PeerCertificate::from_der(c)));
-        info.peer_uri_san = info
-            .peer_certificate
-            .as_ref()
-            .and_then(|p| p.uris.first().cloned());
         info.local_uri_san = tls.local_uri_san();
         if chain.authn {
             // As `istio_authn`: only with a client certificate, the first `spiffe://`
@@ -498,22 +484,8 @@ async fn handle(
         }
         io = Box::new(stream);
     }
-    if let Some(x) = chain
-        .exchange
-        .as_ref()
-        .filter(|x| info.alpn.as_deref() == Some(x.config.protocol.as_slice()))
-    {
-        let (peer, rest) = crate::istio::tcp_exchange::exchange(
-            &mut io,
-            &x.announcement,
-            &x.config.additional_labels,
-            EXCHANGE_WAIT,
-        )
-        .await;
-        info.downstream_peer = peer;
-        if !rest.is_empty() {
-            io = Box::new(crate::io::PrefixedIo::new(rest, io));
-        }
+    if let Some(x) = &chain.exchange {
+        (io, info.downstream_peer) = x.run(info.alpn.as_deref(), io).await;
     }
     match &chain.terminal {
         TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,

@@ -83,12 +83,18 @@ pub fn first_spiffe(uris: &[String]) -> Option<String> {
     uris.iter().find(|u| u.starts_with("spiffe://")).cloned()
 }
 
-/// The first URI SAN of a certificate (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
-pub fn first_uri(cert: &CertificateDer<'_>) -> Option<String> {
+/// The URI SANs of a certificate, in order.
+pub fn uri_sans(cert: &CertificateDer<'_>) -> Vec<String> {
     subject_alt_names(cert)
         .into_iter()
-        .find(|(t, _)| *t == SanType::Uri)
+        .filter(|(t, _)| *t == SanType::Uri)
         .map(|(_, v)| v)
+        .collect()
+}
+
+/// The first URI SAN of a certificate (Envoy's `%DOWNSTREAM_PEER_URI_SAN%`).
+pub fn first_uri(cert: &CertificateDer<'_>) -> Option<String> {
+    uri_sans(cert).into_iter().next()
 }
 
 #[cfg(test)]

@@ -511,6 +511,21 @@ impl Cluster {
         }
     }
 
+    /// Records what Istio's telemetry reads of the upstream `host` a stream or
+    /// connection went to: its endpoint's `istio.workload` and, over TLS, the URI SANs
+    /// of its certificate (from its latest handshake) and of ours.
+    pub fn record_upstream_identity(
+        &self,
+        host: &Host,
+        record: &mut crate::access_log::record::Record,
+    ) {
+        record.istio.upstream_workload = host.istio_workload.clone();
+        if let Some(t) = self.config.tls_for(host.tls_match) {
+            record.upstream_peer_uri_san = host.peer_uri_san();
+            record.upstream_local_uri_san = t.tls.local_uri_san();
+        }
+    }
+
     /// The TLS client config and SNI for a connection outside the HTTP pools (TCP proxy,
     /// health checks): the cluster's current one, `None` without TLS or before its
     /// secrets arrive.

@@ -47,14 +47,9 @@ pub struct Connected {
     pub alpn: Option<Vec<u8>>,
     /// Local address of the socket.
     pub local: Option<SocketAddr>,
-    /// The upstream certificate's first URI SAN (TLS only).
-    pub peer_uri_san: Option<String>,
     /// The peer workload the cluster's TCP metadata exchange learnt, if it ran.
     pub peer: Option<Arc<crate::istio::workload::Workload>>,
 }
-
-/// How long an upstream's metadata exchange announcement is waited for.
-const EXCHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
@@ -118,7 +113,6 @@ pub async fn connect(
             io,
             alpn: None,
             local,
-            peer_uri_san: None,
             peer: None,
         });
     };
@@ -140,37 +134,22 @@ pub async fn connect(
     };
     let session = stream.get_ref().1;
     let alpn = session.alpn_protocol().map(|a| a.to_vec());
-    let peer_uri_san = session
+    // Every TLS connection, pooled or not, updates the host's upstream principal.
+    if let Some(san) = session
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(crate::tls::san::first_uri);
-    let mut io: BoxIo = Box::new(stream);
-    let mut peer = None;
-    if let Some(x) = cluster
-        .config
-        .upstream_exchange
-        .as_ref()
-        .filter(|x| alpn.as_deref() == Some(x.protocol.as_slice()))
+        .and_then(crate::tls::san::first_uri)
     {
-        let (id, metadata) = crate::istio::local_node();
-        let announcement = crate::istio::tcp_exchange::announcement(x, id, metadata);
-        let (found, rest) = crate::istio::tcp_exchange::exchange(
-            &mut io,
-            &announcement,
-            &x.additional_labels,
-            EXCHANGE_WAIT,
-        )
-        .await;
-        peer = found;
-        if !rest.is_empty() {
-            io = Box::new(crate::io::PrefixedIo::new(rest, io));
-        }
+        host.set_peer_uri_san(san);
     }
+    let (io, peer) = match &cluster.config.upstream_exchange {
+        Some(x) => x.run(alpn.as_deref(), Box::new(stream)).await,
+        None => (Box::new(stream) as BoxIo, None),
+    };
     Ok(Connected {
         io,
         alpn,
         local,
-        peer_uri_san,
         peer,
     })
 }

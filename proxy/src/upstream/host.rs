@@ -85,8 +85,8 @@ impl Host {
     }
 
     /// Records the URI SAN a new TLS connection to it presented.
-    pub fn set_peer_uri_san(&self, san: Option<String>) {
-        self.peer_uri_san.store(san.map(std::sync::Arc::new));
+    pub fn set_peer_uri_san(&self, san: String) {
+        self.peer_uri_san.store(Some(std::sync::Arc::new(san)));
     }
 
     /// The URI SAN its latest TLS connection presented.

@@ -340,9 +340,6 @@ impl HostPool {
         stats.cx_total.inc();
         stats.cx_active.inc();
         let local = connected.local;
-        if connected.peer_uri_san.is_some() {
-            self.host.set_peer_uri_san(connected.peer_uri_san);
-        }
         let io = TokioIo::new(connected.io);
         let cluster = self.cluster.clone();
         let on_close = move || {
