@@ -36,10 +36,19 @@ impl Response {
 
 /// Runs `curl` with `args` against `url`; extra args come first.
 pub fn curl(args: &[&str], url: &str) -> Response {
+    run(Command::new("curl"), args, url)
+}
+
+/// [`curl`] from inside a network namespace (an app in a "pod").
+pub fn curl_in(ns: &crate::netns::Netns, args: &[&str], url: &str) -> Response {
+    run(ns.cmd("curl", &[]), args, url)
+}
+
+fn run(mut curl: Command, args: &[&str], url: &str) -> Response {
     let dir = crate::scratch("curl");
     let headers = dir.join("headers");
     let body = dir.join("body");
-    let out = Command::new("curl")
+    let out = curl
         .args(["-sS", "--max-time", "15", "-D"])
         .arg(&headers)
         .arg("-o")

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod curl;
 pub mod istio;
+pub mod netns;
 pub mod proxy;
 pub mod tls_client;
 pub mod upstream;

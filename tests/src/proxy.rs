@@ -16,20 +16,31 @@ pub enum Kind {
 /// Builds (once per test process) and returns the meshproxy binary.
 pub fn meshproxy_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "meshproxy", "--bin", "meshproxy"])
-            .current_dir(crate::workspace())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p meshproxy failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::workspace().join("target"));
-        target.join("debug/meshproxy")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("meshproxy", "meshproxy"))
+        .clone()
+}
+
+/// Builds (once per test process) and returns the istio-iptables-compatible init binary.
+pub fn iptables_init_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("iptables-init", "iptables-init"))
+        .clone()
+}
+
+/// Builds `bin` of workspace `package` (debug) and returns its path: test binaries of
+/// the e2e crate do not get other packages' binaries from cargo.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(crate::workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace().join("target"));
+    target.join("debug").join(bin)
 }
 
 /// The Envoy binary, or `None` when it is not installed. Under CI (`CI=true`) a missing

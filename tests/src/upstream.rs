@@ -49,6 +49,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// When it arrived.
     pub received: std::time::Instant,
+    /// The client's address as the upstream's socket saw it.
+    pub peer: std::net::SocketAddr,
 }
 
 impl Recorded {
@@ -100,7 +102,7 @@ impl Default for Behavior {
 
 /// A running upstream; stops when dropped.
 pub struct Upstream {
-    /// Port on 127.0.0.1.
+    /// The port it listens on (127.0.0.1 unless started on a given listener).
     pub port: u16,
     /// Name (default body and `x-upstream` header).
     pub name: String,
@@ -115,7 +117,17 @@ type Tls = Option<Arc<rustls::ServerConfig>>;
 impl Upstream {
     /// A plaintext HTTP/1.1 + h2c upstream.
     pub fn http(name: &str) -> Upstream {
-        Self::start(name, None)
+        Self::start(name, None, Self::loopback())
+    }
+
+    /// A plaintext HTTP/1.1 + h2c upstream serving `listener` (one bound inside a network
+    /// namespace, say); `port` is the listener's.
+    pub fn http_on(name: &str, listener: std::net::TcpListener) -> Upstream {
+        Self::start(name, None, listener)
+    }
+
+    fn loopback() -> std::net::TcpListener {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream")
     }
 
     /// A TLS upstream presenting `cert`/`key` (PEM files), ALPN h2 and http/1.1.
@@ -135,11 +147,10 @@ impl Upstream {
         .with_single_cert(certs, key)
         .expect("server config");
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self::start(name, Some(Arc::new(cfg)))
+        Self::start(name, Some(Arc::new(cfg)), Self::loopback())
     }
 
-    fn start(name: &str, tls: Tls) -> Upstream {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    fn start(name: &str, tls: Tls, std_listener: std::net::TcpListener) -> Upstream {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let port = std_listener.local_addr().expect("addr").port();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -162,7 +173,7 @@ impl Upstream {
                 let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
                 let accept = async {
                     loop {
-                        let Ok((s, _)) = listener.accept().await else {
+                        let Ok((s, peer)) = listener.accept().await else {
                             continue;
                         };
                         *c2.lock().unwrap() += 1;
@@ -174,10 +185,10 @@ impl Upstream {
                                     if let Ok(t) =
                                         tokio_rustls::TlsAcceptor::from(cfg).accept(s).await
                                     {
-                                        serve(TokioIo::new(t), log, behavior, name).await
+                                        serve(TokioIo::new(t), peer, log, behavior, name).await
                                     }
                                 }
-                                None => serve(TokioIo::new(s), log, behavior, name).await,
+                                None => serve(TokioIo::new(s), peer, log, behavior, name).await,
                             }
                         });
                     }
@@ -234,6 +245,7 @@ impl Drop for Upstream {
 
 async fn serve<I>(
     io: I,
+    peer: std::net::SocketAddr,
     log: Arc<Mutex<Vec<Recorded>>>,
     behavior: Arc<Mutex<Behavior>>,
     name: String,
@@ -275,6 +287,7 @@ async fn serve<I>(
                 headers,
                 body,
                 received: std::time::Instant::now(),
+                peer,
             });
             let b = {
                 let mut current = behavior.lock().unwrap();
@@ -342,7 +355,7 @@ async fn serve<I>(
 
 /// A TCP server that echoes every byte back; counts connections.
 pub struct TcpEcho {
-    /// Port on 127.0.0.1.
+    /// The port it listens on (127.0.0.1 unless started on a given listener).
     pub port: u16,
     connections: Arc<Mutex<u64>>,
 }
@@ -350,7 +363,11 @@ pub struct TcpEcho {
 impl TcpEcho {
     /// Starts the echo server (threads; lives until the test process ends).
     pub fn start() -> TcpEcho {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo");
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo"))
+    }
+
+    /// The echo server on `l` (one bound inside a network namespace, say).
+    pub fn start_on(l: std::net::TcpListener) -> TcpEcho {
         let port = l.local_addr().expect("addr").port();
         let connections = Arc::new(Mutex::new(0));
         let c = connections.clone();

@@ -127,3 +127,41 @@ fn ipv6_listener_and_upstream() {
         .1
         .contains(&format!("listener.[::1]_{port}.downstream_cx_total: 1")));
 }
+
+/// A STATIC or STRICT_DNS cluster without a load assignment has no hosts (Istio's
+/// BlackHoleCluster is one): both proxies load it and answer 503 without an upstream;
+/// a LOGICAL_DNS one needs its host, and both refuse it.
+#[test]
+fn clusters_without_a_load_assignment_have_no_hosts() {
+    let bare =
+        |name: &str, kind: &str| json!({"name": name, "type": kind, "connect_timeout": "1s"});
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/static"}, "route": {"cluster": "BlackHoleCluster"}},
+            {"match": {"prefix": "/dns"}, "route": {"cluster": "dns"}}]}]);
+        bootstrap(
+            vec![listener("l", port, hcm(vh, json!({})), json!({}))],
+            vec![
+                bare("BlackHoleCluster", "STATIC"),
+                bare("dns", "STRICT_DNS"),
+            ],
+        )
+    };
+    let seen = e2e::proxy::agree_with_envoy(cfg, |_, port| {
+        (
+            curl::get(port, "/static", &[]).status,
+            curl::get(port, "/dns", &[]).status,
+        )
+    });
+    if let Some(seen) = seen {
+        assert_eq!(seen, (503, 503));
+    }
+    let logical = bootstrap(vec![], vec![bare("logical", "LOGICAL_DNS")]).replace("{ADMIN}", "0");
+    let (code, _, err) =
+        e2e::proxy::run_meshproxy(&["--mode", "validate", "--config-yaml", &logical]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("LOGICAL_DNS") && err.contains("load_assignment"),
+        "{err}"
+    );
+}

@@ -4,7 +4,13 @@
 //! "type_url": "<real type>", "value": {<proto3 JSON of the real message>}}`. Envoy converts
 //! the struct to the real message through JSON; we do the same before decoding, which also
 //! means `/config_dump` shows the real message rather than the wrapper.
+//!
+//! Over xDS the wrapper arrives encoded, anywhere inside a resource (istiod sends
+//! `istio_authn`, metadata exchange and stats configs this way): [`unwrap_encoded`]
+//! rewrites those `Any`s in the encoded resource the same way.
 
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage};
 use serde_json::{Map, Value};
 
 const TYPED_STRUCT_URLS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
@@ -47,6 +53,122 @@ fn unwrap_one(map: &Map<String, Value>) -> Option<Map<String, Value>> {
     Some(inner)
 }
 
+/// A TypedStruct as encoded (both kinds share the layout): the real type and, still
+/// encoded, its `google.protobuf.Struct` of proto3 JSON fields.
+#[derive(Clone, PartialEq, Message)]
+struct EncodedTypedStruct {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// Rewrites every TypedStruct `Any` inside the encoded message `bytes` of type
+/// `full_name` into the `Any` it stands for. `Ok(None)` when there is none, the common
+/// case, decided without decoding: the wrapper's type URL would appear verbatim.
+pub fn unwrap_encoded(full_name: &str, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    if !mentions_typed_struct(bytes) {
+        return Ok(None);
+    }
+    let pool = crate::descriptors::hold();
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| format!("unknown message type {full_name}"))?;
+    let mut message = DynamicMessage::decode(descriptor, bytes).map_err(|e| e.to_string())?;
+    Ok(unwrap_message(&pool, &mut message)?.then(|| message.encode_to_vec()))
+}
+
+fn mentions_typed_struct(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"TypedStruct")
+}
+
+/// Unwraps inside `message`; whether anything changed.
+fn unwrap_message(pool: &DescriptorPool, message: &mut DynamicMessage) -> Result<bool, String> {
+    if message.descriptor().full_name() == "google.protobuf.Any" {
+        return unwrap_any(pool, message);
+    }
+    let mut changed = false;
+    for (_, value) in message.fields_mut() {
+        changed |= unwrap_value(pool, value)?;
+    }
+    Ok(changed)
+}
+
+fn unwrap_value(pool: &DescriptorPool, value: &mut prost_reflect::Value) -> Result<bool, String> {
+    use prost_reflect::Value as V;
+    let mut changed = false;
+    match value {
+        V::Message(m) => changed = unwrap_message(pool, m)?,
+        V::List(items) => {
+            for item in items {
+                changed |= unwrap_value(pool, item)?;
+            }
+        }
+        V::Map(entries) => {
+            for item in entries.values_mut() {
+                changed |= unwrap_value(pool, item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(changed)
+}
+
+/// A TypedStruct `Any` becomes the real message; any other `Any` of a known type is
+/// searched in turn.
+fn unwrap_any(pool: &DescriptorPool, any: &mut DynamicMessage) -> Result<bool, String> {
+    use prost_reflect::Value as V;
+    let type_url = match any.get_field_by_name("type_url").as_deref() {
+        Some(V::String(s)) => s.clone(),
+        _ => return Ok(false),
+    };
+    let bytes = match any.get_field_by_name("value").as_deref() {
+        Some(V::Bytes(b)) => b.clone(),
+        _ => Default::default(),
+    };
+    if !mentions_typed_struct(&bytes) && !type_url.ends_with("TypedStruct") {
+        return Ok(false);
+    }
+    let type_name = crate::descriptors::type_name_of_url(&type_url);
+    let (url, encoded) = if TYPED_STRUCT_URLS.contains(&type_name) {
+        let wrapper = EncodedTypedStruct::decode(bytes.as_ref())
+            .map_err(|e| format!("malformed {type_url}: {e}"))?;
+        let fields = pool
+            .get_message_by_name("google.protobuf.Struct")
+            .ok_or("google.protobuf.Struct is not in the pool")?;
+        let fields = DynamicMessage::decode(fields, wrapper.value.as_slice())
+            .map_err(|e| format!("malformed {type_url}: {e}"))?;
+        let fields = serde_json::to_value(&fields).map_err(|e| e.to_string())?;
+        let mut json = Value::Object(Map::from_iter([
+            ("@type".to_string(), Value::String(type_url.clone())),
+            ("type_url".to_string(), Value::String(wrapper.type_url)),
+            ("value".to_string(), fields),
+        ]));
+        unwrap_typed_structs(&mut json);
+        let url = match json.as_object_mut().and_then(|o| o.remove("@type")) {
+            Some(Value::String(url)) => url,
+            _ => return Err(format!("malformed {type_url}")),
+        };
+        let inner =
+            crate::json::decode_dynamic(json, crate::descriptors::type_name_of_url(&url), false)
+                .map_err(|e| format!("TypedStruct of {url}: {e}"))?;
+        (url, inner.encode_to_vec())
+    } else {
+        let Some(descriptor) = pool.get_message_by_name(type_name) else {
+            return Ok(false);
+        };
+        let mut inner =
+            DynamicMessage::decode(descriptor, bytes.as_ref()).map_err(|e| e.to_string())?;
+        if !unwrap_message(pool, &mut inner)? {
+            return Ok(false);
+        }
+        (type_url, inner.encode_to_vec())
+    };
+    any.set_field_by_name("type_url", V::String(url));
+    any.set_field_by_name("value", V::Bytes(encoded.into()));
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +195,72 @@ mod tests {
             "type_url": "x.Y", "value": {}});
         unwrap_typed_structs(&mut v);
         assert_eq!(v, json!({"@type": "type.googleapis.com/x.Y"}));
+    }
+
+    /// A listener whose one filter's config is an encoded TypedStruct of `fields`
+    /// standing for a TcpProxy.
+    fn listener_with_wrapped_tcp_proxy(fields: &[(&str, &str)]) -> Vec<u8> {
+        use crate::proto::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+        let fields = prost_types::Struct {
+            fields: fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = prost_types::value::Kind::StringValue(v.to_string());
+                    (k.to_string(), prost_types::Value { kind: Some(v) })
+                })
+                .collect(),
+        };
+        let wrapper = EncodedTypedStruct {
+            type_url: "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+                .into(),
+            value: fields.encode_to_vec(),
+        };
+        let any = crate::proto::google::protobuf::Any {
+            type_url: "type.googleapis.com/udpa.type.v1.TypedStruct".into(),
+            value: wrapper.encode_to_vec(),
+        };
+        Listener {
+            name: "l".into(),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "tcp".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any)),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn unwraps_encoded_typed_structs_inside_a_resource() {
+        use crate::proto::envoy::config::listener::v3::{filter, Listener};
+        use crate::proto::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+        let bytes = listener_with_wrapped_tcp_proxy(&[("stat_prefix", "s"), ("cluster", "c")]);
+        let full = "envoy.config.listener.v3.Listener";
+        let out = unwrap_encoded(full, &bytes).unwrap().expect("rewritten");
+        let listener = Listener::decode(out.as_slice()).unwrap();
+        let Some(filter::ConfigType::TypedConfig(any)) =
+            &listener.filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config");
+        };
+        assert!(any.type_url.ends_with("tcp_proxy.v3.TcpProxy"));
+        let proxy = TcpProxy::decode(any.value.as_slice()).unwrap();
+        assert_eq!(proxy.stat_prefix, "s");
+        assert!(matches!(
+            proxy.cluster_specifier,
+            Some(crate::proto::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier::Cluster(ref c)) if c == "c"
+        ));
+        assert_eq!(unwrap_encoded(full, &out).unwrap(), None, "nothing left");
+    }
+
+    #[test]
+    fn an_unknown_field_inside_a_typed_struct_is_an_error_naming_it() {
+        let bytes = listener_with_wrapped_tcp_proxy(&[("clutser", "c")]);
+        let e = unwrap_encoded("envoy.config.listener.v3.Listener", &bytes).unwrap_err();
+        assert!(e.contains("clutser"), "{e}");
     }
 
     #[test]

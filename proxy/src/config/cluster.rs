@@ -892,14 +892,14 @@ fn endpoints(
     discovery: Discovery,
     path: &str,
 ) -> Result<Assignment> {
+    // Without a load assignment a STATIC or STRICT_DNS cluster has no hosts (Istio's
+    // BlackHoleCluster is exactly that); a LOGICAL_DNS cluster needs its one host.
     let Some(la) = la else {
         return match discovery {
-            Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns => {
-                Err(ConfigError::at(
-                    path,
-                    "load_assignment is required for STATIC and DNS clusters",
-                ))
-            }
+            Discovery::LogicalDns => Err(ConfigError::at(
+                path,
+                "LOGICAL_DNS clusters must have a single host",
+            )),
             _ => Ok(Assignment::default()),
         };
     };

@@ -241,12 +241,28 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             "listener name is required",
         ));
     }
-    let listener_filters = l
+    let mut listener_filters = l
         .listener_filters
         .iter()
         .enumerate()
         .map(|(i, f)| listener_filter(f, &format!("{}[{i}]", join(path, "listener_filters"))))
         .collect::<Result<Vec<_>>>()?;
+    let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
+    // As in Envoy, `use_original_dst` brings the original destination filter with it:
+    // Istio's virtualOutbound lists no listener filters and relies on that.
+    if use_original_dst
+        && !listener_filters
+            .iter()
+            .any(|f| f.filter == ListenerFilter::OriginalDst)
+    {
+        listener_filters.insert(
+            0,
+            ConfiguredListenerFilter {
+                filter: ListenerFilter::OriginalDst,
+                disabled: None,
+            },
+        );
+    }
     let filter_chains = l
         .filter_chains
         .iter()
@@ -284,11 +300,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         },
         address,
         bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
-        use_original_dst: l
-            .use_original_dst
-            .as_ref()
-            .map(|b| b.value)
-            .unwrap_or(false),
+        use_original_dst,
         listener_filters,
         listener_filters_timeout: common::timeout(
             l.listener_filters_timeout.as_ref(),

@@ -622,6 +622,10 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
                 .trim_end_matches(']')
                 .split('|');
             for n in names {
+                if let Some(&known) = NEVER_NEGOTIATED.iter().find(|k| **k == n) {
+                    warn_never_negotiated(known, &format!("{}[{i}]", join(path, "cipher_suites")));
+                    continue;
+                }
                 let suite = tls12_suite(n).ok_or_else(|| {
                     ConfigError::at(
                         format!("{}[{i}]", join(path, "cipher_suites")),
@@ -654,6 +658,34 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
         provider.kx_groups = groups;
     }
     Ok(Arc::new(provider))
+}
+
+/// TLS 1.2 suites Envoy knows and rustls does not implement: static RSA key exchange
+/// and CBC modes. Istio lists two of them by default after its ECDHE suites; a list
+/// naming them still restricts what is negotiated, and these are left out, so a
+/// handshake uses one of the list's other suites or TLS 1.3.
+const NEVER_NEGOTIATED: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+];
+
+/// Says once per process per suite that a listed suite is left out (every TLS context
+/// of an Istio sidecar lists the same ones, again at each certificate rotation).
+fn warn_never_negotiated(suite: &'static str, path: &str) {
+    static WARNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !warned.contains(&suite) {
+        warned.push(suite);
+        tracing::warn!(
+            "{path}: cipher suite {suite} is never negotiated (static RSA key exchange or CBC); the other suites listed are offered"
+        );
+    }
 }
 
 fn tls12_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {

@@ -57,15 +57,23 @@ pub fn decode<M: Message + Default>(
             ),
         });
     }
-    let message = M::decode(resource.body.value.as_slice()).map_err(|e| Rejected {
+    // istiod wraps some typed configs in TypedStructs: from here on they are the real
+    // messages, as Envoy converts them.
+    let full_name = xds_client::descriptors::type_name_of_url(type_url);
+    let unwrapped = xds_client::typed_struct::unwrap_encoded(full_name, &resource.body.value)
+        .map_err(|error| Rejected {
+            name: fallback(),
+            error,
+        })?;
+    let bytes = unwrapped.as_deref().unwrap_or(&resource.body.value);
+    let message = M::decode(bytes).map_err(|e| Rejected {
         name: fallback(),
         error: format!("malformed resource: {e}"),
     })?;
     let name = name_of(&message).to_string();
     let name = if name.is_empty() { fallback() } else { name };
     let mut notes = Vec::new();
-    check::check_encoded(type_url, &resource.body.value, "", &mut notes)
-        .map_err(|e| rejected(&name, e))?;
+    check::check_encoded(type_url, bytes, "", &mut notes).map_err(|e| rejected(&name, e))?;
     Ok((name, message))
 }
 
