@@ -56,11 +56,11 @@ fn pods() -> Option<Pods> {
     peer.sh(&format!("ip addr add 10.77.0.2/24 dev {p} && ip addr add 10.77.0.3/24 dev {p} && ip -6 addr add fd77::2/64 dev {p} nodad && ip link set {p} up"));
     let np = netprobe();
     // Like the proxy in TPROXY mode, the stub keeps CAP_NET_ADMIN (for IP_TRANSPARENT).
-    app.spawn(&format!("exec setpriv --reuid 1337 --regid 1337 --clear-groups --inh-caps +net_admin --ambient-caps +net_admin {np} stub"));
-    app.spawn(&format!(
+    app.spawn_sh(&format!("exec setpriv --reuid 1337 --regid 1337 --clear-groups --inh-caps +net_admin --ambient-caps +net_admin {np} stub"));
+    app.spawn_sh(&format!(
         "exec {np} server app 10.77.0.1:8000 10.77.0.1:8001 [fd77::1]:8000"
     ));
-    peer.spawn(&format!(
+    peer.spawn_sh(&format!(
         "exec {np} server peer 10.77.0.2:8080 10.77.0.2:9090 10.77.0.3:8080 [fd77::2]:8080"
     ));
     let pods = Pods { app, peer };

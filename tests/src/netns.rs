@@ -71,10 +71,71 @@ impl Netns {
             .expect("run in netns")
     }
 
+    /// Feeds `input` to `program args` inside the namespace; its output.
+    pub fn with_input(&self, program: &str, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd(program, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in the namespace");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
+    }
+
     /// Starts `command` inside the namespace in the background (killed on drop).
     pub fn spawn(&mut self, mut command: Command) {
         self.children
             .push(command.spawn().expect("spawn in the namespace"));
+    }
+
+    /// Starts a shell line inside the namespace in the background, output discarded
+    /// (killed on drop).
+    pub fn spawn_sh(&mut self, line: &str) {
+        let mut c = self.cmd("sh", &["-c", line]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        self.spawn(c);
+    }
+
+    /// Starts meshproxy inside the namespace as an injected sidecar runs: uid and gid
+    /// 1337, which Istio's redirect rules exempt, one worker, on `bootstrap` written to
+    /// `dir` (its log goes to `dir/stderr`). Returns the bootstrap's path.
+    pub fn spawn_sidecar(&mut self, dir: &std::path::Path, bootstrap: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("bootstrap.json");
+        std::fs::write(&path, bootstrap).expect("write the bootstrap");
+        // Readable by uid 1337.
+        for (p, mode) in [(dir, 0o755), (path.as_path(), 0o644)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .expect("permissions");
+        }
+        let bin = crate::proxy::meshproxy_bin();
+        let mut c = self.cmd(
+            "setpriv",
+            &[
+                "--reuid",
+                "1337",
+                "--regid",
+                "1337",
+                "--clear-groups",
+                bin.to_str().expect("utf-8 path"),
+                "-c",
+                path.to_str().expect("utf-8 path"),
+                "--concurrency",
+                "1",
+            ],
+        );
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).expect("log file"));
+        self.spawn(c);
+        path
     }
 
     /// Runs `f` on a thread that has joined this namespace, so the sockets `f` creates

@@ -431,11 +431,9 @@ impl Mesh {
             let dir = e2e::scratch(identity);
             let socket = dir.join("XDS");
             let cp = ControlPlane::unix(socket.clone());
-            // meshproxy runs as uid 1337: it must be able to connect and read.
+            // meshproxy runs as uid 1337: it must be able to connect.
             use std::os::unix::fs::PermissionsExt;
-            for (path, mode) in [(&dir, 0o755), (&socket, 0o777)] {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-            }
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
             secrets(&cp, identity);
             for l in [
                 virtual_outbound(&dump, Outbound::AllowAny),
@@ -491,28 +489,7 @@ impl Mesh {
                 lan.ip(pod),
                 metadata["NAME"].as_str().unwrap()
             );
-            let path = dir.join("envoy-rev.json");
-            std::fs::write(&path, bootstrap(&node_id, metadata, &socket)).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let meshproxy = e2e::proxy::meshproxy_bin();
-            let mut cmd = lan.hosts[pod].cmd(
-                "setpriv",
-                &[
-                    "--reuid",
-                    "1337",
-                    "--regid",
-                    "1337",
-                    "--clear-groups",
-                    meshproxy.to_str().unwrap(),
-                    "-c",
-                    path.to_str().unwrap(),
-                    "--concurrency",
-                    "1",
-                ],
-            );
-            cmd.stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-                .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
-            lan.hosts[pod].spawn(cmd);
+            lan.hosts[pod].spawn_sidecar(&dir, &bootstrap(&node_id, metadata, &socket));
             sidecars.push(Sidecar { cp, dir });
         }
         let mesh = Mesh {

@@ -6,7 +6,6 @@
 use e2e::config::hcm;
 use e2e::netns::Netns;
 use serde_json::json;
-use std::process::Stdio;
 
 /// A namespace with three local addresses whose traffic to them is redirected to 15001,
 /// except meshproxy's own (uid 1337).
@@ -54,30 +53,7 @@ fn original_destination_hand_off_and_passthrough() {
             "clusters": [{"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"}]
         }
     });
-    let path = dir.join("b.json");
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let bin = e2e::proxy::meshproxy_bin();
-    let mut proxy = ns.cmd(
-        "setpriv",
-        &[
-            "--reuid",
-            "1337",
-            "--regid",
-            "1337",
-            "--clear-groups",
-            bin.to_str().unwrap(),
-            "-c",
-            path.to_str().unwrap(),
-            "--concurrency",
-            "1",
-        ],
-    );
-    proxy
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr")).unwrap());
-    ns.spawn(proxy);
+    ns.spawn_sidecar(&dir, &cfg.to_string());
     // A plain server inside the namespace for the passthrough case.
     let _server = e2e::upstream::Upstream::http_on("passthrough-origin", ns.bind("10.99.0.6:7001"));
     e2e::wait_until(30, "meshproxy LIVE in the namespace", || {
