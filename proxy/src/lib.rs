@@ -17,6 +17,7 @@ pub mod istio;
 pub mod listener;
 pub mod logging;
 pub mod memory;
+pub mod rbac;
 pub mod server;
 pub mod stats;
 pub mod tcp_proxy;

@@ -58,7 +58,7 @@ impl TcpProxy {
                 NetworkFilter::IstioStats(c) => {
                     Some(IstioStats::new(c.clone(), &metadata, local.outbound, root))
                 }
-                NetworkFilter::MetadataExchange(_) | NetworkFilter::IstioAuthn => None,
+                _ => None,
             })
             .collect();
         let s = root.tagged("tcp", "envoy_tcp_prefix", &config.stat_prefix);

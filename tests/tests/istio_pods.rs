@@ -9,7 +9,8 @@
 //!
 //! The dump's filters are kept as istiod wrote them except where this mesh has no source
 //! for them: HCM `tracing` (meshConfig `enableTracing: false` omits it), and the RBAC and
-//! ext_authz filters of AuthorizationPolicies (this mesh has none, so istiod emits none).
+//! ext_authz filters of the dump's AuthorizationPolicies; the authorization test adds the
+//! RBAC filters istiod writes for policies of this mesh's own.
 
 use e2e::curl::{curl_in, Response};
 use e2e::istio::{node_metadata, samples};
@@ -288,6 +289,36 @@ fn virtual_inbound(dump: &HashMap<String, Value>, ports: &[u16], mode: Mtls) -> 
     rules.push(json!({"destination_port_range": {"start": 15006, "end": 15007}}));
     l["listener_filters"][2]["filter_disabled"] = json!({"or_match": {"rules": rules}});
     l
+}
+
+/// The RBAC filters istiod adds for two AuthorizationPolicies on the server: HTTP port
+/// `GET /allowed*` from the client's service account only; the TCP port has only HTTP
+/// rules, so istiod denies all TCP there (an empty ALLOW policy set).
+fn with_authorization(mut inbound: Value) -> Value {
+    let http_rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"policies": {"ns[default]-policy[server]-rule[0]": {
+            "permissions": [{"and_rules": {"rules": [
+                {"or_rules": {"rules": [{"header": {"name": ":method", "exact_match": "GET"}}]}},
+                {"or_rules": {"rules": [{"url_path": {"path": {"prefix": "/allowed"}}}]}}]}}],
+            "principals": [{"and_ids": {"ids": [{"or_ids": {"ids": [{"filter_state": {
+                "key": "io.istio.peer_principal", "string_match": {"exact": CLIENT_ID}}}]}}]}}]}}},
+        "shadow_rules_stat_prefix": "istio_dry_run_allow_"}});
+    let tcp_rbac = json!({"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+        "rules": {}, "stat_prefix": "tcp.", "shadow_rules_stat_prefix": "istio_dry_run_allow_"}});
+    for chain in inbound["filter_chains"].as_array_mut().unwrap() {
+        let port = chain["filter_chain_match"]["destination_port"].clone();
+        let filters = chain["filters"].as_array_mut().unwrap();
+        if port == HTTP_PORT {
+            let hcm = &mut filters.last_mut().unwrap()["typed_config"]["http_filters"];
+            hcm.as_array_mut().unwrap().insert(1, http_rbac.clone());
+        } else if port == TCP_PORT {
+            let at = filters.len() - 2;
+            filters.insert(at, tcp_rbac.clone());
+        }
+    }
+    inbound
 }
 
 /// The workload certificate (`default`) and the mesh root (`ROOTCA`) pilot-agent serves.
@@ -778,6 +809,63 @@ fn permissive_accepts_plaintext_strict_refuses_it() {
     let r = mesh.curl(CLIENT, &[], &format!("http://{VIP}:{HTTP_PORT}/mtls"));
     assert_eq!(r.status, 200, "mesh traffic still flows under STRICT");
     assert_eq!(mesh.apps.http.count(), before + 1);
+}
+
+#[test]
+fn authorization_policies_allow_by_peer_identity_and_deny_tcp() {
+    let Some(mesh) = Mesh::start() else {
+        return;
+    };
+    let ports = [HTTP_PORT, GRPC_PORT, TCP_PORT];
+    mesh.push_listener(
+        SERVER,
+        with_authorization(virtual_inbound(&mesh.dump, &ports, Mtls::Permissive)),
+    );
+    let url = |path: &str| format!("http://{VIP}:{HTTP_PORT}{path}");
+    let r = mesh.curl(CLIENT, &[], &url("/allowed/page"));
+    assert_eq!((r.status, r.text().as_str()), (200, "server-app"));
+    let before = mesh.apps.http.count();
+    let r = mesh.curl(CLIENT, &[], &url("/elsewhere"));
+    assert_eq!((r.status, r.text().as_str()), (403, "RBAC: access denied"));
+    let r = mesh.curl(CLIENT, &["-X", "POST"], &url("/allowed/page"));
+    assert_eq!(r.status, 403, "the method is part of the rule");
+    let direct = format!("http://{}:{HTTP_PORT}/allowed/page", mesh.lan.ip(SERVER));
+    let r = mesh.curl(OUTSIDE, &[], &direct);
+    assert_eq!(r.status, 403, "plaintext carries no peer identity");
+    assert_eq!(
+        mesh.apps.http.count(),
+        before,
+        "denied requests never reach the app"
+    );
+    let denied = mesh.labels(SERVER, "istio_requests_total", |l| {
+        l["response_code"] == "403"
+    });
+    assert_eq!(
+        denied.iter().map(|(_, n)| n).sum::<f64>(),
+        3.0,
+        "{denied:?}"
+    );
+    // TCP: the connection is closed before anything reaches the app.
+    let accepted = mesh.apps.tcp.connections();
+    let mut s = mesh
+        .ns(CLIENT)
+        .connect(&format!("{VIP}:{TCP_PORT}"))
+        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = s.write_all(b"ping");
+    let mut buf = [0u8; 4];
+    assert!(
+        !matches!(s.read(&mut buf), Ok(n) if n > 0),
+        "no echo through a denied connection"
+    );
+    assert_eq!(mesh.apps.tcp.connections(), accepted);
+    let stats = mesh.curl(SERVER, &[], "http://127.0.0.1:15000/stats?filter=rbac");
+    assert!(
+        stats.text().contains("tcp.rbac.denied: 1"),
+        "{}",
+        stats.text()
+    );
 }
 
 #[test]

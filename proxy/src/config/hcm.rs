@@ -67,6 +67,8 @@ pub enum HttpFilterConfig {
     Alpn(Arc<crate::istio::alpn::AlpnConfig>),
     /// gRPC call and message stats (`envoy.filters.http.grpc_stats`).
     GrpcStats(crate::http::grpc_stats::GrpcStatsConfig),
+    /// Role-based access control (`envoy.filters.http.rbac`).
+    Rbac(crate::rbac::translate::HttpRbacConfig),
 }
 
 /// A translated HttpConnectionManager.
@@ -407,6 +409,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
             CORS => {}
+            crate::rbac::translate::HTTP_TYPE_NAME => {
+                let c = crate::rbac::translate::http(&f.name, &any.value, &tp)?;
+                out.push(HttpFilterConfig::Rbac(c));
+            }
             crate::http::grpc_stats::TYPE_NAME => {
                 let c = crate::http::grpc_stats::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::GrpcStats(c));

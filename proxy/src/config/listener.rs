@@ -157,6 +157,8 @@ pub enum NetworkFilter {
     /// `istio_authn`: the connection's principals are the first `spiffe://` URI SANs of
     /// the peer's and our certificates (what Istio's metrics and RBAC read).
     IstioAuthn,
+    /// Role-based access control on the connection (`envoy.filters.network.rbac`).
+    Rbac(Arc<crate::rbac::translate::NetworkRbacConfig>),
 }
 
 /// A translated filter chain.
@@ -443,6 +445,9 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                     crate::istio::stats::translate(&any.value, &tp)?,
                 )),
                 xds_client::istio::AUTHN_CONFIG => NetworkFilter::IstioAuthn,
+                crate::rbac::translate::NETWORK_TYPE_NAME => {
+                    NetworkFilter::Rbac(Arc::new(crate::rbac::translate::network(&any.value, &tp)?))
+                }
                 _ => {
                     return Err(ConfigError::at(
                         &tp,

@@ -19,6 +19,8 @@ const FILTER_CONFIG: &str = "envoy.config.route.v3.FilterConfig";
 pub enum PerFilter {
     /// Use this fault config instead of the filter's own.
     Fault(Arc<FaultConfig>),
+    /// Use these RBAC rules instead of the filter's own (`None`: no RBAC on this route).
+    Rbac(Option<Arc<crate::rbac::translate::RbacRules>>),
     /// `FilterConfig.disabled`: skip the filter for this route.
     Disabled,
 }
@@ -51,6 +53,9 @@ fn entry(any: &Any, path: &str) -> Result<PerFilter> {
         fault::TYPE_NAME => Ok(PerFilter::Fault(Arc::new(fault::translate(
             &any.value, path,
         )?))),
+        crate::rbac::translate::PER_ROUTE_TYPE_NAME => Ok(PerFilter::Rbac(
+            crate::rbac::translate::per_route(&any.value, path)?,
+        )),
         FILTER_CONFIG => {
             let fc = FilterConfig::decode(any.value.as_slice())
                 .map_err(|e| ConfigError::at(path, e.to_string()))?;

@@ -237,6 +237,40 @@ pub const MESSAGES: &[MessageSupport] = &[
         "enable_upstream_stats",
         "replace_dots_in_grpc_service_name" = "only shapes per-method stat names, which are refused",
     ]),
+    // --- RBAC (HTTP and network filters, Istio's AuthorizationPolicies) --------------
+    msg!("envoy.extensions.filters.http.rbac.v3.RBAC", [
+        "rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix",
+    ]),
+    msg!("envoy.extensions.filters.http.rbac.v3.RBACPerRoute", ["rbac"]),
+    msg!("envoy.extensions.filters.network.rbac.v3.RBAC", [
+        "rules", "shadow_rules", "shadow_rules_stat_prefix", "stat_prefix", "enforcement_type",
+    ]),
+    msg!("envoy.config.rbac.v3.RBAC", ["action", "policies"]),
+    msg!("envoy.config.rbac.v3.Policy", ["permissions", "principals"]),
+    msg!("envoy.config.rbac.v3.Permission", [
+        "and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port",
+        "destination_port_range", "metadata", "not_rule", "requested_server_name",
+    ]),
+    msg!("envoy.config.rbac.v3.Permission.Set", ["rules"]),
+    msg!("envoy.config.rbac.v3.Principal", [
+        "and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip",
+        "header", "url_path", "metadata", "filter_state", "not_id",
+    ]),
+    msg!("envoy.config.rbac.v3.Principal.Set", ["ids"]),
+    msg!("envoy.config.rbac.v3.Principal.Authenticated", ["principal_name"]),
+    msg!("envoy.type.matcher.v3.PathMatcher", ["path"]),
+    msg!("envoy.type.matcher.v3.FilterStateMatcher", ["key", "string_match"]),
+    msg!("envoy.type.matcher.v3.MetadataMatcher", ["filter", "path", "value", "invert"]),
+    msg!("envoy.type.matcher.v3.MetadataMatcher.PathSegment", ["key"]),
+    msg!("envoy.type.matcher.v3.ValueMatcher", [
+        "null_match", "double_match", "string_match", "bool_match", "present_match", "list_match",
+        "or_match",
+    ]),
+    msg!("envoy.type.matcher.v3.ValueMatcher.NullMatch", []),
+    msg!("envoy.type.matcher.v3.ListMatcher", ["one_of"]),
+    msg!("envoy.type.matcher.v3.OrMatcher", ["value_matchers"]),
+    msg!("envoy.type.matcher.v3.DoubleMatcher", ["range", "exact"]),
+    msg!("envoy.type.v3.DoubleRange", ["start", "end"]),
     msg!("envoy.extensions.filters.http.compressor.v3.Compressor", [
         "compressor_library", "response_direction_config", "request_direction_config",
     ]),

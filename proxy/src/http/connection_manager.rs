@@ -127,6 +127,11 @@ pub struct HttpConnectionManager {
     alpn: Option<Arc<crate::istio::alpn::AlpnConfig>>,
     /// `fault.*` stats, when a fault filter is configured.
     fault_stats: Option<FaultStats>,
+    /// The RBAC filters, in order, with their `rbac.*` counters.
+    rbac: Vec<(
+        crate::rbac::translate::HttpRbacConfig,
+        crate::rbac::RbacStats,
+    )>,
     access_logs: Vec<AccessLogger>,
     /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
     record_request_headers: bool,
@@ -218,6 +223,17 @@ impl HttpConnectionManager {
                 .iter()
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
+            rbac: config
+                .filters
+                .iter()
+                .filter_map(|f| match f {
+                    HttpFilterConfig::Rbac(c) => Some((
+                        c.clone(),
+                        crate::rbac::RbacStats::new(&s, "rbac.", &c.rules),
+                    )),
+                    _ => None,
+                })
+                .collect(),
             grpc_stats: config.filters.iter().find_map(|f| match f {
                 HttpFilterConfig::GrpcStats(g) => Some((root.clone(), g.emit_filter_state)),
                 _ => None,
@@ -751,6 +767,9 @@ impl HttpConnectionManager {
             x.on_request(req.headers_mut(), istio_cluster, &mut record.istio.peers);
         }
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
+        if let Err(reply) = self.authorize(&req, info, remote, per_filter) {
+            return Err(fail(reply));
+        }
         let injected = self
             .inject_faults(req.headers(), per_filter, cluster_name, record)
             .await;
@@ -775,7 +794,7 @@ impl HttpConnectionManager {
                 Action::Direct { status, body } => {
                     self.stats.rq_direct_response.inc();
                     let reply = LocalReply::direct(*status, body.clone());
-                    record.response_code_details = reply.details.into();
+                    record.response_code_details = reply.details.to_string();
                     reply.response(grpc)
                 }
                 Action::Redirect(r) => {
@@ -817,7 +836,7 @@ impl HttpConnectionManager {
                                 self.stats.no_cluster.inc();
                             }
                             record.flags.insert(reply.flag);
-                            record.response_code_details = reply.details.into();
+                            record.response_code_details = reply.details.to_string();
                             let mut r = reply.response(grpc);
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
@@ -855,6 +874,52 @@ impl HttpConnectionManager {
         Ok((resp, request_id))
     }
 
+    /// Runs the RBAC filters in order, each with the most specific `RBACPerRoute` of the
+    /// route, virtual host or route configuration in place of its own rules; the first
+    /// denial answers 403.
+    fn authorize(
+        &self,
+        req: &Request<Body>,
+        info: &ConnectionInfo,
+        remote: Option<std::net::IpAddr>,
+        levels: [&PerFilterConfigs; 3],
+    ) -> Result<(), LocalReply> {
+        if self.rbac.is_empty() {
+            return Ok(());
+        }
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .unwrap_or_default();
+        let subject = crate::rbac::Subject {
+            conn: info,
+            request: Some(crate::rbac::RequestFacts {
+                headers: req.headers(),
+                method: req.method().as_str(),
+                path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                authority,
+                scheme: if info.tls { "https" } else { "http" },
+                remote,
+            }),
+        };
+        for (filter, stats) in &self.rbac {
+            let rules = match levels.iter().find_map(|l| l.get(&filter.name)) {
+                Some(PerFilter::Disabled | PerFilter::Rbac(None)) => continue,
+                Some(PerFilter::Rbac(Some(r))) => r,
+                Some(PerFilter::Fault(_)) | None => &filter.rules,
+            };
+            crate::rbac::enforce(rules, stats, &subject)
+                .map_err(|policy| LocalReply::rbac_denied(&policy))?;
+        }
+        Ok(())
+    }
+
     /// Runs the configured fault filters in order, each with the most specific
     /// `typed_per_filter_config` of the route, virtual host or route configuration in place
     /// of its own; the first abort ends the request, the first rate limit paces the
@@ -875,7 +940,8 @@ impl HttpConnectionManager {
                 let cfg = match levels.iter().find_map(|l| l.get(name)) {
                     Some(PerFilter::Disabled) => continue,
                     Some(PerFilter::Fault(c)) => c,
-                    None => own,
+                    // Another filter type's config: as Envoy, the filter keeps its own.
+                    Some(PerFilter::Rbac(_)) | None => own,
                 };
                 let this = fault::apply(cfg, stats, headers, cluster, record).await;
                 injected.throttle = injected.throttle.or(this.throttle);

@@ -193,7 +193,7 @@ fn abort_reply(abort: AbortSource, body: Bytes) -> LocalReply {
         status: StatusCode::SERVICE_UNAVAILABLE,
         body,
         flag: ResponseFlags::FAULT_INJECTED,
-        details: "fault_filter_abort",
+        details: "fault_filter_abort".into(),
         grpc_status: None,
     };
     match abort {

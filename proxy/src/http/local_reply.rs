@@ -17,7 +17,7 @@ pub struct LocalReply {
     /// Response flag to record.
     pub flag: ResponseFlags,
     /// `%RESPONSE_CODE_DETAILS%`.
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
     /// The `grpc-status` for a gRPC request (`None`: mapped from `status`).
     pub grpc_status: Option<u32>,
 }
@@ -36,7 +36,7 @@ impl LocalReply {
             status: StatusCode::NOT_FOUND,
             body: Bytes::new(),
             flag: ResponseFlags::NO_ROUTE_FOUND,
-            details: "route_not_found",
+            details: "route_not_found".into(),
             grpc_status: None,
         }
     }
@@ -47,7 +47,7 @@ impl LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::new(),
             flag: ResponseFlags::NO_CLUSTER_FOUND,
-            details: "cluster_not_found",
+            details: "cluster_not_found".into(),
             grpc_status: None,
         }
     }
@@ -58,7 +58,7 @@ impl LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::from_static(b"no healthy upstream"),
             flag: ResponseFlags::NO_HEALTHY_UPSTREAM,
-            details: "no_healthy_upstream",
+            details: "no_healthy_upstream".into(),
             grpc_status: None,
         }
     }
@@ -82,7 +82,7 @@ impl LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::from(format!("{RESET_PREFIX}{reason}")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-            details,
+            details: details.into(),
             grpc_status: None,
         }
     }
@@ -106,7 +106,7 @@ impl LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::from(format!("{RESET_PREFIX}overflow")),
             flag: ResponseFlags::UPSTREAM_OVERFLOW,
-            details: "upstream_reset_before_response_started{overflow}",
+            details: "upstream_reset_before_response_started{overflow}".into(),
             grpc_status: None,
         }
     }
@@ -117,7 +117,7 @@ impl LocalReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: Bytes::from(format!("{RESET_PREFIX}connection termination")),
             flag: ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-            details: "upstream_reset_before_response_started{connection_termination}",
+            details: "upstream_reset_before_response_started{connection_termination}".into(),
             grpc_status: None,
         }
     }
@@ -128,7 +128,7 @@ impl LocalReply {
             status: StatusCode::GATEWAY_TIMEOUT,
             body: Bytes::from_static(b"upstream request timeout"),
             flag: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-            details: "upstream_response_timeout",
+            details: "upstream_response_timeout".into(),
             grpc_status: None,
         }
     }
@@ -145,7 +145,7 @@ impl LocalReply {
             status,
             body: Bytes::from_static(b"stream timeout"),
             flag: ResponseFlags::STREAM_IDLE_TIMEOUT,
-            details: "stream_idle_timeout",
+            details: "stream_idle_timeout".into(),
             grpc_status: None,
         }
     }
@@ -157,7 +157,7 @@ impl LocalReply {
             status: StatusCode::GATEWAY_TIMEOUT,
             body: Bytes::from_static(b"downstream duration timeout"),
             flag: ResponseFlags::DURATION_TIMEOUT,
-            details: "max_duration_timeout",
+            details: "max_duration_timeout".into(),
             grpc_status: Some(4),
         }
     }
@@ -168,7 +168,7 @@ impl LocalReply {
             status: StatusCode::REQUEST_TIMEOUT,
             body: Bytes::from_static(b"request timeout"),
             flag: ResponseFlags::default(),
-            details: "request_overall_timeout",
+            details: "request_overall_timeout".into(),
             grpc_status: None,
         }
     }
@@ -179,7 +179,7 @@ impl LocalReply {
             status: StatusCode::BAD_REQUEST,
             body: Bytes::from_static(b"Bad Request"),
             flag: ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS,
-            details: "path_normalization_failed",
+            details: "path_normalization_failed".into(),
             grpc_status: None,
         }
     }
@@ -190,7 +190,7 @@ impl LocalReply {
             status: StatusCode::FORBIDDEN,
             body: Bytes::from_static(b"upgrade failed"),
             flag: ResponseFlags::default(),
-            details: "upgrade_failed",
+            details: "upgrade_failed".into(),
             grpc_status: None,
         }
     }
@@ -201,7 +201,19 @@ impl LocalReply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             body,
             flag: ResponseFlags::default(),
-            details: "direct_response",
+            details: "direct_response".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// 403 from the RBAC filter; the details name the policy that decided (`none` when
+    /// an ALLOW filter matched nothing).
+    pub fn rbac_denied(policy: &str) -> Self {
+        LocalReply {
+            status: StatusCode::FORBIDDEN,
+            body: Bytes::from_static(b"RBAC: access denied"),
+            flag: ResponseFlags::default(),
+            details: format!("rbac_access_denied_matched_policy[{policy}]").into(),
             grpc_status: None,
         }
     }

@@ -85,16 +85,22 @@ pub(crate) fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
         .collect();
     let joined;
     let value: Option<&str> = if values.is_empty() {
-        if m.missing_as_empty {
-            Some("")
-        } else {
-            None
-        }
+        None
     } else if values.len() == 1 {
         Some(values[0])
     } else {
         joined = values.join(",");
         Some(joined.as_str())
+    };
+    header_value_matches(m, value)
+}
+
+/// Whether a header's value (`None`: absent; several values already comma-joined)
+/// satisfies one header condition (also RBAC's, which reads pseudo-headers too).
+pub(crate) fn header_value_matches(m: &HeaderMatch, value: Option<&str>) -> bool {
+    let value = match value {
+        None if m.missing_as_empty => Some(""),
+        v => v,
     };
     let result = match (&m.kind, value) {
         (HeaderMatchKind::Present(want), v) => v.is_some() == *want,

@@ -145,7 +145,10 @@ mod tests {
         let r = a
             .watchdog(Some(Duration::from_secs(5)), Some(Duration::from_secs(2)))
             .await;
-        assert_eq!((r.details, r.status.as_u16()), ("stream_idle_timeout", 504));
+        assert_eq!(
+            (r.details.as_ref(), r.status.as_u16()),
+            ("stream_idle_timeout", 504)
+        );
         let a = StreamActivity::new(true);
         a.override_idle(None);
         assert!(tokio::time::timeout(
@@ -163,7 +166,7 @@ mod tests {
         a.set_max_duration(Some(Duration::from_secs(3)));
         let r = a.watchdog(None, None).await;
         assert_eq!(
-            (r.details, r.status.as_u16()),
+            (r.details.as_ref(), r.status.as_u16()),
             ("max_duration_timeout", 504)
         );
     }

@@ -88,6 +88,11 @@ pub struct ChainRuntime {
     exchange: Option<Arc<crate::istio::tcp_exchange::TcpExchangeConfig>>,
     /// The chain runs `istio_authn`.
     authn: bool,
+    /// The chain's RBAC filters with their counters.
+    rbac: Vec<(
+        Arc<crate::rbac::translate::NetworkRbacConfig>,
+        crate::rbac::RbacStats,
+    )>,
     handshake_timeout: Option<std::time::Duration>,
     terminal: TerminalRuntime,
 }
@@ -132,8 +137,22 @@ impl ActiveListener {
                     .any(|f| matches!(f, NetworkFilter::IstioAuthn)),
                 exchange: c.network_filters.iter().find_map(|f| match f {
                     NetworkFilter::MetadataExchange(x) => Some(x.clone()),
-                    NetworkFilter::IstioStats(_) | NetworkFilter::IstioAuthn => None,
+                    _ => None,
                 }),
+                rbac: c
+                    .network_filters
+                    .iter()
+                    .filter_map(|f| match f {
+                        NetworkFilter::Rbac(r) => {
+                            let base = crate::stats::join_prefix(&r.stat_prefix, "rbac.");
+                            Some((
+                                r.clone(),
+                                crate::rbac::RbacStats::new(root, &base, &r.rules),
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
                 handshake_timeout: c.handshake_timeout,
                 terminal: match &c.terminal {
                     Terminal::Http(h) => TerminalRuntime::Http(HttpConnectionManager::new(
@@ -486,6 +505,17 @@ async fn handle(
     }
     if let Some(x) = &chain.exchange {
         (io, info.downstream_peer) = x.run(info.alpn.as_deref(), io).await;
+    }
+    // Decided once, as soon as the connection is up: nothing a rule reads changes later.
+    let subject = crate::rbac::Subject {
+        conn: &info,
+        request: None,
+    };
+    for (filter, stats) in &chain.rbac {
+        if crate::rbac::enforce(&filter.rules, stats, &subject).is_err() {
+            tracing::debug!(target: "rbac", "connection denied by RBAC");
+            return;
+        }
     }
     match &chain.terminal {
         TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,
