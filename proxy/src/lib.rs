@@ -22,5 +22,6 @@ pub mod server;
 pub mod stats;
 pub mod tcp_proxy;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod xds;

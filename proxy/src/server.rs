@@ -76,6 +76,7 @@ impl Server {
     /// Builds clusters and listeners from the bootstrap.
     pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
         crate::istio::set_local_node(&bootstrap.node_proto);
+        crate::trace::set_bootstrap_tracer(bootstrap.tracer.clone());
         let stats = Store::new();
         let root = stats.root();
         crate::tls::multibuffer::stats::register(&root);
@@ -123,6 +124,7 @@ impl Server {
         root.child("listener_manager")
             .gauge("total_listeners_active")
             .set(server.listeners().len() as i64);
+        crate::trace::zipkin::set_server(&server);
         Ok(server)
     }
 

@@ -155,6 +155,8 @@ pub struct Record {
     pub connection_id: u64,
     /// Upstream attempts.
     pub attempt_count: u32,
+    /// The request's span (context and operation name), when a tracer traces it.
+    pub span: Option<(crate::trace::zipkin::Context, String)>,
 }
 
 impl Record {
@@ -202,6 +204,7 @@ impl Record {
             istio: Default::default(),
             connection_id,
             attempt_count: 0,
+            span: None,
         }
     }
 }

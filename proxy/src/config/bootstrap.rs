@@ -90,6 +90,8 @@ pub struct Bootstrap {
     /// `cluster_manager.local_cluster_name`: the cluster of this proxy's own service,
     /// whose spread across zones steers zone-aware routing.
     pub local_cluster: Option<String>,
+    /// `tracing.http`: the tracer connection managers without their own provider use.
+    pub tracer: Option<Arc<crate::trace::zipkin::ZipkinConfig>>,
 }
 
 /// Where the bootstrap comes from.
@@ -286,6 +288,12 @@ fn translate(
         dump,
         secrets,
         local_cluster,
+        tracer: b
+            .tracing
+            .as_ref()
+            .map(|t| crate::trace::zipkin::bootstrap(t, "tracing"))
+            .transpose()?
+            .flatten(),
     })
 }
 

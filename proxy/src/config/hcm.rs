@@ -100,6 +100,10 @@ pub struct HttpConnectionManagerConfig {
     pub preserve_external_request_id: bool,
     /// Echo `x-request-id` in responses.
     pub always_set_request_id_in_response: bool,
+    /// How the UUID request id takes part in tracing.
+    pub request_id: crate::trace::RequestIdOptions,
+    /// `tracing`: sampling, tags, and the tracer if the HCM names one.
+    pub tracing: Option<crate::trace::TracingConfig>,
     /// Per-stream idle timeout (default 5 min; `0s` disables).
     pub stream_idle_timeout: Option<Duration>,
     /// Time to receive the whole request (default none).
@@ -240,6 +244,15 @@ pub fn translate(
             .unwrap_or(true),
         preserve_external_request_id: h.preserve_external_request_id,
         always_set_request_id_in_response: h.always_set_request_id_in_response,
+        request_id: request_id_options(
+            h.request_id_extension.as_ref(),
+            &join(path, "request_id_extension"),
+        )?,
+        tracing: h
+            .tracing
+            .as_ref()
+            .map(|t| crate::trace::translate(t, &join(path, "tracing")))
+            .transpose()?,
         max_request_headers_bytes: max_kb as usize * 1024,
         stream_idle_timeout: common::timeout(
             h.stream_idle_timeout.as_ref(),
@@ -440,4 +453,27 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
         )
     })?;
     Ok((out, suppress))
+}
+
+/// The UUID request-id extension's options (both default to true; no other extension
+/// exists in Envoy 1.40).
+fn request_id_options(
+    ext: Option<&xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3::RequestIdExtension>,
+    path: &str,
+) -> Result<crate::trace::RequestIdOptions> {
+    use xds_client::proto::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
+    let mut options = crate::trace::RequestIdOptions {
+        pack_trace_reason: true,
+        use_for_sampling: true,
+    };
+    if let Some(any) = ext.and_then(|e| e.typed_config.as_ref()) {
+        let c = UuidRequestIdConfig::decode(any.value.as_slice())
+            .map_err(|e| ConfigError::at(join(path, "typed_config"), e.to_string()))?;
+        options.pack_trace_reason = c.pack_trace_reason.as_ref().is_none_or(|b| b.value);
+        options.use_for_sampling = c
+            .use_request_id_for_trace_sampling
+            .as_ref()
+            .is_none_or(|b| b.value);
+    }
+    Ok(options)
 }

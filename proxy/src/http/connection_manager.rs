@@ -127,6 +127,11 @@ pub struct HttpConnectionManager {
     alpn: Option<Arc<crate::istio::alpn::AlpnConfig>>,
     /// `fault.*` stats, when a fault filter is configured.
     fault_stats: Option<FaultStats>,
+    /// The tracer spans go to: the connection manager's own, else the bootstrap's.
+    tracer: Option<Arc<crate::trace::zipkin::ZipkinConfig>>,
+    /// The listener is OUTBOUND: spans are CLIENT spans, named by the route's decorator,
+    /// which also goes upstream as `x-envoy-decorator-operation`.
+    egress: bool,
     /// The RBAC filters, in order, with their `rbac.*` counters.
     rbac: Vec<(
         crate::rbac::translate::HttpRbacConfig,
@@ -223,6 +228,11 @@ impl HttpConnectionManager {
                 .iter()
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
+            tracer: config
+                .tracing
+                .as_ref()
+                .and_then(|t| t.provider.clone().or_else(crate::trace::bootstrap_tracer)),
+            egress: local.outbound,
             rbac: config
                 .filters
                 .iter()
@@ -244,6 +254,7 @@ impl HttpConnectionManager {
             }),
             record_request_headers: !access_logs.is_empty()
                 || !istio.stats.is_empty()
+                || config.tracing.is_some()
                 || config
                     .routes
                     .inline()
@@ -698,6 +709,14 @@ impl HttpConnectionManager {
         if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
             req.headers_mut().insert("x-request-id", headers::uuid_v4());
         }
+        let traced = c
+            .tracing
+            .as_ref()
+            .map(|t| t.decide(req.headers_mut(), c.request_id));
+        if let (Some(tracer), Some(traced)) = (&self.tracer, traced) {
+            let context = tracer.start(req.headers(), !self.egress, traced);
+            record.span = Some((context, String::new()));
+        }
         let request_id = req.headers().get("x-request-id").cloned();
         if self.record_request_headers {
             record.request_headers = req.headers().clone();
@@ -765,6 +784,9 @@ impl HttpConnectionManager {
         let istio_cluster = cluster_name.map(|n| (n, record.istio.cluster.as_deref()));
         for x in &self.istio.exchange {
             x.on_request(req.headers_mut(), istio_cluster, &mut record.istio.peers);
+        }
+        if c.tracing.is_some() {
+            self.start_span(&mut req, route, record);
         }
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
         if let Err(reply) = self.authorize(&req, info, remote, per_filter) {
@@ -872,6 +894,50 @@ impl HttpConnectionManager {
             resp = resp.map(|body| Throttled::new(body, t.bytes_per_second, t.active).boxed());
         }
         Ok((resp, request_id))
+    }
+
+    /// Names the request's span and sends its context upstream: an outbound span takes
+    /// the route's decorator (which goes upstream as `x-envoy-decorator-operation`), an
+    /// inbound one the caller's `x-envoy-decorator-operation`, else the decorator; with
+    /// neither, the `host`.
+    fn start_span(
+        &self,
+        req: &mut Request<Body>,
+        route: &crate::config::route::Route,
+        record: &mut Record,
+    ) {
+        const OPERATION: &str = "x-envoy-decorator-operation";
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+            })
+            .unwrap_or_default()
+            .to_string();
+        let from_caller = (!self.egress)
+            .then(|| req.headers().get(OPERATION).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .map(str::to_string);
+        if self.egress {
+            if let Some(op) = route
+                .decorator
+                .as_deref()
+                .and_then(|d| HeaderValue::from_str(d).ok())
+            {
+                req.headers_mut().insert(OPERATION, op);
+            }
+        }
+        let name = from_caller
+            .or_else(|| route.decorator.clone())
+            .unwrap_or(host);
+        if let Some((context, span_name)) = &mut record.span {
+            *span_name = name;
+            context.inject(req.headers_mut());
+        }
     }
 
     /// Runs the RBAC filters in order, each with the most specific `RBACPerRoute` of the
@@ -995,6 +1061,22 @@ impl HttpConnectionManager {
             let messages = record.grpc_messages.as_deref().filter(|_| shared);
             for s in &self.istio.stats {
                 s.record(&record, grpc, bytes, messages);
+            }
+        }
+        if let (Some(tracer), Some(config), Some((context, name))) =
+            (&self.tracer, &self.config.tracing, &record.span)
+        {
+            if context.sampled {
+                tracer.report(&crate::trace::zipkin::Span {
+                    context: *context,
+                    name,
+                    server: !self.egress,
+                    start: record.start_time,
+                    duration: record.duration,
+                    service: crate::istio::local_node_cluster(),
+                    local_ip: crate::trace::zipkin::local_ip(),
+                    tags: crate::trace::tags::of(&record, config),
+                });
             }
         }
         for l in &self.access_logs {

@@ -68,7 +68,7 @@ pub fn start(server: &Arc<Server>, targets: Vec<(String, ShadowHost)>, original:
         let protocol = super::router::upstream_protocol(&cluster, original.downstream_h2);
         let timeout = original.timeout;
         tokio::spawn(async move {
-            let copy = exchange(&cluster, request, protocol, authority);
+            let copy = fire_and_drain(&cluster, request, protocol, authority);
             match timeout {
                 Some(t) => {
                     let _ = tokio::time::timeout(t, copy).await;
@@ -79,9 +79,10 @@ pub fn start(server: &Arc<Server>, targets: Vec<(String, ShadowHost)>, original:
     }
 }
 
-/// One attempt of the copy, counted in the mirror cluster's stats like any request
-/// (circuit breakers included); the response body is read to the end and dropped.
-async fn exchange(
+/// One request to `cluster` whose answer nobody waits for (a mirror copy, a span batch
+/// for the trace collector), counted in the cluster's stats like any request (circuit
+/// breakers included); the response body is read to the end and dropped.
+pub(crate) async fn fire_and_drain(
     cluster: &Arc<Cluster>,
     request: http::Request<filters::http::Body>,
     protocol: Protocol,

@@ -83,20 +83,29 @@ pub fn endpoint_workload(
 
 /// The local node (id and metadata), set once at start-up: Istio's filters announce it,
 /// and upstream connections made outside any listener (cluster filters) need it.
-static LOCAL_NODE: std::sync::OnceLock<(String, pb::Struct)> = std::sync::OnceLock::new();
+static LOCAL_NODE: std::sync::OnceLock<(String, String, pb::Struct)> = std::sync::OnceLock::new();
 
 /// Records the bootstrap's node (the first call wins; a process has one node).
 pub fn set_local_node(node: &xds_client::proto::envoy::config::core::v3::Node) {
-    let _ = LOCAL_NODE.set((node.id.clone(), node.metadata.clone().unwrap_or_default()));
+    let _ = LOCAL_NODE.set((
+        node.id.clone(),
+        node.cluster.clone(),
+        node.metadata.clone().unwrap_or_default(),
+    ));
 }
 
 /// The node recorded by [`set_local_node`] (empty before it).
 pub fn local_node() -> (&'static str, &'static pb::Struct) {
     static EMPTY: std::sync::LazyLock<pb::Struct> = std::sync::LazyLock::new(Default::default);
     match LOCAL_NODE.get() {
-        Some((id, m)) => (id, m),
+        Some((id, _, m)) => (id, m),
         None => ("", &EMPTY),
     }
+}
+
+/// The local node's cluster (what tracers report as the service name).
+pub fn local_node_cluster() -> &'static str {
+    LOCAL_NODE.get().map_or("", |(_, cluster, _)| cluster)
 }
 
 /// What Istio's filters learnt about a stream, carried to its completion.
