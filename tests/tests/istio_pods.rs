@@ -7,10 +7,11 @@
 //! listeners, re-targeted at this mesh's service), and certificates with SPIFFE
 //! identities from a test CA. A third namespace is a host outside the mesh.
 //!
-//! The dump's filters are kept as istiod wrote them except where this mesh has no source
-//! for them: HCM `tracing` (meshConfig `enableTracing: false` omits it), and the RBAC and
-//! ext_authz filters of the dump's AuthorizationPolicies; the authorization test adds the
-//! RBAC filters istiod writes for policies of this mesh's own.
+//! The dump's filters are kept as istiod wrote them (HCM `tracing` included: the golden
+//! bootstrap has no tracer, so requests are only decided and marked in `x-request-id`),
+//! except the RBAC and ext_authz filters of the dump's AuthorizationPolicies, which this
+//! mesh does not have; the authorization test adds the RBAC filters istiod writes for
+//! policies of this mesh's own.
 
 use e2e::curl::{curl_in, Response};
 use e2e::istio::{node_metadata, samples};
@@ -71,8 +72,7 @@ fn dump_listeners() -> HashMap<String, Value> {
     out
 }
 
-/// Drops the filters this mesh has no source for (see the module doc) from a filter
-/// list, and `tracing` from connection managers.
+/// Drops the filters this mesh has no source for (see the module doc) from a filter list.
 fn without_policy_filters(filters: &mut Value) {
     let list = filters.as_array_mut().unwrap();
     list.retain(|f| {
@@ -81,9 +81,6 @@ fn without_policy_filters(filters: &mut Value) {
     });
     for f in list {
         let tc = &mut f["typed_config"];
-        if let Some(o) = tc.as_object_mut() {
-            o.remove("tracing");
-        }
         if tc.get("http_filters").is_some() {
             without_policy_filters(&mut tc["http_filters"]);
         }
