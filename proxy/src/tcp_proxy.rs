@@ -120,6 +120,8 @@ impl TcpProxy {
         record.upstream_cluster = Some(cluster_name.clone());
         let received = Arc::new(Counter::default());
         let sent = Arc::new(Counter::default());
+        // Bytes already reported to Istio's metrics while the connection was open.
+        let reported = ReportedBytes::default();
         // Istio's labels of this connection, fixed when it is reported opened.
         let mut istio_labels = None;
         match server.clusters.get(&cluster_name) {
@@ -172,7 +174,18 @@ impl TcpProxy {
                             downstream_buffer_limit.clamp(1, MAX_COPY_BUFFER),
                             cluster.config.buffer_limit.clamp(1, MAX_COPY_BUFFER),
                         );
-                        if self.pump(down, up, sizes).await {
+                        let pumping = self.pump(down, up, sizes);
+                        let idle = match &istio_labels {
+                            Some(labels) if !self.istio_stats.is_empty() => {
+                                let live = (&*sent, &*received, &reported);
+                                tokio::select! {
+                                    idle = pumping => idle,
+                                    never = self.report_while_open(labels, live) => match never {},
+                                }
+                            }
+                            _ => pumping.await,
+                        };
+                        if idle {
                             self.idle_timeouts.inc();
                         }
                         cluster.stats().cx_active.dec();
@@ -194,12 +207,44 @@ impl TcpProxy {
         record.bytes_sent = sent.value();
         record.duration = started.elapsed();
         let labels = istio_labels.unwrap_or_else(|| self.istio_opened(&record));
+        let sent_before = reported.sent.load(Ordering::Relaxed);
+        let received_before = reported.received.load(Ordering::Relaxed);
         for (s, l) in self.istio_stats.iter().zip(&labels) {
-            s.tcp_bytes(l, sent.value(), received.value());
+            s.tcp_bytes(
+                l,
+                sent.value() - sent_before,
+                received.value() - received_before,
+            );
             s.tcp_closed(l);
         }
         for l in &self.access_logs {
             l.log(&record);
+        }
+    }
+
+    /// Reports the bytes of a live connection to the Istio metrics filters every
+    /// reporting period (the shortest of theirs), as istio/proxy does, so a long-lived
+    /// connection's traffic shows before it closes; `reported` keeps what went out.
+    async fn report_while_open(
+        &self,
+        labels: &[Vec<(&'static str, String)>],
+        (sent, received, reported): (&Counter, &Counter, &ReportedBytes),
+    ) -> std::convert::Infallible {
+        let period = self
+            .istio_stats
+            .iter()
+            .map(IstioStats::tcp_reporting_period)
+            .min()
+            .unwrap_or(std::time::Duration::from_secs(5));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tick.tick().await;
+            let (s1, r1) = (sent.value(), received.value());
+            let s0 = reported.sent.swap(s1, Ordering::Relaxed);
+            let r0 = reported.received.swap(r1, Ordering::Relaxed);
+            for (s, l) in self.istio_stats.iter().zip(labels) {
+                s.tcp_bytes(l, s1 - s0, r1 - r0);
+            }
         }
     }
 
@@ -313,4 +358,12 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// What a live connection's periodic reports already counted, so the final report adds
+/// only the rest.
+#[derive(Default)]
+struct ReportedBytes {
+    sent: AtomicU64,
+    received: AtomicU64,
 }

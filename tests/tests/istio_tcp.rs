@@ -191,3 +191,62 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
         }
     }
 }
+
+/// A long-lived connection's bytes show while it is open, at the filter's
+/// `tcp_reporting_duration` (1 s in istio/proxy's client fixture), and the final report
+/// adds only what the periodic ones did not.
+#[test]
+fn long_lived_connections_report_bytes_while_open() {
+    let echo = e2e::upstream::TcpEcho::start();
+    let port = e2e::free_port();
+    let client_stats = render(
+        &fixture("filters/client_stats_network_filter.yaml.tmpl"),
+        &HashMap::new(),
+    );
+    let mut chain_filters: Vec<Value> = xds_client::json::parse_document(&client_stats)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    chain_filters.push(tcp_proxy("outbound|7070||echo.default.svc.cluster.local"));
+    let client = Proxy::start(
+        Kind::Meshproxy,
+        &sidecar(
+            "client",
+            node_metadata("client_node_metadata.json.tmpl"),
+            "OUTBOUND",
+            port,
+            json!({"filters": chain_filters}),
+            vec![cluster(
+                "outbound|7070||echo.default.svc.cluster.local",
+                echo.port,
+                json!({}),
+            )],
+        ),
+        &[],
+    );
+    let received = || {
+        let text = client.admin_get("/stats/prometheus").unwrap().1;
+        samples(&text, "istio_tcp_received_bytes_total")
+            .first()
+            .map_or(0.0, |s| s.1)
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"12345").unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    e2e::wait_until(10, "the open connection's bytes are reported", || {
+        received() == 5.0
+    });
+    s.write_all(b"678").unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    drop(s);
+    e2e::wait_until(10, "the connection is reported closed", || {
+        let text = client.admin_get("/stats/prometheus").unwrap().1;
+        !samples(&text, "istio_tcp_connections_closed_total").is_empty()
+    });
+    assert_eq!(received(), 8.0, "every byte counted once");
+}

@@ -301,7 +301,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     // --- Istio's HTTP filters ------------------------------------------------------------
     msg!("stats.PluginConfig", [
         "disable_host_header_fallback", "reporter", "metrics", "definitions",
-        "tcp_reporting_duration" = "only spaces periodic reports of long-lived connections and streams; meshproxy reports their bytes when they end, with the same totals",
+        "tcp_reporting_duration",
         "rescoping_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
         "scope_grace_period_duration" = "scope rotation only bounds the memory of stale label sets; reported values are unchanged",
     ]),

@@ -104,6 +104,9 @@ pub struct IstioStatsConfig {
     pub dropped: Vec<usize>,
     /// Per standard metric (same index), its label overrides.
     pub overrides: Vec<LabelOverrides>,
+    /// How often a TCP connection's byte counts are reported while it lasts (istio/proxy's
+    /// default is 5 s), so long-lived connections show up before they close.
+    pub tcp_reporting_period: std::time::Duration,
 }
 
 /// The value of a dimension expression. Only CEL string literals are supported; any
@@ -138,6 +141,19 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         },
         dropped: Vec::new(),
         overrides: vec![LabelOverrides::default(); METRICS.len()],
+        tcp_reporting_period: match &c.tcp_reporting_duration {
+            Some(d) => {
+                let d = crate::config::common::duration(d, &join(path, "tcp_reporting_duration"))?;
+                if d.is_zero() {
+                    return Err(ConfigError::at(
+                        join(path, "tcp_reporting_duration"),
+                        "the reporting period must be positive",
+                    ));
+                }
+                d
+            }
+            None => std::time::Duration::from_secs(5),
+        },
     };
     for (i, m) in c.metrics.iter().enumerate() {
         let mp = format!("{}[{i}]", join(path, "metrics"));
@@ -532,6 +548,13 @@ impl IstioStats {
     }
 
     /// Reports a TCP connection closed.
+    /// How often this filter reports a live TCP connection's bytes.
+    pub fn tcp_reporting_period(&self) -> std::time::Duration {
+        self.config
+            .tcp_reporting_period
+            .max(std::time::Duration::from_millis(1))
+    }
+
     pub fn tcp_closed(&self, labels: &[(&'static str, String)]) {
         self.count(TCP_CLOSED, labels, 1);
     }
