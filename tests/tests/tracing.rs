@@ -4,7 +4,7 @@
 //! packed into `x-request-id`, and the collector receives the same spans (ids and times
 //! aside).
 
-use e2e::config::{bootstrap_with, cluster, hcm, merge};
+use e2e::config::{bootstrap_with, cluster, hcm_with_filters, merge};
 use e2e::proxy::{agree_with_envoy, Proxy};
 use e2e::upstream::Upstream;
 use serde_json::{json, Value};
@@ -37,8 +37,16 @@ fn traced_listener(name: &str, port: u16, direction: &str, provider: Option<Valu
     if let Some(p) = provider {
         tracing["provider"] = p;
     }
-    let http = hcm(
+    // Istio's dry-run policy: shadow rules whose outcome the span's tags carry.
+    let dry_run = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "shadow_rules_stat_prefix": "istio_dry_run_allow_",
+        "shadow_rules": {"policies": {"ns[default]-policy[dry]-rule[0]": {
+            "permissions": [{"url_path": {"path": {"prefix": "/new"}}}],
+            "principals": [{"any": true}]}}}}});
+    let http = hcm_with_filters(
         vh,
+        vec![dry_run],
         json!({"stat_prefix": name, "tracing": tracing,
             "request_id_extension": {"typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
@@ -218,6 +226,12 @@ fn zipkin_spans_and_b3_headers_match_envoy() {
     assert!(
         spans.iter().any(|s| s.contains("\"kind\":\"SERVER\"")),
         "{spans:#?}"
+    );
+    assert!(
+        spans.iter().any(|s| s.contains(
+            "\"istio.authorization.dry_run.allow_policy.name\":\"ns[default]-policy[dry]-rule[0]\""
+        )),
+        "the dry-run policy's tag: {spans:#?}"
     );
     assert!(
         spans.iter().any(|s| s.contains("\"error\":\"true\"")),

@@ -157,6 +157,8 @@ pub struct Record {
     pub attempt_count: u32,
     /// The request's span (context and operation name), when a tracer traces it.
     pub span: Option<(crate::trace::zipkin::Context, String)>,
+    /// What the HTTP filters left for each other (RBAC shadow outcomes).
+    pub metadata: crate::http::metadata::DynamicMetadata,
 }
 
 impl Record {
@@ -205,6 +207,7 @@ impl Record {
             connection_id,
             attempt_count: 0,
             span: None,
+            metadata: Default::default(),
         }
     }
 }

@@ -789,7 +789,7 @@ impl HttpConnectionManager {
             self.start_span(&mut req, route, record);
         }
         let per_filter = [&route.per_filter, &vhost.per_filter, &routes.per_filter];
-        if let Err(reply) = self.authorize(&req, info, remote, per_filter) {
+        if let Err(reply) = self.authorize(&req, info, remote, per_filter, record) {
             return Err(fail(reply));
         }
         let injected = self
@@ -949,6 +949,7 @@ impl HttpConnectionManager {
         info: &ConnectionInfo,
         remote: Option<std::net::IpAddr>,
         levels: [&PerFilterConfigs; 3],
+        record: &mut Record,
     ) -> Result<(), LocalReply> {
         if self.rbac.is_empty() {
             return Ok(());
@@ -963,25 +964,29 @@ impl HttpConnectionManager {
                     .and_then(|v| v.to_str().ok())
             })
             .unwrap_or_default();
-        let subject = crate::rbac::Subject {
-            conn: info,
-            request: Some(crate::rbac::RequestFacts {
-                headers: req.headers(),
-                method: req.method().as_str(),
-                path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                authority,
-                scheme: if info.tls { "https" } else { "http" },
-                remote,
-            }),
-        };
         for (filter, stats) in &self.rbac {
             let rules = match levels.iter().find_map(|l| l.get(&filter.name)) {
                 Some(PerFilter::Disabled | PerFilter::Rbac(None)) => continue,
                 Some(PerFilter::Rbac(Some(r))) => r,
                 Some(PerFilter::Fault(_)) | None => &filter.rules,
             };
-            crate::rbac::enforce(rules, stats, &subject)
-                .map_err(|policy| LocalReply::rbac_denied(&policy))?;
+            let subject = crate::rbac::Subject {
+                conn: info,
+                request: Some(crate::rbac::RequestFacts {
+                    headers: req.headers(),
+                    method: req.method().as_str(),
+                    path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                    authority,
+                    scheme: if info.tls { "https" } else { "http" },
+                    remote,
+                }),
+                metadata: Some(&record.metadata),
+            };
+            let verdict = crate::rbac::enforce(rules, stats, &subject);
+            verdict.record_shadow(rules, &mut record.metadata);
+            if let Some(policy) = verdict.denied {
+                return Err(LocalReply::rbac_denied(&policy));
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod grpc_stats;
 pub mod headers;
 pub mod local_reply;
+pub mod metadata;
 pub mod mirror;
 pub mod path;
 pub mod route_match;

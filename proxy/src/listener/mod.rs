@@ -510,9 +510,13 @@ async fn handle(
     let subject = crate::rbac::Subject {
         conn: &info,
         request: None,
+        metadata: None,
     };
     for (filter, stats) in &chain.rbac {
-        if crate::rbac::enforce(&filter.rules, stats, &subject).is_err() {
+        if crate::rbac::enforce(&filter.rules, stats, &subject)
+            .denied
+            .is_some()
+        {
             tracing::debug!(target: "rbac", "connection denied by RBAC");
             return;
         }

@@ -50,9 +50,11 @@ pub enum Rule {
     Or(Vec<Rule>),
     /// The inner rule does not match.
     Not(Box<Rule>),
-    /// Decided when the config was loaded: `any`, and metadata matchers (see
-    /// [`translate`]: no filter of meshproxy writes the dynamic metadata they read).
+    /// `any`.
     Constant(bool),
+    /// The request's dynamic metadata (what earlier RBAC filters wrote; nothing on a
+    /// connection).
+    Metadata(crate::http::metadata::MetadataMatch),
     /// A request header by name, pseudo-headers included (the condition's own name is a
     /// placeholder for those); never matches on a connection.
     Header(String, HeaderMatch),
@@ -87,6 +89,8 @@ pub struct Subject<'a> {
     pub conn: &'a ConnectionInfo,
     /// The HTTP request, when there is one.
     pub request: Option<RequestFacts<'a>>,
+    /// The request's dynamic metadata so far.
+    pub metadata: Option<&'a crate::http::metadata::DynamicMetadata>,
 }
 
 /// The parts of an HTTP request rules can read.
@@ -142,6 +146,7 @@ impl Rule {
             Rule::Or(rules) => rules.iter().any(|r| r.matches(s)),
             Rule::Not(r) => !r.matches(s),
             Rule::Constant(b) => *b,
+            Rule::Metadata(m) => m.matches(s.metadata),
             Rule::Header(name, m) => s.request.as_ref().is_some_and(|r| {
                 crate::http::route_match::header_value_matches(m, r.header(name).as_deref())
             }),
@@ -244,28 +249,65 @@ impl RbacStats {
     }
 }
 
-/// Runs one filter's rules on the subject and counts: `Err(policy)` when the enforced
-/// rules deny (the matched policy's name, or `none`), for the response details.
-pub fn enforce(
-    rules: &translate::RbacRules,
-    stats: &RbacStats,
-    s: &Subject<'_>,
-) -> Result<(), String> {
-    if let Some(shadow) = &rules.shadow {
-        match shadow.decide(s).0 {
+/// The dynamic metadata namespace the HTTP filter writes its shadow outcome under.
+pub const METADATA_NAMESPACE: &str = "envoy.filters.http.rbac";
+
+/// What one filter decided: the enforced rules' denial (the policy named in the response
+/// details, or `none`), and the shadow rules' outcome for the dynamic metadata
+/// (`<prefix>shadow_effective_policy_id`, `<prefix>shadow_engine_result`).
+pub struct Verdict {
+    /// `Some(policy)` when the enforced rules deny.
+    pub denied: Option<String>,
+    /// `(matched policy, allowed)` of the shadow rules, when there are some.
+    pub shadow: Option<(Option<String>, bool)>,
+}
+
+impl Verdict {
+    /// Writes the shadow outcome into the request's metadata as Envoy's filter does.
+    pub fn record_shadow(
+        &self,
+        rules: &translate::RbacRules,
+        md: &mut crate::http::metadata::DynamicMetadata,
+    ) {
+        let Some((policy, allowed)) = &self.shadow else {
+            return;
+        };
+        let prefix = &rules.shadow_stat_prefix;
+        if let Some(p) = policy {
+            md.set(
+                METADATA_NAMESPACE,
+                &format!("{prefix}shadow_effective_policy_id"),
+                p.clone(),
+            );
+        }
+        let result = if *allowed { "allowed" } else { "denied" };
+        md.set(
+            METADATA_NAMESPACE,
+            &format!("{prefix}shadow_engine_result"),
+            result.into(),
+        );
+    }
+}
+
+/// Runs one filter's rules on the subject and counts them.
+pub fn enforce(rules: &translate::RbacRules, stats: &RbacStats, s: &Subject<'_>) -> Verdict {
+    let shadow = rules.shadow.as_ref().map(|engine| {
+        let (allowed, policy) = engine.decide(s);
+        match allowed {
             true => stats.shadow_allowed.inc(),
             false => stats.shadow_denied.inc(),
         }
-    }
-    let Some(engine) = &rules.rules else {
-        return Ok(());
-    };
-    let (allowed, policy) = engine.decide(s);
-    if allowed {
-        stats.allowed.inc();
-        Ok(())
-    } else {
-        stats.denied.inc();
-        Err(policy.unwrap_or("none").to_string())
-    }
+        (policy.map(str::to_string), allowed)
+    });
+    let denied = rules.rules.as_ref().and_then(|engine| {
+        let (allowed, policy) = engine.decide(s);
+        if allowed {
+            stats.allowed.inc();
+            None
+        } else {
+            stats.denied.inc();
+            Some(policy.unwrap_or("none").to_string())
+        }
+    });
+    Verdict { denied, shadow }
 }

@@ -1,15 +1,14 @@
 //! From the RBAC protos to [`Engine`]s and the two filters' configs.
 //!
-//! Metadata matchers (`metadata` permissions and principals) read Envoy's dynamic
-//! metadata, which other filters write; no filter meshproxy runs writes any (the one
-//! Istio's policies read, `istio_authn`'s `request.auth.*`, comes from JWT validation,
-//! which meshproxy rejects), so a metadata matcher is decided at load, as Envoy decides
-//! it over an absent value: no value matcher matches one (not even `present_match:
-//! false`), so the result is `invert`.
+//! Metadata matchers (`metadata` permissions and principals) read the request's dynamic
+//! metadata: what earlier RBAC filters wrote of their shadow rules. The JWT claims
+//! Istio's `requestPrincipals` read (`istio_authn`'s `request.auth.*`) are never there,
+//! as meshproxy does not validate JWTs, so those rules never match.
 
 use super::{Action, Engine, Policy, Rule};
 use crate::config::common::{cidrs, string_matcher, Cidr, StringMatch};
 use crate::config::error::{join, ConfigError, Result};
+use crate::http::metadata::metadata_matcher;
 use prost::Message;
 use std::sync::Arc;
 use xds_client::proto::envoy::config::core::v3::CidrRange;
@@ -196,7 +195,7 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Rule> {
             Rule::RequestedServerName(string_matcher(m, &at("requested_server_name"))?)
         }
         #[allow(deprecated)]
-        Some(R::Metadata(m)) => Rule::Constant(metadata_on_absent(m, &at("metadata"))?),
+        Some(R::Metadata(m)) => Rule::Metadata(metadata_matcher(m, &at("metadata"))?),
         Some(R::Matcher(_) | R::UriTemplate(_) | R::SourcedMetadata(_)) | None => {
             return Err(unsupported(path))
         }
@@ -224,7 +223,7 @@ fn principal(p: &pb::Principal, path: &str) -> Result<Rule> {
         Some(I::Header(h)) => header(h, &at("header"))?,
         Some(I::UrlPath(m)) => Rule::UrlPath(path_matcher(m, &at("url_path"))?),
         #[allow(deprecated)]
-        Some(I::Metadata(m)) => Rule::Constant(metadata_on_absent(m, &at("metadata"))?),
+        Some(I::Metadata(m)) => Rule::Metadata(metadata_matcher(m, &at("metadata"))?),
         Some(I::FilterState(f)) => {
             let p = at("filter_state");
             match &f.matcher {
@@ -265,43 +264,4 @@ fn unsupported(path: &str) -> ConfigError {
         path,
         "this RBAC rule kind is not supported (matcher, uri_template, sourced_metadata, custom) or the rule is empty",
     )
-}
-
-/// A metadata matcher's result over the absent value (see the module doc), after checking
-/// its matchers are well-formed.
-fn metadata_on_absent(m: &matcher::MetadataMatcher, path: &str) -> Result<bool> {
-    let value = m
-        .value
-        .as_ref()
-        .ok_or_else(|| ConfigError::at(join(path, "value"), "value is required"))?;
-    check_value_matcher(value, &join(path, "value"))?;
-    Ok(m.invert)
-}
-
-fn check_value_matcher(v: &matcher::ValueMatcher, path: &str) -> Result<()> {
-    use matcher::value_matcher::MatchPattern as P;
-    match &v.match_pattern {
-        Some(P::StringMatch(s)) => string_matcher(s, &join(path, "string_match")).map(drop),
-        Some(P::ListMatch(l)) => match &l.match_pattern {
-            Some(matcher::list_matcher::MatchPattern::OneOf(inner)) => {
-                check_value_matcher(inner, &join(path, "list_match.one_of"))
-            }
-            None => Err(ConfigError::at(
-                join(path, "list_match"),
-                "one_of is required",
-            )),
-        },
-        Some(P::OrMatch(o)) => o
-            .value_matchers
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, inner)| {
-                check_value_matcher(
-                    inner,
-                    &format!("{}[{i}]", join(path, "or_match.value_matchers")),
-                )
-            }),
-        Some(P::PresentMatch(_) | P::NullMatch(_) | P::DoubleMatch(_) | P::BoolMatch(_)) => Ok(()),
-        None => Err(ConfigError::at(path, "a value matcher needs a pattern")),
-    }
 }

@@ -34,6 +34,8 @@ pub enum CustomTag {
     Literal(String, String),
     /// A request header's value, or the default when absent (no tag without one).
     RequestHeader(String, http::HeaderName, Option<String>),
+    /// A string of the request's dynamic metadata (namespace, key), or the default.
+    Metadata(String, String, String, Option<String>),
 }
 
 fn percent(p: Option<&xds_client::proto::envoy::r#type::v3::Percent>, path: &str) -> Result<u64> {
@@ -66,10 +68,7 @@ pub fn translate(t: &Tracing, path: &str) -> Result<TracingConfig> {
                 let default = (!h.default_value.is_empty()).then(|| h.default_value.clone());
                 Some(CustomTag::RequestHeader(name, header, default))
             }
-            // Dynamic metadata: no filter of meshproxy writes any (Istio's dry-run RBAC
-            // tags read what Envoy's RBAC filter would), so the default value or no tag.
-            Some(Type::Metadata(m)) => (!m.default_value.is_empty())
-                .then(|| CustomTag::Literal(name, m.default_value.clone())),
+            Some(Type::Metadata(m)) => Some(metadata_tag(name, m, &join(&p, "metadata"))?),
             _ => {
                 return Err(ConfigError::at(
                     &p,
@@ -94,6 +93,43 @@ pub fn translate(t: &Tracing, path: &str) -> Result<TracingConfig> {
             .map_or(256, |v| v.value as usize),
         provider,
     })
+}
+
+/// A metadata tag: the request's dynamic metadata (Istio's dry-run RBAC tags read the
+/// RBAC filter's shadow outcome); one-key paths, as the values there are strings.
+fn metadata_tag(
+    name: String,
+    m: &xds_client::proto::envoy::r#type::tracing::v3::custom_tag::Metadata,
+    path: &str,
+) -> Result<CustomTag> {
+    use xds_client::proto::envoy::r#type::metadata::v3::metadata_key::path_segment::Segment;
+    use xds_client::proto::envoy::r#type::metadata::v3::metadata_kind::Kind;
+    if !matches!(
+        m.kind.as_ref().and_then(|k| k.kind.as_ref()),
+        Some(Kind::Request(_))
+    ) {
+        return Err(ConfigError::at(
+            join(path, "kind"),
+            "only request (dynamic) metadata tags are supported",
+        ));
+    }
+    let key = m.metadata_key.clone().unwrap_or_default();
+    let keys: Vec<String> = key
+        .path
+        .iter()
+        .filter_map(|s| match &s.segment {
+            Some(Segment::Key(k)) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    let ([entry], 1) = (keys.as_slice(), key.path.len()) else {
+        return Err(ConfigError::at(
+            join(path, "metadata_key.path"),
+            "a metadata tag reads one key",
+        ));
+    };
+    let default = (!m.default_value.is_empty()).then(|| m.default_value.clone());
+    Ok(CustomTag::Metadata(name, key.key, entry.clone(), default))
 }
 
 static BOOTSTRAP_TRACER: std::sync::OnceLock<Option<Arc<zipkin::ZipkinConfig>>> =

@@ -79,6 +79,12 @@ pub fn of(record: &Record, config: &TracingConfig) -> Vec<(String, String)> {
     for t in &config.custom_tags {
         match t {
             CustomTag::Literal(name, value) => tags.push((name.clone(), value.clone())),
+            CustomTag::Metadata(name, filter, key, default) => {
+                let value = record.metadata.get(filter, key).map(str::to_string);
+                if let Some(v) = value.or_else(|| default.clone()) {
+                    tags.push((name.clone(), v));
+                }
+            }
             CustomTag::RequestHeader(name, h, default) => {
                 let value = record
                     .request_headers
