@@ -85,10 +85,7 @@ pub fn metadata_matcher(m: &matcher::MetadataMatcher, path: &str) -> Result<Meta
         path: m
             .path
             .iter()
-            .filter_map(|s| match &s.segment {
-                Some(Segment::Key(k)) => Some(k.clone()),
-                None => None,
-            })
+            .filter_map(|s| s.segment.as_ref().map(|Segment::Key(k)| k.clone()))
             .collect(),
         value: value_matcher(value, &join(path, "value"))?,
         invert: m.invert,
