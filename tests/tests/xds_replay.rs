@@ -274,6 +274,11 @@ const ISTIO_HTTP: &str = "Istio's HTTP filters (metadata exchange in its null-VM
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     (
         "sidecar-listeners.configdump.yaml",
+        "Listener virtualInbound: envoy=Nack meshproxy=Ack",
+        ISTIO_HTTP,
+    ),
+    (
+        "sidecar-listeners.configdump.yaml",
         "Listener 0.0.0.0_15010: envoy=Nack meshproxy=Ack",
         ISTIO_HTTP,
     ),

@@ -69,6 +69,8 @@ pub enum HttpFilterConfig {
     GrpcStats(crate::http::grpc_stats::GrpcStatsConfig),
     /// Role-based access control (`envoy.filters.http.rbac`).
     Rbac(crate::rbac::translate::HttpRbacConfig),
+    /// External authorization (`envoy.filters.http.ext_authz`).
+    ExtAuthz(Arc<super::ext_authz::ExtAuthzConfig>),
 }
 
 /// A translated HttpConnectionManager.
@@ -422,6 +424,10 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 out.push(HttpFilterConfig::Alpn(Arc::new(c)));
             }
             CORS => {}
+            super::ext_authz::TYPE_NAME => {
+                let c = super::ext_authz::translate(&f.name, &any.value, &tp)?;
+                out.push(HttpFilterConfig::ExtAuthz(Arc::new(c)));
+            }
             crate::rbac::translate::HTTP_TYPE_NAME => {
                 let c = crate::rbac::translate::http(&f.name, &any.value, &tp)?;
                 out.push(HttpFilterConfig::Rbac(c));

@@ -12,6 +12,7 @@ pub mod check;
 pub mod cluster;
 pub mod common;
 pub mod error;
+pub mod ext_authz;
 pub mod fault;
 pub mod hcm;
 pub mod health_check;

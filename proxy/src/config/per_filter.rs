@@ -21,6 +21,8 @@ pub enum PerFilter {
     Fault(Arc<FaultConfig>),
     /// Use these RBAC rules instead of the filter's own (`None`: no RBAC on this route).
     Rbac(Option<Arc<crate::rbac::translate::RbacRules>>),
+    /// The ext_authz filter's settings for this route.
+    ExtAuthz(Arc<super::ext_authz::ExtAuthzPerRoute>),
     /// `FilterConfig.disabled`: skip the filter for this route.
     Disabled,
 }
@@ -53,6 +55,9 @@ fn entry(any: &Any, path: &str) -> Result<PerFilter> {
         fault::TYPE_NAME => Ok(PerFilter::Fault(Arc::new(fault::translate(
             &any.value, path,
         )?))),
+        super::ext_authz::PER_ROUTE_TYPE_NAME => Ok(PerFilter::ExtAuthz(Arc::new(
+            super::ext_authz::per_route(&any.value, path)?,
+        ))),
         crate::rbac::translate::PER_ROUTE_TYPE_NAME => Ok(PerFilter::Rbac(
             crate::rbac::translate::per_route(&any.value, path)?,
         )),

@@ -251,6 +251,20 @@ pub const MESSAGES: &[MessageSupport] = &[
         "enable_upstream_stats",
         "replace_dots_in_grpc_service_name" = "only shapes per-method stat names, which are refused",
     ]),
+    // --- ext_authz (gRPC; Istio's CUSTOM AuthorizationPolicies) ------------------------
+    msg!("envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", [
+        "grpc_service", "transport_api_version", "failure_mode_allow",
+        "failure_mode_allow_header_add", "with_request_body", "status_on_error",
+        "filter_enabled_metadata", "stat_prefix",
+    ]),
+    msg!("envoy.extensions.filters.http.ext_authz.v3.BufferSettings", [
+        "max_request_bytes", "allow_partial_message", "pack_as_bytes",
+    ]),
+    msg!("envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", ["disabled", "check_settings"]),
+    msg!("envoy.extensions.filters.http.ext_authz.v3.CheckSettings", [
+        "context_extensions", "disable_request_body_buffering",
+    ]),
+    msg!("envoy.type.v3.HttpStatus", ["code"]),
     // --- RBAC (HTTP and network filters, Istio's AuthorizationPolicies) --------------
     msg!("envoy.extensions.filters.http.rbac.v3.RBAC", [
         "rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix",

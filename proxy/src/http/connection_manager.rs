@@ -137,6 +137,8 @@ pub struct HttpConnectionManager {
         crate::rbac::translate::HttpRbacConfig,
         crate::rbac::RbacStats,
     )>,
+    /// The ext_authz filters, in order (after the RBAC ones, as istiod orders them).
+    ext_authz: Vec<super::ext_authz::ExtAuthz>,
     access_logs: Vec<AccessLogger>,
     /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
     record_request_headers: bool,
@@ -228,6 +230,16 @@ impl HttpConnectionManager {
                 .iter()
                 .any(|f| matches!(f, HttpFilterConfig::Fault(..)))
                 .then(|| FaultStats::new(&s)),
+            ext_authz: config
+                .filters
+                .iter()
+                .filter_map(|f| match f {
+                    HttpFilterConfig::ExtAuthz(c) => {
+                        Some(super::ext_authz::ExtAuthz::new(c.clone(), &s))
+                    }
+                    _ => None,
+                })
+                .collect(),
             tracer: config
                 .tracing
                 .as_ref()
@@ -792,6 +804,39 @@ impl HttpConnectionManager {
         if let Err(reply) = self.authorize(&req, info, remote, per_filter, record) {
             return Err(fail(reply));
         }
+        let mut authz_response_headers = Vec::new();
+        for f in &self.ext_authz {
+            let settings = match per_filter.iter().find_map(|l| l.get(&f.config.name)) {
+                Some(PerFilter::Disabled) => continue,
+                Some(PerFilter::ExtAuthz(p)) if p.disabled => continue,
+                Some(PerFilter::ExtAuthz(p)) => Some(p.as_ref()),
+                _ => None,
+            };
+            if f.config
+                .enabled_metadata
+                .as_ref()
+                .is_some_and(|m| !m.matches(Some(&record.metadata)))
+            {
+                continue;
+            }
+            let stream_id = record.connection_id.to_string();
+            let (checked, decision) = f.check(server, req, info, settings, &stream_id).await;
+            req = checked;
+            match decision {
+                super::ext_authz::Decision::Allow(headers) => {
+                    authz_response_headers.extend(headers)
+                }
+                super::ext_authz::Decision::Deny(reply, headers) => {
+                    record.flags.insert(reply.flag);
+                    record.response_code_details = reply.details.to_string();
+                    let mut r = reply.response(grpc);
+                    for (name, value, action) in headers {
+                        action.apply(r.headers_mut(), name, value);
+                    }
+                    return Ok((r, request_id));
+                }
+            }
+        }
         let injected = self
             .inject_faults(req.headers(), per_filter, cluster_name, record)
             .await;
@@ -878,6 +923,9 @@ impl HttpConnectionManager {
             routes.most_specific_wins,
             record,
         );
+        for (name, value, action) in authz_response_headers {
+            action.apply(resp.headers_mut(), name, value);
+        }
         let istio_cluster = record
             .upstream_cluster
             .as_deref()
@@ -968,7 +1016,7 @@ impl HttpConnectionManager {
             let rules = match levels.iter().find_map(|l| l.get(&filter.name)) {
                 Some(PerFilter::Disabled | PerFilter::Rbac(None)) => continue,
                 Some(PerFilter::Rbac(Some(r))) => r,
-                Some(PerFilter::Fault(_)) | None => &filter.rules,
+                Some(PerFilter::Fault(_) | PerFilter::ExtAuthz(_)) | None => &filter.rules,
             };
             let subject = crate::rbac::Subject {
                 conn: info,
@@ -1012,7 +1060,7 @@ impl HttpConnectionManager {
                     Some(PerFilter::Disabled) => continue,
                     Some(PerFilter::Fault(c)) => c,
                     // Another filter type's config: as Envoy, the filter keeps its own.
-                    Some(PerFilter::Rbac(_)) | None => own,
+                    Some(PerFilter::Rbac(_) | PerFilter::ExtAuthz(_)) | None => own,
                 };
                 let this = fault::apply(cfg, stats, headers, cluster, record).await;
                 injected.throttle = injected.throttle.or(this.throttle);

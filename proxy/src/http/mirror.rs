@@ -6,9 +6,6 @@
 
 use crate::config::mirror::{shadow_host, MirrorPolicy, MirrorTarget, ShadowHost};
 use crate::server::Server;
-use crate::upstream::cluster::Cluster;
-use crate::upstream::lb::LbContext;
-use crate::upstream::pool::Protocol;
 use bytes::Bytes;
 use http::request::Parts;
 use http_body_util::BodyExt;
@@ -68,45 +65,15 @@ pub fn start(server: &Arc<Server>, targets: Vec<(String, ShadowHost)>, original:
         let protocol = super::router::upstream_protocol(&cluster, original.downstream_h2);
         let timeout = original.timeout;
         tokio::spawn(async move {
-            let copy = fire_and_drain(&cluster, request, protocol, authority);
+            let copy = super::cluster_call::call(&cluster, request, protocol, authority);
             match timeout {
                 Some(t) => {
                     let _ = tokio::time::timeout(t, copy).await;
                 }
-                None => copy.await,
+                None => {
+                    let _ = copy.await;
+                }
             }
         });
-    }
-}
-
-/// One request to `cluster` whose answer nobody waits for (a mirror copy, a span batch
-/// for the trace collector), counted in the cluster's stats like any request (circuit
-/// breakers included); the response body is read to the end and dropped.
-pub(crate) async fn fire_and_drain(
-    cluster: &Arc<Cluster>,
-    request: http::Request<filters::http::Body>,
-    protocol: Protocol,
-    authority: String,
-) {
-    let stats = cluster.stats();
-    let Some(_slot) = cluster.resources.requests.try_acquire() else {
-        stats.rq_active_overflow.inc();
-        return;
-    };
-    let context = LbContext {
-        hash: None,
-        original_dst: None,
-    };
-    let Some(host) = cluster.pick(&context) else {
-        return;
-    };
-    let _active = host.start_request();
-    let outcome = super::router::send(cluster, &host, protocol, None, request, authority).await;
-    if let Some(result) = super::router::outlier_outcome(&outcome, false) {
-        cluster.report(&host, result);
-    }
-    if let Ok((response, _lease, _)) = outcome {
-        stats.record_status(response.status().as_u16());
-        let _ = response.into_body().collect().await;
     }
 }

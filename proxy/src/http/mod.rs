@@ -3,7 +3,9 @@
 //! mirroring.
 
 pub mod client_cert;
+pub mod cluster_call;
 pub mod connection_manager;
+pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
 pub mod headers;

@@ -369,7 +369,7 @@ impl ZipkinConfig {
                         .boxed(),
                 );
             if let Ok(request) = request {
-                let send = crate::http::mirror::fire_and_drain(
+                let send = crate::http::cluster_call::call(
                     &cluster,
                     request,
                     crate::upstream::pool::Protocol::Http1,
