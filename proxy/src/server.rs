@@ -76,7 +76,6 @@ impl Server {
     /// Builds clusters and listeners from the bootstrap.
     pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
         crate::istio::set_local_node(&bootstrap.node_proto);
-        crate::trace::set_bootstrap_tracer(bootstrap.tracer.clone());
         let stats = Store::new();
         let root = stats.root();
         crate::tls::multibuffer::stats::register(&root);

@@ -289,3 +289,32 @@ fn tracers_other_than_zipkin_are_refused_by_path() {
     assert_ne!(code, 0);
     assert!(err.contains("tracing.provider.typed_config"), "{err}");
 }
+
+/// A bootstrap tracer meshproxy does not implement (Datadog, in one of pilot-agent's
+/// goldens) loads, and a connection manager that would trace with it is refused.
+#[test]
+fn an_unsupported_bootstrap_tracer_refuses_the_managers_that_use_it() {
+    let datadog = json!({"tracing": {"http": {"name": "envoy.tracers.datadog", "typed_config": {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.DatadogConfig",
+        "collector_cluster": "datadog", "service_name": "svc"}}}});
+    let plain = bootstrap_with(vec![], vec![], datadog.clone()).replace("{ADMIN}", "0");
+    let (code, _, err) =
+        e2e::proxy::run_meshproxy(&["--mode", "validate", "--config-yaml", &plain]);
+    assert_eq!(code, 0, "{err}");
+    let traced = bootstrap_with(
+        vec![traced_listener("out", 1, "OUTBOUND", None)],
+        vec![
+            cluster("app", &[1], json!({})),
+            cluster("empty", &[], json!({})),
+        ],
+        datadog,
+    )
+    .replace("{ADMIN}", "0");
+    let (code, _, err) =
+        e2e::proxy::run_meshproxy(&["--mode", "validate", "--config-yaml", &traced]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("typed_config.tracing") && err.contains("DatadogConfig"),
+        "{err}"
+    );
+}

@@ -91,7 +91,7 @@ pub struct Bootstrap {
     /// whose spread across zones steers zone-aware routing.
     pub local_cluster: Option<String>,
     /// `tracing.http`: the tracer connection managers without their own provider use.
-    pub tracer: Option<Arc<crate::trace::zipkin::ZipkinConfig>>,
+    pub tracer: crate::trace::BootstrapTracer,
 }
 
 /// Where the bootstrap comes from.
@@ -214,6 +214,15 @@ fn translate(
             ));
         }
     }
+    // Connection managers that trace without a provider of their own use this tracer;
+    // it must be known before the static listeners are translated.
+    let tracer = b
+        .tracing
+        .as_ref()
+        .map(|t| crate::trace::zipkin::bootstrap(t, "tracing"))
+        .transpose()?
+        .unwrap_or(crate::trace::BootstrapTracer::None);
+    crate::trace::set_bootstrap_tracer(tracer.clone());
     let listeners = statics
         .listeners
         .iter()
@@ -288,12 +297,7 @@ fn translate(
         dump,
         secrets,
         local_cluster,
-        tracer: b
-            .tracing
-            .as_ref()
-            .map(|t| crate::trace::zipkin::bootstrap(t, "tracing"))
-            .transpose()?
-            .flatten(),
+        tracer,
     })
 }
 

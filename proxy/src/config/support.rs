@@ -55,6 +55,7 @@ pub const OPAQUE: &[&str] = &[
 ];
 
 const STATS_ONLY: &str = "only shapes stat names and tags, never traffic";
+const DATADOG: &str = "the Datadog tracer is not implemented: a connection manager that would trace with it is refused";
 const SDS_PENDING: &str = "used by the xDS client (issue 5); static parts serve meanwhile";
 
 /// The table. Order is by config area; lookups go through [`find`].
@@ -218,6 +219,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.type.metadata.v3.MetadataKey.PathSegment", ["key"]),
     msg!("envoy.config.trace.v3.Tracing", ["http"]),
     msg!("envoy.config.trace.v3.Tracing.Http", ["name", "typed_config"]),
+    msg!("envoy.config.trace.v3.DatadogConfig", [
+        "collector_cluster" = DATADOG, "service_name" = DATADOG, "collector_hostname" = DATADOG,
+    ]),
     msg!("envoy.config.trace.v3.ZipkinConfig", [
         "collector_cluster", "collector_endpoint", "trace_id_128bit", "shared_span_context",
         "collector_endpoint_version", "collector_hostname",

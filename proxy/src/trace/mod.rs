@@ -82,6 +82,14 @@ pub fn translate(t: &Tracing, path: &str) -> Result<TracingConfig> {
         .as_ref()
         .map(|p| zipkin::provider(p, &join(path, "provider")))
         .transpose()?;
+    if let (None, BootstrapTracer::Unsupported(kind)) = (&provider, current()) {
+        return Err(ConfigError::at(
+            path,
+            format!(
+                "traces with the bootstrap's tracer {kind}, which is not supported (Zipkin is)"
+            ),
+        ));
+    }
     Ok(TracingConfig {
         client_sampling: percent(t.client_sampling.as_ref(), &join(path, "client_sampling"))?,
         random_sampling: percent(t.random_sampling.as_ref(), &join(path, "random_sampling"))?,
@@ -132,17 +140,40 @@ fn metadata_tag(
     Ok(CustomTag::Metadata(name, key.key, entry.clone(), default))
 }
 
-static BOOTSTRAP_TRACER: std::sync::OnceLock<Option<Arc<zipkin::ZipkinConfig>>> =
-    std::sync::OnceLock::new();
+/// The bootstrap's `tracing.http`.
+#[derive(Debug, Clone, Default)]
+pub enum BootstrapTracer {
+    /// None configured.
+    #[default]
+    None,
+    /// Zipkin.
+    Zipkin(Arc<zipkin::ZipkinConfig>),
+    /// A tracer meshproxy does not implement (its type): fine until a connection
+    /// manager traces without a provider of its own, which is then refused.
+    Unsupported(String),
+}
 
-/// Records the bootstrap's `tracing.http` (the first call wins; a process has one).
-pub fn set_bootstrap_tracer(tracer: Option<Arc<zipkin::ZipkinConfig>>) {
-    let _ = BOOTSTRAP_TRACER.set(tracer);
+static BOOTSTRAP_TRACER: std::sync::Mutex<BootstrapTracer> =
+    std::sync::Mutex::new(BootstrapTracer::None);
+
+fn current() -> BootstrapTracer {
+    BOOTSTRAP_TRACER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Records the bootstrap's tracer (a process serves one bootstrap; the last loaded wins).
+pub fn set_bootstrap_tracer(tracer: BootstrapTracer) {
+    *BOOTSTRAP_TRACER.lock().unwrap_or_else(|e| e.into_inner()) = tracer;
 }
 
 /// The bootstrap's tracer, the one a connection manager without a provider uses.
 pub fn bootstrap_tracer() -> Option<Arc<zipkin::ZipkinConfig>> {
-    BOOTSTRAP_TRACER.get().cloned().flatten()
+    match current() {
+        BootstrapTracer::Zipkin(z) => Some(z),
+        _ => None,
+    }
 }
 
 /// Why a request is traced, as the 15th character of a UUID `x-request-id` records it.

@@ -381,15 +381,27 @@ impl ZipkinConfig {
     }
 }
 
-/// Translates the bootstrap's `tracing` (its `http` tracer).
+/// Translates the bootstrap's `tracing` (its `http` tracer): Zipkin, or another kind
+/// kept by name (refused where a connection manager would use it).
 pub fn bootstrap(
     t: &xds_client::proto::envoy::config::trace::v3::Tracing,
     path: &str,
-) -> Result<Option<Arc<ZipkinConfig>>> {
-    t.http
-        .as_ref()
-        .map(|h| provider(h, &join(path, "http")))
-        .transpose()
+) -> Result<super::BootstrapTracer> {
+    use xds_client::proto::envoy::config::trace::v3::tracing::http::ConfigType;
+    let Some(h) = &t.http else {
+        return Ok(super::BootstrapTracer::None);
+    };
+    match &h.config_type {
+        Some(ConfigType::TypedConfig(a))
+            if xds_client::descriptors::type_name_of_url(&a.type_url) != TYPE_NAME =>
+        {
+            Ok(super::BootstrapTracer::Unsupported(a.type_url.clone()))
+        }
+        _ => Ok(super::BootstrapTracer::Zipkin(provider(
+            h,
+            &join(path, "http"),
+        )?)),
+    }
 }
 
 #[cfg(test)]
