@@ -7,7 +7,7 @@
 //! out) are istio/proxy's fixtures.
 
 use e2e::config::merge;
-use e2e::istio::{expected_metric, fixture, node_metadata, render, samples, yaml};
+use e2e::istio::{expected_metric, node_metadata, samples, yaml};
 use e2e::proxy::{Kind, Proxy};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -121,15 +121,7 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
         &[],
     );
     // The client's stats filter: istio/proxy's client network filter fixture.
-    let client_stats = render(
-        &fixture("filters/client_stats_network_filter.yaml.tmpl"),
-        &HashMap::new(),
-    );
-    let mut client_filters: Vec<Value> = xds_client::json::parse_document(&client_stats)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
+    let mut client_filters = filters("filters/client_stats_network_filter.yaml.tmpl");
     client_filters.push(tcp_proxy(outbound));
     let mut up = cluster(
         outbound,
@@ -199,15 +191,7 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
 fn long_lived_connections_report_bytes_while_open() {
     let echo = e2e::upstream::TcpEcho::start();
     let port = e2e::free_port();
-    let client_stats = render(
-        &fixture("filters/client_stats_network_filter.yaml.tmpl"),
-        &HashMap::new(),
-    );
-    let mut chain_filters: Vec<Value> = xds_client::json::parse_document(&client_stats)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
+    let mut chain_filters = filters("filters/client_stats_network_filter.yaml.tmpl");
     chain_filters.push(tcp_proxy("outbound|7070||echo.default.svc.cluster.local"));
     let client = Proxy::start(
         Kind::Meshproxy,

@@ -955,17 +955,7 @@ impl HttpConnectionManager {
         record: &mut Record,
     ) {
         const OPERATION: &str = "x-envoy-decorator-operation";
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-            })
-            .unwrap_or_default()
-            .to_string();
+        let host = headers::authority(req).to_string();
         let from_caller = (!self.egress)
             .then(|| req.headers().get(OPERATION).and_then(|v| v.to_str().ok()))
             .flatten()
@@ -1002,16 +992,7 @@ impl HttpConnectionManager {
         if self.rbac.is_empty() {
             return Ok(());
         }
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-            })
-            .unwrap_or_default();
+        let authority = headers::authority(req);
         for (filter, stats) in &self.rbac {
             let rules = match levels.iter().find_map(|l| l.get(&filter.name)) {
                 Some(PerFilter::Disabled | PerFilter::Rbac(None)) => continue,

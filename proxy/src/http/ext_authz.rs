@@ -363,17 +363,7 @@ fn check_request(
     body: Option<(Bytes, bool, bool)>,
 ) -> auth::CheckRequest {
     use auth::attribute_context::{HttpRequest, Peer, Request as AttrRequest};
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let host = super::headers::authority(req).to_string();
     let path = req
         .uri()
         .path_and_query()

@@ -38,6 +38,20 @@ pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// The request's `:authority` as the client sent it (the absolute URI's, else `Host`),
+/// what RBAC, tracing and ext_authz read.
+pub fn authority<B>(req: &http::Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a request is gRPC (`content-type: application/grpc*`): gRPC requests get
 /// gRPC-shaped local replies and their `grpc-status` read as the outcome.
 pub fn is_grpc(headers: &HeaderMap) -> bool {

@@ -68,20 +68,27 @@ fn http_rules(
     c: &xds_client::proto::envoy::extensions::filters::http::rbac::v3::Rbac,
     path: &str,
 ) -> Result<RbacRules> {
+    let (rules, shadow) = engines(c.rules.as_ref(), c.shadow_rules.as_ref(), path)?;
     Ok(RbacRules {
-        rules: c
-            .rules
-            .as_ref()
-            .map(|r| engine(r, &join(path, "rules")))
-            .transpose()?,
-        shadow: c
-            .shadow_rules
-            .as_ref()
-            .map(|r| engine(r, &join(path, "shadow_rules")))
-            .transpose()?,
+        rules,
+        shadow,
         rules_stat_prefix: c.rules_stat_prefix.clone(),
         shadow_stat_prefix: c.shadow_rules_stat_prefix.clone(),
     })
+}
+
+/// The enforced and shadow engines of either filter.
+fn engines(
+    rules: Option<&pb::Rbac>,
+    shadow: Option<&pb::Rbac>,
+    path: &str,
+) -> Result<(Option<Engine>, Option<Engine>)> {
+    Ok((
+        rules.map(|r| engine(r, &join(path, "rules"))).transpose()?,
+        shadow
+            .map(|r| engine(r, &join(path, "shadow_rules")))
+            .transpose()?,
+    ))
 }
 
 /// Translates a route's `RBACPerRoute`: its rules replace the filter's (`None`: the
@@ -106,19 +113,12 @@ pub fn network(bytes: &[u8], path: &str) -> Result<NetworkRbacConfig> {
     }
     // Both enforcement types decide once: a connection's attributes do not change, and
     // the metadata CONTINUOUS re-reads is never written (see the module doc).
+    let (rules, shadow) = engines(c.rules.as_ref(), c.shadow_rules.as_ref(), path)?;
     Ok(NetworkRbacConfig {
         stat_prefix: c.stat_prefix,
         rules: RbacRules {
-            rules: c
-                .rules
-                .as_ref()
-                .map(|r| engine(r, &join(path, "rules")))
-                .transpose()?,
-            shadow: c
-                .shadow_rules
-                .as_ref()
-                .map(|r| engine(r, &join(path, "shadow_rules")))
-                .transpose()?,
+            rules,
+            shadow,
             rules_stat_prefix: String::new(),
             shadow_stat_prefix: c.shadow_rules_stat_prefix,
         },
