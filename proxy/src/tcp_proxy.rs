@@ -227,7 +227,7 @@ impl TcpProxy {
     /// connection's traffic shows before it closes; `reported` keeps what went out.
     async fn report_while_open(
         &self,
-        labels: &[Vec<(&'static str, String)>],
+        labels: &[crate::istio::stats::Labels],
         (sent, received, reported): (&Counter, &Counter, &ReportedBytes),
     ) -> std::convert::Infallible {
         let period = self
@@ -249,7 +249,7 @@ impl TcpProxy {
     }
 
     /// Reports the connection opened to each Istio metrics filter; their labels.
-    fn istio_opened(&self, record: &Record) -> Vec<Vec<(&'static str, String)>> {
+    fn istio_opened(&self, record: &Record) -> Vec<crate::istio::stats::Labels> {
         self.istio_stats
             .iter()
             .map(|s| s.tcp_opened(record))

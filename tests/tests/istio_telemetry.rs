@@ -51,8 +51,14 @@ fn sidecar_with(
     chain_extra: Value,
 ) -> String {
     let name = cluster["name"].as_str().unwrap().to_string();
+    // istio/proxy's route names (metric expressions read `xds.route_name`).
+    let route = if direction == "OUTBOUND" {
+        "client_route"
+    } else {
+        "server_route"
+    };
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [
-        {"match": {"prefix": "/"}, "route": {"cluster": name, "timeout": "0s"}}]}]);
+        {"name": route, "match": {"prefix": "/"}, "route": {"cluster": name, "timeout": "0s"}}]}]);
     let http = e2e::config::hcm_with_filters(
         vh,
         filters,
@@ -304,11 +310,10 @@ fn overrides_and_rejections_follow_the_plugin_config() {
         "--mode",
         "validate",
         "--config-yaml",
-        &config(json!({"metrics": [{"dimensions": {"source_app": "request.protocol"}}]}))
-            .replace("{ADMIN}", "0"),
+        &config(json!({"definitions": [{"name": "custom", "value": "1"}]})).replace("{ADMIN}", "0"),
     ]);
-    assert_ne!(code, 0);
-    assert!(err.contains("metrics[0].dimensions[source_app]"), "{err}");
+    assert_ne!(code, 0, "custom metrics are refused");
+    assert!(err.contains("definitions"), "{err}");
 }
 
 /// A transport socket fixture of istio/proxy with its certificate paths pointing at the
@@ -611,4 +616,58 @@ fn istio_authn_reports_the_spiffe_principals() {
         ],
         "with istio_authn the SPIFFE ids, without it the first URI SANs"
     );
+}
+
+/// istio/proxy's customized client config: metric overrides whose dimensions are CEL
+/// expressions over the node, the route, the cluster's metadata, the request and the
+/// peer, a label whose expression does not parse (left out) and one that cannot be
+/// evaluated (`unknown`). Its `custom` metric (`definitions`) is not supported, so that
+/// part of the fixture is taken out; the `istio_requests_total` it yields must be
+/// exactly istio/proxy's expected `client_request_total_customized`.
+#[test]
+fn customized_dimensions_follow_istio_proxy() {
+    let vars = HashMap::from([("N", "0")]);
+    let mut customized = yaml("stats/client_config_customized.yaml.tmpl", &vars);
+    customized.as_object_mut().unwrap().remove("definitions");
+    customized["metrics"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["name"] != "custom");
+    let no_vars = HashMap::new();
+    let Pair {
+        app: _app,
+        client,
+        server: _server,
+        client_port,
+    } = Pair::start(
+        (
+            yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
+            customized,
+        ),
+        (
+            yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+            yaml("stats/server_config.yaml", &no_vars),
+        ),
+        (json!({}), json!({})),
+    );
+    for _ in 0..REQUESTS {
+        assert_eq!(e2e::curl::get(client_port, "/", &[]).status, 200);
+    }
+    let count = REQUESTS.to_string();
+    let vars = HashMap::from([("RequestCount", count.as_str())]);
+    let (name, labels, value) =
+        expected_metric("metric/client_request_total_customized.yaml.tmpl", &vars);
+    let text = prometheus(&client);
+    assert_eq!(samples(&text, &name), vec![(labels, value)], "{text}");
+    assert!(
+        samples(&text, "istio_request_duration_milliseconds_count").is_empty(),
+        "dropped"
+    );
+    let bytes = samples(&text, "istio_request_bytes_count");
+    let bytes: HashMap<String, String> = bytes[0].0.iter().cloned().collect();
+    assert_eq!(
+        bytes.get("configurable_metric_b").map(String::as_str),
+        Some("test")
+    );
+    assert!(!bytes.contains_key("reporter"));
 }

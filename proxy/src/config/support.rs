@@ -403,7 +403,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", [
         "cluster", "cluster_header", "runtime_fraction", "disable_shadow_host_suffix_append",
         "host_rewrite_literal",
-        "trace_sampled" = "only marks the mirror's trace span, and no HCM can enable tracing (tracing is rejected)",
+        "trace_sampled" = "meshproxy starts no span for a mirror copy (it carries the original request's B3 headers), so there is no decision of its own to set",
     ]),
     msg!("envoy.config.route.v3.RetryPolicy", [
         "retry_on", "num_retries", "per_try_timeout", "retry_host_predicate",

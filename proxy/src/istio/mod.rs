@@ -4,6 +4,7 @@
 //! ([`stats`]) and the `istio.alpn` filter ([`alpn`]).
 
 pub mod alpn;
+pub mod cel;
 pub mod peer_metadata;
 pub mod stats;
 pub mod tcp_exchange;

@@ -73,22 +73,54 @@ const TAGS: [&str; 25] = [
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelOverrides {
     /// Standard labels replaced by a value (`Some`) or removed (`None`).
-    pub replaced: HashMap<&'static str, Option<String>>,
+    pub replaced: HashMap<&'static str, Option<Dimension>>,
     /// Labels added after the standard ones, in order.
-    pub added: Vec<(String, String)>,
+    pub added: Vec<(String, Dimension)>,
+}
+
+/// A dimension's value: fixed at load, or one of the expressions evaluated per request
+/// (by its index in [`IstioStatsConfig::expressions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dimension {
+    /// A constant.
+    Fixed(String),
+    /// Computed per request or connection.
+    Computed(usize),
+}
+
+/// A request's or connection's labels: the standard ones in Istio's order, and the
+/// values of the config's expressions (`unknown` where one could not be evaluated).
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    standard: Vec<(&'static str, String)>,
+    computed: Vec<String>,
+}
+
+impl Dimension {
+    fn value<'a>(&'a self, labels: &'a Labels) -> &'a str {
+        match self {
+            Dimension::Fixed(v) => v,
+            Dimension::Computed(i) => labels.computed.get(*i).map_or("unknown", String::as_str),
+        }
+    }
 }
 
 impl LabelOverrides {
-    fn apply<'a>(&'a self, standard: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
-        let mut out: Vec<(&str, &str)> = standard
+    fn apply<'a>(&'a self, labels: &'a Labels) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&str, &str)> = labels
+            .standard
             .iter()
             .filter_map(|(k, v)| match self.replaced.get(k) {
-                Some(Some(new)) => Some((*k, new.as_str())),
+                Some(Some(new)) => Some((*k, new.value(labels))),
                 Some(None) => None,
                 None => Some((*k, v.as_str())),
             })
             .collect();
-        out.extend(self.added.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        out.extend(
+            self.added
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.value(labels))),
+        );
         out
     }
 }
@@ -107,15 +139,8 @@ pub struct IstioStatsConfig {
     /// How often a TCP connection's byte counts are reported while it lasts (istio/proxy's
     /// default is 5 s), so long-lived connections show up before they close.
     pub tcp_reporting_period: std::time::Duration,
-}
-
-/// The value of a dimension expression. Only CEL string literals are supported; any
-/// other expression is rejected rather than reported as `unknown`.
-fn literal(expr: &str) -> Option<String> {
-    let e = expr.trim();
-    let quote = e.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let inner = e.strip_prefix(quote)?.strip_suffix(quote)?;
-    (!inner.contains(quote) && !inner.contains('\\')).then(|| inner.to_string())
+    /// The dimension expressions evaluated per request ([`Dimension::Computed`]).
+    pub expressions: Vec<super::cel::Expr>,
 }
 
 /// Translates the filter's config.
@@ -141,6 +166,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         },
         dropped: Vec::new(),
         overrides: vec![LabelOverrides::default(); METRICS.len()],
+        expressions: Vec::new(),
         tcp_reporting_period: match &c.tcp_reporting_duration {
             Some(d) => {
                 let d = crate::config::common::duration(d, &join(path, "tcp_reporting_duration"))?;
@@ -192,19 +218,32 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         names.sort();
         for name in names {
             let expr = &m.dimensions[name];
-            let value = literal(expr).ok_or_else(|| {
-                ConfigError::at(
-                    format!("{}[{name}]", join(&mp, "dimensions")),
-                    format!("only string literals are supported as dimension values, not {expr}"),
-                )
-            })?;
+            let dimension = match super::cel::parse(expr) {
+                Ok(e) => match e.constant() {
+                    Some(v) => Some(Dimension::Fixed(v)),
+                    None => {
+                        out.expressions.push(e);
+                        Some(Dimension::Computed(out.expressions.len() - 1))
+                    }
+                },
+                // As istio/proxy: a dimension whose expression does not parse is left
+                // out of the metric (and said so in the log).
+                Err(e) => {
+                    tracing::warn!(
+                        "{}[{name}]: {expr:?} does not parse ({e}); the dimension is left out",
+                        join(&mp, "dimensions")
+                    );
+                    None
+                }
+            };
             for &idx in &targets {
                 let o = &mut out.overrides[idx];
-                match TAGS.iter().find(|t| *t == name) {
-                    Some(t) => {
-                        o.replaced.insert(t, Some(value.clone()));
+                match (TAGS.iter().find(|t| *t == name), &dimension) {
+                    (Some(t), d) => {
+                        o.replaced.insert(t, d.clone());
                     }
-                    None => o.added.push((name.clone(), value.clone())),
+                    (None, Some(d)) => o.added.push((name.clone(), d.clone())),
+                    (None, None) => {}
                 }
             }
         }
@@ -230,6 +269,8 @@ pub struct IstioStats {
     reporter: Reporter,
     local: Workload,
     scope: Scope,
+    /// `xds.node` as expressions read it (only built when the config has some).
+    node: serde_json::Value,
 }
 
 fn or<'a>(v: &'a str, fallback: &'a str) -> &'a str {
@@ -285,8 +326,14 @@ impl IstioStats {
                 &[("component", "proxy"), ("tag", or(version, "unknown"))],
             )
             .set(1);
+        let node = if config.expressions.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({"id": super::local_node().0, "metadata": super::workload::node_json(metadata)})
+        };
         IstioStats {
             local: Workload::from_node(metadata, &[]),
+            node,
             config,
             reporter,
             scope,
@@ -363,7 +410,7 @@ impl IstioStats {
 
     /// The standard labels of a request (`http`: `Some` with its gRPC status, if gRPC) or
     /// TCP connection (`http: None`), in Istio's order.
-    fn labels(&self, r: &Record, http: Option<Option<&str>>) -> Vec<(&'static str, String)> {
+    fn labels(&self, r: &Record, http: Option<Option<&str>>) -> Labels {
         let endpoint_peer = match self.reporter {
             Reporter::Client => r
                 .istio
@@ -480,7 +527,55 @@ impl IstioStats {
             }
             .into(),
         ));
-        t
+        let computed = if self.config.expressions.is_empty() {
+            Vec::new()
+        } else {
+            let attributes = self.attributes(r, peer, http.is_some());
+            self.config
+                .expressions
+                .iter()
+                .map(|e| e.label(&attributes).unwrap_or_else(|| "unknown".into()))
+                .collect()
+        };
+        Labels {
+            standard: t,
+            computed,
+        }
+    }
+
+    /// The attributes expressions read, as istio/proxy names them: the node (`xds.node`),
+    /// route, cluster and its metadata (`xds.*`), the request (`request.*`), the response
+    /// code, and the peer (`filter_state.upstream_peer` / `downstream_peer`).
+    fn attributes(&self, r: &Record, peer: &Workload, http: bool) -> serde_json::Value {
+        use serde_json::json;
+        let peer = peer.attributes();
+        let services = r.istio.cluster.as_deref().map_or(json!([]), |c| {
+            json!([{"host": c.service_host.clone().unwrap_or_default(),
+                "name": c.service_name.clone().unwrap_or_default()}])
+        });
+        let peer_key = if self.reporter == Reporter::Client {
+            "upstream_peer"
+        } else {
+            "downstream_peer"
+        };
+        json!({
+            "xds": {
+                "node": self.node.clone(),
+                "route_name": r.route_name.clone().unwrap_or_default(),
+                "cluster_name": r.upstream_cluster.clone().unwrap_or_default(),
+                "cluster_metadata": {"filter_metadata": {"istio": {"services": services}}},
+            },
+            "request": if http {
+                json!({"protocol": r.protocol, "host": r.authority.clone().unwrap_or_default(),
+                    "method": r.method.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    "path": r.path.clone().unwrap_or_default()})
+            } else {
+                json!({})
+            },
+            "response": {"code": r.response_code},
+            "filter_state": {peer_key: peer.clone()},
+            peer_key: peer,
+        })
     }
 
     /// Reports a finished request. `grpc` says whether it was a gRPC request; its status
@@ -518,16 +613,12 @@ impl IstioStats {
     }
 
     /// Metric `idx`'s labels after its overrides, `None` when it is dropped.
-    fn tags<'a>(
-        &'a self,
-        idx: usize,
-        labels: &'a [(&'static str, String)],
-    ) -> Option<Vec<(&'a str, &'a str)>> {
+    fn tags<'a>(&'a self, idx: usize, labels: &'a Labels) -> Option<Vec<(&'a str, &'a str)>> {
         (!self.config.dropped.contains(&idx)).then(|| self.config.overrides[idx].apply(labels))
     }
 
     /// Adds `n` to counter metric `idx` under `labels`.
-    fn count(&self, idx: usize, labels: &[(&'static str, String)], n: u64) {
+    fn count(&self, idx: usize, labels: &Labels, n: u64) {
         if let Some(tags) = self.tags(idx, labels) {
             self.scope.counter_with_tags(METRICS[idx], &tags).add(n);
         }
@@ -535,19 +626,18 @@ impl IstioStats {
 
     /// Reports a TCP connection opened (once its peer is known, or it failed): returns
     /// the labels its byte counts and close are reported under.
-    pub fn tcp_opened(&self, r: &Record) -> Vec<(&'static str, String)> {
+    pub fn tcp_opened(&self, r: &Record) -> Labels {
         let labels = self.labels(r, None);
         self.count(TCP_OPENED, &labels, 1);
         labels
     }
 
     /// Reports bytes a TCP connection moved since the last report.
-    pub fn tcp_bytes(&self, labels: &[(&'static str, String)], sent: u64, received: u64) {
+    pub fn tcp_bytes(&self, labels: &Labels, sent: u64, received: u64) {
         self.count(TCP_SENT, labels, sent);
         self.count(TCP_RECEIVED, labels, received);
     }
 
-    /// Reports a TCP connection closed.
     /// How often this filter reports a live TCP connection's bytes.
     pub fn tcp_reporting_period(&self) -> std::time::Duration {
         self.config
@@ -555,7 +645,8 @@ impl IstioStats {
             .max(std::time::Duration::from_millis(1))
     }
 
-    pub fn tcp_closed(&self, labels: &[(&'static str, String)]) {
+    /// Reports a TCP connection closed.
+    pub fn tcp_closed(&self, labels: &Labels) {
         self.count(TCP_CLOSED, labels, 1);
     }
 }
@@ -578,28 +669,31 @@ mod tests {
         ]}))
         .unwrap();
         assert_eq!(c.dropped, vec![1]);
-        let standard = vec![
-            ("reporter", "source".to_string()),
-            ("response_flags", "-".to_string()),
-        ];
+        let labels = Labels {
+            standard: vec![
+                ("reporter", "source".to_string()),
+                ("response_flags", "-".to_string()),
+            ],
+            computed: vec![],
+        };
         assert_eq!(
-            c.overrides[0].apply(&standard),
+            c.overrides[0].apply(&labels),
             vec![("reporter", "proxy"), ("extra", "x")]
         );
-        assert_eq!(
-            c.overrides[2].apply(&standard),
-            vec![("reporter", "source")]
-        );
+        assert_eq!(c.overrides[2].apply(&labels), vec![("reporter", "source")]);
     }
 
     #[test]
-    fn unsupported_expressions_and_definitions_are_rejected_by_path() {
-        let e = config(serde_json::json!({"metrics": [{"dimensions": {"a": "request.protocol"}}]}))
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("stats.metrics[0].dimensions[a]"),
-            "{e}"
+    fn expressions_are_compiled_and_definitions_rejected_by_path() {
+        let c = config(serde_json::json!({"metrics": [{"dimensions": {
+            "a": "request.protocol", "b": "'x' + 'y'", "c": "cannot _ parse"}}]}))
+        .unwrap();
+        assert_eq!(
+            c.expressions.len(),
+            1,
+            "constants fold, unparsable ones are left out"
         );
+        assert_eq!(c.overrides[0].added.len(), 2);
         let e =
             config(serde_json::json!({"definitions": [{"name": "x", "value": "1"}]})).unwrap_err();
         assert!(e.to_string().contains("stats.definitions"), "{e}");
@@ -609,11 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn literals() {
-        assert_eq!(literal("'a b'"), Some("a b".into()));
-        assert_eq!(literal("\"a\""), Some("a".into()));
-        assert_eq!(literal("'a' + 'b'"), None);
-        assert_eq!(literal("x"), None);
+    fn spiffe_namespaces() {
         assert_eq!(
             namespace_of("spiffe://cluster.local/ns/default/sa/x"),
             Some("default")

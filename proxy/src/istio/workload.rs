@@ -18,6 +18,28 @@ const OWNER_PREFIX: &str = "kubernetes://apis/apps/v1/namespaces/";
 /// The controller kinds an `OWNER` names that Istio recognises.
 const KINDS: [&str; 4] = ["deployment", "pod", "job", "cronjob"];
 
+/// The node metadata as JSON (what metric expressions read as `xds.node.metadata`).
+pub fn node_json(metadata: &pb::Struct) -> serde_json::Value {
+    struct_json(&Struct::decode(metadata.encode_to_vec().as_slice()).unwrap_or_default())
+}
+
+fn struct_json(s: &Struct) -> serde_json::Value {
+    fn value(v: &Value) -> serde_json::Value {
+        match &v.kind {
+            Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+            Some(Kind::StructValue(s)) => struct_json(s),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+            Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
+        }
+    }
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), value(v)))
+        .collect()
+}
+
 /// A workload's telemetry identity; empty strings are unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workload {
@@ -65,6 +87,27 @@ fn parse_owner(owner: &str, workload: &str) -> Option<&'static str> {
 }
 
 impl Workload {
+    /// The peer as metric expressions see it (`filter_state.upstream_peer.service`,
+    /// `.labels['role']`, ...).
+    pub fn attributes(&self) -> serde_json::Value {
+        let mut labels: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        for (k, v) in [("app", &self.app), ("version", &self.version)] {
+            if !v.is_empty() {
+                labels.insert(k.into(), serde_json::Value::String(v.clone()));
+            }
+        }
+        serde_json::json!({
+            "name": self.instance, "namespace": self.namespace, "workload": self.workload,
+            "cluster": self.cluster, "service": self.canonical_name,
+            "revision": self.canonical_revision, "app": self.app, "version": self.version,
+            "labels": labels,
+        })
+    }
+
     /// A workload from an announced Struct (the header or TCP exchange payload).
     pub fn from_struct(m: &Struct, additional_labels: &[String]) -> Self {
         let mut w = Workload {
