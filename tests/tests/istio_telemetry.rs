@@ -310,10 +310,11 @@ fn overrides_and_rejections_follow_the_plugin_config() {
         "--mode",
         "validate",
         "--config-yaml",
-        &config(json!({"definitions": [{"name": "custom", "value": "1"}]})).replace("{ADMIN}", "0"),
+        &config(json!({"definitions": [{"name": "custom", "value": "'unterminated"}]}))
+            .replace("{ADMIN}", "0"),
     ]);
-    assert_ne!(code, 0, "custom metrics are refused");
-    assert!(err.contains("definitions"), "{err}");
+    assert_ne!(code, 0, "a custom metric's value must parse");
+    assert!(err.contains("definitions[0].value"), "{err}");
 }
 
 /// A transport socket fixture of istio/proxy with its certificate paths pointing at the
@@ -620,19 +621,14 @@ fn istio_authn_reports_the_spiffe_principals() {
 
 /// istio/proxy's customized client config: metric overrides whose dimensions are CEL
 /// expressions over the node, the route, the cluster's metadata, the request and the
-/// peer, a label whose expression does not parse (left out) and one that cannot be
-/// evaluated (`unknown`). Its `custom` metric (`definitions`) is not supported, so that
-/// part of the fixture is taken out; the `istio_requests_total` it yields must be
-/// exactly istio/proxy's expected `client_request_total_customized`.
+/// peer, a label whose expression does not parse (left out), one that cannot be
+/// evaluated (`unknown`), and a metric of its own (`istio_custom`). What it yields must
+/// be exactly istio/proxy's expected `client_request_total_customized` and
+/// `client_custom_metric`.
 #[test]
 fn customized_dimensions_follow_istio_proxy() {
     let vars = HashMap::from([("N", "0")]);
-    let mut customized = yaml("stats/client_config_customized.yaml.tmpl", &vars);
-    customized.as_object_mut().unwrap().remove("definitions");
-    customized["metrics"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| m["name"] != "custom");
+    let customized = yaml("stats/client_config_customized.yaml.tmpl", &vars);
     let no_vars = HashMap::new();
     let Pair {
         app: _app,
@@ -658,6 +654,8 @@ fn customized_dimensions_follow_istio_proxy() {
     let (name, labels, value) =
         expected_metric("metric/client_request_total_customized.yaml.tmpl", &vars);
     let text = prometheus(&client);
+    assert_eq!(samples(&text, &name), vec![(labels, value)], "{text}");
+    let (name, labels, value) = expected_metric("metric/client_custom_metric.yaml.tmpl", &vars);
     assert_eq!(samples(&text, &name), vec![(labels, value)], "{text}");
     assert!(
         samples(&text, "istio_request_duration_milliseconds_count").is_empty(),

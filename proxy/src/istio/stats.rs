@@ -123,6 +123,24 @@ impl LabelOverrides {
         );
         out
     }
+
+    /// A custom metric's labels: only what the overrides give it, standard names in
+    /// Istio's order first.
+    fn custom<'a>(&'a self, labels: &'a Labels) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&str, &str)> = TAGS
+            .iter()
+            .filter_map(|t| match self.replaced.get(t) {
+                Some(Some(d)) => Some((*t, d.value(labels))),
+                _ => None,
+            })
+            .collect();
+        out.extend(
+            self.added
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.value(labels))),
+        );
+        out
+    }
 }
 
 /// A translated `stats.PluginConfig`.
@@ -141,17 +159,49 @@ pub struct IstioStatsConfig {
     pub tcp_reporting_period: std::time::Duration,
     /// The dimension expressions evaluated per request ([`Dimension::Computed`]).
     pub expressions: Vec<super::cel::Expr>,
+    /// Metrics the config defines (`definitions`); their overrides follow the standard
+    /// ones' in `overrides`.
+    pub custom: Vec<CustomMetric>,
+}
+
+/// A metric of the config's own (`definitions`): `istio_<name>`, its kind, and the value
+/// each request or connection adds (counter), sets (gauge) or records (histogram). Its
+/// only labels are the dimensions `metrics[]` gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomMetric {
+    /// The full name (`istio_<name>`).
+    pub name: String,
+    /// COUNTER, GAUGE or HISTOGRAM.
+    pub kind: CustomKind,
+    /// The value.
+    pub value: Dimension,
+}
+
+/// The kind of a custom metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomKind {
+    /// Adds the value.
+    Counter,
+    /// Sets the value.
+    Gauge,
+    /// Records the value.
+    Histogram,
+}
+
+/// Compiles an expression into a dimension: a constant folds at load.
+fn compile_dimension(e: super::cel::Expr, expressions: &mut Vec<super::cel::Expr>) -> Dimension {
+    match e.constant() {
+        Some(v) => Dimension::Fixed(v),
+        None => {
+            expressions.push(e);
+            Dimension::Computed(expressions.len() - 1)
+        }
+    }
 }
 
 /// Translates the filter's config.
 pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
     let c = proto::PluginConfig::decode(bytes).map_err(|e| ConfigError::at(path, e.to_string()))?;
-    if !c.definitions.is_empty() {
-        return Err(ConfigError::at(
-            join(path, "definitions"),
-            "custom metrics need CEL value expressions, which are not supported",
-        ));
-    }
     let mut out = IstioStatsConfig {
         disable_host_header_fallback: c.disable_host_header_fallback,
         gateway: match c.reporter {
@@ -167,6 +217,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         dropped: Vec::new(),
         overrides: vec![LabelOverrides::default(); METRICS.len()],
         expressions: Vec::new(),
+        custom: Vec::new(),
         tcp_reporting_period: match &c.tcp_reporting_duration {
             Some(d) => {
                 let d = crate::config::common::duration(d, &join(path, "tcp_reporting_duration"))?;
@@ -181,23 +232,58 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
             None => std::time::Duration::from_secs(5),
         },
     };
+    for (i, d) in c.definitions.iter().enumerate() {
+        let dp = format!("{}[{i}]", join(path, "definitions"));
+        if d.name.is_empty()
+            || METRICS
+                .iter()
+                .any(|n| n.strip_prefix("istio_") == Some(&d.name))
+        {
+            return Err(ConfigError::at(
+                join(&dp, "name"),
+                "a custom metric needs a name of its own",
+            ));
+        }
+        let value = super::cel::parse(&d.value)
+            .map_err(|e| ConfigError::at(join(&dp, "value"), format!("{:?}: {e}", d.value)))?;
+        let kind = match d.r#type {
+            0 => CustomKind::Counter,
+            1 => CustomKind::Gauge,
+            2 => CustomKind::Histogram,
+            n => {
+                return Err(ConfigError::at(
+                    join(&dp, "type"),
+                    format!("unknown type {n}"),
+                ))
+            }
+        };
+        out.custom.push(CustomMetric {
+            name: format!("istio_{}", d.name),
+            kind,
+            value: compile_dimension(value, &mut out.expressions),
+        });
+        out.overrides.push(LabelOverrides::default());
+    }
+    let all = METRICS.len() + out.custom.len();
     for (i, m) in c.metrics.iter().enumerate() {
         let mp = format!("{}[{i}]", join(path, "metrics"));
         let targets: Vec<usize> = if m.name.is_empty() {
-            (0..METRICS.len()).collect()
+            (0..all).collect()
         } else {
-            match METRICS
+            let standard = METRICS
                 .iter()
-                .position(|n| n.strip_prefix("istio_") == Some(m.name.as_str()))
-            {
+                .position(|n| n.strip_prefix("istio_") == Some(m.name.as_str()));
+            let custom = out
+                .custom
+                .iter()
+                .position(|c| c.name.strip_prefix("istio_") == Some(m.name.as_str()))
+                .map(|i| METRICS.len() + i);
+            match standard.or(custom) {
                 Some(idx) => vec![idx],
                 None => {
                     return Err(ConfigError::at(
                         join(&mp, "name"),
-                        format!(
-                            "{} is not a standard Istio metric (custom metrics are not supported)",
-                            m.name
-                        ),
+                        format!("{} is neither a standard Istio metric nor defined", m.name),
                     ))
                 }
             }
@@ -219,13 +305,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         for name in names {
             let expr = &m.dimensions[name];
             let dimension = match super::cel::parse(expr) {
-                Ok(e) => match e.constant() {
-                    Some(v) => Some(Dimension::Fixed(v)),
-                    None => {
-                        out.expressions.push(e);
-                        Some(Dimension::Computed(out.expressions.len() - 1))
-                    }
-                },
+                Ok(e) => Some(compile_dimension(e, &mut out.expressions)),
                 // As istio/proxy: a dimension whose expression does not parse is left
                 // out of the metric (and said so in the log).
                 Err(e) => {
@@ -610,6 +690,32 @@ impl IstioStats {
                     .record(value);
             }
         }
+        self.record_custom(&labels);
+    }
+
+    /// Reports the config's own metrics for a finished request or connection.
+    fn record_custom(&self, labels: &Labels) {
+        for (i, m) in self.config.custom.iter().enumerate() {
+            let idx = METRICS.len() + i;
+            if self.config.dropped.contains(&idx) {
+                continue;
+            }
+            let Ok(value) = m.value.value(labels).parse::<f64>() else {
+                continue;
+            };
+            let tags = self.config.overrides[idx].custom(labels);
+            match m.kind {
+                CustomKind::Counter => self
+                    .scope
+                    .counter_with_tags(&m.name, &tags)
+                    .add(value.max(0.0) as u64),
+                CustomKind::Gauge => self.scope.gauge_with_tags(&m.name, &tags).set(value as i64),
+                CustomKind::Histogram => self
+                    .scope
+                    .histogram_with_tags(&m.name, &tags)
+                    .record(value.max(0.0) as u64),
+            }
+        }
     }
 
     /// Metric `idx`'s labels after its overrides, `None` when it is dropped.
@@ -648,6 +754,7 @@ impl IstioStats {
     /// Reports a TCP connection closed.
     pub fn tcp_closed(&self, labels: &Labels) {
         self.count(TCP_CLOSED, labels, 1);
+        self.record_custom(labels);
     }
 }
 
@@ -684,7 +791,7 @@ mod tests {
     }
 
     #[test]
-    fn expressions_are_compiled_and_definitions_rejected_by_path() {
+    fn expressions_and_definitions_compile_and_bad_ones_are_rejected_by_path() {
         let c = config(serde_json::json!({"metrics": [{"dimensions": {
             "a": "request.protocol", "b": "'x' + 'y'", "c": "cannot _ parse"}}]}))
         .unwrap();
@@ -694,9 +801,20 @@ mod tests {
             "constants fold, unparsable ones are left out"
         );
         assert_eq!(c.overrides[0].added.len(), 2);
+        let c = config(
+            serde_json::json!({"definitions": [{"name": "x", "value": "1"}],
+            "metrics": [{"name": "x", "dimensions": {"reporter": "'r'"}}]}),
+        )
+        .unwrap();
+        assert_eq!(c.custom.len(), 1);
+        assert_eq!(c.custom[0].value, Dimension::Fixed("1".into()));
+        let e = config(serde_json::json!({"definitions": [{"name": "x", "value": "1 +"}]}))
+            .unwrap_err();
+        assert!(e.to_string().contains("stats.definitions[0].value"), "{e}");
         let e =
-            config(serde_json::json!({"definitions": [{"name": "x", "value": "1"}]})).unwrap_err();
-        assert!(e.to_string().contains("stats.definitions"), "{e}");
+            config(serde_json::json!({"definitions": [{"name": "requests_total", "value": "1"}]}))
+                .unwrap_err();
+        assert!(e.to_string().contains("stats.definitions[0].name"), "{e}");
         let e =
             config(serde_json::json!({"metrics": [{"name": "nope", "drop": true}]})).unwrap_err();
         assert!(e.to_string().contains("stats.metrics[0].name"), "{e}");
