@@ -205,6 +205,19 @@ pub enum AppendAction {
     OverwriteIfExists,
 }
 
+impl AppendAction {
+    /// The action an `append_action` code names (`None`: an unknown code).
+    pub fn from_code(code: i32) -> Option<AppendAction> {
+        Some(match code {
+            0 => AppendAction::AppendIfExistsOrAdd,
+            1 => AppendAction::AddIfAbsent,
+            2 => AppendAction::OverwriteIfExistsOrAdd,
+            3 => AppendAction::OverwriteIfExists,
+            _ => return None,
+        })
+    }
+}
+
 /// One header to add, with its (possibly formatted) value.
 #[derive(Debug, Clone)]
 pub struct HeaderAddition {
@@ -287,18 +300,12 @@ pub fn header_mutations(
                 AppendAction::OverwriteIfExistsOrAdd
             }
         } else {
-            match opt.append_action {
-                0 => AppendAction::AppendIfExistsOrAdd,
-                1 => AppendAction::AddIfAbsent,
-                2 => AppendAction::OverwriteIfExistsOrAdd,
-                3 => AppendAction::OverwriteIfExists,
-                n => {
-                    return Err(ConfigError::at(
-                        join(&p, "append_action"),
-                        format!("unknown append_action {n}"),
-                    ))
-                }
-            }
+            AppendAction::from_code(opt.append_action).ok_or_else(|| {
+                ConfigError::at(
+                    join(&p, "append_action"),
+                    format!("unknown append_action {}", opt.append_action),
+                )
+            })?
         };
         out.add.push(HeaderAddition {
             name: header_name(&h.key, &join(&p, "header.key"))?,

@@ -3,6 +3,7 @@
 //! then the request goes on with the service's header changes, or is answered with its
 //! denial, or — when the call fails — with `status_on_error` unless failure mode allows.
 
+use crate::config::common::AppendAction;
 use crate::config::ext_authz::{ExtAuthzConfig, ExtAuthzPerRoute};
 use crate::http::local_reply::LocalReply;
 use crate::listener::ConnectionInfo;
@@ -32,9 +33,9 @@ pub struct ExtAuthz {
 /// What the filter decided.
 pub enum Decision {
     /// Go on; these headers join the downstream response.
-    Allow(Vec<(HeaderName, HeaderValue, HeaderAction)>),
+    Allow(Vec<(HeaderName, HeaderValue, HeaderChange)>),
     /// Answer with this reply and these headers.
-    Deny(LocalReply, Vec<(HeaderName, HeaderValue, HeaderAction)>),
+    Deny(LocalReply, Vec<(HeaderName, HeaderValue, HeaderChange)>),
 }
 
 impl ExtAuthz {
@@ -138,16 +139,16 @@ impl ExtAuthz {
                     }
                     let changes = header_options(
                         &ok.headers,
-                        HeaderAction::Set,
-                        HeaderAction::AppendToExisting,
+                        HeaderChange::Action(AppendAction::OverwriteIfExistsOrAdd),
+                        HeaderChange::JoinExisting,
                     );
                     for (name, value, action) in changes {
                         action.apply(h, name, value);
                     }
                     add_to_response = header_options(
                         &ok.response_headers_to_add,
-                        HeaderAction::Append,
-                        HeaderAction::Append,
+                        HeaderChange::Action(AppendAction::AppendIfExistsOrAdd),
+                        HeaderChange::Action(AppendAction::AppendIfExistsOrAdd),
                     );
                 }
                 (req, Decision::Allow(add_to_response))
@@ -161,7 +162,11 @@ impl ExtAuthz {
                 let (status, headers, body) = match denied {
                     Some(R::DeniedResponse(d)) => (
                         d.status.as_ref().map_or(0, |s| s.code),
-                        header_options(&d.headers, HeaderAction::Set, HeaderAction::Append),
+                        header_options(
+                            &d.headers,
+                            HeaderChange::Action(AppendAction::OverwriteIfExistsOrAdd),
+                            HeaderChange::Action(AppendAction::AppendIfExistsOrAdd),
+                        ),
                         Bytes::from(d.body),
                     ),
                     _ => (0, Vec::new(), Bytes::new()),
@@ -260,27 +265,23 @@ impl http_body::Body for Prefixed {
     }
 }
 
-/// How the service's header joins what is there.
+/// How a header of the service's answer joins what is there: one of Envoy's append
+/// actions, or (`append: true` in an ok answer) a value joined to an existing header
+/// with a comma, nothing when the header is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderAction {
-    /// Another value, joined to an existing one with a comma; nothing when absent
-    /// (Envoy's ext_authz `append: true`).
-    AppendToExisting,
-    /// Another value.
-    Append,
-    /// Replace.
-    Set,
-    /// Only when absent.
-    AddIfAbsent,
-    /// Only when present.
-    OverwriteIfExists,
+pub enum HeaderChange {
+    /// As a configured header addition would.
+    Action(AppendAction),
+    /// Joined to an existing value.
+    JoinExisting,
 }
 
-impl HeaderAction {
+impl HeaderChange {
     /// Applies the header to `headers`.
     pub fn apply(self, headers: &mut http::HeaderMap, name: HeaderName, value: HeaderValue) {
         match self {
-            HeaderAction::AppendToExisting => {
+            HeaderChange::Action(action) => super::headers::set(headers, &name, value, action),
+            HeaderChange::JoinExisting => {
                 let joined = headers.get(&name).map(|old| {
                     let mut v = old.as_bytes().to_vec();
                     v.push(b',');
@@ -291,30 +292,17 @@ impl HeaderAction {
                     headers.insert(name, v);
                 }
             }
-            HeaderAction::Append => {
-                headers.append(name, value);
-            }
-            HeaderAction::Set => {
-                headers.insert(name, value);
-            }
-            HeaderAction::AddIfAbsent if !headers.contains_key(&name) => {
-                headers.insert(name, value);
-            }
-            HeaderAction::OverwriteIfExists if headers.contains_key(&name) => {
-                headers.insert(name, value);
-            }
-            _ => {}
         }
     }
 }
 
-/// `HeaderValueOption`s as (name, value, action): the deprecated `append` when set
+/// `HeaderValueOption`s as (name, value, change): the deprecated `append` when set
 /// (`true` meaning `append`), else `append_action`, whose default means `unset` here.
 fn header_options(
     options: &[core::HeaderValueOption],
-    unset: HeaderAction,
-    append: HeaderAction,
-) -> Vec<(HeaderName, HeaderValue, HeaderAction)> {
+    unset: HeaderChange,
+    append: HeaderChange,
+) -> Vec<(HeaderName, HeaderValue, HeaderChange)> {
     options
         .iter()
         .filter_map(|o| {
@@ -326,15 +314,13 @@ fn header_options(
                 HeaderValue::from_bytes(&h.raw_value).ok()?
             };
             #[allow(deprecated)]
-            let action = match (&o.append, o.append_action) {
+            let change = match (&o.append, o.append_action) {
                 (Some(a), _) if a.value => append,
-                (Some(_), _) => HeaderAction::Set,
-                (None, 1) => HeaderAction::AddIfAbsent,
-                (None, 2) => HeaderAction::Set,
-                (None, 3) => HeaderAction::OverwriteIfExists,
-                (None, _) => unset,
+                (Some(_), _) => HeaderChange::Action(AppendAction::OverwriteIfExistsOrAdd),
+                (None, 0) => unset,
+                (None, code) => AppendAction::from_code(code).map_or(unset, HeaderChange::Action),
             };
-            Some((name, value, action))
+            Some((name, value, change))
         })
         .collect()
 }

@@ -123,7 +123,8 @@ pub fn apply(headers: &mut HeaderMap, m: &HeaderMutations, record: &Record) {
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, action: AppendAction) {
+/// Adds one header value as `action` says (route header mutations, ext_authz answers).
+pub fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue, action: AppendAction) {
     let present = headers.contains_key(name);
     match action {
         AppendAction::AppendIfExistsOrAdd => {
