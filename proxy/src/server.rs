@@ -304,7 +304,7 @@ impl Server {
             .iter()
             .filter(|l| l.config.bind_to_port)
             .map(|l| {
-                listener::bind(&l.config.address)
+                listener::bind(&l.config.address, l.config.transparent)
                     .map(|s| (l.clone(), s))
                     .map_err(|e| {
                         std::io::Error::new(

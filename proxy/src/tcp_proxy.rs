@@ -147,7 +147,7 @@ impl TcpProxy {
                     record.upstream_host = Some(host.address_string.clone());
                     let tls = cluster.client_tls(&host);
                     cluster.stats().cx_total.inc();
-                    match connect::connect(&cluster, &host, tls).await {
+                    match connect::connect(&cluster, &host, tls, info.upstream_source).await {
                         Ok(c) => {
                             cluster.report(&host, Outcome::ConnectedFinal);
                             record.upstream_local = c.local;

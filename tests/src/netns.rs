@@ -104,10 +104,17 @@ impl Netns {
         self.spawn(c);
     }
 
-    /// Starts meshproxy inside the namespace as an injected sidecar runs: uid and gid
-    /// 1337, which Istio's redirect rules exempt, one worker, on `bootstrap` written to
-    /// `dir` (its log goes to `dir/stderr`). Returns the bootstrap's path.
-    pub fn spawn_sidecar(&mut self, dir: &std::path::Path, bootstrap: &str) -> std::path::PathBuf {
+    /// Starts meshproxy inside the namespace as an injected sidecar runs: gid 1337, which
+    /// Istio's redirect rules exempt, with uid `uid` (1337 in REDIRECT mode; 0 in TPROXY
+    /// mode, where the injector runs the proxy as root for IP_TRANSPARENT), one worker, on
+    /// `bootstrap` written to `dir` (its log goes to `dir/stderr`). Returns the
+    /// bootstrap's path.
+    pub fn spawn_sidecar(
+        &mut self,
+        dir: &std::path::Path,
+        bootstrap: &str,
+        uid: u32,
+    ) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("bootstrap.json");
         std::fs::write(&path, bootstrap).expect("write the bootstrap");
@@ -121,7 +128,7 @@ impl Netns {
             "setpriv",
             &[
                 "--reuid",
-                "1337",
+                &uid.to_string(),
                 "--regid",
                 "1337",
                 "--clear-groups",

@@ -353,11 +353,11 @@ async fn serve<I>(
         .await;
 }
 
-/// A TCP server that echoes every byte back; counts connections.
+/// A TCP server that echoes every byte back; records who connected.
 pub struct TcpEcho {
     /// The port it listens on (127.0.0.1 unless started on a given listener).
     pub port: u16,
-    connections: Arc<Mutex<u64>>,
+    peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
 }
 
 impl TcpEcho {
@@ -369,11 +369,13 @@ impl TcpEcho {
     /// The echo server on `l` (one bound inside a network namespace, say).
     pub fn start_on(l: std::net::TcpListener) -> TcpEcho {
         let port = l.local_addr().expect("addr").port();
-        let connections = Arc::new(Mutex::new(0));
-        let c = connections.clone();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
-                *c.lock().unwrap() += 1;
+                if let Ok(peer) = s.peer_addr() {
+                    seen.lock().unwrap().push(peer);
+                }
                 std::thread::spawn(move || {
                     // A plain read/write loop: every chunk goes back as soon as it
                     // arrives (std::io::copy may splice through a pipe and hold bytes).
@@ -389,11 +391,16 @@ impl TcpEcho {
                 });
             }
         });
-        TcpEcho { port, connections }
+        TcpEcho { port, peers }
     }
 
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
-        *self.connections.lock().unwrap()
+        self.peers.lock().unwrap().len() as u64
+    }
+
+    /// The source address of every connection accepted so far, in order.
+    pub fn peers(&self) -> Vec<std::net::SocketAddr> {
+        self.peers.lock().unwrap().clone()
     }
 }

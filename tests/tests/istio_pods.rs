@@ -48,6 +48,17 @@ enum Mtls {
     Strict,
 }
 
+/// How `iptables-init` sends inbound traffic to the sidecar
+/// (`sidecar.istio.io/interceptionMode`).
+#[derive(Clone, Copy, PartialEq)]
+enum Interception {
+    /// NAT REDIRECT: the sidecar (uid 1337) reaches the app from 127.0.0.6.
+    Redirect,
+    /// TPROXY: the sidecar (uid 0, gid 1337, as the injector runs it in this mode)
+    /// reaches the app from the client's own address.
+    Tproxy,
+}
+
 /// Where unknown destinations go (meshConfig `outboundTrafficPolicy`).
 #[derive(Clone, Copy, PartialEq)]
 enum Outbound {
@@ -288,6 +299,19 @@ fn virtual_inbound(dump: &HashMap<String, Value>, ports: &[u16], mode: Mtls) -> 
     l
 }
 
+/// A capture listener as istiod writes it for a TPROXY-mode proxy: `transparent`, and
+/// on `virtualInbound` the `original_src` listener filter with the TPROXY mark.
+fn for_tproxy(mut listener: Value) -> Value {
+    listener["transparent"] = json!(true);
+    if listener["name"] == "virtualInbound" {
+        listener["listener_filters"].as_array_mut().unwrap().push(json!({
+            "name": "envoy.filters.listener.original_src",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.original_src.v3.OriginalSrc",
+                "mark": 1337}}));
+    }
+    listener
+}
+
 /// The RBAC filters istiod adds for two AuthorizationPolicies on the server: HTTP port
 /// `GET /allowed*` from the client's service account only; the TCP port has only HTTP
 /// rules, so istiod denies all TCP there (an empty ALLOW policy set).
@@ -393,8 +417,9 @@ fn grpc_frame(n: usize) -> Vec<u8> {
 }
 
 impl Mesh {
-    /// The mesh as a default install has it: PERMISSIVE, ALLOW_ANY.
-    fn start() -> Option<Mesh> {
+    /// The mesh as a default install has it: PERMISSIVE, ALLOW_ANY; inbound traffic
+    /// intercepted the `interception` way.
+    fn start(interception: Interception) -> Option<Mesh> {
         let mut lan = Lan::create("mp-mesh", NET, 3)?;
         let server_ip = lan.ip(SERVER);
         let bin = e2e::proxy::iptables_init_bin();
@@ -414,7 +439,10 @@ impl Mesh {
                         "-g",
                         "1337",
                         "-m",
-                        "REDIRECT",
+                        match interception {
+                            Interception::Redirect => "REDIRECT",
+                            Interception::Tproxy => "TPROXY",
+                        },
                         "-i",
                         "*",
                         "-b",
@@ -470,7 +498,15 @@ impl Mesh {
                 outbound_tcp_listener(&dump),
                 virtual_inbound(&dump, &ports, Mtls::Permissive),
             ] {
-                set_listener(&cp, l);
+                let capture = l["name"] == "virtualOutbound" || l["name"] == "virtualInbound";
+                set_listener(
+                    &cp,
+                    if capture && interception == Interception::Tproxy {
+                        for_tproxy(l)
+                    } else {
+                        l
+                    },
+                );
             }
             for port in [HTTP_PORT, GRPC_PORT, TCP_PORT] {
                 cp.set_json(
@@ -517,7 +553,11 @@ impl Mesh {
                 lan.ip(pod),
                 metadata["NAME"].as_str().unwrap()
             );
-            lan.hosts[pod].spawn_sidecar(&dir, &bootstrap(&node_id, metadata, &socket));
+            let uid = match interception {
+                Interception::Redirect => 1337,
+                Interception::Tproxy => 0,
+            };
+            lan.hosts[pod].spawn_sidecar(&dir, &bootstrap(&node_id, metadata, &socket), uid);
             sidecars.push(Sidecar { cp, dir });
         }
         let mesh = Mesh {
@@ -615,7 +655,7 @@ fn tcp_round_trip(mesh: &Mesh, msg: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mesh_traffic_is_intercepted_mutual_tls_and_reported_on_both_sides() {
-    let Some(mesh) = Mesh::start() else {
+    let Some(mesh) = Mesh::start(Interception::Redirect) else {
         return;
     };
     let url = |port: u16, path: &str| format!("http://{VIP}:{port}{path}");
@@ -769,7 +809,7 @@ fn mesh_traffic_is_intercepted_mutual_tls_and_reported_on_both_sides() {
 
 #[test]
 fn permissive_accepts_plaintext_strict_refuses_it() {
-    let Some(mesh) = Mesh::start() else {
+    let Some(mesh) = Mesh::start(Interception::Redirect) else {
         return;
     };
     let direct = format!("http://{}:{HTTP_PORT}/plain", mesh.lan.ip(SERVER));
@@ -810,7 +850,7 @@ fn permissive_accepts_plaintext_strict_refuses_it() {
 
 #[test]
 fn authorization_policies_allow_by_peer_identity_and_deny_tcp() {
-    let Some(mesh) = Mesh::start() else {
+    let Some(mesh) = Mesh::start(Interception::Redirect) else {
         return;
     };
     let ports = [HTTP_PORT, GRPC_PORT, TCP_PORT];
@@ -867,7 +907,7 @@ fn authorization_policies_allow_by_peer_identity_and_deny_tcp() {
 
 #[test]
 fn allow_any_passes_unknown_destinations_registry_only_blackholes_them() {
-    let Some(mesh) = Mesh::start() else {
+    let Some(mesh) = Mesh::start(Interception::Redirect) else {
         return;
     };
     let unknown = format!("http://{}:{OUTSIDE_PORT}/", mesh.lan.ip(OUTSIDE));
@@ -893,4 +933,73 @@ fn allow_any_passes_unknown_destinations_registry_only_blackholes_them() {
     assert_eq!(blackholed.len(), 1, "{blackholed:?}");
     let r = mesh.curl(CLIENT, &[], &format!("http://{VIP}:{HTTP_PORT}/known"));
     assert_eq!(r.status, 200, "registered services still work");
+}
+
+#[test]
+fn tproxy_mode_lets_the_app_see_the_client_pod_address() {
+    let Some(mesh) = Mesh::start(Interception::Tproxy) else {
+        return;
+    };
+    let client_ip = mesh.lan.ip(CLIENT);
+    let url = |port: u16, path: &str| format!("http://{VIP}:{port}{path}");
+
+    // HTTP/1.1: still mutual TLS between the sidecars, and the app sees the client pod.
+    let r = mesh.curl(CLIENT, &[], &url(HTTP_PORT, "/tproxy"));
+    assert_eq!((r.status, r.text().as_str()), (200, "server-app"));
+    let seen = mesh.apps.http.last().unwrap();
+    assert_eq!(
+        seen.peer.ip().to_string(),
+        client_ip,
+        "original_src: the inbound sidecar connects from the client's address"
+    );
+    assert!(seen
+        .header("x-forwarded-client-cert")
+        .unwrap_or("")
+        .contains(&format!("URI={CLIENT_ID}")));
+
+    // HTTP/2 (pooled upstream connections are kept per client address).
+    let r = mesh.curl(
+        CLIENT,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "content-type: application/grpc",
+        ],
+        &url(GRPC_PORT, "/pkg.Svc/Call"),
+    );
+    assert_eq!(r.status, 200);
+    let call = mesh.apps.grpc.last().unwrap();
+    assert_eq!(
+        (call.version.as_str(), call.peer.ip().to_string()),
+        ("HTTP/2.0", client_ip.clone())
+    );
+
+    // Raw TCP.
+    assert_eq!(tcp_round_trip(&mesh, b"tproxy"), b"tproxy");
+    let peer = mesh.apps.tcp.peers().last().copied().unwrap();
+    assert_eq!(peer.ip().to_string(), client_ip);
+
+    // A client outside the mesh (PERMISSIVE plaintext) is seen with its own address too.
+    let outside_ip = mesh.lan.ip(OUTSIDE);
+    let direct = format!("http://{}:{HTTP_PORT}/outside", mesh.lan.ip(SERVER));
+    assert_eq!(mesh.curl(OUTSIDE, &[], &direct).status, 200);
+    let seen = mesh.apps.http.last().unwrap();
+    assert_eq!(
+        (seen.path.as_str(), seen.peer.ip().to_string()),
+        ("/outside", outside_ip)
+    );
+
+    // The server sidecar reported both, as the destination.
+    let got = mesh.labels(SERVER, "istio_requests_total", |l| {
+        l["reporter"] == "destination" && l["request_protocol"] == "http"
+    });
+    let policies: std::collections::BTreeSet<_> = got
+        .iter()
+        .map(|(l, _)| l["connection_security_policy"].clone())
+        .collect();
+    assert_eq!(
+        policies.into_iter().collect::<Vec<_>>(),
+        ["mutual_tls", "none"],
+        "{got:?}"
+    );
 }

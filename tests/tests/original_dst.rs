@@ -53,7 +53,7 @@ fn original_destination_hand_off_and_passthrough() {
             "clusters": [{"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "1s"}]
         }
     });
-    ns.spawn_sidecar(&dir, &cfg.to_string());
+    ns.spawn_sidecar(&dir, &cfg.to_string(), 1337);
     // A plain server inside the namespace for the passthrough case.
     let _server = e2e::upstream::Upstream::http_on("passthrough-origin", ns.bind("10.99.0.6:7001"));
     e2e::wait_until(30, "meshproxy LIVE in the namespace", || {

@@ -150,6 +150,24 @@ mod tests {
     }
 
     #[test]
+    fn original_src_mark_is_honoured_and_bind_port_refused() {
+        let listener = |src: serde_json::Value| {
+            json!({"static_resources": {"listeners": [{"name": "l", "transparent": true,
+                "listener_filters": [{"name": "src", "typed_config": src}],
+                "filter_chains": []}]}})
+        };
+        let t = "type.googleapis.com/envoy.extensions.filters.listener.original_src.v3.OriginalSrc";
+        run(listener(json!({"@type": t, "mark": 1337}))).0.unwrap();
+        let e = run(listener(json!({"@type": t, "bind_port": true})))
+            .0
+            .unwrap_err();
+        assert_eq!(
+            e.path,
+            "static_resources.listeners[0].listener_filters[0].typed_config.bind_port"
+        );
+    }
+
+    #[test]
     fn fields_inside_any_are_checked_and_notes_collected() {
         let (r, notes) = run(json!({"stats_flush_interval": "5s",
             "static_resources": {"listeners": [{"name": "l",

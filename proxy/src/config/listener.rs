@@ -25,6 +25,11 @@ pub enum ListenerFilter {
     HttpInspector,
     /// Restores the pre-redirect destination (SO_ORIGINAL_DST).
     OriginalDst,
+    /// Upstream connections come from the downstream's address (Envoy's `original_src`).
+    OriginalSrc {
+        /// `SO_MARK` for those upstream sockets (0: none).
+        mark: u32,
+    },
     /// Reads a PROXY protocol v1/v2 header.
     ProxyProtocol {
         /// Accept connections without a PROXY header.
@@ -191,6 +196,8 @@ pub struct ListenerConfig {
     pub bind_to_port: bool,
     /// Hand connections to the listener matching their original destination.
     pub use_original_dst: bool,
+    /// IP_TRANSPARENT on the bound socket: accepts connections TPROXY delivers.
+    pub transparent: bool,
     /// Listener filters in order.
     pub listener_filters: Vec<ConfiguredListenerFilter>,
     /// Timeout for listener filters (default 15 s; `None` disables).
@@ -303,6 +310,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         address,
         bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
         use_original_dst,
+        transparent: l.transparent.as_ref().is_some_and(|b| b.value),
         listener_filters,
         listener_filters_timeout: common::timeout(
             l.listener_filters_timeout.as_ref(),
@@ -351,6 +359,11 @@ fn listener_filter_kind(f: &listener::ListenerFilter, path: &str) -> Result<List
             }
             "envoy.extensions.filters.listener.original_dst.v3.OriginalDst" => {
                 ListenerFilter::OriginalDst
+            }
+            "envoy.extensions.filters.listener.original_src.v3.OriginalSrc" => {
+                let o = xds_client::proto::envoy::extensions::filters::listener::original_src::v3::OriginalSrc::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::at(&p, e.to_string()))?;
+                ListenerFilter::OriginalSrc { mark: o.mark }
             }
             "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" => {
                 let pp = xds_client::proto::envoy::extensions::filters::listener::proxy_protocol::v3::ProxyProtocol::decode(any.value.as_slice())

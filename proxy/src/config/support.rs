@@ -161,6 +161,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
         "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
         "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
+        "transparent",
     ]),
     msg!("envoy.config.listener.v3.FilterChain", [
         "filter_chain_match", "filters", "transport_socket", "name", "metadata",
@@ -182,6 +183,8 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", []),
     msg!("envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", []),
     msg!("envoy.extensions.filters.listener.original_dst.v3.OriginalDst", []),
+    // `bind_port` is not implemented in Envoy either: rejected when set.
+    msg!("envoy.extensions.filters.listener.original_src.v3.OriginalSrc", ["mark"]),
     msg!("envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", ["allow_requests_without_proxy_protocol"]),
     // --- network filters -----------------------------------------------------------------
     msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", [

@@ -39,7 +39,18 @@ pub(crate) async fn call(
     };
     let host = cluster.pick(&context)?;
     let _active = host.start_request();
-    let outcome = super::router::send(cluster, &host, protocol, None, request, authority).await;
+    let outcome = super::router::send(
+        cluster,
+        &host,
+        super::router::Target {
+            protocol,
+            alpn: None,
+            source: None,
+        },
+        request,
+        authority,
+    )
+    .await;
     if let Some(result) = super::router::outlier_outcome(&outcome, false) {
         cluster.report(&host, result);
     }

@@ -332,9 +332,14 @@ pub async fn forward(
             .min();
             let exchange = {
                 let (cluster, host, alpn) = (cluster.clone(), host.clone(), alpn.clone());
+                let source = ctx.conn.upstream_source;
                 async move {
-                    let outcome =
-                        send(&cluster, &host, protocol, alpn.as_ref(), req, authority).await;
+                    let target = Target {
+                        protocol,
+                        alpn: alpn.as_ref(),
+                        source,
+                    };
+                    let outcome = send(&cluster, &host, target, req, authority).await;
                     (host, Some(active), outcome)
                 }
             };
@@ -734,15 +739,27 @@ pub(super) type Exchange = (
     Option<std::net::SocketAddr>,
 );
 
+/// How a request reaches its host: the pool's protocol, the ALPN override
+/// (`istio.alpn`) and the downstream's source address (`original_src`).
+pub(super) struct Target<'a> {
+    pub protocol: Protocol,
+    pub alpn: Option<&'a crate::istio::alpn::Alpn>,
+    pub source: Option<crate::upstream::source::UpstreamSource>,
+}
+
 pub(super) async fn send(
     cluster: &Arc<Cluster>,
     host: &Arc<crate::upstream::host::Host>,
-    protocol: Protocol,
-    alpn: Option<&crate::istio::alpn::Alpn>,
+    target: Target<'_>,
     mut req: Request<Body>,
     authority: String,
 ) -> Result<Exchange, SendError> {
-    let pool = pool::for_host(cluster, host, protocol, alpn).map_err(SendError::Pool)?;
+    let Target {
+        protocol,
+        alpn,
+        source,
+    } = target;
+    let pool = pool::for_host(cluster, host, protocol, alpn, source).map_err(SendError::Pool)?;
     let (checkout, local) = pool.checkout().await.map_err(SendError::Pool)?;
     // Envoy counts an upstream request once it has a connection to go on (each attempt;
     // overflowed ones are not counted).

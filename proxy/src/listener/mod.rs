@@ -51,6 +51,8 @@ pub struct ConnectionInfo {
     pub istio_principals: Option<Arc<(String, String)>>,
     /// Accepted by a `traffic_direction: INBOUND` listener.
     pub inbound: bool,
+    /// The address upstream connections for this one come from (`original_src`).
+    pub upstream_source: Option<crate::upstream::source::UpstreamSource>,
 }
 
 impl ConnectionInfo {
@@ -248,8 +250,9 @@ impl BoundSocket {
     }
 }
 
-/// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`).
-pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
+/// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`);
+/// `transparent` sets IP_TRANSPARENT so TPROXY'd connections are accepted.
+pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket> {
     match address {
         Address::Socket(a) => {
             let domain = if a.is_ipv4() {
@@ -261,6 +264,9 @@ pub fn bind(address: &Address) -> std::io::Result<BoundSocket> {
             s.set_reuse_address(true)?;
             if a.is_ipv6() {
                 s.set_only_v6(false).ok();
+            }
+            if transparent {
+                crate::upstream::source::set_transparent(&s, a.is_ipv6())?;
             }
             s.bind(&(*a).into())?;
             s.listen(1024)?;
@@ -551,6 +557,11 @@ async fn run_listener_filters(
                 if let Some(dst) = ds.original_dst() {
                     info.local = Some(dst);
                 }
+            }
+            &ListenerFilter::OriginalSrc { mark } => {
+                info.upstream_source = info
+                    .remote
+                    .map(|r| crate::upstream::source::UpstreamSource { ip: r.ip(), mark });
             }
             &ListenerFilter::ProxyProtocol { allow_without } => {
                 let mut need = 16;

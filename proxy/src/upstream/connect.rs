@@ -3,6 +3,7 @@
 
 use super::cluster::Cluster;
 use super::host::{Host, HostAddress};
+use super::source::UpstreamSource;
 use crate::io::{BoxIo, CountingIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,13 +52,23 @@ pub struct Connected {
     pub peer: Option<Arc<crate::istio::workload::Workload>>,
 }
 
-async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+async fn tcp(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    source: Option<UpstreamSource>,
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    if let Some(bind) = cluster.config.bind_address {
+    // The downstream's source (original_src) wins over the cluster's bind address, as in
+    // Envoy where its socket option binds before the cluster's source is considered.
+    let bound = match source {
+        Some(s) => s.apply(&socket, addr)?,
+        None => false,
+    };
+    if let Some(bind) = cluster.config.bind_address.filter(|_| !bound) {
         if bind.is_ipv4() == addr.is_ipv4() {
             socket.set_reuseaddr(true)?;
             socket.bind(bind)?;
@@ -81,18 +92,20 @@ async fn tcp(cluster: &Cluster, addr: SocketAddr) -> std::io::Result<tokio::net:
     Ok(stream)
 }
 
-/// Connects to `host`; `tls` is the client config to use (with the ALPN the pool wants).
+/// Connects to `host`; `tls` is the client config to use (with the ALPN the pool wants),
+/// `source` the downstream's address to connect from (`original_src`), if any.
 pub async fn connect(
     cluster: &Cluster,
     host: &Host,
     tls: Option<ClientTls>,
+    source: Option<UpstreamSource>,
 ) -> Result<Connected, ConnectError> {
     let rx = cluster.stats().cx_rx_bytes.clone();
     let tx = cluster.stats().cx_tx_bytes.clone();
     let fut = async {
         match &host.address {
             HostAddress::Tcp(a) => {
-                let s = tcp(cluster, *a).await.map_err(ConnectError::Io)?;
+                let s = tcp(cluster, *a, source).await.map_err(ConnectError::Io)?;
                 let local = s.local_addr().ok();
                 Ok::<_, ConnectError>((Box::new(CountingIo::new(s, rx, tx)) as BoxIo, local))
             }

@@ -1,5 +1,5 @@
 //! Upstream: clusters and their hosts, circuit-breaker resources, load balancers, DNS,
-//! the transport that connects to a host, per-worker HTTP connection pools, and active and
+//! the transport that connects to a host (with a transparent source when asked), per-worker HTTP connection pools, and active and
 //! passive (outlier) health checking.
 
 pub mod cluster;
@@ -14,3 +14,4 @@ pub mod outlier;
 pub mod pool;
 pub mod priority;
 pub mod resources;
+pub mod source;

@@ -12,6 +12,7 @@ use super::cluster::Cluster;
 use super::connect::{self, ConnectError};
 use super::host::Host;
 use super::resources::Slot;
+use super::source::UpstreamSource;
 use crate::istio::alpn::Alpn;
 use filters::http::Body;
 use hyper::client::conn::{http1, http2};
@@ -137,6 +138,8 @@ pub struct HostPool {
     protocol: Protocol,
     /// The ALPN to offer instead of the context's (`istio.alpn`).
     alpn: Option<Alpn>,
+    /// The downstream client's address to connect from (`original_src`).
+    source: Option<UpstreamSource>,
     /// The TLS config with this pool's ALPN, cached until the cluster's secrets rotate
     /// (keyed by the identity of the config it was derived from).
     tls_cache: Mutex<Option<(usize, Arc<rustls::ClientConfig>)>>,
@@ -145,20 +148,27 @@ pub struct HostPool {
 }
 
 /// Identity of a pool: cluster (by pointer), host address, protocol, ALPN override (by
-/// pointer; 0 for none).
-type PoolKey = (usize, super::host::HostAddress, Protocol, usize);
+/// pointer; 0 for none), upstream source.
+type PoolKey = (
+    usize,
+    super::host::HostAddress,
+    Protocol,
+    usize,
+    Option<UpstreamSource>,
+);
 
 thread_local! {
     static POOLS: RefCell<HashMap<PoolKey, Arc<HostPool>>> = RefCell::new(HashMap::new());
 }
 
-/// The calling worker's pool for (cluster, host, protocol, ALPN override), created on
-/// first use.
+/// The calling worker's pool for (cluster, host, protocol, ALPN override, source),
+/// created on first use.
 pub fn for_host(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     protocol: Protocol,
     alpn: Option<&Alpn>,
+    source: Option<UpstreamSource>,
 ) -> Result<Arc<HostPool>, PoolError> {
     // Keyed by the cluster's identity and the host's address: no allocation per request,
     // and ORIGINAL_DST hosts (created per connection) share their address's pool.
@@ -167,6 +177,7 @@ pub fn for_host(
         host.address.clone(),
         protocol,
         alpn.map_or(0, |a| Arc::as_ptr(a) as usize),
+        source,
     );
     if let Some(p) = POOLS.with(|p| p.borrow().get(&key).cloned()) {
         if Arc::ptr_eq(&p.cluster, cluster) {
@@ -178,6 +189,7 @@ pub fn for_host(
         host: host.clone(),
         protocol,
         alpn: alpn.cloned(),
+        source,
         tls_cache: Mutex::new(None),
         state: Mutex::default(),
         freed: tokio::sync::Notify::new(),
@@ -325,18 +337,21 @@ impl HostPool {
         slot: Slot,
     ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let stats = self.cluster.stats();
-        let connected =
-            match async { connect::connect(&self.cluster, &self.host, self.tls()?).await }.await {
-                Ok(c) => c,
-                Err(e) => {
-                    if matches!(e, ConnectError::Timeout) {
-                        stats.cx_connect_timeout.inc();
-                    }
-                    stats.cx_connect_fail.inc();
-                    stats.cx_total.inc();
-                    return Err(PoolError::Connect(e));
+        let connected = match async {
+            connect::connect(&self.cluster, &self.host, self.tls()?, self.source).await
+        }
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, ConnectError::Timeout) {
+                    stats.cx_connect_timeout.inc();
                 }
-            };
+                stats.cx_connect_fail.inc();
+                stats.cx_total.inc();
+                return Err(PoolError::Connect(e));
+            }
+        };
         stats.cx_total.inc();
         stats.cx_active.inc();
         let local = connected.local;

@@ -225,12 +225,15 @@ fn socket_for(
         .warming
         .get(&config.name)
         .or_else(|| st.active.get(&config.name))
-        .filter(|e| e.listener.config.address == config.address)
+        .filter(|e| {
+            e.listener.config.address == config.address
+                && e.listener.config.transparent == config.transparent
+        })
         .and_then(|e| e.socket.clone());
     if let Some(s) = previous {
         return Ok(Some(s));
     }
-    crate::listener::bind(&config.address).map(|s| Some(Arc::new(s)))
+    crate::listener::bind(&config.address, config.transparent).map(|s| Some(Arc::new(s)))
 }
 
 /// Applies an LDS response (`secrets`: the static and SDS secrets known now); returns the

@@ -227,7 +227,7 @@ async fn exchange(
 }
 
 async fn open_http(cluster: &Cluster, host: &Host, http2: bool) -> Option<Connection> {
-    let connected = connect::connect(cluster, host, cluster.client_tls(host))
+    let connected = connect::connect(cluster, host, cluster.client_tls(host), None)
         .await
         .ok()?;
     let io = TokioIo::new(connected.io);
@@ -256,7 +256,7 @@ async fn tcp(
 ) -> Verdict {
     let mut io = match kept.take() {
         Some(Connection::Tcp(io)) => io,
-        _ => match connect::connect(cluster, host, cluster.client_tls(host)).await {
+        _ => match connect::connect(cluster, host, cluster.client_tls(host), None).await {
             Ok(c) => c.io,
             Err(_) => return Verdict::NetworkFailure,
         },
