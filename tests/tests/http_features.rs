@@ -278,3 +278,51 @@ fn global_downstream_connection_limit() {
     drop(held);
     e2e::wait_until(5, "slot freed", || curl::get(port, "/", &[]).status == 200);
 }
+
+#[test]
+fn header_byte_counts_agree_with_envoy() {
+    // Istio's `istio_request_bytes`/`istio_response_bytes` are these header sizes plus
+    // the bodies: pseudo-headers included, headers the router adds included.
+    let up = Upstream::http("u");
+    up.set(Behavior {
+        headers: vec![("x-upstream-says".into(), "a somewhat longer value".into())],
+        ..Default::default()
+    });
+    let dir = e2e::scratch("header-bytes");
+    let routes = json!([{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/none"}, "direct_response": {"status": 404}},
+        {"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "7s"},
+         "request_headers_to_add": [{"header": {"key": "x-added", "value": "by-the-route"}}]}]}]);
+    let got = e2e::proxy::agree_with_envoy(
+        |port| {
+            let log = dir.join(format!("{port}.log"));
+            let logs = json!({"access_log": [file_log(&log, json!({"log_format": {"text_format_source": {"inline_string":
+                "%REQUEST_HEADERS_BYTES% %RESPONSE_HEADERS_BYTES% %BYTES_RECEIVED% %BYTES_SENT%\n"}}}))]});
+            bootstrap(
+                vec![listener("l", port, hcm(routes.clone(), logs), json!({}))],
+                vec![cluster("c", &[up.port], json!({}))],
+            )
+        },
+        |_, port| {
+            let requests: [&[&str]; 3] = [
+                &[],
+                &["--http2-prior-knowledge", "-H", "x-custom: 12345"],
+                &["-d", "hello body"],
+            ];
+            let mut statuses = vec![];
+            for args in requests {
+                statuses.push(curl::get(port, "/path?q=1", args).status);
+            }
+            statuses.push(curl::get(port, "/none", &[]).status);
+            let log = dir.join(format!("{port}.log"));
+            e2e::wait_until(10, "access log lines", || {
+                std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 4)
+            });
+            (statuses, std::fs::read_to_string(&log).unwrap())
+        },
+    );
+    if let Some((statuses, log)) = got {
+        assert_eq!(statuses, [200, 200, 200, 404]);
+        assert!(log.lines().all(|l| !l.starts_with("0 ")), "{log}");
+    }
+}

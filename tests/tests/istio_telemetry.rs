@@ -9,7 +9,7 @@
 use e2e::config::{cluster, merge};
 use e2e::istio::{expected_metric, node_metadata, samples, yaml};
 use e2e::proxy::{Kind, Proxy};
-use e2e::upstream::Upstream;
+use e2e::upstream::{Behavior, Upstream};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -315,6 +315,65 @@ fn overrides_and_rejections_follow_the_plugin_config() {
     ]);
     assert_ne!(code, 0, "a custom metric's value must parse");
     assert!(err.contains("definitions[0].value"), "{err}");
+}
+
+#[test]
+fn tag_overrides_read_request_and_response_attributes() {
+    // What Telemetry `tagOverrides` become: CEL over Envoy's attributes, with has(),
+    // conditionals, comparisons and string methods.
+    let app = Upstream::http("app");
+    let port = e2e::free_port();
+    let dimensions = json!({
+        "tenant": "has(request.headers['x-tenant']) ? request.headers['x-tenant'] : 'none'",
+        "status_class": "response.code >= 500 ? '5xx' : (response.code >= 400 ? '4xx' : 'ok')",
+        "api": "request.url_path.startsWith('/api/') && request.method in ['GET', 'HEAD']",
+        "agent": "request.useragent.matches('^curl/') ? 'curl' : 'other'",
+    });
+    let server = Proxy::start(
+        Kind::Meshproxy,
+        &sidecar(
+            "server",
+            node_metadata("server_node_metadata.json.tmpl"),
+            "INBOUND",
+            port,
+            vec![stats_filter(
+                "stats_inbound",
+                json!({"metrics": [{"name": "requests_total", "dimensions": dimensions}]}),
+            )],
+            cluster("app", &[app.port], json!({})),
+        ),
+        &[],
+    );
+    assert_eq!(
+        e2e::curl::get(port, "/api/items?x=1", &["-H", "x-tenant: acme"]).status,
+        200
+    );
+    app.set(Behavior {
+        status: 503,
+        ..Default::default()
+    });
+    assert_eq!(
+        e2e::curl::get(port, "/other", &["-A", "probe/1"]).status,
+        503
+    );
+    let total = samples(&prometheus(&server), "istio_requests_total");
+    let mut seen: Vec<Vec<String>> = total
+        .iter()
+        .map(|(labels, _)| {
+            ["tenant", "status_class", "api", "agent"]
+                .iter()
+                .map(|k| labels.iter().find(|(n, _)| n == k).unwrap().1.clone())
+                .collect()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ["acme", "ok", "true", "curl"],
+            ["none", "5xx", "false", "other"]
+        ]
+    );
 }
 
 /// A transport socket fixture of istio/proxy with its certificate paths pointing at the

@@ -32,6 +32,8 @@ enum Op {
     ResponseDuration,
     BytesReceived,
     BytesSent,
+    RequestHeadersBytes,
+    ResponseHeadersBytes,
     Protocol,
     UpstreamHost,
     UpstreamCluster,
@@ -63,6 +65,8 @@ impl Op {
                 | Op::ResponseDuration
                 | Op::BytesReceived
                 | Op::BytesSent
+                | Op::RequestHeadersBytes
+                | Op::ResponseHeadersBytes
                 | Op::ConnectionId
                 | Op::AttemptCount
         )
@@ -124,6 +128,8 @@ fn parse_operator(body: &str) -> Result<Op, String> {
         "RESPONSE_DURATION" => Op::ResponseDuration,
         "BYTES_RECEIVED" => Op::BytesReceived,
         "BYTES_SENT" => Op::BytesSent,
+        "REQUEST_HEADERS_BYTES" => Op::RequestHeadersBytes,
+        "RESPONSE_HEADERS_BYTES" => Op::ResponseHeadersBytes,
         "PROTOCOL" => Op::Protocol,
         "UPSTREAM_HOST" => Op::UpstreamHost,
         "UPSTREAM_CLUSTER" => Op::UpstreamCluster,
@@ -304,6 +310,8 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::ResponseDuration => r.response_duration.map(|d| d.as_millis().to_string()),
         Op::BytesReceived => Some(r.bytes_received.to_string()),
         Op::BytesSent => Some(r.bytes_sent.to_string()),
+        Op::RequestHeadersBytes => Some(r.request_headers_bytes().to_string()),
+        Op::ResponseHeadersBytes => Some(r.response_headers_bytes().to_string()),
         Op::Protocol => (!r.protocol.is_empty()).then(|| r.protocol.to_string()),
         Op::UpstreamHost => r.upstream_host.clone(),
         Op::UpstreamCluster => r.upstream_cluster.clone(),

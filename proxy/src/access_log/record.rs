@@ -170,6 +170,45 @@ impl Record {
             .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
     }
 
+    /// The request headers' size as Envoy counts it (`byteSize`: every name and value,
+    /// pseudo-headers included, without separators); 0 for TCP.
+    pub fn request_headers_bytes(&self) -> u64 {
+        let Some(method) = &self.method else {
+            return 0;
+        };
+        let pseudo = [
+            (":method", Some(method.as_str())),
+            (":path", self.path.as_deref()),
+            (":authority", self.authority.as_deref()),
+            (":scheme", self.scheme),
+        ];
+        let pseudo: usize = pseudo
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| k.len() + v.len()))
+            .sum();
+        let regular: usize = self
+            .request_headers
+            .iter()
+            .filter(|(k, _)| *k != http::header::HOST)
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        (pseudo + regular) as u64
+    }
+
+    /// The response headers' size as Envoy counts it (`:status` included); 0 when no
+    /// response was sent.
+    pub fn response_headers_bytes(&self) -> u64 {
+        if self.response_code == 0 {
+            return 0;
+        }
+        let regular: usize = self
+            .response_headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        (":status".len() + 3 + regular) as u64
+    }
+
     /// An empty record starting now.
     pub fn new(connection_id: u64) -> Self {
         Record {

@@ -883,6 +883,7 @@ impl HttpConnectionManager {
                         suppress_envoy_headers: c.suppress_envoy_headers,
                         cluster: chosen,
                         alpn: self.alpn.as_deref(),
+                        record_request_headers: self.record_request_headers,
                     };
                     let upgrade = req.headers().contains_key(header::UPGRADE)
                         && req.version() != Version::HTTP_2;
@@ -1087,9 +1088,11 @@ impl HttpConnectionManager {
         }
         if !self.istio.stats.is_empty() {
             let grpc = headers::is_grpc(&record.request_headers);
+            // Istio's `request.total_size` / `response.total_size`: Envoy's header
+            // byte size plus the body.
             let bytes = (
-                header_bytes(&record.request_headers) + record.bytes_received,
-                header_bytes(&record.response_headers) + record.bytes_sent,
+                record.request_headers_bytes() + record.bytes_received,
+                record.response_headers_bytes() + record.bytes_sent,
             );
             let shared = self.grpc_stats.as_ref().is_some_and(|(_, emit)| *emit);
             let messages = record.grpc_messages.as_deref().filter(|_| shared);
@@ -1117,15 +1120,6 @@ impl HttpConnectionManager {
             l.log(&record);
         }
     }
-}
-
-/// The size of `headers` in HTTP/1.1 text form (`name: value\r\n` each), which is what
-/// Istio's byte metrics count of them.
-fn header_bytes(headers: &http::HeaderMap) -> u64 {
-    headers
-        .iter()
-        .map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64)
-        .sum()
 }
 
 fn upgrade_check(

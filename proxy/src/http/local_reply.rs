@@ -253,12 +253,14 @@ impl LocalReply {
         }
         let mut r = Response::new(Full::new(self.body.clone()).map_err(|e| match e {}).boxed());
         *r.status_mut() = self.status;
+        // As Envoy's header map has them: no content headers without a body (the codec
+        // still writes `content-length: 0` on HTTP/1.1).
         if !self.body.is_empty() {
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         r
     }
 }

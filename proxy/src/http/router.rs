@@ -50,6 +50,9 @@ pub struct RouteContext<'a> {
     pub cluster: Option<ChosenCluster<'a>>,
     /// The `istio.alpn` filter of the chain, if any: the upstream ALPN to offer.
     pub alpn: Option<&'a crate::istio::alpn::AlpnConfig>,
+    /// The record keeps the request headers (for logs and stats): it gets them again
+    /// once the router changed them, as Envoy's router edits the downstream headers.
+    pub record_request_headers: bool,
 }
 
 /// A forward action's cluster for one request, and the weighted entry it came from.
@@ -241,6 +244,9 @@ pub async fn forward(
         ctx.routes.most_specific_wins,
         record,
     );
+    if ctx.record_request_headers {
+        record.request_headers = req.headers().clone();
+    }
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = upstream_protocol(&cluster, downstream_h2);
     let alpn = ctx

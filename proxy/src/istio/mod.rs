@@ -1,9 +1,11 @@
 //! Istio's own extensions, written from the field numbers and behaviour Istio publishes:
 //! the workload identity they share ([`workload`]), the HTTP metadata exchange filter
 //! ([`peer_metadata`]), the `istio.stats` filter that reports Istio's standard metrics
-//! ([`stats`]) and the `istio.alpn` filter ([`alpn`]).
+//! ([`stats`]) with the CEL ([`cel`]) and attributes ([`attributes`]) its dimensions
+//! read, and the `istio.alpn` filter ([`alpn`]).
 
 pub mod alpn;
+pub mod attributes;
 pub mod cel;
 pub mod peer_metadata;
 pub mod stats;

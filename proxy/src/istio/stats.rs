@@ -638,24 +638,20 @@ impl IstioStats {
         } else {
             "downstream_peer"
         };
-        json!({
+        let mut all = json!({
             "xds": {
                 "node": self.node.clone(),
                 "route_name": r.route_name.clone().unwrap_or_default(),
                 "cluster_name": r.upstream_cluster.clone().unwrap_or_default(),
                 "cluster_metadata": {"filter_metadata": {"istio": {"services": services}}},
             },
-            "request": if http {
-                json!({"protocol": r.protocol, "host": r.authority.clone().unwrap_or_default(),
-                    "method": r.method.as_ref().map(|m| m.to_string()).unwrap_or_default(),
-                    "path": r.path.clone().unwrap_or_default()})
-            } else {
-                json!({})
-            },
-            "response": {"code": r.response_code},
             "filter_state": {peer_key: peer.clone()},
             peer_key: peer,
-        })
+        });
+        if let Some(m) = all.as_object_mut() {
+            super::attributes::add(m, r, http);
+        }
+        all
     }
 
     /// Reports a finished request. `grpc` says whether it was a gRPC request; its status
