@@ -19,6 +19,7 @@ pub mod logging;
 pub mod memory;
 pub mod rbac;
 pub mod server;
+pub mod server_stats;
 pub mod stats;
 pub mod tcp_proxy;
 pub mod tls;

@@ -47,6 +47,8 @@ pub struct Server {
     pub bootstrap: Arc<Bootstrap>,
     /// Stats store.
     pub stats: Arc<Store>,
+    /// The process-wide stats and their refresh.
+    pub server_stats: crate::server_stats::ServerStats,
     /// Clusters.
     pub clusters: ClusterManager,
     /// Active listeners (including `bind_to_port: false` ones): the static ones, then
@@ -76,7 +78,7 @@ impl Server {
     /// Builds clusters and listeners from the bootstrap.
     pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
         crate::istio::set_local_node(&bootstrap.node_proto);
-        let stats = Store::new();
+        let stats = Store::with_naming(bootstrap.stats_naming.clone());
         let root = stats.root();
         crate::tls::multibuffer::stats::register(&root);
         let zone = bootstrap.local_cluster.clone().map(|name| {
@@ -95,7 +97,13 @@ impl Server {
             .iter()
             .map(|l| ActiveListener::new(l.clone(), &root, flush, &bootstrap.node_proto))
             .collect::<std::io::Result<Vec<_>>>()?;
+        let server_stats = crate::server_stats::ServerStats::register(
+            &root,
+            concurrency(&options),
+            (!options.disable_hot_restart).then_some(options.restart_epoch),
+        );
         let server = Arc::new(Server {
+            server_stats,
             workers: Workers::new(concurrency(&options)),
             xds: std::sync::OnceLock::new(),
             options,
@@ -120,9 +128,11 @@ impl Server {
         s.gauge("live").set(0);
         s.gauge("hot_restart_epoch")
             .set(i64::from(server.options.restart_epoch));
-        root.child("listener_manager")
-            .gauge("total_listeners_active")
+        let lm = root.child("listener_manager");
+        lm.gauge("total_listeners_active")
             .set(server.listeners().len() as i64);
+        lm.counter("listener_added")
+            .add(server.listeners().len() as u64);
         crate::trace::zipkin::set_server(&server);
         Ok(server)
     }
@@ -176,6 +186,28 @@ impl Server {
         let scope = self.scope().child("server");
         scope.gauge("state").set(s as i64);
         scope.gauge("live").set(i64::from(s == State::Live));
+        if s == State::Live {
+            self.server_stats
+                .initialized(self.started_instant.elapsed());
+        }
+    }
+
+    /// Refreshes the process gauges (uptime, memory, connections, certificate expiry)
+    /// before the stats are read.
+    pub fn refresh_stats(&self) {
+        self.server_stats.refresh(
+            self.started_instant.elapsed(),
+            self.global_connections.load(Ordering::Relaxed),
+        );
+    }
+
+    /// Counts `n` listeners started, as Envoy does once per worker
+    /// (`listener_create_success`).
+    pub fn listeners_created(&self, n: usize) {
+        self.scope()
+            .child("listener_manager")
+            .counter("listener_create_success")
+            .add((n * self.concurrency()) as u64);
     }
 
     /// The host's own address, as Envoy picks it: the first non-loopback interface address
@@ -271,6 +303,16 @@ impl Server {
         };
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            let stopped = server
+                .listeners()
+                .iter()
+                .filter(|l| l.config.bind_to_port && (l.config.inbound || !inbound_only))
+                .count();
+            server
+                .scope()
+                .child("listener_manager")
+                .counter("listener_stopped")
+                .add(stopped as u64);
             let _ = server.stop_inbound.send(true);
             if !inbound_only {
                 let _ = server.stop_all.send(true);
@@ -328,6 +370,7 @@ impl Server {
         for (l, s) in &bound {
             self.workers.accept(l, s)?;
         }
+        self.listeners_created(self.listeners().len());
         self.workers.start(self)?;
         self.scope()
             .child("listener_manager")

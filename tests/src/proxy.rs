@@ -148,13 +148,12 @@ impl Proxy {
         }
         cmd.args(extra);
         cmd.envs(env.iter().copied());
-        if kind == Kind::Envoy {
-            if !extra.contains(&"--disable-hot-restart") {
-                cmd.arg("--disable-hot-restart");
-            }
-            if !extra.contains(&"-l") {
-                cmd.args(["-l", "error"]);
-            }
+        // Both run as pilot-agent runs them (it shows in `server.*` stats).
+        if !extra.contains(&"--disable-hot-restart") {
+            cmd.arg("--disable-hot-restart");
+        }
+        if kind == Kind::Envoy && !extra.contains(&"-l") {
+            cmd.args(["-l", "error"]);
         }
         cmd.stdout(Stdio::from(
             std::fs::File::create(dir.join("stdout")).expect("stdout"),

@@ -728,3 +728,139 @@ fn customized_dimensions_follow_istio_proxy() {
     );
     assert!(!bytes.contains_key("reporter"));
 }
+
+/// The Envoy metric lines pilot-agent's bootstrap lets through (`stats_config` of
+/// `tracing_none_golden.json`: its tag regexes replace the built-in tags, its inclusion
+/// list keeps `server`, `cluster_manager`, `listener_manager`, RBAC outcomes...), with
+/// the values of the process gauges (memory, uptime, version, start-up time) left out.
+fn pilot_agent_metric_lines(p: &Proxy) -> Vec<String> {
+    let volatile = [
+        "envoy_server_memory_",
+        "envoy_server_uptime",
+        "envoy_server_version",
+        "envoy_server_stats_recent_lookups",
+        "envoy_server_initialization_time_ms",
+    ];
+    prometheus(p)
+        .lines()
+        .map(|l| match volatile.iter().any(|v| l.starts_with(v)) {
+            true => l.rsplit_once(' ').map_or(l, |(k, _)| k).to_string(),
+            false => l.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn envoy_metric_lines_match_envoy_under_pilot_agent_stats_config() {
+    // The same sidecar-shaped config in both (mutual TLS outbound -> inbound, istiod's
+    // RBAC filters with dry-run shadow rules, a TCP chain), minus the Istio-only filters
+    // Envoy cannot load, and the same traffic: the same metric lines.
+    let app = Upstream::http("app");
+    let echo = e2e::upstream::TcpEcho::start();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(e2e::fixtures().join("istio/bootstrap/tracing_none_golden.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ports = [e2e::free_port(), e2e::free_port(), e2e::free_port()];
+    let (outbound, inbound, tcp) = (ports[0], ports[1], ports[2]);
+    let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"policies": {"ns[default]-policy[server]-rule[0]": {
+            "permissions": [{"url_path": {"path": {"prefix": "/ok"}}}],
+            "principals": [{"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/default/sa/client"}}}]}}},
+        "shadow_rules": {"action": "DENY", "policies": {"ns[default]-policy[dry]-rule[0]": {
+            "permissions": [{"url_path": {"path": {"prefix": "/ok/deny"}}}],
+            "principals": [{"any": true}]}}},
+        "shadow_rules_stat_prefix": "istio_dry_run_allow_"}});
+    let tcp_rbac = json!({"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+        "rules": {"policies": {"all": {"permissions": [{"any": true}], "principals": [{"any": true}]}}},
+        "stat_prefix": "tcp.", "shadow_rules_stat_prefix": "istio_dry_run_allow_"}});
+    let route = |cluster: &str| json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}]}]);
+    let listener = |name: &str, direction: &str, port: u16, chain: Value| {
+        json!({"name": name, "traffic_direction": direction,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [chain]})
+    };
+    let mut inbound_chain = json!({"filters": [{"name": "envoy.filters.network.http_connection_manager",
+        "typed_config": e2e::config::hcm_with_filters(route("inbound|8080||"), vec![rbac],
+            json!({"stat_prefix": "inbound_0.0.0.0_8080"}))}]});
+    merge(
+        &mut inbound_chain,
+        transport_socket("transport_socket/server.yaml.tmpl"),
+    );
+    let mut upstream = cluster(
+        "outbound|8080||server.default.svc.cluster.local",
+        &[inbound],
+        json!({}),
+    );
+    merge(
+        &mut upstream,
+        transport_socket("transport_socket/client.yaml.tmpl"),
+    );
+    let config = |_port: u16| {
+        e2e::config::bootstrap_with(
+            vec![
+                listener(
+                    "0.0.0.0_8080",
+                    "OUTBOUND",
+                    outbound,
+                    json!({"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager",
+                     "typed_config": e2e::config::hcm(route("outbound|8080||server.default.svc.cluster.local"),
+                        json!({"stat_prefix": "outbound_0.0.0.0_8080"}))}]}),
+                ),
+                listener("virtualInbound", "INBOUND", inbound, inbound_chain.clone()),
+                listener(
+                    "0.0.0.0_7070",
+                    "INBOUND",
+                    tcp,
+                    json!({"filters": [tcp_rbac.clone(),
+                    {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": "inbound|7070||", "cluster": "inbound|7070||"}}]}),
+                ),
+            ],
+            vec![
+                upstream.clone(),
+                cluster("inbound|8080||", &[app.port], json!({})),
+                cluster("inbound|7070||", &[echo.port], json!({})),
+            ],
+            json!({"node": golden["node"], "stats_config": golden["stats_config"]}),
+        )
+    };
+    let lines = e2e::proxy::agree_with_envoy(config, |p, _| {
+        let statuses: Vec<u16> = ["/ok", "/ok/deny", "/other"]
+            .iter()
+            .map(|path| e2e::curl::get(outbound, path, &[]).status)
+            .collect();
+        assert_eq!(statuses, [200, 200, 403]);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).unwrap();
+        drop(s);
+        pilot_agent_metric_lines(p)
+    });
+    let Some(lines) = lines else { return };
+    // What the comparison covers: the RBAC outcomes with Istio's tags, and no stat the
+    // inclusion list leaves out.
+    for expected in [
+        r#"envoy_http_inbound_0_0_0_0_8080_rbac{authz_enforce_result="allowed"} 2"#,
+        r#"envoy_http_inbound_0_0_0_0_8080_rbac{authz_enforce_result="denied"} 1"#,
+        r#"envoy_http_inbound_0_0_0_0_8080_rbac{authz_dry_run_action="allow",authz_dry_run_result="denied"} 1"#,
+        "envoy_listener_manager_listener_create_success{} 3",
+        "envoy_cluster_manager_active_clusters{} 3",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected}: {lines:#?}"
+        );
+    }
+    assert!(
+        !lines.iter().any(|l| l.contains("upstream_rq")),
+        "cluster traffic stats are outside the inclusion list"
+    );
+}

@@ -140,6 +140,7 @@ fn stats(server: &Server, q: &HashMap<String, String>, format: Option<&str>) -> 
         used_only: q.contains_key("usedonly"),
         filter,
     };
+    server.refresh_stats();
     match format {
         Some("json") => reply(
             StatusCode::OK,
@@ -362,19 +363,20 @@ fn logging_endpoint(q: &HashMap<String, String>) -> AdminResponse {
 
 fn memory() -> serde_json::Value {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let page = 4096u64;
-    let mut fields = statm
+    let virt = statm
         .split_whitespace()
-        .map(|f| f.parse::<u64>().unwrap_or(0) * page);
-    let virt = fields.next().unwrap_or(0);
-    let rss = fields.next().unwrap_or(0);
+        .next()
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096;
+    let m = crate::memory::usage();
     serde_json::json!({
-        "allocated": rss.to_string(),
-        "heap_size": rss.to_string(),
+        "allocated": m.allocated.to_string(),
+        "heap_size": m.heap_size.to_string(),
         "pageheap_unmapped": "0",
-        "pageheap_free": "0",
+        "pageheap_free": m.heap_size.saturating_sub(m.allocated).to_string(),
         "total_thread_cache": "0",
-        "total_physical_bytes": rss.to_string(),
+        "total_physical_bytes": m.physical.to_string(),
         "virtual_size": virt.to_string(),
     })
 }

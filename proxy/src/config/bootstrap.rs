@@ -92,6 +92,8 @@ pub struct Bootstrap {
     pub local_cluster: Option<String>,
     /// `tracing.http`: the tracer connection managers without their own provider use.
     pub tracer: crate::trace::BootstrapTracer,
+    /// `stats_config`: stat tags, matcher and histogram buckets for the stat store.
+    pub stats_naming: Arc<crate::stats::naming::Naming>,
 }
 
 /// Where the bootstrap comes from.
@@ -298,6 +300,10 @@ fn translate(
         secrets,
         local_cluster,
         tracer,
+        stats_naming: Arc::new(super::stats::naming(
+            b.stats_config.as_ref(),
+            "stats_config",
+        )?),
     })
 }
 

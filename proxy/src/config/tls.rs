@@ -488,7 +488,9 @@ fn certified(
             certified
         }
     };
-    Ok(Arc::new(certified))
+    let certified = Arc::new(certified);
+    crate::tls::expiry::track(&certified);
+    Ok(certified)
 }
 
 fn certificate(c: &tls::TlsCertificate, path: &str) -> Result<(Vec<CertificateDer<'static>>, Key)> {

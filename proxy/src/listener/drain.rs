@@ -25,15 +25,24 @@ impl Default for ChainDrain {
 }
 
 impl ChainDrain {
-    /// Starts draining over `time` (once; call on a tokio runtime).
-    pub fn start(self: &std::sync::Arc<Self>, time: Duration, strategy: DrainStrategy) {
+    /// Starts draining over `time` (once; call on a tokio runtime); `draining` counts
+    /// the chain until the time is over.
+    pub fn start(
+        self: &std::sync::Arc<Self>,
+        time: Duration,
+        strategy: DrainStrategy,
+        draining: &std::sync::Arc<crate::stats::Gauge>,
+    ) {
         if self.started.set((Instant::now(), time, strategy)).is_err() {
             return;
         }
         let this = self.clone();
+        let draining = draining.clone();
+        draining.inc();
         tokio::spawn(async move {
             tokio::time::sleep(time).await;
             this.finished.send_replace(true);
+            draining.dec();
         });
     }
 
@@ -65,12 +74,16 @@ mod tests {
     async fn drain_closes_connections_and_finishes_after_the_drain_time() {
         let d = std::sync::Arc::new(ChainDrain::default());
         assert!(!d.should_close(), "not draining yet");
-        d.start(Duration::from_secs(5), DrainStrategy::Immediate);
+        let gauge = std::sync::Arc::new(crate::stats::Gauge::default());
+        d.start(Duration::from_secs(5), DrainStrategy::Immediate, &gauge);
         assert!(d.should_close());
+        assert_eq!(gauge.value(), 1, "counted while draining");
         let finished = tokio::time::timeout(Duration::from_secs(4), d.finished()).await;
         assert!(finished.is_err(), "still draining after 4 s");
         tokio::time::timeout(Duration::from_secs(2), d.finished())
             .await
             .expect("finished after 5 s");
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.value(), 0);
     }
 }

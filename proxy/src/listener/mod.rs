@@ -210,6 +210,7 @@ impl ActiveListener {
         index: usize,
         time: std::time::Duration,
         strategy: crate::cli::DrainStrategy,
+        draining: &Arc<Gauge>,
     ) {
         let chain = self.chains.get(index).or(if index == self.chains.len() {
             self.default_chain.as_ref()
@@ -217,8 +218,8 @@ impl ActiveListener {
             None
         });
         match chain.map(|c| &c.terminal) {
-            Some(TerminalRuntime::Http(h)) => h.drain.start(time, strategy),
-            Some(TerminalRuntime::Tcp(t)) => t.drain.start(time, strategy),
+            Some(TerminalRuntime::Http(h)) => h.drain.start(time, strategy, draining),
+            Some(TerminalRuntime::Tcp(t)) => t.drain.start(time, strategy, draining),
             None => {}
         }
     }

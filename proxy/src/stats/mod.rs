@@ -1,8 +1,10 @@
 //! Stats with Envoy's names. Each stat is created once (at translation or first use), and
 //! the hot path holds an `Arc` to it, so counting is one atomic add with no lookup and no
 //! formatting. Each stat carries its tags and tag-extracted name so `/stats/prometheus`
-//! renders Envoy's metric names and labels without regexes at scrape time.
+//! renders Envoy's metric names and labels without regexes at scrape time, unless the
+//! bootstrap replaces the built-in tags ([`naming`]).
 
+pub mod naming;
 pub mod render;
 mod store;
 

@@ -2,7 +2,6 @@
 //! exposition format, with `usedonly` and `filter=<regex>` selection.
 
 use super::store::{StatEntry, StatKind, Store};
-use super::DEFAULT_BUCKETS;
 use regex::Regex;
 use std::fmt::Write;
 
@@ -21,7 +20,7 @@ impl Selection {
     }
 }
 
-fn quantiles(counts: &[u64], total: u64) -> String {
+fn quantiles(bounds: &[f64], counts: &[u64], total: u64) -> String {
     const QS: [(f64, &str); 10] = [
         (0.0, "P0"),
         (0.25, "P25"),
@@ -42,7 +41,7 @@ fn quantiles(counts: &[u64], total: u64) -> String {
             for (i, c) in counts.iter().enumerate() {
                 seen += c;
                 if seen >= target {
-                    bound = DEFAULT_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+                    bound = bounds.get(i).copied().unwrap_or(f64::INFINITY);
                     break;
                 }
             }
@@ -68,7 +67,11 @@ pub fn text(store: &Store, sel: &Selection) -> String {
                 if total == 0 {
                     writeln!(histograms, "{name}: No recorded values")
                 } else {
-                    writeln!(histograms, "{name}: {}", quantiles(&counts, total))
+                    writeln!(
+                        histograms,
+                        "{name}: {}",
+                        quantiles(h.bounds(), &counts, total)
+                    )
                 }
             }
         }
@@ -92,7 +95,8 @@ pub fn json(store: &Store, sel: &Selection) -> serde_json::Value {
             StatKind::Gauge(g) => stats.push(serde_json::json!({"name": name, "value": g.value()})),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();
-                let buckets: Vec<_> = DEFAULT_BUCKETS
+                let buckets: Vec<_> = h
+                    .bounds()
                     .iter()
                     .zip(counts.iter())
                     .map(|(b, c)| serde_json::json!({"upper_bound": b, "count": c}))
@@ -115,15 +119,15 @@ fn prometheus_name(extracted: &str) -> String {
     let custom = CUSTOM_NAMESPACES
         .iter()
         .find_map(|ns| extracted.strip_prefix(ns));
-    let mut s = String::from(if custom.is_some() { "" } else { "envoy_" });
-    s.extend(custom.unwrap_or(extracted).chars().map(|c| {
-        if c.is_ascii_alphanumeric() {
-            c
-        } else {
-            '_'
-        }
-    }));
-    s
+    let prefix = if custom.is_some() { "" } else { "envoy_" };
+    format!("{prefix}{}", sanitize(custom.unwrap_or(extracted)))
+}
+
+/// A Prometheus name: every character but ASCII letters and digits becomes `_`.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn escape_label(v: &str) -> String {
@@ -135,67 +139,70 @@ fn escape_label(v: &str) -> String {
 fn labels(tags: &[(String, String)], extra: Option<(&str, String)>) -> String {
     let mut parts: Vec<String> = tags
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .map(|(k, v)| format!("{}=\"{}\"", sanitize(k), escape_label(v)))
         .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+    format!("{{{}}}", parts.join(","))
 }
 
 /// Prometheus text exposition with Envoy's names (`envoy_` + tag-extracted name) and tags
-/// as labels; one `# TYPE` line per metric family.
+/// as labels (`{}` when there are none, as Envoy writes it); one `# TYPE` line per metric
+/// family; counters, then gauges, then histograms, each sorted by name, as Envoy orders
+/// them.
 pub fn prometheus(store: &Store, sel: &Selection) -> String {
-    let mut families: std::collections::BTreeMap<String, (&'static str, Vec<String>)> =
-        Default::default();
+    type Families = std::collections::BTreeMap<String, Vec<String>>;
+    let (mut counters, mut gauges, mut histograms) =
+        (Families::new(), Families::new(), Families::new());
     for (name, e) in store.snapshot() {
         if !sel.keep(&name, &e) {
             continue;
         }
-        let metric = prometheus_name(&e.extracted);
+        let (extracted, tags) = store.prometheus_tags(&name, &e);
+        let metric = prometheus_name(&extracted);
         match &e.kind {
-            StatKind::Counter(c) => families
-                .entry(metric.clone())
-                .or_insert(("counter", vec![]))
-                .1
-                .push(format!("{metric}{} {}", labels(&e.tags, None), c.value())),
-            StatKind::Gauge(g) => families
-                .entry(metric.clone())
-                .or_insert(("gauge", vec![]))
-                .1
-                .push(format!("{metric}{} {}", labels(&e.tags, None), g.value())),
+            StatKind::Counter(c) => counters.entry(metric.clone()).or_default().push(format!(
+                "{metric}{} {}",
+                labels(&tags, None),
+                c.value()
+            )),
+            StatKind::Gauge(g) => gauges.entry(metric.clone()).or_default().push(format!(
+                "{metric}{} {}",
+                labels(&tags, None),
+                g.value()
+            )),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();
-                let lines = &mut families
-                    .entry(metric.clone())
-                    .or_insert(("histogram", vec![]))
-                    .1;
+                let lines = histograms.entry(metric.clone()).or_default();
                 let mut cumulative = 0;
-                for (b, c) in DEFAULT_BUCKETS.iter().zip(counts.iter()) {
+                for (b, c) in h.bounds().iter().zip(counts.iter()) {
                     cumulative += c;
                     lines.push(format!(
                         "{metric}_bucket{} {cumulative}",
-                        labels(&e.tags, Some(("le", format!("{b}"))))
+                        labels(&tags, Some(("le", format!("{b}"))))
                     ));
                 }
                 lines.push(format!(
                     "{metric}_bucket{} {total}",
-                    labels(&e.tags, Some(("le", "+Inf".into())))
+                    labels(&tags, Some(("le", "+Inf".into())))
                 ));
-                lines.push(format!("{metric}_sum{} {sum}", labels(&e.tags, None)));
-                lines.push(format!("{metric}_count{} {total}", labels(&e.tags, None)));
+                lines.push(format!("{metric}_sum{} {sum}", labels(&tags, None)));
+                lines.push(format!("{metric}_count{} {total}", labels(&tags, None)));
             }
         }
     }
     let mut out = String::new();
-    for (metric, (kind, lines)) in families {
-        writeln!(out, "# TYPE {metric} {kind}").ok();
-        for l in lines {
-            writeln!(out, "{l}").ok();
+    for (kind, families) in [
+        ("counter", counters),
+        ("gauge", gauges),
+        ("histogram", histograms),
+    ] {
+        for (metric, lines) in families {
+            writeln!(out, "# TYPE {metric} {kind}").ok();
+            for l in lines {
+                writeln!(out, "{l}").ok();
+            }
         }
     }
     out
@@ -228,7 +235,7 @@ mod tests {
         assert_eq!(text(&store, &used), "http.ingress.downstream_rq_2xx: 3\n");
         let prom = prometheus(&store, &all);
         assert!(prom.contains("# TYPE envoy_http_downstream_rq_xx counter\nenvoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix=\"ingress\",envoy_response_code_class=\"2\"} 3\n"), "{prom}");
-        assert!(prom.contains("envoy_server_live 1\n"), "{prom}");
+        assert!(prom.contains("envoy_server_live{} 1\n"), "{prom}");
         assert_eq!(json(&store, &used)["stats"][0]["value"], 3);
         store
             .root()

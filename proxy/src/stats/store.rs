@@ -65,31 +65,46 @@ impl Gauge {
     }
 }
 
-/// A histogram over [`super::DEFAULT_BUCKETS`].
+/// A histogram over fixed bucket bounds ([`super::DEFAULT_BUCKETS`] unless the
+/// bootstrap's `histogram_bucket_settings` give the stat its own).
 #[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; 20],
+    bounds: Arc<[f64]>,
+    /// One count per bound, then the overflow bucket.
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_millis: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_millis: AtomicU64::new(0),
-        }
+        Histogram::with_bounds(Arc::from(&super::DEFAULT_BUCKETS[..]))
     }
 }
 
 impl Histogram {
+    /// A histogram over `bounds` (ascending upper bounds).
+    pub fn with_bounds(bounds: Arc<[f64]>) -> Self {
+        Histogram {
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            bounds,
+            count: AtomicU64::new(0),
+            sum_millis: AtomicU64::new(0),
+        }
+    }
+
+    /// The bucket upper bounds.
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
+    }
+
     /// Records a value.
     pub fn record(&self, v: u64) {
-        let idx = super::DEFAULT_BUCKETS
+        let idx = self
+            .bounds
             .iter()
             .position(|b| (v as f64) <= *b)
-            .unwrap_or(super::DEFAULT_BUCKETS.len());
+            .unwrap_or(self.bounds.len());
         self.buckets[idx].fetch_add(1, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_millis.fetch_add(v, Ordering::Relaxed);
@@ -126,6 +141,8 @@ pub struct StatEntry {
     pub extracted: String,
     /// Tags in extraction order (`envoy_cluster_name` = `foo`).
     pub tags: Vec<(String, String)>,
+    /// Created with explicit tags (Istio's metrics): custom tag extraction leaves it be.
+    pub explicit: bool,
     /// The handle.
     pub kind: StatKind,
 }
@@ -145,12 +162,39 @@ impl StatEntry {
 #[derive(Debug, Default)]
 pub struct Store {
     stats: Mutex<BTreeMap<String, StatEntry>>,
+    naming: Arc<super::naming::Naming>,
 }
 
 impl Store {
-    /// A new, empty store.
+    /// A new, empty store with Envoy's default naming.
     pub fn new() -> Arc<Self> {
         Arc::new(Store::default())
+    }
+
+    /// A new, empty store applying the bootstrap's `stats_config`.
+    pub fn with_naming(naming: Arc<super::naming::Naming>) -> Arc<Self> {
+        Arc::new(Store {
+            stats: Mutex::default(),
+            naming,
+        })
+    }
+
+    /// A histogram for the stat `name`, with the buckets the bootstrap gives it.
+    fn new_histogram(&self, name: &str) -> Histogram {
+        match self.naming.buckets_for(name) {
+            Some(b) => Histogram::with_bounds(b),
+            None => Histogram::default(),
+        }
+    }
+
+    /// The tag-extracted name and tags Prometheus shows for the stat `name`.
+    pub fn prometheus_tags(&self, name: &str, e: &StatEntry) -> (String, Vec<(String, String)>) {
+        if e.explicit {
+            return (e.extracted.clone(), e.tags.clone());
+        }
+        self.naming
+            .extract(name)
+            .unwrap_or_else(|| (e.extracted.clone(), e.tags.clone()))
     }
 
     /// The root scope (no prefix, no tags).
@@ -168,24 +212,35 @@ impl Store {
         name: String,
         extracted: String,
         tags: Vec<(String, String)>,
-        make: impl FnOnce() -> StatKind,
+        explicit: bool,
+        make: impl FnOnce(&str) -> StatKind,
     ) -> StatKind {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats
-            .entry(name)
-            .or_insert_with(|| StatEntry {
+        if let Some(e) = stats.get(&name) {
+            return e.kind.clone();
+        }
+        let kind = make(&name);
+        stats.insert(
+            name,
+            StatEntry {
                 extracted,
                 tags,
-                kind: make(),
-            })
-            .kind
-            .clone()
+                explicit,
+                kind: kind.clone(),
+            },
+        );
+        kind
     }
 
-    /// A copy of every stat, sorted by full name (for rendering).
+    /// A copy of every stat the `stats_matcher` admits, sorted by full name (for
+    /// rendering; a rejected stat still counts, unseen, as Envoy's null stats do).
     pub fn snapshot(&self) -> Vec<(String, StatEntry)> {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        stats
+            .iter()
+            .filter(|(k, _)| self.naming.admits(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -233,7 +288,7 @@ impl Scope {
         let (full, extracted) = self.names(name);
         match self
             .store
-            .get_or_create(full, extracted, self.tags.clone(), || {
+            .get_or_create(full, extracted, self.tags.clone(), false, |_| {
                 StatKind::Counter(Default::default())
             }) {
             StatKind::Counter(c) => c,
@@ -248,10 +303,9 @@ impl Scope {
         tags.push((tag.0.to_string(), tag.1.to_string()));
         let full = format!("{}{name}", self.prefix);
         let ex = format!("{}{extracted}", self.extracted_prefix);
-        match self
-            .store
-            .get_or_create(full, ex, tags, || StatKind::Counter(Default::default()))
-        {
+        match self.store.get_or_create(full, ex, tags, false, |_| {
+            StatKind::Counter(Default::default())
+        }) {
             StatKind::Counter(c) => c,
             _ => Arc::default(),
         }
@@ -262,7 +316,7 @@ impl Scope {
         let (full, extracted) = self.names(name);
         match self
             .store
-            .get_or_create(full, extracted, self.tags.clone(), || {
+            .get_or_create(full, extracted, self.tags.clone(), false, |_| {
                 StatKind::Gauge(Default::default())
             }) {
             StatKind::Gauge(g) => g,
@@ -275,7 +329,7 @@ impl Scope {
     pub fn adopt(&self, name: &str, kind: StatKind) {
         let (full, extracted) = self.names(name);
         self.store
-            .get_or_create(full, extracted, self.tags.clone(), || kind);
+            .get_or_create(full, extracted, self.tags.clone(), false, |_| kind);
     }
 
     /// The stat `<prefix><name>` labelled with `tags` after its name: Envoy names a stat
@@ -285,7 +339,7 @@ impl Scope {
         &self,
         name: &str,
         tags: &[(&str, &str)],
-        make: impl FnOnce() -> StatKind,
+        make: impl FnOnce(&str) -> StatKind,
     ) -> StatKind {
         let (mut full, extracted) = self.names(name);
         let mut all = self.tags.clone();
@@ -293,12 +347,12 @@ impl Scope {
             full.push_str(&format!(".{k}.{v}"));
             all.push((k.to_string(), v.to_string()));
         }
-        self.store.get_or_create(full, extracted, all, make)
+        self.store.get_or_create(full, extracted, all, true, make)
     }
 
     /// The counter `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
     pub fn counter_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Counter> {
-        match self.with_tags(name, tags, || StatKind::Counter(Default::default())) {
+        match self.with_tags(name, tags, |_| StatKind::Counter(Default::default())) {
             StatKind::Counter(c) => c,
             _ => Arc::default(),
         }
@@ -306,7 +360,7 @@ impl Scope {
 
     /// The gauge `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
     pub fn gauge_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Gauge> {
-        match self.with_tags(name, tags, || StatKind::Gauge(Default::default())) {
+        match self.with_tags(name, tags, |_| StatKind::Gauge(Default::default())) {
             StatKind::Gauge(g) => g,
             _ => Arc::default(),
         }
@@ -314,7 +368,9 @@ impl Scope {
 
     /// The histogram `<prefix><name>` with `tags` (see [`Scope::with_tags`]).
     pub fn histogram_with_tags(&self, name: &str, tags: &[(&str, &str)]) -> Arc<Histogram> {
-        match self.with_tags(name, tags, || StatKind::Histogram(Default::default())) {
+        match self.with_tags(name, tags, |full| {
+            StatKind::Histogram(Arc::new(self.store.new_histogram(full)))
+        }) {
             StatKind::Histogram(h) => h,
             _ => Arc::default(),
         }
@@ -325,8 +381,8 @@ impl Scope {
         let (full, extracted) = self.names(name);
         match self
             .store
-            .get_or_create(full, extracted, self.tags.clone(), || {
-                StatKind::Histogram(Default::default())
+            .get_or_create(full, extracted, self.tags.clone(), false, |full| {
+                StatKind::Histogram(Arc::new(self.store.new_histogram(full)))
             }) {
             StatKind::Histogram(h) => h,
             _ => Arc::default(),

@@ -201,6 +201,7 @@ pub struct Cluster {
     outlier: Option<Detector>,
     /// When ejections and returns reach the load split (`update_merge_window`).
     health_updates: Mutex<HealthUpdates>,
+    update_counts: UpdateCounts,
     /// Zone-aware routing's view, when the bootstrap names a local cluster (set once, by
     /// the cluster manager; read on every pick).
     zone: std::sync::OnceLock<Arc<ZoneContext>>,
@@ -209,6 +210,33 @@ pub struct Cluster {
     /// Wakes the health checker when hosts come and go.
     membership_changed: tokio::sync::Notify,
     retired: std::sync::atomic::AtomicBool,
+}
+
+/// `cluster_manager.*` counts of how host updates reached the load split, as Envoy
+/// counts its thread-local cluster updates.
+#[derive(Debug)]
+struct UpdateCounts {
+    /// `cluster_updated`: delivered at once.
+    updated: Arc<Counter>,
+    /// `cluster_updated_via_merge`: delivered at a merge window's end.
+    via_merge: Arc<Counter>,
+    /// `update_merge_cancelled`: a pending merged update delivered early by a membership
+    /// change.
+    merge_cancelled: Arc<Counter>,
+    /// `update_out_of_merge_window`: a health change after the window had passed.
+    out_of_window: Arc<Counter>,
+}
+
+impl UpdateCounts {
+    fn new(root: &Scope) -> Self {
+        let cm = root.child("cluster_manager");
+        UpdateCounts {
+            updated: cm.counter("cluster_updated"),
+            via_merge: cm.counter("cluster_updated_via_merge"),
+            merge_cancelled: cm.counter("update_merge_cancelled"),
+            out_of_window: cm.counter("update_out_of_merge_window"),
+        }
+    }
 }
 
 /// Envoy's update merging: a health change reaches the load split at once unless the
@@ -257,6 +285,7 @@ impl Cluster {
             membership_changed: tokio::sync::Notify::new(),
             zone: std::sync::OnceLock::new(),
             health_updates: Mutex::new(HealthUpdates::default()),
+            update_counts: UpdateCounts::new(root),
             resources: Resources {
                 connections: Resource::new(t.max_connections),
                 pending: Resource::new(t.max_pending_requests),
@@ -430,6 +459,9 @@ impl Cluster {
                 .iter()
                 .zip(&members.ranked)
                 .all(|(a, b)| Arc::ptr_eq(&a.host, &b.host));
+        if !previous.ranked.is_empty() {
+            self.update_counts.updated.inc();
+        }
         if !previous.ranked.is_empty() && !same_hosts {
             // Hosts came or went: this update is delivered now, with anything pending.
             let mut updates = self
@@ -437,6 +469,9 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             updates.delivered = Some(Instant::now());
+            if updates.scheduled {
+                self.update_counts.merge_cancelled.inc();
+            }
             updates.scheduled = false;
         }
         let hosts: Vec<Arc<Host>> = members.ranked.iter().map(|r| r.host.clone()).collect();
@@ -567,6 +602,10 @@ impl Cluster {
             updates.delivered = Some(now);
             updates.scheduled = false;
             drop(updates);
+            self.update_counts.updated.inc();
+            if !window.is_zero() {
+                self.update_counts.out_of_window.inc();
+            }
             self.split_load();
             return;
         }
@@ -597,6 +636,7 @@ impl Cluster {
         updates.scheduled = false;
         updates.delivered = Some(Instant::now());
         drop(updates);
+        self.update_counts.via_merge.inc();
         self.split_load();
     }
 

@@ -46,6 +46,15 @@ impl ClusterState {
             && c.config.tls.as_ref().is_none_or(|t| t.tls.ready())
     }
 
+    /// Shows how many clusters warm (`cluster_manager.warming_clusters`).
+    fn count_warming(&self, server: &Server) {
+        server
+            .scope()
+            .child("cluster_manager")
+            .gauge("warming_clusters")
+            .set(self.warming.len() as i64);
+    }
+
     /// Activates the warming clusters that have become ready.
     pub fn promote_ready(&mut self, server: &Server) {
         let ready: Vec<String> = self
@@ -59,6 +68,7 @@ impl ClusterState {
             .filter_map(|n| self.warming.remove(n))
             .collect();
         server.clusters.update(clusters, &[]);
+        self.count_warming(server);
     }
 
     /// Activates warming cluster `name` without its assignment, if it is still the warming
@@ -76,12 +86,14 @@ impl ClusterState {
             c.count_init_fetch_timeout();
             server.clusters.update(vec![c], &[]);
         }
+        self.count_warming(server);
     }
 
     /// Activates the warming clusters without endpoints (initial fetch timeout).
     pub fn activate_warming(&mut self, server: &Server) {
         let warming = std::mem::take(&mut self.warming);
         server.clusters.update(warming.into_values().collect(), &[]);
+        self.count_warming(server);
     }
 
     /// The EDS names every cluster (static, active, warming) needs, by source.
@@ -179,6 +191,7 @@ pub fn apply_cds(
         tokio::spawn(async move { crate::upstream::manager::start_tasks(&c, false).await });
     }
     server.clusters.update(upserts, &removals);
+    st.count_warming(server);
     rejected
 }
 

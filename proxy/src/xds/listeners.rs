@@ -55,13 +55,18 @@ impl Entry {
             .try_fold(std::time::Duration::ZERO, |max, t| t.map(|t| max.max(t)))
     }
 
-    /// Drains the connections of the chains `changed` picks, over `--drain-time-s`.
+    /// Drains the connections of the chains `changed` picks, over `--drain-time-s`
+    /// (`listener_manager.total_filter_chains_draining` counts them meanwhile).
     fn drain_chains(&self, server: &Server, changed: impl Fn(&Vec<u8>) -> bool) {
         let time = std::time::Duration::from_secs(server.options.drain_time_s);
         for (i, chain) in self.chains.iter().enumerate() {
             if changed(chain) {
-                self.listener
-                    .drain_chain(i, time, server.options.drain_strategy);
+                self.listener.drain_chain(
+                    i,
+                    time,
+                    server.options.drain_strategy,
+                    &server.server_stats.chains_draining,
+                );
             }
         }
     }
@@ -144,11 +149,17 @@ impl ListenerState {
             }
             tracing::info!(target: "config", "lds: listener '{name}' active on {}", entry.listener.config.address);
             let kept = entry.chains.clone();
+            let address = entry.listener.config.address.clone();
+            server.listeners_created(1);
             match self.active.insert(name, entry) {
                 Some(old) => {
                     old.listener.retire();
                     old.drain_chains(server, |chain| !kept.contains(chain));
                     manager_stat(server, "listener_modified");
+                    // Same address: the socket is kept and only chains change.
+                    if old.listener.config.address == address {
+                        manager_stat(server, "listener_in_place_updated");
+                    }
                 }
                 None => manager_stat(server, "listener_added"),
             }
@@ -173,6 +184,16 @@ impl ListenerState {
             .gauge("total_listeners_warming")
             .set(self.warming.len() as i64);
     }
+}
+
+/// Counts one more in `gauge` for `time` (a removed listener draining).
+fn draining_while(gauge: &std::sync::Arc<crate::stats::Gauge>, time: std::time::Duration) {
+    gauge.inc();
+    let gauge = gauge.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(time).await;
+        gauge.dec();
+    });
 }
 
 /// Counts a `listener_manager.<name>` event.
@@ -289,6 +310,7 @@ pub fn apply_lds(
         let socket = match socket_for(st, &config) {
             Ok(s) => s,
             Err(e) => {
+                manager_stat(server, "listener_create_failure");
                 reject(format!("cannot bind '{}': {e}", config.address));
                 continue;
             }
@@ -340,6 +362,10 @@ pub fn apply_lds(
             tracing::info!(target: "config", "lds: listener '{name}' removed");
             e.listener.retire();
             e.drain_chains(server, |_| true);
+            draining_while(
+                &server.server_stats.listeners_draining,
+                std::time::Duration::from_secs(server.options.drain_time_s),
+            );
             manager_stat(server, "listener_removed");
             removed_active = true;
         }
