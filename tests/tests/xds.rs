@@ -84,7 +84,7 @@ fn lifecycle(delta: bool, unix: bool) {
     assert_eq!(curl::get(port, "/", &[]).header("x-route"), Some("v2"));
     assert_eq!(proxy.stat("listener_manager.lds.update_success"), Some(1));
     assert_eq!(proxy.stat("listener_manager.listener_added"), Some(1));
-    assert_eq!(proxy.stat("listener_manager.listener_modified"), None);
+    assert_eq!(proxy.stat("listener_manager.listener_modified"), Some(0));
 
     // EDS update: a second upstream joins the cluster.
     let second = Upstream::http("second");

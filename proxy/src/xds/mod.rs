@@ -603,11 +603,6 @@ impl Handler for XdsManager {
         }
         self.arm_fetch_timeouts(&st, &warming_before);
         self.refresh_interest(&server, &st);
-        server
-            .scope()
-            .child("cluster_manager")
-            .gauge("warming_clusters")
-            .set(st.clusters.warming.len() as i64);
         let hold_until = hold_cds_answer(&mut st, &update.type_url);
         self.advance(&server, &mut st);
         Verdict {
