@@ -739,3 +739,160 @@ fn per_resource_initial_fetch_timeouts_stop_the_warming() {
         "the held CDS answer went out"
     );
 }
+
+const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+/// A fault filter config aborting every request with `status`.
+fn abort(status: u16) -> serde_json::Value {
+    json!({"@type": FAULT, "abort": {"http_status": status, "percentage": {"numerator": 100}}})
+}
+
+/// A listener on `port` routing to `backend`, its first HTTP filter `filter` discovered
+/// over ADS (`extra` merged into its `config_discovery`).
+fn ecds_listener(
+    name: &str,
+    port: u16,
+    filter: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut discovery = json!({"config_source": {"ads": {}, "initial_fetch_timeout": "1s",
+        "resource_api_version": "V3"}, "type_urls": [FAULT]});
+    e2e::config::merge(&mut discovery, extra);
+    let mut filters = vec![json!({"name": filter, "config_discovery": discovery})];
+    filters.extend(
+        e2e::config::router()
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+            "http_filters": filters
+        }}]}]
+    })
+}
+
+#[test]
+fn discovered_filter_configs_follow_ecds_like_envoy() {
+    let upstream = Upstream::http("backend");
+    let ports = [e2e::free_port(), e2e::free_port(), e2e::free_port()];
+    let (served, missing, defaulted) = (ports[0], ports[1], ports[2]);
+    let scenario = |kind: Kind| {
+        let cp = ControlPlane::tcp();
+        cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
+        cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream.port]));
+        cp.set_json(
+            LISTENER,
+            "served",
+            ecds_listener("served", served, "fault-a", json!({})),
+        );
+        // No config ever comes for this one, and it has no default.
+        cp.set_json(
+            LISTENER,
+            "missing",
+            ecds_listener("missing", missing, "fault-b", json!({})),
+        );
+        // Its default serves at once.
+        cp.set_json(
+            LISTENER,
+            "defaulted",
+            ecds_listener(
+                "defaulted",
+                defaulted,
+                "fault-c",
+                json!({"default_config": abort(429), "apply_default_config_without_warming": true}),
+            ),
+        );
+        cp.set_json(
+            EXTENSION,
+            "fault-a",
+            json!({"name": "fault-a", "typed_config": abort(418)}),
+        );
+        let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        let status = |port: u16| curl::get(port, "/", &[]).status;
+        e2e::wait_until(20, "the served listener answers", || status(served) == 418);
+        let mut seen = vec![
+            ("first config", status(served)),
+            ("default without warming", status(defaulted)),
+        ];
+        e2e::wait_until(20, "the missing config's listener activates", || {
+            status(missing) != 0
+        });
+        seen.push(("no config, no default", status(missing)));
+        // A new config applies to new connections.
+        let mark = cp.sent_count();
+        cp.set_json(
+            EXTENSION,
+            "fault-a",
+            json!({"name": "fault-a", "typed_config": abort(503)}),
+        );
+        cp.push(EXTENSION);
+        let verdict = cp.wait_verdict(EXTENSION, "fault-a", mark, 20);
+        seen.push(("update acked", u16::from(verdict.is_ack())));
+        e2e::wait_until(10, "the new config serves", || status(served) == 503);
+        // A config of a type the filter does not accept is rejected; the old one serves.
+        let mark = cp.sent_count();
+        cp.set_json(
+            EXTENSION,
+            "fault-a",
+            json!({"name": "fault-a", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}),
+        );
+        cp.push(EXTENSION);
+        let verdict = cp.wait_verdict(EXTENSION, "fault-a", mark, 20);
+        seen.push(("wrong type nacked", u16::from(verdict.is_nack())));
+        seen.push(("old config still serves", status(served)));
+        let dump = proxy
+            .admin_get("/config_dump")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let dump: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+        let ecds = dump["configs"]
+            .as_array()
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.EcdsConfigDump")
+            })
+            .map(|c| c["ecds_filters"][0]["ecds_filter"]["name"].clone());
+        seen.push((
+            "ecds in config_dump",
+            u16::from(ecds == Some(json!("fault-a"))),
+        ));
+        for event in ["config_reload", "config_fail"] {
+            let stat = format!("extension_config_discovery.http_filter.fault-a.{event}");
+            seen.push(("fault-a stat", proxy.stat(&stat).unwrap_or(99) as u16));
+        }
+        drop(proxy);
+        seen
+    };
+    let Some(_) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    let envoy = scenario(Kind::Envoy);
+    let meshproxy = scenario(Kind::Meshproxy);
+    assert_eq!(
+        envoy, meshproxy,
+        "envoy (left) and meshproxy (right) differ"
+    );
+    assert_eq!(
+        meshproxy,
+        [
+            ("first config", 418),
+            ("default without warming", 429),
+            ("no config, no default", 500),
+            ("update acked", 1),
+            ("wrong type nacked", 1),
+            ("old config still serves", 503),
+            ("ecds in config_dump", 1),
+            ("fault-a stat", 2),
+            ("fault-a stat", 1)
+        ]
+    );
+}

@@ -12,6 +12,9 @@ use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// ECDS: `TypedExtensionConfig`.
+const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
 /// What a proxy did with one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
@@ -76,6 +79,31 @@ fn resources(file: &str) -> Vec<(&'static str, String, Value)> {
             let r = strip(x["route_config"].clone());
             out.push((ROUTE, r["name"].as_str().unwrap().to_string(), r));
         }
+        // Discovered filter configs get a listener whose HTTP filter of that name takes
+        // its config over ADS (accepting the config's own type), so they are requested.
+        for (i, x) in c["ecds_filters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let r = strip(x["ecds_filter"].clone());
+            let Some(kind) = r["typed_config"]["@type"].as_str().map(str::to_string) else {
+                continue;
+            };
+            let name = r["name"].as_str().unwrap().to_string();
+            let probe = format!("probe-ecds-{i}");
+            let mut l = rds_listener(&probe, e2e::free_port(), "unused");
+            let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+            hcm.as_object_mut().unwrap().remove("rds");
+            hcm["route_config"] = json!({"virtual_hosts": []});
+            hcm["http_filters"] = json!([{"name": name, "config_discovery": {
+                "config_source": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
+                "type_urls": [kind]}}, e2e::config::router()[0].clone()]);
+            out.push((LISTENER, probe, l));
+            out.push((EXTENSION, name, r));
+        }
     }
     // Route configurations and assignments no dumped listener or cluster references get
     // a plain one that does, so their verdicts are compared too.
@@ -118,7 +146,7 @@ fn resources(file: &str) -> Vec<(&'static str, String, Value)> {
         }
     }
     let rank = |t: &str| {
-        [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+        [CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION]
             .iter()
             .position(|x| *x == t)
     };
@@ -248,6 +276,11 @@ fn replay(kind: Kind, list: &[(&'static str, String, Value)]) -> BTreeMap<Key, (
 
 /// Resources the test cannot encode (file, name, the message the descriptor set lacks).
 const UNENCODABLE: &[(&str, &str, &str)] = &[
+    (
+        "ecds.configdump.json",
+        "default.httpbin-rate-limiting",
+        "its Wasm `configuration` is an empty Any without @type in the dump",
+    ),
     (
         "waypoint-xds.configdump.json",
         "main_internal",
@@ -499,4 +532,9 @@ fn sidecar_listeners_replay_matches_envoy() {
 #[test]
 fn bookinfo_endpoints_replay_matches_envoy() {
     check("bookinfo-endpoints.configdump.json");
+}
+
+#[test]
+fn ecds_replay_matches_envoy() {
+    check("ecds.configdump.json");
 }

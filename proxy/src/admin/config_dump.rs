@@ -68,11 +68,13 @@ pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, S
     };
     let mut routes = admin::RoutesConfigDump::default();
     let mut endpoints = admin::EndpointsConfigDump::default();
+    let mut ecds = admin::EcdsConfigDump::default();
     if let Some(xds) = server.xds.get() {
         xds.dump(
             &mut clusters,
             &mut listeners,
             &mut routes,
+            &mut ecds,
             include_eds.then_some(&mut endpoints),
         );
     }
@@ -82,6 +84,9 @@ pub fn render(server: &Server, include_eds: bool) -> Result<serde_json::Value, S
     ];
     if include_eds {
         configs.push(any("envoy.admin.v3.EndpointsConfigDump", &endpoints));
+    }
+    if !ecds.ecds_filters.is_empty() {
+        configs.push(any("envoy.admin.v3.EcdsConfigDump", &ecds));
     }
     configs.extend([
         any("envoy.admin.v3.ListenersConfigDump", &listeners),

@@ -243,6 +243,12 @@ fn translate(
             ));
         }
         check_route_clusters(l, &names, &format!("static_resources.listeners[{i}]"))?;
+        if let Some(name) = discovered_filter(l) {
+            return Err(ConfigError::at(
+                format!("static_resources.listeners[{i}]"),
+                format!("HTTP filter {name}: config_discovery (ECDS) serves listeners that come over LDS, not static ones"),
+            ));
+        }
     }
     let dynamic = b
         .dynamic_resources
@@ -569,4 +575,20 @@ fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
         limit = Some(c.max_active_downstream_connections as u64);
     }
     Ok(limit)
+}
+
+/// The first HTTP filter of `l` configured through `config_discovery`, if any.
+fn discovered_filter(l: &ListenerConfig) -> Option<&str> {
+    l.filter_chains
+        .iter()
+        .chain(l.default_chain.iter())
+        .filter_map(|c| match &c.terminal {
+            Terminal::Http(h) => Some(h),
+            Terminal::Tcp(_) => None,
+        })
+        .flat_map(|h| h.filters.iter())
+        .find_map(|f| match f {
+            super::hcm::HttpFilterConfig::MissingConfig(name) => Some(name.as_str()),
+            _ => None,
+        })
 }

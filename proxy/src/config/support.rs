@@ -240,7 +240,10 @@ pub const MESSAGES: &[MessageSupport] = &[
         "pack_trace_reason", "use_request_id_for_trace_sampling",
     ]),
     msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", ["upgrade_type", "enabled"]),
-    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", ["name", "typed_config", "is_optional", "disabled"]),
+    msg!("envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", ["name", "typed_config", "is_optional", "disabled", "config_discovery"]),
+    msg!("envoy.config.core.v3.ExtensionConfigSource", [
+        "config_source", "default_config", "apply_default_config_without_warming", "type_urls",
+    ]),
     // --- http filters --------------------------------------------------------------------
     msg!("envoy.extensions.filters.http.router.v3.Router", ["suppress_envoy_headers", "dynamic_stats"]),
     msg!("envoy.extensions.filters.http.fault.v3.HTTPFault", [

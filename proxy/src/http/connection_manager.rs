@@ -142,6 +142,8 @@ pub struct HttpConnectionManager {
     access_logs: Vec<AccessLogger>,
     /// Whether request headers must be kept for access logs or `%REQ()%` in header values.
     record_request_headers: bool,
+    /// A discovered filter has no config yet: requests get 500 `NFCF`.
+    missing_filter_config: bool,
     /// Draining this chain's connections (LDS changed or removed the chain).
     pub drain: Arc<crate::listener::drain::ChainDrain>,
 }
@@ -271,6 +273,10 @@ impl HttpConnectionManager {
                     .routes
                     .inline()
                     .is_none_or(|r| r.has_formatted_headers()),
+            missing_filter_config: config
+                .filters
+                .iter()
+                .any(|f| matches!(f, HttpFilterConfig::MissingConfig(_))),
             access_logs,
             istio,
             drain: Arc::default(),
@@ -734,6 +740,9 @@ impl HttpConnectionManager {
             record.request_headers = req.headers().clone();
         }
         let fail = |r: LocalReply| (r, request_id.clone());
+        if self.missing_filter_config {
+            return Err(fail(LocalReply::missing_filter_config()));
+        }
 
         // Route.
         let Some(routes) = c.routes.current() else {

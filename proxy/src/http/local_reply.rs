@@ -41,6 +41,18 @@ impl LocalReply {
         }
     }
 
+    /// 500, a filter's discovered config never arrived and it has no default (`NFCF`),
+    /// as Envoy's missing-config filter answers.
+    pub fn missing_filter_config() -> Self {
+        LocalReply {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: Bytes::new(),
+            flag: ResponseFlags::NO_FILTER_CONFIG_FOUND,
+            details: "".into(),
+            grpc_status: None,
+        }
+    }
+
     /// 503, the route's cluster does not exist (`NC`).
     pub fn no_cluster() -> Self {
         LocalReply {

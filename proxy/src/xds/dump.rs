@@ -1,6 +1,7 @@
 //! The xDS part of `/config_dump`: dynamic clusters (active and warming), listeners (with
-//! active and warming states), route configurations and, on request, endpoint
-//! assignments, each with its version and update time, as Envoy shows them.
+//! active and warming states), route configurations, discovered filter configs (ECDS) and,
+//! on request, endpoint assignments, each with its version and update time, as Envoy
+//! shows them.
 
 use super::resource::Applied;
 use super::XdsManager;
@@ -39,6 +40,7 @@ impl XdsManager {
         clusters: &mut admin::ClustersConfigDump,
         listeners: &mut admin::ListenersConfigDump,
         routes: &mut admin::RoutesConfigDump,
+        ecds: &mut admin::EcdsConfigDump,
         endpoints: Option<&mut admin::EndpointsConfigDump>,
     ) {
         self.with_state(|st| {
@@ -85,6 +87,15 @@ impl XdsManager {
                     .push(admin::routes_config_dump::DynamicRouteConfig {
                         version_info: a.version.clone(),
                         route_config: Some(a.body.clone()),
+                        last_updated: timestamp(a.last_updated),
+                        ..Default::default()
+                    });
+            }
+            for a in st.listeners.extensions.applied() {
+                ecds.ecds_filters
+                    .push(admin::ecds_config_dump::EcdsFilterConfig {
+                        version_info: a.version.clone(),
+                        ecds_filter: Some(a.body.clone()),
                         last_updated: timestamp(a.last_updated),
                         ..Default::default()
                     });

@@ -3,6 +3,7 @@
 //! keeps serving meanwhile), then takes over the same socket. RDS updates swap routes in
 //! place: listeners and their connections are not touched.
 
+use super::extensions;
 use super::resource::{self, Applied};
 use crate::config::common::Address;
 use crate::config::listener::{self, ListenerConfig, Terminal};
@@ -30,11 +31,17 @@ pub struct Entry {
     chains: Vec<Vec<u8>>,
     /// As received.
     pub applied: Applied,
+    /// Its discovered filters (ECDS), and the listener as received to rebuild it when
+    /// one of their configs changes (only kept when it has some).
+    extensions: Vec<extensions::Dependency>,
+    proto: Option<Box<lproto::Listener>>,
+    /// A discovered filter's first config is still awaited.
+    awaits_extension: bool,
 }
 
 impl Entry {
     fn warm(&self) -> bool {
-        self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
+        !self.awaits_extension && self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
     }
 
     /// How long it may warm: the longest initial fetch timeout of its routes and secrets;
@@ -50,8 +57,14 @@ impl Entry {
             .filter(|r| r.source.is_some())
             .map(|r| r.fetch_timeout);
         let routes = self.slots.iter().map(|s| s.fetch_timeout);
+        let extensions = self
+            .extensions
+            .iter()
+            .filter(|_| self.awaits_extension)
+            .map(|d| d.fetch_timeout);
         routes
             .chain(secrets)
+            .chain(extensions)
             .try_fold(std::time::Duration::ZERO, |max, t| t.map(|t| max.max(t)))
     }
 
@@ -91,9 +104,21 @@ pub struct ListenerState {
     pub warming: BTreeMap<String, Entry>,
     /// Route configurations by name.
     pub routes: HashMap<String, (Arc<RouteConfig>, Applied)>,
+    /// Discovered filter configs (ECDS) by name.
+    pub extensions: extensions::ExtensionState,
 }
 
 impl ListenerState {
+    /// The ECDS names the listeners (active and warming) need.
+    pub fn ecds_interest(&self) -> BTreeMap<XdsSource, BTreeSet<String>> {
+        extensions::interest(
+            self.active
+                .values()
+                .chain(self.warming.values())
+                .flat_map(|e| e.extensions.iter()),
+        )
+    }
+
     /// The RDS names the listeners (active and warming) need, by source.
     pub fn rds_interest(&self) -> BTreeMap<XdsSource, BTreeSet<String>> {
         let mut out: BTreeMap<XdsSource, BTreeSet<String>> = BTreeMap::new();
@@ -267,7 +292,6 @@ pub fn apply_lds(
 ) -> Vec<Rejected> {
     let mut rejected = Vec::new();
     let mut seen = HashSet::new();
-    let flush = std::time::Duration::from_millis(server.options.file_flush_interval_msec.max(1));
     for (i, r) in update.resources.iter().enumerate() {
         let decoded = resource::decode::<lproto::Listener>(r, LISTENER, i, |l| &l.name);
         let (name, proto) = match decoded {
@@ -293,57 +317,10 @@ pub fn apply_lds(
         if current.is_some_and(|e| e.applied.same(&r.body)) {
             continue;
         }
-        let config = match listener::translate(&proto, secrets, "") {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                reject(e.to_string());
-                continue;
-            }
-        };
-        if config.bind_to_port && address_taken(server, st, &name, &config.address) {
-            reject(format!(
-                "error adding listener '{}': has duplicate address '{}' as existing listener",
-                name, config.address
-            ));
-            continue;
+        let applied = Applied::new(update.version_of(r), r.body.clone());
+        if let Err(e) = stage(server, st, &name, proto, applied, secrets) {
+            reject(e);
         }
-        let socket = match socket_for(st, &config) {
-            Ok(s) => s,
-            Err(e) => {
-                manager_stat(server, "listener_create_failure");
-                reject(format!("cannot bind '{}': {e}", config.address));
-                continue;
-            }
-        };
-        let active = match ActiveListener::new(
-            config.clone(),
-            &server.scope(),
-            flush,
-            &server.bootstrap.node_proto,
-        ) {
-            Ok(a) => a,
-            Err(e) => {
-                reject(format!("cannot create listener: {e}"));
-                continue;
-            }
-        };
-        let slots = slots(&config);
-        for s in &slots {
-            if let Some((routes, _)) = st.routes.get(&s.name) {
-                s.set(routes.clone());
-            }
-        }
-        let version = update.version_of(r);
-        st.warming.insert(
-            name,
-            Entry {
-                listener: active,
-                socket,
-                slots,
-                chains: chain_keys(&proto),
-                applied: Applied::new(version, r.body.clone()),
-            },
-        );
     }
     let removals: Vec<String> = if update.state_of_the_world {
         st.active
@@ -375,6 +352,178 @@ pub fn apply_lds(
     }
     st.promote(server, false);
     rejected
+}
+
+/// The listener `proto` as it serves now: its discovered filters' configs put in, then
+/// translated.
+fn translate_now(
+    st: &ListenerState,
+    proto: &lproto::Listener,
+    deps: &[extensions::Dependency],
+    secrets: &crate::config::secrets::Secrets,
+) -> Result<Arc<ListenerConfig>, String> {
+    let resolved;
+    let proto = if deps.is_empty() {
+        proto
+    } else {
+        resolved = extensions::resolve(proto, &st.extensions).map_err(|e| e.to_string())?;
+        &resolved
+    };
+    listener::translate(proto, secrets, "")
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Builds listener `name` from `proto` and puts it to warm (it replaces the active one of
+/// that name once warm); the error rejects it and changes nothing.
+fn stage(
+    server: &Server,
+    st: &mut ListenerState,
+    name: &str,
+    proto: lproto::Listener,
+    applied: Applied,
+    secrets: &crate::config::secrets::Secrets,
+) -> Result<(), String> {
+    let deps = extensions::dependencies(&proto).map_err(|e| e.to_string())?;
+    let config = translate_now(st, &proto, &deps, secrets)?;
+    if config.bind_to_port && address_taken(server, st, name, &config.address) {
+        return Err(format!(
+            "error adding listener '{}': has duplicate address '{}' as existing listener",
+            name, config.address
+        ));
+    }
+    let socket = socket_for(st, &config).map_err(|e| {
+        manager_stat(server, "listener_create_failure");
+        format!("cannot bind '{}': {e}", config.address)
+    })?;
+    let flush = std::time::Duration::from_millis(server.options.file_flush_interval_msec.max(1));
+    let active = ActiveListener::new(
+        config.clone(),
+        &server.scope(),
+        flush,
+        &server.bootstrap.node_proto,
+    )
+    .map_err(|e| format!("cannot create listener: {e}"))?;
+    let slots = slots(&config);
+    for s in &slots {
+        if let Some((routes, _)) = st.routes.get(&s.name) {
+            s.set(routes.clone());
+        }
+    }
+    let awaits_extension = extensions::waits(&deps, &st.extensions);
+    st.warming.insert(
+        name.to_string(),
+        Entry {
+            listener: active,
+            socket,
+            slots,
+            chains: chain_keys(&proto),
+            applied,
+            awaits_extension,
+            proto: (!deps.is_empty()).then(|| Box::new(proto)),
+            extensions: deps,
+        },
+    );
+    Ok(())
+}
+
+/// Applies an ECDS response: each config is checked against the filters that use it
+/// and against every listener it would rebuild (a listener it cannot serve rejects it,
+/// and the previous config stays); then those listeners are rebuilt on their sockets.
+pub fn apply_ecds(
+    server: &Server,
+    st: &mut ListenerState,
+    update: &Update,
+    secrets: &crate::config::secrets::Secrets,
+) -> Vec<Rejected> {
+    let uses: Vec<extensions::Dependency> = st
+        .active
+        .values()
+        .chain(st.warming.values())
+        .flat_map(|e| e.extensions.iter().cloned())
+        .collect();
+    let (set, mut rejected) = extensions::decode_update(update, &uses);
+    let mut changed = Vec::new();
+    let mut seen = HashSet::new();
+    for (name, any, applied) in set {
+        seen.insert(name.clone());
+        let previous = st.extensions.insert(name.clone(), any, applied);
+        if let Err(error) = rebuildable(st, &name, secrets) {
+            st.extensions.restore(&name, previous);
+            rejected.push(Rejected { name, error });
+            continue;
+        }
+        extensions::count(server, &name, "config_reload");
+        changed.push(name);
+    }
+    for r in &rejected {
+        extensions::count(server, &r.name, "config_fail");
+    }
+    let removals: Vec<String> = if update.state_of_the_world {
+        st.extensions
+            .names()
+            .into_iter()
+            .filter(|n| !seen.contains(n) && !rejected.iter().any(|r| &r.name == n))
+            .collect()
+    } else {
+        update.removed.clone()
+    };
+    for name in removals {
+        if st.extensions.remove(&name) {
+            changed.push(name);
+        }
+    }
+    for name in &changed {
+        rebuild_users(server, st, name, secrets);
+    }
+    st.promote(server, false);
+    rejected
+}
+
+/// The listeners (warming ones first, as they are the newest) that use config `name`.
+fn users(st: &ListenerState, name: &str) -> Vec<(String, lproto::Listener, Applied)> {
+    let mut out: Vec<(String, lproto::Listener, Applied)> = Vec::new();
+    for (n, e) in st.warming.iter().chain(st.active.iter()) {
+        if out.iter().any(|(o, _, _)| o == n) {
+            continue;
+        }
+        if let Some(proto) = e
+            .proto
+            .as_ref()
+            .filter(|_| e.extensions.iter().any(|d| d.name == name))
+        {
+            out.push((n.clone(), (**proto).clone(), e.applied.clone()));
+        }
+    }
+    out
+}
+
+/// Whether every listener using config `name` translates with the configs held now.
+fn rebuildable(
+    st: &ListenerState,
+    name: &str,
+    secrets: &crate::config::secrets::Secrets,
+) -> Result<(), String> {
+    for (listener, proto, _) in users(st, name) {
+        let deps = extensions::dependencies(&proto).map_err(|e| e.to_string())?;
+        translate_now(st, &proto, &deps, secrets)
+            .map_err(|e| format!("listener {listener}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the listeners using config `name` with the configs held now.
+fn rebuild_users(
+    server: &Server,
+    st: &mut ListenerState,
+    name: &str,
+    secrets: &crate::config::secrets::Secrets,
+) {
+    for (listener, proto, applied) in users(st, name) {
+        if let Err(e) = stage(server, st, &listener, proto, applied, secrets) {
+            tracing::warn!(target: "config", "ecds: listener '{listener}' not rebuilt: {e}");
+        }
+    }
 }
 
 /// Counts an RDS response for route configuration `name` under every connection manager

@@ -4,6 +4,7 @@
 
 pub mod clusters;
 pub mod dump;
+pub mod extensions;
 pub mod google;
 pub mod init;
 pub mod listeners;
@@ -271,6 +272,7 @@ impl XdsManager {
     fn refresh_interest(&self, server: &Server, st: &State) {
         self.subscribe(server, ads::ENDPOINT, st.clusters.eds_interest(server));
         self.subscribe(server, ads::ROUTE, st.listeners.rds_interest());
+        self.subscribe(server, ads::EXTENSION_CONFIG, st.listeners.ecds_interest());
         let contexts = secrets::contexts(server, st);
         self.subscribe(server, ads::SECRET, secrets::interest(&contexts));
     }
@@ -588,6 +590,9 @@ impl Handler for XdsManager {
                 rejected
             }
             ads::ROUTE => listeners::apply_rds(&server, &mut st.listeners, &update),
+            ads::EXTENSION_CONFIG => {
+                listeners::apply_ecds(&server, &mut st.listeners, &update, &known)
+            }
             other => vec![Rejected {
                 name: String::new(),
                 error: format!("resource type {other} is not supported"),

@@ -33,6 +33,8 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 /// `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret`
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// `type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig` (ECDS)
+pub const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 /// `type.googleapis.com/envoy.service.discovery.v3.Resource`: a SotW resource wrapped
 /// with its name and version.
 const WRAPPED: &str = "type.googleapis.com/envoy.service.discovery.v3.Resource";

@@ -1,0 +1,271 @@
+//! ECDS: HTTP filters whose config a listener takes by name (`config_discovery`), from
+//! `TypedExtensionConfig` resources over ADS. A listener with such filters is translated
+//! with the configs known now substituted (else the filter's `default_config`, else a
+//! filter answering 500 `NFCF`, as Envoy's missing-config filter does); it warms until
+//! each has arrived (unless its default applies without warming, or the initial fetch
+//! timeout passes). A new config rebuilds the listeners that use it on their socket;
+//! their filter chains are unchanged, so no connection is drained: new connections get
+//! the new config.
+
+use super::resource::{self, Applied};
+use crate::config::error::{join, ConfigError, Result};
+use crate::config::source::XdsSource;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use xds_client::ads::{Rejected, Update, EXTENSION_CONFIG};
+use xds_client::proto::envoy::config::core::v3::TypedExtensionConfig;
+use xds_client::proto::envoy::config::listener::v3 as lproto;
+use xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use xds_client::proto::google::protobuf::Any;
+
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// One discovered filter of a listener.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    /// The `TypedExtensionConfig` name.
+    pub name: String,
+    /// The config types the filter accepts (`type_urls`; empty: any).
+    pub type_urls: Vec<String>,
+    /// A `default_config` serves while none has arrived.
+    pub has_default: bool,
+    /// The default serves without warming (`apply_default_config_without_warming`).
+    pub without_warming: bool,
+    /// How long the listener warms for it (`None`: until it arrives).
+    pub fetch_timeout: Option<std::time::Duration>,
+}
+
+impl Dependency {
+    /// Whether a config of `type_url` may serve this filter.
+    fn accepts(&self, type_url: &str) -> bool {
+        self.type_urls.is_empty() || self.type_urls.iter().any(|t| t == type_url)
+    }
+}
+
+/// The ECDS configs received, by name: the filter's typed config and the resource.
+#[derive(Default)]
+pub struct ExtensionState {
+    configs: BTreeMap<String, (Any, Applied)>,
+}
+
+impl ExtensionState {
+    /// Whether the config `name` has arrived.
+    pub fn has(&self, name: &str) -> bool {
+        self.configs.contains_key(name)
+    }
+
+    /// The received resources, for `/config_dump`.
+    pub fn applied(&self) -> impl Iterator<Item = &Applied> {
+        self.configs.values().map(|(_, a)| a)
+    }
+}
+
+/// Runs `f` on every HTTP connection manager of `l`'s chains (decoded, then encoded back
+/// when `f` changed it).
+fn each_hcm(
+    l: &mut lproto::Listener,
+    mut f: impl FnMut(&mut hcm::HttpConnectionManager, &str) -> Result<bool>,
+) -> Result<()> {
+    let chains = l
+        .filter_chains
+        .iter_mut()
+        .enumerate()
+        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
+        .chain(
+            l.default_filter_chain
+                .iter_mut()
+                .map(|c| ("default_filter_chain".to_string(), c)),
+        );
+    for (path, chain) in chains {
+        for (i, filter) in chain.filters.iter_mut().enumerate() {
+            let Some(lproto::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
+                continue;
+            };
+            if xds_client::descriptors::type_name_of_url(&any.type_url) != HCM {
+                continue;
+            }
+            let p = format!("{path}.filters[{i}].typed_config");
+            let mut m = hcm::HttpConnectionManager::decode(any.value.as_slice())
+                .map_err(|e| ConfigError::at(&p, e.to_string()))?;
+            if f(&mut m, &p)? {
+                any.value = m.encode_to_vec();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The discovered filters of `l`. Only ADS sources are supported.
+pub fn dependencies(l: &lproto::Listener) -> Result<Vec<Dependency>> {
+    let mut out = Vec::new();
+    let mut l = l.clone();
+    each_hcm(&mut l, |m, path| {
+        for (i, f) in m.http_filters.iter().enumerate() {
+            let Some(hcm::http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
+                continue;
+            };
+            let p = format!("{path}.http_filters[{i}].config_discovery");
+            let source = join(&p, "config_source");
+            if crate::config::source::xds_source(d.config_source.as_ref(), &source)?
+                != XdsSource::Ads
+            {
+                return Err(ConfigError::at(
+                    source,
+                    "discovered filter configs are fetched over ADS only",
+                ));
+            }
+            out.push(Dependency {
+                name: f.name.clone(),
+                type_urls: d.type_urls.clone(),
+                has_default: d.default_config.is_some(),
+                without_warming: d.apply_default_config_without_warming,
+                fetch_timeout: crate::config::source::fetch_timeout(
+                    d.config_source.as_ref(),
+                    &source,
+                )?,
+            });
+        }
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+/// `l` with each discovered filter's config put in as its `typed_config`: the one
+/// received, else its `default_config`; a filter with neither keeps `config_discovery`
+/// (translated into the missing-config filter).
+pub fn resolve(l: &lproto::Listener, st: &ExtensionState) -> Result<lproto::Listener> {
+    let mut l = l.clone();
+    each_hcm(&mut l, |m, path| {
+        let mut changed = false;
+        for (i, f) in m.http_filters.iter_mut().enumerate() {
+            let Some(hcm::http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
+                continue;
+            };
+            let config = match st.configs.get(&f.name) {
+                Some((any, _)) => {
+                    if !d.type_urls.is_empty() && !d.type_urls.contains(&any.type_url) {
+                        return Err(ConfigError::at(
+                            format!("{path}.http_filters[{i}].config_discovery.type_urls"),
+                            format!(
+                                "the config of {} is a {}, which this filter does not accept",
+                                f.name, any.type_url
+                            ),
+                        ));
+                    }
+                    Some(any.clone())
+                }
+                None => d.default_config.clone(),
+            };
+            if let Some(any) = config {
+                f.config_type = Some(hcm::http_filter::ConfigType::TypedConfig(any));
+                changed = true;
+            }
+        }
+        Ok(changed)
+    })?;
+    Ok(l)
+}
+
+/// Counts `event` (`config_reload`, `config_fail`) of discovered filter `name`, under
+/// Envoy's `extension_config_discovery.http_filter.<name>.` names.
+pub fn count(server: &crate::server::Server, name: &str, event: &str) {
+    server
+        .scope()
+        .child("extension_config_discovery")
+        .child("http_filter")
+        .child(name)
+        .counter(event)
+        .inc();
+}
+
+/// Whether a listener with `deps` must still wait for one of them.
+pub fn waits(deps: &[Dependency], st: &ExtensionState) -> bool {
+    deps.iter()
+        .any(|d| !(st.has(&d.name) || d.has_default && d.without_warming))
+}
+
+/// The ECDS names the listeners need (all over ADS).
+pub fn interest<'a>(
+    deps: impl Iterator<Item = &'a Dependency>,
+) -> BTreeMap<XdsSource, BTreeSet<String>> {
+    let names: BTreeSet<String> = deps.map(|d| d.name.clone()).collect();
+    if names.is_empty() {
+        return BTreeMap::new();
+    }
+    BTreeMap::from([(XdsSource::Ads, names)])
+}
+
+/// An ECDS response decoded and checked: the configs it sets (each checked against the
+/// types the filters that use it accept, `uses`) and its rejections.
+pub fn decode_update(
+    update: &Update,
+    uses: &[Dependency],
+) -> (Vec<(String, Any, Applied)>, Vec<Rejected>) {
+    let mut set = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, r) in update.resources.iter().enumerate() {
+        let decoded = resource::decode::<TypedExtensionConfig>(r, EXTENSION_CONFIG, i, |t| &t.name);
+        let (name, config) = match decoded {
+            Ok(x) => x,
+            Err(e) => {
+                rejected.push(e);
+                continue;
+            }
+        };
+        let Some(any) = config.typed_config else {
+            rejected.push(Rejected {
+                name,
+                error: "typed_config: a filter config is required".into(),
+            });
+            continue;
+        };
+        if let Some(d) = uses
+            .iter()
+            .find(|d| d.name == name && !d.accepts(&any.type_url))
+        {
+            rejected.push(Rejected {
+                name: name.clone(),
+                error: format!(
+                    "typed_config: {} is not one of the types filter {} accepts ({})",
+                    any.type_url,
+                    d.name,
+                    d.type_urls.join(", ")
+                ),
+            });
+            continue;
+        }
+        let version = update.version_of(r);
+        set.push((name, any, Applied::new(version, r.body.clone())));
+    }
+    (set, rejected)
+}
+
+impl ExtensionState {
+    /// Stores `name`'s config, returning what it replaces.
+    pub fn insert(&mut self, name: String, any: Any, applied: Applied) -> Option<(Any, Applied)> {
+        self.configs.insert(name, (any, applied))
+    }
+
+    /// Restores `name` to `previous` (a config that failed to apply).
+    pub fn restore(&mut self, name: &str, previous: Option<(Any, Applied)>) {
+        match previous {
+            Some(p) => {
+                self.configs.insert(name.to_string(), p);
+            }
+            None => {
+                self.configs.remove(name);
+            }
+        }
+    }
+
+    /// Removes `name`'s config; whether there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.configs.remove(name).is_some()
+    }
+
+    /// The names received, for SotW omission.
+    pub fn names(&self) -> Vec<String> {
+        self.configs.keys().cloned().collect()
+    }
+}
