@@ -779,6 +779,105 @@ fn ecds_listener(
     })
 }
 
+const NETWORK_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
+
+/// A TCP listener on `port` to cluster `echo`, its network RBAC filter `filter`
+/// discovered over ADS.
+fn ecds_tcp_listener(port: u16, filter: &str) -> serde_json::Value {
+    json!({
+        "name": "tcp",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [
+            {"name": filter, "config_discovery": {"config_source": {"ads": {},
+                "initial_fetch_timeout": "5s", "resource_api_version": "V3"}, "type_urls": [NETWORK_RBAC]}},
+            {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "echo", "cluster": "echo"}}]}]
+    })
+}
+
+/// A network RBAC config allowing (`ALLOW`) or denying (`DENY`) every connection.
+fn network_rbac(action: &str) -> serde_json::Value {
+    json!({"@type": NETWORK_RBAC, "stat_prefix": "ecds.", "rules": {"action": action,
+        "policies": {"all": {"permissions": [{"any": true}], "principals": [{"any": true}]}}}})
+}
+
+/// Whether a TCP connection to `port` echoes a line back.
+fn echoes(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+    let mut got = [0u8; 4];
+    s.write_all(b"ping").is_ok() && s.read_exact(&mut got).is_ok() && &got == b"ping"
+}
+
+#[test]
+fn discovered_network_filter_configs_follow_ecds_like_envoy() {
+    let echo = e2e::upstream::TcpEcho::start();
+    let port = e2e::free_port();
+    let scenario = |kind: Kind| {
+        let cp = ControlPlane::tcp();
+        cp.set_json(CLUSTER, "echo", eds_cluster("echo"));
+        cp.set_json(ENDPOINT, "echo", assignment("echo", &[echo.port]));
+        cp.set_json(LISTENER, "tcp", ecds_tcp_listener(port, "rbac-net"));
+        cp.set_json(
+            EXTENSION,
+            "rbac-net",
+            json!({"name": "rbac-net", "typed_config": network_rbac("DENY")}),
+        );
+        let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        e2e::wait_until(20, "the TCP listener is up", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let mut seen = vec![("denied by the discovered RBAC", u16::from(!echoes(port)))];
+        let mark = cp.sent_count();
+        cp.set_json(
+            EXTENSION,
+            "rbac-net",
+            json!({"name": "rbac-net", "typed_config": network_rbac("ALLOW")}),
+        );
+        cp.push(EXTENSION);
+        seen.push((
+            "update acked",
+            u16::from(cp.wait_verdict(EXTENSION, "rbac-net", mark, 20).is_ack()),
+        ));
+        let mut allowed = false;
+        e2e::wait_until(10, "the new config serves", || {
+            allowed = echoes(port);
+            allowed
+        });
+        seen.push(("allowed after the update", u16::from(allowed)));
+        seen.push((
+            "config_reload",
+            proxy
+                .stat("extension_config_discovery.network_filter.rbac-net.config_reload")
+                .unwrap_or(99) as u16,
+        ));
+        drop(proxy);
+        seen
+    };
+    let Some(_) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    let envoy = scenario(Kind::Envoy);
+    let meshproxy = scenario(Kind::Meshproxy);
+    assert_eq!(
+        envoy, meshproxy,
+        "envoy (left) and meshproxy (right) differ"
+    );
+    assert_eq!(
+        meshproxy,
+        [
+            ("denied by the discovered RBAC", 1),
+            ("update acked", 1),
+            ("allowed after the update", 1),
+            ("config_reload", 2)
+        ]
+    );
+}
+
 #[test]
 fn discovered_filter_configs_follow_ecds_like_envoy() {
     let upstream = Upstream::http("backend");

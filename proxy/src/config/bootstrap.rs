@@ -246,7 +246,7 @@ fn translate(
         if let Some(name) = discovered_filter(l) {
             return Err(ConfigError::at(
                 format!("static_resources.listeners[{i}]"),
-                format!("HTTP filter {name}: config_discovery (ECDS) serves listeners that come over LDS, not static ones"),
+                format!("filter {name}: config_discovery (ECDS) serves listeners that come over LDS, not static ones"),
             ));
         }
     }
@@ -577,18 +577,25 @@ fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
     Ok(limit)
 }
 
-/// The first HTTP filter of `l` configured through `config_discovery`, if any.
+/// The first filter of `l` configured through `config_discovery`, if any.
 fn discovered_filter(l: &ListenerConfig) -> Option<&str> {
-    l.filter_chains
-        .iter()
-        .chain(l.default_chain.iter())
-        .filter_map(|c| match &c.terminal {
-            Terminal::Http(h) => Some(h),
-            Terminal::Tcp(_) => None,
-        })
-        .flat_map(|h| h.filters.iter())
+    let chains = || l.filter_chains.iter().chain(l.default_chain.iter());
+    let network = chains()
+        .flat_map(|c| c.network_filters.iter())
         .find_map(|f| match f {
-            super::hcm::HttpFilterConfig::MissingConfig(name) => Some(name.as_str()),
+            super::listener::NetworkFilter::MissingConfig(name) => Some(name.as_str()),
             _ => None,
-        })
+        });
+    network.or_else(|| {
+        chains()
+            .filter_map(|c| match &c.terminal {
+                Terminal::Http(h) => Some(h),
+                Terminal::Tcp(_) => None,
+            })
+            .flat_map(|h| h.filters.iter())
+            .find_map(|f| match f {
+                super::hcm::HttpFilterConfig::MissingConfig(name) => Some(name.as_str()),
+                _ => None,
+            })
+    })
 }

@@ -164,6 +164,9 @@ pub enum NetworkFilter {
     IstioAuthn,
     /// Role-based access control on the connection (`envoy.filters.network.rbac`).
     Rbac(Arc<crate::rbac::translate::NetworkRbacConfig>),
+    /// A discovered filter (`config_discovery`) whose config has not arrived and that has
+    /// no default: connections are closed at once (`NFCF`).
+    MissingConfig(String),
 }
 
 /// A translated filter chain.
@@ -443,6 +446,11 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
     let mut network_filters = Vec::new();
     for (i, f) in rest.iter().enumerate() {
         let tp = format!("{filters_path}[{i}].typed_config");
+        if let Some(C::ConfigDiscovery(_)) = &f.config_type {
+            // LDS puts discovered configs (or defaults) in before translating.
+            network_filters.push(NetworkFilter::MissingConfig(f.name.clone()));
+            continue;
+        }
         let Some(C::TypedConfig(any)) = &f.config_type else {
             return Err(ConfigError::at(
                 format!("{filters_path}[{i}]"),

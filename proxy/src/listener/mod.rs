@@ -90,6 +90,8 @@ pub struct ChainRuntime {
     exchange: Option<Arc<crate::istio::tcp_exchange::TcpExchangeConfig>>,
     /// The chain runs `istio_authn`.
     authn: bool,
+    /// A discovered network filter has no config: connections are closed at once.
+    missing_config: bool,
     /// The chain's RBAC filters with their counters.
     rbac: Vec<(
         Arc<crate::rbac::translate::NetworkRbacConfig>,
@@ -133,6 +135,10 @@ impl ActiveListener {
             };
             Ok(ChainRuntime {
                 tls: c.tls.clone(),
+                missing_config: c
+                    .network_filters
+                    .iter()
+                    .any(|f| matches!(f, NetworkFilter::MissingConfig(_))),
                 authn: c
                     .network_filters
                     .iter()
@@ -468,6 +474,10 @@ async fn handle(
             None => return,
         },
     };
+    if chain.missing_config {
+        tracing::debug!(target: "connection", "closed: a discovered network filter has no config (NFCF)");
+        return;
+    }
     let mut io = ds.into_io();
     if let Some(tls) = &chain.tls {
         // The config current now: a rotated certificate serves from the next handshake.

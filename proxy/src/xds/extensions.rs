@@ -1,7 +1,8 @@
-//! ECDS: HTTP filters whose config a listener takes by name (`config_discovery`), from
-//! `TypedExtensionConfig` resources over ADS. A listener with such filters is translated
+//! ECDS: HTTP and network filters whose config a listener takes by name
+//! (`config_discovery`), from `TypedExtensionConfig` resources over ADS. A listener with such filters is translated
 //! with the configs known now substituted (else the filter's `default_config`, else a
-//! filter answering 500 `NFCF`, as Envoy's missing-config filter does); it warms until
+//! filter answering 500 `NFCF`, or for a network filter closing connections, as Envoy's
+//! missing-config filters do); it warms until
 //! each has arrived (unless its default applies without warming, or the initial fetch
 //! timeout passes). A new config rebuilds the listeners that use it on their socket;
 //! their filter chains are unchanged, so no connection is drained: new connections get
@@ -21,11 +22,32 @@ use xds_client::proto::google::protobuf::Any;
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
+/// Where a discovered filter sits, which names its stats
+/// (`extension_config_discovery.<kind>.<name>.`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    /// An HTTP filter of a connection manager (`http_filter`).
+    Http,
+    /// A network filter of a filter chain (`network_filter`).
+    Network,
+}
+
+impl FilterKind {
+    fn stat_prefix(self) -> &'static str {
+        match self {
+            FilterKind::Http => "http_filter",
+            FilterKind::Network => "network_filter",
+        }
+    }
+}
+
 /// One discovered filter of a listener.
 #[derive(Debug, Clone)]
 pub struct Dependency {
     /// The `TypedExtensionConfig` name.
     pub name: String,
+    /// HTTP or network filter.
+    pub kind: FilterKind,
     /// The config types the filter accepts (`type_urls`; empty: any).
     pub type_urls: Vec<String>,
     /// A `default_config` serves while none has arrived.
@@ -59,6 +81,27 @@ impl ExtensionState {
     pub fn applied(&self) -> impl Iterator<Item = &Applied> {
         self.configs.values().map(|(_, a)| a)
     }
+}
+
+/// Runs `f` on every filter chain of `l` with its path.
+fn each_chain(
+    l: &mut lproto::Listener,
+    mut f: impl FnMut(&mut lproto::FilterChain, &str) -> Result<()>,
+) -> Result<()> {
+    let chains = l
+        .filter_chains
+        .iter_mut()
+        .enumerate()
+        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
+        .chain(
+            l.default_filter_chain
+                .iter_mut()
+                .map(|c| ("default_filter_chain".to_string(), c)),
+        );
+    for (path, chain) in chains {
+        f(chain, &path)?;
+    }
+    Ok(())
 }
 
 /// Runs `f` on every HTTP connection manager of `l`'s chains (decoded, then encoded back
@@ -106,29 +149,56 @@ pub fn dependencies(l: &lproto::Listener) -> Result<Vec<Dependency>> {
                 continue;
             };
             let p = format!("{path}.http_filters[{i}].config_discovery");
-            let source = join(&p, "config_source");
-            if crate::config::source::xds_source(d.config_source.as_ref(), &source)?
-                != XdsSource::Ads
-            {
-                return Err(ConfigError::at(
-                    source,
-                    "discovered filter configs are fetched over ADS only",
-                ));
-            }
-            out.push(Dependency {
-                name: f.name.clone(),
-                type_urls: d.type_urls.clone(),
-                has_default: d.default_config.is_some(),
-                without_warming: d.apply_default_config_without_warming,
-                fetch_timeout: crate::config::source::fetch_timeout(
-                    d.config_source.as_ref(),
-                    &source,
-                )?,
-            });
+            out.push(dependency(f.name.clone(), FilterKind::Http, d, &p)?);
         }
         Ok(false)
     })?;
+    each_chain(&mut l, |chain, path| {
+        let last = chain.filters.len().saturating_sub(1);
+        for (i, f) in chain.filters.iter().enumerate() {
+            let Some(lproto::filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
+                continue;
+            };
+            if i == last {
+                return Err(ConfigError::at(
+                    format!("{path}.filters[{i}].config_discovery"),
+                    "the terminal network filter cannot take its config from ECDS",
+                ));
+            }
+            out.push(dependency(
+                f.name.clone(),
+                FilterKind::Network,
+                d,
+                &format!("{path}.filters[{i}].config_discovery"),
+            )?);
+        }
+        Ok(())
+    })?;
     Ok(out)
+}
+
+/// A discovered filter's needs, from its `ExtensionConfigSource` at `p`.
+fn dependency(
+    name: String,
+    kind: FilterKind,
+    d: &xds_client::proto::envoy::config::core::v3::ExtensionConfigSource,
+    p: &str,
+) -> Result<Dependency> {
+    let source = join(p, "config_source");
+    if crate::config::source::xds_source(d.config_source.as_ref(), &source)? != XdsSource::Ads {
+        return Err(ConfigError::at(
+            source,
+            "discovered filter configs are fetched over ADS only",
+        ));
+    }
+    Ok(Dependency {
+        name,
+        kind,
+        type_urls: d.type_urls.clone(),
+        has_default: d.default_config.is_some(),
+        without_warming: d.apply_default_config_without_warming,
+        fetch_timeout: crate::config::source::fetch_timeout(d.config_source.as_ref(), &source)?,
+    })
 }
 
 /// `l` with each discovered filter's config put in as its `typed_config`: the one
@@ -142,38 +212,66 @@ pub fn resolve(l: &lproto::Listener, st: &ExtensionState) -> Result<lproto::List
             let Some(hcm::http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
                 continue;
             };
-            let config = match st.configs.get(&f.name) {
-                Some((any, _)) => {
-                    if !d.type_urls.is_empty() && !d.type_urls.contains(&any.type_url) {
-                        return Err(ConfigError::at(
-                            format!("{path}.http_filters[{i}].config_discovery.type_urls"),
-                            format!(
-                                "the config of {} is a {}, which this filter does not accept",
-                                f.name, any.type_url
-                            ),
-                        ));
-                    }
-                    Some(any.clone())
-                }
-                None => d.default_config.clone(),
-            };
-            if let Some(any) = config {
+            let p = format!("{path}.http_filters[{i}].config_discovery.type_urls");
+            if let Some(any) = chosen(st, &f.name, d, &p)? {
                 f.config_type = Some(hcm::http_filter::ConfigType::TypedConfig(any));
                 changed = true;
             }
         }
         Ok(changed)
     })?;
+    each_chain(&mut l, |chain, path| {
+        for (i, f) in chain.filters.iter_mut().enumerate() {
+            let Some(lproto::filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
+                continue;
+            };
+            let p = format!("{path}.filters[{i}].config_discovery.type_urls");
+            if let Some(any) = chosen(st, &f.name, d, &p)? {
+                f.config_type = Some(lproto::filter::ConfigType::TypedConfig(any));
+            }
+        }
+        Ok(())
+    })?;
     Ok(l)
 }
 
-/// Counts `event` (`config_reload`, `config_fail`) of discovered filter `name`, under
-/// Envoy's `extension_config_discovery.http_filter.<name>.` names.
-pub fn count(server: &crate::server::Server, name: &str, event: &str) {
+/// The config a discovered filter `name` serves with now: the one received (of a type
+/// it accepts), else its default, else none.
+fn chosen(
+    st: &ExtensionState,
+    name: &str,
+    d: &xds_client::proto::envoy::config::core::v3::ExtensionConfigSource,
+    type_urls_path: &str,
+) -> Result<Option<Any>> {
+    match st.configs.get(name) {
+        Some((any, _)) => {
+            if !d.type_urls.is_empty() && !d.type_urls.contains(&any.type_url) {
+                return Err(ConfigError::at(
+                    type_urls_path,
+                    format!(
+                        "the config of {name} is a {}, which this filter does not accept",
+                        any.type_url
+                    ),
+                ));
+            }
+            Ok(Some(any.clone()))
+        }
+        None => Ok(d.default_config.clone()),
+    }
+}
+
+/// Counts `event` (`config_reload`, `config_fail`) of discovered filter `name` (an HTTP
+/// one unless `uses` says otherwise), under Envoy's
+/// `extension_config_discovery.<kind>.<name>.` names.
+pub fn count(server: &crate::server::Server, uses: &[Dependency], name: &str, event: &str) {
+    let kind = uses
+        .iter()
+        .find(|d| d.name == name)
+        .map_or(FilterKind::Http, |d| d.kind);
     server
         .scope()
         .child("extension_config_discovery")
-        .child("http_filter")
+        .child(kind.stat_prefix())
         .child(name)
         .counter(event)
         .inc();

@@ -453,11 +453,11 @@ pub fn apply_ecds(
             rejected.push(Rejected { name, error });
             continue;
         }
-        extensions::count(server, &name, "config_reload");
+        extensions::count(server, &uses, &name, "config_reload");
         changed.push(name);
     }
     for r in &rejected {
-        extensions::count(server, &r.name, "config_fail");
+        extensions::count(server, &uses, &r.name, "config_fail");
     }
     let removals: Vec<String> = if update.state_of_the_world {
         st.extensions
