@@ -367,3 +367,48 @@ impl ExtensionState {
         self.configs.keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(filters: serde_json::Value) -> lproto::Listener {
+        xds_client::json::decode(
+            serde_json::json!({"name": "l", "filter_chains": [{"filters": filters}]}),
+            "envoy.config.listener.v3.Listener",
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn network_filters_resolve_and_a_terminal_one_is_refused() {
+        let discovered = serde_json::json!({"name": "rbac", "config_discovery": {
+            "config_source": {"ads": {}}, "type_urls": ["type.googleapis.com/x.Y"]}});
+        let terminal = listener(serde_json::json!([discovered.clone()]));
+        let e = dependencies(&terminal).unwrap_err();
+        assert_eq!(e.path, "filter_chains[0].filters[0].config_discovery");
+        let l = listener(
+            serde_json::json!([discovered, {"name": "echo", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo"}}]),
+        );
+        let deps = dependencies(&l).unwrap();
+        assert_eq!(
+            (deps[0].name.as_str(), deps[0].kind),
+            ("rbac", FilterKind::Network)
+        );
+        let mut st = ExtensionState::default();
+        assert!(waits(&deps, &st));
+        let config = Any {
+            type_url: "type.googleapis.com/x.Y".into(),
+            value: vec![],
+        };
+        st.insert("rbac".into(), config.clone(), Applied::new("1", config));
+        assert!(!waits(&deps, &st));
+        let resolved = resolve(&l, &st).unwrap();
+        assert!(matches!(
+            &resolved.filter_chains[0].filters[0].config_type,
+            Some(lproto::filter::ConfigType::TypedConfig(a)) if a.type_url == "type.googleapis.com/x.Y"
+        ));
+    }
+}
