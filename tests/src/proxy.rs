@@ -285,18 +285,22 @@ pub fn agree_with_envoy<T: PartialEq + std::fmt::Debug>(
     config: impl Fn(u16) -> String,
     observe: impl Fn(&Proxy, u16) -> T,
 ) -> Option<T> {
-    envoy_bin()?;
-    let mut seen = Vec::new();
-    for kind in [Kind::Envoy, Kind::Meshproxy] {
+    same_in_both(|kind| {
         let port = crate::free_port();
         let proxy = Proxy::start(kind, &config(port), &[]);
-        seen.push(observe(&proxy, port));
-    }
-    let meshproxy = seen.pop();
-    let envoy = seen.pop();
+        observe(&proxy, port)
+    })
+}
+
+/// Runs `scenario` with Envoy, then with meshproxy, and asserts both saw the same;
+/// `None` (nothing run) when Envoy is not installed.
+pub fn same_in_both<T: PartialEq + std::fmt::Debug>(scenario: impl Fn(Kind) -> T) -> Option<T> {
+    envoy_bin()?;
+    let envoy = scenario(Kind::Envoy);
+    let meshproxy = scenario(Kind::Meshproxy);
     assert_eq!(
         envoy, meshproxy,
         "envoy (left) and meshproxy (right) differ"
     );
-    envoy
+    Some(envoy)
 }

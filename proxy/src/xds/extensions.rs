@@ -110,17 +110,7 @@ fn each_hcm(
     l: &mut lproto::Listener,
     mut f: impl FnMut(&mut hcm::HttpConnectionManager, &str) -> Result<bool>,
 ) -> Result<()> {
-    let chains = l
-        .filter_chains
-        .iter_mut()
-        .enumerate()
-        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
-        .chain(
-            l.default_filter_chain
-                .iter_mut()
-                .map(|c| ("default_filter_chain".to_string(), c)),
-        );
-    for (path, chain) in chains {
+    each_chain(l, |chain, path| {
         for (i, filter) in chain.filters.iter_mut().enumerate() {
             let Some(lproto::filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else {
                 continue;
@@ -135,8 +125,8 @@ fn each_hcm(
                 any.value = m.encode_to_vec();
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The discovered filters of `l`. Only ADS sources are supported.
