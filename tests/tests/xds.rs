@@ -864,6 +864,51 @@ fn discovered_network_filter_configs_follow_ecds_like_envoy() {
     );
 }
 
+/// A keep-alive HTTP/1.1 connection sending `GET /` and reading each response's status.
+struct KeepAlive(std::io::BufReader<std::net::TcpStream>);
+
+impl KeepAlive {
+    fn open(port: u16) -> KeepAlive {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        KeepAlive(std::io::BufReader::new(s))
+    }
+
+    /// The status of one more request on the same connection (0 if it closed).
+    fn status(&mut self) -> u16 {
+        use std::io::{BufRead, Read, Write};
+        if self
+            .0
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .is_err()
+        {
+            return 0;
+        }
+        let mut line = String::new();
+        let _ = self.0.read_line(&mut line);
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if self.0.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        let _ = self.0.read_exact(&mut body);
+        status
+    }
+}
+
 #[test]
 fn discovered_filter_configs_follow_ecds_like_envoy() {
     let upstream = Upstream::http("backend");
@@ -911,7 +956,9 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
             status(missing) != 0
         });
         seen.push(("no config, no default", status(missing)));
-        // A new config applies to new connections.
+        // A new config applies to new streams, of connections opened before too.
+        let mut open = KeepAlive::open(served);
+        seen.push(("kept-alive connection before", open.status()));
         let mark = cp.sent_count();
         cp.set_json(
             EXTENSION,
@@ -922,6 +969,7 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
         let verdict = cp.wait_verdict(EXTENSION, "fault-a", mark, 20);
         seen.push(("update acked", u16::from(verdict.is_ack())));
         e2e::wait_until(10, "the new config serves", || status(served) == 503);
+        seen.push(("same connection after", open.status()));
         // A config of a type the filter does not accept is rejected; the old one serves.
         let mark = cp.sent_count();
         cp.set_json(
@@ -966,7 +1014,9 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
             ("first config", 418),
             ("default without warming", 429),
             ("no config, no default", 500),
+            ("kept-alive connection before", 418),
             ("update acked", 1),
+            ("same connection after", 503),
             ("wrong type nacked", 1),
             ("old config still serves", 503),
             ("ecds in config_dump", 1),

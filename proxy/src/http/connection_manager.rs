@@ -146,6 +146,10 @@ pub struct HttpConnectionManager {
     missing_filter_config: bool,
     /// Draining this chain's connections (LDS changed or removed the chain).
     pub drain: Arc<crate::listener::drain::ChainDrain>,
+    /// The same chain rebuilt by a later update that left it as it was (an ECDS config
+    /// changed, or another part of the listener): the next streams of this manager's
+    /// connections go to the newest, as Envoy's filter configs apply to new streams.
+    successor: std::sync::OnceLock<Arc<HttpConnectionManager>>,
 }
 
 /// Per-connection state shared by its requests.
@@ -179,6 +183,21 @@ impl ConnState {
 }
 
 impl HttpConnectionManager {
+    /// Hands this chain's next streams to `newer`, the same chain of the listener that
+    /// replaced this one (once; later updates chain on from `newer`).
+    pub fn succeed(&self, newer: Arc<HttpConnectionManager>) {
+        let _ = self.successor.set(newer);
+    }
+
+    /// The newest manager of this chain.
+    fn newest(self: &Arc<Self>) -> Arc<Self> {
+        let mut h = self.clone();
+        while let Some(next) = h.successor.get() {
+            h = next.clone();
+        }
+        h
+    }
+
     /// Builds the manager with its stats and access-log writers.
     pub fn new(
         config: Arc<HttpConnectionManagerConfig>,
@@ -280,6 +299,7 @@ impl HttpConnectionManager {
             access_logs,
             istio,
             drain: Arc::default(),
+            successor: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -310,7 +330,10 @@ impl HttpConnectionManager {
             let server = server.clone();
             let info = info.clone();
             let st = st.clone();
-            async move { Ok::<_, Infallible>(this.handle(&server, &info, &st, req).await) }
+            async move {
+                let newest = this.newest();
+                Ok::<_, Infallible>(newest.handle(&server, &info, &st, req).await)
+            }
         });
         let io = TokioIo::new(io);
         let c = &self.config;

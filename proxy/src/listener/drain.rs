@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub struct ChainDrain {
     started: OnceLock<(Instant, Duration, DrainStrategy)>,
     finished: tokio::sync::watch::Sender<bool>,
+    /// The same chain in the listeners this one replaced (an update that left the chain
+    /// as it was): their connections drain with this chain's.
+    predecessors: std::sync::Mutex<Vec<std::sync::Weak<ChainDrain>>>,
 }
 
 impl Default for ChainDrain {
@@ -20,11 +23,20 @@ impl Default for ChainDrain {
         ChainDrain {
             started: OnceLock::new(),
             finished: tokio::sync::watch::channel(false).0,
+            predecessors: std::sync::Mutex::default(),
         }
     }
 }
 
 impl ChainDrain {
+    /// Makes `older` (the same chain in a replaced listener) drain when this one does.
+    pub fn adopt(&self, older: &std::sync::Arc<ChainDrain>) {
+        self.predecessors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(std::sync::Arc::downgrade(older));
+    }
+
     /// Starts draining over `time` (once; call on a tokio runtime); `draining` counts
     /// the chain until the time is over.
     pub fn start(
@@ -35,6 +47,11 @@ impl ChainDrain {
     ) {
         if self.started.set((Instant::now(), time, strategy)).is_err() {
             return;
+        }
+        let predecessors =
+            std::mem::take(&mut *self.predecessors.lock().unwrap_or_else(|e| e.into_inner()));
+        for older in predecessors.iter().filter_map(std::sync::Weak::upgrade) {
+            older.start(time, strategy, draining);
         }
         let this = self.clone();
         let draining = draining.clone();
@@ -85,5 +102,24 @@ mod tests {
             .expect("finished after 5 s");
         tokio::task::yield_now().await;
         assert_eq!(gauge.value(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_chain_drains_with_its_successor() {
+        let (older, newer) = (
+            std::sync::Arc::new(ChainDrain::default()),
+            std::sync::Arc::new(ChainDrain::default()),
+        );
+        newer.adopt(&older);
+        assert!(!older.should_close());
+        let gauge = std::sync::Arc::new(crate::stats::Gauge::default());
+        newer.start(Duration::from_secs(1), DrainStrategy::Immediate, &gauge);
+        assert!(
+            older.should_close(),
+            "the older chain's connections drain too"
+        );
+        tokio::time::timeout(Duration::from_secs(2), older.finished())
+            .await
+            .expect("finished with it");
     }
 }

@@ -218,16 +218,45 @@ impl ActiveListener {
         strategy: crate::cli::DrainStrategy,
         draining: &Arc<Gauge>,
     ) {
-        let chain = self.chains.get(index).or(if index == self.chains.len() {
-            self.default_chain.as_ref()
-        } else {
-            None
-        });
-        match chain.map(|c| &c.terminal) {
+        match self.chain_at(index).map(|c| &c.terminal) {
             Some(TerminalRuntime::Http(h)) => h.drain.start(time, strategy, draining),
             Some(TerminalRuntime::Tcp(t)) => t.drain.start(time, strategy, draining),
             None => {}
         }
+    }
+
+    /// Links this listener's chains to the same chains of `older`, which it replaces:
+    /// `same(i)` is the index in `older` of chain `i` when an update left it as it was.
+    /// The older chain's connections then drain with this one's, and send their next
+    /// HTTP streams through this one's connection manager (with the filter configs of
+    /// now).
+    pub fn carry_over(&self, older: &ActiveListener, same: impl Fn(usize) -> Option<usize>) {
+        let count = self.chains.len() + usize::from(self.default_chain.is_some());
+        for i in 0..count {
+            let Some(j) = same(i) else {
+                continue;
+            };
+            let (n, o) = (self.chain_at(i), older.chain_at(j));
+            match (n.map(|c| &c.terminal), o.map(|c| &c.terminal)) {
+                (Some(TerminalRuntime::Http(n)), Some(TerminalRuntime::Http(o))) => {
+                    n.drain.adopt(&o.drain);
+                    o.succeed(n.clone());
+                }
+                (Some(TerminalRuntime::Tcp(n)), Some(TerminalRuntime::Tcp(o))) => {
+                    n.drain.adopt(&o.drain)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Chain `index` (filter chains in order, then the default chain).
+    fn chain_at(&self, index: usize) -> Option<&ChainRuntime> {
+        self.chains.get(index).or(if index == self.chains.len() {
+            self.default_chain.as_ref()
+        } else {
+            None
+        })
     }
 
     /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).

@@ -176,8 +176,13 @@ impl ListenerState {
             let kept = entry.chains.clone();
             let address = entry.listener.config.address.clone();
             server.listeners_created(1);
-            match self.active.insert(name, entry) {
+            match self.active.insert(name.clone(), entry) {
                 Some(old) => {
+                    if let Some(new) = self.active.get(&name) {
+                        new.listener.carry_over(&old.listener, |i| {
+                            old.chains.iter().position(|c| *c == new.chains[i])
+                        });
+                    }
                     old.listener.retire();
                     old.drain_chains(server, |chain| !kept.contains(chain));
                     manager_stat(server, "listener_modified");
