@@ -805,6 +805,64 @@ fn echoes(port: u16) -> bool {
     s.write_all(b"ping").is_ok() && s.read_exact(&mut got).is_ok() && &got == b"ping"
 }
 
+const PROXY_PROTOCOL: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol";
+
+#[test]
+fn discovered_listener_filter_configs_follow_ecds_like_envoy() {
+    // A PROXY protocol listener filter taking its config over ECDS: it serves once the
+    // config came (a request with a PROXY header passes, one without is refused); a
+    // listener whose filter config never comes closes its connections.
+    let upstream = Upstream::http("backend");
+    let (served, missing) = (e2e::free_port(), e2e::free_port());
+    let with_filter = |name: &str, port: u16, filter: &str| {
+        let mut l = ecds_listener(name, port, "no-http-filter", json!({}));
+        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["http_filters"] = e2e::config::router();
+        l["listener_filters"] = json!([{"name": filter, "config_discovery": {
+            "config_source": {"ads": {}, "initial_fetch_timeout": "1s", "resource_api_version": "V3"},
+            "type_urls": [PROXY_PROTOCOL]}}]);
+        l
+    };
+    let scenario = |kind: Kind| {
+        let cp = ControlPlane::tcp();
+        cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
+        cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream.port]));
+        cp.set_json(LISTENER, "served", with_filter("served", served, "pp-a"));
+        cp.set_json(LISTENER, "missing", with_filter("missing", missing, "pp-b"));
+        cp.set_json(
+            EXTENSION,
+            "pp-a",
+            json!({"name": "pp-a", "typed_config": {"@type": PROXY_PROTOCOL}}),
+        );
+        let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        let proxied = |port: u16| curl::get(port, "/", &["--haproxy-protocol"]).status;
+        e2e::wait_until(20, "the served listener answers", || proxied(served) == 200);
+        e2e::wait_until(20, "the missing one is up", || {
+            std::net::TcpStream::connect(("127.0.0.1", missing)).is_ok()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let seen = vec![
+            ("with a PROXY header", proxied(served)),
+            ("without one", curl::get(served, "/", &[]).status),
+            ("no config, no default", proxied(missing)),
+        ];
+        drop(proxy);
+        seen
+    };
+    let Some(seen) = e2e::proxy::same_in_both(scenario) else {
+        return;
+    };
+    assert_eq!(
+        seen,
+        [
+            ("with a PROXY header", 200),
+            ("without one", 0),
+            ("no config, no default", 0)
+        ]
+    );
+}
+
 #[test]
 fn discovered_network_filter_configs_follow_ecds_like_envoy() {
     let echo = e2e::upstream::TcpEcho::start();

@@ -579,6 +579,12 @@ fn overload(b: &proto::Bootstrap) -> Result<Option<u64>> {
 
 /// The first filter of `l` configured through `config_discovery`, if any.
 fn discovered_filter(l: &ListenerConfig) -> Option<&str> {
+    if l.listener_filters
+        .iter()
+        .any(|f| f.filter == super::listener::ListenerFilter::MissingConfig)
+    {
+        return Some("of listener_filters");
+    }
     let chains = || l.filter_chains.iter().chain(l.default_chain.iter());
     let network = chains()
         .flat_map(|c| c.network_filters.iter())

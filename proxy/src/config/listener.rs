@@ -30,6 +30,9 @@ pub enum ListenerFilter {
         /// `SO_MARK` for those upstream sockets (0: none).
         mark: u32,
     },
+    /// A discovered listener filter (`config_discovery`) whose config has not arrived
+    /// and that has no default: connections are closed.
+    MissingConfig,
     /// Reads a PROXY protocol v1/v2 header.
     ProxyProtocol {
         /// Accept connections without a PROXY header.
@@ -349,7 +352,9 @@ fn listener_filter_kind(f: &listener::ListenerFilter, path: &str) -> Result<List
     use listener::listener_filter::ConfigType as C;
     let any = match &f.config_type {
         Some(C::TypedConfig(a)) => a,
-        _ => return Err(ConfigError::at(path, "typed_config is required")),
+        // LDS puts discovered configs (or defaults) in before translating.
+        Some(C::ConfigDiscovery(_)) => return Ok(ListenerFilter::MissingConfig),
+        None => return Err(ConfigError::at(path, "typed_config is required")),
     };
     let p = join(path, "typed_config");
     Ok(

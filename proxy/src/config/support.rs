@@ -176,7 +176,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     ]),
     msg!("envoy.config.core.v3.CidrRange", ["address_prefix", "prefix_len"]),
     msg!("envoy.config.listener.v3.Filter", ["name", "typed_config", "config_discovery"]),
-    msg!("envoy.config.listener.v3.ListenerFilter", ["name", "typed_config", "filter_disabled"]),
+    msg!("envoy.config.listener.v3.ListenerFilter", ["name", "typed_config", "filter_disabled", "config_discovery"]),
     msg!("envoy.config.listener.v3.ListenerFilterChainMatchPredicate", [
         "or_match", "and_match", "not_match", "any_match", "destination_port_range",
     ]),

@@ -593,6 +593,11 @@ async fn run_listener_filters(
             continue;
         }
         match &configured.filter {
+            ListenerFilter::MissingConfig => {
+                return Err(std::io::Error::other(
+                    "a discovered listener filter has no config (NFCF)",
+                ))
+            }
             ListenerFilter::OriginalDst => {
                 if let Some(dst) = ds.original_dst() {
                     info.local = Some(dst);

@@ -1,4 +1,4 @@
-//! ECDS: HTTP and network filters whose config a listener takes by name
+//! ECDS: listener, network and HTTP filters whose config a listener takes by name
 //! (`config_discovery`), from `TypedExtensionConfig` resources over ADS. A listener with such filters is translated
 //! with the configs known now substituted (else the filter's `default_config`, else a
 //! filter answering 500 `NFCF`, or for a network filter closing connections, as Envoy's
@@ -30,6 +30,8 @@ pub enum FilterKind {
     Http,
     /// A network filter of a filter chain (`network_filter`).
     Network,
+    /// A listener filter (`tcp_listener_filter`).
+    Listener,
 }
 
 impl FilterKind {
@@ -37,6 +39,7 @@ impl FilterKind {
         match self {
             FilterKind::Http => "http_filter",
             FilterKind::Network => "network_filter",
+            FilterKind::Listener => "tcp_listener_filter",
         }
     }
 }
@@ -132,6 +135,12 @@ fn each_hcm(
 /// The discovered filters of `l`. Only ADS sources are supported.
 pub fn dependencies(l: &lproto::Listener) -> Result<Vec<Dependency>> {
     let mut out = Vec::new();
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        if let Some(lproto::listener_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type {
+            let p = format!("listener_filters[{i}].config_discovery");
+            out.push(dependency(f.name.clone(), FilterKind::Listener, d, &p)?);
+        }
+    }
     let mut l = l.clone();
     each_hcm(&mut l, |m, path| {
         for (i, f) in m.http_filters.iter().enumerate() {
@@ -196,6 +205,15 @@ fn dependency(
 /// (translated into the missing-config filter).
 pub fn resolve(l: &lproto::Listener, st: &ExtensionState) -> Result<lproto::Listener> {
     let mut l = l.clone();
+    for (i, f) in l.listener_filters.iter_mut().enumerate() {
+        let Some(lproto::listener_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
+            continue;
+        };
+        let p = format!("listener_filters[{i}].config_discovery.type_urls");
+        if let Some(any) = chosen(st, &f.name, d, &p)? {
+            f.config_type = Some(lproto::listener_filter::ConfigType::TypedConfig(any));
+        }
+    }
     each_hcm(&mut l, |m, path| {
         let mut changed = false;
         for (i, f) in m.http_filters.iter_mut().enumerate() {
