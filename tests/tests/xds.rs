@@ -846,6 +846,12 @@ fn discovered_listener_filter_configs_follow_ecds_like_envoy() {
             ("with a PROXY header", proxied(served)),
             ("without one", curl::get(served, "/", &[]).status),
             ("no config, no default", proxied(missing)),
+            (
+                "config_reload",
+                proxy
+                    .stat("extension_config_discovery.tcp_listener_filter.pp-a.config_reload")
+                    .unwrap_or(99) as u16,
+            ),
         ];
         drop(proxy);
         seen
@@ -858,7 +864,8 @@ fn discovered_listener_filter_configs_follow_ecds_like_envoy() {
         [
             ("with a PROXY header", 200),
             ("without one", 0),
-            ("no config, no default", 0)
+            ("no config, no default", 0),
+            ("config_reload", 1)
         ]
     );
 }
