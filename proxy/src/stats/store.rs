@@ -76,9 +76,13 @@ pub struct Histogram {
     sum_millis: AtomicU64,
 }
 
+/// The default bounds, shared by every histogram that has no bucket settings.
+static DEFAULT_BOUNDS: std::sync::LazyLock<Arc<[f64]>> =
+    std::sync::LazyLock::new(|| Arc::from(&super::DEFAULT_BUCKETS[..]));
+
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram::with_bounds(Arc::from(&super::DEFAULT_BUCKETS[..]))
+        Histogram::with_bounds(DEFAULT_BOUNDS.clone())
     }
 }
 
