@@ -864,12 +864,7 @@ pub mod resources {
     /// One HTTP service: EDS cluster `backend` (endpoint on `upstream_port`), listener
     /// `http` on `listener_port` taking route configuration `routes` (tagged `v1`) from RDS.
     pub fn seed_http_service(cp: &ControlPlane, listener_port: u16, upstream_port: u16) {
-        cp.set_json(super::CLUSTER, "backend", eds_cluster("backend"));
-        cp.set_json(
-            super::ENDPOINT,
-            "backend",
-            assignment("backend", &[upstream_port]),
-        );
+        eds_service(cp, "backend", &[upstream_port]);
         cp.set_json(
             super::LISTENER,
             "http",
@@ -880,6 +875,12 @@ pub mod resources {
             "routes",
             route_config("routes", "backend", "v1"),
         );
+    }
+
+    /// Serves EDS cluster `name` with its endpoints on 127.0.0.1 `ports`.
+    pub fn eds_service(cp: &ControlPlane, name: &str, ports: &[u16]) {
+        cp.set_json(super::CLUSTER, name, eds_cluster(name));
+        cp.set_json(super::ENDPOINT, name, assignment(name, ports));
     }
 
     /// An EDS cluster fetched over ADS.

@@ -447,6 +447,13 @@ impl Conn {
 }
 
 impl Conn {
+    /// The status of one more `GET /` on this connection (0 once it is gone).
+    fn status(&mut self) -> u16 {
+        self.get()
+            .and_then(|(head, _)| head.split(' ').nth(1).and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    }
+
     /// Sends `data` and reads it back (an echo upstream); None once the proxy closed.
     fn echo(&mut self, data: &[u8]) -> Option<Vec<u8>> {
         use std::io::{Read, Write};
@@ -748,17 +755,14 @@ fn abort(status: u16) -> serde_json::Value {
     json!({"@type": FAULT, "abort": {"http_status": status, "percentage": {"numerator": 100}}})
 }
 
-/// A listener on `port` routing to `backend`, its first HTTP filter `filter` discovered
-/// over ADS (`extra` merged into its `config_discovery`).
-fn ecds_listener(
-    name: &str,
-    port: u16,
-    filter: &str,
-    extra: serde_json::Value,
-) -> serde_json::Value {
-    let mut discovery = json!({"config_source": {"ads": {}, "initial_fetch_timeout": "1s",
-        "resource_api_version": "V3"}, "type_urls": [FAULT]});
-    e2e::config::merge(&mut discovery, extra);
+/// A `config_discovery` over ADS accepting `type_url`, warming at most `timeout`.
+fn discovery(type_url: &str, timeout: &str) -> serde_json::Value {
+    json!({"config_source": {"ads": {}, "initial_fetch_timeout": timeout,
+        "resource_api_version": "V3"}, "type_urls": [type_url]})
+}
+
+/// A listener on `port` routing everything to `backend` through `http_filters`.
+fn http_listener(name: &str, port: u16, http_filters: serde_json::Value) -> serde_json::Value {
     let mut l = rds_listener(name, port, "unused");
     let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
     if let Some(o) = hcm.as_object_mut() {
@@ -766,9 +770,25 @@ fn ecds_listener(
     }
     hcm["route_config"] = json!({"virtual_hosts": [{"name": "all", "domains": ["*"],
         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]});
-    hcm["http_filters"] = json!([{"name": filter, "config_discovery": discovery},
-        e2e::config::router()[0].clone()]);
+    hcm["http_filters"] = http_filters;
     l
+}
+
+/// An [`http_listener`] whose first HTTP filter `filter` is a fault filter discovered over
+/// ADS (`extra` merged into its `config_discovery`).
+fn ecds_listener(
+    name: &str,
+    port: u16,
+    filter: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut d = discovery(FAULT, "1s");
+    e2e::config::merge(&mut d, extra);
+    http_listener(
+        name,
+        port,
+        json!([{"name": filter, "config_discovery": d}, e2e::config::router()[0].clone()]),
+    )
 }
 
 const NETWORK_RBAC: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
@@ -780,8 +800,7 @@ fn ecds_tcp_listener(port: u16, filter: &str) -> serde_json::Value {
         "name": "tcp",
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [
-            {"name": filter, "config_discovery": {"config_source": {"ads": {},
-                "initial_fetch_timeout": "5s", "resource_api_version": "V3"}, "type_urls": [NETWORK_RBAC]}},
+            {"name": filter, "config_discovery": discovery(NETWORK_RBAC, "5s")},
             {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                 "stat_prefix": "echo", "cluster": "echo"}}]}]
@@ -794,15 +813,38 @@ fn network_rbac(action: &str) -> serde_json::Value {
         "policies": {"all": {"permissions": [{"any": true}], "principals": [{"any": true}]}}}})
 }
 
-/// Whether a TCP connection to `port` echoes a line back.
+/// Whether a new TCP connection to `port` echoes a line back.
 fn echoes(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
-    let mut got = [0u8; 4];
-    s.write_all(b"ping").is_ok() && s.read_exact(&mut got).is_ok() && &got == b"ping"
+    Conn::open(port, None).echo(b"ping").as_deref() == Some(&b"ping"[..])
+}
+
+/// Sets ECDS resource `name` to `typed_config` (served with the next push).
+fn set_extension(cp: &ControlPlane, name: &str, typed_config: serde_json::Value) {
+    cp.set_json(
+        EXTENSION,
+        name,
+        json!({"name": name, "typed_config": typed_config}),
+    );
+}
+
+/// Pushes ECDS resource `name` as `typed_config`; the proxy's answer to it.
+fn push_extension(
+    cp: &ControlPlane,
+    name: &str,
+    typed_config: serde_json::Value,
+) -> e2e::xds::Request {
+    let mark = cp.sent_count();
+    set_extension(cp, name, typed_config);
+    cp.push(EXTENSION);
+    cp.wait_verdict(EXTENSION, name, mark, 20)
+}
+
+/// A discovered filter's counter, `extension_config_discovery.<kind>.<name>.<event>`
+/// (99 when it does not exist).
+fn ecds_stat(proxy: &Proxy, kind: &str, name: &str, event: &str) -> u16 {
+    proxy
+        .stat(&format!("extension_config_discovery.{kind}.{name}.{event}"))
+        .unwrap_or(99) as u16
 }
 
 const PROXY_PROTOCOL: &str =
@@ -816,25 +858,17 @@ fn discovered_listener_filter_configs_follow_ecds_like_envoy() {
     let upstream = Upstream::http("backend");
     let (served, missing) = (e2e::free_port(), e2e::free_port());
     let with_filter = |name: &str, port: u16, filter: &str| {
-        let mut l = ecds_listener(name, port, "no-http-filter", json!({}));
-        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
-        hcm["http_filters"] = e2e::config::router();
-        l["listener_filters"] = json!([{"name": filter, "config_discovery": {
-            "config_source": {"ads": {}, "initial_fetch_timeout": "1s", "resource_api_version": "V3"},
-            "type_urls": [PROXY_PROTOCOL]}}]);
+        let mut l = http_listener(name, port, e2e::config::router());
+        l["listener_filters"] =
+            json!([{"name": filter, "config_discovery": discovery(PROXY_PROTOCOL, "1s")}]);
         l
     };
     let scenario = |kind: Kind| {
         let cp = ControlPlane::tcp();
-        cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
-        cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream.port]));
+        eds_service(&cp, "backend", &[upstream.port]);
         cp.set_json(LISTENER, "served", with_filter("served", served, "pp-a"));
         cp.set_json(LISTENER, "missing", with_filter("missing", missing, "pp-b"));
-        cp.set_json(
-            EXTENSION,
-            "pp-a",
-            json!({"name": "pp-a", "typed_config": {"@type": PROXY_PROTOCOL}}),
-        );
+        set_extension(&cp, "pp-a", json!({"@type": PROXY_PROTOCOL}));
         let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
         let proxied = |port: u16| curl::get(port, "/", &["--haproxy-protocol"]).status;
         e2e::wait_until(20, "the served listener answers", || proxied(served) == 200);
@@ -848,9 +882,7 @@ fn discovered_listener_filter_configs_follow_ecds_like_envoy() {
             ("no config, no default", proxied(missing)),
             (
                 "config_reload",
-                proxy
-                    .stat("extension_config_discovery.tcp_listener_filter.pp-a.config_reload")
-                    .unwrap_or(99) as u16,
+                ecds_stat(&proxy, "tcp_listener_filter", "pp-a", "config_reload"),
             ),
         ];
         drop(proxy);
@@ -876,30 +908,16 @@ fn discovered_network_filter_configs_follow_ecds_like_envoy() {
     let port = e2e::free_port();
     let scenario = |kind: Kind| {
         let cp = ControlPlane::tcp();
-        cp.set_json(CLUSTER, "echo", eds_cluster("echo"));
-        cp.set_json(ENDPOINT, "echo", assignment("echo", &[echo.port]));
+        eds_service(&cp, "echo", &[echo.port]);
         cp.set_json(LISTENER, "tcp", ecds_tcp_listener(port, "rbac-net"));
-        cp.set_json(
-            EXTENSION,
-            "rbac-net",
-            json!({"name": "rbac-net", "typed_config": network_rbac("DENY")}),
-        );
+        set_extension(&cp, "rbac-net", network_rbac("DENY"));
         let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
         e2e::wait_until(20, "the TCP listener is up", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         let mut seen = vec![("denied by the discovered RBAC", u16::from(!echoes(port)))];
-        let mark = cp.sent_count();
-        cp.set_json(
-            EXTENSION,
-            "rbac-net",
-            json!({"name": "rbac-net", "typed_config": network_rbac("ALLOW")}),
-        );
-        cp.push(EXTENSION);
-        seen.push((
-            "update acked",
-            u16::from(cp.wait_verdict(EXTENSION, "rbac-net", mark, 20).is_ack()),
-        ));
+        let verdict = push_extension(&cp, "rbac-net", network_rbac("ALLOW"));
+        seen.push(("update acked", u16::from(verdict.is_ack())));
         let mut allowed = false;
         e2e::wait_until(10, "the new config serves", || {
             allowed = echoes(port);
@@ -908,9 +926,7 @@ fn discovered_network_filter_configs_follow_ecds_like_envoy() {
         seen.push(("allowed after the update", u16::from(allowed)));
         seen.push((
             "config_reload",
-            proxy
-                .stat("extension_config_discovery.network_filter.rbac-net.config_reload")
-                .unwrap_or(99) as u16,
+            ecds_stat(&proxy, "network_filter", "rbac-net", "config_reload"),
         ));
         drop(proxy);
         seen
@@ -929,51 +945,6 @@ fn discovered_network_filter_configs_follow_ecds_like_envoy() {
     );
 }
 
-/// A keep-alive HTTP/1.1 connection sending `GET /` and reading each response's status.
-struct KeepAlive(std::io::BufReader<std::net::TcpStream>);
-
-impl KeepAlive {
-    fn open(port: u16) -> KeepAlive {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        KeepAlive(std::io::BufReader::new(s))
-    }
-
-    /// The status of one more request on the same connection (0 if it closed).
-    fn status(&mut self) -> u16 {
-        use std::io::{BufRead, Read, Write};
-        if self
-            .0
-            .get_mut()
-            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
-            .is_err()
-        {
-            return 0;
-        }
-        let mut line = String::new();
-        let _ = self.0.read_line(&mut line);
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            if self.0.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; length];
-        let _ = self.0.read_exact(&mut body);
-        status
-    }
-}
-
 #[test]
 fn discovered_filter_configs_follow_ecds_like_envoy() {
     let upstream = Upstream::http("backend");
@@ -981,8 +952,7 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
     let (served, missing, defaulted) = (ports[0], ports[1], ports[2]);
     let scenario = |kind: Kind| {
         let cp = ControlPlane::tcp();
-        cp.set_json(CLUSTER, "backend", eds_cluster("backend"));
-        cp.set_json(ENDPOINT, "backend", assignment("backend", &[upstream.port]));
+        eds_service(&cp, "backend", &[upstream.port]);
         cp.set_json(
             LISTENER,
             "served",
@@ -1005,11 +975,7 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
                 json!({"default_config": abort(429), "apply_default_config_without_warming": true}),
             ),
         );
-        cp.set_json(
-            EXTENSION,
-            "fault-a",
-            json!({"name": "fault-a", "typed_config": abort(418)}),
-        );
+        set_extension(&cp, "fault-a", abort(418));
         let proxy = Proxy::start(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
         let status = |port: u16| curl::get(port, "/", &[]).status;
         e2e::wait_until(20, "the served listener answers", || status(served) == 418);
@@ -1022,29 +988,18 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
         });
         seen.push(("no config, no default", status(missing)));
         // A new config applies to new streams, of connections opened before too.
-        let mut open = KeepAlive::open(served);
+        let mut open = Conn::open(served, None);
         seen.push(("kept-alive connection before", open.status()));
-        let mark = cp.sent_count();
-        cp.set_json(
-            EXTENSION,
-            "fault-a",
-            json!({"name": "fault-a", "typed_config": abort(503)}),
-        );
-        cp.push(EXTENSION);
-        let verdict = cp.wait_verdict(EXTENSION, "fault-a", mark, 20);
+        let verdict = push_extension(&cp, "fault-a", abort(503));
         seen.push(("update acked", u16::from(verdict.is_ack())));
         e2e::wait_until(10, "the new config serves", || status(served) == 503);
         seen.push(("same connection after", open.status()));
         // A config of a type the filter does not accept is rejected; the old one serves.
-        let mark = cp.sent_count();
-        cp.set_json(
-            EXTENSION,
+        let verdict = push_extension(
+            &cp,
             "fault-a",
-            json!({"name": "fault-a", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}),
+            json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}),
         );
-        cp.push(EXTENSION);
-        let verdict = cp.wait_verdict(EXTENSION, "fault-a", mark, 20);
         seen.push(("wrong type nacked", u16::from(verdict.is_nack())));
         seen.push(("old config still serves", status(served)));
         let dump = proxy
@@ -1064,8 +1019,10 @@ fn discovered_filter_configs_follow_ecds_like_envoy() {
             u16::from(ecds == Some(json!("fault-a"))),
         ));
         for event in ["config_reload", "config_fail"] {
-            let stat = format!("extension_config_discovery.http_filter.fault-a.{event}");
-            seen.push(("fault-a stat", proxy.stat(&stat).unwrap_or(99) as u16));
+            seen.push((
+                "fault-a stat",
+                ecds_stat(&proxy, "http_filter", "fault-a", event),
+            ));
         }
         drop(proxy);
         seen
