@@ -1,6 +1,6 @@
 //! Generates the kernel's straight-line big-number code into
-//! `$OUT_DIR/generated.rs`: for every limb count it serves (the primes' 20,
-//! 30 and 40 limbs, the moduli's 40, 60 and 80), the double-width product,
+//! `$OUT_DIR/generated.rs`: for every limb count it serves (P-256's 5 limbs,
+//! the RSA primes' 20, 30 and 40, the RSA moduli's 40, 60 and 80), the double-width product,
 //! the double-width square and the Montgomery reduction, plus one generic
 //! dispatcher per operation.
 //!
@@ -15,8 +15,9 @@
 
 use std::fmt::Write;
 
-/// Limb counts: the primes of RSA-2048, 3072 and 4096, and their moduli.
-const SIZES: [usize; 5] = [20, 30, 40, 60, 80];
+/// Limb counts: P-256's field and group order, the primes of RSA-2048, 3072 and 4096,
+/// and their moduli.
+const SIZES: [usize; 6] = [5, 20, 30, 40, 60, 80];
 
 /// One multiply-add term: high or low half of `x·y`.
 struct Term {

@@ -1,5 +1,5 @@
-//! Multi-buffer RSA private-key operations, the pure-Rust counterpart of
-//! Envoy's contrib `cryptomb` private key provider.
+//! Multi-buffer RSA and ECDSA P-256 private-key operations, the pure-Rust
+//! counterpart of Envoy's contrib `cryptomb` private key provider.
 //!
 //! A TLS handshake's cost is dominated by one private-key signature. On CPUs
 //! with AVX-512 IFMA, [`sign_batch`] computes up to eight RSA signatures
@@ -9,8 +9,13 @@
 //! shapes the kernel does not serve, or a result that fails its check — the
 //! same signature comes from ring's single-buffer code, so callers always
 //! get a correct signature and learn which path made it.
+//!
+//! For P-256, [`EcdsaP256Key::sign`] takes a nonce precomputed eight at a
+//! time by the kernel from a [`NoncePool`] (the nonce does not depend on the
+//! key or the message), so a handshake never waits for a batch to fill.
 
 mod der;
+mod ecdsa;
 #[cfg(target_arch = "x86_64")]
 mod ifma;
 mod key;
@@ -20,17 +25,18 @@ mod padding;
 use ring::rand::SystemRandom;
 use ring::signature::RsaKeyPair;
 
+pub use ecdsa::{generate_nonces, EcdsaP256Key, Nonce, NoncePool};
 pub use key::KeySize;
 pub use padding::Padding;
 
 /// Why a key or a signature was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The private key could not be read or is not a valid RSA key.
-    #[error("invalid RSA private key: {0}")]
+    /// The private key could not be read or is not a valid key of its kind.
+    #[error("invalid private key: {0}")]
     Key(String),
     /// Signing failed.
-    #[error("RSA signing failed: {0}")]
+    #[error("signing failed: {0}")]
     Sign(String),
 }
 

@@ -90,6 +90,14 @@ fn double_mod(x: &mut [u64], m: &[u64]) {
     }
 }
 
+/// `x·R mod m` (`R = 2^(LIMB_BITS·m.len())`) for a big-endian `x < m`: a number's
+/// Montgomery form, by constant-time doublings.
+pub fn to_montgomery(x: &[u8], m: &[u64]) -> Vec<u64> {
+    let mut limbs = from_be_bytes(x, m.len());
+    shift_mod(&mut limbs, m, LIMB_BITS * m.len());
+    limbs
+}
+
 /// `2^(LIMB_BITS·count) mod m`, the Montgomery `R` for a modulus of
 /// `count` limbs, `m` odd with `bits` significant bits.
 pub fn montgomery_r(m: &[u64], bits: usize) -> Vec<u64> {

@@ -1,8 +1,9 @@
-//! The AVX-512 IFMA kernel: eight RSA private operations per call.
+//! The AVX-512 IFMA kernel: eight RSA private operations, or eight P-256 nonces, per call.
 
 mod exp;
 mod lanes;
 mod mont;
+pub mod p256;
 mod rsa;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,153 @@
+//! Precomputed ECDSA nonces: `(k⁻¹, r)` pairs made eight at a time by the kernel, kept in
+//! a pool so that a handshake's signature only needs the key-dependent last step and never
+//! waits for seven other handshakes to fill a batch.
+//!
+//! A nonce is used once: [`NoncePool::take`] moves it out, signing consumes it, and its
+//! secret half is wiped when it is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroize;
+
+use super::curve::N;
+use crate::Error;
+
+/// Limbs of a P-256 number in the kernel's layout.
+pub(crate) type Limbs = [u64; 5];
+
+/// One signature's nonce: `k⁻¹·R mod n` (secret) and `r = x(k·G) mod n`.
+pub struct Nonce {
+    pub(crate) k_inverse: Limbs,
+    pub(crate) r: Limbs,
+}
+
+impl Drop for Nonce {
+    fn drop(&mut self) {
+        self.k_inverse.zeroize();
+    }
+}
+
+/// Eight scalars drawn uniformly from `[1, n-1]`: 32 random bytes each, redrawn when out
+/// of range (which happens with probability about 2^-32, and says nothing about the
+/// value finally kept).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn random_scalars(rng: &SystemRandom) -> Result<[[u8; 32]; 8], Error> {
+    let mut scalars = [[0u8; 32]; 8];
+    for scalar in scalars.iter_mut() {
+        loop {
+            rng.fill(scalar)
+                .map_err(|_| Error::Sign("no randomness for an ECDSA nonce".into()))?;
+            if scalar.as_slice() < N.as_slice() && scalar.iter().any(|&b| b != 0) {
+                break;
+            }
+        }
+    }
+    Ok(scalars)
+}
+
+/// Eight fresh nonces from the kernel, or an error where it cannot run.
+pub fn generate() -> Result<Vec<Nonce>, Error> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::ifma::available() {
+        let mut scalars = random_scalars(&SystemRandom::new())?;
+        let halves = crate::ifma::p256::nonce_batch(&scalars);
+        scalars.zeroize();
+        return Ok(halves
+            .into_iter()
+            .map(|(k_inverse, r)| Nonce { k_inverse, r })
+            .collect());
+    }
+    Err(Error::Sign(
+        "the multi-buffer kernel is not available on this CPU".into(),
+    ))
+}
+
+/// A stock of nonces shared by every P-256 key (a nonce does not depend on the key).
+pub struct NoncePool {
+    stock: Mutex<Vec<Nonce>>,
+    /// Signalled when the stock falls below the refill mark.
+    low: Condvar,
+    capacity: usize,
+    batches: AtomicU64,
+}
+
+impl NoncePool {
+    /// An empty pool holding up to `capacity` nonces (at least one batch). Without
+    /// [`NoncePool::start_filler`] it refills inline, a batch at a time, when it runs dry.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(NoncePool {
+            stock: Mutex::new(Vec::with_capacity(capacity.max(8))),
+            low: Condvar::new(),
+            capacity: capacity.max(8),
+            batches: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts a background thread that tops the stock up to capacity whenever it falls
+    /// below half, so handshakes find nonces ready. The thread ends with the pool.
+    pub fn start_filler(self: &Arc<Self>) -> std::io::Result<()> {
+        let pool = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("cryptomb-nonces".into())
+            .spawn(move || fill(pool))
+            .map(drop)
+    }
+
+    /// A nonce for one signature: from the stock, or a batch computed now if it is empty.
+    pub fn take(&self) -> Result<Nonce, Error> {
+        let mut stock = self.lock();
+        if let Some(nonce) = stock.pop() {
+            if stock.len() < self.capacity / 2 {
+                self.low.notify_one();
+            }
+            return Ok(nonce);
+        }
+        drop(stock);
+        let mut batch = self.make_batch()?;
+        let nonce = batch.pop().expect("a batch holds eight nonces");
+        self.lock().extend(batch);
+        Ok(nonce)
+    }
+
+    /// Batches of eight computed so far (inline or in the background).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Nonces in stock now.
+    pub fn stocked(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn make_batch(&self) -> Result<Vec<Nonce>, Error> {
+        let batch = generate()?;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(batch)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Nonce>> {
+        self.stock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The filler thread: waits for the stock to fall below half, then refills it.
+fn fill(pool: Weak<NoncePool>) {
+    while let Some(pool) = pool.upgrade() {
+        let stock = pool.lock();
+        if stock.len() >= pool.capacity / 2 {
+            // Wakes at least every second to notice the pool being dropped.
+            drop(pool.low.wait_timeout(stock, Duration::from_secs(1)));
+            continue;
+        }
+        drop(stock);
+        while pool.stocked() < pool.capacity {
+            match pool.make_batch() {
+                Ok(batch) => pool.lock().extend(batch),
+                Err(_) => return,
+            }
+        }
+    }
+}
