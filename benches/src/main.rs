@@ -37,7 +37,8 @@ struct Args {
     #[arg(long)]
     envoy: Option<PathBuf>,
     /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds,
-    /// rsa (multi-buffer RSA signing against ring, no proxies), rsa-leak (the
+    /// rsa (the multi-buffer kernel's RSA and ECDSA P-256 signing against ring, no
+    /// proxies), rsa-leak (the
     /// kernel's timing-leak t-test; not in the default set).
     #[arg(
         long,

@@ -1,5 +1,6 @@
-//! The multi-buffer RSA kernel against ring on one core: private-key
-//! signatures per second (RSA-PSS-SHA256, TLS 1.3's scheme), and a
+//! The multi-buffer kernel against ring on one core: private-key signatures
+//! per second (RSA-PSS-SHA256, TLS 1.3's scheme; ECDSA P-256 with nonces
+//! from a pool and with eight-lane signing), and a
 //! dudect-style timing-leak check (Welch's t-test on batch times with one
 //! fixed key against keys drawn at random, same random messages).
 //!
@@ -7,7 +8,9 @@
 //! they print their own table: ring single-buffer, multi-buffer, ratio.
 
 use crate::report::Samples;
-use cryptomb::{sign_batch, Engine, Padding, RsaKey, SignRequest};
+use cryptomb::{
+    generate_nonces, sign_batch, EcdsaP256Key, Engine, NoncePool, Padding, RsaKey, SignRequest,
+};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -76,6 +79,96 @@ pub fn run(runs: usize, duration: Duration) -> Result<Vec<KernelRow>, String> {
         }
         rows.push(KernelRow {
             label: format!("RSA-{bits} PSS-SHA256 signatures/s, 1 core"),
+            single,
+            multi,
+        });
+    }
+    rows.extend(ecdsa_rows(runs, duration)?);
+    Ok(rows)
+}
+
+/// A fresh PKCS#8 P-256 key from openssl.
+fn generate_p256() -> Result<EcdsaP256Key, String> {
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-outform", "DER"])
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    if !out.status.success() {
+        return Err("openssl genpkey failed".into());
+    }
+    EcdsaP256Key::from_der(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// How the multi-buffer ECDSA rows use the kernel.
+#[derive(Clone, Copy)]
+enum EcdsaMode {
+    /// ring, one signature at a time.
+    Ring,
+    /// Nonces from a pool that this thread refills (a batch of eight when it runs dry):
+    /// what a handshake does, with the background filler's work counted on this core.
+    Pool,
+    /// Eight messages signed together with the eight nonces of one batch.
+    EightLanes,
+}
+
+/// ECDSA P-256 signatures per second in `mode` over `duration`, on one thread.
+fn ecdsa_rate(mode: EcdsaMode, key: &EcdsaP256Key, duration: Duration) -> Result<f64, String> {
+    let message = b"TLS 1.3, server CertificateVerify";
+    let pool = NoncePool::new(8);
+    let started = Instant::now();
+    let mut signed = 0usize;
+    while started.elapsed() < duration {
+        match mode {
+            EcdsaMode::Ring => {
+                key.sign_single(message).map_err(|e| e.to_string())?;
+                signed += 1;
+            }
+            EcdsaMode::Pool => {
+                key.sign(&pool, message).map_err(|e| e.to_string())?;
+                signed += 1;
+            }
+            EcdsaMode::EightLanes => {
+                for nonce in generate_nonces().map_err(|e| e.to_string())? {
+                    signed += usize::from(
+                        key.sign_with(nonce, message)
+                            .map_err(|e| e.to_string())?
+                            .is_some(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(signed as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The two ways of putting ECDSA P-256 on the kernel, each against ring.
+fn ecdsa_rows(runs: usize, duration: Duration) -> Result<Vec<KernelRow>, String> {
+    let key = generate_p256()?;
+    let mut rows = Vec::new();
+    for (mode, label) in [
+        (
+            EcdsaMode::Pool,
+            "ECDSA P-256 signatures/s, 1 core, precomputed nonces (pool)",
+        ),
+        (
+            EcdsaMode::EightLanes,
+            "ECDSA P-256 signatures/s, 1 core, eight-lane signing",
+        ),
+    ] {
+        let (mut single, mut multi) = (Samples::default(), Samples::default());
+        for _ in 0..runs {
+            single.0.push(ecdsa_rate(EcdsaMode::Ring, &key, duration)?);
+            multi.0.push(ecdsa_rate(mode, &key, duration)?);
+        }
+        rows.push(KernelRow {
+            label: label.into(),
             single,
             multi,
         });

@@ -150,7 +150,9 @@ pub fn ec_p256_components(der: &[u8]) -> Result<EcComponents<'_>, Error> {
         return Ok(parts);
     }
     if outer.0.first() != Some(&OCTET_STRING) {
-        return Err(Error::Key("not an EC key (neither PKCS#8 nor SEC 1)".into()));
+        return Err(Error::Key(
+            "not an EC key (neither PKCS#8 nor SEC 1)".into(),
+        ));
     }
     ec_private_key(outer, false)
 }

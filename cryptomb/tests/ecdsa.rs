@@ -54,7 +54,10 @@ fn kernel_signatures_verify_with_ring_for_both_encodings() {
             match key.sign(&pool, message.as_bytes()) {
                 Ok(signature) => {
                     assert!(multi_buffer_available());
-                    assert!(verify(key, message.as_bytes(), &signature), "key {i} message {j}");
+                    assert!(
+                        verify(key, message.as_bytes(), &signature),
+                        "key {i} message {j}"
+                    );
                     assert!(!verify(key, b"another message", &signature));
                     let other = &keys[(i + 1) % keys.len()];
                     assert!(!verify(other, message.as_bytes(), &signature));
@@ -83,7 +86,10 @@ fn every_signature_uses_a_fresh_nonce() {
         let signature = key.sign(&pool, b"same message").unwrap();
         // SEQUENCE, INTEGER r: r is the first integer.
         let r_len = usize::from(signature[3]);
-        assert!(rs.insert(signature[4..4 + r_len].to_vec()), "a nonce was reused");
+        assert!(
+            rs.insert(signature[4..4 + r_len].to_vec()),
+            "a nonce was reused"
+        );
     }
 }
 
@@ -100,14 +106,22 @@ fn the_filler_keeps_the_stock_up() {
     key.sign(&pool, b"first").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while pool.stocked() < 31 {
-        assert!(std::time::Instant::now() < deadline, "stock stayed at {}", pool.stocked());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stock stayed at {}",
+            pool.stocked()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let batches = pool.batches();
     for _ in 0..8 {
         key.sign(&pool, b"from stock").unwrap();
     }
-    assert_eq!(pool.batches(), batches, "signing from stock computes nothing");
+    assert_eq!(
+        pool.batches(),
+        batches,
+        "signing from stock computes nothing"
+    );
 }
 
 #[test]

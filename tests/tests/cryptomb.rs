@@ -267,3 +267,90 @@ fn without_the_kernel_only_fallback_configs_serve() {
     assert_eq!(p.stat("cryptomb.rsa_fallbacks"), Some(32));
     assert_eq!(p.stat("cryptomb.rsa_batches").unwrap_or(0), 0);
 }
+
+/// A self-signed P-256 certificate from openssl: (certificate, PKCS#8 key, SEC 1 key).
+fn p256_certificate() -> (String, String, String) {
+    let dir = scratch("cryptomb-p256");
+    let path = |f: &str| dir.join(f).display().to_string();
+    let (cert, pkcs8, sec1) = (path("cert.pem"), path("key.pem"), path("sec1.pem"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=p256",
+        "-days",
+        "1",
+        "-keyout",
+        &pkcs8,
+        "-out",
+        &cert,
+    ]);
+    run(&["ec", "-in", &pkcs8, "-out", &sec1]);
+    (cert, pkcs8, sec1)
+}
+
+/// A listener whose P-256 certificate's key (file `key`) is behind the provider.
+fn p256_listener(name: &str, port: u16, cert: &str, key: &str) -> Value {
+    let entry = json!({"certificate_chain": {"filename": cert}, "private_key_provider": {
+        "provider_name": "cryptomb", "fallback": true, "typed_config": {
+            "@type": CONFIG_TYPE, "private_key": {"filename": key}, "poll_delay": "0.02s"}}});
+    listener(
+        name,
+        port,
+        hcm(direct(name), json!({})),
+        transport_socket("DownstreamTlsContext", json!({"tls_certificates": [entry]})),
+    )
+}
+
+#[test]
+fn p256_handshakes_sign_with_precomputed_nonces() {
+    let (cert, pkcs8, sec1) = p256_certificate();
+    let (pkcs8_port, sec1_port) = (free_port(), free_port());
+    let cfg = bootstrap(
+        vec![
+            p256_listener("pkcs8", pkcs8_port, &cert, &pkcs8),
+            p256_listener("sec1", sec1_port, &cert, &sec1),
+        ],
+        vec![],
+    );
+    let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
+    all_signed(pkcs8_port, 16, 10);
+    all_signed(sec1_port, 4, 10);
+    let stat = |name: &str| p.stat(&format!("cryptomb.{name}")).unwrap_or(0);
+    if kernel() {
+        assert_eq!(
+            (stat("ecdsa_precomputed"), stat("ecdsa_fallbacks")),
+            (200, 0)
+        );
+    } else {
+        assert_eq!(
+            (stat("ecdsa_precomputed"), stat("ecdsa_fallbacks")),
+            (0, 200)
+        );
+    }
+    assert_eq!(stat("rsa_batches") + stat("rsa_fallbacks"), 0);
+    // OpenSSL verifies the kernel's signatures too, on TLS 1.3 and 1.2.
+    for version in ["1.2", "1.3"] {
+        let r = curl::get_tls(pkcs8_port, "/", &["-k", "--tls-max", version]);
+        assert_eq!((r.status, r.text().as_str()), (200, "pkcs8"));
+    }
+
+    let port = free_port();
+    let cfg = bootstrap(vec![p256_listener("soft", port, &cert, &pkcs8)], vec![]);
+    let p = Proxy::start_with_env(Kind::Meshproxy, &cfg, &[], &[NO_KERNEL]);
+    all_signed(port, 4, 4);
+    assert_eq!(p.stat("cryptomb.ecdsa_fallbacks"), Some(16));
+    assert_eq!(p.stat("cryptomb.ecdsa_precomputed"), Some(0));
+}

@@ -73,28 +73,56 @@ impl EcdsaP256Key {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (nonces, message);
-        Err(Error::Sign(
-            "the multi-buffer kernel is not available on this CPU".into(),
-        ))
+        Err(kernel_unavailable())
     }
 
     /// [`EcdsaP256Key::sign`] on the kernel. `r` or `s` of zero (probability about 2^-256
     /// each) takes the next nonce, as FIPS 186-4 prescribes.
     #[cfg(target_arch = "x86_64")]
     fn sign_with_kernel(&self, nonces: &NoncePool, message: &[u8]) -> Result<Vec<u8>, Error> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, message);
-        let digest: &[u8; 32] = digest.as_ref().try_into().expect("SHA-256 digests are 32 bytes");
         loop {
-            let nonce = nonces.take()?;
-            let s = crate::ifma::p256::signature_s(&self.d_montgomery, digest, &nonce.r, &nonce.k_inverse);
-            if nonce.r.iter().any(|&l| l != 0) && s.iter().any(|&l| l != 0) {
-                return Ok(der_signature(
-                    &crate::limbs::to_be_bytes(&nonce.r, 32),
-                    &crate::limbs::to_be_bytes(&s, 32),
-                ));
+            if let Some(signature) = self.sign_with(nonces.take()?, message)? {
+                return Ok(signature);
             }
         }
     }
+
+    /// One signature with the given nonce (consumed): `None` in the negligible case that
+    /// `r` or `s` is zero, when the caller must take another nonce. An error where the
+    /// kernel cannot run. [`EcdsaP256Key::sign`] is this with nonces from a pool; signing
+    /// a batch of messages with the eight nonces of one [`generate_nonces`] is the
+    /// "eight-lane signing" the benchmark compares it with.
+    pub fn sign_with(&self, nonce: Nonce, message: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::ifma::available() {
+            let digest = ring::digest::digest(&ring::digest::SHA256, message);
+            let digest: &[u8; 32] = digest
+                .as_ref()
+                .try_into()
+                .expect("SHA-256 digests are 32 bytes");
+            let s = crate::ifma::p256::signature_s(
+                &self.d_montgomery,
+                digest,
+                &nonce.r,
+                &nonce.k_inverse,
+            );
+            let usable = nonce.r.iter().any(|&l| l != 0) && s.iter().any(|&l| l != 0);
+            return Ok(usable.then(|| {
+                der_signature(
+                    &crate::limbs::to_be_bytes(&nonce.r, 32),
+                    &crate::limbs::to_be_bytes(&s, 32),
+                )
+            }));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (nonce, message);
+        Err(kernel_unavailable())
+    }
+}
+
+/// Why the kernel's path refused.
+pub(crate) fn kernel_unavailable() -> Error {
+    Error::Sign("the multi-buffer kernel is not available on this CPU".into())
 }
 
 /// `d·R mod n` for the key's scalar (scalar code, constant time, any CPU).
@@ -118,7 +146,10 @@ fn der_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
 /// A non-negative big-endian integer as a minimal DER INTEGER (at most 33 content bytes,
 /// so the short length form always applies).
 fn der_integer(magnitude: &[u8]) -> Vec<u8> {
-    let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len() - 1);
+    let start = magnitude
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude.len() - 1);
     let digits = &magnitude[start..];
     let pad = digits[0] & 0x80 != 0;
     let mut out = vec![0x02, (digits.len() + usize::from(pad)) as u8];

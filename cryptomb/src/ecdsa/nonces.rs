@@ -60,9 +60,7 @@ pub fn generate() -> Result<Vec<Nonce>, Error> {
             .map(|(k_inverse, r)| Nonce { k_inverse, r })
             .collect());
     }
-    Err(Error::Sign(
-        "the multi-buffer kernel is not available on this CPU".into(),
-    ))
+    Err(super::kernel_unavailable())
 }
 
 /// A stock of nonces shared by every P-256 key (a nonce does not depend on the key).

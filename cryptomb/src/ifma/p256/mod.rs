@@ -62,9 +62,7 @@ impl Modulus {
         let limbs = limbs_of(bytes);
         Modulus {
             k0: montgomery_k0(limbs[0]),
-            one: montgomery_r(&limbs, 256)
-                .try_into()
-                .expect("LIMBS limbs"),
+            one: montgomery_r(&limbs, 256).try_into().expect("LIMBS limbs"),
             inverse_exponent: words_from_be_bytes(&minus_two(bytes), 5),
             limbs,
         }
@@ -111,7 +109,11 @@ fn curve() -> &'static Curve {
         let mut n_r2 = n.one;
         shift_mod(&mut n_r2, &n.limbs, crate::limbs::LIMB_BITS * LIMBS);
         let b = to_montgomery(&B, &p.limbs);
-        let g = [to_montgomery(&GX, &p.limbs), to_montgomery(&GY, &p.limbs), p.one];
+        let g = [
+            to_montgomery(&GX, &p.limbs),
+            to_montgomery(&GY, &p.limbs),
+            p.one,
+        ];
         // SAFETY: only reached from entry points guarded by `super::available()`.
         let table = unsafe { point::base_table(&p.field(), &splat(&b), &p.one, &g) };
         Curve {
@@ -163,7 +165,14 @@ fn nonce_lanes(curve: &Curve, scalars: &[[u8; 32]; 8]) -> [NonceHalves; 8] {
     let mut k_inverse = curve.n.invert(&fnn, &k_montgomery);
     let halves = scatter(&k_inverse);
     let rs = scatter(&r);
-    for secret in [&mut k, &mut k_montgomery, &mut k_inverse, &mut point.x, &mut point.y, &mut point.z] {
+    for secret in [
+        &mut k,
+        &mut k_montgomery,
+        &mut k_inverse,
+        &mut point.x,
+        &mut point.y,
+        &mut point.z,
+    ] {
         super::mont::wipe(secret);
     }
     zeroize::Zeroize::zeroize(&mut words);

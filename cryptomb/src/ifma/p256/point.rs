@@ -7,8 +7,8 @@
 //! entry for each 4-bit digit is chosen by reading every entry of its window and blending
 //! by lane mask, so it never chooses a memory address either.
 
-use super::field::{scatter, splat, Element, Field, LIMBS};
 use super::super::lanes::Lanes;
+use super::field::{scatter, splat, Element, Field, LIMBS};
 
 /// One point's coordinates `X, Y, Z` (Montgomery form), as stored in the table.
 pub type Coordinates = [[u64; LIMBS]; 3];
@@ -57,7 +57,11 @@ impl Point {
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
     pub fn first_lane(&self) -> Coordinates {
-        [scatter(&self.x)[0], scatter(&self.y)[0], scatter(&self.z)[0]]
+        [
+            scatter(&self.x)[0],
+            scatter(&self.y)[0],
+            scatter(&self.z)[0],
+        ]
     }
 }
 
@@ -148,7 +152,12 @@ pub fn multiply_base(
 /// window's entries by repeated addition, the next window's base as its sixteenth
 /// multiple.
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub fn base_table(f: &Field, b: &Element, one: &[u64; LIMBS], g: &Coordinates) -> Box<[Window; WINDOWS]> {
+pub fn base_table(
+    f: &Field,
+    b: &Element,
+    one: &[u64; LIMBS],
+    g: &Coordinates,
+) -> Box<[Window; WINDOWS]> {
     let identity = Point::identity(one).first_lane();
     let mut table = Box::new([[identity; 16]; WINDOWS]);
     let mut base = Point::splat(g);

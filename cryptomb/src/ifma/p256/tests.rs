@@ -198,9 +198,8 @@ fn nonces_hold_the_inverse_and_the_x_coordinate() {
         return;
     }
     let n = big(&N);
-    let scalars: [BigUint; 8] = std::array::from_fn(|i| {
-        (BigUint::from(0x9e3779b97f4a7c15u64).pow(4 + i as u32) + i) % &n
-    });
+    let scalars: [BigUint; 8] =
+        std::array::from_fn(|i| (BigUint::from(0x9e3779b97f4a7c15u64).pow(4 + i as u32) + i) % &n);
     let bytes = scalars.clone().map(|k| {
         let mut out = [0u8; 32];
         let digits = k.to_bytes_be();

@@ -1,5 +1,6 @@
 //! Envoy's `cryptomb` private key provider: RSA signatures of concurrent TLS handshakes
-//! batched eight at a time through the `cryptomb` crate's AVX-512 IFMA kernel.
+//! batched eight at a time through the `cryptomb` crate's AVX-512 IFMA kernel, and P-256
+//! signatures from nonces that kernel precomputes eight at a time ([`ecdsa`]).
 //!
 //! [`provider`] turns the config into a rustls signing key whose signer queues on a
 //! per-key [`batcher`]; handshakes run their CPU-bound steps on the [`pool`] so that a
@@ -7,6 +8,7 @@
 //! batches and fallbacks.
 
 pub mod batcher;
+pub mod ecdsa;
 pub mod pool;
 pub mod provider;
 pub mod signer;

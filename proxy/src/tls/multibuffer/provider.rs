@@ -4,17 +4,19 @@
 //!
 //! As in Envoy: `poll_delay` is required and positive; on a CPU without the kernel's
 //! features the config is refused unless the provider's `fallback` is true, in which case
-//! keys sign in software. An RSA key batches; an ECDSA key (which the provider also
-//! accepts) signs single-buffer through ring. `MESHPROXY_CRYPTOMB_DISABLE=1` makes the
+//! keys sign in software. An RSA key batches; a P-256 key signs with nonces the kernel
+//! precomputes eight at a time; other ECDSA keys (which the provider also accepts) sign
+//! single-buffer through ring. `MESHPROXY_CRYPTOMB_DISABLE=1` makes the
 //! CPU count as lacking the features, so the fallback behaviour can be exercised (and the
 //! kernel switched off) anywhere.
 
 use super::batcher::Batcher;
+use super::ecdsa::MultiBufferEcdsaKey;
 use super::signer::MultiBufferKey;
 use crate::config::common;
 use crate::config::error::{join, ConfigError, Result};
 use crate::tls::pem;
-use cryptomb::{Engine, RsaKey};
+use cryptomb::{EcdsaP256Key, Engine, RsaKey};
 use prost::Message;
 use rustls::sign::SigningKey;
 use std::sync::Arc;
@@ -90,11 +92,16 @@ pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<Arc
                 key, poll_delay, engine,
             ))))
         }
-        Err(rsa_error) => rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
-            ConfigError::at(
-                &key_path,
-                format!("neither a usable RSA key ({rsa_error}) nor another supported key: {e}"),
-            )
-        }),
+        Err(rsa_error) => match EcdsaP256Key::from_der(der.secret_der()) {
+            Ok(key) => Ok(Arc::new(MultiBufferEcdsaKey::new(key, engine))),
+            Err(_) => rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
+                ConfigError::at(
+                    &key_path,
+                    format!(
+                        "neither a usable RSA key ({rsa_error}) nor another supported key: {e}"
+                    ),
+                )
+            }),
+        },
     }
 }

@@ -17,6 +17,10 @@ pub struct ProviderStats {
     /// Signatures made by the software fallback: the CPU lacks AVX-512 IFMA (with
     /// `fallback: true`), or a batch result failed its check and was signed again.
     pub rsa_fallbacks: Arc<Counter>,
+    /// P-256 signatures made with a nonce the kernel precomputed.
+    pub ecdsa_precomputed: Arc<Counter>,
+    /// P-256 signatures made by ring: the CPU lacks AVX-512 IFMA (with `fallback: true`).
+    pub ecdsa_fallbacks: Arc<Counter>,
 }
 
 /// The process's provider stats.
@@ -27,6 +31,8 @@ pub fn stats() -> &'static ProviderStats {
         rsa_batches: Arc::default(),
         rsa_single_buffer: Arc::default(),
         rsa_fallbacks: Arc::default(),
+        ecdsa_precomputed: Arc::default(),
+        ecdsa_fallbacks: Arc::default(),
     })
 }
 
@@ -44,4 +50,12 @@ pub fn register(root: &Scope) {
         StatKind::Counter(s.rsa_single_buffer.clone()),
     );
     scope.adopt("rsa_fallbacks", StatKind::Counter(s.rsa_fallbacks.clone()));
+    scope.adopt(
+        "ecdsa_precomputed",
+        StatKind::Counter(s.ecdsa_precomputed.clone()),
+    );
+    scope.adopt(
+        "ecdsa_fallbacks",
+        StatKind::Counter(s.ecdsa_fallbacks.clone()),
+    );
 }
