@@ -59,7 +59,7 @@ pub fn traffic(
 /// (ECDSA-P256), routed to the plaintext upstream.
 pub fn https(
     admin: u16,
-    [rsa_port, ecdsa_port, multi_buffer_port]: [u16; 3],
+    [rsa_port, ecdsa_port, multi_buffer_port, ecdsa_multi_buffer_port]: [u16; 4],
     upstream: u16,
     rsa: &crate::tls::CertFiles,
     ecdsa: &crate::tls::CertFiles,
@@ -81,19 +81,22 @@ pub fn https(
                 "tls_certificates": [certificate]}}});
         l
     };
-    let multi_buffer_key = if multi_buffer {
-        json!({"private_key_provider": {"provider_name": "cryptomb", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
-            "private_key": key(rsa), "poll_delay": "0.002s"}}})
-    } else {
-        json!({"private_key": key(rsa)})
+    let multi_buffer_key = |c: &crate::tls::CertFiles| {
+        if multi_buffer {
+            json!({"private_key_provider": {"provider_name": "cryptomb", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
+                "private_key": key(c), "poll_delay": "0.002s"}}})
+        } else {
+            json!({"private_key": key(c)})
+        }
     };
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {"listeners": [
                 tls_listener("https_rsa", rsa_port, rsa, json!({"private_key": key(rsa)})),
                 tls_listener("https_ecdsa", ecdsa_port, ecdsa, json!({"private_key": key(ecdsa)})),
-                tls_listener("https_rsa_mb", multi_buffer_port, rsa, multi_buffer_key)],
+                tls_listener("https_rsa_mb", multi_buffer_port, rsa, multi_buffer_key(rsa)),
+                tls_listener("https_ecdsa_mb", ecdsa_multi_buffer_port, ecdsa, multi_buffer_key(ecdsa))],
             "clusters": [cluster("upstream", &[upstream], false)]}
     })
     .to_string()

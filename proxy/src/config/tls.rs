@@ -15,7 +15,7 @@ use crate::tls::{pem, verify};
 use prost::Message;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use std::sync::Arc;
 use xds_client::proto::envoy::config::core::v3 as core;
 use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
@@ -27,9 +27,19 @@ const RAW_BUFFER: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBu
 /// A built TLS config, or the SDS secrets it still waits for.
 pub type TlsState<T> = std::result::Result<Arc<T>, Vec<String>>;
 
-/// A built state with the URI SANs of the certificate it presents (Istio reports them as
-/// the local principal; rustls does not tell which certificate a handshake used).
-pub type Prepared<T> = (TlsState<T>, Vec<String>);
+/// A built state with what is known of the certificate it presents.
+pub type Prepared<T> = (TlsState<T>, Presented);
+
+/// What a context's certificate brings besides the rustls config.
+#[derive(Default)]
+pub struct Presented {
+    /// The URI SANs of the leaf (Istio reports them as the local principal; rustls does
+    /// not tell which certificate a handshake used).
+    uri_sans: Vec<String>,
+    /// Whether its key signs in multi-buffer batches, where a signer waits for other
+    /// handshakes: such handshakes must run on the handshake pool.
+    batching: bool,
+}
 
 /// Where an SDS secret comes from.
 pub use super::source::XdsSource as SdsSource;
@@ -54,7 +64,7 @@ pub struct Tls<T> {
     path: String,
     build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
     state: arc_swap::ArcSwap<TlsState<T>>,
-    local_uri_sans: arc_swap::ArcSwap<Vec<String>>,
+    presented: arc_swap::ArcSwap<Presented>,
 }
 
 impl<T> std::fmt::Debug for Tls<T> {
@@ -81,26 +91,32 @@ impl<T> Tls<T> {
     }
 
     /// Installs a config made by [`Tls::prepare`]: the next handshake uses it.
-    pub fn install(&self, (state, sans): Prepared<T>) {
+    pub fn install(&self, (state, presented): Prepared<T>) {
         self.state.store(Arc::new(state));
-        self.local_uri_sans.store(Arc::new(sans));
+        self.presented.store(Arc::new(presented));
     }
 
     /// The first URI SAN of the certificate this context presents, if any.
     pub fn local_uri_san(&self) -> Option<String> {
-        self.local_uri_sans.load().first().cloned()
+        self.presented.load().uri_sans.first().cloned()
+    }
+
+    /// Whether handshakes with the current config must run on the handshake pool (its
+    /// key batches signatures).
+    pub fn batching(&self) -> bool {
+        self.presented.load().batching
     }
 
     /// The first `spiffe://` URI SAN of the certificate this context presents, if any.
     pub fn local_spiffe_id(&self) -> Option<String> {
-        crate::tls::san::first_spiffe(&self.local_uri_sans.load())
+        crate::tls::san::first_spiffe(&self.presented.load().uri_sans)
     }
 
     fn new(
         socket: &core::TransportSocket,
         path: &str,
         build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
-        (state, san): Prepared<T>,
+        (state, presented): Prepared<T>,
         sds: Vec<SdsRef>,
     ) -> Self {
         Tls {
@@ -109,7 +125,7 @@ impl<T> Tls<T> {
             path: path.to_string(),
             build,
             state: arc_swap::ArcSwap::from_pointee(state),
-            local_uri_sans: arc_swap::ArcSwap::from_pointee(san),
+            presented: arc_swap::ArcSwap::from_pointee(presented),
         }
     }
 
@@ -137,7 +153,7 @@ pub struct UpstreamTls {
 /// provider made.
 enum Key {
     Der(PrivateKeyDer<'static>),
-    Provider(Arc<dyn SigningKey>),
+    Provider(crate::tls::multibuffer::provider::ProviderKey),
 }
 
 struct Material {
@@ -223,7 +239,7 @@ fn server_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(((Err(m.pending), Vec::new()), sds));
+        return Ok(((Err(m.pending), Presented::default()), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -249,7 +265,7 @@ fn server_state(
         }
         None => builder.with_no_client_auth(),
     };
-    let san = local_uri_san(&m.certs);
+    let presented = presented(&m.certs);
     let (chain, key) = m.certs.ok_or_else(|| {
         ConfigError::at(
             join(&p, "common_tls_context"),
@@ -263,16 +279,20 @@ fn server_state(
         .iter()
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    Ok(((Ok(Arc::new(config)), san), sds))
+    Ok(((Ok(Arc::new(config)), presented), sds))
 }
 
-/// The URI SANs of the presented certificate chain's leaf.
-fn local_uri_san(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Vec<String> {
-    certs
-        .as_ref()
-        .and_then(|(chain, _)| chain.first())
-        .map(crate::tls::san::uri_sans)
-        .unwrap_or_default()
+/// What the certificate chain and key a context presents bring: the leaf's URI SANs, and
+/// whether the key batches.
+fn presented(certs: &Option<(Vec<CertificateDer<'static>>, Key)>) -> Presented {
+    Presented {
+        uri_sans: certs
+            .as_ref()
+            .and_then(|(chain, _)| chain.first())
+            .map(crate::tls::san::uri_sans)
+            .unwrap_or_default(),
+        batching: matches!(certs, Some((_, Key::Provider(key))) if key.batching),
+    }
 }
 
 /// Translates a cluster's `transport_socket` (None for raw buffer).
@@ -323,7 +343,7 @@ fn client_state(
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
     if !m.pending.is_empty() {
-        return Ok(((Err(m.pending), Vec::new()), sds));
+        return Ok(((Err(m.pending), Presented::default()), sds));
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
@@ -334,7 +354,7 @@ fn client_state(
         .map_err(|e| ConfigError::at(&p, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
-    let san = local_uri_san(&m.certs);
+    let presented = presented(&m.certs);
     let mut config = match m.certs {
         Some((chain, key)) => {
             let certified = certified(chain, key, &provider, &join(&p, "common_tls_context"))?;
@@ -351,7 +371,7 @@ fn client_state(
         .map(|a| a.as_bytes().to_vec())
         .collect();
     config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    Ok(((Ok(Arc::new(config)), san), sds))
+    Ok(((Ok(Arc::new(config)), presented), sds))
 }
 
 /// A secret reference: its name, and where and how long it is fetched (no `sds_config`:
@@ -481,7 +501,7 @@ fn certified(
         Key::Der(der) => CertifiedKey::from_der(chain, der, provider)
             .map_err(|e| ConfigError::at(&path, e.to_string()))?,
         Key::Provider(key) => {
-            let certified = CertifiedKey::new(chain, key);
+            let certified = CertifiedKey::new(chain, key.key);
             certified
                 .keys_match()
                 .map_err(|e| ConfigError::at(&path, format!("private_key_provider: {e}")))?;

@@ -513,8 +513,10 @@ async fn handle(
         let Ok(config) = tls.current().as_ref().clone() else {
             return;
         };
-        let handshake =
-            crate::tls::multibuffer::handshake(tokio_rustls::TlsAcceptor::from(config).accept(io));
+        let handshake = crate::tls::multibuffer::handshake(
+            tls.batching(),
+            tokio_rustls::TlsAcceptor::from(config).accept(io),
+        );
         let stream = match chain.handshake_timeout {
             Some(t) => match tokio::time::timeout(t, handshake).await {
                 Ok(r) => r,

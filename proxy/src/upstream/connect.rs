@@ -139,7 +139,11 @@ pub async fn connect(
         },
     };
     let connector = tokio_rustls::TlsConnector::from(config);
-    let handshake = crate::tls::multibuffer::handshake(connector.connect(name, io));
+    let batching = cluster
+        .config
+        .tls_for(host.tls_match)
+        .is_some_and(|t| t.tls.batching());
+    let handshake = crate::tls::multibuffer::handshake(batching, connector.connect(name, io));
     let stream = match tokio::time::timeout(cluster.config.connect_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Tls(e.to_string())),

@@ -15,24 +15,15 @@ pub mod signer;
 pub mod stats;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once any multi-buffer key exists: from then on handshakes run on the pool.
-static OFFLOAD: AtomicBool = AtomicBool::new(false);
-
-/// Routes later handshakes through the pool (a multi-buffer key was configured).
-fn enable_offload() {
-    OFFLOAD.store(true, Ordering::SeqCst);
-}
-
-/// Drives a TLS handshake: on the handshake pool once a multi-buffer key is configured
-/// in this process (its signer may wait for a batch), inline otherwise.
-pub async fn handshake<F, T>(future: F) -> std::io::Result<T>
+/// Drives a TLS handshake: on the handshake pool when its context's key `batching` (its
+/// signer may wait for a batch), inline on the worker otherwise.
+pub async fn handshake<F, T>(batching: bool, future: F) -> std::io::Result<T>
 where
     F: Future<Output = std::io::Result<T>> + Send + Unpin + 'static,
     T: Send + 'static,
 {
-    if OFFLOAD.load(Ordering::SeqCst) {
+    if batching {
         pool::OnPool::new(future).await
     } else {
         future.await

@@ -32,8 +32,17 @@ pub fn kernel_enabled() -> bool {
         && std::env::var("MESHPROXY_CRYPTOMB_DISABLE").map_or(true, |v| v != "1")
 }
 
+/// The signing key a provider made, and whether it batches.
+pub struct ProviderKey {
+    /// The rustls signing key.
+    pub key: Arc<dyn SigningKey>,
+    /// Whether its signer waits for other handshakes to fill a batch (an RSA key on the
+    /// kernel): handshakes using it must run on the handshake pool.
+    pub batching: bool,
+}
+
 /// The signing key a `private_key_provider` describes.
-pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<Arc<dyn SigningKey>> {
+pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<ProviderKey> {
     if provider.provider_name != CRYPTOMB {
         return Err(ConfigError::at(
             join(path, "provider_name"),
@@ -83,25 +92,27 @@ pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<Arc
             "the cryptomb provider needs AVX-512 IFMA, which this CPU lacks (set fallback: true to sign in software)",
         ));
     };
+    let unbatched = |key: Arc<dyn SigningKey>| ProviderKey {
+        key,
+        batching: false,
+    };
     match RsaKey::from_der(der.secret_der()) {
-        Ok(key) => {
-            if engine == Engine::MultiBuffer {
-                super::enable_offload();
-            }
-            Ok(Arc::new(MultiBufferKey::new(Batcher::new(
-                key, poll_delay, engine,
-            ))))
-        }
+        Ok(key) => Ok(ProviderKey {
+            key: Arc::new(MultiBufferKey::new(Batcher::new(key, poll_delay, engine))),
+            batching: engine == Engine::MultiBuffer,
+        }),
         Err(rsa_error) => match EcdsaP256Key::from_der(der.secret_der()) {
-            Ok(key) => Ok(Arc::new(MultiBufferEcdsaKey::new(key, engine))),
-            Err(_) => rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
-                ConfigError::at(
-                    &key_path,
-                    format!(
-                        "neither a usable RSA key ({rsa_error}) nor another supported key: {e}"
-                    ),
-                )
-            }),
+            Ok(key) => Ok(unbatched(Arc::new(MultiBufferEcdsaKey::new(key, engine)))),
+            Err(_) => rustls::crypto::ring::sign::any_supported_type(&der)
+                .map(unbatched)
+                .map_err(|e| {
+                    ConfigError::at(
+                        &key_path,
+                        format!(
+                            "neither a usable RSA key ({rsa_error}) nor another supported key: {e}"
+                        ),
+                    )
+                }),
         },
     }
 }
