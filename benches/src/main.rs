@@ -39,7 +39,7 @@ struct Args {
     /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds,
     /// rsa (the multi-buffer kernel's RSA and ECDSA P-256 signing against ring, no
     /// proxies), rsa-leak (the
-    /// kernel's timing-leak t-test; not in the default set).
+    /// kernel's timing-leak t-tests, RSA and P-256; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
@@ -70,7 +70,7 @@ struct Args {
     /// Clusters in the xDS push scenario (two endpoints each).
     #[arg(long, default_value_t = 5000)]
     xds_clusters: usize,
-    /// Exponentiations (batches of eight) timed by the rsa-leak scenario.
+    /// Kernel calls (batches of eight) timed per check by the rsa-leak scenario.
     #[arg(long, default_value_t = 20_000)]
     leak_samples: usize,
     /// Smoke mode: one short run of everything at small sizes (keeps the runner working in CI).
@@ -170,17 +170,17 @@ fn main() {
             Err(e) => fail(&e),
         }
     }
-    let (kernel, leak) = kernel_scenarios(&args);
+    let (kernel, leaks) = kernel_scenarios(&args);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     if !rows.is_empty() {
         println!("{}", report::table(&rows));
     }
-    if !kernel.is_empty() || leak.is_some() {
-        println!("{}", sign_rate::table(&kernel, leak));
+    if !kernel.is_empty() || !leaks.is_empty() {
+        println!("{}", sign_rate::table(&kernel, &leaks));
     }
     println!("machine: {machine}\ncommand: {command}");
     let mut json = report::json(&rows, &command, &machine);
-    json["kernel"] = sign_rate::json(&kernel, leak);
+    json["kernel"] = sign_rate::json(&kernel, &leaks);
     if let Err(e) = std::fs::write(
         &args.out,
         serde_json::to_string_pretty(&json).unwrap_or_default(),
@@ -190,16 +190,19 @@ fn main() {
 }
 
 /// The rsa and rsa-leak scenarios: in-process, no proxies.
-fn kernel_scenarios(args: &Args) -> (Vec<sign_rate::KernelRow>, Option<f64>) {
+fn kernel_scenarios(args: &Args) -> (Vec<sign_rate::KernelRow>, Vec<(String, f64)>) {
     let wanted = |s: &str| args.scenarios.iter().any(|x| x == s);
     let kernel = if wanted("rsa") {
         sign_rate::run(args.runs, secs(args)).unwrap_or_else(|e| fail(&e))
     } else {
         Vec::new()
     };
-    let leak = wanted("rsa-leak")
-        .then(|| sign_rate::leak_check(args.leak_samples).unwrap_or_else(|e| fail(&e)));
-    (kernel, leak)
+    let leaks = if wanted("rsa-leak") {
+        sign_rate::leak_check(args.leak_samples).unwrap_or_else(|e| fail(&e))
+    } else {
+        Vec::new()
+    };
+    (kernel, leaks)
 }
 
 fn fail(e: &str) -> ! {

@@ -176,39 +176,32 @@ fn ecdsa_rows(runs: usize, duration: Duration) -> Result<Vec<KernelRow>, String>
     Ok(rows)
 }
 
-/// Welch's t between the kernel's exponentiation times with one fixed set of secret
-/// exponents and with fresh random ones, classes interleaved at random; modulus fixed,
-/// bases random in both classes (dudect's fixed-vs-random). |t| above 4.5 is dudect's
-/// threshold for "timing depends on the secret".
-pub fn leak_check(samples: usize) -> Result<f64, String> {
-    if Engine::detect() != Engine::MultiBuffer {
-        return Err("rsa-leak needs AVX-512 IFMA, which this CPU lacks".into());
+/// A small xorshift generator: the leak checks' classes and secrets (statistical inputs,
+/// not keys anyone uses).
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
     }
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut number = |len: usize| -> Vec<u8> { (0..len).map(|_| next() as u8).collect() };
-    let mut modulus = number(128);
-    modulus[0] |= 0x80;
-    modulus[127] |= 1;
-    let fixed_exponent = number(128);
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// dudect's fixed-vs-random test: `samples` timings of `run(fixed, rng)`, the class drawn
+/// at random each time, then Welch's t between the classes (cropped, see [`cropped_t`]).
+fn fixed_vs_random(samples: usize, mut run: impl FnMut(bool, &mut Xorshift)) -> f64 {
+    let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     let (mut fixed, mut random) = (Vec::new(), Vec::new());
     for _ in 0..samples {
-        let class_fixed = number(1)[0] & 1 == 0;
-        let lanes: [(Vec<u8>, Vec<u8>, Vec<u8>); 8] = std::array::from_fn(|_| {
-            let exponent = if class_fixed {
-                fixed_exponent.clone()
-            } else {
-                number(128)
-            };
-            (modulus.clone(), number(128), exponent)
-        });
+        let class_fixed = rng.next() & 1 == 0;
         let started = Instant::now();
-        std::hint::black_box(cryptomb::kernel::modexp_1024(&lanes));
+        run(class_fixed, &mut rng);
         let nanos = started.elapsed().as_nanos() as f64;
         if class_fixed {
             fixed.push(nanos)
@@ -216,7 +209,61 @@ pub fn leak_check(samples: usize) -> Result<f64, String> {
             random.push(nanos)
         }
     }
-    Ok(cropped_t(&fixed, &random))
+    cropped_t(&fixed, &random)
+}
+
+/// The timing-leak checks, each a Welch's t (|t| above 4.5 is dudect's threshold for
+/// "timing depends on the secret"): the kernel's RSA exponentiation with one fixed set of
+/// secret exponents against fresh random ones (modulus fixed, bases random in both
+/// classes), and the P-256 nonce batch with one fixed secret scalar in every lane against
+/// random ones. Inputs are generated before each timed call.
+pub fn leak_check(samples: usize) -> Result<Vec<(String, f64)>, String> {
+    if Engine::detect() != Engine::MultiBuffer {
+        return Err("rsa-leak needs AVX-512 IFMA, which this CPU lacks".into());
+    }
+    let mut setup = Xorshift(0x2545_f491_4f6c_dd1d);
+    let mut modulus = setup.bytes(128);
+    modulus[0] |= 0x80;
+    modulus[127] |= 1;
+    let fixed_exponent = setup.bytes(128);
+    let rsa = fixed_vs_random(samples, |class_fixed, rng| {
+        let lanes: [(Vec<u8>, Vec<u8>, Vec<u8>); 8] = std::array::from_fn(|_| {
+            let exponent = if class_fixed {
+                fixed_exponent.clone()
+            } else {
+                rng.bytes(128)
+            };
+            (modulus.clone(), rng.bytes(128), exponent)
+        });
+        std::hint::black_box(cryptomb::kernel::modexp_1024(&lanes));
+    });
+    // Scalars below 2^255 are below n, as the kernel requires.
+    let scalar = |rng: &mut Xorshift| -> [u8; 32] {
+        let mut k: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
+        k[0] &= 0x7f;
+        k
+    };
+    let fixed_scalar = scalar(&mut setup);
+    let ecdsa = fixed_vs_random(samples, |class_fixed, rng| {
+        let scalars = std::array::from_fn(|_| {
+            if class_fixed {
+                fixed_scalar
+            } else {
+                scalar(rng)
+            }
+        });
+        std::hint::black_box(cryptomb::kernel::p256_nonce_batch(&scalars));
+    });
+    Ok(vec![
+        (
+            "RSA exponentiation, fixed vs random secret exponents".into(),
+            rsa,
+        ),
+        (
+            "P-256 nonce batch, fixed vs random secret scalars".into(),
+            ecdsa,
+        ),
+    ])
 }
 
 /// dudect's outlier handling: Welch's t over all samples and over those below the 50th
@@ -256,7 +303,7 @@ fn welch_t(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// The Markdown table of the kernel rows and the leak check.
-pub fn table(rows: &[KernelRow], t: Option<f64>) -> String {
+pub fn table(rows: &[KernelRow], leaks: &[(String, f64)]) -> String {
     let mut out = String::from(
         "| kernel | ring single-buffer | multi-buffer (AVX-512 IFMA) | multi/ring |\n|---|---|---|---|\n",
     );
@@ -268,17 +315,21 @@ pub fn table(rows: &[KernelRow], t: Option<f64>) -> String {
             m / s
         ));
     }
-    if let Some(t) = t {
+    for (what, t) in leaks {
         out.push_str(&format!(
-            "\ntiming-leak check (kernel exponentiation, fixed vs random secret exponents, Welch's t): {t:.2} ({})\n",
-            if t.abs() < 4.5 { "|t| < 4.5: no leak detected" } else { "|t| >= 4.5: LEAK" }
+            "\ntiming-leak check ({what}, Welch's t): {t:.2} ({})\n",
+            if t.abs() < 4.5 {
+                "|t| < 4.5: no leak detected"
+            } else {
+                "|t| >= 4.5: LEAK"
+            }
         ));
     }
     out
 }
 
 /// The rows as JSON.
-pub fn json(rows: &[KernelRow], t: Option<f64>) -> Value {
+pub fn json(rows: &[KernelRow], leaks: &[(String, f64)]) -> Value {
     let s = |x: &Samples| {
         let (med, min, max) = x.summary();
         json!({"median": med, "min": min, "max": max, "runs": x.0})
@@ -288,7 +339,7 @@ pub fn json(rows: &[KernelRow], t: Option<f64>) -> Value {
             "metric": r.label, "ring_single_buffer": s(&r.single), "multi_buffer": s(&r.multi),
             "ratio_multi_over_single": r.multi.summary().0 / r.single.summary().0,
         })).collect::<Vec<_>>(),
-        "timing_leak_welch_t": t,
+        "timing_leak_welch_t": leaks.iter().map(|(what, t)| json!({"check": what, "t": t})).collect::<Vec<_>>(),
     })
 }
 

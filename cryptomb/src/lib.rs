@@ -178,10 +178,12 @@ pub fn sign_batch(engine: Engine, requests: &[SignRequest<'_>]) -> Vec<Signed> {
 #[cfg(target_arch = "x86_64")]
 mod batch;
 
-/// The kernel's modular exponentiation on its own (feature `kernel-access`), for the
-/// fuzz target in `cryptomb/fuzz` and the benchmark's timing-leak check.
+/// The kernel's modular exponentiation and P-256 nonce batch on their own (feature
+/// `kernel-access`), for the fuzz target in `cryptomb/fuzz` and the benchmark's
+/// timing-leak checks.
 #[cfg(all(feature = "kernel-access", target_arch = "x86_64"))]
 #[doc(hidden)]
 pub mod kernel {
     pub use crate::ifma::modexp_1024;
+    pub use crate::ifma::p256::nonce_batch as p256_nonce_batch;
 }
