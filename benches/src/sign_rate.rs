@@ -193,15 +193,21 @@ impl Xorshift {
     }
 }
 
-/// dudect's fixed-vs-random test: `samples` timings of `run(fixed, rng)`, the class drawn
-/// at random each time, then Welch's t between the classes (cropped, see [`cropped_t`]).
-fn fixed_vs_random(samples: usize, mut run: impl FnMut(bool, &mut Xorshift)) -> f64 {
+/// dudect's fixed-vs-random test: for each of `samples` draws of the class, the inputs
+/// `prepare(fixed, rng)` makes (untimed), then the time of `run(inputs)`; Welch's t
+/// between the classes (cropped, see [`cropped_t`]).
+fn fixed_vs_random<I>(
+    samples: usize,
+    mut prepare: impl FnMut(bool, &mut Xorshift) -> I,
+    run: impl Fn(&I),
+) -> f64 {
     let mut rng = Xorshift(0x9e37_79b9_7f4a_7c15);
     let (mut fixed, mut random) = (Vec::new(), Vec::new());
     for _ in 0..samples {
         let class_fixed = rng.next() & 1 == 0;
+        let inputs = prepare(class_fixed, &mut rng);
         let started = Instant::now();
-        run(class_fixed, &mut rng);
+        run(&inputs);
         let nanos = started.elapsed().as_nanos() as f64;
         if class_fixed {
             fixed.push(nanos)
@@ -216,7 +222,7 @@ fn fixed_vs_random(samples: usize, mut run: impl FnMut(bool, &mut Xorshift)) -> 
 /// "timing depends on the secret"): the kernel's RSA exponentiation with one fixed set of
 /// secret exponents against fresh random ones (modulus fixed, bases random in both
 /// classes), and the P-256 nonce batch with one fixed secret scalar in every lane against
-/// random ones. Inputs are generated before each timed call.
+/// random ones. Inputs are made before each timed call, outside the timing.
 pub fn leak_check(samples: usize) -> Result<Vec<(String, f64)>, String> {
     if Engine::detect() != Engine::MultiBuffer {
         return Err("rsa-leak needs AVX-512 IFMA, which this CPU lacks".into());
@@ -226,17 +232,22 @@ pub fn leak_check(samples: usize) -> Result<Vec<(String, f64)>, String> {
     modulus[0] |= 0x80;
     modulus[127] |= 1;
     let fixed_exponent = setup.bytes(128);
-    let rsa = fixed_vs_random(samples, |class_fixed, rng| {
-        let lanes: [(Vec<u8>, Vec<u8>, Vec<u8>); 8] = std::array::from_fn(|_| {
-            let exponent = if class_fixed {
-                fixed_exponent.clone()
-            } else {
-                rng.bytes(128)
-            };
-            (modulus.clone(), rng.bytes(128), exponent)
-        });
-        std::hint::black_box(cryptomb::kernel::modexp_1024(&lanes));
-    });
+    let rsa = fixed_vs_random(
+        samples,
+        |class_fixed, rng| -> [(Vec<u8>, Vec<u8>, Vec<u8>); 8] {
+            std::array::from_fn(|_| {
+                let exponent = if class_fixed {
+                    fixed_exponent.clone()
+                } else {
+                    rng.bytes(128)
+                };
+                (modulus.clone(), rng.bytes(128), exponent)
+            })
+        },
+        |lanes| {
+            std::hint::black_box(cryptomb::kernel::modexp_1024(lanes));
+        },
+    );
     // Scalars below 2^255 are below n, as the kernel requires.
     let scalar = |rng: &mut Xorshift| -> [u8; 32] {
         let mut k: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
@@ -244,16 +255,21 @@ pub fn leak_check(samples: usize) -> Result<Vec<(String, f64)>, String> {
         k
     };
     let fixed_scalar = scalar(&mut setup);
-    let ecdsa = fixed_vs_random(samples, |class_fixed, rng| {
-        let scalars = std::array::from_fn(|_| {
-            if class_fixed {
-                fixed_scalar
-            } else {
-                scalar(rng)
-            }
-        });
-        std::hint::black_box(cryptomb::kernel::p256_nonce_batch(&scalars));
-    });
+    let ecdsa = fixed_vs_random(
+        samples,
+        |class_fixed, rng| -> [[u8; 32]; 8] {
+            std::array::from_fn(|_| {
+                if class_fixed {
+                    fixed_scalar
+                } else {
+                    scalar(rng)
+                }
+            })
+        },
+        |scalars| {
+            std::hint::black_box(cryptomb::kernel::p256_nonce_batch(scalars));
+        },
+    );
     Ok(vec![
         (
             "RSA exponentiation, fixed vs random secret exponents".into(),
