@@ -135,7 +135,7 @@ fn ecdsa_rate(mode: EcdsaMode, key: &EcdsaP256Key, duration: Duration) -> Result
                 signed += 1;
             }
             EcdsaMode::EightLanes => {
-                for nonce in generate_nonces().map_err(|e| e.to_string())? {
+                for nonce in generate_nonces::<1>().map_err(|e| e.to_string())? {
                     signed += usize::from(
                         key.sign_with(nonce, message)
                             .map_err(|e| e.to_string())?
@@ -267,7 +267,7 @@ pub fn leak_check(samples: usize) -> Result<Vec<(String, f64)>, String> {
             })
         },
         |scalars| {
-            std::hint::black_box(cryptomb::kernel::p256_nonce_batch(scalars));
+            std::hint::black_box(cryptomb::kernel::p256_nonce_batch(&[*scalars]));
         },
     );
     Ok(vec![

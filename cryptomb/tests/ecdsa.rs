@@ -69,8 +69,8 @@ fn kernel_signatures_verify_with_ring_for_both_encodings() {
         }
     }
     if multi_buffer_available() {
-        // 72 signatures, eight nonces per batch, never more batches than needed.
-        assert_eq!(pool.batches(), 9);
+        // 72 signatures, 32 nonces per batch, never more batches than needed.
+        assert_eq!(pool.batches(), 3);
     }
 }
 

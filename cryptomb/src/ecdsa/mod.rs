@@ -90,8 +90,8 @@ impl EcdsaP256Key {
     /// One signature with the given nonce (consumed): `None` in the negligible case that
     /// `r` or `s` is zero, when the caller must take another nonce. An error where the
     /// kernel cannot run. [`EcdsaP256Key::sign`] is this with nonces from a pool; signing
-    /// a batch of messages with the eight nonces of one [`generate_nonces`] is the
-    /// "eight-lane signing" the benchmark compares it with.
+    /// eight messages with the nonces of one `generate_nonces::<1>()` is the "eight-lane
+    /// signing" the benchmark compares it with.
     pub fn sign_with(&self, nonce: Nonce, message: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         #[cfg(target_arch = "x86_64")]
         if crate::ifma::available() {

@@ -30,13 +30,13 @@ impl Drop for Nonce {
     }
 }
 
-/// Eight scalars drawn uniformly from `[1, n-1]`: 32 random bytes each, redrawn when out
-/// of range (which happens with probability about 2^-32, and says nothing about the
-/// value finally kept).
+/// Sets of eight scalars drawn uniformly from `[1, n-1]`: 32 random bytes each, redrawn
+/// when out of range (which happens with probability about 2^-32, and says nothing about
+/// the value finally kept).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn random_scalars(rng: &SystemRandom) -> Result<[[u8; 32]; 8], Error> {
-    let mut scalars = [[0u8; 32]; 8];
-    for scalar in scalars.iter_mut() {
+fn random_scalars<const S: usize>(rng: &SystemRandom) -> Result<[[[u8; 32]; 8]; S], Error> {
+    let mut scalars = [[[0u8; 32]; 8]; S];
+    for scalar in scalars.as_flattened_mut() {
         loop {
             rng.fill(scalar)
                 .map_err(|_| Error::Sign("no randomness for an ECDSA nonce".into()))?;
@@ -48,15 +48,20 @@ fn random_scalars(rng: &SystemRandom) -> Result<[[u8; 32]; 8], Error> {
     Ok(scalars)
 }
 
-/// Eight fresh nonces from the kernel, or an error where it cannot run.
-pub fn generate() -> Result<Vec<Nonce>, Error> {
+/// Nonces a [`NoncePool`] makes per kernel call: four register sets of eight lanes.
+const POOL_SETS: usize = 4;
+
+/// `8·SETS` fresh nonces from one kernel call, or an error where it cannot run. More sets
+/// share the call's two inversions among more nonces.
+pub fn generate<const SETS: usize>() -> Result<Vec<Nonce>, Error> {
     #[cfg(target_arch = "x86_64")]
     if crate::ifma::available() {
-        let mut scalars = random_scalars(&SystemRandom::new())?;
+        let mut scalars = random_scalars::<SETS>(&SystemRandom::new())?;
         let halves = crate::ifma::p256::nonce_batch(&scalars);
         scalars.zeroize();
         return Ok(halves
             .into_iter()
+            .flatten()
             .map(|(k_inverse, r)| Nonce { k_inverse, r })
             .collect());
     }
@@ -73,13 +78,14 @@ pub struct NoncePool {
 }
 
 impl NoncePool {
-    /// An empty pool holding up to `capacity` nonces (at least one batch). Without
+    /// An empty pool holding up to `capacity` nonces (at least one batch of 32). Without
     /// [`NoncePool::start_filler`] it refills inline, a batch at a time, when it runs dry.
     pub fn new(capacity: usize) -> Arc<Self> {
+        let capacity = capacity.max(8 * POOL_SETS);
         Arc::new(NoncePool {
-            stock: Mutex::new(Vec::with_capacity(capacity.max(8))),
+            stock: Mutex::new(Vec::with_capacity(capacity)),
             low: Condvar::new(),
-            capacity: capacity.max(8),
+            capacity,
             batches: AtomicU64::new(0),
         })
     }
@@ -105,12 +111,12 @@ impl NoncePool {
         }
         drop(stock);
         let mut batch = self.make_batch()?;
-        let nonce = batch.pop().expect("a batch holds eight nonces");
+        let nonce = batch.pop().expect("a batch holds nonces");
         self.lock().extend(batch);
         Ok(nonce)
     }
 
-    /// Batches of eight computed so far (inline or in the background).
+    /// Batches (kernel calls, 32 nonces each) computed so far, inline or in the background.
     pub fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
     }
@@ -121,7 +127,7 @@ impl NoncePool {
     }
 
     fn make_batch(&self) -> Result<Vec<Nonce>, Error> {
-        let batch = generate()?;
+        let batch = generate::<POOL_SETS>()?;
         self.batches.fetch_add(1, Ordering::Relaxed);
         Ok(batch)
     }

@@ -3,10 +3,11 @@
 //!
 //! An ECDSA signature is `r = x(k·G) mod n`, `s = k⁻¹·(e + r·d) mod n`. Everything but
 //! the last step depends only on the random `k`, not on the key or the message, so
-//! [`nonce_batch`] computes `(k⁻¹, r)` for eight nonces in one pass (fixed-base
-//! multiplication, then both inversions by Fermat's little theorem on the same
-//! constant-time exponentiation RSA uses), and [`signature_s`] finishes a signature with
-//! two multiplications.
+//! [`nonce_batch`] computes `(k⁻¹, r)` for eight nonces per register set in one pass
+//! (fixed-base multiplication, then both inversions by Fermat's little theorem on the same
+//! constant-time exponentiation RSA uses, shared between the sets by Montgomery's
+//! batch-inversion trick), and [`signature_s`] finishes a signature with two
+//! multiplications.
 
 mod field;
 mod point;
@@ -16,6 +17,7 @@ mod tests;
 use std::sync::OnceLock;
 
 use super::exp::pow_secret;
+use super::lanes::Lanes;
 use crate::ecdsa::curve::{B, GX, GY, N, P};
 use crate::limbs::{from_be_bytes, montgomery_k0, montgomery_r, shift_mod, words_from_be_bytes};
 use field::{gather, scatter, splat, Element, Field, LIMBS};
@@ -87,6 +89,28 @@ impl Modulus {
             f.modulus(),
         ))
     }
+
+    /// Every `xs[i]⁻¹·R` (Montgomery form in and out, no `x` zero) for the price of one
+    /// inversion and `3·(S-1)` multiplications: the running products' inverse, unwound.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn invert_all<const S: usize>(&self, f: &Field, xs: &[Element; S]) -> [Element; S] {
+        let mut prefix = *xs;
+        for i in 1..S {
+            prefix[i] = f.mul(&prefix[i - 1], &xs[i]);
+        }
+        let mut inverse = self.invert(f, &prefix[S - 1]);
+        let mut out = [[Lanes::zero(); LIMBS]; S];
+        for i in (1..S).rev() {
+            out[i] = f.mul(&inverse, &prefix[i - 1]);
+            inverse = f.mul(&inverse, &xs[i]);
+        }
+        out[0] = inverse;
+        for secret in prefix.iter_mut().chain([&mut inverse]) {
+            super::mont::wipe(secret);
+        }
+        out
+    }
 }
 
 /// The curve's constants and its base-point table, built on first use.
@@ -129,11 +153,13 @@ fn curve() -> &'static Curve {
 /// A nonce's two halves: `k⁻¹·R mod n` (Montgomery form) and `r`.
 pub type NonceHalves = ([u64; LIMBS], [u64; LIMBS]);
 
-/// For eight secret scalars `1 ≤ k < n` (big-endian): `(k⁻¹·R mod n, x(k·G) mod n)`.
+/// For `S` sets of eight secret scalars `1 ≤ k < n` (big-endian): `(k⁻¹·R mod n,
+/// x(k·G) mod n)` each. More sets share the two inversions among more nonces (the pool
+/// uses four); one set is what a batch of eight signers would compute.
 ///
 /// # Panics
 /// When the CPU lacks the kernel's features: callers check [`super::available`] first.
-pub fn nonce_batch(scalars: &[[u8; 32]; 8]) -> [NonceHalves; 8] {
+pub fn nonce_batch<const S: usize>(scalars: &[[[u8; 32]; 8]; S]) -> [[NonceHalves; 8]; S] {
     assert!(
         super::available(),
         "AVX-512 IFMA kernel called on a CPU without it"
@@ -145,38 +171,52 @@ pub fn nonce_batch(scalars: &[[u8; 32]; 8]) -> [NonceHalves; 8] {
 
 /// The kernel half of [`nonce_batch`].
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn nonce_lanes(curve: &Curve, scalars: &[[u8; 32]; 8]) -> [NonceHalves; 8] {
-    let mut words: [[u64; 4]; 8] = scalars.map(|k| {
-        let mut w = [0u64; 4];
-        for (i, chunk) in k.rchunks(8).enumerate() {
-            w[i] = u64::from_be_bytes(chunk.try_into().expect("8-byte chunks"));
-        }
-        w
-    });
+fn nonce_lanes<const S: usize>(
+    curve: &Curve,
+    scalars: &[[[u8; 32]; 8]; S],
+) -> [[NonceHalves; 8]; S] {
     let fp = curve.p.field();
     let fnn = curve.n.field();
-    let mut point = point::multiply_base(&fp, &splat(&curve.b), &curve.p.one, &curve.table, &words);
-    let z_inverse = curve.p.invert(&fp, &point.z);
-    let x = fp.mul(&fp.mul(&point.x, &z_inverse), &splat(&[1, 0, 0, 0, 0]));
-    // x < p < 2n: one subtraction reduces it modulo n.
-    let r = fnn.reduce_once(&x);
-    let mut k = gather(&scalars.map(|s| limbs_of(&s)));
-    let mut k_montgomery = fnn.mul(&k, &splat(&curve.n_r2));
-    let mut k_inverse = curve.n.invert(&fnn, &k_montgomery);
-    let halves = scatter(&k_inverse);
-    let rs = scatter(&r);
-    for secret in [
-        &mut k,
-        &mut k_montgomery,
-        &mut k_inverse,
-        &mut point.x,
-        &mut point.y,
-        &mut point.z,
-    ] {
+    let b = splat(&curve.b);
+    let mut points = scalars.map(|set| {
+        let mut words: [[u64; 4]; 8] = set.map(|k| {
+            let mut w = [0u64; 4];
+            for (i, chunk) in k.rchunks(8).enumerate() {
+                w[i] = u64::from_be_bytes(chunk.try_into().expect("8-byte chunks"));
+            }
+            w
+        });
+        let point = point::multiply_base(&fp, &b, &curve.p.one, &curve.table, &words);
+        zeroize::Zeroize::zeroize(&mut words);
+        point
+    });
+    let z_inverses = curve.p.invert_all(&fp, &points.map(|p| p.z));
+    let mut k_montgomery = scalars.map(|set| {
+        let mut k = gather(&set.map(|s| limbs_of(&s)));
+        let montgomery = fnn.mul(&k, &splat(&curve.n_r2));
+        super::mont::wipe(&mut k);
+        montgomery
+    });
+    let mut k_inverses = curve.n.invert_all(&fnn, &k_montgomery);
+    let out = std::array::from_fn(|set| {
+        let x = fp.mul(
+            &fp.mul(&points[set].x, &z_inverses[set]),
+            &splat(&[1, 0, 0, 0, 0]),
+        );
+        // x < p < 2n: one subtraction reduces it modulo n.
+        let rs = scatter(&fnn.reduce_once(&x));
+        let halves = scatter(&k_inverses[set]);
+        std::array::from_fn(|lane| (halves[lane], rs[lane]))
+    });
+    for point in points.iter_mut() {
+        for secret in [&mut point.x, &mut point.y, &mut point.z] {
+            super::mont::wipe(secret);
+        }
+    }
+    for secret in k_montgomery.iter_mut().chain(k_inverses.iter_mut()) {
         super::mont::wipe(secret);
     }
-    zeroize::Zeroize::zeroize(&mut words);
-    std::array::from_fn(|lane| (halves[lane], rs[lane]))
+    out
 }
 
 /// `s = k⁻¹·(e + r·d) mod n` for one signature: `d_montgomery = d·R mod n`, `digest`

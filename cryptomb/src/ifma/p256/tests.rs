@@ -198,16 +198,20 @@ fn nonces_hold_the_inverse_and_the_x_coordinate() {
         return;
     }
     let n = big(&N);
-    let scalars: [BigUint; 8] =
+    let scalars: [BigUint; 24] =
         std::array::from_fn(|i| (BigUint::from(0x9e3779b97f4a7c15u64).pow(4 + i as u32) + i) % &n);
-    let bytes = scalars.clone().map(|k| {
-        let mut out = [0u8; 32];
-        let digits = k.to_bytes_be();
-        out[32 - digits.len()..].copy_from_slice(&digits);
-        out
+    let bytes: [[[u8; 32]; 8]; 3] = std::array::from_fn(|set| {
+        std::array::from_fn(|lane| {
+            let mut out = [0u8; 32];
+            let digits = scalars[8 * set + lane].to_bytes_be();
+            out[32 - digits.len()..].copy_from_slice(&digits);
+            out
+        })
     });
-    for (lane, (k_inverse, r)) in nonce_batch(&bytes).iter().enumerate() {
-        let k = &scalars[lane];
+    // Three sets: the batch inversion's first, middle and last positions.
+    let nonces = nonce_batch(&bytes);
+    for (i, (k_inverse, r)) in nonces.as_flattened().iter().enumerate() {
+        let k = &scalars[i];
         assert_eq!(value(k_inverse) * k % &n, r_mod(&n), "k⁻¹·R·k = R");
         let (x, _) = reference_multiply(k).unwrap();
         assert_eq!(value(r), x % &n);
