@@ -171,6 +171,7 @@ fn main() {
         }
     }
     let (kernel, leaks) = kernel_scenarios(&args);
+    remove_bench_dir();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     if !rows.is_empty() {
         println!("{}", report::table(&rows));
@@ -207,6 +208,7 @@ fn kernel_scenarios(args: &Args) -> (Vec<sign_rate::KernelRow>, Vec<(String, f64
 
 fn fail(e: &str) -> ! {
     eprintln!("benches: {e}");
+    remove_bench_dir();
     std::process::exit(1);
 }
 
@@ -507,11 +509,21 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// The runner's scratch directory (bootstraps, certificates), created on first use.
+/// The runner's scratch directory (bootstraps, certificates), created on first use and
+/// removed when the run ends.
 pub(crate) fn bench_dir() -> Result<std::path::PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()));
+    let dir = bench_dir_path();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
+}
+
+fn bench_dir_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("meshproxy-bench-{}", std::process::id()))
+}
+
+/// Removes the scratch directory (every proxy started from it has exited by now).
+fn remove_bench_dir() {
+    let _ = std::fs::remove_dir_all(bench_dir_path());
 }
 
 /// Starts Envoy then meshproxy with `workers` workers (pinned to CPU 0, or CPUs 0-1 with
