@@ -141,38 +141,50 @@ pub fn dependencies(l: &lproto::Listener) -> Result<Vec<Dependency>> {
             out.push(dependency(f.name.clone(), FilterKind::Listener, d, &p)?);
         }
     }
-    let mut l = l.clone();
-    each_hcm(&mut l, |m, path| {
-        for (i, f) in m.http_filters.iter().enumerate() {
-            let Some(hcm::http_filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
-                continue;
-            };
-            let p = format!("{path}.http_filters[{i}].config_discovery");
-            out.push(dependency(f.name.clone(), FilterKind::Http, d, &p)?);
-        }
-        Ok(false)
-    })?;
-    each_chain(&mut l, |chain, path| {
+    // Read in place: this runs for every listener of every LDS update.
+    let chains = l
+        .filter_chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
+        .chain(
+            l.default_filter_chain
+                .iter()
+                .map(|c| ("default_filter_chain".to_string(), c)),
+        );
+    for (path, chain) in chains {
         let last = chain.filters.len().saturating_sub(1);
         for (i, f) in chain.filters.iter().enumerate() {
-            let Some(lproto::filter::ConfigType::ConfigDiscovery(d)) = &f.config_type else {
-                continue;
-            };
-            if i == last {
-                return Err(ConfigError::at(
-                    format!("{path}.filters[{i}].config_discovery"),
-                    "the terminal network filter cannot take its config from ECDS",
-                ));
+            match &f.config_type {
+                Some(lproto::filter::ConfigType::ConfigDiscovery(d)) => {
+                    let p = format!("{path}.filters[{i}].config_discovery");
+                    if i == last {
+                        return Err(ConfigError::at(
+                            p,
+                            "the terminal network filter cannot take its config from ECDS",
+                        ));
+                    }
+                    out.push(dependency(f.name.clone(), FilterKind::Network, d, &p)?);
+                }
+                Some(lproto::filter::ConfigType::TypedConfig(any))
+                    if xds_client::descriptors::type_name_of_url(&any.type_url) == HCM =>
+                {
+                    let p = format!("{path}.filters[{i}].typed_config");
+                    let m = hcm::HttpConnectionManager::decode(any.value.as_slice())
+                        .map_err(|e| ConfigError::at(&p, e.to_string()))?;
+                    for (k, h) in m.http_filters.iter().enumerate() {
+                        if let Some(hcm::http_filter::ConfigType::ConfigDiscovery(d)) =
+                            &h.config_type
+                        {
+                            let hp = format!("{p}.http_filters[{k}].config_discovery");
+                            out.push(dependency(h.name.clone(), FilterKind::Http, d, &hp)?);
+                        }
+                    }
+                }
+                _ => {}
             }
-            out.push(dependency(
-                f.name.clone(),
-                FilterKind::Network,
-                d,
-                &format!("{path}.filters[{i}].config_discovery"),
-            )?);
         }
-        Ok(())
-    })?;
+    }
     Ok(out)
 }
 

@@ -478,18 +478,16 @@ pub fn apply_ecds(
             changed.push(name);
         }
     }
-    for name in &changed {
-        rebuild_users(server, st, name, secrets);
-    }
+    rebuild_users(server, st, &changed, secrets);
     st.promote(server, false);
     rejected
 }
 
 /// The listeners (warming ones first, as they are the newest) that use config `name`.
-fn users(st: &ListenerState, name: &str) -> Vec<(String, lproto::Listener, Applied)> {
-    let mut out: Vec<(String, lproto::Listener, Applied)> = Vec::new();
+fn users(st: &ListenerState, name: &str) -> Vec<User> {
+    let mut out: Vec<User> = Vec::new();
     for (n, e) in st.warming.iter().chain(st.active.iter()) {
-        if out.iter().any(|(o, _, _)| o == n) {
+        if out.iter().any(|u| &u.name == n) {
             continue;
         }
         if let Some(proto) = e
@@ -497,10 +495,24 @@ fn users(st: &ListenerState, name: &str) -> Vec<(String, lproto::Listener, Appli
             .as_ref()
             .filter(|_| e.extensions.iter().any(|d| d.name == name))
         {
-            out.push((n.clone(), (**proto).clone(), e.applied.clone()));
+            out.push(User {
+                name: n.clone(),
+                proto: (**proto).clone(),
+                applied: e.applied.clone(),
+                deps: e.extensions.clone(),
+            });
         }
     }
     out
+}
+
+/// A listener that uses a discovered config: its name, its LDS proto and version, and the
+/// discovered filters it depends on.
+struct User {
+    name: String,
+    proto: lproto::Listener,
+    applied: Applied,
+    deps: Vec<extensions::Dependency>,
 }
 
 /// Whether every listener using config `name` translates with the configs held now.
@@ -509,24 +521,29 @@ fn rebuildable(
     name: &str,
     secrets: &crate::config::secrets::Secrets,
 ) -> Result<(), String> {
-    for (listener, proto, _) in users(st, name) {
-        let deps = extensions::dependencies(&proto).map_err(|e| e.to_string())?;
-        translate_now(st, &proto, &deps, secrets)
-            .map_err(|e| format!("listener {listener}: {e}"))?;
+    for user in users(st, name) {
+        translate_now(st, &user.proto, &user.deps, secrets)
+            .map_err(|e| format!("listener {}: {e}", user.name))?;
     }
     Ok(())
 }
 
-/// Rebuilds the listeners using config `name` with the configs held now.
+/// Rebuilds, once each, the listeners using any of the configs `names` with the configs held now.
 fn rebuild_users(
     server: &Server,
     st: &mut ListenerState,
-    name: &str,
+    names: &[String],
     secrets: &crate::config::secrets::Secrets,
 ) {
-    for (listener, proto, applied) in users(st, name) {
-        if let Err(e) = stage(server, st, &listener, proto, applied, secrets) {
-            tracing::warn!(target: "config", "ecds: listener '{listener}' not rebuilt: {e}");
+    let mut rebuilt = HashSet::new();
+    for name in names {
+        for user in users(st, name) {
+            if !rebuilt.insert(user.name.clone()) {
+                continue;
+            }
+            if let Err(e) = stage(server, st, &user.name, user.proto, user.applied, secrets) {
+                tracing::warn!(target: "config", "ecds: listener '{}' not rebuilt: {e}", user.name);
+            }
         }
     }
 }
