@@ -15,18 +15,24 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A fresh PKCS#8 RSA key from openssl.
-fn generate(bits: usize) -> Result<RsaKey, String> {
+/// A fresh PKCS#8 DER private key from `openssl genpkey -algorithm <algorithm> -pkeyopt
+/// <option>`.
+fn genpkey(algorithm: &str, option: &str) -> Result<Vec<u8>, String> {
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
-        .arg(format!("rsa_keygen_bits:{bits}"))
+        .args(["genpkey", "-algorithm", algorithm, "-pkeyopt", option])
         .args(["-outform", "DER"])
         .output()
         .map_err(|e| format!("openssl: {e}"))?;
     if !out.status.success() {
         return Err("openssl genpkey failed".into());
     }
-    RsaKey::from_der(&out.stdout).map_err(|e| e.to_string())
+    Ok(out.stdout)
+}
+
+/// A fresh RSA key of `bits`.
+fn generate(bits: usize) -> Result<RsaKey, String> {
+    RsaKey::from_der(&genpkey("RSA", &format!("rsa_keygen_bits:{bits}"))?)
+        .map_err(|e| e.to_string())
 }
 
 /// Signatures per second by `engine` over `duration`, batches of eight
@@ -87,23 +93,9 @@ pub fn run(runs: usize, duration: Duration) -> Result<Vec<KernelRow>, String> {
     Ok(rows)
 }
 
-/// A fresh PKCS#8 P-256 key from openssl.
+/// A fresh P-256 key.
 fn generate_p256() -> Result<EcdsaP256Key, String> {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-outform", "DER"])
-        .output()
-        .map_err(|e| format!("openssl: {e}"))?;
-    if !out.status.success() {
-        return Err("openssl genpkey failed".into());
-    }
-    EcdsaP256Key::from_der(&out.stdout).map_err(|e| e.to_string())
+    EcdsaP256Key::from_der(&genpkey("EC", "ec_paramgen_curve:P-256")?).map_err(|e| e.to_string())
 }
 
 /// How the multi-buffer ECDSA rows use the kernel.

@@ -86,22 +86,24 @@ impl ExtensionState {
     }
 }
 
+/// A listener's filter chains (by reference or mutable reference) with their paths.
+fn with_paths<C>(
+    chains: impl IntoIterator<Item = C>,
+    default: Option<C>,
+) -> impl Iterator<Item = (String, C)> {
+    chains
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
+        .chain(default.map(|c| ("default_filter_chain".to_string(), c)))
+}
+
 /// Runs `f` on every filter chain of `l` with its path.
 fn each_chain(
     l: &mut lproto::Listener,
     mut f: impl FnMut(&mut lproto::FilterChain, &str) -> Result<()>,
 ) -> Result<()> {
-    let chains = l
-        .filter_chains
-        .iter_mut()
-        .enumerate()
-        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
-        .chain(
-            l.default_filter_chain
-                .iter_mut()
-                .map(|c| ("default_filter_chain".to_string(), c)),
-        );
-    for (path, chain) in chains {
+    for (path, chain) in with_paths(&mut l.filter_chains, l.default_filter_chain.as_mut()) {
         f(chain, &path)?;
     }
     Ok(())
@@ -142,17 +144,7 @@ pub fn dependencies(l: &lproto::Listener) -> Result<Vec<Dependency>> {
         }
     }
     // Read in place: this runs for every listener of every LDS update.
-    let chains = l
-        .filter_chains
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("filter_chains[{i}]"), c))
-        .chain(
-            l.default_filter_chain
-                .iter()
-                .map(|c| ("default_filter_chain".to_string(), c)),
-        );
-    for (path, chain) in chains {
+    for (path, chain) in with_paths(&l.filter_chains, l.default_filter_chain.as_ref()) {
         let last = chain.filters.len().saturating_sub(1);
         for (i, f) in chain.filters.iter().enumerate() {
             match &f.config_type {
