@@ -99,7 +99,7 @@ fn the_filler_keeps_the_stock_up() {
         return;
     }
     let pool = NoncePool::new(32);
-    pool.start_filler().unwrap();
+    std::thread::spawn(pool.filler());
     let key = EcdsaP256Key::from_der(&generate("P-256", false)).unwrap();
     // The filler fills to capacity (32, or up to a batch more) whether or not this
     // first take finds the stock empty and makes a batch itself.

@@ -79,7 +79,8 @@ pub struct NoncePool {
 
 impl NoncePool {
     /// An empty pool holding up to `capacity` nonces (at least one batch of 32). Without
-    /// [`NoncePool::start_filler`] it refills inline, a batch at a time, when it runs dry.
+    /// a thread running [`NoncePool::filler`] it refills inline, a batch at a time, when
+    /// it runs dry.
     pub fn new(capacity: usize) -> Arc<Self> {
         let capacity = capacity.max(8 * POOL_SETS);
         Arc::new(NoncePool {
@@ -90,14 +91,12 @@ impl NoncePool {
         })
     }
 
-    /// Starts a background thread that tops the stock up to capacity whenever it falls
-    /// below half, so handshakes find nonces ready. The thread ends with the pool.
-    pub fn start_filler(self: &Arc<Self>) -> std::io::Result<()> {
+    /// The filler: a loop that tops the stock up to capacity whenever it falls below
+    /// half, so signers find nonces ready. The caller runs it on a thread of its own
+    /// making (with the priority it wants); it returns when the pool is dropped.
+    pub fn filler(self: &Arc<Self>) -> impl FnOnce() + Send + 'static {
         let pool = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("cryptomb-nonces".into())
-            .spawn(move || fill(pool))
-            .map(drop)
+        move || fill(pool)
     }
 
     /// A nonce for one signature: from the stock, or a batch computed now if it is empty.

@@ -13,12 +13,20 @@ use std::sync::{Arc, OnceLock};
 /// Nonces kept in stock: a burst of this many handshakes signs without computing any.
 const STOCK: usize = 64;
 
-/// The process's nonce pool, its filler started on first use.
+/// The process's nonce pool, its filler started on first use (a thread as nice as the
+/// handshake pool's, so refilling yields to the data path).
 fn nonces() -> &'static NoncePool {
     static POOL: OnceLock<Arc<NoncePool>> = OnceLock::new();
     POOL.get_or_init(|| {
         let pool = NoncePool::new(STOCK);
-        if let Err(error) = pool.start_filler() {
+        let fill = pool.filler();
+        let started = std::thread::Builder::new()
+            .name("cryptomb-nonces".into())
+            .spawn(move || {
+                super::pool::yield_to_data_path();
+                fill()
+            });
+        if let Err(error) = started {
             tracing::warn!("cryptomb: no nonce filler thread ({error}); nonces are made on demand");
         }
         pool

@@ -76,14 +76,7 @@ impl HandshakePool {
 
     fn run(&self) {
         ON_POOL.with(|c| c.set(true));
-        // Handshake work yields to the data path: on Linux, niceness is per thread, and
-        // these threads are as nice as the workers plus 5.
-        // SAFETY: setpriority on the calling thread (who = 0) has no memory effects.
-        #[cfg(target_os = "linux")]
-        unsafe {
-            let current = libc::getpriority(libc::PRIO_PROCESS, 0);
-            libc::setpriority(libc::PRIO_PROCESS, 0, current + 5);
-        }
+        yield_to_data_path();
         loop {
             let job = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,6 +96,17 @@ impl HandshakePool {
             self.running.fetch_sub(1, Ordering::SeqCst);
             super::batcher::recheck_all();
         }
+    }
+}
+
+/// Makes the calling thread yield to the data path: handshake and nonce work runs as nice
+/// as the workers plus 5 (on Linux, niceness is per thread).
+pub fn yield_to_data_path() {
+    // SAFETY: setpriority on the calling thread (who = 0) has no memory effects.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let current = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, current + 5);
     }
 }
 
