@@ -72,6 +72,10 @@ pub fn main() -> i32 {
     // The descriptor pool is needed while the bootstrap is decoded and translated only.
     let descriptors = xds_client::descriptors::hold();
     let loaded = bootstrap::load(&src);
+    // The bootstrap's text is no longer needed (`/config_dump` keeps its own compressed
+    // copy): freed before serving, it is not part of the resident set for the process's
+    // life (a 5000-cluster sidecar bootstrap is 4 MB of JSON).
+    drop(src);
     let pattern = options
         .log_format
         .clone()
