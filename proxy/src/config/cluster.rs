@@ -903,7 +903,7 @@ fn endpoints(
             _ => Ok(Assignment::default()),
         };
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(la.endpoints.iter().map(|l| l.lb_endpoints.len()).sum());
     for (i, locality) in la.endpoints.iter().enumerate() {
         let lp = format!("{}[{i}]", join(path, "endpoints"));
         for (j, lbe) in locality.lb_endpoints.iter().enumerate() {

@@ -434,18 +434,18 @@ fn domain(d: &str, path: &str) -> Result<DomainMatch> {
 }
 
 fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
-    let domains = vh
-        .domains
-        .iter()
-        .enumerate()
-        .map(|(i, d)| domain(d, &format!("{}[{i}]", join(path, "domains"))))
-        .collect::<Result<Vec<_>>>()?;
-    let routes = vh
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, r)| translate_route(r, &format!("{}[{i}]", join(path, "routes"))))
-        .collect::<Result<Vec<_>>>()?;
+    let domains = common::collect_exact(
+        vh.domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| domain(d, &format!("{}[{i}]", join(path, "domains")))),
+    )?;
+    let routes = common::collect_exact(
+        vh.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| translate_route(r, &format!("{}[{i}]", join(path, "routes")))),
+    )?;
     Ok(VirtualHost {
         per_filter: per_filter::translate(&vh.typed_per_filter_config, path)?,
         name: vh.name.clone(),

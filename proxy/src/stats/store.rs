@@ -270,7 +270,9 @@ impl Scope {
 
     /// A child scope `<prefix><segment>.<value>.` whose value is extracted as tag `tag`.
     pub fn tagged(&self, segment: &str, tag: &str, value: &str) -> Scope {
-        let mut tags = self.tags.clone();
+        // Sized exactly: a cluster's scope lives as long as the cluster.
+        let mut tags = Vec::with_capacity(self.tags.len() + 1);
+        tags.extend(self.tags.iter().cloned());
         tags.push((tag.to_string(), value.to_string()));
         Scope {
             store: self.store.clone(),

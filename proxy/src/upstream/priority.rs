@@ -234,6 +234,8 @@ impl Priorities {
         for (level, until) in levels.iter_mut().zip(split(&health)) {
             level.until = until;
         }
+        // Kept for the cluster's life: no spare slots (most clusters have one level).
+        levels.shrink_to_fit();
         Priorities { levels }
     }
 
