@@ -75,8 +75,9 @@ pub struct VirtualHost {
     pub include_request_attempt_count: bool,
     /// Send `x-envoy-attempt-count` downstream.
     pub include_attempt_count_in_response: bool,
-    /// Retry policy for routes that have none of their own.
-    pub retry: Option<RetryPolicy>,
+    /// Retry policy for routes that have none of their own (boxed: most virtual hosts
+    /// and routes have none, and one policy is about 200 bytes).
+    pub retry: Option<Box<RetryPolicy>>,
     /// `hedge_policy.hedge_on_per_try_timeout` for routes without their own.
     pub hedge: Option<bool>,
     /// Virtual-host-level `typed_per_filter_config`.
@@ -256,8 +257,8 @@ pub struct Forward {
     /// `max_stream_duration.grpc_timeout_header_max`/`_offset`: a gRPC request's
     /// `grpc-timeout` header sets its max stream duration.
     pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
-    /// Retry policy (overrides the virtual host's).
-    pub retry: Option<RetryPolicy>,
+    /// Retry policy (overrides the virtual host's; boxed like the virtual host's).
+    pub retry: Option<Box<RetryPolicy>>,
     /// `hedge_policy.hedge_on_per_try_timeout` (overrides the virtual host's).
     pub hedge: Option<bool>,
     /// `request_mirror_policies`: clusters that get a copy of (a share of) the requests.
@@ -475,7 +476,7 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
         retry: vh
             .retry_policy
             .as_ref()
-            .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .map(|r| super::retry::translate(r, &join(path, "retry_policy")).map(Box::new))
             .transpose()?,
         hedge: vh
             .hedge_policy
@@ -764,7 +765,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
         retry: ra
             .retry_policy
             .as_ref()
-            .map(|r| super::retry::translate(r, &join(path, "retry_policy")))
+            .map(|r| super::retry::translate(r, &join(path, "retry_policy")).map(Box::new))
             .transpose()?,
         hedge: ra
             .hedge_policy

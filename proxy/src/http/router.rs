@@ -257,8 +257,8 @@ pub async fn forward(
     // buffer limit); upgrades are never retried.
     let policy = f
         .retry
-        .as_ref()
-        .or(ctx.vhost.retry.as_ref())
+        .as_deref()
+        .or(ctx.vhost.retry.as_deref())
         .filter(|p| p.num_retries > 0 && !upgrade && p.allows_request(req.headers()));
     let (parts, body) = req.into_parts();
     let mirrors = mirror::targets(&f.mirrors, &parts.headers);
