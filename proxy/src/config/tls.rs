@@ -722,3 +722,90 @@ fn tls12_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xds_client::contrib::{CryptoMbPrivateKeyMethodConfig, CRYPTOMB_CONFIG};
+    use xds_client::proto::google::protobuf as pb;
+
+    fn fixture(name: &str) -> core::DataSource {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/istio/certs")
+            .join(name);
+        core::DataSource {
+            specifier: Some(core::data_source::Specifier::Filename(
+                path.display().to_string(),
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// A listener's TLS transport socket presenting the fixture certificate, its key
+    /// given inline or behind the cryptomb provider.
+    fn server_socket(provider: bool) -> core::TransportSocket {
+        let mut certificate = tls::TlsCertificate {
+            certificate_chain: Some(fixture("cert-chain.pem")),
+            ..Default::default()
+        };
+        if provider {
+            let config = CryptoMbPrivateKeyMethodConfig {
+                private_key: Some(fixture("key.pem")),
+                poll_delay: Some(pb::Duration {
+                    seconds: 0,
+                    nanos: 2_000_000,
+                }),
+            };
+            certificate.private_key_provider = Some(tls::PrivateKeyProvider {
+                provider_name: "cryptomb".into(),
+                fallback: true,
+                config_type: Some(tls::private_key_provider::ConfigType::TypedConfig(
+                    pb::Any {
+                        type_url: format!("type.googleapis.com/{CRYPTOMB_CONFIG}"),
+                        value: config.encode_to_vec(),
+                    },
+                )),
+            });
+        } else {
+            certificate.private_key = Some(fixture("key.pem"));
+        }
+        let context = tls::DownstreamTlsContext {
+            common_tls_context: Some(tls::CommonTlsContext {
+                tls_certificates: vec![certificate],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        core::TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(pb::Any {
+                type_url: format!("type.googleapis.com/{DOWNSTREAM}"),
+                value: context.encode_to_vec(),
+            })),
+        }
+    }
+
+    #[test]
+    fn only_contexts_whose_key_batches_send_handshakes_to_the_pool() {
+        let secrets = Secrets::default();
+        let plain = downstream_transport_socket(&server_socket(false), &secrets, "ts")
+            .unwrap()
+            .unwrap();
+        assert!(
+            !plain.batching(),
+            "a key signed inline never waits for a batch"
+        );
+        let batched = downstream_transport_socket(&server_socket(true), &secrets, "ts")
+            .unwrap()
+            .unwrap();
+        // The fixture key is RSA-2048: it batches wherever the kernel runs; with the
+        // software fallback it signs at once.
+        assert_eq!(
+            batched.batching(),
+            crate::tls::multibuffer::provider::kernel_enabled()
+        );
+        assert!(batched
+            .local_uri_san()
+            .is_some_and(|s| s.starts_with("spiffe://")));
+    }
+}
