@@ -65,21 +65,9 @@ impl EcdsaP256Key {
     }
 
     /// One signature with a nonce from `nonces` (the kernel's path); an error where the
-    /// kernel cannot run.
+    /// kernel cannot run (the pool cannot make nonces there). `r` or `s` of zero
+    /// (probability about 2^-256 each) takes the next nonce, as FIPS 186-4 prescribes.
     pub fn sign(&self, nonces: &NoncePool, message: &[u8]) -> Result<Vec<u8>, Error> {
-        #[cfg(target_arch = "x86_64")]
-        if crate::ifma::available() {
-            return self.sign_with_kernel(nonces, message);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (nonces, message);
-        Err(kernel_unavailable())
-    }
-
-    /// [`EcdsaP256Key::sign`] on the kernel. `r` or `s` of zero (probability about 2^-256
-    /// each) takes the next nonce, as FIPS 186-4 prescribes.
-    #[cfg(target_arch = "x86_64")]
-    fn sign_with_kernel(&self, nonces: &NoncePool, message: &[u8]) -> Result<Vec<u8>, Error> {
         loop {
             if let Some(signature) = self.sign_with(nonces.take()?, message)? {
                 return Ok(signature);
