@@ -54,6 +54,11 @@ fn all_signed(port: u16, clients: usize, each: usize) {
     assert_eq!((run.completed, run.failed), want, "{:?}", run.first_error);
 }
 
+/// The provider's stat `cryptomb.<name>` (0 before it exists).
+fn provider_stat(p: &Proxy, name: &str) -> i64 {
+    p.stat(&format!("cryptomb.{name}")).unwrap_or(0)
+}
+
 /// Whether signatures here go through the kernel (else the provider falls back).
 fn kernel() -> bool {
     cryptomb::multi_buffer_available()
@@ -86,7 +91,7 @@ fn concurrent_handshakes_are_signed_in_batches() {
     let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
     all_signed(inline_port, 24, 10);
     all_signed(secret_port, 8, 5);
-    let stat = |name: &str| p.stat(&format!("cryptomb.{name}")).unwrap_or(0);
+    let stat = |name: &str| provider_stat(&p, name);
     if kernel() {
         assert!(
             stat("rsa_batches") >= 1,
@@ -139,8 +144,8 @@ fn upstream_client_certificates_sign_through_the_provider() {
         let r = r.join().unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "mutual"));
     }
-    let signed = ["rsa_batches", "rsa_single_buffer", "rsa_fallbacks"]
-        .map(|n| p.stat(&format!("cryptomb.{n}")).unwrap_or(0));
+    let signed =
+        ["rsa_batches", "rsa_single_buffer", "rsa_fallbacks"].map(|n| provider_stat(&p, n));
     assert!(
         signed.iter().sum::<i64>() >= 1,
         "no client signature went through the provider"
@@ -328,7 +333,7 @@ fn p256_handshakes_sign_with_precomputed_nonces() {
     let p = Proxy::start(Kind::Meshproxy, &cfg, &[]);
     all_signed(pkcs8_port, 16, 10);
     all_signed(sec1_port, 4, 10);
-    let stat = |name: &str| p.stat(&format!("cryptomb.{name}")).unwrap_or(0);
+    let stat = |name: &str| provider_stat(&p, name);
     if kernel() {
         assert_eq!(
             (stat("ecdsa_precomputed"), stat("ecdsa_fallbacks")),
