@@ -55,6 +55,10 @@ pub fn main() -> i32 {
         eprintln!("error: invalid log level {:?}", options.log_level);
         return 1;
     };
+    crate::memory::limit_arenas(crate::server::concurrency(&options));
+    // The descriptor pool is needed while the bootstrap is decoded and translated only; its
+    // decoding overlaps reading and parsing the bootstrap.
+    let descriptors = xds_client::descriptors::hold_in_background();
     let (src, name) = match source(&options) {
         Ok(s) => s,
         Err(e) => {
@@ -69,9 +73,8 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    // The descriptor pool is needed while the bootstrap is decoded and translated only.
-    let descriptors = xds_client::descriptors::hold();
     let loaded = bootstrap::load(&src);
+    let descriptors = descriptors.wait();
     // The bootstrap's text is no longer needed (`/config_dump` keeps its own compressed
     // copy): freed before serving, it is not part of the resident set for the process's
     // life (a 5000-cluster sidecar bootstrap is 4 MB of JSON).

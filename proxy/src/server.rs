@@ -380,7 +380,8 @@ impl Server {
     }
 }
 
-fn concurrency(options: &Options) -> usize {
+/// The number of workers: `--concurrency`, or one per hardware thread as Envoy defaults.
+pub(crate) fn concurrency(options: &Options) -> usize {
     options.concurrency.filter(|n| *n > 0).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

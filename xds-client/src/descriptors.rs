@@ -36,6 +36,30 @@ pub fn hold() -> Hold {
     pool
 }
 
+/// A pool being decoded on another thread; see [`hold_in_background`].
+pub struct Pending(Option<std::thread::JoinHandle<Hold>>);
+
+impl Pending {
+    /// The pool, once decoded (decoded here if the thread could not run).
+    pub fn wait(self) -> Hold {
+        self.0
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_else(hold)
+    }
+}
+
+/// Starts decoding the pool on another thread, so the decoding overlaps start-up work that
+/// does not need it (reading and parsing a bootstrap's text). A caller that needs the pool
+/// meanwhile waits for that decoding rather than doing it twice.
+pub fn hold_in_background() -> Pending {
+    Pending(
+        std::thread::Builder::new()
+            .name("descriptors".into())
+            .spawn(hold)
+            .ok(),
+    )
+}
+
 /// Drops the process's resident pages of the embedded descriptor set once nothing holds
 /// the decoded pool. The set is read-only and file-backed: the kernel drops the mapping's
 /// pages and faults them back in from the page cache if the pool is decoded again, so

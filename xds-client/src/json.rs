@@ -78,10 +78,28 @@ pub fn decode<M: Message + Default>(
     full_name: &str,
     allow_unknown_fields: bool,
 ) -> Result<M, JsonError> {
-    to_message(
-        &decode_dynamic(value, full_name, allow_unknown_fields)?,
+    decode_bytes(
+        &to_bytes(value, full_name, allow_unknown_fields)?,
         full_name,
     )
+}
+
+/// Encodes a proto3 JSON value (TypedStructs unwrapped) as the protobuf bytes of
+/// `full_name`. The direct transcoder ([`crate::transcode`]) handles what configs are made
+/// of in one linear pass; whatever it leaves goes through the reflective path, which also
+/// names every error by its JSON path.
+pub fn to_bytes(
+    mut value: Value,
+    full_name: &str,
+    allow_unknown_fields: bool,
+) -> Result<Vec<u8>, JsonError> {
+    crate::typed_struct::unwrap_typed_structs(&mut value);
+    let descriptor = descriptors::message(full_name)
+        .ok_or_else(|| root_error(format!("unknown message type {full_name}")))?;
+    if let Ok(bytes) = crate::transcode::to_bytes(&value, &descriptor, allow_unknown_fields) {
+        return Ok(bytes);
+    }
+    Ok(decode_dynamic(value, full_name, allow_unknown_fields)?.encode_to_vec())
 }
 
 /// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped), for
@@ -105,15 +123,6 @@ pub fn decode_dynamic(
             .replace('?', ""),
         message: e.to_string(),
     })
-}
-
-/// Converts a reflective message into its prost struct.
-pub fn to_message<M: Message + Default>(
-    dynamic: &DynamicMessage,
-    full_name: &str,
-) -> Result<M, JsonError> {
-    M::decode(dynamic.encode_to_vec().as_slice())
-        .map_err(|e| root_error(format!("re-encoding {full_name}: {e}")))
 }
 
 /// Decodes the protobuf bytes of an `Any` payload into `M`, naming the type on failure.

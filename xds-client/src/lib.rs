@@ -10,6 +10,7 @@ pub mod descriptors;
 pub mod istio;
 pub mod json;
 pub mod proto_def;
+pub mod transcode;
 pub mod typed_struct;
 
 /// Envoy's generated protobuf types (v3 API, xds, udpa, google.protobuf), re-exported so

@@ -149,10 +149,9 @@ fn unwrap_any(pool: &DescriptorPool, any: &mut DynamicMessage) -> Result<bool, S
             Some(Value::String(url)) => url,
             _ => return Err(format!("malformed {type_url}")),
         };
-        let inner =
-            crate::json::decode_dynamic(json, crate::descriptors::type_name_of_url(&url), false)
-                .map_err(|e| format!("TypedStruct of {url}: {e}"))?;
-        (url, inner.encode_to_vec())
+        let inner = crate::json::to_bytes(json, crate::descriptors::type_name_of_url(&url), false)
+            .map_err(|e| format!("TypedStruct of {url}: {e}"))?;
+        (url, inner)
     } else {
         let Some(descriptor) = pool.get_message_by_name(type_name) else {
             return Ok(false);

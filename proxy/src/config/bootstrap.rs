@@ -128,12 +128,12 @@ pub fn load(source: &Source) -> Result<Bootstrap> {
         ));
     }
     let dump = DumpSource::new(&doc, source.allow_unknown_fields);
-    // Check the support table on the decoded reflective message, then convert it once.
-    let dynamic = xds_client::json::decode_dynamic(doc, BOOTSTRAP, source.allow_unknown_fields)?;
+    // Check the support table on the encoded message (as for an xDS resource), then decode it.
+    let bytes = xds_client::json::to_bytes(doc, BOOTSTRAP, source.allow_unknown_fields)?;
     let mut no_effect = Vec::new();
-    check::check(&dynamic, "", &mut no_effect)?;
-    let proto: proto::Bootstrap = xds_client::json::to_message(&dynamic, BOOTSTRAP)?;
-    drop(dynamic);
+    check::check_encoded(BOOTSTRAP, &bytes, "", &mut no_effect)?;
+    let proto: proto::Bootstrap = xds_client::json::decode_bytes(&bytes, BOOTSTRAP)?;
+    drop(bytes);
     translate(proto, &source.node_overrides, dump, no_effect)
 }
 

@@ -2,7 +2,7 @@
 //! upstream protocol and transport socket.
 
 use super::common::{self, Address};
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use super::secrets::Secrets;
 use super::tls::{self, UpstreamTls};
 use prost::Message;
@@ -396,7 +396,7 @@ fn string_fields(s: &xds_client::proto::google::protobuf::Struct) -> Vec<(String
 fn tls_matches(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<Vec<TlsMatch>> {
     let mut out = Vec::new();
     for (i, m) in c.transport_socket_matches.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, "transport_socket_matches"));
+        let p = item(path, "transport_socket_matches", i);
         let criteria = m.r#match.as_ref().map(string_fields).unwrap_or_default();
         if m.r#match
             .as_ref()
@@ -905,26 +905,27 @@ fn endpoints(
     };
     let mut out = Vec::with_capacity(la.endpoints.iter().map(|l| l.lb_endpoints.len()).sum());
     for (i, locality) in la.endpoints.iter().enumerate() {
-        let lp = format!("{}[{i}]", join(path, "endpoints"));
+        let locality_path = || item(path, "endpoints", i);
         for (j, lbe) in locality.lb_endpoints.iter().enumerate() {
-            let ep = format!("{}[{j}]", join(&lp, "lb_endpoints"));
+            // Paths are built only for an error: a large bootstrap has many endpoints.
+            let ep = || item(&locality_path(), "lb_endpoints", j);
             use xds_client::proto::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier as HI;
             let endpoint = match &lbe.host_identifier {
                 Some(HI::Endpoint(e)) => e,
                 _ => {
                     return Err(ConfigError::at(
-                        &ep,
+                        ep(),
                         "endpoint is required (endpoint_name is not supported)",
                     ))
                 }
             };
-            let addr_path = join(&ep, "endpoint.address");
+            let addr_path = || join(&ep(), "endpoint.address");
             let a = endpoint
                 .address
                 .as_ref()
-                .ok_or_else(|| ConfigError::at(&addr_path, "address is required"))?;
+                .ok_or_else(|| ConfigError::at(addr_path(), "address is required"))?;
             let allow_names = matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns);
-            let address = common::address(a, &addr_path, allow_names)?;
+            let address = common::address(a, "", allow_names).map_err(|e| e.under(&addr_path()))?;
             let weight = lbe
                 .load_balancing_weight
                 .as_ref()
@@ -932,7 +933,7 @@ fn endpoints(
                 .unwrap_or(1);
             if weight == 0 {
                 return Err(ConfigError::at(
-                    join(&ep, "load_balancing_weight"),
+                    join(&ep(), "load_balancing_weight"),
                     "weight must be at least 1",
                 ));
             }

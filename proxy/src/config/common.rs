@@ -1,7 +1,7 @@
 //! Translation helpers shared by every resource: durations, addresses, data sources,
 //! string and header matchers, header mutations.
 
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use regex::Regex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -291,7 +291,7 @@ pub fn header_mutations(
 ) -> Result<HeaderMutations> {
     let mut out = HeaderMutations::default();
     for (i, opt) in add.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, add_field));
+        let p = item(path, add_field, i);
         let h = opt
             .header
             .as_ref()
@@ -324,10 +324,8 @@ pub fn header_mutations(
         });
     }
     for (i, name) in remove.iter().enumerate() {
-        out.remove.push(header_name(
-            name,
-            &format!("{}[{i}]", join(path, remove_field)),
-        )?);
+        out.remove
+            .push(header_name(name, &item(path, remove_field, i))?);
     }
     Ok(out)
 }

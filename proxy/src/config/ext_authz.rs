@@ -2,7 +2,7 @@
 //! service, v3), and its per-route form. Istio's CUSTOM AuthorizationPolicies arrive as
 //! this filter, enabled per request by the RBAC shadow outcome in dynamic metadata.
 
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use crate::http::metadata::{metadata_matcher, MetadataMatch};
 use prost::Message;
 use std::collections::BTreeMap;
@@ -119,7 +119,7 @@ pub fn translate(name: &str, bytes: &[u8], path: &str) -> Result<ExtAuthzConfig>
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let p = format!("{}[{i}]", join(&gp, "initial_metadata"));
+                let p = item(&gp, "initial_metadata", i);
                 let name = http::HeaderName::from_bytes(h.key.to_ascii_lowercase().as_bytes())
                     .map_err(|_| ConfigError::at(join(&p, "key"), "invalid header name"))?;
                 let value = http::HeaderValue::from_str(&h.value)

@@ -3,7 +3,7 @@
 //! it runs in each state.
 
 use super::common::{self, header_mutations, HeaderMutations};
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use std::time::Duration;
 use xds_client::proto::envoy::config::core::v3::health_check::{self, HealthChecker};
 use xds_client::proto::envoy::config::core::v3::HealthCheck;
@@ -176,7 +176,7 @@ fn probe(h: &HealthCheck, path: &str) -> Result<Probe> {
                     .receive
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| payload(r, &format!("{}[{i}]", join(&p, "receive"))))
+                    .map(|(i, r)| payload(r, &item(&p, "receive", i)))
                     .collect::<Result<_>>()?,
             })
         }
@@ -205,7 +205,7 @@ fn http_probe(c: &health_check::HttpHealthCheck, path: &str) -> Result<Probe> {
                     || r.start >= r.end
                 {
                     return Err(ConfigError::at(
-                        format!("{}[{i}]", join(path, field)),
+                        item(path, field, i),
                         format!("[{}, {}) is not a range of HTTP statuses", r.start, r.end),
                     ));
                 }

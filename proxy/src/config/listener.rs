@@ -2,7 +2,7 @@
 //! and each chain's terminal network filter.
 
 use super::common::{self, Address, Cidr};
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use super::hcm::{self, HttpConnectionManagerConfig};
 use super::secrets::Secrets;
 use super::tcp_proxy::{self, TcpProxyConfig};
@@ -90,12 +90,7 @@ fn predicate(
         rules
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                predicate(
-                    r,
-                    &format!("{}[{i}]", join(path, &format!("{field}.rules"))),
-                )
-            })
+            .map(|(i, r)| predicate(r, &item(path, &format!("{field}.rules"), i)))
             .collect::<Result<Vec<_>>>()
     };
     Ok(match &p.rule {
@@ -260,7 +255,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         .listener_filters
         .iter()
         .enumerate()
-        .map(|(i, f)| listener_filter(f, &format!("{}[{i}]", join(path, "listener_filters"))))
+        .map(|(i, f)| listener_filter(f, &item(path, "listener_filters", i)))
         .collect::<Result<Vec<_>>>()?;
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
     // As in Envoy, `use_original_dst` brings the original destination filter with it:
@@ -282,7 +277,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         .filter_chains
         .iter()
         .enumerate()
-        .map(|(i, c)| filter_chain(c, secrets, &format!("{}[{i}]", join(path, "filter_chains"))))
+        .map(|(i, c)| filter_chain(c, secrets, &item(path, "filter_chains", i)))
         .collect::<Result<Vec<_>>>()?;
     for (i, a) in filter_chains.iter().enumerate() {
         if let Some(j) = filter_chains[..i]

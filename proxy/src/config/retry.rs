@@ -2,7 +2,7 @@
 //! per-try timeout and backoff, and on which hosts (Envoy's router retry semantics).
 
 use super::common;
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use super::route::HeaderMatch;
 use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
@@ -295,7 +295,7 @@ fn rate_limited(
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let p = format!("{}[{i}]", join(path, "reset_headers"));
+            let p = item(path, "reset_headers", i);
             let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| ConfigError::at(join(&p, "name"), "invalid header name"))?;
             let format = match ResetHeaderFormat::try_from(h.format) {
@@ -359,7 +359,7 @@ pub fn translate(p: &route::RetryPolicy, path: &str) -> Result<RetryPolicy> {
         };
         if xds_client::descriptors::type_name_of_url(type_url) != PREVIOUS_HOSTS {
             return Err(ConfigError::at(
-                format!("{}[{i}]", join(path, "retry_host_predicate")),
+                item(path, "retry_host_predicate", i),
                 format!("unsupported retry host predicate {type_url}"),
             ));
         }

@@ -3,7 +3,7 @@
 use super::common::{
     self, fraction, header_mutations, string_matcher, HeaderMutations, StringMatch,
 };
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use super::per_filter::{self, PerFilterConfigs};
 use super::retry::RetryPolicy;
 use regex::Regex;
@@ -380,7 +380,7 @@ pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConf
         .virtual_hosts
         .iter()
         .enumerate()
-        .map(|(i, vh)| virtual_host(vh, &format!("{}[{i}]", join(path, "virtual_hosts"))))
+        .map(|(i, vh)| virtual_host(vh, &item(path, "virtual_hosts", i)))
         .collect::<Result<Vec<_>>>()?;
     let mut seen = std::collections::HashSet::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
@@ -439,13 +439,13 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
         vh.domains
             .iter()
             .enumerate()
-            .map(|(i, d)| domain(d, &format!("{}[{i}]", join(path, "domains")))),
+            .map(|(i, d)| domain(d, &item(path, "domains", i))),
     )?;
     let routes = common::collect_exact(
         vh.routes
             .iter()
             .enumerate()
-            .map(|(i, r)| translate_route(r, &format!("{}[{i}]", join(path, "routes")))),
+            .map(|(i, r)| translate_route(r, &item(path, "routes", i))),
     )?;
     Ok(VirtualHost {
         per_filter: per_filter::translate(&vh.typed_per_filter_config, path)?,
@@ -584,7 +584,7 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
         .headers
         .iter()
         .enumerate()
-        .map(|(i, h)| header_match(h, &format!("{}[{i}]", join(path, "headers"))))
+        .map(|(i, h)| header_match(h, &item(path, "headers", i)))
         .collect::<Result<Vec<_>>>()?;
     let query = m
         .query_parameters
@@ -592,7 +592,7 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
         .enumerate()
         .map(|(i, q)| {
             use route::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
-            let p = format!("{}[{i}]", join(path, "query_parameters"));
+            let p = item(path, "query_parameters", i);
             let (value, present) = match &q.query_parameter_match_specifier {
                 Some(Q::StringMatch(s)) => {
                     (Some(string_matcher(s, &join(&p, "string_match"))?), true)
@@ -719,7 +719,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
         .hash_policy
         .iter()
         .enumerate()
-        .map(|(i, hp)| hash_policy(hp, &format!("{}[{i}]", join(path, "hash_policy"))))
+        .map(|(i, hp)| hash_policy(hp, &item(path, "hash_policy", i)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Forward {
         target,
@@ -776,12 +776,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .request_mirror_policies
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                super::mirror::translate(
-                    m,
-                    &format!("{}[{i}]", join(path, "request_mirror_policies")),
-                )
-            })
+            .map(|(i, m)| super::mirror::translate(m, &item(path, "request_mirror_policies", i)))
             .collect::<Result<Vec<_>>>()?,
     })
 }
@@ -789,7 +784,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
 fn weighted(wc: &route::WeightedCluster, path: &str) -> Result<ClusterTarget> {
     let mut targets = Vec::new();
     for (i, c) in wc.clusters.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, "clusters"));
+        let p = item(path, "clusters", i);
         if c.name.is_empty() {
             return Err(ConfigError::at(
                 join(&p, "name"),

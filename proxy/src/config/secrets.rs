@@ -1,6 +1,6 @@
 //! Static secrets (`static_resources.secrets`) that TLS contexts reference by SDS name.
 
-use super::error::{join, ConfigError, Result};
+use super::error::{item, ConfigError, Result};
 use std::collections::HashMap;
 use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
 
@@ -17,7 +17,7 @@ impl Secrets {
         for (i, s) in list.iter().enumerate() {
             if by_name.insert(s.name.clone(), s.clone()).is_some() {
                 return Err(ConfigError::at(
-                    format!("{}[{i}]", join(path, "name")),
+                    item(path, "name", i),
                     format!("duplicate secret {}", s.name),
                 ));
             }

@@ -3,7 +3,7 @@
 //! exist (`stats_matcher`) and histogram buckets (`histogram_bucket_settings`).
 
 use super::common::{string_matcher, StringMatch};
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use crate::stats::naming::{Naming, StatsMatcher, TagRule};
 use xds_client::proto::envoy::config::metrics::v3 as metrics;
 use xds_client::proto::envoy::r#type::matcher::v3::ListStringMatcher;
@@ -12,7 +12,7 @@ fn patterns(list: &ListStringMatcher, path: &str) -> Result<Vec<StringMatch>> {
     list.patterns
         .iter()
         .enumerate()
-        .map(|(i, m)| string_matcher(m, &format!("{}[{i}]", join(path, "patterns"))))
+        .map(|(i, m)| string_matcher(m, &item(path, "patterns", i)))
         .collect()
 }
 
@@ -62,7 +62,7 @@ pub fn naming(c: Option<&metrics::StatsConfig>, path: &str) -> Result<Naming> {
             c.stats_tags
                 .iter()
                 .enumerate()
-                .map(|(i, t)| tag(t, &format!("{}[{i}]", join(path, "stats_tags"))))
+                .map(|(i, t)| tag(t, &item(path, "stats_tags", i)))
                 .collect::<Result<Vec<_>>>()?,
         )
     };
@@ -90,7 +90,7 @@ pub fn naming(c: Option<&metrics::StatsConfig>, path: &str) -> Result<Naming> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let p = format!("{}[{i}]", join(path, "histogram_bucket_settings"));
+            let p = item(path, "histogram_bucket_settings", i);
             let matcher = s
                 .r#match
                 .as_ref()

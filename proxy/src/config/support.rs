@@ -22,6 +22,7 @@ pub struct MessageSupport {
     pub fields: &'static [(&'static str, Support)],
 }
 
+use std::collections::HashMap;
 use Support::{Honoured as H, NoEffect as N};
 
 macro_rules! msg {
@@ -553,8 +554,14 @@ pub const MESSAGES: &[MessageSupport] = &[
 ];
 
 /// Finds the support entry of a message by its full name.
+/// The table is indexed once: a large config looks up a message type per message.
 pub fn find(name: &str) -> Option<&'static MessageSupport> {
-    MESSAGES.iter().find(|m| m.name == name)
+    static INDEX: std::sync::OnceLock<HashMap<&'static str, &'static MessageSupport>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| MESSAGES.iter().map(|m| (m.name, m)).collect())
+        .get(name)
+        .copied()
 }
 
 /// Renders the table as the README's conformance section, so the two cannot drift apart

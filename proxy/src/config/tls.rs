@@ -8,7 +8,7 @@
 //! or cluster using it warms, as Envoy's would.
 
 use super::common::{self, string_matcher};
-use super::error::{join, ConfigError, Result};
+use super::error::{item, join, ConfigError, Result};
 use super::secrets::Secrets;
 use crate::tls::san::{SanMatcher, SanType};
 use crate::tls::{pem, verify};
@@ -561,7 +561,7 @@ fn validation(v: &tls::CertificateValidationContext, m: &mut Material, path: &st
         m.roots = Some(roots);
     }
     for (i, s) in v.match_typed_subject_alt_names.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, "match_typed_subject_alt_names"));
+        let p = item(path, "match_typed_subject_alt_names", i);
         let san_type = match s.san_type {
             1 => SanType::Email,
             2 => SanType::Dns,
@@ -584,7 +584,7 @@ fn validation(v: &tls::CertificateValidationContext, m: &mut Material, path: &st
         });
     }
     for (i, s) in v.match_subject_alt_names.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, "match_subject_alt_names"));
+        let p = item(path, "match_subject_alt_names", i);
         m.sans.push(SanMatcher {
             san_type: None,
             matcher: string_matcher(s, &p)?,
@@ -645,12 +645,12 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
                 .split('|');
             for n in names {
                 if let Some(&known) = NEVER_NEGOTIATED.iter().find(|k| **k == n) {
-                    warn_never_negotiated(known, &format!("{}[{i}]", join(path, "cipher_suites")));
+                    warn_never_negotiated(known, &item(path, "cipher_suites", i));
                     continue;
                 }
                 let suite = tls12_suite(n).ok_or_else(|| {
                     ConfigError::at(
-                        format!("{}[{i}]", join(path, "cipher_suites")),
+                        item(path, "cipher_suites", i),
                         format!("unsupported cipher suite {n}"),
                     )
                 })?;
@@ -671,7 +671,7 @@ fn provider(common: &tls::CommonTlsContext, path: &str) -> Result<Arc<CryptoProv
                 "P-384" => kx_group::SECP384R1,
                 other => {
                     return Err(ConfigError::at(
-                        format!("{}[{i}]", join(path, "ecdh_curves")),
+                        item(path, "ecdh_curves", i),
                         format!("unsupported curve {other}"),
                     ))
                 }

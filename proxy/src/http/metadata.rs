@@ -5,7 +5,7 @@
 //! a CUSTOM AuthorizationPolicy and its dry-run tags together.
 
 use crate::config::common::{string_matcher, StringMatch};
-use crate::config::error::{join, ConfigError, Result};
+use crate::config::error::{item, join, ConfigError, Result};
 use xds_client::proto::envoy::r#type::matcher::v3 as matcher;
 
 /// String values by (filter namespace, key).
@@ -103,12 +103,7 @@ fn value_matcher(v: &matcher::ValueMatcher, path: &str) -> Result<ValueMatch> {
             o.value_matchers
                 .iter()
                 .enumerate()
-                .map(|(i, m)| {
-                    value_matcher(
-                        m,
-                        &format!("{}[{i}]", join(path, "or_match.value_matchers")),
-                    )
-                })
+                .map(|(i, m)| value_matcher(m, &item(path, "or_match.value_matchers", i)))
                 .collect::<Result<_>>()?,
         ),
         Some(P::ListMatch(l)) => {

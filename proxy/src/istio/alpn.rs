@@ -5,7 +5,7 @@
 //! one.
 
 use crate::config::cluster::UpstreamProtocol;
-use crate::config::error::{join, ConfigError, Result};
+use crate::config::error::{item, join, ConfigError, Result};
 use http::Version;
 use prost::Message;
 use std::sync::Arc;
@@ -37,10 +37,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<AlpnConfig> {
             .filter(|_| o.upstream_protocol >= 0)
             .ok_or_else(|| {
                 ConfigError::at(
-                    join(
-                        &format!("{}[{i}]", join(path, "alpn_override")),
-                        "upstream_protocol",
-                    ),
+                    join(&item(path, "alpn_override", i), "upstream_protocol"),
                     format!("unknown protocol {}", o.upstream_protocol),
                 )
             })?;

@@ -7,7 +7,7 @@
 
 use super::workload::Workload;
 use crate::access_log::record::Record;
-use crate::config::error::{join, ConfigError, Result};
+use crate::config::error::{item, join, ConfigError, Result};
 use crate::stats::Scope;
 use prost::Message;
 use std::collections::HashMap;
@@ -233,7 +233,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
         },
     };
     for (i, d) in c.definitions.iter().enumerate() {
-        let dp = format!("{}[{i}]", join(path, "definitions"));
+        let dp = item(path, "definitions", i);
         if d.name.is_empty()
             || METRICS
                 .iter()
@@ -266,7 +266,7 @@ pub fn translate(bytes: &[u8], path: &str) -> Result<IstioStatsConfig> {
     }
     let all = METRICS.len() + out.custom.len();
     for (i, m) in c.metrics.iter().enumerate() {
-        let mp = format!("{}[{i}]", join(path, "metrics"));
+        let mp = item(path, "metrics", i);
         let targets: Vec<usize> = if m.name.is_empty() {
             (0..all).collect()
         } else {

@@ -6,7 +6,7 @@
 pub mod tags;
 pub mod zipkin;
 
-use crate::config::error::{join, ConfigError, Result};
+use crate::config::error::{item, join, ConfigError, Result};
 use std::sync::Arc;
 use xds_client::proto::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
 
@@ -54,7 +54,7 @@ pub fn translate(t: &Tracing, path: &str) -> Result<TracingConfig> {
     use xds_client::proto::envoy::r#type::tracing::v3::custom_tag::Type;
     let mut custom_tags = Vec::new();
     for (i, tag) in t.custom_tags.iter().enumerate() {
-        let p = format!("{}[{i}]", join(path, "custom_tags"));
+        let p = item(path, "custom_tags", i);
         let name = tag.tag.clone();
         custom_tags.extend(match &tag.r#type {
             Some(Type::Literal(l)) => Some(CustomTag::Literal(name, l.value.clone())),
