@@ -127,53 +127,48 @@ pub fn load(source: &Source) -> Result<Bootstrap> {
             "no configuration: give -c/--config-path or --config-yaml",
         ));
     }
-    let dump = DumpSource::new(&doc, source.allow_unknown_fields);
     // Check the support table on the encoded message (as for an xDS resource), then decode it.
     let bytes = xds_client::json::to_bytes(doc, BOOTSTRAP, source.allow_unknown_fields)?;
     let mut no_effect = Vec::new();
     check::check_encoded(BOOTSTRAP, &bytes, "", &mut no_effect)?;
     let proto: proto::Bootstrap = xds_client::json::decode_bytes(&bytes, BOOTSTRAP)?;
+    let dump = DumpSource::new(&bytes);
     drop(bytes);
     translate(proto, &source.node_overrides, dump, no_effect)
 }
 
 /// What `/config_dump` shows of the bootstrap. The decoded proto of a large bootstrap is
-/// many times the size of its compact JSON, so the JSON is kept and decoded again on the
-/// rare dump request.
+/// many times the size of its encoding, so the encoded bootstrap is kept, compressed, and
+/// decoded again on the rare dump request.
 #[derive(Debug, Clone)]
 pub struct DumpSource {
-    /// The merged document as compact JSON, deflate-compressed (about ten times smaller).
-    deflated_json: Vec<u8>,
-    allow_unknown_fields: bool,
+    /// The bootstrap's protobuf encoding, deflate-compressed.
+    deflated: Vec<u8>,
 }
 
 impl DumpSource {
-    /// Keeps `doc` for later dumps.
-    pub fn new(doc: &serde_json::Value, allow_unknown_fields: bool) -> Self {
+    /// Keeps the encoded bootstrap for later dumps.
+    pub fn new(encoded: &[u8]) -> Self {
         use std::io::Write;
         // One large write: the encoder re-initialises its tables per call.
-        let json = serde_json::to_vec(doc).unwrap_or_default();
         let mut enc = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(json.len() / 8),
+            Vec::with_capacity(encoded.len() / 4),
             flate2::Compression::fast(),
         );
-        let _ = enc.write_all(&json);
+        let _ = enc.write_all(encoded);
         DumpSource {
-            deflated_json: enc.finish().unwrap_or_default(),
-            allow_unknown_fields,
+            deflated: enc.finish().unwrap_or_default(),
         }
     }
 
     /// The bootstrap as loaded.
     pub fn decode(&self) -> Result<proto::Bootstrap> {
-        let reader = flate2::read::DeflateDecoder::new(self.deflated_json.as_slice());
-        let value: serde_json::Value =
-            serde_json::from_reader(reader).map_err(|e| ConfigError::at("", e.to_string()))?;
-        Ok(xds_client::json::decode(
-            value,
-            BOOTSTRAP,
-            self.allow_unknown_fields,
-        )?)
+        use std::io::Read;
+        let mut encoded = Vec::with_capacity(self.deflated.len() * 4);
+        flate2::read::DeflateDecoder::new(self.deflated.as_slice())
+            .read_to_end(&mut encoded)
+            .map_err(|e| ConfigError::at("", e.to_string()))?;
+        Ok(xds_client::json::decode_bytes(&encoded, BOOTSTRAP)?)
     }
 }
 

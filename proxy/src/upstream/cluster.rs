@@ -198,10 +198,10 @@ pub struct Cluster {
     members: RwLock<Arc<Members>>,
     priorities: RwLock<Arc<Priorities>>,
     balancer: Balancer,
-    outlier: Option<Detector>,
+    outlier: Option<Box<Detector>>,
     /// When ejections and returns reach the load split (`update_merge_window`).
     health_updates: Mutex<HealthUpdates>,
-    update_counts: UpdateCounts,
+    update_counts: Arc<UpdateCounts>,
     /// Zone-aware routing's view, when the bootstrap names a local cluster (set once, by
     /// the cluster manager; read on every pick).
     zone: std::sync::OnceLock<Arc<ZoneContext>>,
@@ -215,7 +215,7 @@ pub struct Cluster {
 /// `cluster_manager.*` counts of how host updates reached the load split, as Envoy
 /// counts its thread-local cluster updates.
 #[derive(Debug)]
-struct UpdateCounts {
+pub struct UpdateCounts {
     /// `cluster_updated`: delivered at once.
     updated: Arc<Counter>,
     /// `cluster_updated_via_merge`: delivered at a merge window's end.
@@ -228,7 +228,8 @@ struct UpdateCounts {
 }
 
 impl UpdateCounts {
-    fn new(root: &Scope) -> Self {
+    /// The process's counters (one set shared by every cluster).
+    pub fn new(root: &Scope) -> Self {
         let cm = root.child("cluster_manager");
         UpdateCounts {
             updated: cm.counter("cluster_updated"),
@@ -273,19 +274,23 @@ pub struct ZoneContext {
 impl Cluster {
     /// Creates a cluster; STATIC endpoints become hosts at once, DNS clusters get theirs
     /// from [`super::dns`].
-    pub fn new(config: Arc<ClusterConfig>, root: &Scope) -> Arc<Self> {
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        root: &Scope,
+        update_counts: Arc<UpdateCounts>,
+    ) -> Arc<Self> {
         let scope = root.tagged("cluster", "envoy_cluster_name", &config.stat_name);
         let t = config.thresholds;
         let outlier = config
             .outlier
             .as_ref()
-            .map(|o| Detector::new(o.clone(), &scope));
+            .map(|o| Box::new(Detector::new(o.clone(), &scope)));
         let cluster = Arc::new_cyclic(|me| Cluster {
             me: me.clone(),
             membership_changed: tokio::sync::Notify::new(),
             zone: std::sync::OnceLock::new(),
             health_updates: Mutex::new(HealthUpdates::default()),
-            update_counts: UpdateCounts::new(root),
+            update_counts,
             resources: Resources {
                 connections: Resource::new(t.max_connections),
                 pending: Resource::new(t.max_pending_requests),
@@ -643,7 +648,7 @@ impl Cluster {
 
     /// The outlier detector, if the cluster has one.
     pub fn outlier_detector(&self) -> Option<&Detector> {
-        self.outlier.as_ref()
+        self.outlier.as_deref()
     }
 
     /// One outlier-detection sweep (returns to service, rate rules); the sweep task

@@ -3,7 +3,7 @@
 //! the current map without a lock; writers replace it whole, so a request sees either the
 //! old or the new set, never half of an update.
 
-use super::cluster::{Cluster, ZoneContext};
+use super::cluster::{Cluster, UpdateCounts, ZoneContext};
 use super::dns;
 use crate::config::cluster::{ClusterConfig, Discovery, Locality};
 use crate::stats::{Counter, Gauge, Scope};
@@ -18,6 +18,7 @@ pub struct ClusterManager {
     zone: Option<(String, Locality)>,
     writer: Mutex<()>,
     root: Scope,
+    update_counts: Arc<UpdateCounts>,
     active: Arc<Gauge>,
     added: Arc<Counter>,
     modified: Arc<Counter>,
@@ -38,16 +39,14 @@ impl ClusterManager {
             zone,
             writer: Mutex::new(()),
             root: stats.clone(),
+            update_counts: Arc::new(UpdateCounts::new(stats)),
             active: cm.gauge("active_clusters"),
             added: cm.counter("cluster_added"),
             modified: cm.counter("cluster_modified"),
             removed: cm.counter("cluster_removed"),
         };
         manager.update(
-            configs
-                .iter()
-                .map(|c| Cluster::new(c.clone(), stats))
-                .collect(),
+            configs.iter().map(|c| manager.make(c.clone())).collect(),
             &[],
         );
         manager
@@ -73,9 +72,9 @@ impl ClusterManager {
         v
     }
 
-    /// The stats root clusters create their scopes under.
-    pub fn stats_root(&self) -> &Scope {
-        &self.root
+    /// Creates a cluster (not yet added) with its stats under the manager's root.
+    pub fn make(&self, config: Arc<ClusterConfig>) -> Arc<Cluster> {
+        Cluster::new(config, &self.root, self.update_counts.clone())
     }
 
     /// Adds or replaces `upserts` and removes `removals` in one step. A replaced cluster's

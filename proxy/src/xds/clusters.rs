@@ -152,7 +152,7 @@ pub fn apply_cds(
         let version = update.version_of(r);
         st.applied
             .insert(name.clone(), Applied::new(version, r.body.clone()));
-        let c = Cluster::new(config, server.clusters.stats_root());
+        let c = server.clusters.make(config);
         st.warming.remove(&name);
         if let Some((assignment, _)) = c
             .config
