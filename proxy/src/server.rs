@@ -76,7 +76,7 @@ pub struct Server {
 
 impl Server {
     /// Builds clusters and listeners from the bootstrap.
-    pub fn new(options: Options, bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
+    pub fn new(options: Options, mut bootstrap: Bootstrap) -> std::io::Result<Arc<Self>> {
         crate::istio::set_local_node(&bootstrap.node_proto);
         let stats = Store::with_naming(bootstrap.stats_naming.clone());
         let root = stats.root();
@@ -90,7 +90,8 @@ impl Server {
                 .unwrap_or_default();
             (name, node)
         });
-        let clusters = ClusterManager::new(&bootstrap.clusters, &root, zone);
+        // The clusters own their configs from here (a STATIC one drops its endpoint list).
+        let clusters = ClusterManager::new(std::mem::take(&mut bootstrap.clusters), &root, zone);
         let flush = std::time::Duration::from_millis(options.file_flush_interval_msec.max(1));
         let listeners = bootstrap
             .listeners

@@ -204,6 +204,34 @@ fn cds_removal_and_sotw_omission() {
 }
 
 #[test]
+fn cds_cannot_replace_a_bootstrap_cluster() {
+    let upstream = Upstream::http("a");
+    let port = e2e::free_port();
+    let cp = control_plane(false);
+    seed(&cp, port, upstream.port);
+    let proxy = start(&cp, false);
+    assert_eq!(proxy.stat("cluster_manager.active_clusters"), Some(2));
+    // A CDS cluster named like the bootstrap's `xds-grpc` (the control plane's own
+    // connection) is refused by name; the static cluster keeps serving the stream.
+    cp.set_json(CLUSTER, "xds-grpc", eds_cluster("xds-grpc"));
+    cp.push(CLUSTER);
+    let cds = cp.wait_answers(CLUSTER, 2, 20);
+    let error = cds.last().unwrap().error.as_deref().expect("NACKed");
+    assert!(
+        error.contains("xds-grpc") && error.contains("static cluster"),
+        "{error}"
+    );
+    // Omitting it again is not a removal of the static cluster either.
+    cp.remove(CLUSTER, "xds-grpc");
+    cp.push(CLUSTER);
+    let cds = cp.wait_answers(CLUSTER, 3, 20);
+    assert!(cds.last().unwrap().is_ack());
+    assert_eq!(proxy.stat("cluster_manager.active_clusters"), Some(2));
+    assert_eq!(proxy.stat("cluster_manager.cluster_removed"), Some(0));
+    assert_eq!(curl::get(port, "/", &[]).status, 200);
+}
+
+#[test]
 fn live_waits_for_the_control_plane() {
     // No control plane yet: the server stays INITIALIZING, admin answers, no listener.
     let cp_path = e2e::scratch("late").join("XDS");

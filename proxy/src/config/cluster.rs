@@ -235,8 +235,9 @@ pub enum DnsFamily {
 pub struct ClusterConfig {
     /// Name.
     pub name: String,
-    /// Name used in stats.
-    pub stat_name: String,
+    /// `alt_stat_name`, when set: the name used in stats instead of `name` (see
+    /// [`ClusterConfig::stat_name`]; not a second copy of the name for every cluster).
+    pub alt_stat_name: Option<String>,
     /// Discovery type.
     pub discovery: Discovery,
     /// Connect timeout (default 5 s).
@@ -348,6 +349,11 @@ pub struct TlsMatch {
 }
 
 impl ClusterConfig {
+    /// The name the cluster's stats carry (`cluster.<stat name>.*`).
+    pub fn stat_name(&self) -> &str {
+        self.alt_stat_name.as_deref().unwrap_or(&self.name)
+    }
+
     /// Which `transport_socket_matches` entry an endpoint with `labels` uses (`None`:
     /// the cluster's own `transport_socket`): the first whose criteria all hold.
     pub fn tls_match(&self, labels: &[(String, String)]) -> Option<u16> {
@@ -511,11 +517,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
     let locality_weighted = locality_weighted(c, discovery, &lb, path)?;
     Ok(ClusterConfig {
         name: c.name.clone(),
-        stat_name: if c.alt_stat_name.is_empty() {
-            c.name.clone()
-        } else {
-            c.alt_stat_name.clone()
-        },
+        alt_stat_name: (!c.alt_stat_name.is_empty()).then(|| c.alt_stat_name.clone()),
         discovery,
         connect_timeout: match &c.connect_timeout {
             Some(d) => common::duration(d, &join(path, "connect_timeout"))?,

@@ -210,6 +210,17 @@ pub struct Cluster {
     /// Wakes the health checker when hosts come and go.
     membership_changed: tokio::sync::Notify,
     retired: std::sync::atomic::AtomicBool,
+    /// Where the cluster was defined.
+    pub origin: Origin,
+}
+
+/// Where a cluster was defined: CDS may not replace or remove a bootstrap cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `static_resources.clusters`.
+    Bootstrap,
+    /// A CDS resource.
+    Cds,
 }
 
 /// `cluster_manager.*` counts of how host updates reached the load split, as Envoy
@@ -274,12 +285,22 @@ pub struct ZoneContext {
 impl Cluster {
     /// Creates a cluster; STATIC endpoints become hosts at once, DNS clusters get theirs
     /// from [`super::dns`].
+    ///
+    /// A STATIC cluster's endpoint configs are dropped once its hosts exist (nothing reads
+    /// them again): they are most of a small cluster's config.
     pub fn new(
-        config: Arc<ClusterConfig>,
+        mut config: Arc<ClusterConfig>,
         root: &Scope,
         update_counts: Arc<UpdateCounts>,
+        origin: Origin,
     ) -> Arc<Self> {
-        let scope = root.tagged("cluster", "envoy_cluster_name", &config.stat_name);
+        let static_assignment = match Arc::get_mut(&mut config) {
+            Some(c) if c.discovery == crate::config::cluster::Discovery::Static => {
+                Some(std::mem::take(&mut c.assignment))
+            }
+            _ => None,
+        };
+        let scope = root.tagged("cluster", "envoy_cluster_name", config.stat_name());
         let t = config.thresholds;
         let outlier = config
             .outlier
@@ -309,9 +330,14 @@ impl Cluster {
                 .with_original_dst_tls(config.tls_match(&[])),
             outlier,
             retired: std::sync::atomic::AtomicBool::new(false),
+            origin,
             config,
         });
-        cluster.set_endpoints(&cluster.config.assignment);
+        cluster.set_endpoints(
+            static_assignment
+                .as_ref()
+                .unwrap_or(&cluster.config.assignment),
+        );
         cluster
     }
 

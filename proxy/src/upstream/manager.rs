@@ -3,7 +3,7 @@
 //! the current map without a lock; writers replace it whole, so a request sees either the
 //! old or the new set, never half of an update.
 
-use super::cluster::{Cluster, UpdateCounts, ZoneContext};
+use super::cluster::{Cluster, Origin, UpdateCounts, ZoneContext};
 use super::dns;
 use crate::config::cluster::{ClusterConfig, Discovery, Locality};
 use crate::stats::{Counter, Gauge, Scope};
@@ -29,7 +29,7 @@ impl ClusterManager {
     /// Creates the static clusters; `zone` (the local cluster's name and the node's
     /// locality) turns on zone-aware routing.
     pub fn new(
-        configs: &[Arc<ClusterConfig>],
+        configs: Vec<Arc<ClusterConfig>>,
         stats: &Scope,
         zone: Option<(String, Locality)>,
     ) -> Self {
@@ -46,7 +46,10 @@ impl ClusterManager {
             removed: cm.counter("cluster_removed"),
         };
         manager.update(
-            configs.iter().map(|c| manager.make(c.clone())).collect(),
+            configs
+                .into_iter()
+                .map(|c| manager.make(c, Origin::Bootstrap))
+                .collect(),
             &[],
         );
         manager
@@ -73,8 +76,14 @@ impl ClusterManager {
     }
 
     /// Creates a cluster (not yet added) with its stats under the manager's root.
-    pub fn make(&self, config: Arc<ClusterConfig>) -> Arc<Cluster> {
-        Cluster::new(config, &self.root, self.update_counts.clone())
+    pub fn make(&self, config: Arc<ClusterConfig>, origin: Origin) -> Arc<Cluster> {
+        Cluster::new(config, &self.root, self.update_counts.clone(), origin)
+    }
+
+    /// Whether `name` is a bootstrap cluster (which CDS may not replace or remove).
+    pub fn is_static(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|c| c.origin == Origin::Bootstrap)
     }
 
     /// Adds or replaces `upserts` and removes `removals` in one step. A replaced cluster's

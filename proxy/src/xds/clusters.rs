@@ -7,7 +7,7 @@ use crate::config::cluster::{self, Assignment};
 use crate::config::secrets::Secrets;
 use crate::config::source::XdsSource;
 use crate::server::Server;
-use crate::upstream::cluster::Cluster;
+use crate::upstream::cluster::{Cluster, Origin};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use xds_client::ads::{Rejected, Update, CLUSTER, ENDPOINT};
@@ -108,10 +108,6 @@ impl ClusterState {
     }
 }
 
-fn is_static(server: &Server, name: &str) -> bool {
-    server.bootstrap.clusters.iter().any(|c| c.name == name)
-}
-
 /// Applies a CDS response; `secrets` are the static and SDS secrets known now.
 pub fn apply_cds(
     server: &Server,
@@ -132,7 +128,7 @@ pub fn apply_cds(
             }
         };
         seen.insert(name.clone());
-        if is_static(server, &name) {
+        if server.clusters.is_static(&name) {
             rejected.push(Rejected {
                 name,
                 error: "a static cluster of that name exists and cannot be updated by CDS".into(),
@@ -152,7 +148,7 @@ pub fn apply_cds(
         let version = update.version_of(r);
         st.applied
             .insert(name.clone(), Applied::new(version, r.body.clone()));
-        let c = server.clusters.make(config);
+        let c = server.clusters.make(config, Origin::Cds);
         st.warming.remove(&name);
         if let Some((assignment, _)) = c
             .config
@@ -184,7 +180,7 @@ pub fn apply_cds(
     }
     let removals: Vec<String> = removals
         .into_iter()
-        .filter(|n| !is_static(server, n))
+        .filter(|n| !server.clusters.is_static(n))
         .collect();
     for c in &upserts {
         let c = c.clone();
