@@ -185,6 +185,9 @@ fn serve(options: Options, bootstrap: bootstrap::Bootstrap, name: String) -> i32
             return 1;
         }
         server.set_state(State::Live);
+        // Start-up's code (config decoding, listener and worker set-up) leaves the resident
+        // set; serving maps back what it runs.
+        crate::memory::release_free_memory();
         if mode == Mode::InitOnly {
             return 0;
         }

@@ -60,41 +60,6 @@ pub fn hold_in_background() -> Pending {
     )
 }
 
-/// Drops the process's resident pages of the embedded descriptor set once nothing holds
-/// the decoded pool. The set is read-only and file-backed: the kernel drops the mapping's
-/// pages and faults them back in from the page cache if the pool is decoded again, so
-/// the 3 MB it adds to the resident size after start-up go away.
-pub fn release_embedded_set() {
-    if CACHE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .upgrade()
-        .is_some()
-    {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let page = 4096usize;
-        let start = DESCRIPTOR_SET.as_ptr() as usize;
-        let end = start + DESCRIPTOR_SET.len();
-        let aligned_start = start.div_ceil(page) * page;
-        let aligned_end = end / page * page;
-        if aligned_end > aligned_start {
-            // SAFETY: the range lies inside a read-only static's pages; MADV_DONTNEED on a
-            // private, clean, file-backed mapping only discards cached copies, which the
-            // kernel re-reads from the binary on the next access.
-            unsafe {
-                libc::madvise(
-                    aligned_start as *mut libc::c_void,
-                    aligned_end - aligned_start,
-                    libc::MADV_DONTNEED,
-                );
-            }
-        }
-    }
-}
-
 /// Looks up a message by its full name (`envoy.config.bootstrap.v3.Bootstrap`). The
 /// descriptor keeps what it needs of the pool alive; hold the pool for repeated lookups.
 pub fn message(full_name: &str) -> Option<MessageDescriptor> {

@@ -245,7 +245,6 @@ impl XdsManager {
                 {
                     *slot = None;
                     drop(slot);
-                    xds_client::descriptors::release_embedded_set();
                     crate::memory::release_free_memory();
                 }
             }
