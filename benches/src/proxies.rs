@@ -140,11 +140,23 @@ pub fn start(
 impl Running {
     /// Resident set size in bytes (VmRSS).
     pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// The anonymous part of the resident set in bytes (RssAnon): heap and stacks, without
+    /// the binary's and libraries' file-backed pages, whose resident share varies with what
+    /// code last ran.
+    pub fn anonymous_rss(&self) -> u64 {
+        self.status_bytes("RssAnon:")
+    }
+
+    /// A `/proc/<pid>/status` field given in kB, in bytes.
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
             .unwrap_or(0)
