@@ -603,7 +603,11 @@ impl Cluster {
             .as_ref()
             .as_ref()
             .ok()
-            .map(|c| (c.clone(), t.sni.clone()))
+            .map(|c| super::connect::ClientTls {
+                config: c.clone(),
+                sni: t.sni.clone(),
+                batching: t.tls.batching(),
+            })
     }
 
     /// Whether the cluster ever opened a connection for traffic (health checks use their

@@ -8,8 +8,17 @@ use crate::io::{BoxIo, CountingIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A TLS client config with the SNI to send.
-pub type ClientTls = (Arc<rustls::ClientConfig>, Option<String>);
+/// A TLS client config for one connection, read from the cluster's TLS context once.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls config (with the ALPN the caller wants).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The SNI to send (`None`: the host's address).
+    pub sni: Option<String>,
+    /// Whether the context's client key batches signatures, so the handshake runs on the
+    /// handshake pool.
+    pub batching: bool,
+}
 
 /// Why a connection could not be made (rendered into Envoy's transport failure reason).
 #[derive(Debug)]
@@ -121,7 +130,12 @@ pub async fn connect(
         Ok(r) => r?,
         Err(_) => return Err(ConnectError::Timeout),
     };
-    let Some((config, sni)) = tls else {
+    let Some(ClientTls {
+        config,
+        sni,
+        batching,
+    }) = tls
+    else {
         return Ok(Connected {
             io,
             alpn: None,
@@ -139,10 +153,6 @@ pub async fn connect(
         },
     };
     let connector = tokio_rustls::TlsConnector::from(config);
-    let batching = cluster
-        .config
-        .tls_for(host.tls_match)
-        .is_some_and(|t| t.tls.batching());
     let handshake = crate::tls::multibuffer::handshake(batching, connector.connect(name, io));
     let stream = match tokio::time::timeout(cluster.config.connect_timeout, handshake).await {
         Ok(Ok(s)) => s,

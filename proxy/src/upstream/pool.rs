@@ -216,10 +216,15 @@ impl HostPool {
             .as_ref()
             .map_err(|_| ConnectError::SecretsPending)?;
         let key = Arc::as_ptr(base) as usize;
+        let client = |config: Arc<rustls::ClientConfig>| connect::ClientTls {
+            config,
+            sni: t.sni.clone(),
+            batching: t.tls.batching(),
+        };
         let mut cache = self.tls_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, config)) = &*cache {
             if *k == key {
-                return Ok(Some((config.clone(), t.sni.clone())));
+                return Ok(Some(client(config.clone())));
             }
         }
         let mut config = (**base).clone();
@@ -236,7 +241,7 @@ impl HostPool {
         };
         let config = Arc::new(config);
         *cache = Some((key, config.clone()));
-        Ok(Some((config, t.sni.clone())))
+        Ok(Some(client(config)))
     }
 
     fn limits(&self) -> (Option<u32>, Option<Duration>) {
