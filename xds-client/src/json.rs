@@ -102,9 +102,9 @@ pub fn to_bytes(
     Ok(decode_dynamic(value, full_name, allow_unknown_fields)?.encode_to_vec())
 }
 
-/// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped), for
-/// callers that inspect it before converting it with [`to_message`].
-pub fn decode_dynamic(
+/// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped): the
+/// path for what [`crate::transcode`] leaves, and the one that names errors by JSON path.
+pub(crate) fn decode_dynamic(
     mut value: Value,
     full_name: &str,
     allow_unknown_fields: bool,

@@ -1,6 +1,6 @@
 //! Proto3 JSON straight to protobuf bytes, driven by the descriptor pool.
 //!
-//! The reflective path ([`crate::json::decode_dynamic`]) builds a `DynamicMessage` tree
+//! The reflective path (`json::decode_dynamic`) builds a `DynamicMessage` tree
 //! and encodes it, and every `Any` payload inside it, by recomputing encoded sizes at each
 //! nesting level; on a bootstrap of thousands of clusters that is most of the start-up time.
 //! This walk writes each message once, in field-number order, as the reflective encoder

@@ -134,6 +134,7 @@ impl Walk<'_> {
             if is_unset(&field, &payload) {
                 continue;
             }
+            let field_at = At::Field(at, field.name());
             let index = match seen.iter_mut().find(|(n, _)| *n == number) {
                 Some((_, count)) => {
                     *count += 1;
@@ -141,14 +142,13 @@ impl Walk<'_> {
                 }
                 None => {
                     seen.push((number, 1));
-                    self.supported(entry, name, &field, &At::Field(at, field.name()))?;
+                    self.supported(entry, name, &field, &field_at)?;
                     0
                 }
             };
             let Payload::Delimited(inner) = payload else {
                 continue;
             };
-            let field_at = At::Field(at, field.name());
             match field.kind() {
                 Kind::Message(entry_desc) if field.is_map() => {
                     self.map_entry(&entry_desc, inner, &field_at, depth)?

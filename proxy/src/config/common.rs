@@ -19,6 +19,22 @@ pub fn collect_exact<T>(items: impl Iterator<Item = Result<T>>) -> Result<Vec<T>
     Ok(collected)
 }
 
+/// Translates each element of the list field `field` of the message at `path`, giving
+/// each its own path (`path.field[i]`), into a vector collected exactly.
+pub fn each<S, T>(
+    items: &[S],
+    path: &str,
+    field: &str,
+    mut translate: impl FnMut(&S, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    collect_exact(
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| translate(x, &item(path, field, i))),
+    )
+}
+
 /// A protobuf Duration as a std Duration (negative durations are config errors).
 pub fn duration(d: &pb::Duration, path: &str) -> Result<Duration> {
     if d.seconds < 0 || d.nanos < 0 {

@@ -74,21 +74,9 @@ pub fn join(parent: &str, child: &str) -> String {
 /// The path of element `index` of the list field `field` under `parent`
 /// (`parent.field[index]`).
 pub fn item(parent: &str, field: &str, index: usize) -> String {
+    use std::fmt::Write;
     let mut path = join(parent, field);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = index;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    path.push('[');
-    path.extend(digits[at..].iter().map(|&d| char::from(d)));
-    path.push(']');
+    let _ = write!(path, "[{index}]");
     path
 }
 

@@ -2,7 +2,7 @@
 //! and each chain's terminal network filter.
 
 use super::common::{self, Address, Cidr};
-use super::error::{item, join, ConfigError, Result};
+use super::error::{join, ConfigError, Result};
 use super::hcm::{self, HttpConnectionManagerConfig};
 use super::secrets::Secrets;
 use super::tcp_proxy::{self, TcpProxyConfig};
@@ -87,11 +87,7 @@ fn predicate(
 ) -> Result<FilterPredicate> {
     use listener::listener_filter_chain_match_predicate::Rule;
     let set = |rules: &[listener::ListenerFilterChainMatchPredicate], field: &str| {
-        rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| predicate(r, &item(path, &format!("{field}.rules"), i)))
-            .collect::<Result<Vec<_>>>()
+        common::each(rules, path, &format!("{field}.rules"), predicate)
     };
     Ok(match &p.rule {
         Some(Rule::OrMatch(m)) => FilterPredicate::Or(set(&m.rules, "or_match")?),
@@ -251,12 +247,12 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             "listener name is required",
         ));
     }
-    let mut listener_filters = l
-        .listener_filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| listener_filter(f, &item(path, "listener_filters", i)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut listener_filters = common::each(
+        &l.listener_filters,
+        path,
+        "listener_filters",
+        listener_filter,
+    )?;
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
     // As in Envoy, `use_original_dst` brings the original destination filter with it:
     // Istio's virtualOutbound lists no listener filters and relies on that.
@@ -273,12 +269,9 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             },
         );
     }
-    let filter_chains = l
-        .filter_chains
-        .iter()
-        .enumerate()
-        .map(|(i, c)| filter_chain(c, secrets, &item(path, "filter_chains", i)))
-        .collect::<Result<Vec<_>>>()?;
+    let filter_chains = common::each(&l.filter_chains, path, "filter_chains", |x, p| {
+        filter_chain(x, secrets, p)
+    })?;
     for (i, a) in filter_chains.iter().enumerate() {
         if let Some(j) = filter_chains[..i]
             .iter()

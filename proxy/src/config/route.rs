@@ -376,12 +376,7 @@ pub struct Route {
 
 /// Translates a RouteConfiguration.
 pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConfig> {
-    let virtual_hosts = rc
-        .virtual_hosts
-        .iter()
-        .enumerate()
-        .map(|(i, vh)| virtual_host(vh, &item(path, "virtual_hosts", i)))
-        .collect::<Result<Vec<_>>>()?;
+    let virtual_hosts = common::each(&rc.virtual_hosts, path, "virtual_hosts", virtual_host)?;
     let mut seen = std::collections::HashSet::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         for d in &vh.domains {
@@ -435,18 +430,8 @@ fn domain(d: &str, path: &str) -> Result<DomainMatch> {
 }
 
 fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
-    let domains = common::collect_exact(
-        vh.domains
-            .iter()
-            .enumerate()
-            .map(|(i, d)| domain(d, &item(path, "domains", i))),
-    )?;
-    let routes = common::collect_exact(
-        vh.routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| translate_route(r, &item(path, "routes", i))),
-    )?;
+    let domains = common::each(&vh.domains, path, "domains", |d, p| domain(d, p))?;
+    let routes = common::each(&vh.routes, path, "routes", translate_route)?;
     Ok(VirtualHost {
         per_filter: per_filter::translate(&vh.typed_per_filter_config, path)?,
         name: vh.name.clone(),
@@ -580,12 +565,7 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
         }
         None => return Err(ConfigError::at(path, "a path specifier is required")),
     };
-    let headers = m
-        .headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| header_match(h, &item(path, "headers", i)))
-        .collect::<Result<Vec<_>>>()?;
+    let headers = common::each(&m.headers, path, "headers", header_match)?;
     let query = m
         .query_parameters
         .iter()
@@ -715,12 +695,7 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             ))
         }
     };
-    let hash_policies = ra
-        .hash_policy
-        .iter()
-        .enumerate()
-        .map(|(i, hp)| hash_policy(hp, &item(path, "hash_policy", i)))
-        .collect::<Result<Vec<_>>>()?;
+    let hash_policies = common::each(&ra.hash_policy, path, "hash_policy", hash_policy)?;
     Ok(Forward {
         target,
         prefix_rewrite: (!ra.prefix_rewrite.is_empty()).then(|| ra.prefix_rewrite.clone()),
@@ -772,12 +747,12 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .as_ref()
             .map(|h| super::retry::hedge(h, &join(path, "hedge_policy")))
             .transpose()?,
-        mirrors: ra
-            .request_mirror_policies
-            .iter()
-            .enumerate()
-            .map(|(i, m)| super::mirror::translate(m, &item(path, "request_mirror_policies", i)))
-            .collect::<Result<Vec<_>>>()?,
+        mirrors: common::each(
+            &ra.request_mirror_policies,
+            path,
+            "request_mirror_policies",
+            super::mirror::translate,
+        )?,
     })
 }
 

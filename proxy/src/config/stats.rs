@@ -58,13 +58,7 @@ pub fn naming(c: Option<&metrics::StatsConfig>, path: &str) -> Result<Naming> {
         }
         None
     } else {
-        Some(
-            c.stats_tags
-                .iter()
-                .enumerate()
-                .map(|(i, t)| tag(t, &item(path, "stats_tags", i)))
-                .collect::<Result<Vec<_>>>()?,
-        )
+        Some(super::common::each(&c.stats_tags, path, "stats_tags", tag)?)
     };
     use metrics::stats_matcher::StatsMatcher as M;
     let m = join(path, "stats_matcher");
