@@ -89,17 +89,25 @@ pub fn decode<M: Message + Default>(
 /// of in one linear pass; whatever it leaves goes through the reflective path, which also
 /// names every error by its JSON path.
 pub fn to_bytes(
-    mut value: Value,
+    value: Value,
     full_name: &str,
     allow_unknown_fields: bool,
 ) -> Result<Vec<u8>, JsonError> {
-    crate::typed_struct::unwrap_typed_structs(&mut value);
     let descriptor = descriptors::message(full_name)
         .ok_or_else(|| root_error(format!("unknown message type {full_name}")))?;
     if let Ok(bytes) = crate::transcode::to_bytes(&value, &descriptor, allow_unknown_fields) {
         return Ok(bytes);
     }
     Ok(decode_dynamic(value, full_name, allow_unknown_fields)?.encode_to_vec())
+}
+
+/// Encodes a JSON text of `full_name` (TypedStructs unwrapped) as protobuf bytes in one
+/// pass over the text, with no tree built, when the direct transcoder handles all of it.
+/// `None` when it does not (YAML, malformed JSON, a construct left to the reflective
+/// path): then [`parse_document`] and [`to_bytes`] encode the text or name its error.
+pub fn text_to_bytes(text: &str, full_name: &str, allow_unknown_fields: bool) -> Option<Vec<u8>> {
+    let descriptor = descriptors::message(full_name)?;
+    crate::transcode::text_to_bytes(text, &descriptor, allow_unknown_fields).ok()
 }
 
 /// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped): the

@@ -1,17 +1,31 @@
 //! Proto3 JSON straight to protobuf bytes, driven by the descriptor pool.
 //!
-//! The reflective path (`json::decode_dynamic`) builds a `DynamicMessage` tree
-//! and encodes it, and every `Any` payload inside it, by recomputing encoded sizes at each
-//! nesting level; on a bootstrap of thousands of clusters that is most of the start-up time.
-//! This walk writes each message once, in field-number order, as the reflective encoder
-//! does. It is strict on purpose: anything it does not handle exactly as the reflective
-//! path would (numbers as strings, bytes, timestamps, unknown enum values, a conflicting
-//! oneof, ...) returns [`Fallback`], and the caller decodes through the reflective path,
-//! which stays the authority on what is accepted and on every error message.
+//! The reflective path (`json::decode_dynamic`) builds a `DynamicMessage` tree and encodes
+//! it, and every `Any` payload inside it, by recomputing encoded sizes at each nesting
+//! level; on a bootstrap of thousands of clusters that was most of the start-up time. This
+//! transcoder is a serde visitor: it reads the JSON once, from the text itself
+//! ([`text_to_bytes`], no tree is built) or from a parsed value ([`to_bytes`]), and writes
+//! each field as it meets it. `TypedStruct` wrappers are unwrapped on the way, as
+//! `typed_struct::unwrap_typed_structs` does for the tree.
+//!
+//! It is strict on purpose: anything it does not handle exactly as the reflective path
+//! would (numbers as strings, bytes, timestamps, unknown enum values, a conflicting oneof,
+//! a field given twice, an `Any` whose `@type` is not its first key, ...) returns
+//! [`Fallback`], and the caller decodes through the reflective path, which stays the
+//! authority on what is accepted and on every error message.
+
+mod scalar;
+mod wkt;
 
 use prost::encoding::{encode_key, encode_varint, WireType};
-use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
-use serde_json::{Map, Number, Value};
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, OneofDescriptor};
+use scalar::Scalar;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
 
 /// The input needs the reflective path, which will accept it or name the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,400 +40,640 @@ pub fn to_bytes(
     desc: &MessageDescriptor,
     allow_unknown_fields: bool,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    Writer {
-        allow_unknown_fields,
-    }
-    .message(value, desc, &mut out)?;
+    encode(value, desc, allow_unknown_fields)
+}
+
+/// Encodes the JSON text of a `desc` message as protobuf bytes without building a tree of
+/// it; YAML, malformed JSON and whatever [`to_bytes`] would leave to the reflective path
+/// return [`Fallback`].
+pub fn text_to_bytes(
+    text: &str,
+    desc: &MessageDescriptor,
+    allow_unknown_fields: bool,
+) -> Result<Vec<u8>> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let out = encode(&mut deserializer, desc, allow_unknown_fields)?;
+    deserializer.end().map_err(|_| Fallback)?;
     Ok(out)
 }
 
-struct Writer {
+fn encode<'de, D: Deserializer<'de>>(
+    input: D,
+    desc: &MessageDescriptor,
+    allow_unknown_fields: bool,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let ctx = Ctx {
+        allow_unknown_fields,
+    };
+    MessageBody {
+        ctx: &ctx,
+        desc,
+        out: &mut out,
+    }
+    .deserialize(input)
+    .map_err(|_| Fallback)?;
+    Ok(out)
+}
+
+/// What holds for the whole input.
+struct Ctx {
     allow_unknown_fields: bool,
 }
 
-impl Writer {
-    /// The fields of one message (no tag, no length), well-known JSON forms included.
-    fn message(&self, value: &Value, desc: &MessageDescriptor, out: &mut Vec<u8>) -> Result {
-        match desc.full_name() {
-            "google.protobuf.Any" => self.any(value.as_object().ok_or(Fallback)?, desc, out),
-            "google.protobuf.Duration" => duration(value, out),
-            "google.protobuf.Struct" => structure(value.as_object().ok_or(Fallback)?, out),
-            "google.protobuf.Value" => json_value(value, out),
-            "google.protobuf.ListValue" => list_value(value.as_array().ok_or(Fallback)?, out),
-            "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue" => {
-                let field = desc.get_field(1).ok_or(Fallback)?;
-                self.field(&field, value, out)
+/// The error a visitor returns to stop at [`Fallback`]; its text is never shown.
+fn fallback<E: de::Error>() -> E {
+    E::custom("left to the reflective path")
+}
+
+/// Turns a helper's [`Fallback`] (or a missing piece) into the visitor's error.
+trait OrFallback<T> {
+    fn or_fallback<E: de::Error>(self) -> std::result::Result<T, E>;
+}
+
+impl<T> OrFallback<T> for Result<T> {
+    fn or_fallback<E: de::Error>(self) -> std::result::Result<T, E> {
+        self.map_err(|_| fallback())
+    }
+}
+
+impl<T> OrFallback<T> for Option<T> {
+    fn or_fallback<E: de::Error>(self) -> std::result::Result<T, E> {
+        self.ok_or_else(fallback)
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escapes (object keys, type URLs).
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
             }
-            name if name.starts_with("google.protobuf.") && name != "google.protobuf.Empty" => {
-                Err(Fallback)
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
             }
-            _ => self.fields(value.as_object().ok_or(Fallback)?, desc, false, out),
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
         }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// The fields of one message (no tag, no length) from its JSON form: an object of fields,
+/// or the special form of a well-known type.
+struct MessageBody<'a> {
+    ctx: &'a Ctx,
+    desc: &'a MessageDescriptor,
+    out: &'a mut Vec<u8>,
+}
+
+/// Wrapper types, whose JSON form is the bare value of their field 1.
+const WRAPPERS: [&str; 8] = [
+    "google.protobuf.DoubleValue",
+    "google.protobuf.FloatValue",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt64Value",
+    "google.protobuf.Int32Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.BoolValue",
+    "google.protobuf.StringValue",
+];
+
+impl MessageBody<'_> {
+    /// A well-known type written from a JSON tree (`Value`, `Struct`, `ListValue`).
+    fn write_tree<E: de::Error>(self, mut value: Value) -> std::result::Result<(), E> {
+        crate::typed_struct::unwrap_typed_structs(&mut value);
+        match (self.desc.full_name(), &value) {
+            ("google.protobuf.Value", _) => wkt::json_value(&value, self.out),
+            ("google.protobuf.Struct", Value::Object(object)) => wkt::structure(object, self.out),
+            ("google.protobuf.ListValue", Value::Array(items)) => wkt::list_value(items, self.out),
+            _ => Err(Fallback),
+        }
+        .or_fallback()
     }
 
-    /// The object's fields in field-number order; `skip_type` leaves out an `Any`'s `@type`.
-    fn fields(
-        &self,
-        object: &Map<String, Value>,
-        desc: &MessageDescriptor,
-        skip_type: bool,
-        out: &mut Vec<u8>,
-    ) -> Result {
-        let mut set: Vec<(FieldDescriptor, &Value)> = Vec::with_capacity(object.len());
-        for (key, value) in object {
-            if skip_type && key == "@type" {
-                continue;
+    /// A message written from a JSON scalar: a wrapper, a `Duration` or a `Value`.
+    fn scalar<E: de::Error>(self, value: Scalar<'_>) -> std::result::Result<(), E> {
+        let name = self.desc.full_name();
+        if WRAPPERS.contains(&name) {
+            let field = self.desc.get_field(1).or_fallback()?;
+            let kind = field.kind();
+            if field.supports_presence() || !scalar::is_default(&kind, &value) {
+                encode_key(field.number(), scalar::wire_type(&kind), self.out);
+                scalar::encode(&kind, &value, self.out).or_fallback()?;
             }
-            let field = match desc
-                .get_field_by_json_name(key)
-                .or_else(|| desc.get_field_by_name(key))
-            {
-                Some(field) => field,
-                None if self.allow_unknown_fields && !key.starts_with('[') => continue,
-                None => return Err(Fallback),
-            };
-            if value.is_null() {
-                match field.kind() {
-                    Kind::Message(m) if m.full_name() == "google.protobuf.Value" => {}
-                    Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => {
-                        return Err(Fallback)
-                    }
-                    _ => continue,
-                }
-            }
-            set.push((field, value));
-        }
-        set.sort_by_key(|(field, _)| field.number());
-        let mut oneofs = Vec::new();
-        for (i, (field, _)) in set.iter().enumerate() {
-            if i > 0 && set[i - 1].0.number() == field.number() {
-                return Err(Fallback);
-            }
-            if let Some(oneof) = field.containing_oneof() {
-                if oneofs.contains(&oneof) {
-                    return Err(Fallback);
-                }
-                oneofs.push(oneof);
-            }
-        }
-        set.iter()
-            .try_for_each(|(field, value)| self.field(field, value, out))
-    }
-
-    /// One field with its tag: a list, a map, or a single value.
-    fn field(&self, field: &FieldDescriptor, value: &Value, out: &mut Vec<u8>) -> Result {
-        if field.is_map() {
-            return self.map(field, value.as_object().ok_or(Fallback)?, out);
-        }
-        if field.is_list() {
-            let items = value.as_array().ok_or(Fallback)?;
-            if items.iter().any(Value::is_null) {
-                return Err(Fallback);
-            }
-            if field.is_packed() {
-                if !items.is_empty() {
-                    nested(field.number(), out, |out| {
-                        items.iter().try_for_each(|v| scalar(&field.kind(), v, out))
-                    })?;
-                }
-                return Ok(());
-            }
-            return items.iter().try_for_each(|v| self.single(field, v, out));
-        }
-        if !field.supports_presence() && is_default_json(&field.kind(), value) {
             return Ok(());
         }
-        self.single(field, value, out)
-    }
-
-    /// One value of `field`, tagged.
-    fn single(&self, field: &FieldDescriptor, value: &Value, out: &mut Vec<u8>) -> Result {
-        match field.kind() {
-            Kind::Message(_) if field.is_group() => Err(Fallback),
-            Kind::Message(desc) => {
-                nested(field.number(), out, |out| self.message(value, &desc, out))
+        match (name, &value) {
+            ("google.protobuf.Duration", Scalar::Str(text)) => {
+                wkt::duration(text, self.out).or_fallback()
             }
-            kind => {
-                encode_key(field.number(), wire_type(&kind), out);
-                scalar(&kind, value, out)
-            }
+            ("google.protobuf.Value", _) => self.write_tree(value.into_value()),
+            _ => Err(fallback()),
         }
     }
 
-    /// A map field: one entry message per key, key and scalar values left out when zero,
-    /// as the reflective encoder writes them.
-    fn map(
-        &self,
-        field: &FieldDescriptor,
-        object: &Map<String, Value>,
-        out: &mut Vec<u8>,
-    ) -> Result {
-        let Kind::Message(entry) = field.kind() else {
-            return Err(Fallback);
-        };
-        let key_field = entry.get_field(1).ok_or(Fallback)?;
-        let value_field = entry.get_field(2).ok_or(Fallback)?;
-        let mut keys: Vec<(&String, &Value)> = object.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, value) in keys {
-            if value.is_null() {
-                return Err(Fallback);
+    /// Whether the message's JSON form is an object of its fields (`Empty` included).
+    fn is_plain(name: &str) -> bool {
+        !name.starts_with("google.protobuf.") || name == "google.protobuf.Empty"
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for MessageBody<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MessageBody<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "the JSON form of {}", self.desc.full_name())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        match self.desc.full_name() {
+            "google.protobuf.Any" => any(self.ctx, self.desc, &mut map, self.out),
+            "google.protobuf.Struct" | "google.protobuf.Value" => {
+                let value = Value::deserialize(MapAccessDeserializer::new(map))?;
+                self.write_tree(value)
             }
-            let key = map_key(&key_field.kind(), key)?;
-            nested(field.number(), out, |out| {
-                self.field(&key_field, &key, out)?;
-                self.field(&value_field, value, out)
+            name if Self::is_plain(name) => fields(self.ctx, self.desc, &mut map, self.out),
+            _ => Err(fallback()),
+        }
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<(), A::Error> {
+        match self.desc.full_name() {
+            "google.protobuf.ListValue" | "google.protobuf.Value" => {
+                let value = Value::deserialize(SeqAccessDeserializer::new(seq))?;
+                self.write_tree(value)
+            }
+            _ => Err(fallback()),
+        }
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
+        match self.desc.full_name() {
+            "google.protobuf.Value" => self.write_tree(Value::Null),
+            _ => Err(fallback()),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(
+            serde_json::Number::from_f64(v).or_fallback()?,
+        ))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Str(v))
+    }
+}
+
+/// The fields of an object, in the order given, until the map ends. A field given twice
+/// (under either of its names), two members of one oneof, and `@type` outside an `Any`'s
+/// first key are left to the reflective path.
+fn fields<'de, A: MapAccess<'de>>(
+    ctx: &Ctx,
+    desc: &MessageDescriptor,
+    map: &mut A,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), A::Error> {
+    let mut mentioned: Vec<u32> = Vec::new();
+    let mut oneofs: Vec<OneofDescriptor> = Vec::new();
+    while let Some(Text(key)) = map.next_key()? {
+        // Configs mostly use the proto names (snake_case), so those are tried first;
+        // protoc forbids a JSON name that collides with another field's name.
+        let field = match desc
+            .get_field_by_name(&key)
+            .or_else(|| desc.get_field_by_json_name(&key))
+        {
+            Some(field) => field,
+            None if ctx.allow_unknown_fields && !key.starts_with(['[', '@']) => {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            None => return Err(fallback()),
+        };
+        if mentioned.contains(&field.number()) {
+            return Err(fallback());
+        }
+        mentioned.push(field.number());
+        let mut set = false;
+        map.next_value_seed(FieldValue {
+            ctx,
+            field: &field,
+            kind: &field.kind(),
+            role: Role::Field,
+            set: &mut set,
+            out,
+        })?;
+        if let Some(oneof) = field.containing_oneof().filter(|_| set) {
+            if oneofs.contains(&oneof) {
+                return Err(fallback());
+            }
+            oneofs.push(oneof);
+        }
+    }
+    Ok(())
+}
+
+/// The type names of the two `TypedStruct` wrappers.
+const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
+
+/// An `Any`: `@type` (its first key) names the payload, whose fields are the other keys.
+fn any<'de, A: MapAccess<'de>>(
+    ctx: &Ctx,
+    desc: &MessageDescriptor,
+    map: &mut A,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), A::Error> {
+    match map.next_key::<Text>()? {
+        Some(Text(key)) if key == "@type" => {}
+        _ => return Err(fallback()),
+    }
+    let Text(type_url) = map.next_value()?;
+    if !type_url.contains('/') {
+        return Err(fallback());
+    }
+    let name = crate::descriptors::type_name_of_url(&type_url);
+    if TYPED_STRUCTS.contains(&name) {
+        return typed_struct(ctx, desc, map, out);
+    }
+    let payload = payload_type(desc, name).or_fallback()?;
+    write_type_url(&type_url, out);
+    payload_value(out, |out| fields(ctx, &payload, map, out))
+}
+
+/// A `TypedStruct` `Any` written as the `Any` it stands for: `type_url` (a bare message
+/// name gets the `type.googleapis.com/` prefix, as Envoy reads it) and then `value`, the
+/// payload's fields; any other layout is left to the reflective path.
+fn typed_struct<'de, A: MapAccess<'de>>(
+    ctx: &Ctx,
+    desc: &MessageDescriptor,
+    map: &mut A,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), A::Error> {
+    match map.next_key::<Text>()? {
+        Some(Text(key)) if key == "type_url" || key == "typeUrl" => {}
+        _ => return Err(fallback()),
+    }
+    let Text(inner) = map.next_value()?;
+    let inner = if inner.contains('/') {
+        inner
+    } else {
+        Cow::Owned(format!("type.googleapis.com/{inner}"))
+    };
+    let payload = payload_type(desc, crate::descriptors::type_name_of_url(&inner)).or_fallback()?;
+    write_type_url(&inner, out);
+    match map.next_key::<Text>()? {
+        None => Ok(()),
+        Some(Text(key)) if key == "value" => {
+            payload_value(out, |out| {
+                map.next_value_seed(PayloadObject {
+                    ctx,
+                    desc: &payload,
+                    out,
+                })
+            })?;
+            match map.next_key::<Text>()? {
+                None => Ok(()),
+                Some(_) => Err(fallback()),
+            }
+        }
+        Some(_) => Err(fallback()),
+    }
+}
+
+/// The message type an `Any` names; well-known types (whose `Any` JSON form differs) are
+/// left to the reflective path.
+fn payload_type(any: &MessageDescriptor, name: &str) -> Option<MessageDescriptor> {
+    any.parent_pool()
+        .get_message_by_name(name)
+        .filter(|m| !m.full_name().starts_with("google.protobuf."))
+}
+
+fn write_type_url(type_url: &str, out: &mut Vec<u8>) {
+    encode_key(1, WireType::LengthDelimited, out);
+    encode_varint(type_url.len() as u64, out);
+    out.extend_from_slice(type_url.as_bytes());
+}
+
+/// An `Any`'s `value` field (2) from `body`; an empty payload is the bytes field's
+/// default, which is not written.
+fn payload_value<E>(
+    out: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let start = out.len();
+    nested(2, out, body)?;
+    if out.len() == start + 2 {
+        out.truncate(start);
+    }
+    Ok(())
+}
+
+/// A `TypedStruct`'s `value`: an object of the payload's fields.
+struct PayloadObject<'a> {
+    ctx: &'a Ctx,
+    desc: &'a MessageDescriptor,
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for PayloadObject<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PayloadObject<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        fields(self.ctx, self.desc, &mut map, self.out)
+    }
+}
+
+/// Where a value of a field stands, which decides how null and defaults are treated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The value of a field of a message: null leaves it unset, and a field without
+    /// presence is not written at its default.
+    Field,
+    /// The value of a map entry: never null; not written at its default without presence.
+    MapValue,
+    /// An element of a list: never null, always written.
+    Element,
+}
+
+/// One value of `field` in its `role`, tagged; `set` records that it was not null.
+struct FieldValue<'a> {
+    ctx: &'a Ctx,
+    field: &'a FieldDescriptor,
+    kind: &'a Kind,
+    role: Role,
+    set: &'a mut bool,
+    out: &'a mut Vec<u8>,
+}
+
+impl FieldValue<'_> {
+    /// Whether the field holds a list or a map here (not one element of it).
+    fn repeated(&self) -> bool {
+        self.role == Role::Field && (self.field.is_list() || self.field.is_map())
+    }
+
+    /// A message value: tag, length, and the body `write` produces.
+    fn message<E>(
+        self,
+        write: impl FnOnce(MessageBody<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E>
+    where
+        E: de::Error,
+    {
+        let Kind::Message(desc) = self.kind else {
+            return Err(fallback());
+        };
+        if self.field.is_group() {
+            return Err(fallback());
+        }
+        *self.set = true;
+        let ctx = self.ctx;
+        nested(self.field.number(), self.out, |out| {
+            write(MessageBody { ctx, desc, out })
+        })
+    }
+
+    fn scalar<E: de::Error>(self, value: Scalar<'_>) -> std::result::Result<(), E> {
+        if self.repeated() {
+            return Err(fallback());
+        }
+        if let Kind::Message(_) = self.kind {
+            return self.message(|body| body.scalar(value));
+        }
+        *self.set = true;
+        let skip_default = self.role != Role::Element && !self.field.supports_presence();
+        if skip_default && scalar::is_default(self.kind, &value) {
+            return Ok(());
+        }
+        encode_key(self.field.number(), scalar::wire_type(self.kind), self.out);
+        scalar::encode(self.kind, &value, self.out).or_fallback()
+    }
+
+    /// A map field: one entry message per key; the key and a scalar value are left out
+    /// when zero, as the reflective encoder writes them.
+    fn map_entries<'de, A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let Kind::Message(entry) = self.kind else {
+            return Err(fallback());
+        };
+        let key_field = entry.get_field(1).or_fallback()?;
+        let value_field = entry.get_field(2).or_fallback()?;
+        let (key_kind, value_kind) = (key_field.kind(), value_field.kind());
+        *self.set = true;
+        while let Some(Text(key)) = map.next_key()? {
+            let key = scalar::map_key(&key_kind, &key).or_fallback()?;
+            nested(self.field.number(), self.out, |out| {
+                if !scalar::is_default(&key_kind, &key) {
+                    encode_key(1, scalar::wire_type(&key_kind), out);
+                    scalar::encode(&key_kind, &key, out).or_fallback()?;
+                }
+                map.next_value_seed(FieldValue {
+                    ctx: self.ctx,
+                    field: &value_field,
+                    kind: &value_kind,
+                    role: Role::MapValue,
+                    set: &mut false,
+                    out,
+                })
             })?;
         }
         Ok(())
     }
 
-    /// An `Any`: `@type` names the payload, whose fields are the object's other keys.
-    fn any(
-        &self,
-        object: &Map<String, Value>,
-        desc: &MessageDescriptor,
-        out: &mut Vec<u8>,
-    ) -> Result {
-        let type_url = object
-            .get("@type")
-            .and_then(Value::as_str)
-            .filter(|url| url.contains('/'))
-            .ok_or(Fallback)?;
-        let payload = desc
-            .parent_pool()
-            .get_message_by_name(crate::descriptors::type_name_of_url(type_url))
-            .ok_or(Fallback)?;
-        if payload.full_name().starts_with("google.protobuf.") {
-            return Err(Fallback);
+    /// A list field: packed scalars in one length-delimited run, anything else element by
+    /// element.
+    fn elements<'de, A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        *self.set = true;
+        if self.field.is_packed() {
+            let start = self.out.len();
+            nested(self.field.number(), self.out, |out| {
+                while seq
+                    .next_element_seed(Packed {
+                        kind: self.kind,
+                        out: &mut *out,
+                    })?
+                    .is_some()
+                {}
+                Ok(())
+            })?;
+            if self.out.len() == start + 2 {
+                // An empty packed list is not written at all.
+                self.out.truncate(start);
+            }
+            return Ok(());
         }
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(type_url.len() as u64, out);
-        out.extend_from_slice(type_url.as_bytes());
-        let start = out.len();
-        nested(2, out, |out| self.fields(object, &payload, true, out))?;
-        if out.len() == start + 2 {
-            // An empty payload is the bytes field's default, which is not written.
-            out.truncate(start);
-        }
+        while seq
+            .next_element_seed(FieldValue {
+                ctx: self.ctx,
+                field: self.field,
+                kind: self.kind,
+                role: Role::Element,
+                set: &mut false,
+                out: &mut *self.out,
+            })?
+            .is_some()
+        {}
         Ok(())
+    }
+
+    /// Whether a null leaves this field unset; otherwise the reflective path decides,
+    /// except for a `google.protobuf.Value`, whose null is a value.
+    fn null_is_unset(&self) -> bool {
+        self.role == Role::Field
+            && !matches!(self.kind, Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue")
+            && (self.repeated() || !is_json_value(self.kind))
+    }
+}
+
+fn is_json_value(kind: &Kind) -> bool {
+    matches!(kind, Kind::Message(m) if m.full_name() == "google.protobuf.Value")
+}
+
+impl<'de> DeserializeSeed<'de> for FieldValue<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldValue<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a value of {}", self.field.full_name())
+    }
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
+        if self.null_is_unset() {
+            return Ok(());
+        }
+        if self.repeated() || !is_json_value(self.kind) {
+            return Err(fallback());
+        }
+        self.message(|body| body.visit_unit())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<(), A::Error> {
+        if self.role == Role::Field && self.field.is_map() {
+            return self.map_entries(map);
+        }
+        if self.repeated() {
+            return Err(fallback());
+        }
+        self.message(|body| body.visit_map(map))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<(), A::Error> {
+        if self.role == Role::Field && self.field.is_list() {
+            return self.elements(seq);
+        }
+        if self.repeated() {
+            return Err(fallback());
+        }
+        self.message(|body| body.visit_seq(seq))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(
+            serde_json::Number::from_f64(v).or_fallback()?,
+        ))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Str(v))
+    }
+}
+
+/// One element of a packed list: the scalar's payload, untagged.
+struct Packed<'a> {
+    kind: &'a Kind,
+    out: &'a mut Vec<u8>,
+}
+
+impl Packed<'_> {
+    fn scalar<E: de::Error>(self, value: Scalar<'_>) -> std::result::Result<(), E> {
+        scalar::encode(self.kind, &value, self.out).or_fallback()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Packed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Packed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scalar")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Number(
+            serde_json::Number::from_f64(v).or_fallback()?,
+        ))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        self.scalar(Scalar::Str(v))
     }
 }
 
 /// Writes `number`'s tag and a length-delimited body produced by `body`.
-fn nested(number: u32, out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> Result) -> Result {
+fn nested<E>(
+    number: u32,
+    out: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     encode_key(number, WireType::LengthDelimited, out);
-    let start = out.len();
+    // One byte is reserved for the length, enough below 128 bytes (most messages of a
+    // config); a longer body is shifted once to make room for the rest of its varint.
+    let at = out.len();
+    out.push(0);
     body(out)?;
-    let len = out.len() - start;
-    let mut prefix = Vec::with_capacity(10);
+    let len = out.len() - at - 1;
+    let width = prost::encoding::encoded_len_varint(len as u64);
+    if width > 1 {
+        out.splice(at + 1..at + 1, std::iter::repeat_n(0, width - 1));
+    }
+    let mut prefix = &mut out[at..at + width];
     encode_varint(len as u64, &mut prefix);
-    out.extend_from_slice(&prefix);
-    out[start..].rotate_right(prefix.len());
     Ok(())
-}
-
-fn wire_type(kind: &Kind) -> WireType {
-    match kind {
-        Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => WireType::SixtyFourBit,
-        Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => WireType::ThirtyTwoBit,
-        Kind::String | Kind::Bytes | Kind::Message(_) => WireType::LengthDelimited,
-        _ => WireType::Varint,
-    }
-}
-
-/// Whether a JSON value is the proto3 default of `kind` (not written without presence).
-/// A value of the wrong JSON type is not a default: [`scalar`] then refuses it.
-fn is_default_json(kind: &Kind, value: &Value) -> bool {
-    let integer_zero = |n: &Number| n.as_i64() == Some(0) || n.as_u64() == Some(0);
-    match (kind, value) {
-        (Kind::Bool, Value::Bool(b)) => !b,
-        (Kind::String | Kind::Bytes, Value::String(s)) => s.is_empty(),
-        (Kind::Enum(e), Value::String(name)) => {
-            e.get_value_by_name(name).is_some_and(|v| v.number() == 0)
-        }
-        (Kind::Double | Kind::Float, Value::Number(n)) => n.as_f64() == Some(0.0),
-        (Kind::Message(_) | Kind::Bool | Kind::String | Kind::Bytes, _) => false,
-        (_, Value::Number(n)) => integer_zero(n),
-        _ => false,
-    }
-}
-
-/// The JSON form of a map key as the JSON value its key field takes.
-fn map_key(kind: &Kind, key: &str) -> Result<Value> {
-    match kind {
-        Kind::String => Ok(Value::String(key.to_string())),
-        Kind::Bool => match key {
-            "true" => Ok(Value::Bool(true)),
-            "false" => Ok(Value::Bool(false)),
-            _ => Err(Fallback),
-        },
-        _ => {
-            let digits = key.strip_prefix('-').unwrap_or(key);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Fallback);
-            }
-            let number: Number = key.parse().map_err(|_| Fallback)?;
-            Ok(Value::Number(number))
-        }
-    }
-}
-
-/// The payload of one scalar (no tag): what a packed list repeats.
-fn scalar(kind: &Kind, value: &Value, out: &mut Vec<u8>) -> Result {
-    match (kind, value) {
-        (Kind::Bool, Value::Bool(b)) => encode_varint(u64::from(*b), out),
-        (Kind::String, Value::String(s)) => {
-            encode_varint(s.len() as u64, out);
-            out.extend_from_slice(s.as_bytes());
-        }
-        (Kind::Enum(e), Value::String(name)) => {
-            let number = e.get_value_by_name(name).ok_or(Fallback)?.number();
-            encode_varint(number as i64 as u64, out);
-        }
-        (Kind::Enum(e), Value::Number(n)) => {
-            let number = i32::try_from(n.as_i64().ok_or(Fallback)?).map_err(|_| Fallback)?;
-            e.get_value(number).ok_or(Fallback)?;
-            encode_varint(number as i64 as u64, out);
-        }
-        (Kind::Double, Value::Number(n)) => {
-            out.extend_from_slice(&n.as_f64().ok_or(Fallback)?.to_le_bytes())
-        }
-        (Kind::Float, Value::Number(n)) => {
-            let v = n.as_f64().ok_or(Fallback)?;
-            if v.abs() > f64::from(f32::MAX) {
-                return Err(Fallback);
-            }
-            out.extend_from_slice(&(v as f32).to_le_bytes());
-        }
-        (Kind::Int32 | Kind::Sint32 | Kind::Sfixed32, Value::Number(n)) => {
-            let v = i32::try_from(n.as_i64().ok_or(Fallback)?).map_err(|_| Fallback)?;
-            match kind {
-                Kind::Int32 => encode_varint(v as i64 as u64, out),
-                Kind::Sint32 => encode_varint(((v << 1) ^ (v >> 31)) as u32 as u64, out),
-                _ => out.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
-        (Kind::Int64 | Kind::Sint64 | Kind::Sfixed64, Value::Number(n)) => {
-            let v = n.as_i64().ok_or(Fallback)?;
-            match kind {
-                Kind::Int64 => encode_varint(v as u64, out),
-                Kind::Sint64 => encode_varint(((v << 1) ^ (v >> 63)) as u64, out),
-                _ => out.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
-        (Kind::Uint32 | Kind::Fixed32, Value::Number(n)) => {
-            let v = u32::try_from(n.as_u64().ok_or(Fallback)?).map_err(|_| Fallback)?;
-            match kind {
-                Kind::Uint32 => encode_varint(u64::from(v), out),
-                _ => out.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
-        (Kind::Uint64 | Kind::Fixed64, Value::Number(n)) => {
-            let v = n.as_u64().ok_or(Fallback)?;
-            match kind {
-                Kind::Uint64 => encode_varint(v, out),
-                _ => out.extend_from_slice(&v.to_le_bytes()),
-            }
-        }
-        _ => return Err(Fallback),
-    }
-    Ok(())
-}
-
-/// `google.protobuf.Duration` from its JSON string (`"1.5s"`, `"-0.000000001s"`).
-fn duration(value: &Value, out: &mut Vec<u8>) -> Result {
-    let text = value
-        .as_str()
-        .and_then(|s| s.strip_suffix('s'))
-        .ok_or(Fallback)?;
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || (text.contains('.') && !digits(fraction)) || fraction.len() > 9 {
-        return Err(Fallback);
-    }
-    let seconds: i64 = whole.parse().map_err(|_| Fallback)?;
-    if seconds > 315_576_000_000 {
-        return Err(Fallback);
-    }
-    let nanos: i64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<9}").parse().map_err(|_| Fallback)?
-    };
-    let sign = if negative { -1 } else { 1 };
-    if seconds != 0 {
-        encode_key(1, WireType::Varint, out);
-        encode_varint((sign * seconds) as u64, out);
-    }
-    if nanos != 0 {
-        encode_key(2, WireType::Varint, out);
-        encode_varint((sign * nanos) as u64, out);
-    }
-    Ok(())
-}
-
-/// `google.protobuf.Struct`: map<string, Value> `fields` = 1.
-fn structure(object: &Map<String, Value>, out: &mut Vec<u8>) -> Result {
-    let mut keys: Vec<(&String, &Value)> = object.iter().collect();
-    keys.sort_by(|a, b| a.0.cmp(b.0));
-    for (key, value) in keys {
-        nested(1, out, |out| {
-            if !key.is_empty() {
-                encode_key(1, WireType::LengthDelimited, out);
-                encode_varint(key.len() as u64, out);
-                out.extend_from_slice(key.as_bytes());
-            }
-            nested(2, out, |out| json_value(value, out))
-        })?;
-    }
-    Ok(())
-}
-
-/// `google.protobuf.Value`: a oneof of null (1), number (2), string (3), bool (4),
-/// struct (5) and list (6); a oneof member is written even when zero.
-fn json_value(value: &Value, out: &mut Vec<u8>) -> Result {
-    match value {
-        Value::Null => {
-            encode_key(1, WireType::Varint, out);
-            encode_varint(0, out);
-        }
-        Value::Number(n) => {
-            encode_key(2, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&n.as_f64().ok_or(Fallback)?.to_le_bytes());
-        }
-        Value::String(s) => {
-            encode_key(3, WireType::LengthDelimited, out);
-            encode_varint(s.len() as u64, out);
-            out.extend_from_slice(s.as_bytes());
-        }
-        Value::Bool(b) => {
-            encode_key(4, WireType::Varint, out);
-            encode_varint(u64::from(*b), out);
-        }
-        Value::Object(object) => nested(5, out, |out| structure(object, out))?,
-        Value::Array(items) => nested(6, out, |out| list_value(items, out))?,
-    }
-    Ok(())
-}
-
-/// `google.protobuf.ListValue`: repeated Value `values` = 1.
-fn list_value(items: &[Value], out: &mut Vec<u8>) -> Result {
-    items
-        .iter()
-        .try_for_each(|item| nested(1, out, |out| json_value(item, out)))
 }
 
 #[cfg(test)]

@@ -111,6 +111,26 @@ pub struct Source {
 
 /// Parses, merges, decodes, checks and translates a bootstrap.
 pub fn load(source: &Source) -> Result<Bootstrap> {
+    // Check the support table on the encoded message (as for an xDS resource), then decode it.
+    let bytes = encode(source)?;
+    let mut no_effect = Vec::new();
+    check::check_encoded(BOOTSTRAP, &bytes, "", &mut no_effect)?;
+    let proto: proto::Bootstrap = xds_client::json::decode_bytes(&bytes, BOOTSTRAP)?;
+    let dump = DumpSource::new(&bytes);
+    drop(bytes);
+    translate(proto, &source.node_overrides, dump, no_effect)
+}
+
+/// The bootstrap's protobuf encoding: a lone JSON file straight from its text; YAML, an
+/// overlay, or anything the direct transcoder leaves, through a parsed (and merged) tree.
+fn encode(source: &Source) -> Result<Vec<u8>> {
+    if let (Some((_, text)), None) = (&source.file, &source.yaml) {
+        if let Some(bytes) =
+            xds_client::json::text_to_bytes(text, BOOTSTRAP, source.allow_unknown_fields)
+        {
+            return Ok(bytes);
+        }
+    }
     let mut doc = serde_json::Value::Object(Default::default());
     if let Some((path, text)) = &source.file {
         doc = xds_client::json::parse_document(text)
@@ -127,14 +147,11 @@ pub fn load(source: &Source) -> Result<Bootstrap> {
             "no configuration: give -c/--config-path or --config-yaml",
         ));
     }
-    // Check the support table on the encoded message (as for an xDS resource), then decode it.
-    let bytes = xds_client::json::to_bytes(doc, BOOTSTRAP, source.allow_unknown_fields)?;
-    let mut no_effect = Vec::new();
-    check::check_encoded(BOOTSTRAP, &bytes, "", &mut no_effect)?;
-    let proto: proto::Bootstrap = xds_client::json::decode_bytes(&bytes, BOOTSTRAP)?;
-    let dump = DumpSource::new(&bytes);
-    drop(bytes);
-    translate(proto, &source.node_overrides, dump, no_effect)
+    Ok(xds_client::json::to_bytes(
+        doc,
+        BOOTSTRAP,
+        source.allow_unknown_fields,
+    )?)
 }
 
 /// What `/config_dump` shows of the bootstrap. The decoded proto of a large bootstrap is
@@ -175,12 +192,12 @@ impl DumpSource {
 /// Translates a bootstrap already checked against the support table; `dump` is what
 /// `/config_dump` will show, `no_effect` what the check accepted without effect.
 fn translate(
-    b: proto::Bootstrap,
+    mut b: proto::Bootstrap,
     overrides: &NodeInfo,
     dump: DumpSource,
     no_effect: Vec<NoEffect>,
 ) -> Result<Bootstrap> {
-    let statics = b.static_resources.clone().unwrap_or_default();
+    let statics = b.static_resources.take().unwrap_or_default();
     let secrets = Secrets::new(&statics.secrets, "static_resources.secrets")?;
     let clusters = statics
         .clusters

@@ -65,13 +65,20 @@ pub fn check_encoded(
     notes: &mut Vec<NoEffect>,
 ) -> Result<()> {
     let pool = xds_client::descriptors::hold();
-    Walk { pool: &pool, notes }.any(type_url, bytes, &At::Start(path), 0)
+    Walk {
+        pool: &pool,
+        notes,
+        seen: Vec::new(),
+    }
+    .any(type_url, bytes, &At::Start(path), 0)
 }
 
 /// One check: the pool it reads descriptors from and the notes it collects.
 struct Walk<'a> {
     pool: &'a prost_reflect::DescriptorPool,
     notes: &'a mut Vec<NoEffect>,
+    /// Per list field of each message being walked, its elements so far (see `message`).
+    seen: Vec<(u32, usize)>,
 }
 
 /// A field's payload as it appears on the wire.
@@ -119,8 +126,9 @@ impl Walk<'_> {
         let entry = support::find(name).ok_or_else(|| {
             ConfigError::at(at.render(), format!("unsupported message type {name}"))
         })?;
-        // How many elements each list field has had so far (paths index them).
-        let mut seen: Vec<(u32, usize)> = Vec::new();
+        // How many elements each list field of this message has had so far (paths index
+        // them): the entries from `base` on, in a stack shared by the whole walk.
+        let base = self.seen.len();
         while !bytes.is_empty() {
             let (number, wire_type) = decode_key(&mut bytes).map_err(|e| at.malformed(name, e))?;
             let Some(field) = desc.get_field(number) else {
@@ -135,13 +143,13 @@ impl Walk<'_> {
                 continue;
             }
             let field_at = At::Field(at, field.name());
-            let index = match seen.iter_mut().find(|(n, _)| *n == number) {
+            let index = match self.seen[base..].iter_mut().find(|(n, _)| *n == number) {
                 Some((_, count)) => {
                     *count += 1;
                     *count - 1
                 }
                 None => {
-                    seen.push((number, 1));
+                    self.seen.push((number, 1));
                     self.supported(entry, name, &field, &field_at)?;
                     0
                 }
@@ -163,6 +171,7 @@ impl Walk<'_> {
                 _ => {}
             }
         }
+        self.seen.truncate(base);
         Ok(())
     }
 

@@ -555,9 +555,11 @@ pub const MESSAGES: &[MessageSupport] = &[
 
 /// Finds the support entry of a message by its full name.
 /// The table is indexed once: a large config looks up a message type per message.
+/// Hashed with xxHash: SipHash's resistance to chosen keys buys nothing for a fixed table,
+/// and this lookup runs once per message of every config.
 pub fn find(name: &str) -> Option<&'static MessageSupport> {
-    static INDEX: std::sync::OnceLock<HashMap<&'static str, &'static MessageSupport>> =
-        std::sync::OnceLock::new();
+    type Index = HashMap<&'static str, &'static MessageSupport, xxhash_rust::xxh64::Xxh64Builder>;
+    static INDEX: std::sync::OnceLock<Index> = std::sync::OnceLock::new();
     INDEX
         .get_or_init(|| MESSAGES.iter().map(|m| (m.name, m)).collect())
         .get(name)

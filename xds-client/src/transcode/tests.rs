@@ -17,11 +17,18 @@ fn canonical(bytes: &[u8], desc: &MessageDescriptor) -> Value {
 }
 
 /// What the fast path did with `value`: `true` when it encoded it, `false` when it left it
-/// to the reflective path. Either way it must not disagree with the reflective path.
+/// to the reflective path. Either way it must not disagree with the reflective path, and
+/// reading the value's JSON text must do what reading the value does.
 fn agrees(value: &Value, full_name: &str) -> bool {
     let desc = descriptors::message(full_name).expect("known message");
     let reflective = crate::json::decode_dynamic(value.clone(), full_name, false);
-    match to_bytes(value, &desc, false) {
+    let from_text = text_to_bytes(&value.to_string(), &desc, false);
+    let from_tree = to_bytes(value, &desc, false);
+    assert_eq!(from_text.is_ok(), from_tree.is_ok(), "{value}");
+    if let (Ok(text), Ok(tree)) = (&from_text, &from_tree) {
+        assert_eq!(canonical(text, &desc), canonical(tree, &desc), "{value}");
+    }
+    match from_tree {
         Err(Fallback) => false,
         Ok(bytes) => {
             let reflective = reflective.unwrap_or_else(|e| {
@@ -52,13 +59,24 @@ fn every_istio_bootstrap_takes_the_fast_path_and_decodes_alike() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let mut value = crate::json::parse_document(&text).unwrap();
+        let desc = descriptors::message(BOOTSTRAP).unwrap();
+        // The text as pilot-agent wrote it, TypedStructs included, in one pass.
+        let raw = text_to_bytes(&text, &desc, false);
         crate::typed_struct::unwrap_typed_structs(&mut value);
         if crate::json::decode_dynamic(value.clone(), BOOTSTRAP, false).is_err() {
             // Refused by the reflective path too (a type Envoy 1.40 does not know).
-            assert!(to_bytes(&value, &descriptors::message(BOOTSTRAP).unwrap(), false).is_err());
+            assert!(to_bytes(&value, &desc, false).is_err());
+            assert!(raw.is_err());
             continue;
         }
         assert!(agrees(&value, BOOTSTRAP), "{} fell back", path.display());
+        let raw = raw.unwrap_or_else(|_| panic!("{} text fell back", path.display()));
+        assert_eq!(
+            canonical(&raw, &desc),
+            canonical(&to_bytes(&value, &desc, false).unwrap(), &desc),
+            "{}",
+            path.display()
+        );
         seen += 1;
     }
     assert!(seen >= 20, "only {seen} bootstraps");
@@ -248,4 +266,74 @@ fn unknown_fields_are_skipped_only_when_allowed() {
     assert_eq!(to_bytes(&value, &desc, false), Err(Fallback));
     let bytes = to_bytes(&value, &desc, true).expect("skipped");
     assert_eq!(canonical(&bytes, &desc), json!({"node": {"id": "a"}}));
+}
+
+/// What only a text can hold, or hold in another order than a parsed tree: each is left
+/// to the reflective path (which reads the text through a tree), and a well-formed
+/// counterpart is encoded, so the refusal is about the one construct.
+#[test]
+fn text_only_constructs_are_left_to_the_reflective_path() {
+    let desc = descriptors::message(BOOTSTRAP).unwrap();
+    let fast = |text: &str| text_to_bytes(text, &desc, false);
+    let any = |body: &str| {
+        format!(r#"{{"bootstrap_extensions": [{{"name": "x", "typed_config": {body}}}]}}"#)
+    };
+    let cases = [
+        // A key given twice: a tree keeps the last, the text shows both.
+        (
+            r#"{"node": {"id": "a", "id": "b"}}"#,
+            r#"{"node": {"id": "b"}}"#.to_string(),
+        ),
+        // One field under its JSON name and its proto name.
+        (
+            r#"{"stats_flush_interval": "1s", "statsFlushInterval": "2s"}"#,
+            r#"{"statsFlushInterval": "2s"}"#.to_string(),
+        ),
+        // `@type` after the payload's fields.
+        (
+            &any(
+                r#"{"cluster": "c", "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"}"#,
+            ),
+            any(
+                r#"{"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "cluster": "c"}"#,
+            ),
+        ),
+        // A TypedStruct whose `value` comes before its `type_url`.
+        (
+            &any(
+                r#"{"@type": "type.googleapis.com/udpa.type.v1.TypedStruct", "value": {"cluster": "c"}, "type_url": "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"}"#,
+            ),
+            any(
+                r#"{"@type": "type.googleapis.com/udpa.type.v1.TypedStruct", "type_url": "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "value": {"cluster": "c"}}"#,
+            ),
+        ),
+        // Trailing text after the document, and YAML.
+        (
+            r#"{"node": {"id": "a"}} x"#,
+            r#"{"node": {"id": "a"}}"#.to_string(),
+        ),
+        ("node:\n  id: a\n", r#"{"node": {"id": "a"}}"#.to_string()),
+    ];
+    for (refused, accepted) in cases {
+        assert_eq!(fast(refused), Err(Fallback), "{refused}");
+        assert!(fast(&accepted).is_ok(), "{accepted}");
+    }
+}
+
+/// A TypedStruct in a text is written as the `Any` it stands for, as the tree's
+/// unwrapping does, bare type names included.
+#[test]
+fn typed_structs_in_a_text_are_unwrapped() {
+    let desc = descriptors::message(BOOTSTRAP).unwrap();
+    let text = r#"{"bootstrap_extensions": [{"name": "x", "typed_config": {
+        "@type": "type.googleapis.com/xds.type.v3.TypedStruct",
+        "type_url": "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "value": {"stat_prefix": "s", "cluster": "c"}}}]}"#;
+    let bytes = text_to_bytes(text, &desc, false).expect("fast path");
+    assert_eq!(
+        canonical(&bytes, &desc),
+        json!({"bootstrapExtensions": [{"name": "x", "typedConfig": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "statPrefix": "s", "cluster": "c"}}]})
+    );
 }
