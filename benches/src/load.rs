@@ -209,8 +209,8 @@ pub async fn tls_handshake_rate(
     collect(tasks, start).await
 }
 
-/// HTTP/1.1 at a fixed total `rate`, spread over `connections`; latencies from intended
-/// send times.
+/// HTTP/1.1 at a fixed total `rate`, spread over `connections` (send `i` on connection
+/// `i % connections`); latencies from intended send times.
 pub async fn http1_fixed(
     addr: SocketAddr,
     host: &str,
@@ -220,9 +220,10 @@ pub async fn http1_fixed(
 ) -> Outcome {
     let req = request(host);
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(connections as f64 / rate);
-    let tasks: Vec<_> = (0..connections)
-        .map(|i| {
+    let total = (rate * duration.as_secs_f64()) as usize;
+    let tasks: Vec<_> = crate::pacer::start(start, rate, total, connections)
+        .into_iter()
+        .map(|mut due| {
             let req = req.clone();
             tokio::spawn(async move {
                 let mut o = Outcome::default();
@@ -231,10 +232,7 @@ pub async fn http1_fixed(
                     o.errors += 1;
                     return o;
                 };
-                // Stagger connections across one interval.
-                let mut intended = start + interval.mul_f64(i as f64 / connections as f64);
-                while intended < start + duration {
-                    tokio::time::sleep_until(intended.into()).await;
+                while let Some(intended) = due.recv().await {
                     if s.write_all(&req).await.is_err() {
                         o.errors += 1;
                         break;
@@ -246,7 +244,6 @@ pub async fn http1_fixed(
                         }
                         _ => o.errors += 1,
                     }
-                    intended += interval;
                 }
                 o
             })
@@ -356,13 +353,13 @@ pub async fn http2_fixed(
         }
     }
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate);
     let total = (rate * duration.as_secs_f64()) as usize;
     let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        let intended = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(intended.into()).await;
+    let mut due = crate::pacer::start(start, rate, total, 1).remove(0);
+    let mut i = 0;
+    while let Some(intended) = due.recv().await {
         let mut sender = senders[i % senders.len()].clone();
+        i += 1;
         let host = host.to_string();
         tasks.push(tokio::spawn(async move {
             let mut o = Outcome::default();

@@ -9,6 +9,7 @@
 mod bootstrap;
 mod histogram;
 mod load;
+mod pacer;
 mod proxies;
 mod report;
 mod sign_rate;
@@ -303,6 +304,30 @@ where
     out
 }
 
+/// The latency percentiles a fixed-rate run reports, in the order of [`LATENCY_NAMES`].
+const LATENCY_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+const LATENCY_NAMES: [&str; 3] = ["p50", "p99", "p99.9"];
+
+fn percentiles(mut o: load::Outcome) -> [f64; 3] {
+    LATENCY_QUANTILES.map(|q| o.latencies.percentile_ms(q))
+}
+
+/// One row per latency percentile of a fixed-rate run at `rate`.
+fn latency_rows(
+    scenario: &str,
+    rate: f64,
+    lat: [(Option<Samples>, Samples, Samples); 3],
+) -> impl Iterator<Item = Row> + '_ {
+    LATENCY_NAMES.into_iter().zip(lat).map(move |(name, s)| {
+        row(
+            scenario,
+            &format!("{name} latency at {rate:.0} rps"),
+            "ms",
+            s,
+        )
+    })
+}
+
 pub(crate) fn row(
     scenario: &str,
     metric: &str,
@@ -340,29 +365,11 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             "req/s",
             max,
         ));
-        let mut lat: Vec<(Option<Samples>, Samples, Samples)> = vec![Default::default(); 3];
-        for _ in 0..runs {
-            for (i, a) in [h1.direct, h1.envoy, h1.meshproxy].into_iter().enumerate() {
-                let mut o = load::http1_fixed(a, "bench", conns, rate, d).await;
-                for (j, q) in [0.5, 0.99, 0.999].into_iter().enumerate() {
-                    let v = o.latencies.percentile_ms(q);
-                    let slot = &mut lat[j];
-                    match i {
-                        0 => slot.0.get_or_insert_with(Samples::default).0.push(v),
-                        1 => slot.1 .0.push(v),
-                        _ => slot.2 .0.push(v),
-                    }
-                }
-            }
-        }
-        for (name, s) in ["p50", "p99", "p99.9"].into_iter().zip(lat) {
-            rows.push(row(
-                "HTTP/1.1 keep-alive, 1 worker",
-                &format!("{name} latency at {rate:.0} rps"),
-                "ms",
-                s,
-            ));
-        }
+        let lat = measure_each(runs, &h1, true, |a| async move {
+            percentiles(load::http1_fixed(a, "bench", conns, rate, d).await)
+        })
+        .await;
+        rows.extend(latency_rows("HTTP/1.1 keep-alive, 1 worker", rate, lat));
     }
     if args.scenarios.iter().any(|s| s == "http2") {
         let streams = args.streams;
@@ -377,17 +384,11 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             "req/s",
             max,
         ));
-        let p99 = measure(runs, &h2, true, |a| async move {
-            let mut o = load::http2_fixed(a, "bench", 4, rate, d).await;
-            o.latencies.percentile_ms(0.99)
+        let lat = measure_each(runs, &h2, true, |a| async move {
+            percentiles(load::http2_fixed(a, "bench", 4, rate, d).await)
         })
         .await;
-        rows.push(row(
-            "HTTP/2 h2c, 1 worker",
-            &format!("p99 latency at {rate:.0} rps"),
-            "ms",
-            p99,
-        ));
+        rows.extend(latency_rows("HTTP/2 h2c, 1 worker", rate, lat));
     }
     if args.scenarios.iter().any(|s| s == "tcp") {
         let tput = measure(runs, &tcp, true, |a| async move {

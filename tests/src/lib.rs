@@ -7,6 +7,7 @@ pub mod curl;
 pub mod istio;
 pub mod netns;
 pub mod proxy;
+pub mod sockets;
 pub mod tls_client;
 pub mod upstream;
 pub mod xds;

@@ -229,6 +229,11 @@ impl Proxy {
             .unwrap_or(0)
     }
 
+    /// The process id, to look at the proxy's own sockets ([`crate::sockets`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -168,3 +168,39 @@ fn proxy_protocol_sets_the_downstream_address() {
     let r = curl::raw(port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", 5);
     assert!(r.is_empty());
 }
+
+/// Envoy turns Nagle's algorithm off on every downstream connection, HTTP or TCP proxy;
+/// so must meshproxy, or a response written in two parts (HTTP/2 HEADERS, then DATA)
+/// waits in the kernel for the client's next ACK.
+#[test]
+fn downstream_connections_have_nagle_off_as_in_envoy() {
+    let echo = TcpEcho::start();
+    let nodelay = |kind| {
+        let (http, tcp) = (free_port(), free_port());
+        let cfg = bootstrap(
+            vec![
+                listener("http", http, hcm(json!([]), json!({})), json!({})),
+                listener(
+                    "tcp",
+                    tcp,
+                    tcp_proxy("t", json!({"cluster": "echo"})),
+                    json!({}),
+                ),
+            ],
+            vec![cluster("echo", &[echo.port], json!({}))],
+        );
+        let p = Proxy::start(kind, &cfg, &[]);
+        [http, tcp].map(|port| {
+            let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let client = s.local_addr().unwrap().port();
+            let mut seen = None;
+            e2e::wait_until(10, "the proxy accepts", || {
+                seen = e2e::sockets::tcp_nodelay(p.pid(), port, client);
+                seen.is_some()
+            });
+            seen.unwrap()
+        })
+    };
+    assert_eq!(nodelay(Kind::Meshproxy), [true, true]);
+    e2e::proxy::same_in_both(nodelay);
+}

@@ -367,7 +367,13 @@ pub async fn accept_loop(
             _ = retired.changed() => return,
             a = async {
                 match &l {
-                    L::Tcp(t) => t.accept().await.map(|(s, peer)| (Downstream::Tcp(s), Some(peer))),
+                    L::Tcp(t) => t.accept().await.map(|(s, peer)| {
+                        // As Envoy does for every downstream connection: without it, a
+                        // response written in two parts (HTTP/2 HEADERS, then DATA) waits in
+                        // the kernel for the client's next ACK, often its next request.
+                        let _ = s.set_nodelay(true);
+                        (Downstream::Tcp(s), Some(peer))
+                    }),
                     L::Unix(u) => u.accept().await.map(|(s, _)| (Downstream::Unix(s), None)),
                 }
             } => a,
