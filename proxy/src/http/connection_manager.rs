@@ -473,7 +473,14 @@ impl HttpConnectionManager {
         record.local_uri_san = info.local_uri_san.clone();
         record.istio.peers.downstream = info.downstream_peer.clone();
         record.istio.principals = info.istio_principals.clone();
-        let accept_encoding = req.headers().clone();
+        // What a compressor filter chooses its encoding from once the request has gone
+        // upstream: only this header is kept, not a copy of them all.
+        let accept_encoding: http::HeaderMap = req
+            .headers()
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .map(|v| (header::ACCEPT_ENCODING, v.clone()))
+            .collect();
         let grpc_request = headers::is_grpc(req.headers());
         let c = &self.config;
         let pipeline = self.process(server, info, req, grpc_request, record, &activity);
