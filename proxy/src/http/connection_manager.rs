@@ -564,7 +564,7 @@ impl HttpConnectionManager {
         }
         if c.always_set_request_id_in_response {
             if let Some(id) = request_id {
-                h.insert("x-request-id", id);
+                h.insert(headers::X_REQUEST_ID, id);
             }
         }
         if let Some(via) = c.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -728,16 +728,17 @@ impl HttpConnectionManager {
                 }
                 if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
                 {
-                    req.headers_mut().insert("x-envoy-external-address", ip);
+                    req.headers_mut()
+                        .insert(headers::X_ENVOY_EXTERNAL_ADDRESS, ip);
                 }
             }
             req.headers_mut().insert(
-                "x-forwarded-proto",
+                headers::X_FORWARDED_PROTO,
                 HeaderValue::from_static(if info.tls { "https" } else { "http" }),
             );
-        } else if !req.headers().contains_key("x-forwarded-proto") {
+        } else if !req.headers().contains_key(&headers::X_FORWARDED_PROTO) {
             req.headers_mut().insert(
-                "x-forwarded-proto",
+                headers::X_FORWARDED_PROTO,
                 HeaderValue::from_static(if info.tls { "https" } else { "http" }),
             );
         }
@@ -749,13 +750,14 @@ impl HttpConnectionManager {
             info.local_uri_san.as_deref(),
         );
         if !internal {
-            for h in headers::INTERNAL_ONLY_ROUTER_HEADERS {
-                req.headers_mut().remove(h);
-            }
+            headers::remove_all(req.headers_mut(), &headers::INTERNAL_ONLY_ROUTER_HEADERS);
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
-        if c.generate_request_id && (regenerate || !req.headers().contains_key("x-request-id")) {
-            req.headers_mut().insert("x-request-id", headers::uuid_v4());
+        if c.generate_request_id
+            && (regenerate || !req.headers().contains_key(&headers::X_REQUEST_ID))
+        {
+            req.headers_mut()
+                .insert(headers::X_REQUEST_ID, headers::uuid_v4());
         }
         let traced = c
             .tracing
@@ -765,7 +767,7 @@ impl HttpConnectionManager {
             let context = tracer.start(req.headers(), !self.egress, traced);
             record.span = Some((context, String::new()));
         }
-        let request_id = req.headers().get("x-request-id").cloned();
+        let request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
         if self.record_request_headers {
             record.request_headers = req.headers().clone();
         }
@@ -802,7 +804,7 @@ impl HttpConnectionManager {
                 activity.override_idle(idle);
             }
             let from_header = f.grpc_timeout_header.filter(|_| grpc).and_then(|g| {
-                let value = req.headers().get("grpc-timeout")?.to_str().ok()?;
+                let value = req.headers().get(&headers::GRPC_TIMEOUT)?.to_str().ok()?;
                 Some(g.apply(crate::config::route::parse_grpc_timeout(value)?))
             });
             let hcm_limit = self.config.max_stream_duration;
@@ -947,7 +949,7 @@ impl HttpConnectionManager {
                             let mut r = reply.response(grpc);
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
-                                    "x-envoy-attempt-count",
+                                    super::headers::X_ENVOY_ATTEMPT_COUNT,
                                     HeaderValue::from(record.attempt_count),
                                 );
                             }

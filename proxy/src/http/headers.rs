@@ -38,6 +38,35 @@ pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// Names the proxied path reads or writes on every request, parsed once: a lookup by text
+/// parses the name each time.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// See [`X_REQUEST_ID`].
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// See [`X_REQUEST_ID`].
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// See [`X_REQUEST_ID`].
+pub const X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
+/// See [`X_REQUEST_ID`].
+pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+/// See [`X_REQUEST_ID`].
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// Removes every header named in `names` (lower case). A request carries a handful of
+/// headers, so one pass over them is far cheaper than a removal per name, each of which
+/// parses and hashes the name; on the proxied path that was tens of lookups per request.
+pub fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
+    }
+}
+
 /// The request's `:authority` as the client sent it (the absolute URI's, else `Host`),
 /// what RBAC, tracing and ext_authz read.
 pub fn authority<B>(req: &http::Request<B>) -> &str {
@@ -78,9 +107,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
     let upgrade = headers.get(http::header::UPGRADE).cloned();
-    for h in HOP_BY_HOP {
-        headers.remove(h);
-    }
+    remove_all(headers, &HOP_BY_HOP);
     for n in named {
         if n != "upgrade" || !keep_upgrade {
             headers.remove(n.as_str());
@@ -173,7 +200,7 @@ pub fn downstream_address(
     trusted_hops: u32,
 ) -> Option<IpAddr> {
     let xff: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(str::trim))
@@ -199,12 +226,12 @@ pub fn downstream_address(
 
 /// Appends `ip` to x-forwarded-for.
 pub fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
-    let new = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let new = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
         _ => ip.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&new) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 

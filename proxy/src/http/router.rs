@@ -322,8 +322,10 @@ pub async fn forward(
             };
             let mut req = Request::from_parts(clone_parts(&parts), attempt_body.take());
             if ctx.vhost.include_request_attempt_count {
-                req.headers_mut()
-                    .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+                req.headers_mut().insert(
+                    super::headers::X_ENVOY_ATTEMPT_COUNT,
+                    HeaderValue::from(attempt),
+                );
             }
             let active = host.start_request();
             let now = tokio::time::Instant::now();
@@ -509,9 +511,10 @@ pub async fn forward(
         );
     }
     if ctx.vhost.include_attempt_count_in_response {
-        parts
-            .headers
-            .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        parts.headers.insert(
+            super::headers::X_ENVOY_ATTEMPT_COUNT,
+            HeaderValue::from(attempt),
+        );
     }
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         parts.headers.append(http::header::SET_COOKIE, c);
