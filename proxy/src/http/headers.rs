@@ -51,6 +51,9 @@ pub const X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
 /// See [`X_REQUEST_ID`].
 pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 /// See [`X_REQUEST_ID`].
+pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+/// See [`X_REQUEST_ID`].
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Removes every header named in `names` (lower case). A request carries a handful of

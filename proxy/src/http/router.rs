@@ -225,7 +225,7 @@ pub async fn forward(
     if let Some(t) = f.timeout {
         if !ctx.suppress_envoy_headers {
             req.headers_mut().insert(
-                "x-envoy-expected-rq-timeout-ms",
+                headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
                 HeaderValue::from(t.as_millis() as u64),
             );
         }
