@@ -125,6 +125,43 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// Makes a visitor also the seed that drives it: JSON is self-describing, so the input
+/// says which `visit_*` method applies.
+macro_rules! self_describing_seed {
+    ($visitor:ident) => {
+        impl<'de> DeserializeSeed<'de> for $visitor<'_> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
+/// The visitor methods for JSON scalars, each handing a [`Scalar`] to the visitor's own
+/// `scalar` method: the visitors differ only in what they do with one.
+macro_rules! scalar_visits {
+    () => {
+        fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
+            self.scalar(Scalar::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
+            self.scalar(Scalar::Number(v.into()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
+            self.scalar(Scalar::Number(v.into()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
+            self.scalar(Scalar::Number(
+                serde_json::Number::from_f64(v).or_fallback()?,
+            ))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
+            self.scalar(Scalar::Str(v))
+        }
+    };
+}
+
 /// The fields of one message (no tag, no length) from its JSON form: an object of fields,
 /// or the special form of a well-known type.
 struct MessageBody<'a> {
@@ -185,12 +222,7 @@ impl MessageBody<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for MessageBody<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+self_describing_seed!(MessageBody);
 
 impl<'de> Visitor<'de> for MessageBody<'_> {
     type Value = ();
@@ -223,23 +255,7 @@ impl<'de> Visitor<'de> for MessageBody<'_> {
             _ => Err(fallback()),
         }
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(
-            serde_json::Number::from_f64(v).or_fallback()?,
-        ))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Str(v))
-    }
+    scalar_visits!();
 }
 
 /// The fields of an object, in the order given, until the map ends. A field given twice
@@ -553,12 +569,7 @@ fn is_json_value(kind: &Kind) -> bool {
     matches!(kind, Kind::Message(m) if m.full_name() == "google.protobuf.Value")
 }
 
-impl<'de> DeserializeSeed<'de> for FieldValue<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+self_describing_seed!(FieldValue);
 
 impl<'de> Visitor<'de> for FieldValue<'_> {
     type Value = ();
@@ -592,23 +603,7 @@ impl<'de> Visitor<'de> for FieldValue<'_> {
         }
         self.message(|body| body.visit_seq(seq))
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(
-            serde_json::Number::from_f64(v).or_fallback()?,
-        ))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Str(v))
-    }
+    scalar_visits!();
 }
 
 /// One element of a packed list: the scalar's payload, untagged.
@@ -623,35 +618,14 @@ impl Packed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Packed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
+self_describing_seed!(Packed);
 
 impl<'de> Visitor<'de> for Packed<'_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a scalar")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Bool(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(v.into()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Number(
-            serde_json::Number::from_f64(v).or_fallback()?,
-        ))
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<(), E> {
-        self.scalar(Scalar::Str(v))
-    }
+    scalar_visits!();
 }
 
 /// Writes `number`'s tag and a length-delimited body produced by `body`.
