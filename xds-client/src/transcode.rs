@@ -200,12 +200,15 @@ impl MessageBody<'_> {
         let name = self.desc.full_name();
         if WRAPPERS.contains(&name) {
             let field = self.desc.get_field(1).or_fallback()?;
-            let kind = field.kind();
-            if field.supports_presence() || !scalar::is_default(&kind, &value) {
-                encode_key(field.number(), scalar::wire_type(&kind), self.out);
-                scalar::encode(&kind, &value, self.out).or_fallback()?;
-            }
-            return Ok(());
+            let omit_default = !field.supports_presence();
+            return scalar::write_field(
+                field.number(),
+                &field.kind(),
+                &value,
+                omit_default,
+                self.out,
+            )
+            .or_fallback();
         }
         match (name, &value) {
             ("google.protobuf.Duration", Scalar::Str(text)) => {
@@ -306,9 +309,6 @@ fn fields<'de, A: MapAccess<'de>>(
     Ok(())
 }
 
-/// The type names of the two `TypedStruct` wrappers.
-const TYPED_STRUCTS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
-
 /// An `Any`: `@type` (its first key) names the payload, whose fields are the other keys.
 fn any<'de, A: MapAccess<'de>>(
     ctx: &Ctx,
@@ -325,12 +325,12 @@ fn any<'de, A: MapAccess<'de>>(
         return Err(fallback());
     }
     let name = crate::descriptors::type_name_of_url(&type_url);
-    if TYPED_STRUCTS.contains(&name) {
+    if crate::typed_struct::is_typed_struct(name) {
         return typed_struct(ctx, desc, map, out);
     }
     let payload = payload_type(desc, name).or_fallback()?;
     write_type_url(&type_url, out);
-    payload_value(out, |out| fields(ctx, &payload, map, out))
+    nested_unless_empty(2, out, |out| fields(ctx, &payload, map, out))
 }
 
 /// A `TypedStruct` `Any` written as the `Any` it stands for: `type_url` (a bare message
@@ -347,17 +347,13 @@ fn typed_struct<'de, A: MapAccess<'de>>(
         _ => return Err(fallback()),
     }
     let Text(inner) = map.next_value()?;
-    let inner = if inner.contains('/') {
-        inner
-    } else {
-        Cow::Owned(format!("type.googleapis.com/{inner}"))
-    };
+    let inner = crate::typed_struct::inner_type_url(&inner);
     let payload = payload_type(desc, crate::descriptors::type_name_of_url(&inner)).or_fallback()?;
     write_type_url(&inner, out);
     match map.next_key::<Text>()? {
         None => Ok(()),
         Some(Text(key)) if key == "value" => {
-            payload_value(out, |out| {
+            nested_unless_empty(2, out, |out| {
                 map.next_value_seed(PayloadObject {
                     ctx,
                     desc: &payload,
@@ -387,15 +383,16 @@ fn write_type_url(type_url: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(type_url.as_bytes());
 }
 
-/// An `Any`'s `value` field (2) from `body`; an empty payload is the bytes field's
-/// default, which is not written.
-fn payload_value<E>(
+/// Like [`nested`], but nothing at all is written when `body` writes nothing: an empty
+/// `Any` payload (the bytes field's default) or an empty packed list.
+fn nested_unless_empty<E>(
+    number: u32,
     out: &mut Vec<u8>,
     body: impl FnOnce(&mut Vec<u8>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let start = out.len();
-    nested(2, out, body)?;
-    if out.len() == start + 2 {
+    nested(number, out, body)?;
+    if out.len() == start + prost::encoding::key_len(number) + 1 {
         out.truncate(start);
     }
     Ok(())
@@ -482,12 +479,15 @@ impl FieldValue<'_> {
             return self.message(|body| body.scalar(value));
         }
         *self.set = true;
-        let skip_default = self.role != Role::Element && !self.field.supports_presence();
-        if skip_default && scalar::is_default(self.kind, &value) {
-            return Ok(());
-        }
-        encode_key(self.field.number(), scalar::wire_type(self.kind), self.out);
-        scalar::encode(self.kind, &value, self.out).or_fallback()
+        let omit_default = self.role != Role::Element && !self.field.supports_presence();
+        scalar::write_field(
+            self.field.number(),
+            self.kind,
+            &value,
+            omit_default,
+            self.out,
+        )
+        .or_fallback()
     }
 
     /// A map field: one entry message per key; the key and a scalar value are left out
@@ -503,10 +503,7 @@ impl FieldValue<'_> {
         while let Some(Text(key)) = map.next_key()? {
             let key = scalar::map_key(&key_kind, &key).or_fallback()?;
             nested(self.field.number(), self.out, |out| {
-                if !scalar::is_default(&key_kind, &key) {
-                    encode_key(1, scalar::wire_type(&key_kind), out);
-                    scalar::encode(&key_kind, &key, out).or_fallback()?;
-                }
+                scalar::write_field(1, &key_kind, &key, true, out).or_fallback()?;
                 map.next_value_seed(FieldValue {
                     ctx: self.ctx,
                     field: &value_field,
@@ -525,8 +522,7 @@ impl FieldValue<'_> {
     fn elements<'de, A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
         *self.set = true;
         if self.field.is_packed() {
-            let start = self.out.len();
-            nested(self.field.number(), self.out, |out| {
+            return nested_unless_empty(self.field.number(), self.out, |out| {
                 while seq
                     .next_element_seed(Packed {
                         kind: self.kind,
@@ -535,12 +531,7 @@ impl FieldValue<'_> {
                     .is_some()
                 {}
                 Ok(())
-            })?;
-            if self.out.len() == start + 2 {
-                // An empty packed list is not written at all.
-                self.out.truncate(start);
-            }
-            return Ok(());
+            });
         }
         while seq
             .next_element_seed(FieldValue {

@@ -15,6 +15,22 @@ use serde_json::{Map, Value};
 
 const TYPED_STRUCT_URLS: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
 
+/// Whether `type_name` (a message name, no URL prefix) is one of the TypedStruct wrappers.
+pub(crate) fn is_typed_struct(type_name: &str) -> bool {
+    TYPED_STRUCT_URLS.contains(&type_name)
+}
+
+/// The `Any` type URL a TypedStruct's `type_url` stands for. Envoy reads the message name
+/// after the last '/', so a bare name is accepted too (istio/proxy's own test configs use
+/// one); `Any` needs the prefix.
+pub(crate) fn inner_type_url(type_url: &str) -> std::borrow::Cow<'_, str> {
+    if type_url.contains('/') {
+        std::borrow::Cow::Borrowed(type_url)
+    } else {
+        std::borrow::Cow::Owned(format!("type.googleapis.com/{type_url}"))
+    }
+}
+
 /// Rewrites, everywhere in `value`, each TypedStruct `Any` into the `Any` it stands for.
 pub fn unwrap_typed_structs(value: &mut Value) {
     match value {
@@ -31,7 +47,7 @@ pub fn unwrap_typed_structs(value: &mut Value) {
 
 fn unwrap_one(map: &Map<String, Value>) -> Option<Map<String, Value>> {
     let type_url = map.get("@type")?.as_str()?;
-    if !TYPED_STRUCT_URLS.contains(&crate::descriptors::type_name_of_url(type_url)) {
+    if !is_typed_struct(crate::descriptors::type_name_of_url(type_url)) {
         return None;
     }
     let inner_url = map
@@ -42,14 +58,10 @@ fn unwrap_one(map: &Map<String, Value>) -> Option<Map<String, Value>> {
         Some(Value::Object(fields)) => fields.clone(),
         _ => Map::new(),
     };
-    // Envoy reads the message name after the last '/', so a bare name is accepted too
-    // (istio/proxy's own test configs use one); `Any` needs the prefix.
-    let inner_url = if inner_url.contains('/') {
-        inner_url.to_string()
-    } else {
-        format!("type.googleapis.com/{inner_url}")
-    };
-    inner.insert("@type".into(), Value::String(inner_url));
+    inner.insert(
+        "@type".into(),
+        Value::String(inner_type_url(inner_url).into_owned()),
+    );
     Some(inner)
 }
 
@@ -130,7 +142,7 @@ fn unwrap_any(pool: &DescriptorPool, any: &mut DynamicMessage) -> Result<bool, S
         return Ok(false);
     }
     let type_name = crate::descriptors::type_name_of_url(&type_url);
-    let (url, encoded) = if TYPED_STRUCT_URLS.contains(&type_name) {
+    let (url, encoded) = if is_typed_struct(type_name) {
         let wrapper = EncodedTypedStruct::decode(bytes.as_ref())
             .map_err(|e| format!("malformed {type_url}: {e}"))?;
         let fields = pool

@@ -717,15 +717,7 @@ impl HttpConnectionManager {
                 req.headers_mut()
                     .insert("x-envoy-internal", HeaderValue::from_static("true"));
             } else {
-                let envoy_headers: Vec<_> = req
-                    .headers()
-                    .keys()
-                    .filter(|k| k.as_str().starts_with("x-envoy-"))
-                    .cloned()
-                    .collect();
-                for k in envoy_headers {
-                    req.headers_mut().remove(k);
-                }
+                headers::remove_where(req.headers_mut(), |name| name.starts_with("x-envoy-"));
                 if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
                 {
                     req.headers_mut()
@@ -750,7 +742,9 @@ impl HttpConnectionManager {
             info.local_uri_san.as_deref(),
         );
         if !internal {
-            headers::remove_all(req.headers_mut(), &headers::INTERNAL_ONLY_ROUTER_HEADERS);
+            headers::remove_where(req.headers_mut(), |name| {
+                headers::INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
+            });
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
         if c.generate_request_id

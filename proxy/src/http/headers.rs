@@ -56,13 +56,14 @@ pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
 /// See [`X_REQUEST_ID`].
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// Removes every header named in `names` (lower case). A request carries a handful of
-/// headers, so one pass over them is far cheaper than a removal per name, each of which
-/// parses and hashes the name; on the proxied path that was tens of lookups per request.
-pub fn remove_all(headers: &mut HeaderMap, names: &[&str]) {
+/// Removes every header whose (lower-case) name `doomed` picks, such as a list of names or
+/// a prefix. A request carries a handful of headers, so one pass over them is far cheaper
+/// than a removal per name, each of which parses and hashes the name; on the proxied path
+/// that was tens of lookups per request.
+pub fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     let present: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| names.contains(&k.as_str()))
+        .filter(|k| doomed(k.as_str()))
         .cloned()
         .collect();
     for name in present {
@@ -110,7 +111,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
     let upgrade = headers.get(http::header::UPGRADE).cloned();
-    remove_all(headers, &HOP_BY_HOP);
+    remove_where(headers, |name| HOP_BY_HOP.contains(&name));
     for n in named {
         if n != "upgrade" || !keep_upgrade {
             headers.remove(n.as_str());

@@ -73,6 +73,22 @@ pub fn map_key<'s>(kind: &Kind, key: &'s str) -> Result<Scalar<'s>> {
     }
 }
 
+/// One scalar field `number` of `kind`, tagged; left out when `omit_default` (a field
+/// without presence) and the value is its kind's default, as the reflective encoder does.
+pub fn write_field(
+    number: u32,
+    kind: &Kind,
+    value: &Scalar<'_>,
+    omit_default: bool,
+    out: &mut Vec<u8>,
+) -> Result {
+    if omit_default && is_default(kind, value) {
+        return Ok(());
+    }
+    prost::encoding::encode_key(number, wire_type(kind), out);
+    encode(kind, value, out)
+}
+
 /// The payload of one scalar of `kind` (no tag): what a packed list repeats.
 pub fn encode(kind: &Kind, value: &Scalar<'_>, out: &mut Vec<u8>) -> Result {
     match (kind, value) {
