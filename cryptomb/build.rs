@@ -1,8 +1,12 @@
 //! Generates the kernel's straight-line big-number code into
 //! `$OUT_DIR/generated.rs`: for every limb count it serves (P-256's 5 limbs,
-//! the RSA primes' 20, 30 and 40, the RSA moduli's 40, 60 and 80), the double-width product,
-//! the double-width square and the Montgomery reduction, plus one generic
-//! dispatcher per operation.
+//! the RSA primes' 20, 30 and 40, the RSA moduli's 40, 60 and 80), the
+//! double-width product, the Montgomery reduction, and the normalized
+//! Montgomery multiplication and squaring, plus one generic dispatcher per
+//! operation. For RSA-2048's primes, where signing spends nearly all its
+//! time, multiplication and squaring are scheduled assembly
+//! (`build/program.rs`, `build/assemble.rs`); every other size is compiled
+//! Rust.
 //!
 //! Why generated: a product term `x[i]·y[j]` lands in column `i+j` (low
 //! half) and `i+j+1` (high half), and accumulators only stay in registers
@@ -14,6 +18,13 @@
 //! Nothing here depends on values: the same instructions run for any input.
 
 use std::fmt::Write;
+
+#[path = "build/assemble.rs"]
+mod assemble;
+#[path = "build/program.rs"]
+mod program;
+
+use program::{Op, Operand, Program, Value};
 
 /// Limb counts: P-256's field and group order, the primes of RSA-2048, 3072 and 4096,
 /// and their moduli.
@@ -132,6 +143,179 @@ fn product(out: &mut String, n: usize) {
     );
 }
 
+/// Limb counts whose Montgomery multiplication and squaring are written as
+/// scheduled assembly: RSA-2048's primes, where nearly all signing time goes.
+/// Their working set fits the 32 vector registers; the larger sizes would
+/// spill on every row, and P-256's 5 limbs leave nothing to schedule, so
+/// those stay compiled Rust.
+const ASSEMBLED: [usize; 1] = [20];
+
+/// Montgomery multiplication and squaring for `n` limbs as compiled Rust:
+/// the double-width product or square, then its reduction.
+fn compiled_montgomery(out: &mut String, n: usize) {
+    for (name, params, args, product) in [
+        (
+            "mont_multiply",
+            format!("a: &[Lanes; {n}], b: &[Lanes; {n}]"),
+            "a, b",
+            "product",
+        ),
+        (
+            "mont_square",
+            format!("a: &[Lanes; {n}]"),
+            "a",
+            "square_product",
+        ),
+    ] {
+        writeln!(out, "/// `{name}` for {n} limbs: below `2m`, normalized.").unwrap();
+        writeln!(out, "#[inline]").unwrap();
+        writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
+        writeln!(
+            out,
+            "pub fn {name}_{n}({params}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}] {{"
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "    normalize(reduce_{n}(&{product}_{n}({args}), m, k0))\n}}\n"
+        )
+        .unwrap();
+    }
+}
+
+/// Input limb `array[index]`.
+fn limb(array: &'static str, index: usize) -> Value {
+    Value::Input(array, index)
+}
+
+/// The value an instruction computed (every `push` returns one).
+fn computed(operand: Operand) -> Value {
+    match operand {
+        Operand::Value(value) => value,
+        Operand::Zero => unreachable!("instructions return values"),
+    }
+}
+
+/// Montgomery reduction of the double-width accumulators `t`, row by row
+/// (operand scanning): row `i` takes the quotient digit `u` that clears
+/// limb `i`, adds `u·m` at limb `i`, and passes the cleared limb's carry
+/// on. Returns the upper half, `t·R⁻¹ mod m` below `2m`, unnormalized.
+fn reduce_rows(program: &mut Program, mut t: Vec<Operand>, n: usize) -> Vec<Value> {
+    for i in 0..n {
+        let u = computed(program.madd_lo(Operand::Zero, computed(t[i]), limb("k0", 0)));
+        let cleared = program.madd_lo(t[i], limb("m", 0), u);
+        let carry = computed(program.push(cleared, Op::Carry));
+        for j in 1..n {
+            t[i + j] = program.madd_lo(t[i + j], limb("m", j), u);
+        }
+        for j in 0..n {
+            t[i + j + 1] = program.madd_hi(t[i + j + 1], limb("m", j), u);
+        }
+        t[i + 1] = program.push(t[i + 1], Op::Add(carry));
+    }
+    t.split_off(n).into_iter().map(computed).collect()
+}
+
+/// Carries each limb's excess into the next so every limb is below 2^52,
+/// as the next multiplication's inputs must be: inside the program, the
+/// schedule overlaps this serial chain with the reduction's last rows.
+fn normalize(program: &mut Program, limbs: Vec<Value>) -> Vec<Value> {
+    let mut carry = None;
+    limbs
+        .into_iter()
+        .map(|limb| {
+            let sum = match carry {
+                Some(c) => computed(program.push(Operand::Value(limb), Op::Add(c))),
+                None => limb,
+            };
+            carry = Some(computed(program.push(Operand::Value(sum), Op::Carry)));
+            computed(program.push(Operand::Value(sum), Op::And(limb_mask())))
+        })
+        .collect()
+}
+
+/// The input holding 2^52 − 1 in every lane.
+fn limb_mask() -> Value {
+    Value::Input("mask", 0)
+}
+
+/// Writes `name_n`, a Montgomery operation in scheduled assembly:
+/// `accumulate` builds the double-width product of the `arrays`,
+/// [`reduce_rows`] reduces it.
+fn montgomery(
+    out: &mut String,
+    n: usize,
+    (name, doc, arrays): (&str, &str, &[&str]),
+    accumulate: impl Fn(&mut Program, &mut [Operand]),
+) {
+    let params: Vec<String> = arrays
+        .iter()
+        .map(|a| format!("{a}: &[Lanes; {n}]"))
+        .collect();
+    writeln!(out, "/// {doc}·R⁻¹ mod m` (below `2m` for inputs below `4m`), normalized, for {n}-limb operands.").unwrap();
+    writeln!(out, "#[inline]").unwrap();
+    writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
+    writeln!(
+        out,
+        "pub fn {name}_{n}({}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}] {{",
+        params.join(", ")
+    )
+    .unwrap();
+    writeln!(out, "    let k0 = [k0];").unwrap();
+    writeln!(out, "    let mask = [Lanes::splat(LIMB_MASK)];").unwrap();
+    let mut program = Program::default();
+    let mut t = vec![Operand::Zero; 2 * n];
+    accumulate(&mut program, &mut t);
+    let reduced = reduce_rows(&mut program, t, n);
+    let result = normalize(&mut program, reduced);
+    let (lines, slots) = assemble::assemble(&program, &program.schedule(), &result);
+    let mut all: Vec<&str> = arrays.to_vec();
+    all.extend(["m", "k0", "mask"]);
+    assemble::function_body(out, &lines, slots, &all, n);
+    writeln!(out, "}}\n").unwrap();
+}
+
+/// Montgomery multiplication `a·b·R⁻¹ mod m`.
+fn mont_multiply(out: &mut String, n: usize) {
+    montgomery(
+        out,
+        n,
+        ("mont_multiply", "`a·b", &["a", "b"]),
+        |program, t| {
+            for i in 0..n {
+                for j in 0..n {
+                    t[i + j] = program.madd_lo(t[i + j], limb("a", i), limb("b", j));
+                    t[i + j + 1] = program.madd_hi(t[i + j + 1], limb("a", i), limb("b", j));
+                }
+            }
+        },
+    );
+}
+
+/// Montgomery squaring `a²·R⁻¹ mod m`: each cross product once, doubled,
+/// plus the diagonal, about three quarters of a multiplication's work.
+fn mont_square(out: &mut String, n: usize) {
+    montgomery(out, n, ("mont_square", "`a²", &["a"]), |program, t| {
+        for i in 0..n {
+            for j in i + 1..n {
+                t[i + j] = program.madd_lo(t[i + j], limb("a", i), limb("a", j));
+                t[i + j + 1] = program.madd_hi(t[i + j + 1], limb("a", i), limb("a", j));
+            }
+        }
+        for (k, column) in t.iter_mut().enumerate() {
+            if *column != Operand::Zero {
+                *column = program.push(*column, Op::Double);
+            }
+            let d = limb("a", k / 2);
+            *column = if k % 2 == 0 {
+                program.madd_lo(*column, d, d)
+            } else {
+                program.madd_hi(*column, d, d)
+            };
+        }
+    });
+}
+
 /// `a²`, double width: cross products once, doubled, plus the diagonal.
 fn square(out: &mut String, n: usize) {
     let diagonal = |k: usize| {
@@ -219,8 +403,14 @@ fn main() {
     .unwrap();
     for n in SIZES {
         product(&mut out, n);
-        square(&mut out, n);
         reduce(&mut out, n);
+        if ASSEMBLED.contains(&n) {
+            mont_multiply(&mut out, n);
+            mont_square(&mut out, n);
+        } else {
+            square(&mut out, n);
+            compiled_montgomery(&mut out, n);
+        }
     }
     dispatcher(
         &mut out,
@@ -232,11 +422,19 @@ fn main() {
     );
     dispatcher(
         &mut out,
-        "square_product",
-        "`a²`, `W = 2·N` unnormalized limbs.",
-        "a: &[Lanes; N]",
-        "[Lanes; W]",
-        "cast(a)",
+        "mont_multiply",
+        "`a·b·R⁻¹ mod m`, below `2m`, normalized.",
+        "a: &[Lanes; N], b: &[Lanes; N], m: &[Lanes; N], k0: Lanes",
+        "[Lanes; N]",
+        "cast(a), cast(b), cast(m), k0",
+    );
+    dispatcher(
+        &mut out,
+        "mont_square",
+        "`a²·R⁻¹ mod m`, below `2m`, normalized.",
+        "a: &[Lanes; N], m: &[Lanes; N], k0: Lanes",
+        "[Lanes; N]",
+        "cast(a), cast(m), k0",
     );
     dispatcher(
         &mut out,
@@ -249,4 +447,5 @@ fn main() {
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("generated.rs");
     std::fs::write(path, out).unwrap();
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=build");
 }

@@ -33,10 +33,13 @@ pub fn normalize<const N: usize>(mut x: [Lanes; N]) -> [Lanes; N] {
     x
 }
 
-// The generated straight-line products, squares and reductions (build.rs):
-// `product`, `square_product` and `reduce_wide` for every size served.
+// The generated straight-line code (build.rs): `product` and `reduce` for
+// every size served, and `mont_multiply` and `mont_square`, scheduled
+// assembly for RSA-2048's primes and compiled products then reductions for
+// the other sizes.
 mod generated {
-    use super::Lanes;
+    use super::super::lanes::LIMB_MASK;
+    use super::{normalize, Lanes};
     include!(concat!(env!("OUT_DIR"), "/generated.rs"));
 }
 
@@ -51,9 +54,8 @@ pub fn reduce<const N: usize, const W: usize>(t: [Lanes; W], m: &Modulus<N>) -> 
     normalize(generated::reduce::<N, W>(&t, &m.limbs, m.k0))
 }
 
-/// Almost-Montgomery multiplication: `a·b·R⁻¹ mod m`, a result below `2m`
-/// for inputs below `4m`: the double-width product, then its reduction.
-/// `W` must be `2·N`.
+/// Almost-Montgomery multiplication: `a·b·R⁻¹ mod m`, a normalized result
+/// below `2m` for inputs below `4m`. `W` must be `2·N`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn multiply<const N: usize, const W: usize>(
@@ -61,7 +63,7 @@ pub fn multiply<const N: usize, const W: usize>(
     b: &[Lanes; N],
     m: &Modulus<N>,
 ) -> [Lanes; N] {
-    reduce(multiply_wide::<N, W>(a, b), m)
+    generated::mont_multiply::<N, W>(a, b, &m.limbs, m.k0)
 }
 
 /// Dedicated squaring: `a²·R⁻¹ mod m` (below `2m`), computing each cross
@@ -70,7 +72,7 @@ pub fn multiply<const N: usize, const W: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512ifma")]
 pub fn square<const N: usize, const W: usize>(a: &[Lanes; N], m: &Modulus<N>) -> [Lanes; N] {
-    reduce(generated::square_product::<N, W>(a), m)
+    generated::mont_square::<N, W>(a, &m.limbs, m.k0)
 }
 
 /// `x mod m` for `x < 2m`: subtracts `m` in every lane and keeps the

@@ -70,6 +70,16 @@ fn operands() -> impl Strategy<Value = ([BigUint; 8], [BigUint; 8], [BigUint; 8]
     })
 }
 
+/// Whether every limb is below 2^52, as the next multiplication needs.
+fn normalized<const L: usize>(x: &[Lanes; L]) -> bool {
+    // SAFETY: only called after `super::available()`.
+    x.iter().all(|limb| {
+        unsafe { limb.to_array() }
+            .iter()
+            .all(|&v| v < 1 << LIMB_BITS)
+    })
+}
+
 fn r_inverse(m: &BigUint) -> BigUint {
     let r = BigUint::from(1u8) << (LIMB_BITS * N);
     (r % m).modinv(m).unwrap()
@@ -86,6 +96,7 @@ proptest! {
         let (product, squared) = unsafe {
             (multiply::<N, W>(&to_lanes(&a), &to_lanes(&b), &m), square::<N, W>(&to_lanes(&a), &m))
         };
+        prop_assert!(normalized(&product) && normalized(&squared));
         for lane in 0..8 {
             let rinv = r_inverse(&ms[lane]);
             let got = &from_lanes(&product)[lane];
@@ -146,6 +157,32 @@ proptest! {
             prop_assert_eq!(&from_lanes(&secret)[lane] % modulus, expected);
             let expected = plain.modpow(&BigUint::from(public[lane]), modulus) * r(modulus) % modulus;
             prop_assert_eq!(&from_lanes(&open)[lane] % modulus, expected);
+        }
+    }
+}
+
+/// The largest 1024-bit moduli with both factors at `4m − 1`: every limb
+/// and accumulator at its bound, where a carry lost anywhere would show.
+#[test]
+fn extreme_operands_stay_in_bounds() {
+    if !super::available() {
+        return;
+    }
+    let ms: [BigUint; 8] =
+        core::array::from_fn(|i| (BigUint::from(1u8) << 1024) - 1u8 - BigUint::from(2 * i as u32));
+    let top: [BigUint; 8] = core::array::from_fn(|i| &ms[i] * 4u8 - 1u8);
+    let m = modulus(&ms);
+    // SAFETY: the features were just confirmed.
+    let (product, squared) = unsafe {
+        let x = to_lanes(&top);
+        (multiply::<N, W>(&x, &x, &m), square::<N, W>(&x, &m))
+    };
+    assert!(normalized(&product) && normalized(&squared));
+    for lane in 0..8 {
+        let expected = (&top[lane] * &top[lane] * r_inverse(&ms[lane])) % &ms[lane];
+        for got in [&from_lanes(&product)[lane], &from_lanes(&squared)[lane]] {
+            assert!(got < &(&ms[lane] * 2u8));
+            assert_eq!(got % &ms[lane], expected);
         }
     }
 }
