@@ -483,10 +483,15 @@ impl HttpConnectionManager {
             .collect();
         let grpc_request = headers::is_grpc(req.headers());
         let c = &self.config;
-        let pipeline = self.process(server, info, req, grpc_request, record, &activity);
-        let outcome = tokio::select! {
-            r = pipeline => r,
-            reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
+        // Pinned in place and raced by reference: `select!` would otherwise take the
+        // pipeline (kilobytes of state) by value and copy it on every request.
+        let outcome = {
+            let pipeline = self.process(server, info, req, grpc_request, record, &activity);
+            tokio::pin!(pipeline);
+            tokio::select! {
+                r = &mut pipeline => r,
+                reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
+            }
         };
         let local_reply = outcome.is_err();
         let (mut resp, request_id) = match outcome {
