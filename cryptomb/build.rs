@@ -96,11 +96,17 @@ fn column_terms(
 
 /// Writes the function header shared by every generated function.
 fn header(out: &mut String, doc: &str, signature: &str) {
+    opening(out, doc, signature);
+    writeln!(out, "    let z = Lanes::zero();").unwrap();
+}
+
+/// Writes a generated function's doc comment, attributes and signature,
+/// up to its opening brace.
+fn opening(out: &mut String, doc: &str, signature: &str) {
     writeln!(out, "/// {doc}").unwrap();
     writeln!(out, "#[inline]").unwrap();
     writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
     writeln!(out, "pub fn {signature} {{").unwrap();
-    writeln!(out, "    let z = Lanes::zero();").unwrap();
 }
 
 /// A double-width product function `name_n`: column `k` sums the terms of `a·<b>` that
@@ -167,14 +173,11 @@ fn compiled_montgomery(out: &mut String, n: usize) {
             "square_product",
         ),
     ] {
-        writeln!(out, "/// `{name}` for {n} limbs: below `2m`, normalized.").unwrap();
-        writeln!(out, "#[inline]").unwrap();
-        writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
-        writeln!(
+        opening(
             out,
-            "pub fn {name}_{n}({params}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}] {{"
-        )
-        .unwrap();
+            &format!("`{name}` for {n} limbs: below `2m`, normalized."),
+            &format!("{name}_{n}({params}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}]"),
+        );
         writeln!(
             out,
             "    normalize(reduce_{n}(&{product}_{n}({args}), m, k0))\n}}\n"
@@ -252,15 +255,11 @@ fn montgomery(
         .iter()
         .map(|a| format!("{a}: &[Lanes; {n}]"))
         .collect();
-    writeln!(out, "/// {doc}·R⁻¹ mod m` (below `2m` for inputs below `4m`), normalized, for {n}-limb operands.").unwrap();
-    writeln!(out, "#[inline]").unwrap();
-    writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
-    writeln!(
+    opening(
         out,
-        "pub fn {name}_{n}({}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}] {{",
-        params.join(", ")
-    )
-    .unwrap();
+        &format!("{doc}·R⁻¹ mod m` (below `2m` for inputs below `4m`), normalized, for {n}-limb operands."),
+        &format!("{name}_{n}({}, m: &[Lanes; {n}], k0: Lanes) -> [Lanes; {n}]", params.join(", ")),
+    );
     writeln!(out, "    let k0 = [k0];").unwrap();
     writeln!(out, "    let mask = [Lanes::splat(LIMB_MASK)];").unwrap();
     let mut program = Program::default();
@@ -372,14 +371,11 @@ fn reduce(out: &mut String, n: usize) {
 
 /// A generic entry point choosing the generated function for `N` limbs.
 fn dispatcher(out: &mut String, name: &str, doc: &str, params: &str, ret: &str, args: &str) {
-    writeln!(out, "/// {doc}").unwrap();
-    writeln!(out, "#[inline]").unwrap();
-    writeln!(out, "#[target_feature(enable = \"avx512f,avx512ifma\")]").unwrap();
-    writeln!(
+    opening(
         out,
-        "pub fn {name}<const N: usize, const W: usize>({params}) -> {ret} {{"
-    )
-    .unwrap();
+        doc,
+        &format!("{name}<const N: usize, const W: usize>({params}) -> {ret}"),
+    );
     writeln!(out, "    match N {{").unwrap();
     for n in SIZES {
         writeln!(out, "        {n} => *cast(&{name}_{n}({args})),").unwrap();
