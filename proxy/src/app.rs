@@ -184,18 +184,22 @@ fn serve(options: Options, bootstrap: bootstrap::Bootstrap, name: String) -> i32
             eprintln!("error: cannot start workers: {e}");
             return 1;
         }
+        // The serving lines are written before /ready turns LIVE, so whoever waits for LIVE
+        // finds them in the log.
+        if mode != Mode::InitOnly {
+            for l in server.listeners().iter() {
+                tracing::info!(target: "main", "listener '{}' serving on {}", l.config.name, l.config.address);
+            }
+            if let Some(a) = &server.bootstrap.admin {
+                tracing::info!(target: "admin", "admin address: {a}");
+            }
+        }
         server.set_state(State::Live);
         // Start-up's code (config decoding, listener and worker set-up) leaves the resident
         // set; serving maps back what it runs.
         crate::memory::release_free_memory();
         if mode == Mode::InitOnly {
             return 0;
-        }
-        for l in server.listeners().iter() {
-            tracing::info!(target: "main", "listener '{}' serving on {}", l.config.name, l.config.address);
-        }
-        if let Some(a) = &server.bootstrap.admin {
-            tracing::info!(target: "admin", "admin address: {a}");
         }
         if embedded {
             tracing::warn!(target: "main", "meshproxy is running its embedded demo: try `curl 127.0.0.1:10000/` (proxied to the built-in upstream on {}) and `curl 127.0.0.1:15000/stats`; run with `-c <bootstrap.yaml>` to serve your own Envoy v3 bootstrap", crate::demo::DEMO_UPSTREAM);
