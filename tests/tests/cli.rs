@@ -126,6 +126,28 @@ fn malformed_bootstraps_name_the_field() {
         err.contains("static_resources.listeners[0].address.socket_address.address"),
         "{err}"
     );
+    // Header values the HCM adds to every response are checked once, at load.
+    for field in ["server_name", "via"] {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]);
+        let b: serde_json::Value = serde_json::from_str(
+            &config::bootstrap(
+                vec![config::listener(
+                    "l",
+                    1,
+                    config::hcm(vh, json!({ field: "two\nlines" })),
+                    json!({}),
+                )],
+                vec![],
+            )
+            .replace("{ADMIN}", "0"),
+        )
+        .unwrap();
+        let err = validate_error(b);
+        assert!(
+            err.contains(field) && err.contains("not a valid header value"),
+            "{field}: {err}"
+        );
+    }
     let (code, _, err) = run_meshproxy(&["-c", "/nonexistent/bootstrap.yaml"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/bootstrap.yaml"), "{err}");

@@ -303,7 +303,7 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
             .or_else(|| alt.as_deref().and_then(|a| header_value(r, *source, a))),
         Op::ResponseCode => Some(r.response_code.to_string()),
         Op::ResponseCodeDetails => {
-            (!r.response_code_details.is_empty()).then(|| r.response_code_details.clone())
+            (!r.response_code_details.is_empty()).then(|| r.response_code_details.to_string())
         }
         Op::ResponseFlags => Some(r.flags.to_string()),
         Op::Duration => Some(r.duration.as_millis().to_string()),

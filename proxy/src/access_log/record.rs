@@ -111,7 +111,7 @@ pub struct Record {
     /// Response status (0 when none was sent).
     pub response_code: u16,
     /// Why this status (Envoy's response code details).
-    pub response_code_details: String,
+    pub response_code_details: std::borrow::Cow<'static, str>,
     /// Response flags.
     pub flags: ResponseFlags,
     /// Downstream body bytes received.
@@ -223,7 +223,7 @@ impl Record {
             response_headers: HeaderMap::new(),
             response_trailers: HeaderMap::new(),
             response_code: 0,
-            response_code_details: String::new(),
+            response_code_details: std::borrow::Cow::Borrowed(""),
             flags: ResponseFlags::default(),
             bytes_received: 0,
             bytes_sent: 0,

@@ -89,8 +89,8 @@ pub struct HttpConnectionManagerConfig {
     pub filters: Vec<HttpFilterConfig>,
     /// Router option: do not add `x-envoy-*` response headers.
     pub suppress_envoy_headers: bool,
-    /// `server` header value (default `envoy`).
-    pub server_name: String,
+    /// `server` header value (default `envoy`), checked once here so responses share it.
+    pub server_name: http::HeaderValue,
     /// How the `server` header is produced.
     pub server_header: ServerHeader,
     /// Trust the connection's peer address as the client address.
@@ -142,8 +142,8 @@ pub struct HttpConnectionManagerConfig {
     pub http2_initial_stream_window: Option<u32>,
     /// HTTP/2 initial connection window.
     pub http2_initial_connection_window: Option<u32>,
-    /// `via` header value to append.
-    pub via: Option<String>,
+    /// `via` header value to append, checked once here so responses share it.
+    pub via: Option<http::HeaderValue>,
     /// Strip the port from the host when it equals the listener port.
     pub strip_matching_host_port: bool,
     /// Strip any port from the host.
@@ -226,9 +226,11 @@ pub fn translate(
         filters,
         suppress_envoy_headers,
         server_name: if h.server_name.is_empty() {
-            "envoy".into()
+            http::HeaderValue::from_static("envoy")
         } else {
-            h.server_name.clone()
+            http::HeaderValue::from_str(&h.server_name).map_err(|_| {
+                ConfigError::at(join(path, "server_name"), "is not a valid header value")
+            })?
         },
         server_header: match h.server_header_transformation {
             0 => ServerHeader::Overwrite,
@@ -324,7 +326,15 @@ pub fn translate(
             .initial_connection_window_size
             .as_ref()
             .map(|v| v.value),
-        via: (!h.via.is_empty()).then(|| h.via.clone()),
+        via: if h.via.is_empty() {
+            None
+        } else {
+            Some(
+                http::HeaderValue::from_str(&h.via).map_err(|_| {
+                    ConfigError::at(join(path, "via"), "is not a valid header value")
+                })?,
+            )
+        },
         strip_matching_host_port: h.strip_matching_host_port,
         strip_any_host_port: matches!(h.strip_port_mode, Some(S::StripAnyHostPort(true))),
     })

@@ -501,7 +501,7 @@ impl HttpConnectionManager {
                     self.stats.rq_max_duration_reached.inc();
                 }
                 record.flags.insert(reply.flag);
-                record.response_code_details = reply.details.to_string();
+                record.response_code_details = reply.details.clone();
                 (reply.response(grpc_request), id)
             }
         };
@@ -549,18 +549,10 @@ impl HttpConnectionManager {
         let h = resp.headers_mut();
         match c.server_header {
             ServerHeader::Overwrite => {
-                h.insert(
-                    header::SERVER,
-                    HeaderValue::from_str(&c.server_name)
-                        .unwrap_or(HeaderValue::from_static("envoy")),
-                );
+                h.insert(header::SERVER, c.server_name.clone());
             }
             ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
-                h.insert(
-                    header::SERVER,
-                    HeaderValue::from_str(&c.server_name)
-                        .unwrap_or(HeaderValue::from_static("envoy")),
-                );
+                h.insert(header::SERVER, c.server_name.clone());
             }
             _ => {}
         }
@@ -572,8 +564,8 @@ impl HttpConnectionManager {
                 h.insert(headers::X_REQUEST_ID, id);
             }
         }
-        if let Some(via) = c.via.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-            h.append(header::VIA, via);
+        if let Some(via) = &c.via {
+            h.append(header::VIA, via.clone());
         }
         let compressors: Vec<_> = c
             .filters
@@ -868,7 +860,7 @@ impl HttpConnectionManager {
                 }
                 super::ext_authz::Decision::Deny(reply, headers) => {
                     record.flags.insert(reply.flag);
-                    record.response_code_details = reply.details.to_string();
+                    record.response_code_details = reply.details.clone();
                     let mut r = reply.response(grpc);
                     for (name, value, action) in headers {
                         action.apply(r.headers_mut(), name, value);
@@ -901,7 +893,7 @@ impl HttpConnectionManager {
                 Action::Direct { status, body } => {
                     self.stats.rq_direct_response.inc();
                     let reply = LocalReply::direct(*status, body.clone());
-                    record.response_code_details = reply.details.to_string();
+                    record.response_code_details = reply.details.clone();
                     reply.response(grpc)
                 }
                 Action::Redirect(r) => {
@@ -944,7 +936,7 @@ impl HttpConnectionManager {
                                 self.stats.no_cluster.inc();
                             }
                             record.flags.insert(reply.flag);
-                            record.response_code_details = reply.details.to_string();
+                            record.response_code_details = reply.details.clone();
                             let mut r = reply.response(grpc);
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(

@@ -290,6 +290,7 @@ pub async fn forward(
     };
 
     let grpc = headers::is_grpc(&parts.headers);
+    let mut parts = Some(parts);
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let rq_active = RqActive::new(&cluster);
@@ -320,7 +321,13 @@ pub async fn forward(
                 HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
                 HostRewrite::None | HostRewrite::Auto => original_authority.clone(),
             };
-            let mut req = Request::from_parts(clone_parts(&parts), attempt_body.take());
+            // The last possible attempt takes the request's head; earlier ones copy it,
+            // since a retry needs it again.
+            let head = match parts.take_if(|_| attempt >= max_attempts) {
+                Some(head) => head,
+                None => clone_parts(parts.as_ref().expect("only the last attempt takes it")),
+            };
+            let mut req = Request::from_parts(head, attempt_body.take());
             if ctx.vhost.include_request_attempt_count {
                 req.headers_mut().insert(
                     super::headers::X_ENVOY_ATTEMPT_COUNT,

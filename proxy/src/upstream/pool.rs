@@ -325,7 +325,9 @@ impl HostPool {
                 pending = Some((slot, PendingGuard::new(&self.cluster)));
             }
             match self.cluster.resources.connections.try_acquire() {
-                Some(slot) => return self.connect(slot).await,
+                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is the rare path, and
+                // its state inline would grow every request's future, copied as it moves.
+                Some(slot) => return Box::pin(self.connect(slot)).await,
                 None => {
                     self.cluster.stats().cx_overflow.inc();
                     tokio::select! {
