@@ -70,6 +70,24 @@ fn validate_error(bootstrap: serde_json::Value) -> String {
     err
 }
 
+/// A bootstrap with one listener whose HCM serves `virtual_hosts`, with `extra` merged into
+/// the HCM's config.
+fn one_hcm_bootstrap(
+    virtual_hosts: serde_json::Value,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let text = config::bootstrap(
+        vec![config::listener(
+            "l",
+            1,
+            config::hcm(virtual_hosts, extra),
+            json!({}),
+        )],
+        vec![],
+    );
+    serde_json::from_str(&text.replace("{ADMIN}", "0")).unwrap()
+}
+
 #[test]
 fn malformed_bootstraps_name_the_field() {
     let err = validate_error(
@@ -95,20 +113,7 @@ fn malformed_bootstraps_name_the_field() {
         "{err}"
     );
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "missing"}}]}]);
-    let b: serde_json::Value = serde_json::from_str(
-        &config::bootstrap(
-            vec![config::listener(
-                "l",
-                1,
-                config::hcm(vh, json!({})),
-                json!({}),
-            )],
-            vec![],
-        )
-        .replace("{ADMIN}", "0"),
-    )
-    .unwrap();
-    let err = validate_error(b);
+    let err = validate_error(one_hcm_bootstrap(vh, json!({})));
     assert!(
         err.contains("static_resources.listeners[0]") && err.contains("unknown cluster 'missing'"),
         "{err}"
@@ -129,20 +134,7 @@ fn malformed_bootstraps_name_the_field() {
     // Header values the HCM adds to every response are checked once, at load.
     for field in ["server_name", "via"] {
         let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]);
-        let b: serde_json::Value = serde_json::from_str(
-            &config::bootstrap(
-                vec![config::listener(
-                    "l",
-                    1,
-                    config::hcm(vh, json!({ field: "two\nlines" })),
-                    json!({}),
-                )],
-                vec![],
-            )
-            .replace("{ADMIN}", "0"),
-        )
-        .unwrap();
-        let err = validate_error(b);
+        let err = validate_error(one_hcm_bootstrap(vh, json!({ field: "two\nlines" })));
         assert!(
             err.contains(field) && err.contains("not a valid header value"),
             "{field}: {err}"
