@@ -117,7 +117,7 @@ impl TcpProxy {
         record.istio.peers.downstream = info.downstream_peer.clone();
         record.istio.principals = info.istio_principals.clone();
         let cluster_name = self.pick_cluster().to_string();
-        record.upstream_cluster = Some(cluster_name.clone());
+        record.upstream_cluster = Some(cluster_name.as_str().into());
         let received = Arc::new(Counter::default());
         let sent = Arc::new(Counter::default());
         // Bytes already reported to Istio's metrics while the connection was open.

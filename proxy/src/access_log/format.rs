@@ -263,8 +263,8 @@ fn header_value(r: &Record, source: HeaderSource, name: &str) -> Option<String> 
     if source == HeaderSource::Request {
         match name {
             ":method" => return r.method.as_ref().map(|m| m.to_string()),
-            ":path" => return r.path.clone(),
-            ":authority" => return r.authority.clone(),
+            ":path" => return r.path.as_deref().map(str::to_string),
+            ":authority" => return r.authority.as_deref().map(str::to_string),
             ":scheme" => return r.scheme.map(str::to_string),
             _ => {}
         }
@@ -313,15 +313,15 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::RequestHeadersBytes => Some(r.request_headers_bytes().to_string()),
         Op::ResponseHeadersBytes => Some(r.response_headers_bytes().to_string()),
         Op::Protocol => (!r.protocol.is_empty()).then(|| r.protocol.to_string()),
-        Op::UpstreamHost => r.upstream_host.clone(),
-        Op::UpstreamCluster => r.upstream_cluster.clone(),
+        Op::UpstreamHost => r.upstream_host.as_deref().map(str::to_string),
+        Op::UpstreamCluster => r.upstream_cluster.as_deref().map(str::to_string),
         Op::UpstreamLocalAddress => r.upstream_local.map(|a| a.to_string()),
         Op::UpstreamTransportFailureReason => r.upstream_failure.clone(),
         Op::DownstreamRemote { port } => addr(r.downstream_remote, *port),
         Op::DownstreamDirectRemote { port } => addr(r.downstream_direct_remote, *port),
         Op::DownstreamLocal { port } => addr(r.downstream_local, *port),
         Op::RequestedServerName => r.requested_server_name.clone(),
-        Op::RouteName => r.route_name.clone(),
+        Op::RouteName => r.route_name.as_deref().map(str::to_string),
         Op::PeerUriSan => r.peer_uri_san.clone(),
         Op::ConnectionId => Some(r.connection_id.to_string()),
         Op::AttemptCount => Some(r.attempt_count.to_string()),

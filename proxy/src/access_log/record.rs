@@ -2,6 +2,7 @@
 
 use http::HeaderMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Envoy's response flags, as a bit set; rendered in Envoy's canonical order.
@@ -99,9 +100,9 @@ pub struct Record {
     /// Request method.
     pub method: Option<http::Method>,
     /// Request path (with query).
-    pub path: Option<String>,
+    pub path: Option<Arc<str>>,
     /// Authority.
-    pub authority: Option<String>,
+    pub authority: Option<Arc<str>>,
     /// Scheme.
     pub scheme: Option<&'static str>,
     /// Response headers as sent.
@@ -121,9 +122,9 @@ pub struct Record {
     /// `HTTP/1.1`, `HTTP/2`, or empty for TCP.
     pub protocol: &'static str,
     /// Upstream host address.
-    pub upstream_host: Option<String>,
+    pub upstream_host: Option<Arc<str>>,
     /// Upstream cluster name.
-    pub upstream_cluster: Option<String>,
+    pub upstream_cluster: Option<Arc<str>>,
     /// Upstream local address.
     pub upstream_local: Option<SocketAddr>,
     /// Upstream transport failure reason.
@@ -137,7 +138,7 @@ pub struct Record {
     /// SNI.
     pub requested_server_name: Option<String>,
     /// Matched route name.
-    pub route_name: Option<String>,
+    pub route_name: Option<Arc<str>>,
     /// Peer certificate URI SAN.
     pub peer_uri_san: Option<String>,
     /// Our own certificate's first URI SAN on the downstream TLS connection.

@@ -7,6 +7,7 @@ use super::error::{item, join, ConfigError, Result};
 use super::per_filter::{self, PerFilterConfigs};
 use super::retry::RetryPolicy;
 use regex::Regex;
+use std::sync::Arc;
 use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
 
@@ -176,7 +177,7 @@ pub struct RouteMatcher {
 #[derive(Debug, Clone)]
 pub enum ClusterTarget {
     /// A named cluster.
-    Named(String),
+    Named(Arc<str>),
     /// The cluster named by a request header.
     Header(http::HeaderName),
     /// A weighted choice.
@@ -187,7 +188,7 @@ pub enum ClusterTarget {
 #[derive(Debug, Clone)]
 pub struct WeightedTarget {
     /// Cluster name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Weight.
     pub weight: u64,
     /// Per-cluster request mutations.
@@ -358,8 +359,8 @@ pub enum Action {
 /// A translated Route.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Name.
-    pub name: String,
+    /// Name (shared with every access-log record of a request it routes).
+    pub name: Arc<str>,
     /// Condition.
     pub matcher: RouteMatcher,
     /// Action.
@@ -513,7 +514,7 @@ fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
     };
     Ok(Route {
         per_filter: per_filter::translate(&r.typed_per_filter_config, path)?,
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         matcher,
         action,
         request_headers: header_mutations(
@@ -664,7 +665,7 @@ fn upgrades(list: impl Iterator<Item = (String, Option<bool>)>) -> Vec<(String, 
 fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
     use route::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
     let target = match &ra.cluster_specifier {
-        Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.clone()),
+        Some(C::Cluster(c)) if !c.is_empty() => ClusterTarget::Named(c.as_str().into()),
         Some(C::ClusterHeader(h)) => ClusterTarget::Header(
             http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
                 ConfigError::at(join(path, "cluster_header"), "invalid header name")
@@ -767,7 +768,7 @@ fn weighted(wc: &route::WeightedCluster, path: &str) -> Result<ClusterTarget> {
             ));
         }
         targets.push(WeightedTarget {
-            name: c.name.clone(),
+            name: c.name.as_str().into(),
             weight: c.weight.as_ref().map(|w| u64::from(w.value)).unwrap_or(0),
             request_headers: header_mutations(
                 &c.request_headers_to_add,
@@ -816,7 +817,7 @@ fn hash_policy(hp: &route::route_action::HashPolicy, path: &str) -> Result<HashP
             )?,
         ),
         Some(P::Cookie(c)) => HashKind::Cookie {
-            name: c.name.clone(),
+            name: c.name.as_str().into(),
             ttl: c
                 .ttl
                 .as_ref()
@@ -938,7 +939,7 @@ pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = ClusterRefe
                 match &f.target {
                     ClusterTarget::Named(n) => names.push((n, false)),
                     ClusterTarget::Weighted(ts, _) => {
-                        names.extend(ts.iter().map(|t| (t.name.as_str(), false)))
+                        names.extend(ts.iter().map(|t| (&*t.name, false)))
                     }
                     ClusterTarget::Header(_) => {}
                 }

@@ -48,7 +48,7 @@ pub(crate) async fn call(
             source: None,
         },
         request,
-        authority,
+        authority.into(),
     )
     .await;
     if let Some(result) = super::router::outlier_outcome(&outcome, false) {

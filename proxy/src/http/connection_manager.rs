@@ -21,7 +21,9 @@ use crate::config::route::{Action, Redirect, RequireTls};
 use crate::io::{BoxIo, CountingIo};
 use crate::istio::peer_metadata::PeerMetadata;
 use crate::istio::stats::IstioStats;
+use crate::lazy_timer::LazyTimer;
 use crate::listener::ConnectionInfo;
+use crate::on_wake::OnWake;
 use crate::server::Server;
 use crate::stats::{Counter, Gauge, Histogram, Scope};
 use bytes::Bytes;
@@ -31,7 +33,6 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -340,8 +341,10 @@ impl HttpConnectionManager {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .max_buf_size(c.max_request_headers_bytes.max(8192))
-            .timer(hyper_util::rt::TokioTimer::new());
+            .max_buf_size(c.max_request_headers_bytes.max(8192));
+        // No timer for HTTP/1: hyper would then time out every request's headers after
+        // 30 s, a limit Envoy does not have (its `request_headers_timeout` is off unless
+        // set), at a timer per request.
         {
             let mut h2b = builder.http2();
             h2b.max_header_list_size(c.max_request_headers_bytes as u32);
@@ -371,34 +374,39 @@ impl HttpConnectionManager {
         let idle = self.config.idle_timeout;
         let mut shutting_down = false;
         loop {
-            let idle_sleep = async {
-                match idle {
-                    Some(t) => {
-                        tokio::time::sleep(
-                            t.saturating_sub(state.idle_for())
-                                .max(std::time::Duration::from_millis(10)),
-                        )
-                        .await
+            // The connection's rare events, polled only when one of them woke the task
+            // (not on each of the connection's several wakes per request).
+            let event = OnWake::new(async {
+                let idle_sleep = async {
+                    match idle {
+                        Some(t) => {
+                            tokio::time::sleep(
+                                t.saturating_sub(state.idle_for())
+                                    .max(std::time::Duration::from_millis(10)),
+                            )
+                            .await
+                        }
+                        None => std::future::pending().await,
                     }
-                    None => std::future::pending().await,
+                };
+                tokio::select! {
+                    _ = state.shutdown.notified() => ConnEvent::Shutdown,
+                    _ = self.drain.finished() => ConnEvent::Shutdown,
+                    _ = idle_sleep => ConnEvent::IdleCheck,
                 }
-            };
+            });
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => break,
-                _ = state.shutdown.notified(), if !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = self.drain.finished(), if !shutting_down => {
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = idle_sleep, if !shutting_down => {
-                    if idle.is_some_and(|t| state.idle_for() >= t) {
+                event = event, if !shutting_down => {
+                    if event == ConnEvent::IdleCheck {
+                        if idle.is_none_or(|t| state.idle_for() < t) {
+                            continue;
+                        }
                         stats.cx_idle_timeout.inc();
-                        shutting_down = true;
-                        conn.as_mut().graceful_shutdown();
                     }
+                    shutting_down = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
         }
@@ -532,8 +540,8 @@ impl HttpConnectionManager {
             LoggedBody {
                 inner: b,
                 finish,
-                idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
-                max_duration: max_duration.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                idle: idle.map(|d| (d, LazyTimer::at(tokio::time::Instant::now() + d))),
+                max_duration: max_duration.map(LazyTimer::at),
             }
             .boxed()
         })
@@ -625,31 +633,36 @@ impl HttpConnectionManager {
             }
         }
         // Authority and path.
-        let mut authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if c.strip_any_host_port
-            || (c.strip_matching_host_port
-                && info
-                    .local
-                    .is_some_and(|l| authority.ends_with(&format!(":{}", l.port()))))
-        {
-            authority = route_match::strip_port(&authority).to_string();
-        }
-        let raw_path = req
+        let authority: Arc<str> = {
+            let raw = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                })
+                .unwrap_or_default();
+            let lowered = match raw.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => std::borrow::Cow::Owned(raw.to_ascii_lowercase()),
+                false => std::borrow::Cow::Borrowed(raw),
+            };
+            let strip = c.strip_any_host_port
+                || (c.strip_matching_host_port
+                    && info
+                        .local
+                        .is_some_and(|l| lowered.ends_with(&format!(":{}", l.port()))));
+            match strip {
+                true => route_match::strip_port(&lowered).into(),
+                false => (*lowered).into(),
+            }
+        };
+        let raw_path: Arc<str> = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+            .map_or("/", |p| p.as_str())
+            .into();
         record.method = Some(req.method().clone());
         record.authority = Some(authority.clone());
         record.path = Some(raw_path.clone());
@@ -671,9 +684,9 @@ impl HttpConnectionManager {
             Some(p) => p,
             None => return Err((LocalReply::bad_path(), None)),
         };
-        if path != raw_path {
+        if *path != *raw_path {
             *req.uri_mut() = path.parse().map_err(|_| (LocalReply::bad_path(), None))?;
-            record.path = Some(path.clone());
+            record.path = Some(path.as_ref().into());
         }
         if redirect_unescaped {
             record.response_code_details = "path_normalization_failed".into();
@@ -816,7 +829,7 @@ impl HttpConnectionManager {
             Action::Forward(f) => router::choose_cluster(f, req.headers()),
             _ => None,
         };
-        let cluster_name = chosen.as_ref().map(|(n, _)| n.as_str());
+        let cluster_name = chosen.as_ref().map(|(n, _)| &**n);
         if let Some(name) =
             cluster_name.filter(|_| !self.istio.exchange.is_empty() || !self.istio.stats.is_empty())
         {
@@ -1318,6 +1331,15 @@ impl http_body::Body for CountedBody {
     }
 }
 
+/// Why a connection's serve loop woke for something other than the connection itself.
+#[derive(PartialEq)]
+enum ConnEvent {
+    /// Close it gracefully: the connection was told to, or its chain's drain time is over.
+    Shutdown,
+    /// The idle timer ran: close it if nothing happened meanwhile.
+    IdleCheck,
+}
+
 /// Completes a stream exactly once: stats, the connection's active-stream count, and the
 /// access log. Dropping it before the response body ended records a downstream
 /// disconnect (`DC`).
@@ -1355,9 +1377,9 @@ struct LoggedBody {
     inner: Body,
     finish: Finish,
     /// The stream idle timeout and its timer, restarted by every frame.
-    idle: Option<(std::time::Duration, Pin<Box<tokio::time::Sleep>>)>,
+    idle: Option<(std::time::Duration, LazyTimer)>,
     /// The route's `max_stream_duration` timer: the response is reset when it fires.
-    max_duration: Option<Pin<Box<tokio::time::Sleep>>>,
+    max_duration: Option<LazyTimer>,
 }
 
 impl http_body::Body for LoggedBody {
@@ -1368,31 +1390,70 @@ impl http_body::Body for LoggedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(timer) = self.max_duration.as_mut() {
-            if timer.as_mut().poll(cx).is_ready() {
-                self.finish.hcm.stats.rq_max_duration_reached.inc();
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let now = match &r {
+            Poll::Pending => None,
+            Poll::Ready(Some(Ok(_))) if self.idle.is_some() || self.max_duration.is_some() => {
+                Some(tokio::time::Instant::now())
+            }
+            Poll::Ready(_) => return self.account(r),
+        };
+        if let Some(e) = self.timed_out(now, cx) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        self.account(r)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl LoggedBody {
+    /// The error that ends the response when one of its timers ran out: `now` after a
+    /// frame (the timers are then only compared with the clock, and the idle one
+    /// restarted), or `None` when waiting (the timers are then armed to wake the task).
+    fn timed_out(
+        &mut self,
+        now: Option<tokio::time::Instant>,
+        cx: &mut Context<'_>,
+    ) -> Option<BoxError> {
+        if self
+            .max_duration
+            .as_mut()
+            .is_some_and(|t| t.expired(now, cx))
+        {
+            self.finish.hcm.stats.rq_max_duration_reached.inc();
+            self.finish
+                .record
+                .flags
+                .insert(ResponseFlags::DURATION_TIMEOUT);
+            return Some("max stream duration reached".into());
+        }
+        let (period, timer) = self.idle.as_mut()?;
+        match now {
+            Some(now) => timer.restart(now + *period),
+            None if timer.poll_expired(cx).is_ready() => {
                 self.finish
                     .record
                     .flags
-                    .insert(ResponseFlags::DURATION_TIMEOUT);
-                return Poll::Ready(Some(Err("max stream duration reached".into())));
+                    .insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
+                return Some("stream idle timeout".into());
             }
+            None => {}
         }
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if r.is_pending() {
-            if let Some((_, timer)) = self.idle.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
-                    self.finish
-                        .record
-                        .flags
-                        .insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                    return Poll::Ready(Some(Err("stream idle timeout".into())));
-                }
-            }
-        } else if let Some((d, timer)) = self.idle.as_mut() {
-            let d = *d;
-            timer.as_mut().reset(tokio::time::Instant::now() + d);
-        }
+        None
+    }
+
+    /// Counts a frame's bytes and trailers into the stream's record, and notes its end.
+    fn account(
+        &mut self,
+        r: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
@@ -1411,14 +1472,6 @@ impl http_body::Body for LoggedBody {
             Poll::Pending => {}
         }
         r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -239,8 +239,37 @@ pub fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
     }
 }
 
+/// Entries in each thread's cache of decimal header values.
+const DECIMAL_CACHE_SLOTS: usize = 64;
+
+/// A header value holding `n` in decimal, as the router's `x-envoy-*-ms` and attempt-count
+/// headers carry it. The values repeat (a route's timeout, service times of a few
+/// milliseconds), so a small per-thread cache, indexed by `n` modulo its size, hands out
+/// shared copies instead of formatting into a new allocation per request.
+pub fn decimal_value(n: u64) -> HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<[Option<(u64, HeaderValue)>; DECIMAL_CACHE_SLOTS]> =
+            const { std::cell::RefCell::new([const { None }; DECIMAL_CACHE_SLOTS]) };
+    }
+    CACHE.with_borrow_mut(|cache| {
+        let slot = &mut cache[(n % DECIMAL_CACHE_SLOTS as u64) as usize];
+        match slot {
+            Some((cached, value)) if *cached == n => value.clone(),
+            _ => slot.insert((n, HeaderValue::from(n))).1.clone(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decimal_values_are_right_whether_cached_or_not() {
+        // 15000 and 15064 share a cache slot; each must still read as itself.
+        for n in [0, 7, 15000, 15064, 15000, 7, u64::MAX] {
+            assert_eq!(decimal_value(n).to_str().unwrap(), n.to_string());
+        }
+    }
     use super::*;
 
     #[test]

@@ -1,19 +1,25 @@
 //! Path normalisation (`normalize_path`: RFC 3986 dot-segment removal and unreserved
 //! percent-decoding; `merge_slashes`).
 
+use std::borrow::Cow;
+
 /// Normalises the path part of `path_and_query`; `None` when the path escapes the root or
 /// is malformed (Envoy answers 400).
-pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> Option<String> {
+/// A path that needs no change comes back borrowed.
+pub fn normalize(
+    path_and_query: &str,
+    normalize: bool,
+    merge_slashes: bool,
+) -> Option<Cow<'_, str>> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
     if !path.starts_with('/') {
-        return if path == "*" {
-            Some(path_and_query.to_string())
-        } else {
-            None
-        };
+        return (path == "*").then_some(Cow::Borrowed(path_and_query));
+    }
+    if !may_change(path, normalize, merge_slashes) {
+        return Some(Cow::Borrowed(path_and_query));
     }
     let mut p = path.to_string();
     if normalize {
@@ -30,10 +36,18 @@ pub fn normalize(path_and_query: &str, normalize: bool, merge_slashes: bool) -> 
         }
         p = out;
     }
-    Some(match query {
+    Some(Cow::Owned(match query {
         Some(q) => format!("{p}?{q}"),
         None => p,
-    })
+    }))
+}
+
+/// Whether normalising could change `path` (which starts with `/`): only percent-escapes,
+/// backslashes and dot segments can, and repeated slashes when merging. A cheap scan that
+/// lets the usual clean path through without a copy.
+fn may_change(path: &str, normalize: bool, merge_slashes: bool) -> bool {
+    (normalize && (path.contains(['%', '\\']) || path.contains("/.")))
+        || (merge_slashes && path.contains("//"))
 }
 
 /// Unescapes `%2F` and `%5C` (either case) in the path part of `path_and_query` (the query
@@ -43,6 +57,9 @@ pub fn unescape_slashes(path_and_query: &str) -> Option<String> {
         Some((p, q)) => (p, Some(q)),
         None => (path_and_query, None),
     };
+    if !path.contains('%') {
+        return None;
+    }
     let mut out = String::with_capacity(path.len());
     let mut rest = path;
     let mut found = false;
@@ -123,6 +140,25 @@ fn remove_dot_segments(p: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{normalize, unescape_slashes};
+    use std::borrow::Cow;
+
+    #[test]
+    fn clean_paths_are_borrowed_and_near_misses_keep_their_meaning() {
+        for (path, norm, merge) in [
+            ("/a/b?x=/./y", true, true),
+            ("/a//b", true, false),
+            ("/a/b", false, true),
+        ] {
+            assert!(matches!(normalize(path, norm, merge), Some(Cow::Borrowed(p)) if p == path));
+        }
+        // Scanned as possibly changing, yet unchanged: the same text either way.
+        assert_eq!(
+            normalize("/a/.well-known/b", true, false).as_deref(),
+            Some("/a/.well-known/b")
+        );
+        assert_eq!(normalize("/a/%41", false, false).as_deref(), Some("/a/%41"));
+        assert_eq!(normalize("/a/%41", true, false).as_deref(), Some("/a/A"));
+    }
 
     #[test]
     fn escaped_slashes() {

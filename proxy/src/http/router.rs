@@ -12,6 +12,7 @@ use crate::config::retry::RetryPolicy;
 use crate::config::route::{
     ClusterTarget, Forward, HashKind, HostRewrite, Route, RouteConfig, VirtualHost, WeightedTarget,
 };
+use crate::lazy_timer::LazyTimer;
 use crate::listener::ConnectionInfo;
 use crate::server::Server;
 use crate::upstream::cluster::Cluster;
@@ -25,6 +26,7 @@ use http::{HeaderValue, Request, Response, Version};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use rand::Rng;
+use smallvec::SmallVec;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -56,7 +58,7 @@ pub struct RouteContext<'a> {
 }
 
 /// A forward action's cluster for one request, and the weighted entry it came from.
-pub type ChosenCluster<'a> = (String, Option<&'a WeightedTarget>);
+pub type ChosenCluster<'a> = (Arc<str>, Option<&'a WeightedTarget>);
 
 /// Resolves a forward action's cluster once per request (drawing the weighted choice), so
 /// the filters before the router (the fault filter's `upstream_cluster`) and the router
@@ -67,7 +69,7 @@ pub fn choose_cluster<'a>(f: &'a Forward, headers: &http::HeaderMap) -> Option<C
         ClusterTarget::Header(h) => headers
             .get(h)
             .and_then(|v| v.to_str().ok())
-            .map(|n| (n.to_string(), None)),
+            .map(|n| (n.into(), None)),
         ClusterTarget::Weighted(targets, total) => {
             let t = pick_weighted(targets, *total);
             Some((t.name.clone(), Some(t)))
@@ -206,19 +208,14 @@ pub async fn forward(
     };
 
     // Rewrite the request (the same for every attempt).
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let original_authority = record.authority.clone().unwrap_or_default();
-    if let Some(new) = rewrite_path(f, ctx.route, &path_and_query) {
-        req.headers_mut().insert(
-            "x-envoy-original-path",
-            HeaderValue::from_str(&path_and_query).unwrap_or(HeaderValue::from_static("/")),
-        );
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Some(new) = rewrite_path(f, ctx.route, path_and_query) {
+        let original =
+            HeaderValue::from_str(path_and_query).unwrap_or(HeaderValue::from_static("/"));
+        req.headers_mut().insert("x-envoy-original-path", original);
         *req.uri_mut() = new.parse().unwrap_or_else(|_| req.uri().clone());
     }
+    let original_authority = record.authority.clone().unwrap_or_else(|| "".into());
     let upgrade = req.headers().get(http::header::UPGRADE).is_some();
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     req.headers_mut().remove(http::header::EXPECT);
@@ -226,7 +223,7 @@ pub async fn forward(
         if !ctx.suppress_envoy_headers {
             req.headers_mut().insert(
                 headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
-                HeaderValue::from(t.as_millis() as u64),
+                headers::decimal_value(t.as_millis() as u64),
             );
         }
     }
@@ -272,7 +269,7 @@ pub async fn forward(
     if let (false, AttemptBody::Buffered(body)) = (mirrors.is_empty(), &attempt_body) {
         let authority = match &f.host_rewrite {
             HostRewrite::Literal(h) => h.as_str(),
-            HostRewrite::None | HostRewrite::Auto => original_authority.as_str(),
+            HostRewrite::None | HostRewrite::Auto => &original_authority,
         };
         let original = mirror::Original {
             parts: &parts,
@@ -294,7 +291,7 @@ pub async fn forward(
     let started = Instant::now();
     let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let rq_active = RqActive::new(&cluster);
-    let mut tried: Vec<(Arc<crate::upstream::host::Host>, u32)> = Vec::new();
+    let mut tried: SmallVec<[(Arc<crate::upstream::host::Host>, u32); 2]> = SmallVec::new();
     let mut attempt = 0u32;
     // A retry occupies its `max_retries` (or budget) slot until it completes, as in Envoy:
     // the slot taken for retry n is held through attempt n+1.
@@ -317,8 +314,8 @@ pub async fn forward(
             record.istio.upstream_workload = host.istio_workload.clone();
             tried.push((host.clone(), level));
             let authority = match &f.host_rewrite {
-                HostRewrite::Literal(h) => h.clone(),
-                HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.clone(),
+                HostRewrite::Literal(h) => h.as_str().into(),
+                HostRewrite::Auto if !host.hostname.is_empty() => host.hostname.as_str().into(),
                 HostRewrite::None | HostRewrite::Auto => original_authority.clone(),
             };
             // The last possible attempt takes the request's head; earlier ones copy it,
@@ -331,7 +328,7 @@ pub async fn forward(
             if ctx.vhost.include_request_attempt_count {
                 req.headers_mut().insert(
                     super::headers::X_ENVOY_ATTEMPT_COUNT,
-                    HeaderValue::from(attempt),
+                    headers::decimal_value(attempt.into()),
                 );
             }
             let active = host.start_request();
@@ -514,13 +511,13 @@ pub async fn forward(
     if !ctx.suppress_envoy_headers {
         parts.headers.insert(
             "x-envoy-upstream-service-time",
-            HeaderValue::from(elapsed.as_millis() as u64),
+            headers::decimal_value(elapsed.as_millis() as u64),
         );
     }
     if ctx.vhost.include_attempt_count_in_response {
         parts.headers.insert(
             super::headers::X_ENVOY_ATTEMPT_COUNT,
-            HeaderValue::from(attempt),
+            headers::decimal_value(attempt.into()),
         );
     }
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -533,8 +530,8 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         lease,
-        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        idle: idle.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        deadline: deadline.map(LazyTimer::at),
+        idle: idle.map(|t| (t, LazyTimer::at(tokio::time::Instant::now() + t))),
         idle_timeouts: cluster.stats().rq_per_try_idle_timeout.clone(),
         _guards: (request_slot, active, rq_active),
     };
@@ -768,7 +765,7 @@ pub(super) async fn send(
     host: &Arc<crate::upstream::host::Host>,
     target: Target<'_>,
     mut req: Request<Body>,
-    authority: String,
+    authority: Arc<str>,
 ) -> Result<Exchange, SendError> {
     let Target {
         protocol,
@@ -781,19 +778,22 @@ pub(super) async fn send(
     // overflowed ones are not counted).
     cluster.stats().rq_total.inc();
     cluster.report(host, Outcome::Connected);
-    let pq = req
+    let path_and_query = req
         .uri()
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     match checkout {
         Checkout::Http1(mut lease) => {
             *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = pq
-                .parse()
-                .map_err(|_| SendError::Reset { refused: false })?;
-            if let Ok(v) = HeaderValue::from_str(&authority) {
-                req.headers_mut().insert(http::header::HOST, v);
+            if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                *req.uri_mut() = http::Uri::from(path_and_query);
+            }
+            let host_header = req.headers().get(http::header::HOST);
+            if host_header.is_none_or(|h| h.as_bytes() != authority.as_bytes()) {
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
             }
             lease.sender.ready().await.map_err(reset)?;
             let resp = lease.sender.send_request(req).await.map_err(reset)?;
@@ -802,19 +802,25 @@ pub(super) async fn send(
         Checkout::Http2(mut sender) => {
             *req.version_mut() = Version::HTTP_2;
             req.headers_mut().remove(http::header::HOST);
-            let scheme = if cluster.config.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
             let authority = if authority.is_empty() {
-                host.address_string.clone()
+                &host.address_string
             } else {
-                authority
+                &authority
             };
-            *req.uri_mut() = format!("{scheme}://{authority}{pq}")
-                .parse()
-                .map_err(|_| SendError::Reset { refused: false })?;
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(if cluster.config.tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            });
+            uri.authority = Some(
+                authority
+                    .parse()
+                    .map_err(|_| SendError::Reset { refused: false })?,
+            );
+            uri.path_and_query = Some(path_and_query);
+            *req.uri_mut() =
+                http::Uri::from_parts(uri).map_err(|_| SendError::Reset { refused: false })?;
             sender.ready().await.map_err(reset)?;
             let resp = sender.send_request(req).await.map_err(reset)?;
             Ok((resp, None, local))
@@ -845,12 +851,41 @@ impl Drop for RqActive {
 struct UpstreamBody<G> {
     inner: hyper::body::Incoming,
     lease: Option<Lease>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<LazyTimer>,
     /// The final attempt's `per_try_idle_timeout` and its timer, restarted by every frame.
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    idle: Option<(Duration, LazyTimer)>,
     /// Counts a body abandoned by the idle timer.
     idle_timeouts: Arc<crate::stats::Counter>,
     _guards: G,
+}
+
+impl<G> UpstreamBody<G> {
+    /// The error that ends the body when one of its timers ran out: `now` after a frame
+    /// (the timers are then only compared with the clock, and the idle one restarted),
+    /// or `None` when waiting (the timers are then armed to wake the task).
+    fn timed_out(
+        &mut self,
+        now: Option<tokio::time::Instant>,
+        cx: &mut Context<'_>,
+    ) -> Option<BoxError> {
+        if self.deadline.as_mut().is_some_and(|d| d.expired(now, cx)) {
+            self.lease = None;
+            return Some("upstream response timeout".into());
+        }
+        if let Some((period, timer)) = self.idle.as_mut() {
+            match now {
+                Some(now) => timer.restart(now + *period),
+                None if timer.poll_expired(cx).is_ready() => {
+                    self.lease = None;
+                    self.idle = None;
+                    self.idle_timeouts.inc();
+                    return Some("upstream per-try idle timeout".into());
+                }
+                None => {}
+            }
+        }
+        None
+    }
 }
 
 impl<G: Unpin> http_body::Body for UpstreamBody<G> {
@@ -862,25 +897,19 @@ impl<G: Unpin> http_body::Body for UpstreamBody<G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(d) = this.deadline.as_mut() {
-            if d.as_mut().poll(cx).is_ready() {
-                this.lease = None;
-                return Poll::Ready(Some(Err("upstream response timeout".into())));
-            }
-        }
-        if let Some((_, timer)) = this.idle.as_mut() {
-            if timer.as_mut().poll(cx).is_ready() {
-                this.lease = None;
-                this.idle = None;
-                this.idle_timeouts.inc();
-                return Poll::Ready(Some(Err("upstream per-try idle timeout".into())));
-            }
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(_))), Some((period, timer))) = (&polled, this.idle.as_mut()) {
-            timer.as_mut().reset(tokio::time::Instant::now() + *period);
-        }
+        let timed = this.deadline.is_some() || this.idle.is_some();
         match polled {
+            Poll::Pending => match this.timed_out(None, cx) {
+                Some(e) => Poll::Ready(Some(Err(e))),
+                None => Poll::Pending,
+            },
+            Poll::Ready(Some(Ok(_))) if timed => {
+                match this.timed_out(Some(tokio::time::Instant::now()), cx) {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => polled.map(|o| o.map(|r| r.map_err(Into::into))),
+                }
+            }
             Poll::Ready(None) => {
                 if let Some(l) = this.lease.take() {
                     l.release();
@@ -917,5 +946,3 @@ impl<G> Drop for UpstreamBody<G> {
         }
     }
 }
-
-use std::future::Future;

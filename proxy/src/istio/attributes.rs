@@ -40,11 +40,11 @@ fn header(h: &http::HeaderMap, name: &str) -> Value {
 /// `into` (an object).
 pub fn add(into: &mut Map<String, Value>, r: &Record, http: bool) {
     if http {
-        let path = r.path.clone().unwrap_or_default();
-        let (url_path, query) = path.split_once('?').unwrap_or((&path, ""));
+        let path = r.path.as_deref().unwrap_or_default();
+        let (url_path, query) = path.split_once('?').unwrap_or((path, ""));
         let mut request = json!({
             "path": path, "url_path": url_path, "query": query,
-            "host": r.authority.clone().unwrap_or_default(),
+            "host": r.authority.as_deref().unwrap_or_default(),
             "scheme": r.scheme.unwrap_or_default(),
             "method": r.method.as_ref().map(|m| m.to_string()).unwrap_or_default(),
             "headers": headers(&r.request_headers),
@@ -86,7 +86,7 @@ pub fn add(into: &mut Map<String, Value>, r: &Record, http: bool) {
     let upstream = match &r.upstream_host {
         Some(h) => match h.parse() {
             Ok(a) => address(Some(a)),
-            Err(_) => json!({"address": h}),
+            Err(_) => json!({"address": &**h}),
         },
         None => json!({}),
     };

@@ -429,7 +429,7 @@ impl IstioStats {
         let mut service_host = String::new();
         let mut service_name = String::new();
         if !self.config.disable_host_header_fallback {
-            service_host = r.authority.clone().unwrap_or_default();
+            service_host = r.authority.as_deref().unwrap_or_default().to_string();
             service_name = service_host.clone();
         }
         let cluster = r.upstream_cluster.as_deref().unwrap_or("");
@@ -641,8 +641,8 @@ impl IstioStats {
         let mut all = json!({
             "xds": {
                 "node": self.node.clone(),
-                "route_name": r.route_name.clone().unwrap_or_default(),
-                "cluster_name": r.upstream_cluster.clone().unwrap_or_default(),
+                "route_name": r.route_name.as_deref().unwrap_or_default(),
+                "cluster_name": r.upstream_cluster.as_deref().unwrap_or_default(),
                 "cluster_metadata": {"filter_metadata": {"istio": {"services": services}}},
             },
             "filter_state": {peer_key: peer.clone()},

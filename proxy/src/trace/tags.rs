@@ -17,7 +17,7 @@ pub fn of(record: &Record, config: &TracingConfig) -> Vec<(String, String)> {
         "{}://{}{}",
         record.scheme.unwrap_or("http"),
         header("host")
-            .or_else(|| record.authority.clone())
+            .or_else(|| record.authority.as_deref().map(str::to_string))
             .unwrap_or_default(),
         record.path.as_deref().unwrap_or("/")
     );
@@ -28,7 +28,7 @@ pub fn of(record: &Record, config: &TracingConfig) -> Vec<(String, String)> {
         }
         url.truncate(end);
     }
-    let cluster = record.upstream_cluster.clone();
+    let cluster = record.upstream_cluster.as_deref().map(str::to_string);
     let mut tags = vec![
         ("component", "proxy".to_string()),
         ("node_id", crate::istio::local_node().0.to_string()),

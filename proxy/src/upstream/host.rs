@@ -35,7 +35,7 @@ pub struct Host {
     /// Load-balancing weight (>= 1).
     pub weight: u32,
     /// `address` rendered once for logs, stats and hashing.
-    pub address_string: String,
+    pub address_string: std::sync::Arc<str>,
     /// Its endpoint's `istio.workload` metadata, for Istio's telemetry.
     pub istio_workload: Option<std::sync::Arc<str>>,
     /// The cluster's `transport_socket_matches` entry its endpoint chose (`None`: the
@@ -67,7 +67,7 @@ fn nanos_since_epoch() -> u64 {
 impl Host {
     /// A host with no active requests.
     pub fn new(address: HostAddress, hostname: String, weight: u32) -> Self {
-        let address_string = address.to_string();
+        let address_string = address.to_string().into();
         Host {
             address,
             hostname,

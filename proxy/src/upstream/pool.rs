@@ -14,6 +14,7 @@ use super::host::Host;
 use super::resources::Slot;
 use super::source::UpstreamSource;
 use crate::istio::alpn::Alpn;
+use crate::on_wake::OnWake;
 use filters::http::Body;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -410,10 +411,12 @@ impl HostPool {
                 let _slot = slot;
                 let connection = conn.with_upgrades();
                 match idle_timeout {
-                    // Closing an idle connection is dropping its driver.
+                    // Closing an idle connection is dropping its driver. The idle watch is
+                    // polled only when its timer woke the task, not on every exchange.
                     Some(t) => tokio::select! {
+                        biased;
                         _ = connection => {}
-                        _ = watched.expired(t) => cluster.stats().cx_idle_timeout.inc(),
+                        _ = OnWake::new(watched.expired(t)) => cluster.stats().cx_idle_timeout.inc(),
                     },
                     None => {
                         let _ = connection.await;
