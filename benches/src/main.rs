@@ -1,7 +1,8 @@
 //! The side-by-side benchmark runner: meshproxy against Envoy 1.40 on the same bootstrap,
 //! with the direct path to the upstream as the ceiling. Load is driven in alternation
-//! (direct, Envoy, meshproxy) for every run; figures are medians with min and max; only
-//! ratios measured in the same run are meaningful on a shared machine.
+//! (direct, Envoy, meshproxy) for every run, rates in one-second slices taken in turn;
+//! figures are medians with min and max; only ratios measured in the same run are
+//! meaningful on a shared machine.
 //!
 //! CPU layout: the proxy under test is pinned to CPU 0 (CPUs 0-1 with 2 workers); the
 //! runner (load generator and upstreams) to the last CPU.
@@ -47,7 +48,8 @@ struct Args {
         default_value = "http1,http2,tcp,https,idle-policy,workers,scale,xds,rsa"
     )]
     scenarios: Vec<String>,
-    /// Seconds per load measurement.
+    /// Seconds each target is driven per measurement (rates: in one-second slices, the
+    /// targets taking turns; latency and handshake runs: in one piece).
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
     /// Repetitions of every measurement (the report shows median, min, max).
@@ -251,26 +253,57 @@ fn start_pair(
     Ok(([t(0), t(1), t(2)], running))
 }
 
+/// How long each target is driven before the next one takes over in a rate measurement.
+/// The host's slow phases last seconds: alternating in short slices makes every target
+/// sample the same phases, where whole-run turns let one target draw a slow phase alone.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// A rate (requests, bytes or connections per second) of every target, `runs` times. Each
+/// run gives each target `duration` in total, in slices of about [`SLICE`] taken in turn
+/// (direct, Envoy, meshproxy, direct, ...); a run's figure is the mean over its slices,
+/// the target's rate over the whole of its time. `f` drives one target for one slice.
 async fn measure<F, Fut>(
     runs: usize,
+    duration: Duration,
     targets: &Targets,
     with_direct: bool,
     f: F,
 ) -> (Option<Samples>, Samples, Samples)
 where
-    F: Fn(SocketAddr) -> Fut,
+    F: Fn(SocketAddr, Duration) -> Fut,
     Fut: std::future::Future<Output = f64>,
 {
-    let [one] = measure_each(runs, targets, with_direct, |a| {
-        let run = f(a);
-        async move { [run.await] }
-    })
-    .await;
-    one
+    let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
+        .round()
+        .max(1.0) as u32;
+    let slice = duration / slices;
+    let mut out = (
+        with_direct.then(Samples::default),
+        Samples::default(),
+        Samples::default(),
+    );
+    for _ in 0..runs {
+        let mut sums = [0.0; 3];
+        for _ in 0..slices {
+            if with_direct {
+                sums[0] += f(targets.direct, slice).await;
+            }
+            sums[1] += f(targets.envoy, slice).await;
+            sums[2] += f(targets.meshproxy, slice).await;
+        }
+        let mean = |sum: f64| sum / f64::from(slices);
+        if let Some(direct) = out.0.as_mut() {
+            direct.0.push(mean(sums[0]));
+        }
+        out.1 .0.push(mean(sums[1]));
+        out.2 .0.push(mean(sums[2]));
+    }
+    out
 }
 
-/// Like [`measure`] for a run that yields `K` figures at once (a rate and its latency
-/// percentiles from the same load): one sample set per figure.
+/// Figures that come `K` at once from one load (a rate and its latency percentiles), each
+/// target driven for a whole run in turn (their histograms do not add up across slices):
+/// one sample set per figure.
 async fn measure_each<const K: usize, F, Fut>(
     runs: usize,
     targets: &Targets,
@@ -354,7 +387,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
     let runs = args.runs;
     let conns = args.connections;
     if args.scenarios.iter().any(|s| s == "http1") {
-        let max = measure(runs, &h1, true, |a| async move {
+        let max = measure(runs, d, &h1, true, |a, d| async move {
             load::http1_max(a, "bench", conns, d).await.rate()
         })
         .await;
@@ -373,7 +406,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
     }
     if args.scenarios.iter().any(|s| s == "http2") {
         let streams = args.streams;
-        let max = measure(runs, &h2, true, |a| async move {
+        let max = measure(runs, d, &h2, true, |a, d| async move {
             load::http2_max(a, "bench", 4, streams, d).await.rate()
         })
         .await;
@@ -391,7 +424,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
         rows.extend(latency_rows("HTTP/2 h2c, 1 worker", rate, lat));
     }
     if args.scenarios.iter().any(|s| s == "tcp") {
-        let tput = measure(runs, &tcp, true, |a| async move {
+        let tput = measure(runs, d, &tcp, true, |a, d| async move {
             load::tcp_throughput(a, 4, d).await.rate() / 1e6
         })
         .await;
@@ -401,7 +434,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             "MB/s",
             tput,
         ));
-        let cps = measure(runs, &tcp, true, |a| async move {
+        let cps = measure(runs, d, &tcp, true, |a, d| async move {
             load::tcp_connect_rate(a, 16, d).await.rate()
         })
         .await;
@@ -423,7 +456,7 @@ async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
     for w in [1, 2] {
         let ([h1, _, _], _running) = start_pair(bins, w, upstream, sink)?;
         let (d, c) = (secs(args), args.connections);
-        let max = measure(args.runs, &h1, false, |a| async move {
+        let max = measure(args.runs, d, &h1, false, |a, d| async move {
             load::http1_max(a, "bench", c, d).await.rate()
         })
         .await;
@@ -495,7 +528,7 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         if i >= 2 {
             continue;
         }
-        let max = measure(args.runs, &targets, false, |a| {
+        let max = measure(args.runs, d, &targets, false, |a, d| {
             let client = client.clone();
             async move { load::https_max(a, "bench", c, d, client).await.rate() }
         })
@@ -569,7 +602,7 @@ async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
             envoy: addr(ports[0][i]),
             meshproxy: addr(ports[1][i]),
         };
-        let max = measure(args.runs, &targets, false, |a| async move {
+        let max = measure(args.runs, d, &targets, false, |a, d| async move {
             load::http1_max(a, "bench", c, d).await.rate()
         })
         .await;

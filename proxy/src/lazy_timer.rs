@@ -56,6 +56,20 @@ impl LazyTimer {
             sleep.as_mut().reset(self.at);
         }
     }
+
+    /// `future`'s output, or `None` once the deadline passed first. The timer stays with
+    /// `self`, so a caller can wait on it again (the route timeout covers the response
+    /// head, then the body) without arming a second one.
+    pub async fn limit<T>(&mut self, future: impl Future<Output = T>) -> Option<T> {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll_expired(cx).map(|()| None)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +105,26 @@ mod tests {
         timer.restart(start + Duration::from_secs(5));
         expiry(&mut timer).await;
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limit_returns_the_output_in_time_and_none_after_the_deadline() {
+        let start = Instant::now();
+        let mut timer = LazyTimer::at(start + Duration::from_secs(2));
+        let fast = tokio::time::sleep(Duration::from_secs(1));
+        assert_eq!(
+            timer
+                .limit(async {
+                    fast.await;
+                    7
+                })
+                .await,
+            Some(7)
+        );
+        // The same timer, already armed, still ends a wait that outlasts it.
+        let slow = tokio::time::sleep(Duration::from_secs(10));
+        assert_eq!(timer.limit(slow).await, None);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]

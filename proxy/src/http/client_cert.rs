@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue};
 use rustls::pki_types::CertificateDer;
 
 /// The header.
-pub const XFCC: &str = "x-forwarded-client-cert";
+pub const XFCC: http::HeaderName = http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// `forward_client_cert_details`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -166,9 +166,10 @@ impl ConnState {
         self.active.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn stream_ended(&self) {
+    /// A stream ended at `now`: the connection's idle clock starts over.
+    fn stream_ended(&self, now: Instant) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
 
     /// How long the connection has had no active stream (zero while one is active).
@@ -442,9 +443,10 @@ impl HttpConnectionManager {
         }
         let received = Arc::new(Counter::default());
         let rx = received.clone();
-        let activity = Arc::new(StreamActivity::new(http_body::Body::is_end_stream(
-            req.body(),
-        )));
+        let activity = Arc::new(StreamActivity::new(
+            http_body::Body::is_end_stream(req.body()),
+            tokio::time::Instant::from_std(started),
+        ));
         activity.set_max_duration(self.config.max_stream_duration);
         let act = activity.clone();
         let req = req.map(move |b| {
@@ -468,7 +470,6 @@ impl HttpConnectionManager {
             done: false,
         };
         let record = &mut finish.record;
-        record.start_time = std::time::SystemTime::now();
         record.protocol = match req.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
@@ -496,9 +497,13 @@ impl HttpConnectionManager {
         let outcome = {
             let pipeline = self.process(server, info, req, grpc_request, record, &activity);
             tokio::pin!(pipeline);
+            // The watchdog's timer is polled only when it woke, not on every wake of
+            // the pipeline.
+            let watchdog = OnWake::new(activity.watchdog(c.stream_idle_timeout, c.request_timeout));
             tokio::select! {
+                biased;
                 r = &mut pipeline => r,
-                reply = activity.watchdog(c.stream_idle_timeout, c.request_timeout) => Err((reply, None)),
+                reply = watchdog => Err((reply, None)),
             }
         };
         let local_reply = outcome.is_err();
@@ -753,7 +758,8 @@ impl HttpConnectionManager {
         );
         if !internal {
             headers::remove_where(req.headers_mut(), |name| {
-                headers::INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
+                name.starts_with("x-envoy-")
+                    && headers::INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
             });
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
@@ -1102,8 +1108,8 @@ impl HttpConnectionManager {
 
     fn complete(
         &self,
-        mut record: Record,
-        started: Instant,
+        record: &mut Record,
+        duration: std::time::Duration,
         sent: u64,
         received: u64,
         ended: bool,
@@ -1119,7 +1125,7 @@ impl HttpConnectionManager {
             a.inc();
             b.inc();
         }
-        record.duration = started.elapsed();
+        record.duration = duration;
         stats.rq_time.record(record.duration.as_millis() as u64);
         record.bytes_sent = sent;
         record.bytes_received = received;
@@ -1129,7 +1135,7 @@ impl HttpConnectionManager {
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }
         if let (Some((root, _)), Some(counts)) = (&self.grpc_stats, &record.grpc_messages) {
-            super::grpc_stats::record(root, &record, counts);
+            super::grpc_stats::record(root, record, counts);
         }
         if !self.istio.stats.is_empty() {
             let grpc = headers::is_grpc(&record.request_headers);
@@ -1142,7 +1148,7 @@ impl HttpConnectionManager {
             let shared = self.grpc_stats.as_ref().is_some_and(|(_, emit)| *emit);
             let messages = record.grpc_messages.as_deref().filter(|_| shared);
             for s in &self.istio.stats {
-                s.record(&record, grpc, bytes, messages);
+                s.record(record, grpc, bytes, messages);
             }
         }
         if let (Some(tracer), Some(config), Some((context, name))) =
@@ -1157,12 +1163,12 @@ impl HttpConnectionManager {
                     duration: record.duration,
                     service: crate::istio::local_node_cluster(),
                     local_ip: crate::trace::zipkin::local_ip(),
-                    tags: crate::trace::tags::of(&record, config),
+                    tags: crate::trace::tags::of(record, config),
                 });
             }
         }
         for l in &self.access_logs {
-            l.log(&record);
+            l.log(record);
         }
     }
 }
@@ -1359,11 +1365,11 @@ impl Drop for Finish {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        self.conn.stream_ended();
-        let record = std::mem::replace(&mut self.record, Record::new(0));
+        let now = Instant::now();
+        self.conn.stream_ended(now);
         self.hcm.complete(
-            record,
-            self.started,
+            &mut self.record,
+            now - self.started,
             self.sent,
             self.received.value(),
             self.ended,

@@ -61,6 +61,9 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// than a removal per name, each of which parses and hashes the name; on the proxied path
 /// that was tens of lookups per request.
 pub fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    if !headers.keys().any(|k| doomed(k.as_str())) {
+        return;
+    }
     let present: Vec<HeaderName> = headers
         .keys()
         .filter(|k| doomed(k.as_str()))
@@ -97,6 +100,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those named in `connection`, keeping `te:
 /// trailers` (gRPC needs it) and, for upgrades, `connection`/`upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names then spares the lookups below.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<String> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -262,6 +269,14 @@ pub fn decimal_value(n: u64) -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn internal_only_router_headers_share_the_prefix_their_removal_screens_for() {
+        // The connection manager looks the list up only for names with this prefix.
+        for name in super::INTERNAL_ONLY_ROUTER_HEADERS {
+            assert!(name.starts_with("x-envoy-"), "{name}");
+        }
+    }
 
     #[test]
     fn decimal_values_are_right_whether_cached_or_not() {

@@ -30,7 +30,7 @@ use smallvec::SmallVec;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the router needs beyond the request.
 pub struct RouteContext<'a> {
@@ -288,8 +288,12 @@ pub async fn forward(
 
     let grpc = headers::is_grpc(&parts.headers);
     let mut parts = Some(parts);
-    let started = Instant::now();
-    let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
+    let now = tokio::time::Instant::now();
+    let started = now.into_std();
+    let deadline = f.timeout.map(|t| now + t);
+    // The route timeout's timer, armed at most once: it limits the wait for the response
+    // head and then goes with the body.
+    let mut route_timer = deadline.map(LazyTimer::at);
     let rq_active = RqActive::new(&cluster);
     let mut tried: SmallVec<[(Arc<crate::upstream::host::Host>, u32); 2]> = SmallVec::new();
     let mut attempt = 0u32;
@@ -332,11 +336,14 @@ pub async fn forward(
                 );
             }
             let active = host.start_request();
-            let now = tokio::time::Instant::now();
-            let idle_deadline = policy.and_then(|p| p.per_try_idle_timeout).map(|t| now + t);
+            // The clock is read only when a per-try timeout needs it.
+            let now = tokio::time::Instant::now;
+            let idle_deadline = policy
+                .and_then(|p| p.per_try_idle_timeout)
+                .map(|t| now() + t);
             let try_deadline = [
                 deadline,
-                policy.and_then(|p| p.per_try_timeout).map(|t| now + t),
+                policy.and_then(|p| p.per_try_timeout).map(|t| now() + t),
                 idle_deadline,
             ]
             .into_iter()
@@ -360,9 +367,10 @@ pub async fn forward(
                 racing.spawn(exchange);
                 next_finished(racing, try_deadline).await
             } else {
-                match try_deadline {
-                    Some(d) => tokio::time::timeout_at(d, exchange).await.ok(),
-                    None => Some(exchange.await),
+                match (try_deadline, route_timer.as_mut()) {
+                    (Some(d), Some(route)) if Some(d) == deadline => route.limit(exchange).await,
+                    (Some(d), _) => tokio::time::timeout_at(d, exchange).await.ok(),
+                    (None, _) => Some(exchange.await),
                 }
             };
             let finished =
@@ -530,7 +538,7 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         lease,
-        deadline: deadline.map(LazyTimer::at),
+        deadline: route_timer,
         idle: idle.map(|t| (t, LazyTimer::at(tokio::time::Instant::now() + t))),
         idle_timeouts: cluster.stats().rq_per_try_idle_timeout.clone(),
         _guards: (request_slot, active, rq_active),

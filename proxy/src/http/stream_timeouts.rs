@@ -6,7 +6,8 @@
 
 use super::local_reply::LocalReply;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Route override states kept in [`StreamActivity`].
 const NO_OVERRIDE: u64 = u64::MAX;
@@ -25,10 +26,11 @@ pub struct StreamActivity {
 }
 
 impl StreamActivity {
-    /// A stream starting now; `request_done` when the request has no body.
-    pub fn new(request_done: bool) -> Self {
+    /// A stream that started at `start` (the caller's clock reading, not read again
+    /// here); `request_done` when the request has no body.
+    pub fn new(request_done: bool, start: Instant) -> Self {
         StreamActivity {
-            start: Instant::now(),
+            start,
             last_ms: AtomicU64::new(0),
             request_done: AtomicBool::new(request_done),
             idle_override_ms: AtomicU64::new(NO_OVERRIDE),
@@ -51,22 +53,24 @@ impl StreamActivity {
     /// The matched route's `idle_timeout` (`None` inside disables the idle timer).
     pub fn override_idle(&self, idle: Option<Duration>) {
         let v = idle.map(|d| d.as_millis() as u64).unwrap_or(DISABLED);
-        self.idle_override_ms.store(v, Ordering::Relaxed);
-        self.changed.notify_one();
+        if self.idle_override_ms.swap(v, Ordering::Relaxed) != v {
+            self.changed.notify_one();
+        }
     }
 
     /// The stream's maximum duration, counted from its start: the connection manager's
     /// when the stream begins, then the matched route's (`None`: no limit).
     pub fn set_max_duration(&self, max: Option<Duration>) {
         let ms = max.map_or(NO_OVERRIDE, |d| d.as_millis() as u64);
-        self.max_duration_ms.store(ms, Ordering::Relaxed);
-        self.changed.notify_one();
+        // Only a change wakes the watchdog: most streams set "no limit" over "no limit".
+        if self.max_duration_ms.swap(ms, Ordering::Relaxed) != ms {
+            self.changed.notify_one();
+        }
     }
 
     /// When the stream's maximum duration ends, if one applies.
     pub fn max_duration_deadline(&self) -> Option<tokio::time::Instant> {
-        self.max_duration_ms()
-            .map(|d| tokio::time::Instant::from_std(self.start) + d)
+        self.max_duration_ms().map(|d| self.start + d)
     }
 
     /// The idle timeout in force.
@@ -91,6 +95,10 @@ impl StreamActivity {
         hcm_idle: Option<Duration>,
         request_timeout: Option<Duration>,
     ) -> LocalReply {
+        // One timer for the stream's life: moved earlier when a deadline comes closer;
+        // a later deadline only costs an early wake that re-evaluates.
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         loop {
             let now = self.start.elapsed();
             let mut next: Option<Duration> = None;
@@ -122,8 +130,12 @@ impl StreamActivity {
             let wait = next
                 .map_or(Duration::from_secs(1), |n| n.saturating_sub(now))
                 .min(Duration::from_secs(1));
+            let at = self.start + now + wait.max(Duration::from_millis(1));
+            if timer.is_elapsed() || at < timer.deadline() {
+                timer.as_mut().reset(at);
+            }
             tokio::select! {
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                _ = &mut timer => {}
                 _ = self.changed.notified() => {}
             }
         }
@@ -136,12 +148,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_and_request_timeouts_fire_and_overrides_apply() {
-        let a = StreamActivity::new(false);
+        let a = StreamActivity::new(false, Instant::now());
         let r = a
             .watchdog(Some(Duration::from_secs(5)), Some(Duration::from_secs(2)))
             .await;
         assert_eq!(r.details, "request_overall_timeout");
-        let a = StreamActivity::new(true);
+        let a = StreamActivity::new(true, Instant::now());
         let r = a
             .watchdog(Some(Duration::from_secs(5)), Some(Duration::from_secs(2)))
             .await;
@@ -149,7 +161,7 @@ mod tests {
             (r.details.as_ref(), r.status.as_u16()),
             ("stream_idle_timeout", 504)
         );
-        let a = StreamActivity::new(true);
+        let a = StreamActivity::new(true, Instant::now());
         a.override_idle(None);
         assert!(tokio::time::timeout(
             Duration::from_secs(60),
@@ -158,7 +170,7 @@ mod tests {
         .await
         .is_err());
         assert_eq!(a.idle_timeout(Some(Duration::from_secs(5))), None);
-        let a = StreamActivity::new(true);
+        let a = StreamActivity::new(true, Instant::now());
         a.set_max_duration(Some(Duration::from_secs(1)));
         // A route lifting the connection manager's limit leaves no timer at all.
         a.set_max_duration(None);

@@ -11,9 +11,13 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Clusters by name. FNV rather than SipHash: names come from the configuration, and
+/// one is looked up on every request.
+type ClusterMap = HashMap<String, Arc<Cluster>, fnv::FnvBuildHasher>;
+
 /// All clusters.
 pub struct ClusterManager {
-    clusters: ArcSwap<HashMap<String, Arc<Cluster>>>,
+    clusters: ArcSwap<ClusterMap>,
     /// `cluster_manager.local_cluster_name` and `node.locality`, for zone-aware routing.
     zone: Option<(String, Locality)>,
     writer: Mutex<()>,
@@ -35,7 +39,7 @@ impl ClusterManager {
     ) -> Self {
         let cm = stats.child("cluster_manager");
         let manager = ClusterManager {
-            clusters: ArcSwap::from_pointee(HashMap::new()),
+            clusters: ArcSwap::from_pointee(ClusterMap::default()),
             zone,
             writer: Mutex::new(()),
             root: stats.clone(),
@@ -93,7 +97,7 @@ impl ClusterManager {
             return;
         }
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut map = HashMap::clone(&self.clusters.load());
+        let mut map = ClusterMap::clone(&self.clusters.load());
         let upserted: Vec<String> = upserts.iter().map(|c| c.config.name.clone()).collect();
         for c in upserts {
             match map.insert(c.config.name.clone(), c) {
@@ -117,7 +121,7 @@ impl ClusterManager {
 
     /// Gives the clusters just added zone-aware routing's view: the local cluster and the
     /// node's locality.
-    fn wire_zones(&self, map: &HashMap<String, Arc<Cluster>>, added: &[String]) {
+    fn wire_zones(&self, map: &ClusterMap, added: &[String]) {
         let Some((local_name, node)) = &self.zone else {
             return;
         };

@@ -159,7 +159,10 @@ type PoolKey = (
 );
 
 thread_local! {
-    static POOLS: RefCell<HashMap<PoolKey, Arc<HostPool>>> = RefCell::new(HashMap::new());
+    /// FNV rather than SipHash: the keys are config identities and addresses, hashed
+    /// on every request.
+    static POOLS: RefCell<HashMap<PoolKey, Arc<HostPool>, fnv::FnvBuildHasher>> =
+        RefCell::new(HashMap::default());
 }
 
 /// The calling worker's pool for (cluster, host, protocol, ALPN override, source),
