@@ -31,6 +31,13 @@ impl Outcome {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Adds a later measurement of the same target: the counts, the latencies and the
+    /// time, so [`Outcome::rate`] is the rate over both.
+    pub fn append(&mut self, o: Outcome) {
+        self.elapsed += o.elapsed;
+        self.merge(o);
+    }
+
     fn merge(&mut self, o: Outcome) {
         self.completed += o.completed;
         self.errors += o.errors;

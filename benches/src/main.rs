@@ -253,15 +253,13 @@ fn start_pair(
     Ok(([t(0), t(1), t(2)], running))
 }
 
-/// How long each target is driven before the next one takes over in a rate measurement.
-/// The host's slow phases last seconds: alternating in short slices makes every target
-/// sample the same phases, where whole-run turns let one target draw a slow phase alone.
+/// How long each target is driven before the next one takes over. The host's slow phases
+/// last seconds: alternating in short slices makes every target sample the same phases,
+/// where whole-run turns let one target draw a slow phase alone.
 const SLICE: Duration = Duration::from_secs(1);
 
-/// A rate (requests, bytes or connections per second) of every target, `runs` times. Each
-/// run gives each target `duration` in total, in slices of about [`SLICE`] taken in turn
-/// (direct, Envoy, meshproxy, direct, ...); a run's figure is the mean over its slices,
-/// the target's rate over the whole of its time. `f` drives one target for one slice.
+/// A rate (requests, bytes or connections per second) of every target, `runs` times: see
+/// [`measure_each`].
 async fn measure<F, Fut>(
     runs: usize,
     duration: Duration,
@@ -271,49 +269,33 @@ async fn measure<F, Fut>(
 ) -> (Option<Samples>, Samples, Samples)
 where
     F: Fn(SocketAddr, Duration) -> Fut,
-    Fut: std::future::Future<Output = f64>,
+    Fut: std::future::Future<Output = load::Outcome>,
+{
+    let [one] = measure_each(runs, duration, targets, with_direct, f, |o| [o.rate()]).await;
+    one
+}
+
+/// `K` figures of every target (a rate and its latency percentiles from the same load),
+/// `runs` times: one sample set per figure. Each run gives each target `duration` in
+/// total, in slices of about [`SLICE`] taken in turn (direct, Envoy, meshproxy, direct,
+/// ...); `figures` reads a run's figures off everything a target's slices observed
+/// together. `f` drives one target for one slice.
+async fn measure_each<const K: usize, F, Fut>(
+    runs: usize,
+    duration: Duration,
+    targets: &Targets,
+    with_direct: bool,
+    f: F,
+    figures: impl Fn(&mut load::Outcome) -> [f64; K],
+) -> [(Option<Samples>, Samples, Samples); K]
+where
+    F: Fn(SocketAddr, Duration) -> Fut,
+    Fut: std::future::Future<Output = load::Outcome>,
 {
     let slices = (duration.as_secs_f64() / SLICE.as_secs_f64())
         .round()
         .max(1.0) as u32;
     let slice = duration / slices;
-    let mut out = (
-        with_direct.then(Samples::default),
-        Samples::default(),
-        Samples::default(),
-    );
-    for _ in 0..runs {
-        let mut sums = [0.0; 3];
-        for _ in 0..slices {
-            if with_direct {
-                sums[0] += f(targets.direct, slice).await;
-            }
-            sums[1] += f(targets.envoy, slice).await;
-            sums[2] += f(targets.meshproxy, slice).await;
-        }
-        let mean = |sum: f64| sum / f64::from(slices);
-        if let Some(direct) = out.0.as_mut() {
-            direct.0.push(mean(sums[0]));
-        }
-        out.1 .0.push(mean(sums[1]));
-        out.2 .0.push(mean(sums[2]));
-    }
-    out
-}
-
-/// Figures that come `K` at once from one load (a rate and its latency percentiles), each
-/// target driven for a whole run in turn (their histograms do not add up across slices):
-/// one sample set per figure.
-async fn measure_each<const K: usize, F, Fut>(
-    runs: usize,
-    targets: &Targets,
-    with_direct: bool,
-    f: F,
-) -> [(Option<Samples>, Samples, Samples); K]
-where
-    F: Fn(SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = [f64; K]>,
-{
     let mut out: [(Option<Samples>, Samples, Samples); K] = std::array::from_fn(|_| {
         (
             with_direct.then(Samples::default),
@@ -322,16 +304,21 @@ where
         )
     });
     for _ in 0..runs {
-        if with_direct {
-            for (slot, v) in out.iter_mut().zip(f(targets.direct).await) {
-                slot.0.get_or_insert_with(Samples::default).0.push(v);
+        let mut seen: [load::Outcome; 3] = Default::default();
+        for _ in 0..slices {
+            if with_direct {
+                seen[0].append(f(targets.direct, slice).await);
             }
+            seen[1].append(f(targets.envoy, slice).await);
+            seen[2].append(f(targets.meshproxy, slice).await);
         }
-        for (slot, v) in out.iter_mut().zip(f(targets.envoy).await) {
-            slot.1 .0.push(v);
-        }
-        for (slot, v) in out.iter_mut().zip(f(targets.meshproxy).await) {
-            slot.2 .0.push(v);
+        let [direct, envoy, meshproxy] = seen.each_mut().map(&figures);
+        for (k, slot) in out.iter_mut().enumerate() {
+            if let Some(d) = slot.0.as_mut() {
+                d.0.push(direct[k]);
+            }
+            slot.1 .0.push(envoy[k]);
+            slot.2 .0.push(meshproxy[k]);
         }
     }
     out
@@ -341,7 +328,7 @@ where
 const LATENCY_QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
 const LATENCY_NAMES: [&str; 3] = ["p50", "p99", "p99.9"];
 
-fn percentiles(mut o: load::Outcome) -> [f64; 3] {
+fn percentiles(o: &mut load::Outcome) -> [f64; 3] {
     LATENCY_QUANTILES.map(|q| o.latencies.percentile_ms(q))
 }
 
@@ -388,7 +375,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
     let conns = args.connections;
     if args.scenarios.iter().any(|s| s == "http1") {
         let max = measure(runs, d, &h1, true, |a, d| async move {
-            load::http1_max(a, "bench", conns, d).await.rate()
+            load::http1_max(a, "bench", conns, d).await
         })
         .await;
         let rate = (max.1.summary().0.min(max.2.summary().0) * args.rate_fraction).max(100.0);
@@ -398,16 +385,21 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             "req/s",
             max,
         ));
-        let lat = measure_each(runs, &h1, true, |a| async move {
-            percentiles(load::http1_fixed(a, "bench", conns, rate, d).await)
-        })
+        let lat = measure_each(
+            runs,
+            d,
+            &h1,
+            true,
+            |a, d| load::http1_fixed(a, "bench", conns, rate, d),
+            percentiles,
+        )
         .await;
         rows.extend(latency_rows("HTTP/1.1 keep-alive, 1 worker", rate, lat));
     }
     if args.scenarios.iter().any(|s| s == "http2") {
         let streams = args.streams;
         let max = measure(runs, d, &h2, true, |a, d| async move {
-            load::http2_max(a, "bench", 4, streams, d).await.rate()
+            load::http2_max(a, "bench", 4, streams, d).await
         })
         .await;
         let rate = (max.1.summary().0.min(max.2.summary().0) * args.rate_fraction).max(100.0);
@@ -417,16 +409,26 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             "req/s",
             max,
         ));
-        let lat = measure_each(runs, &h2, true, |a| async move {
-            percentiles(load::http2_fixed(a, "bench", 4, rate, d).await)
-        })
+        let lat = measure_each(
+            runs,
+            d,
+            &h2,
+            true,
+            |a, d| load::http2_fixed(a, "bench", 4, rate, d),
+            percentiles,
+        )
         .await;
         rows.extend(latency_rows("HTTP/2 h2c, 1 worker", rate, lat));
     }
     if args.scenarios.iter().any(|s| s == "tcp") {
-        let tput = measure(runs, d, &tcp, true, |a, d| async move {
-            load::tcp_throughput(a, 4, d).await.rate() / 1e6
-        })
+        let [tput] = measure_each(
+            runs,
+            d,
+            &tcp,
+            true,
+            |a, d| load::tcp_throughput(a, 4, d),
+            |o| [o.rate() / 1e6],
+        )
         .await;
         rows.push(row(
             "TCP proxy, 1 worker",
@@ -435,7 +437,7 @@ async fn traffic(args: &Args, bins: &Binaries, workers: usize) -> Result<Vec<Row
             tput,
         ));
         let cps = measure(runs, d, &tcp, true, |a, d| async move {
-            load::tcp_connect_rate(a, 16, d).await.rate()
+            load::tcp_connect_rate(a, 16, d).await
         })
         .await;
         rows.push(row(
@@ -457,7 +459,7 @@ async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         let ([h1, _, _], _running) = start_pair(bins, w, upstream, sink)?;
         let (d, c) = (secs(args), args.connections);
         let max = measure(args.runs, d, &h1, false, |a, d| async move {
-            load::http1_max(a, "bench", c, d).await.rate()
+            load::http1_max(a, "bench", c, d).await
         })
         .await;
         rows.push(row(
@@ -509,17 +511,20 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         };
         let scenario = format!("HTTPS TLS 1.3 {cert}, 1 worker");
         let hs = args.handshake_clients;
-        let [rate, p50, p99] = measure_each(args.runs, &targets, false, |a| {
-            let client = client.clone();
-            async move {
-                let mut o = load::tls_handshake_rate(a, hs, d, client).await;
+        let [rate, p50, p99] = measure_each(
+            args.runs,
+            d,
+            &targets,
+            false,
+            |a, d| load::tls_handshake_rate(a, hs, d, client.clone()),
+            |o| {
                 [
                     o.rate(),
                     o.latencies.percentile_ms(0.5),
                     o.latencies.percentile_ms(0.99),
                 ]
-            }
-        })
+            },
+        )
         .await;
         let metric = |what: &str| format!("{what}, {hs} parallel clients");
         rows.push(row(&scenario, &metric("full handshakes"), "conn/s", rate));
@@ -530,7 +535,7 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         }
         let max = measure(args.runs, d, &targets, false, |a, d| {
             let client = client.clone();
-            async move { load::https_max(a, "bench", c, d, client).await.rate() }
+            async move { load::https_max(a, "bench", c, d, client).await }
         })
         .await;
         rows.push(row(
@@ -603,7 +608,7 @@ async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
             meshproxy: addr(ports[1][i]),
         };
         let max = measure(args.runs, d, &targets, false, |a, d| async move {
-            load::http1_max(a, "bench", c, d).await.rate()
+            load::http1_max(a, "bench", c, d).await
         })
         .await;
         rows.push(row(

@@ -92,19 +92,25 @@ mod tests {
         assert!(timer.expired(Some(Instant::now()), &mut cx));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_later_restart_after_arming_still_waits_for_the_new_deadline() {
+    /// Arms a timer for `first` seconds, moves it to `then` seconds and waits: it must
+    /// fire at `then`, whichever way it moved.
+    async fn armed_then_restarted(first: u64, then: u64) {
         let start = Instant::now();
-        let mut timer = LazyTimer::at(start + Duration::from_secs(1));
-        // Armed at 1 s, then moved to 5 s: firing at 1 s must not end the wait.
+        let mut timer = LazyTimer::at(start + Duration::from_secs(first));
         assert!(
             std::future::poll_fn(|cx| Poll::Ready(timer.poll_expired(cx)))
                 .await
                 .is_pending()
         );
-        timer.restart(start + Duration::from_secs(5));
+        timer.restart(start + Duration::from_secs(then));
         expiry(&mut timer).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(start.elapsed(), Duration::from_secs(then));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_restart_after_arming_still_waits_for_the_new_deadline() {
+        // Firing at the first deadline must not end the wait.
+        armed_then_restarted(1, 5).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -129,15 +135,6 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_restart_re_arms_the_timer() {
-        let start = Instant::now();
-        let mut timer = LazyTimer::at(start + Duration::from_secs(10));
-        assert!(
-            std::future::poll_fn(|cx| Poll::Ready(timer.poll_expired(cx)))
-                .await
-                .is_pending()
-        );
-        timer.restart(start + Duration::from_secs(3));
-        expiry(&mut timer).await;
-        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        armed_then_restarted(10, 3).await;
     }
 }
