@@ -57,6 +57,24 @@ impl LazyTimer {
         }
     }
 
+    /// An idle deadline, `period` after the last activity. With `now` (activity just
+    /// happened) it restarts from `now` and has not run out; without it (the caller is
+    /// about to wait) it reports whether the period ran out, arming the timer otherwise.
+    pub fn idle_expired(
+        &mut self,
+        period: std::time::Duration,
+        now: Option<Instant>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        match now {
+            Some(now) => {
+                self.restart(now + period);
+                false
+            }
+            None => self.poll_expired(cx).is_ready(),
+        }
+    }
+
     /// `future`'s output, or `None` once the deadline passed first. The timer stays with
     /// `self`, so a caller can wait on it again (the route timeout covers the response
     /// head, then the body) without arming a second one.
@@ -111,6 +129,21 @@ mod tests {
     async fn a_later_restart_after_arming_still_waits_for_the_new_deadline() {
         // Firing at the first deadline must not end the wait.
         armed_then_restarted(1, 5).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_deadline_runs_from_the_last_activity() {
+        let start = Instant::now();
+        let period = Duration::from_secs(2);
+        let mut timer = LazyTimer::at(start + period);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!timer.idle_expired(period, Some(Instant::now()), &mut cx));
+        // Activity at 1 s: still running at 2.5 s, run out at 3 s.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!timer.idle_expired(period, None, &mut cx));
+        expiry(&mut timer).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1441,18 +1441,14 @@ impl LoggedBody {
             return Some("max stream duration reached".into());
         }
         let (period, timer) = self.idle.as_mut()?;
-        match now {
-            Some(now) => timer.restart(now + *period),
-            None if timer.poll_expired(cx).is_ready() => {
-                self.finish
-                    .record
-                    .flags
-                    .insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                return Some("stream idle timeout".into());
-            }
-            None => {}
+        if !timer.idle_expired(*period, now, cx) {
+            return None;
         }
-        None
+        self.finish
+            .record
+            .flags
+            .insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
+        Some("stream idle timeout".into())
     }
 
     /// Counts a frame's bytes and trailers into the stream's record, and notes its end.

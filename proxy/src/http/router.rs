@@ -880,19 +880,14 @@ impl<G> UpstreamBody<G> {
             self.lease = None;
             return Some("upstream response timeout".into());
         }
-        if let Some((period, timer)) = self.idle.as_mut() {
-            match now {
-                Some(now) => timer.restart(now + *period),
-                None if timer.poll_expired(cx).is_ready() => {
-                    self.lease = None;
-                    self.idle = None;
-                    self.idle_timeouts.inc();
-                    return Some("upstream per-try idle timeout".into());
-                }
-                None => {}
-            }
+        let (period, timer) = self.idle.as_mut()?;
+        if !timer.idle_expired(*period, now, cx) {
+            return None;
         }
-        None
+        self.lease = None;
+        self.idle = None;
+        self.idle_timeouts.inc();
+        Some("upstream per-try idle timeout".into())
     }
 }
 

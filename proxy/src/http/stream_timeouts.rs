@@ -5,6 +5,7 @@
 //! with a local reply; once it has started the stream is reset.
 
 use super::local_reply::LocalReply;
+use crate::lazy_timer::LazyTimer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -95,10 +96,9 @@ impl StreamActivity {
         hcm_idle: Option<Duration>,
         request_timeout: Option<Duration>,
     ) -> LocalReply {
-        // One timer for the stream's life: moved earlier when a deadline comes closer;
-        // a later deadline only costs an early wake that re-evaluates.
-        let timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(timer);
+        // One timer for the stream's life, armed on the first wait and moved with each
+        // re-evaluation (later for free).
+        let mut timer = LazyTimer::at(self.start);
         loop {
             let now = self.start.elapsed();
             let mut next: Option<Duration> = None;
@@ -130,14 +130,9 @@ impl StreamActivity {
             let wait = next
                 .map_or(Duration::from_secs(1), |n| n.saturating_sub(now))
                 .min(Duration::from_secs(1));
-            let at = self.start + now + wait.max(Duration::from_millis(1));
-            if timer.is_elapsed() || at < timer.deadline() {
-                timer.as_mut().reset(at);
-            }
-            tokio::select! {
-                _ = &mut timer => {}
-                _ = self.changed.notified() => {}
-            }
+            timer.restart(self.start + now + wait.max(Duration::from_millis(1)));
+            // Woken by a change or by the deadline: either way, evaluate again.
+            let _ = timer.limit(self.changed.notified()).await;
         }
     }
 }
