@@ -6,6 +6,7 @@
 use super::headers;
 use super::local_reply::LocalReply;
 use super::mirror;
+use super::stream_timeouts::StreamActivity;
 use crate::access_log::record::Record;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::retry::RetryPolicy;
@@ -55,6 +56,9 @@ pub struct RouteContext<'a> {
     /// The record keeps the request headers (for logs and stats): it gets them again
     /// once the router changed them, as Envoy's router edits the downstream headers.
     pub record_request_headers: bool,
+    /// The stream's activity: it tells whether the downstream request has fully arrived
+    /// (an HTTP/1.1 upstream connection goes back to its pool only then).
+    pub activity: &'a Arc<StreamActivity>,
 }
 
 /// A forward action's cluster for one request, and the weighted entry it came from.
@@ -538,6 +542,7 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         lease,
+        request: ctx.activity.clone(),
         deadline: route_timer,
         idle: idle.map(|t| (t, LazyTimer::at(tokio::time::Instant::now() + t))),
         idle_timeouts: cluster.stats().rq_per_try_idle_timeout.clone(),
@@ -803,8 +808,8 @@ pub(super) async fn send(
                     req.headers_mut().insert(http::header::HOST, v);
                 }
             }
-            lease.sender.ready().await.map_err(reset)?;
-            let resp = lease.sender.send_request(req).await.map_err(reset)?;
+            lease.sender().ready().await.map_err(reset)?;
+            let resp = lease.sender().send_request(req).await.map_err(reset)?;
             Ok((resp, Some(lease), local))
         }
         Checkout::Http2(mut sender) => {
@@ -854,11 +859,13 @@ impl Drop for RqActive {
 }
 
 /// The upstream response body: returns the HTTP/1.1 connection to the pool only after a
-/// complete body, enforces what is left of the route timeout, and holds the request's
+/// complete body of a completely sent request (else the lease's drop closes it), enforces what is left of the route timeout, and holds the request's
 /// circuit-breaker slot and active-request marks until it ends.
 struct UpstreamBody<G> {
     inner: hyper::body::Incoming,
     lease: Option<Lease>,
+    /// Tells whether the request has fully arrived, hence fully gone upstream.
+    request: Arc<StreamActivity>,
     deadline: Option<LazyTimer>,
     /// The final attempt's `per_try_idle_timeout` and its timer, restarted by every frame.
     idle: Option<(Duration, LazyTimer)>,
@@ -868,6 +875,17 @@ struct UpstreamBody<G> {
 }
 
 impl<G> UpstreamBody<G> {
+    /// The exchange is over: the connection goes back to the pool if the request is
+    /// complete too; otherwise (the upstream answered before reading all of it) the
+    /// lease's drop closes it, as Envoy does.
+    fn exchange_done(&mut self) {
+        if let Some(l) = self.lease.take() {
+            if self.request.is_request_complete() {
+                l.release();
+            }
+        }
+    }
+
     /// The error that ends the body when one of its timers ran out: `now` after a frame
     /// (the timers are then only compared with the clock, and the idle one restarted),
     /// or `None` when waiting (the timers are then armed to wake the task).
@@ -914,9 +932,7 @@ impl<G: Unpin> http_body::Body for UpstreamBody<G> {
                 }
             }
             Poll::Ready(None) => {
-                if let Some(l) = this.lease.take() {
-                    l.release();
-                }
+                this.exchange_done();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -943,9 +959,7 @@ impl<G> Drop for UpstreamBody<G> {
         // The codec may stop polling once it has written content-length bytes; the
         // exchange is still complete if the upstream body is.
         if http_body::Body::is_end_stream(&self.inner) {
-            if let Some(l) = self.lease.take() {
-                l.release();
-            }
+            self.exchange_done();
         }
     }
 }

@@ -51,6 +51,11 @@ impl StreamActivity {
         self.request_done.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the request has been fully received.
+    pub fn is_request_complete(&self) -> bool {
+        self.request_done.load(Ordering::Relaxed)
+    }
+
     /// The matched route's `idle_timeout` (`None` inside disables the idle timer).
     pub fn override_idle(&self, idle: Option<Duration>) {
         let v = idle.map(|d| d.as_millis() as u64).unwrap_or(DISABLED);
