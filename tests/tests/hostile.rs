@@ -227,9 +227,12 @@ fn an_early_answer_closes_the_upstream_connection_and_others_are_served() {
     }
 }
 
-/// The answer to a request head that never completes, and whether the connection was
-/// then closed; `None` when nothing came back within 8 s.
-fn half_head(port: u16, dribble: bool) -> (Option<(String, String)>, bool) {
+/// The answer (status line, body) to a request head that never completes, `None` when
+/// nothing came back within 8 s, and whether the connection was then closed.
+type HeadAnswer = (Option<(String, String)>, bool);
+
+/// Sends half a request head (then, with `dribble`, a byte every 300 ms) and observes.
+fn half_head(port: u16, dribble: bool) -> HeadAnswer {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").expect("head");
     let mut w = s.try_clone().expect("clone");
@@ -252,11 +255,7 @@ fn half_head(port: u16, dribble: bool) -> (Option<(String, String)>, bool) {
 
 /// Runs both half-head probes (one sent at once, one dribbled a byte every 300 ms)
 /// against a listener with `hcm_extra`; the answers and the value of `stat`.
-fn slowloris(
-    kind: Kind,
-    hcm_extra: Value,
-    stat: &str,
-) -> (Vec<(Option<(String, String)>, bool)>, Option<i64>) {
+fn slowloris(kind: Kind, hcm_extra: Value, stat: &str) -> (Vec<HeadAnswer>, Option<i64>) {
     let port = free_port();
     let p = Proxy::start(kind, &config(port, free_port(), hcm_extra, json!({})), &[]);
     let answers = vec![half_head(port, false), half_head(port, true)];
@@ -264,7 +263,7 @@ fn slowloris(
 }
 
 /// What a timed-out head gets: 408 with `body`, then the connection closed.
-fn answered_408(body: &str) -> (Option<(String, String)>, bool) {
+fn answered_408(body: &str) -> HeadAnswer {
     (
         Some(("HTTP/1.1 408 Request Timeout".to_string(), body.to_string())),
         true,
@@ -382,5 +381,27 @@ fn a_timed_out_upload_releases_both_connections() {
         let timeout = Some("HTTP/1.1 504 Gateway Timeout".to_string());
         assert_eq!(answers, vec![timeout; 2]);
         assert!(released, "the proxy's sockets return to their baseline");
+    }
+}
+
+/// Issue 23, item 4: the route timeout starts once the request is complete, as Envoy's:
+/// a steady upload longer than the timeout is answered by the upstream, not cut at 504.
+#[test]
+fn the_route_timeout_starts_when_the_upload_is_complete() {
+    let up = e2e::upstream::Upstream::http("u");
+    let observed = same_in_both(|kind| {
+        let port = free_port();
+        let timeout = json!({"timeout": "1s"});
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), timeout), &[]);
+        // 200 kB over about 2 s.
+        let upload = slow_upload(port, 200_000, 20_000, Duration::from_millis(200));
+        let _ = upload.set_read_timeout(Some(Duration::from_secs(10)));
+        let status = read_response(&mut BufReader::new(upload)).map(|(status, _)| status);
+        drop(p);
+        (status, up.last().map(|r| r.body.len()))
+    });
+    if let Some((status, body)) = observed {
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+        assert_eq!(body, Some(200_000));
     }
 }

@@ -345,14 +345,14 @@ pub async fn forward(
             let idle_deadline = policy
                 .and_then(|p| p.per_try_idle_timeout)
                 .map(|t| now() + t);
-            let try_deadline = [
-                deadline,
+            let per_try = [
                 policy.and_then(|p| p.per_try_timeout).map(|t| now() + t),
                 idle_deadline,
             ]
             .into_iter()
             .flatten()
             .min();
+            let try_deadline = deadline.into_iter().chain(per_try).min();
             let exchange = {
                 let (cluster, host, alpn) = (cluster.clone(), host.clone(), alpn.clone());
                 let source = ctx.conn.upstream_source;
@@ -370,6 +370,19 @@ pub async fn forward(
                 let racing = racing.get_or_insert_with(tokio::task::JoinSet::new);
                 racing.spawn(exchange);
                 next_finished(racing, try_deadline).await
+            } else if let (Some(timeout), Some(route), false) = (
+                f.timeout,
+                route_timer.as_mut(),
+                ctx.activity.is_request_complete(),
+            ) {
+                // The body is still arriving (so this is the only attempt): Envoy's route
+                // timeout starts once the request is complete; per-try limits still count
+                // from the attempt's start.
+                let routed = after_request(exchange, route, timeout, ctx.activity);
+                match per_try {
+                    Some(d) => tokio::time::timeout_at(d, routed).await.ok().flatten(),
+                    None => routed.await,
+                }
             } else {
                 match (try_deadline, route_timer.as_mut()) {
                     (Some(d), Some(route)) if Some(d) == deadline => route.limit(exchange).await,
@@ -739,6 +752,25 @@ type Finished = (
     Option<crate::upstream::host::ActiveRequest>,
     Result<Exchange, SendError>,
 );
+
+/// `exchange`'s output within the route timeout, which starts once the downstream
+/// request is complete (as Envoy's does): `None` when it ran out first. The route's timer
+/// moves to the new deadline and goes on to bound the response body.
+async fn after_request<T>(
+    exchange: impl std::future::Future<Output = T>,
+    timer: &mut LazyTimer,
+    timeout: Duration,
+    activity: &StreamActivity,
+) -> Option<T> {
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased;
+        out = &mut exchange => return Some(out),
+        () = activity.request_completed() => {}
+    }
+    timer.restart(tokio::time::Instant::now() + timeout);
+    timer.limit(exchange).await
+}
 
 /// The next racing attempt to finish, or `None` when `until` comes first (or none is
 /// racing; then it waits for `until`).
