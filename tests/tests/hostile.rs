@@ -254,20 +254,24 @@ fn half_head(port: u16, dribble: bool) -> HeadAnswer {
 }
 
 /// Runs both half-head probes (one sent at once, one dribbled a byte every 300 ms)
-/// against a listener with `hcm_extra`; the answers and the value of `stat`.
-fn slowloris(kind: Kind, hcm_extra: Value, stat: &str) -> (Vec<HeadAnswer>, Option<i64>) {
-    let port = free_port();
-    let p = Proxy::start(kind, &config(port, free_port(), hcm_extra, json!({})), &[]);
-    let answers = vec![half_head(port, false), half_head(port, true)];
-    (answers, p.stat(stat))
-}
-
-/// What a timed-out head gets: 408 with `body`, then the connection closed.
-fn answered_408(body: &str) -> HeadAnswer {
-    (
-        Some(("HTTP/1.1 408 Request Timeout".to_string(), body.to_string())),
-        true,
-    )
+/// against a listener with `hcm_extra`, in Envoy and meshproxy: both must answer each
+/// 408 with `body` and close the connection, and count both in `stat`.
+fn slowloris_gets_408(hcm_extra: Value, stat: &str, body: &str) {
+    let observed = same_in_both(|kind| {
+        let port = free_port();
+        let config = config(port, free_port(), hcm_extra.clone(), json!({}));
+        let p = Proxy::start(kind, &config, &[]);
+        let answers = vec![half_head(port, false), half_head(port, true)];
+        (answers, p.stat(stat))
+    });
+    if let Some((answers, count)) = observed {
+        let answered = (
+            Some(("HTTP/1.1 408 Request Timeout".to_string(), body.to_string())),
+            true,
+        );
+        assert_eq!(answers, vec![answered; 2]);
+        assert_eq!(count, Some(2));
+    }
 }
 
 /// Issue 23, hole 2: a half-sent head (or one dribbled a byte at a time) is answered 408
@@ -275,13 +279,11 @@ fn answered_408(body: &str) -> HeadAnswer {
 /// closed, as in Envoy; the connection's own `idle_timeout` does not cover a head.
 #[test]
 fn slowloris_heads_get_408_at_the_stream_idle_timeout() {
-    let hcm_extra = json!({"stream_idle_timeout": "1s",
-        "common_http_protocol_options": {"idle_timeout": "30s"}});
-    let stat = "http.ingress.downstream_rq_idle_timeout";
-    if let Some((answers, count)) = same_in_both(|kind| slowloris(kind, hcm_extra.clone(), stat)) {
-        assert_eq!(answers, vec![answered_408("stream timeout"); 2]);
-        assert_eq!(count, Some(2));
-    }
+    slowloris_gets_408(
+        json!({"stream_idle_timeout": "1s", "common_http_protocol_options": {"idle_timeout": "30s"}}),
+        "http.ingress.downstream_rq_idle_timeout",
+        "stream timeout",
+    );
 }
 
 /// Envoy's `request_headers_timeout`: a head not complete within it of its first byte is
@@ -289,12 +291,11 @@ fn slowloris_heads_get_408_at_the_stream_idle_timeout() {
 /// stream idle timeout is.
 #[test]
 fn slowloris_heads_get_408_at_the_request_headers_timeout() {
-    let hcm_extra = json!({"stream_idle_timeout": "30s", "request_headers_timeout": "1s"});
-    let stat = "http.ingress.downstream_rq_header_timeout";
-    if let Some((answers, count)) = same_in_both(|kind| slowloris(kind, hcm_extra.clone(), stat)) {
-        assert_eq!(answers, vec![answered_408("request header timeout"); 2]);
-        assert_eq!(count, Some(2));
-    }
+    slowloris_gets_408(
+        json!({"stream_idle_timeout": "30s", "request_headers_timeout": "1s"}),
+        "http.ingress.downstream_rq_header_timeout",
+        "request header timeout",
+    );
 }
 
 /// A connection that sends nothing is no head: `request_headers_timeout` leaves it alone
@@ -403,5 +404,65 @@ fn the_route_timeout_starts_when_the_upload_is_complete() {
     if let Some((status, body)) = observed {
         assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
         assert_eq!(body, Some(200_000));
+    }
+}
+
+/// An upstream that accepts any upgrade and then echoes.
+fn upgrading_echo() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().expect("clone");
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let switched = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+                if w.write_all(switched.as_bytes()).is_ok() {
+                    let _ = std::io::copy(&mut r, &mut w);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The head deadline ends with the head: an upgraded (WebSocket) connection that stays
+/// busy outlives the stream idle timeout, its bytes never taken for a new head.
+#[test]
+fn an_upgraded_connection_is_not_taken_for_a_slow_head() {
+    let up = upgrading_echo();
+    let observed = same_in_both(|kind| {
+        let port = free_port();
+        let hcm_extra = json!({"stream_idle_timeout": "1s",
+            "upgrade_configs": [{"upgrade_type": "websocket"}]});
+        let p = Proxy::start(kind, &config(port, up, hcm_extra, json!({})), &[]);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        )
+        .expect("upgrade");
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let switched = read_response(&mut r).map(|(status, _)| status);
+        // A frame every 300 ms for 3 s: three stream idle timeouts of steady traffic.
+        let echoed = (0..10).all(|i| {
+            std::thread::sleep(Duration::from_millis(300));
+            let frame = format!("frame {i}\n");
+            let mut back = String::new();
+            s.write_all(frame.as_bytes()).is_ok() && r.read_line(&mut back).is_ok() && back == frame
+        });
+        drop(p);
+        (switched, echoed)
+    });
+    if let Some((switched, echoed)) = observed {
+        assert_eq!(
+            switched.as_deref(),
+            Some("HTTP/1.1 101 Switching Protocols")
+        );
+        assert!(echoed, "every frame echoed");
     }
 }

@@ -162,6 +162,9 @@ struct ConnState {
     active: AtomicU32,
     last_active: std::sync::Mutex<Instant>,
     shutdown: tokio::sync::Notify,
+    /// An HTTP/1 upgrade (101, or a CONNECT answered 2xx) handed the connection to a
+    /// tunnel: its bytes are no request heads any more.
+    upgraded: std::sync::atomic::AtomicBool,
 }
 
 impl ConnState {
@@ -329,6 +332,7 @@ impl HttpConnectionManager {
             active: AtomicU32::new(0),
             last_active: std::sync::Mutex::new(Instant::now()),
             shutdown: tokio::sync::Notify::new(),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
         });
         let this = self.clone();
         let st = state.clone();
@@ -554,6 +558,11 @@ impl HttpConnectionManager {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
+        let tunnel = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (resp.status().is_success() && record.method == Some(http::Method::CONNECT));
+        if tunnel {
+            state.upgraded.store(true, Ordering::Relaxed);
+        }
         if !self.access_logs.is_empty() || !self.istio.stats.is_empty() || self.grpc_stats.is_some()
         {
             record.response_headers = resp.headers().clone();
@@ -1367,7 +1376,7 @@ struct HeadWatcher {
 
 impl HeadWatch for HeadWatcher {
     fn awaiting_head(&self) -> bool {
-        self.conn.active.load(Ordering::Relaxed) == 0
+        self.conn.active.load(Ordering::Relaxed) == 0 && !self.conn.upgraded.load(Ordering::Relaxed)
     }
 
     fn timed_out(&self, kind: HeadTimeout) -> Vec<u8> {
