@@ -5,7 +5,7 @@
 //! baseline.
 
 use e2e::config::{bootstrap, cluster, hcm, listener};
-use e2e::proxy::{same_in_both, Kind, Proxy};
+use e2e::proxy::{same_in_both, Proxy};
 use e2e::{curl, free_port, sockets};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -464,5 +464,26 @@ fn an_upgraded_connection_is_not_taken_for_a_slow_head() {
             Some("HTTP/1.1 101 Switching Protocols")
         );
         assert!(echoed, "every frame echoed");
+    }
+}
+
+/// The other side of the early-answer rule: uploads the upstream reads before answering
+/// keep reusing one pooled connection, as in Envoy.
+#[test]
+fn answered_uploads_keep_reusing_one_upstream_connection() {
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        let port = free_port();
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
+        let body = "b".repeat(100_000);
+        let statuses: Vec<u16> = (0..5)
+            .map(|_| curl::get(port, "/", &["--data-binary", &body]).status)
+            .collect();
+        drop(p);
+        (statuses, up.connections())
+    });
+    if let Some((statuses, connections)) = observed {
+        assert_eq!(statuses, vec![200; 5]);
+        assert_eq!(connections, 1);
     }
 }
