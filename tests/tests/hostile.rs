@@ -255,22 +255,37 @@ fn half_head(port: u16, dribble: bool) -> HeadAnswer {
 
 /// Runs both half-head probes (one sent at once, one dribbled a byte every 300 ms)
 /// against a listener with `hcm_extra`, in Envoy and meshproxy: both must answer each
-/// 408 with `body` and close the connection, and count both in `stat`.
+/// 408 with `body` and close the connection, count both in `stat`, and log both alike.
 fn slowloris_gets_408(hcm_extra: Value, stat: &str, body: &str) {
     let observed = same_in_both(|kind| {
         let port = free_port();
-        let config = config(port, free_port(), hcm_extra.clone(), json!({}));
-        let p = Proxy::start(kind, &config, &[]);
+        let log = e2e::scratch("slowloris").join("access.log");
+        let mut hcm_extra = hcm_extra.clone();
+        e2e::config::merge(
+            &mut hcm_extra,
+            json!({"access_log": [{"name": "f", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": log.display().to_string(),
+                "log_format": {"text_format_source": {"inline_string":
+                    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %PROTOCOL% %BYTES_SENT%\n"}}}}]}),
+        );
+        let config = config(port, free_port(), hcm_extra, json!({}));
+        let p = Proxy::start(kind, &config, &["--file-flush-interval-msec", "50"]);
         let answers = vec![half_head(port, false), half_head(port, true)];
-        (answers, p.stat(stat))
+        e2e::wait_until(10, "two access log lines", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2)
+        });
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        (answers, p.stat(stat), logged)
     });
-    if let Some((answers, count)) = observed {
+    if let Some((answers, count, logged)) = observed {
         let answered = (
             Some(("HTTP/1.1 408 Request Timeout".to_string(), body.to_string())),
             true,
         );
         assert_eq!(answers, vec![answered; 2]);
         assert_eq!(count, Some(2));
+        assert!(logged.lines().all(|l| l.starts_with("408 ")), "{logged}");
     }
 }
 

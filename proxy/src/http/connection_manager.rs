@@ -334,6 +334,16 @@ impl HttpConnectionManager {
             shutdown: tokio::sync::Notify::new(),
             upgraded: std::sync::atomic::AtomicBool::new(false),
         });
+        let head_limit = HeadLimit::new(
+            self.config.request_headers_timeout,
+            self.config.stream_idle_timeout,
+        )
+        .filter(|_| h2 != Some(true));
+        let watch = HeadWatcher {
+            hcm: self.clone(),
+            conn: state.clone(),
+            info: info.clone(),
+        };
         let this = self.clone();
         let st = state.clone();
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -350,15 +360,6 @@ impl HttpConnectionManager {
                 Ok::<_, Infallible>(newest.handle(&server, &info, &st, n, req).await)
             }
         });
-        let head_limit = HeadLimit::new(
-            self.config.request_headers_timeout,
-            self.config.stream_idle_timeout,
-        )
-        .filter(|_| h2 != Some(true));
-        let watch = HeadWatcher {
-            hcm: self.clone(),
-            conn: state.clone(),
-        };
         let io = TokioIo::new(HeadDeadline::new(io, watch, head_limit));
         let c = &self.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -483,7 +484,7 @@ impl HttpConnectionManager {
         let mut finish = Finish {
             hcm: self.clone(),
             conn: state.clone(),
-            record: Record::new(info.id),
+            record: info.record(),
             started,
             received,
             sent: 0,
@@ -496,13 +497,6 @@ impl HttpConnectionManager {
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        record.downstream_direct_remote = info.direct_remote;
-        record.downstream_local = info.local;
-        record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san();
-        record.local_uri_san = info.local_uri_san.clone();
-        record.istio.peers.downstream = info.downstream_peer.clone();
-        record.istio.principals = info.istio_principals.clone();
         // What a compressor filter chooses its encoding from once the request has gone
         // upstream: only this header is kept, not a copy of them all.
         let accept_encoding: http::HeaderMap = req
@@ -1368,10 +1362,12 @@ impl http_body::Body for CountedBody {
 }
 
 /// The head deadline's view of a connection: heads are awaited while no stream is
-/// active; a head that ran out of time is counted as Envoy counts it and answered 408.
+/// active; a head that ran out of time is a stream of its own, counted and logged as
+/// Envoy does, and answered 408.
 struct HeadWatcher {
     hcm: Arc<HttpConnectionManager>,
     conn: Arc<ConnState>,
+    info: Arc<ConnectionInfo>,
 }
 
 impl HeadWatch for HeadWatcher {
@@ -1379,7 +1375,7 @@ impl HeadWatch for HeadWatcher {
         self.conn.active.load(Ordering::Relaxed) == 0 && !self.conn.upgraded.load(Ordering::Relaxed)
     }
 
-    fn timed_out(&self, kind: HeadTimeout) -> Vec<u8> {
+    fn timed_out(&self, kind: HeadTimeout, waited: std::time::Duration) -> Vec<u8> {
         let stats = &self.hcm.stats;
         let reply = match kind {
             HeadTimeout::RequestHeaders => {
@@ -1392,8 +1388,15 @@ impl HeadWatch for HeadWatcher {
             }
         };
         stats.rq_total.inc();
-        stats.rq_class[3].inc();
-        stats.listener_rq_class[3].inc();
+        stats.rq_http1_total.inc();
+        stats.rq_active.inc();
+        let mut record = self.info.record();
+        record.protocol = "HTTP/1.1";
+        record.response_code = reply.status.as_u16();
+        record.response_code_details = reply.details.clone();
+        record.flags.insert(reply.flag);
+        let sent = reply.body.len() as u64;
+        self.hcm.complete(&mut record, waited, sent, 0, true);
         let c = &self.hcm.config;
         let server = (c.server_header != ServerHeader::PassThrough).then_some(&c.server_name);
         reply.http1_closing(server, &httpdate())

@@ -59,9 +59,9 @@ impl HeadLimit {
 pub trait HeadWatch {
     /// No stream is active: bytes read now belong to the next request head.
     fn awaiting_head(&self) -> bool;
-    /// The head ran out of time: count it and give the response to send (a complete
-    /// HTTP/1.1 response that closes the connection).
-    fn timed_out(&self, kind: HeadTimeout) -> Vec<u8>;
+    /// The head ran out of time after `waited`: count it and give the response to send
+    /// (a complete HTTP/1.1 response that closes the connection).
+    fn timed_out(&self, kind: HeadTimeout, waited: Duration) -> Vec<u8>;
 }
 
 /// How long a timed-out connection keeps reading (and discarding) after its answer, so
@@ -209,7 +209,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, W: HeadWatch + Unpin> AsyncRead for Head
                     return Poll::Pending;
                 }
                 this.phase = Phase::Answering {
-                    reply: this.watch.timed_out(limit.kind),
+                    reply: this.watch.timed_out(limit.kind, limit.period),
                     written: 0,
                 };
                 this.poll_answer(cx)
@@ -262,7 +262,7 @@ mod tests {
         fn awaiting_head(&self) -> bool {
             !self.0.load(Ordering::Relaxed)
         }
-        fn timed_out(&self, kind: HeadTimeout) -> Vec<u8> {
+        fn timed_out(&self, kind: HeadTimeout, _: Duration) -> Vec<u8> {
             format!("{kind:?}").into_bytes()
         }
     }
