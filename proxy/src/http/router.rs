@@ -56,8 +56,9 @@ pub struct RouteContext<'a> {
     /// The record keeps the request headers (for logs and stats): it gets them again
     /// once the router changed them, as Envoy's router edits the downstream headers.
     pub record_request_headers: bool,
-    /// The stream's activity: it tells whether the downstream request has fully arrived
-    /// (an HTTP/1.1 upstream connection goes back to its pool only then).
+    /// The stream's activity: it tells when the downstream request has fully arrived (an
+    /// HTTP/1.1 upstream connection goes back to its pool only then, and the route
+    /// timeout starts then).
     pub activity: &'a Arc<StreamActivity>,
 }
 
@@ -891,8 +892,9 @@ impl Drop for RqActive {
 }
 
 /// The upstream response body: returns the HTTP/1.1 connection to the pool only after a
-/// complete body of a completely sent request (else the lease's drop closes it), enforces what is left of the route timeout, and holds the request's
-/// circuit-breaker slot and active-request marks until it ends.
+/// complete body of a completely sent request (else the lease's drop closes it), enforces
+/// what is left of the route timeout, and holds the request's circuit-breaker slot and
+/// active-request marks until it ends.
 struct UpstreamBody<G> {
     inner: hyper::body::Incoming,
     lease: Option<Lease>,
