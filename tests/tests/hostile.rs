@@ -199,8 +199,8 @@ fn an_early_answer_closes_the_upstream_connection_and_others_are_served() {
         let up = EarlyAnswering::start();
         let port = free_port();
         let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
-        // 2 MB over about 5 s.
-        let upload = slow_upload(port, 2_000_000, 80_000, Duration::from_millis(200));
+        // 2.4 MB over about 8 s, still arriving while the GETs run.
+        let upload = slow_upload(port, 2_400_000, 80_000, Duration::from_millis(270));
         let mut reader = BufReader::new(upload);
         let early = read_response(&mut reader).map(|(status, _)| status);
         let post_conn = up.post_connection();
@@ -208,13 +208,13 @@ fn an_early_answer_closes_the_upstream_connection_and_others_are_served() {
         // another connection than the POST's.
         let gets: Vec<(u16, bool)> = (0..5)
             .map(|_| {
-                let r = curl::get(port, "/", &["--max-time", "2"]);
+                let r = curl::get(port, "/", &["--max-time", "3"]);
                 let other = post_conn.is_some_and(|c| r.text() != format!("conn {c}"));
                 (r.status, other)
             })
             .collect();
-        let closed = (0..50).any(|_| {
-            std::thread::sleep(Duration::from_millis(40));
+        let closed = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
             up.post_connections() == [true]
         });
         drop(p);
