@@ -91,8 +91,10 @@ pub struct HeadDeadline<T, W> {
     /// `None`: nothing to watch (phase `Off`).
     limit: Option<HeadLimit>,
     phase: Phase,
-    /// Whether the connection's first bytes were seen (to tell HTTP/2 apart).
-    started: bool,
+    /// How many of the connection's first bytes matched the HTTP/2 preface so far, while
+    /// they all did (`None` once one did not): a connection that sends the whole
+    /// preface, in as many reads as it likes, is HTTP/2 and not watched.
+    preface: Option<usize>,
     /// The deadline's timer, made on the first head that waits and reused.
     timer: Option<LazyTimer>,
 }
@@ -109,7 +111,7 @@ impl<T, W> HeadDeadline<T, W> {
                 None => Phase::Off,
             },
             limit,
-            started: false,
+            preface: Some(0),
             timer: None,
         }
     }
@@ -131,6 +133,20 @@ impl<T, W> HeadDeadline<T, W> {
 
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl<T, W> HeadDeadline<T, W> {
+    /// Follows the connection's first bytes through the HTTP/2 preface: whether `read`
+    /// completed it.
+    fn preface_complete(&mut self, read: &[u8]) -> bool {
+        let Some(matched) = self.preface else {
+            return false;
+        };
+        let rest = &H2_PREFACE[matched..];
+        let n = rest.len().min(read.len());
+        self.preface = (read[..n] == rest[..n]).then_some(matched + n);
+        self.preface == Some(H2_PREFACE.len())
+    }
+}
 
 impl<T: AsyncRead + AsyncWrite + Unpin, W: HeadWatch + Unpin> HeadDeadline<T, W> {
     /// Writes the answer, then discards input until the peer closes or the linger ends;
@@ -188,9 +204,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin, W: HeadWatch + Unpin> AsyncRead for Head
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if !std::mem::replace(&mut this.started, true)
-                    && buf.filled()[before..].starts_with(H2_PREFACE)
-                {
+                if this.preface_complete(&buf.filled()[before..]) {
                     this.phase = Phase::Off;
                 } else if matches!(this.phase, Phase::Between) {
                     this.phase = Phase::Head { armed: false };
@@ -336,19 +350,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_http2_connection_is_not_watched() {
-        let (mut client, server) = tokio::io::duplex(4096);
-        let mut io = HeadDeadline::new(server, Watch(Arc::default()), limit());
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 64];
-        assert!(io.read(&mut buf).await.unwrap() > 0);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf))
-                .await
-                .is_err()
-        );
+    async fn an_http2_connection_is_not_watched_even_with_its_preface_split() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for split in [preface.len(), 3] {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut io = HeadDeadline::new(server, Watch(Arc::default()), limit());
+            let mut buf = [0u8; 64];
+            client.write_all(&preface[..split]).await.unwrap();
+            assert_eq!(io.read(&mut buf).await.unwrap(), split);
+            // A wait in the middle of the preface (the deadline is armed then).
+            let wait = tokio::time::timeout(Duration::from_secs(1), io.read(&mut buf)).await;
+            assert!(wait.is_err() || split == preface.len());
+            client.write_all(&preface[split..]).await.unwrap();
+            if split < preface.len() {
+                assert_eq!(io.read(&mut buf).await.unwrap(), preface.len() - split);
+            }
+            // Silence far past the deadline: no answer, no end.
+            let read = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
+            assert!(read.is_err(), "split at {split}");
+        }
     }
 }
