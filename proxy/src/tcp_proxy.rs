@@ -107,15 +107,8 @@ impl TcpProxy {
     ) {
         self.cx_total.inc();
         let started = Instant::now();
-        let mut record = Record::new(info.id);
+        let mut record = info.record();
         record.downstream_remote = info.remote;
-        record.downstream_direct_remote = info.direct_remote;
-        record.downstream_local = info.local;
-        record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san();
-        record.local_uri_san = info.local_uri_san.clone();
-        record.istio.peers.downstream = info.downstream_peer.clone();
-        record.istio.principals = info.istio_principals.clone();
         let cluster_name = self.pick_cluster().to_string();
         record.upstream_cluster = Some(cluster_name.as_str().into());
         let received = Arc::new(Counter::default());

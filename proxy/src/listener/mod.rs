@@ -60,6 +60,20 @@ impl ConnectionInfo {
     pub fn peer_uri_san(&self) -> Option<String> {
         self.peer_certificate.as_ref()?.uris.first().cloned()
     }
+
+    /// A new access-log record of a stream or session on this connection, with what the
+    /// connection tells (addresses, TLS names, Istio peers).
+    pub fn record(&self) -> crate::access_log::record::Record {
+        let mut record = crate::access_log::record::Record::new(self.id);
+        record.downstream_direct_remote = self.direct_remote;
+        record.downstream_local = self.local;
+        record.requested_server_name = self.server_name.clone();
+        record.peer_uri_san = self.peer_uri_san();
+        record.local_uri_san = self.local_uri_san.clone();
+        record.istio.peers.downstream = self.downstream_peer.clone();
+        record.istio.principals = self.istio_principals.clone();
+        record
+    }
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
