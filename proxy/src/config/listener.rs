@@ -302,7 +302,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             l.stat_prefix.clone()
         },
         address,
-        bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
+        bind_to_port: bind_to_port(l),
         use_original_dst,
         transparent: l.transparent.as_ref().is_some_and(|b| b.value),
         listener_filters,
@@ -323,6 +323,20 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         inbound: l.traffic_direction == 1,
         outbound: l.traffic_direction == 2,
     })
+}
+
+/// Whether the listener binds its address: as in Envoy, both `bind_to_port` and the
+/// deprecated `deprecated_v1.bind_to_port` (which older istiods set on virtual listeners)
+/// must allow it; each defaults to true.
+fn bind_to_port(l: &listener::Listener) -> bool {
+    let allows =
+        |b: Option<&xds_client::proto::google::protobuf::BoolValue>| b.is_none_or(|b| b.value);
+    allows(l.bind_to_port.as_ref())
+        && allows(
+            l.deprecated_v1
+                .as_ref()
+                .and_then(|d| d.bind_to_port.as_ref()),
+        )
 }
 
 fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ConfiguredListenerFilter> {
@@ -457,6 +471,9 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                 )),
                 crate::istio::stats::TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
                     crate::istio::stats::translate(&any.value, &tp)?,
+                )),
+                crate::istio::null_vm::NETWORK_TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
+                    crate::istio::null_vm::translate_network(&any.value, &tp)?,
                 )),
                 xds_client::istio::AUTHN_CONFIG => NetworkFilter::IstioAuthn,
                 crate::rbac::translate::NETWORK_TYPE_NAME => {

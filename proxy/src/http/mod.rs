@@ -9,6 +9,7 @@ pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
 pub mod headers;
+pub mod http10;
 pub mod local_reply;
 pub mod metadata;
 pub mod mirror;

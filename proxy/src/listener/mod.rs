@@ -541,9 +541,10 @@ async fn handle(
         info.tls = true;
         info.alpn = conn.alpn_protocol().map(|a| a.to_vec());
         info.server_name = conn.server_name().map(str::to_string).or(info.server_name);
-        let leaf = conn.peer_certificates().and_then(|c| c.first());
-        info.peer_certificate =
-            leaf.map(|c| Arc::new(crate::http::client_cert::PeerCertificate::from_der(c)));
+        info.peer_certificate = conn
+            .peer_certificates()
+            .and_then(crate::http::client_cert::PeerCertificate::from_chain)
+            .map(Arc::new);
         info.local_uri_san = tls.local_uri_san();
         if chain.authn {
             // As `istio_authn`: only with a client certificate, the first `spiffe://`

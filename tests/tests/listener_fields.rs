@@ -1,0 +1,150 @@
+//! Listener and connection-manager fields istiod sends, side by side with Envoy 1.40:
+//! the deprecated `deprecated_v1.bind_to_port` older istiods put on their virtual
+//! listeners, and HTTP/1.0 (`http_protocol_options.accept_http_10`, Istio's per-mesh
+//! switch, and `default_host_for_http_10`): without the switch Envoy answers 426.
+
+use e2e::config::{bootstrap, hcm, listener};
+use e2e::proxy::agree_with_envoy;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A listener on `port` answering `body` to every request, with `hcm_extra` merged into
+/// its connection manager.
+fn answering(name: &str, port: u16, body: &str, hcm_extra: Value) -> Value {
+    let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": body}}}]}]);
+    listener(name, port, hcm(vh, hcm_extra), json!({}))
+}
+
+/// What a client sees of an exchange: the response's status code, headers (in order of
+/// name, without `date`) and body, and whether the server closed the connection after it
+/// (within a generous bound). The status line's version is left out: Envoy answers its
+/// 426 as HTTP/1.1, while meshproxy's HTTP/1 codec answers an HTTP/1.0 request in kind.
+fn exchange(port: u16, request: &str) -> (String, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the listener accepts");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap_or_default()
+        .split_once(' ')
+        .map(|x| x.1);
+    let mut headers: Vec<&str> = lines
+        .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
+        .collect();
+    headers.sort();
+    (
+        format!(
+            "{}\n{}\n\n{body}",
+            status.unwrap_or_default(),
+            headers.join("\n")
+        ),
+        closed,
+    )
+}
+
+/// The first of `n` consecutive free ports.
+fn consecutive_ports(n: u16) -> u16 {
+    loop {
+        let p = e2e::free_port();
+        if (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn deprecated_v1_bind_to_port_false_binds_nothing_as_in_envoy() {
+    let port = consecutive_ports(2);
+    let got = agree_with_envoy(
+        |_| {
+            let mut unbound = answering("unbound", port + 1, "unbound", json!({}));
+            unbound["deprecated_v1"] = json!({"bind_to_port": false});
+            let mut bound = answering("bound", port, "bound", json!({}));
+            bound["deprecated_v1"] = json!({"bind_to_port": true});
+            bootstrap(vec![bound, unbound], vec![])
+        },
+        |_, _| {
+            (
+                e2e::curl::get(port, "/", &[]).text(),
+                TcpStream::connect(("127.0.0.1", port + 1)).is_ok(),
+            )
+        },
+    );
+    if let Some(got) = got {
+        assert_eq!(got, ("bound".to_string(), false));
+    }
+}
+
+#[test]
+fn http10_is_refused_with_426_unless_accepted_as_in_envoy() {
+    let requests = [
+        "GET / HTTP/1.0\r\nHost: given\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\nHost: given\r\n\r\n",
+        "GET / HTTP/1.0\r\n\r\n",
+    ];
+    let port = consecutive_ports(3);
+    let got = agree_with_envoy(
+        |_| {
+            let host_routes = json!({"route_config": {"virtual_hosts": [
+                {"name": "d", "domains": ["default.example"], "routes": [{"match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": "default-host"}}}]},
+                {"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": "any-host"}}}]}]}});
+            let mut with_default = host_routes.clone();
+            with_default["http_protocol_options"] =
+                json!({"accept_http_10": true, "default_host_for_http_10": "default.example"});
+            let mut without_default = host_routes;
+            without_default["http_protocol_options"] = json!({"accept_http_10": true});
+            bootstrap(
+                vec![
+                    answering("refuses", port, "served", json!({})),
+                    answering("accepts", port + 1, "", with_default),
+                    answering("accepts-no-default", port + 2, "", without_default),
+                ],
+                vec![],
+            )
+        },
+        |_, _| {
+            let mut seen = Vec::new();
+            for p in port..port + 3 {
+                for r in requests {
+                    seen.push(exchange(p, r));
+                }
+            }
+            seen.push(exchange(
+                port,
+                "GET / HTTP/1.1\r\nHost: given\r\nConnection: close\r\n\r\n",
+            ));
+            seen
+        },
+    );
+    let Some(got) = got else { return };
+    assert!(
+        got[0].0.starts_with("426 Upgrade Required") && got[1].1,
+        "refused, and closed even when the client asked to keep it: {got:#?}"
+    );
+    assert!(
+        got[3].0.ends_with("any-host") && got[5].0.ends_with("default-host"),
+        "{got:#?}"
+    );
+    assert!(
+        got[8].0.starts_with("400"),
+        "no host and no default: {got:#?}"
+    );
+    assert!(got[9].0.ends_with("served"), "HTTP/1.1 is served: {got:#?}");
+}
