@@ -148,3 +148,26 @@ fn http10_is_refused_with_426_unless_accepted_as_in_envoy() {
     );
     assert!(got[9].0.ends_with("served"), "HTTP/1.1 is served: {got:#?}");
 }
+
+/// Dual stack as istiod writes it: the listener's IPv4 address plus `additional_addresses`
+/// (the IPv6 one, here also a second IPv4 loopback address): each is bound and served.
+#[test]
+fn additional_addresses_are_bound_and_served_as_in_envoy() {
+    let port = e2e::free_port();
+    let got = agree_with_envoy(
+        |_| {
+            let mut l = answering("dual", port, "dual", json!({}));
+            l["additional_addresses"] = json!([
+                {"address": {"socket_address": {"address": "::1", "port_value": port}}},
+                {"address": {"socket_address": {"address": "127.0.0.2", "port_value": port}}}]);
+            bootstrap(vec![l], vec![])
+        },
+        |_, _| {
+            ["127.0.0.1", "[::1]", "127.0.0.2"]
+                .map(|host| e2e::curl::curl(&[], &format!("http://{host}:{port}/")).text())
+        },
+    );
+    if let Some(got) = got {
+        assert_eq!(got, ["dual", "dual", "dual"]);
+    }
+}

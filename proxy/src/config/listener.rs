@@ -187,6 +187,9 @@ pub struct ListenerConfig {
     pub name: String,
     /// Bound address.
     pub address: Address,
+    /// `additional_addresses`: more addresses the listener also binds and serves alike
+    /// (Istio's dual-stack listeners carry the IPv6 one here).
+    pub additional_addresses: Vec<Address>,
     /// Stat prefix for `listener.<prefix>.` (defaults to the address).
     pub stat_prefix: String,
     /// Whether to bind a socket (false: only reachable by original-destination hand-off).
@@ -215,6 +218,13 @@ pub struct ListenerConfig {
     pub outbound: bool,
 }
 
+impl ListenerConfig {
+    /// Every address the listener binds: its address, then the additional ones.
+    pub fn addresses(&self) -> impl Iterator<Item = &Address> {
+        std::iter::once(&self.address).chain(&self.additional_addresses)
+    }
+}
+
 /// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
 pub fn stat_address(a: &Address) -> String {
     match a {
@@ -241,6 +251,20 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         &join(path, "address"),
         false,
     )?;
+    let additional_addresses = common::each(
+        &l.additional_addresses,
+        path,
+        "additional_addresses",
+        |a, p| additional_address(a, &address, &join(p, "address")),
+    )?;
+    for (i, a) in additional_addresses.iter().enumerate() {
+        if additional_addresses[..i].contains(a) {
+            return Err(ConfigError::at(
+                format!("{}[{i}].address", join(path, "additional_addresses")),
+                "the listener has this address already",
+            ));
+        }
+    }
     if l.name.is_empty() {
         return Err(ConfigError::at(
             join(path, "name"),
@@ -302,6 +326,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             l.stat_prefix.clone()
         },
         address,
+        additional_addresses,
         bind_to_port: bind_to_port(l),
         use_original_dst,
         transparent: l.transparent.as_ref().is_some_and(|b| b.value),
@@ -323,6 +348,35 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         inbound: l.traffic_direction == 1,
         outbound: l.traffic_direction == 2,
     })
+}
+
+/// One of `additional_addresses`: bound and served like the listener's address, so both
+/// must be IP socket addresses, and different.
+fn additional_address(
+    a: &listener::AdditionalAddress,
+    main: &Address,
+    path: &str,
+) -> Result<Address> {
+    let address = common::address(
+        a.address
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(path, "address is required"))?,
+        path,
+        false,
+    )?;
+    if !matches!((&address, main), (Address::Socket(_), Address::Socket(_))) {
+        return Err(ConfigError::at(
+            path,
+            "additional addresses (and the listener's own) must be IP socket addresses",
+        ));
+    }
+    if address == *main {
+        return Err(ConfigError::at(
+            path,
+            "the listener has this address already",
+        ));
+    }
+    Ok(address)
 }
 
 /// Whether the listener binds its address: as in Envoy, both `bind_to_port` and the

@@ -164,8 +164,9 @@ pub const MESSAGES: &[MessageSupport] = &[
         "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
         "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
         "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
-        "transparent", "deprecated_v1",
+        "transparent", "deprecated_v1", "additional_addresses",
     ]),
+    msg!("envoy.config.listener.v3.AdditionalAddress", ["address"]),
     msg!("envoy.config.listener.v3.Listener.DeprecatedV1", ["bind_to_port"]),
     msg!("envoy.config.listener.v3.FilterChain", [
         "filter_chain_match", "filters", "transport_socket", "name", "metadata",

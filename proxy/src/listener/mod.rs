@@ -286,6 +286,21 @@ impl BoundSocket {
     }
 }
 
+/// A listener's bound sockets: one for its address, then one per additional address.
+pub struct ListenerSockets(pub Vec<BoundSocket>);
+
+/// Binds every address of a listener (see [`bind`]).
+pub fn bind_listener(config: &ListenerConfig) -> std::io::Result<ListenerSockets> {
+    config
+        .addresses()
+        .map(|a| {
+            bind(a, config.transparent)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{a}: {e}")))
+        })
+        .collect::<std::io::Result<_>>()
+        .map(ListenerSockets)
+}
+
 /// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`);
 /// `transparent` sets IP_TRANSPARENT so TPROXY'd connections are accepted.
 pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket> {
