@@ -171,3 +171,60 @@ fn additional_addresses_are_bound_and_served_as_in_envoy() {
         assert_eq!(got, ["dual", "dual", "dual"]);
     }
 }
+
+/// The east-west gateway's AUTO_PASSTHROUGH as istiod wrote it up to 1.9 (and later with
+/// the legacy flag): a TLS chain for the mesh's SNIs whose `sni_cluster` filter sends each
+/// connection, still encrypted, to the cluster its SNI names; the `tcp_proxy`'s own
+/// cluster (BlackHoleCluster) serves only connections without SNI. The client completes
+/// its TLS handshake with the upstream itself.
+#[test]
+fn sni_cluster_passes_tls_through_to_the_cluster_the_sni_names_as_in_envoy() {
+    let certs = e2e::fixtures().join("istio-proxy/certs");
+    let (cert, key) = (certs.join("server.cert"), certs.join("server-key.cert"));
+    let service = e2e::upstream::Upstream::tls("service-8080", &cert, &key);
+    let other = e2e::upstream::Upstream::tls("other-9090", &cert, &key);
+    let names = [
+        "outbound_.8080_._.svc.ns.svc.cluster.local",
+        "outbound_.9090_.v1_.other.ns.svc.cluster.local",
+        "outbound_.1_._.absent.ns.svc.cluster.local",
+    ];
+    let port = e2e::free_port();
+    let got = agree_with_envoy(
+        |_| {
+            let gateway = json!({"name": "0.0.0.0_15443",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+                "filter_chains": [{"filter_chain_match": {"server_names": ["*.svc.cluster.local"]},
+                    "filters": [
+                        {"name": "envoy.filters.network.sni_cluster", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.sni_cluster.v3.SniCluster"}},
+                        {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                            "stat_prefix": "BlackHoleCluster", "cluster": "BlackHoleCluster"}}]}]});
+            bootstrap(
+                vec![gateway],
+                vec![
+                    e2e::config::cluster(names[0], &[service.port], json!({})),
+                    e2e::config::cluster(names[1], &[other.port], json!({})),
+                    json!({"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "1s"}),
+                ],
+            )
+        },
+        |_, _| {
+            names.map(|host| {
+                let resolve = format!("{host}:{port}:127.0.0.1");
+                let r = e2e::curl::curl(
+                    &["-k", "--resolve", &resolve],
+                    &format!("https://{host}:{port}/"),
+                );
+                (r.status, r.text())
+            })
+        },
+    );
+    if let Some(got) = got {
+        assert_eq!(got[0], (200, "service-8080".to_string()));
+        assert_eq!(got[1], (200, "other-9090".to_string()));
+        assert_ne!(got[2].0, 200, "no cluster of that name: {got:?}");
+    }
+}

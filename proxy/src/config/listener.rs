@@ -15,6 +15,7 @@ use xds_client::proto::envoy::config::listener::v3 as listener;
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const SNI_CLUSTER: &str = "envoy.extensions.filters.network.sni_cluster.v3.SniCluster";
 
 /// A listener filter that runs before filter-chain selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +157,10 @@ pub enum NetworkFilter {
     /// `istio_authn`: the connection's principals are the first `spiffe://` URI SANs of
     /// the peer's and our certificates (what Istio's metrics and RBAC read).
     IstioAuthn,
+    /// `envoy.filters.network.sni_cluster`: the TCP proxy's cluster is the connection's
+    /// SNI when it has one (the east-west gateway's AUTO_PASSTHROUGH before Istio 1.20,
+    /// whose SNIs are `outbound_.<port>_.<subset>_.<host>` cluster names).
+    SniCluster,
     /// Role-based access control on the connection (`envoy.filters.network.rbac`).
     Rbac(Arc<crate::rbac::translate::NetworkRbacConfig>),
     /// A discovered filter (`config_discovery`) whose config has not arrived and that has
@@ -530,6 +535,7 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                     crate::istio::null_vm::translate_network(&any.value, &tp)?,
                 )),
                 xds_client::istio::AUTHN_CONFIG => NetworkFilter::IstioAuthn,
+                SNI_CLUSTER => NetworkFilter::SniCluster,
                 crate::rbac::translate::NETWORK_TYPE_NAME => {
                     NetworkFilter::Rbac(Arc::new(crate::rbac::translate::network(&any.value, &tp)?))
                 }

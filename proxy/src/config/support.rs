@@ -192,6 +192,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.listener.original_src.v3.OriginalSrc", ["mark"]),
     msg!("envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", ["allow_requests_without_proxy_protocol"]),
     // --- network filters -----------------------------------------------------------------
+    msg!("envoy.extensions.filters.network.sni_cluster.v3.SniCluster", []),
     msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", [
         "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts",
         "access_log",
