@@ -293,8 +293,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.rbac.v3.Policy", ["permissions", "principals"]),
     msg!("envoy.config.rbac.v3.Permission", [
         "and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port",
-        "destination_port_range", "metadata", "not_rule", "requested_server_name",
+        "destination_port_range", "metadata", "not_rule", "requested_server_name", "uri_template",
     ]),
+    msg!("envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig", ["path_template"]),
     msg!("envoy.config.rbac.v3.Permission.Set", ["rules"]),
     msg!("envoy.config.rbac.v3.Principal", [
         "and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip",
