@@ -158,7 +158,7 @@ impl Rule {
                 let path = r.path.split(['?', '#']).next().unwrap_or_default();
                 m.matches(path)
             }),
-            Rule::UriTemplate(t) => s.request.as_ref().is_some_and(|r| t.matches(&r.path)),
+            Rule::UriTemplate(t) => s.request.as_ref().is_some_and(|r| t.matches(r.path)),
             Rule::DestinationIp(c) => ip_in(c, conn.local.map(|a| a.ip())),
             Rule::DestinationPort(p) => conn.local.is_some_and(|a| a.port() == *p),
             Rule::DestinationPortRange(start, end) => conn
