@@ -150,25 +150,59 @@ fn http10_is_refused_with_426_unless_accepted_as_in_envoy() {
 }
 
 /// Dual stack as istiod writes it: the listener's IPv4 address plus `additional_addresses`
-/// (the IPv6 one, here also a second IPv4 loopback address): each is bound and served.
+/// (the IPv6 one): each is bound and served. As in Envoy, an IPv6 address is bound
+/// IPv6-only unless `ipv4_compat` is set, so `0.0.0.0` and `[::]` share a port.
 #[test]
 fn additional_addresses_are_bound_and_served_as_in_envoy() {
-    let port = e2e::free_port();
+    let port = consecutive_ports(4);
+    let socket =
+        |address: &str, p: u16| json!({"socket_address": {"address": address, "port_value": p}});
     let got = agree_with_envoy(
         |_| {
-            let mut l = answering("dual", port, "dual", json!({}));
-            l["additional_addresses"] = json!([
-                {"address": {"socket_address": {"address": "::1", "port_value": port}}},
-                {"address": {"socket_address": {"address": "127.0.0.2", "port_value": port}}}]);
-            bootstrap(vec![l], vec![])
+            let mut wildcards = answering("wildcards", port, "dual", json!({}));
+            wildcards["address"] = socket("0.0.0.0", port);
+            wildcards["additional_addresses"] = json!([{"address": socket("::", port)}]);
+            let mut loopbacks = answering("loopbacks", port + 1, "loopbacks", json!({}));
+            loopbacks["additional_addresses"] = json!([{"address": socket("::1", port + 1)}]);
+            let mut v6 = answering("v6", port + 2, "v6", json!({}));
+            v6["address"] = socket("::", port + 2);
+            let mut compat = answering("compat", port + 3, "compat", json!({}));
+            compat["address"] = json!({"socket_address": {"address": "::", "port_value": port + 3, "ipv4_compat": true}});
+            bootstrap(vec![wildcards, loopbacks, v6, compat], vec![])
         },
         |_, _| {
-            ["127.0.0.1", "[::1]", "127.0.0.2"]
-                .map(|host| e2e::curl::curl(&[], &format!("http://{host}:{port}/")).text())
+            let get = |host: &str, p: u16| {
+                let r = e2e::curl::curl(&["-g"], &format!("http://{host}:{p}/"));
+                (r.status, r.text())
+            };
+            [
+                get("127.0.0.1", port),
+                get("[::1]", port),
+                get("127.0.0.1", port + 1),
+                get("[::1]", port + 1),
+                get("127.0.0.1", port + 2),
+                get("[::1]", port + 2),
+                get("127.0.0.1", port + 3),
+                get("[::1]", port + 3),
+            ]
         },
     );
     if let Some(got) = got {
-        assert_eq!(got, ["dual", "dual", "dual"]);
+        let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "dual",
+                "dual",
+                "loopbacks",
+                "loopbacks",
+                "",
+                "v6",
+                "compat",
+                "compat"
+            ],
+            "{got:?}"
+        );
     }
 }
 

@@ -195,6 +195,10 @@ pub struct ListenerConfig {
     /// `additional_addresses`: more addresses the listener also binds and serves alike
     /// (Istio's dual-stack listeners carry the IPv6 one here).
     pub additional_addresses: Vec<Address>,
+    /// The IPv6 ones among these addresses that are bound IPv6-only: as Envoy binds an
+    /// IPv6 address unless its `ipv4_compat` is set, which lets a dual-stack listener
+    /// hold `0.0.0.0` and `[::]` on one port.
+    pub ipv6_only: Vec<Address>,
     /// Stat prefix for `listener.<prefix>.` (defaults to the address).
     pub stat_prefix: String,
     /// Whether to bind a socket (false: only reachable by original-destination hand-off).
@@ -262,6 +266,12 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         "additional_addresses",
         |a, p| additional_address(a, &address, &join(p, "address")),
     )?;
+    let ipv6_only = std::iter::once(l.address.as_ref())
+        .chain(l.additional_addresses.iter().map(|a| a.address.as_ref()))
+        .zip(std::iter::once(&address).chain(&additional_addresses))
+        .filter(|(proto, a)| matches!(a, Address::Socket(s) if s.is_ipv6()) && !ipv4_compat(*proto))
+        .map(|(_, a)| a.clone())
+        .collect();
     for (i, a) in additional_addresses.iter().enumerate() {
         if additional_addresses[..i].contains(a) {
             return Err(ConfigError::at(
@@ -332,6 +342,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         },
         address,
         additional_addresses,
+        ipv6_only,
         bind_to_port: bind_to_port(l),
         use_original_dst,
         transparent: l.transparent.as_ref().is_some_and(|b| b.value),
@@ -382,6 +393,12 @@ fn additional_address(
         ));
     }
     Ok(address)
+}
+
+/// `socket_address.ipv4_compat` of an address.
+fn ipv4_compat(a: Option<&xds_client::proto::envoy::config::core::v3::Address>) -> bool {
+    use xds_client::proto::envoy::config::core::v3::address::Address as A;
+    matches!(a.and_then(|a| a.address.as_ref()), Some(A::SocketAddress(s)) if s.ipv4_compat)
 }
 
 /// Whether the listener binds its address: as in Envoy, both `bind_to_port` and the

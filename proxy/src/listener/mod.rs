@@ -294,16 +294,17 @@ pub fn bind_listener(config: &ListenerConfig) -> std::io::Result<ListenerSockets
     config
         .addresses()
         .map(|a| {
-            bind(a, config.transparent)
+            bind(a, config.transparent, config.ipv6_only.contains(a))
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{a}: {e}")))
         })
         .collect::<std::io::Result<_>>()
         .map(ListenerSockets)
 }
 
-/// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`);
-/// `transparent` sets IP_TRANSPARENT so TPROXY'd connections are accepted.
-pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket> {
+/// Binds a listener's address (SO_REUSEADDR, non-blocking; an IPv6 one accepts IPv4 too
+/// unless `ipv6_only`); `transparent` sets IP_TRANSPARENT so TPROXY'd connections are
+/// accepted.
+pub fn bind(address: &Address, transparent: bool, ipv6_only: bool) -> std::io::Result<BoundSocket> {
     match address {
         Address::Socket(a) => {
             let domain = if a.is_ipv4() {
@@ -314,7 +315,7 @@ pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket
             let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
             if a.is_ipv6() {
-                s.set_only_v6(false).ok();
+                s.set_only_v6(ipv6_only)?;
             }
             if transparent {
                 crate::upstream::source::set_transparent(&s, a.is_ipv6())?;

@@ -281,6 +281,7 @@ fn socket_for(
         .or_else(|| st.active.get(&config.name))
         .filter(|e| {
             e.listener.config.addresses().eq(config.addresses())
+                && e.listener.config.ipv6_only == config.ipv6_only
                 && e.listener.config.transparent == config.transparent
         })
         .and_then(|e| e.socket.clone());
