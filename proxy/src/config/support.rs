@@ -148,7 +148,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials", ["root_certs", "private_key", "cert_chain"]),
     msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.GoogleLocalCredentials", []),
     msg!("envoy.config.core.v3.GrpcService.EnvoyGrpc", ["cluster_name", "authority", "max_receive_message_length"]),
-    msg!("envoy.config.core.v3.Http1ProtocolOptions", []),
+    msg!("envoy.config.core.v3.Http1ProtocolOptions", ["accept_http_10", "default_host_for_http_10"]),
     msg!("envoy.config.core.v3.Http2ProtocolOptions", [
         "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size",
     ]),
@@ -164,8 +164,10 @@ pub const MESSAGES: &[MessageSupport] = &[
         "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
         "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
         "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
-        "transparent",
+        "transparent", "deprecated_v1", "additional_addresses",
     ]),
+    msg!("envoy.config.listener.v3.AdditionalAddress", ["address"]),
+    msg!("envoy.config.listener.v3.Listener.DeprecatedV1", ["bind_to_port"]),
     msg!("envoy.config.listener.v3.FilterChain", [
         "filter_chain_match", "filters", "transport_socket", "name", "metadata",
         "transport_socket_connect_timeout",
@@ -190,6 +192,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.listener.original_src.v3.OriginalSrc", ["mark"]),
     msg!("envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", ["allow_requests_without_proxy_protocol"]),
     // --- network filters -----------------------------------------------------------------
+    msg!("envoy.extensions.filters.network.sni_cluster.v3.SniCluster", []),
     msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", [
         "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts",
         "access_log",
@@ -290,8 +293,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.rbac.v3.Policy", ["permissions", "principals"]),
     msg!("envoy.config.rbac.v3.Permission", [
         "and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port",
-        "destination_port_range", "metadata", "not_rule", "requested_server_name",
+        "destination_port_range", "metadata", "not_rule", "requested_server_name", "uri_template",
     ]),
+    msg!("envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig", ["path_template"]),
     msg!("envoy.config.rbac.v3.Permission.Set", ["rules"]),
     msg!("envoy.config.rbac.v3.Principal", [
         "and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip",
@@ -348,17 +352,20 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
     msg!("io.istio.http.peer_metadata.Config.Baggage", []),
     msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", ["alpn_override"]),
+    // Istio's null-VM plugins (envoy.wasm.metadata_exchange, envoy.wasm.stats) only;
+    // any other runtime is refused at `vm_config.runtime`.
     msg!("envoy.extensions.filters.http.wasm.v3.Wasm", ["config"]),
+    msg!("envoy.extensions.filters.network.wasm.v3.Wasm", ["config"]),
     msg!("envoy.extensions.wasm.v3.PluginConfig", [
         "vm_config", "configuration",
         "name" = "only names the plugin in logs and stats",
-        "root_id" = "the null-VM metadata exchange plugin has one root context",
-        "fail_open" = "the built-in metadata exchange cannot fail to load",
-        "failure_policy" = "the built-in metadata exchange cannot fail to load",
+        "root_id" = "each null-VM plugin has one root context; the listener direction decides the rest",
+        "fail_open" = "the built-in plugins cannot fail to load",
+        "failure_policy" = "the built-in plugins cannot fail to load",
     ]),
     msg!("envoy.extensions.wasm.v3.VmConfig", [
         "runtime", "code",
-        "vm_id" = "only groups plugins sharing a VM; the built-in plugin needs none",
+        "vm_id" = "only groups plugins sharing a VM; the built-in plugins need none",
         "allow_precompiled" = "there is no module to precompile",
     ]),
     msg!("envoy.config.core.v3.AsyncDataSource", ["local"]),
