@@ -588,3 +588,16 @@ fn bookinfo_endpoints_replay_matches_envoy() {
 fn ecds_replay_matches_envoy() {
     check("ecds.configdump.json");
 }
+
+/// An Istio Gateway's routes (istiod 1.22): `max_grpc_timeout` and
+/// `max_direct_response_body_size_bytes`.
+#[test]
+fn istio_gateway_routes_replay_matches_envoy() {
+    check("routes-istio-gateway-http-route-prefix.configdump.json");
+}
+
+/// A Gateway API HTTPRoute's routes: `cluster_not_found_response_code` besides.
+#[test]
+fn gateway_api_routes_replay_matches_envoy() {
+    check("routes-k8s-gateway-http-route-path-prefix.configdump.json");
+}
