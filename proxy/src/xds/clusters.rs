@@ -23,6 +23,10 @@ pub struct ClusterState {
     pub warming: BTreeMap<String, Arc<Cluster>>,
     /// The last assignment of each EDS service name.
     pub assignments: HashMap<String, (Arc<Assignment>, Applied)>,
+    /// EDS service names whose assignment was rejected: their clusters stop waiting for
+    /// it and serve without hosts until a good one comes (Envoy lets startup go on past a
+    /// bad configuration).
+    pub rejected: HashSet<String>,
 }
 
 impl ClusterState {
@@ -33,8 +37,13 @@ impl ClusterState {
                 c.config
                     .eds_service_name
                     .as_ref()
-                    .is_none_or(|s| self.assignments.contains_key(s))
+                    .is_none_or(|s| self.eds_answered(s))
             })
+    }
+
+    /// Whether EDS answered for `service`: with an assignment, or a rejected one.
+    fn eds_answered(&self, service: &str) -> bool {
+        self.assignments.contains_key(service) || self.rejected.contains(service)
     }
 
     /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets.
@@ -42,7 +51,7 @@ impl ClusterState {
         c.config
             .eds_service_name
             .as_ref()
-            .is_none_or(|s| self.assignments.contains_key(s))
+            .is_none_or(|s| self.eds_answered(s))
             && c.config.tls.as_ref().is_none_or(|t| t.tls.ready())
     }
 
@@ -230,6 +239,7 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
                 for c in users(&by_service, &st.warming, &e.name) {
                     c.count_eds_update(false);
                 }
+                st.rejected.insert(e.name.clone());
                 rejected.push(e);
                 continue;
             }

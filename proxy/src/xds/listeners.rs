@@ -41,7 +41,7 @@ pub struct Entry {
 
 impl Entry {
     fn warm(&self) -> bool {
-        !self.awaits_extension && self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
+        !self.awaits_extension && self.slots.iter().all(|s| s.answered()) && self.listener.warmed()
     }
 
     /// How long it may warm: the longest initial fetch timeout of its routes and secrets;
@@ -597,6 +597,11 @@ pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
             Ok((name, routes)) => (name, Arc::new(routes)),
             Err(e) => {
                 count_rds_update(server, st, &e.name, false);
+                for entry in st.active.values().chain(st.warming.values()) {
+                    for s in entry.slots.iter().filter(|s| s.name == e.name) {
+                        s.reject();
+                    }
+                }
                 rejected.push(e);
                 continue;
             }
