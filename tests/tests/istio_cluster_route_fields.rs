@@ -81,7 +81,14 @@ fn circuit_breaker_gauges_and_overloaded_header_match_envoy() {
             breaker_stats(&p, "c")["circuit_breakers.default.rq_open"] == "0"
         });
         let after = without_connections(breaker_stats(&p, "c"));
+        let (_, clusters) = p.admin_get("/clusters").unwrap();
+        let limits: Vec<String> = clusters
+            .lines()
+            .filter(|l| l.contains("_priority::"))
+            .map(str::to_string)
+            .collect();
         (
+            limits,
             second.status,
             second.header("x-envoy-overloaded").map(str::to_string),
             second.text(),
@@ -89,7 +96,8 @@ fn circuit_breaker_gauges_and_overloaded_header_match_envoy() {
             after,
         )
     })
-    .map(|(status, overloaded, _, during, after)| {
+    .map(|(limits, status, overloaded, _, during, after)| {
+        assert_eq!(limits.len(), 8, "both priorities in /clusters: {limits:?}");
         assert_eq!(status, 503);
         assert_eq!(overloaded.as_deref(), Some("true"));
         assert_eq!(during["circuit_breakers.default.rq_open"], "1");

@@ -1078,6 +1078,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_route_timeouts_follow_envoys_arithmetic() {
+        let ms = Duration::from_millis;
+        let uncapped = GrpcRouteTimeout {
+            max_ms: 0,
+            offset_ms: 0,
+        };
+        assert_eq!(uncapped.timeout(None), None, "no header: no timeout");
+        assert_eq!(uncapped.timeout(Some(ms(400))), Some(ms(400)));
+        assert_eq!(
+            uncapped.timeout(Some(Duration::from_micros(900))),
+            None,
+            "under a millisecond is 0: no timeout"
+        );
+        let capped = GrpcRouteTimeout {
+            max_ms: 300,
+            offset_ms: 100,
+        };
+        assert_eq!(capped.timeout(None), Some(ms(300)));
+        assert_eq!(capped.timeout(Some(ms(250))), Some(ms(150)));
+        assert_eq!(
+            capped.timeout(Some(ms(80))),
+            Some(ms(80)),
+            "an offset never takes all the time"
+        );
+    }
+
+    #[test]
+    fn grpc_timeouts_are_written_in_eight_digits() {
+        assert_eq!(format_grpc_timeout(Duration::from_millis(1500)), "1500m");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_millis(99_999_999)),
+            "99999999m"
+        );
+        assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(100_000_000)),
+            "1666666M"
+        );
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(6_000_000_000)),
+            "1666666H"
+        );
+        assert_eq!(format_grpc_timeout(Duration::MAX), "99999999H");
+    }
+
+    #[test]
     fn grpc_timeout_values_parse_with_every_unit() {
         assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
