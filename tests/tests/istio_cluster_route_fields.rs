@@ -60,23 +60,42 @@ fn without_connections(mut stats: BTreeMap<String, String>) -> BTreeMap<String, 
     stats
 }
 
+/// An upstream that answers after `delay_ms`.
+fn slow_upstream(delay_ms: u64) -> Upstream {
+    let up = Upstream::http("slow");
+    up.set(Behavior {
+        delay_ms,
+        ..Default::default()
+    });
+    up
+}
+
+/// Fills a one-request cluster behind `port` with a request `up` holds, then sends the
+/// request that overflows and runs `while_held`; returns the overflow's response, what
+/// `while_held` saw, and the first request's status.
+fn overflow<T>(
+    port: u16,
+    up: &Upstream,
+    while_held: impl FnOnce() -> T,
+) -> (curl::Response, T, u16) {
+    let first = std::thread::spawn(move || curl::get(port, "/", &[]).status);
+    e2e::wait_until(10, "the first request upstream", || up.count() == 1);
+    let second = curl::get(port, "/", &[]);
+    let seen = while_held();
+    (second, seen, first.join().unwrap())
+}
+
 #[test]
 fn circuit_breaker_gauges_and_overloaded_header_match_envoy() {
-    same_in_both(|kind| {
-        let up = Upstream::http("slow");
-        up.set(Behavior {
-            delay_ms: 1500,
-            ..Default::default()
-        });
+    let seen = same_in_both(|kind| {
+        let up = slow_upstream(1500);
         let port = free_port();
         let routes = json!([{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]);
         let c = cluster("c", &[up.port], istiod_thresholds(1));
         let p = Proxy::start(kind, &config(port, routes, vec![c]), &[]);
-        let first = std::thread::spawn(move || curl::get(port, "/", &[]).status);
-        e2e::wait_until(10, "the first request upstream", || up.count() == 1);
-        let second = curl::get(port, "/", &[]);
-        let during = without_connections(breaker_stats(&p, "c"));
-        assert_eq!(first.join().unwrap(), 200);
+        let (second, during, first) =
+            overflow(port, &up, || without_connections(breaker_stats(&p, "c")));
+        assert_eq!(first, 200);
         e2e::wait_until(10, "the request slot back", || {
             breaker_stats(&p, "c")["circuit_breakers.default.rq_open"] == "0"
         });
@@ -95,8 +114,8 @@ fn circuit_breaker_gauges_and_overloaded_header_match_envoy() {
             during,
             after,
         )
-    })
-    .map(|(limits, status, overloaded, _, during, after)| {
+    });
+    if let Some((limits, status, overloaded, _, during, after)) = seen {
         assert_eq!(limits.len(), 8, "both priorities in /clusters: {limits:?}");
         assert_eq!(status, 503);
         assert_eq!(overloaded.as_deref(), Some("true"));
@@ -111,16 +130,12 @@ fn circuit_breaker_gauges_and_overloaded_header_match_envoy() {
             !after.contains_key("circuit_breakers.high.remaining_rq"),
             "untracked priority"
         );
-    });
+    }
 }
 
 #[test]
 fn suppressed_envoy_headers_leave_overflow_unmarked() {
-    let up = Upstream::http("slow");
-    up.set(Behavior {
-        delay_ms: 1500,
-        ..Default::default()
-    });
+    let up = slow_upstream(1500);
     let port = free_port();
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c"}}]}]);
     let router = json!([{"name": "envoy.filters.http.router", "typed_config": {
@@ -136,12 +151,10 @@ fn suppressed_envoy_headers_leave_overflow_unmarked() {
         vec![cluster("c", &[up.port], istiod_thresholds(1))],
     );
     let _p = Proxy::start(Kind::Meshproxy, &config, &[]);
-    let first = std::thread::spawn(move || curl::get(port, "/", &[]).status);
-    e2e::wait_until(10, "the first request upstream", || up.count() == 1);
-    let second = curl::get(port, "/", &[]);
+    let (second, (), first) = overflow(port, &up, || ());
     assert_eq!(second.status, 503);
     assert_eq!(second.header("x-envoy-overloaded"), None);
-    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(first, 200);
 }
 
 #[test]
@@ -197,11 +210,7 @@ fn grpc_case(port: u16, up: &Upstream, path: &str, timeout: Option<&str>) -> Val
 
 #[test]
 fn max_grpc_timeout_sets_the_route_timeout_as_in_envoy() {
-    let up = Upstream::http("slow");
-    up.set(Behavior {
-        delay_ms: 1200,
-        ..Default::default()
-    });
+    let up = slow_upstream(1200);
     let routes = json!([
         // istiod's routes: max_grpc_timeout 0s, a gRPC request's own deadline rules.
         {"match": {"prefix": "/uncapped"}, "route": {"cluster": "c", "timeout": "0.6s", "max_grpc_timeout": "0s"}},
