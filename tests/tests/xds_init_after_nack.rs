@@ -1,9 +1,10 @@
 //! Startup past rejected resources over ADS, side by side with Envoy 1.40: with
 //! `initial_fetch_timeout: 0s` (pilot-agent's setting) a proxy waits for every cluster's
-//! first assignment and every listener's routes, but a rejected assignment or route
-//! configuration ends that wait as an accepted one does. The server turns LIVE; the
-//! listener whose routes were rejected answers 404 (no routes), the cluster whose
-//! assignment was rejected has no hosts (503).
+//! first assignment and every listener's routes and discovered filter configs, but a
+//! rejected assignment, route configuration or filter config ends that wait as an
+//! accepted one does. The server turns LIVE; the listener whose routes were rejected
+//! answers 404 (no routes), the cluster whose assignment was rejected has no hosts (503),
+//! the filter whose config was rejected answers 500 (no config, no default).
 
 use e2e::curl;
 use e2e::proxy::{same_in_both, Kind, Proxy};
@@ -11,9 +12,13 @@ use e2e::xds::resources::*;
 use e2e::xds::{ControlPlane, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use serde_json::json;
 
+/// Discovered filter configs.
+const EXTENSION: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+
 /// Whether the server turned LIVE, the types it NACKed, then what a request to the
-/// listener with rejected routes and one to the cluster with a rejected assignment got.
-fn startup_past_rejections(kind: Kind, delta: bool) -> (bool, Vec<String>, u16, u16) {
+/// listener with rejected routes, one to the cluster with a rejected assignment, and one
+/// through the filter with a rejected config got.
+fn startup_past_rejections(kind: Kind, delta: bool) -> (bool, Vec<String>, [u16; 3]) {
     let cp = ControlPlane::tcp();
     let wait_forever = json!("0s");
     let mut cluster = eds_cluster("backend");
@@ -37,7 +42,24 @@ fn startup_past_rejections(kind: Kind, delta: bool) -> (bool, Vec<String>, u16, 
     let hcm = &mut served["filter_chains"][0]["filters"][0]["typed_config"];
     hcm.as_object_mut().unwrap().remove("rds");
     hcm["route_config"] = route_config("inline", "backend", "v1");
-    cp.set_json(LISTENER, "served", served);
+    cp.set_json(LISTENER, "served", served.clone());
+    // The same routes behind a fault filter discovered over ADS, whose config is of a
+    // type the filter does not accept.
+    let filtered_port = e2e::free_port();
+    let mut filtered = served;
+    filtered["name"] = json!("filtered");
+    filtered["address"]["socket_address"]["port_value"] = json!(filtered_port);
+    let hcm = &mut filtered["filter_chains"][0]["filters"][0]["typed_config"];
+    hcm["http_filters"] = json!([{"name": "fault", "config_discovery": {
+        "config_source": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"},
+        "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"]}},
+        e2e::config::router()[0].clone()]);
+    cp.set_json(LISTENER, "filtered", filtered);
+    cp.set_json(
+        EXTENSION,
+        "fault",
+        json!({"name": "fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}),
+    );
     let proxy = Proxy::spawn(kind, &ads_bootstrap(&cp, delta, vec![]), &[]);
     let live = || {
         proxy
@@ -62,20 +84,29 @@ fn startup_past_rejections(kind: Kind, delta: bool) -> (bool, Vec<String>, u16, 
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let status = |port| curl::get(port, "/", &[]).status;
     (
         live(),
         nacked,
-        curl::get(rejected_port, "/", &[]).status,
-        curl::get(served_port, "/", &[]).status,
+        [rejected_port, served_port, filtered_port].map(status),
     )
 }
 
 #[test]
-fn rejected_assignment_and_routes_end_the_initial_fetch_like_envoy() {
+fn rejected_assignment_routes_and_filter_config_end_the_initial_fetch_like_envoy() {
     for delta in [false, true] {
         if let Some(seen) = same_in_both(|kind| startup_past_rejections(kind, delta)) {
-            let nacked = ["ClusterLoadAssignment", "RouteConfiguration"].map(String::from);
-            assert_eq!(seen, (true, nacked.to_vec(), 404, 503), "delta {delta}");
+            let nacked = [
+                "ClusterLoadAssignment",
+                "RouteConfiguration",
+                "TypedExtensionConfig",
+            ]
+            .map(String::from);
+            assert_eq!(
+                seen,
+                (true, nacked.to_vec(), [404, 503, 500]),
+                "delta {delta}"
+            );
         }
     }
 }

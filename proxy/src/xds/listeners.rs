@@ -479,6 +479,16 @@ pub fn apply_ecds(
         }
     }
     rebuild_users(server, st, &changed, secrets);
+    // As Envoy's init target is ready after a rejection, a listener stops waiting for a
+    // config that was rejected (its filter serves without one, or with its default).
+    let failed: HashSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
+    for e in st.warming.values_mut().filter(|e| e.awaits_extension) {
+        let pending = e
+            .extensions
+            .iter()
+            .filter(|d| !failed.contains(d.name.as_str()));
+        e.awaits_extension = extensions::waits(pending, &st.extensions);
+    }
     st.promote(server, false);
     rejected
 }
