@@ -46,13 +46,14 @@ impl ClusterState {
         self.assignments.contains_key(service) || self.rejected.contains(service)
     }
 
-    /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets.
+    /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets (or
+    /// their rejections).
     fn ready(&self, c: &Cluster) -> bool {
         c.config
             .eds_service_name
             .as_ref()
             .is_none_or(|s| self.eds_answered(s))
-            && c.config.tls.as_ref().is_none_or(|t| t.tls.ready())
+            && c.config.tls.as_ref().is_none_or(|t| t.tls.settled())
     }
 
     /// Shows how many clusters warm (`cluster_manager.warming_clusters`).
