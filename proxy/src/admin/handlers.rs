@@ -242,7 +242,7 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
         let n = &c.config.name;
         for (p, t) in [
             ("default_priority", c.config.thresholds),
-            ("high_priority", c.config.high_thresholds),
+            ("high_priority", c.config.high_thresholds()),
         ] {
             out.push_str(&format!(
                 "{n}::{p}::max_connections::{}\n{n}::{p}::max_pending_requests::{}\n{n}::{p}::max_requests::{}\n{n}::{p}::max_retries::{}\n",

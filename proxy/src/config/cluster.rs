@@ -251,9 +251,9 @@ pub struct ClusterConfig {
     pub assignment: Assignment,
     /// Circuit breakers (DEFAULT priority).
     pub thresholds: Thresholds,
-    /// The HIGH priority's thresholds: no route selects it (`RouteAction.priority` is not
-    /// supported), they only show in its `circuit_breakers.high.*` gauges.
-    pub high_thresholds: Thresholds,
+    /// The HIGH priority's thresholds when configured (see
+    /// [`ClusterConfig::high_thresholds`]; boxed: clusters rarely set them).
+    pub high_priority: Option<Box<Thresholds>>,
     /// Upstream TLS, if any.
     pub tls: Option<Arc<UpstreamTls>>,
     /// Upstream HTTP protocol.
@@ -355,6 +355,12 @@ pub struct TlsMatch {
 }
 
 impl ClusterConfig {
+    /// The HIGH priority's thresholds: no route selects it (`RouteAction.priority` is not
+    /// supported), they only show in `/clusters` and the `circuit_breakers.high.*` gauges.
+    pub fn high_thresholds(&self) -> Thresholds {
+        self.high_priority.as_deref().copied().unwrap_or_default()
+    }
+
     /// The name the cluster's stats carry (`cluster.<stat name>.*`).
     pub fn stat_name(&self) -> &str {
         self.alt_stat_name.as_deref().unwrap_or(&self.name)
@@ -532,8 +538,8 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         },
         lb,
         assignment,
-        thresholds: thresholds(c, 0),
-        high_thresholds: thresholds(c, 1),
+        thresholds: thresholds(c, 0).unwrap_or_default(),
+        high_priority: thresholds(c, 1).map(Box::new),
         tls,
         protocol,
         max_requests_per_connection: max_rpc.or(u32_value(&c.max_requests_per_connection)),
@@ -835,34 +841,30 @@ fn is_prime(n: u64) -> bool {
             .all(|d| !n.is_multiple_of(d))
 }
 
-/// The thresholds of `priority` (0 DEFAULT, 1 HIGH): the first entry for it, else the
-/// defaults.
-fn thresholds(c: &cluster::Cluster, priority: i32) -> Thresholds {
-    let mut t = Thresholds::default();
-    if let Some(th) = c
+/// The thresholds of `priority` (0 DEFAULT, 1 HIGH): the first entry for it, if any.
+fn thresholds(c: &cluster::Cluster, priority: i32) -> Option<Thresholds> {
+    let t = Thresholds::default();
+    let th = c
         .circuit_breakers
         .as_ref()
-        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == priority))
-    {
-        let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| {
-            x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d)
-        };
-        t = Thresholds {
-            max_connections: v(&th.max_connections, t.max_connections),
-            max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
-            max_requests: v(&th.max_requests, t.max_requests),
-            max_retries: v(&th.max_retries, t.max_retries),
-            retry_budget: th.retry_budget.as_ref().map(|b| RetryBudget {
-                milli_percent: b
-                    .budget_percent
-                    .as_ref()
-                    .map_or(20_000, |p| (p.value.clamp(0.0, 100.0) * 1000.0) as u64),
-                min_concurrency: v(&b.min_retry_concurrency, 3),
-            }),
-            track_remaining: th.track_remaining,
-        };
-    }
-    t
+        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == priority))?;
+    let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| {
+        x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d)
+    };
+    Some(Thresholds {
+        max_connections: v(&th.max_connections, t.max_connections),
+        max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
+        max_requests: v(&th.max_requests, t.max_requests),
+        max_retries: v(&th.max_retries, t.max_retries),
+        retry_budget: th.retry_budget.as_ref().map(|b| RetryBudget {
+            milli_percent: b
+                .budget_percent
+                .as_ref()
+                .map_or(20_000, |p| (p.value.clamp(0.0, 100.0) * 1000.0) as u64),
+            min_concurrency: v(&b.min_retry_concurrency, 3),
+        }),
+        track_remaining: th.track_remaining,
+    })
 }
 
 /// The assignment name an EDS cluster subscribes to, where it comes from, and how long

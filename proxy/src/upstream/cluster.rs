@@ -433,7 +433,7 @@ impl Cluster {
             // The circuit-breaker gauges come with the other stats: an idle cluster
             // carries none.
             self.resources
-                .attach_stats(&self.scope, &self.config.high_thresholds);
+                .attach_stats(&self.scope, &self.config.high_thresholds());
             stats
         })
     }

@@ -1,32 +1,55 @@
-//! Circuit-breaker resources shared by every worker: a count and a limit, acquired with a
-//! guard that releases on drop so no path can leak a slot. Each resource shows its state
-//! in Envoy's `circuit_breakers.<priority>.*_open` gauge (1 while no slot is left) and,
-//! with `track_remaining`, in its `remaining_*` gauge; the gauges are resolved once and
-//! set by the acquire and release that change the count, never by name.
+//! Circuit-breaker resources shared by every worker: a count and a limit per resource,
+//! acquired with a guard that releases on drop so no path can leak a slot. Each resource
+//! shows its state in Envoy's `circuit_breakers.<priority>.*_open` gauge (1 while no slot
+//! is left) and, with `track_remaining`, in its `remaining_*` gauge; the gauges are
+//! resolved once and set by the acquire and release that change the count, never by
+//! name. A cluster's five resources share one allocation.
 
 use crate::config::cluster::{RetryBudget, Thresholds};
 use crate::stats::{Gauge, Scope};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// One limited resource (connections, pending requests, requests, retries, pools).
-#[derive(Debug)]
-pub struct Resource {
-    count: AtomicU64,
-    max: u64,
-    /// A retry budget replacing `max`: the limit is a share of the cluster's active and
-    /// pending requests.
-    budget: Option<Budget>,
-    /// Its gauges, once the cluster's stats exist.
-    gauges: OnceLock<Gauges>,
+/// Which resource (an index into the shared counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connections,
+    Pending,
+    Requests,
+    Retries,
+    Pools,
 }
 
-/// What a retry budget's limit is computed from.
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Connections,
+        Kind::Pending,
+        Kind::Requests,
+        Kind::Retries,
+        Kind::Pools,
+    ];
+}
+
+/// Each resource's gauge names, by [`Kind`]: `<open>`, `remaining_<x>`.
+const GAUGES: [(&str, &str); 5] = [
+    ("cx_open", "remaining_cx"),
+    ("rq_pending_open", "remaining_pending"),
+    ("rq_open", "remaining_rq"),
+    ("rq_retry_open", "remaining_retries"),
+    ("cx_pool_open", "remaining_cx_pools"),
+];
+
+/// The counts, limits and gauges of one priority's resources.
 #[derive(Debug)]
-struct Budget {
-    budget: RetryBudget,
-    requests: Arc<Resource>,
-    pending: Arc<Resource>,
+struct Shared {
+    counts: [AtomicU64; 5],
+    max: [u64; 5],
+    /// A retry budget replacing `max_retries`: the limit is a share of the active and
+    /// pending requests.
+    budget: Option<RetryBudget>,
+    track_remaining: bool,
+    /// The gauges, once the cluster's stats exist.
+    gauges: OnceLock<Box<[Gauges; 5]>>,
 }
 
 /// The gauges of one resource: `<x>_open` and, tracked, `remaining_<x>`.
@@ -36,60 +59,59 @@ struct Gauges {
     remaining: Option<Arc<Gauge>>,
 }
 
-impl Resource {
-    /// A resource with limit `max`.
-    pub fn new(max: u64) -> Arc<Self> {
-        Arc::new(Resource {
-            count: AtomicU64::new(0),
-            max,
-            budget: None,
-            gauges: OnceLock::new(),
-        })
-    }
-
-    /// The retry resource of a retry budget: its limit is the budget's share of the
-    /// `requests` and `pending` in use.
-    fn budgeted(
-        budget: RetryBudget,
-        requests: &Arc<Resource>,
-        pending: &Arc<Resource>,
-    ) -> Arc<Self> {
-        Arc::new(Resource {
-            count: AtomicU64::new(0),
-            max: 0,
-            budget: Some(Budget {
-                budget,
-                requests: requests.clone(),
-                pending: pending.clone(),
-            }),
-            gauges: OnceLock::new(),
-        })
-    }
-
-    /// The current limit.
-    fn limit(&self) -> u64 {
-        match &self.budget {
-            Some(b) => b.budget.limit(b.requests.in_use() + b.pending.in_use()),
-            None => self.max,
+impl Shared {
+    /// The current limit of `kind`.
+    fn limit(&self, kind: Kind) -> u64 {
+        match (kind, &self.budget) {
+            (Kind::Retries, Some(b)) => {
+                b.limit(self.in_use(Kind::Requests) + self.in_use(Kind::Pending))
+            }
+            _ => self.max[kind as usize],
         }
     }
 
+    fn in_use(&self, kind: Kind) -> u64 {
+        self.counts[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Sets `kind`'s gauges for `count` slots in use under `limit`, as Envoy does on every
+    /// change: open when no slot is left, remaining the slots left.
+    fn show(&self, kind: Kind, count: u64, limit: u64) {
+        if let Some(g) = self.gauges.get().map(|g| &g[kind as usize]) {
+            g.open.set(i64::from(count >= limit));
+            if let Some(r) = &g.remaining {
+                // Gauges are shown unsigned: an unlimited resource shows 2^64-1 as Envoy's.
+                r.set(limit.saturating_sub(count) as i64);
+            }
+        }
+    }
+}
+
+/// One limited resource (connections, pending requests, requests, retries, pools).
+#[derive(Debug, Clone)]
+pub struct Resource {
+    shared: Arc<Shared>,
+    kind: Kind,
+}
+
+impl Resource {
     /// Takes a slot, or `None` when the limit is reached (overflow).
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
-        let limit = self.limit();
-        let mut current = self.count.load(Ordering::Relaxed);
+    pub fn try_acquire(&self) -> Option<Slot> {
+        let count = &self.shared.counts[self.kind as usize];
+        let limit = self.shared.limit(self.kind);
+        let mut current = count.load(Ordering::Relaxed);
         loop {
             if current >= limit {
                 return None;
             }
-            match self.count.compare_exchange_weak(
+            match count.compare_exchange_weak(
                 current,
                 current + 1,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    self.show(current + 1, limit);
+                    self.shared.show(self.kind, current + 1, limit);
                     return Some(Slot(self.clone()));
                 }
                 Err(now) => current = now,
@@ -99,42 +121,19 @@ impl Resource {
 
     /// Slots in use.
     pub fn in_use(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Sets the gauges for `count` slots in use under `limit`, as Envoy does on every
-    /// change: open when no slot is left, remaining the slots left.
-    fn show(&self, count: u64, limit: u64) {
-        if let Some(g) = self.gauges.get() {
-            g.open.set(i64::from(count >= limit));
-            if let Some(r) = &g.remaining {
-                // Gauges are shown unsigned: an unlimited resource shows 2^64-1 as Envoy's.
-                r.set(limit.saturating_sub(count) as i64);
-            }
-        }
-    }
-
-    /// Resolves the resource's gauges `<open>` and (tracked) `<remaining>` in `scope`
-    /// and shows the current count.
-    fn attach(&self, scope: &Scope, open: &str, remaining: Option<&str>) {
-        let gauges = Gauges {
-            open: scope.gauge(open),
-            remaining: remaining.map(|r| scope.gauge(r)),
-        };
-        if self.gauges.set(gauges).is_ok() {
-            self.show(self.in_use(), self.limit());
-        }
+        self.shared.in_use(self.kind)
     }
 }
 
 /// A held slot; dropping it releases the slot.
 #[derive(Debug)]
-pub struct Slot(Arc<Resource>);
+pub struct Slot(Resource);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let before = self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.show(before - 1, self.0.limit());
+        let Resource { shared, kind } = &self.0;
+        let before = shared.counts[*kind as usize].fetch_sub(1, Ordering::AcqRel);
+        shared.show(*kind, before - 1, shared.limit(*kind));
     }
 }
 
@@ -142,44 +141,44 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Resources {
     /// max_connections.
-    pub connections: Arc<Resource>,
+    pub connections: Resource,
     /// max_pending_requests.
-    pub pending: Arc<Resource>,
+    pub pending: Resource,
     /// max_requests.
-    pub requests: Arc<Resource>,
+    pub requests: Resource,
     /// max_retries, or the retry budget replacing it.
-    pub retries: Arc<Resource>,
+    pub retries: Resource,
     /// Connection pools (unlimited: `max_connection_pools` is not supported), counted for
     /// `remaining_cx_pools`.
-    pub pools: Arc<Resource>,
-    track_remaining: bool,
+    pub pools: Resource,
 }
-
-/// Each resource's gauge names: `<open>`, `remaining_<x>`.
-const GAUGES: [(&str, &str); 5] = [
-    ("cx_open", "remaining_cx"),
-    ("rq_pending_open", "remaining_pending"),
-    ("rq_open", "remaining_rq"),
-    ("rq_retry_open", "remaining_retries"),
-    ("cx_pool_open", "remaining_cx_pools"),
-];
 
 impl Resources {
     /// The resources of thresholds `t`.
     pub fn new(t: &Thresholds) -> Self {
-        let requests = Resource::new(t.max_requests);
-        let pending = Resource::new(t.max_pending_requests);
-        let retries = match t.retry_budget {
-            Some(b) => Resource::budgeted(b, &requests, &pending),
-            None => Resource::new(t.max_retries),
+        let shared = Arc::new(Shared {
+            counts: Default::default(),
+            max: [
+                t.max_connections,
+                t.max_pending_requests,
+                t.max_requests,
+                t.max_retries,
+                u64::MAX,
+            ],
+            budget: t.retry_budget,
+            track_remaining: t.track_remaining,
+            gauges: OnceLock::new(),
+        });
+        let of = |kind| Resource {
+            shared: shared.clone(),
+            kind,
         };
         Resources {
-            connections: Resource::new(t.max_connections),
-            pending,
-            requests,
-            retries,
-            pools: Resource::new(u64::MAX),
-            track_remaining: t.track_remaining,
+            connections: of(Kind::Connections),
+            pending: of(Kind::Pending),
+            requests: of(Kind::Requests),
+            retries: of(Kind::Retries),
+            pools: of(Kind::Pools),
         }
     }
 
@@ -199,15 +198,15 @@ impl Resources {
     }
 
     fn attach(&self, scope: &Scope) {
-        let own = [
-            &self.connections,
-            &self.pending,
-            &self.requests,
-            &self.retries,
-            &self.pools,
-        ];
-        for (r, (open, remaining)) in own.into_iter().zip(GAUGES) {
-            r.attach(scope, open, self.track_remaining.then_some(remaining));
+        let shared = &self.connections.shared;
+        let gauges = GAUGES.map(|(open, remaining)| Gauges {
+            open: scope.gauge(open),
+            remaining: shared.track_remaining.then(|| scope.gauge(remaining)),
+        });
+        if shared.gauges.set(Box::new(gauges)).is_ok() {
+            for kind in Kind::ALL {
+                shared.show(kind, shared.in_use(kind), shared.limit(kind));
+            }
         }
     }
 }
@@ -218,13 +217,22 @@ mod tests {
 
     #[test]
     fn slots_are_limited_and_released() {
-        let r = Resource::new(2);
+        let resources = Resources::new(&Thresholds {
+            max_connections: 2,
+            ..Thresholds::default()
+        });
+        let r = &resources.connections;
         let a = r.try_acquire().unwrap();
         let _b = r.try_acquire().unwrap();
         assert!(r.try_acquire().is_none());
         drop(a);
         assert_eq!(r.in_use(), 1);
         assert!(r.try_acquire().is_some());
+        assert_eq!(
+            resources.requests.in_use(),
+            0,
+            "each resource counts its own"
+        );
     }
 
     #[test]
