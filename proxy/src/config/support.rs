@@ -380,6 +380,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",
         "request_headers_to_add", "request_headers_to_remove", "ignore_port_in_host_matching",
         "validate_clusters", "most_specific_header_mutations_wins", "typed_per_filter_config",
+        "max_direct_response_body_size_bytes",
     ]),
     msg!("envoy.config.route.v3.FilterConfig", ["config", "is_optional", "disabled"]),
     msg!("envoy.config.route.v3.VirtualHost", [
@@ -413,7 +414,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
         "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
         "upgrade_configs", "max_stream_duration", "retry_policy", "request_mirror_policies",
-        "hedge_policy",
+        "hedge_policy", "max_grpc_timeout", "grpc_timeout_offset", "cluster_not_found_response_code",
     ]),
     msg!("envoy.config.route.v3.HedgePolicy", ["initial_requests", "additional_request_chance", "hedge_on_per_try_timeout"]),
     msg!("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", [
@@ -461,7 +462,8 @@ pub const MESSAGES: &[MessageSupport] = &[
         "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
         "maglev_lb_config", "least_request_lb_config", "round_robin_lb_config", "common_lb_config", "metadata",
         "cleanup_interval", "upstream_bind_config", "eds_cluster_config", "outlier_detection",
-        "health_checks", "transport_socket_matches", "filters",
+        "health_checks", "transport_socket_matches", "filters", "http2_protocol_options",
+        "protocol_selection", "typed_dns_resolver_config",
     ]),
     msg!("envoy.config.cluster.v3.Filter", ["name", "typed_config"]),
     msg!("envoy.config.cluster.v3.Cluster.TransportSocketMatch", ["name", "match", "transport_socket"]),
@@ -511,10 +513,14 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.cluster.v3.CircuitBreakers", ["thresholds"]),
     msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds", [
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
-        "retry_budget",
+        "retry_budget", "track_remaining",
     ]),
     msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", ["budget_percent", "min_retry_concurrency"]),
     msg!("envoy.config.cluster.v3.UpstreamConnectionOptions", ["tcp_keepalive"]),
+    msg!("envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig", [
+        "num_resolver_threads" = "only sizes the resolver's thread pool; answers are the same",
+    ]),
+    msg!("envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig", []),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints", "policy"]),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", ["overprovisioning_factor"]),
     msg!("envoy.config.endpoint.v3.LocalityLbEndpoints", ["locality", "lb_endpoints", "load_balancing_weight", "priority"]),

@@ -992,6 +992,15 @@ impl HttpConnectionManager {
                             record.flags.insert(reply.flag);
                             record.response_code_details = reply.details.clone();
                             let mut r = reply.response(grpc);
+                            // A circuit breaker's 503 says so, as Envoy's router does.
+                            if reply.flag == ResponseFlags::UPSTREAM_OVERFLOW
+                                && !c.suppress_envoy_headers
+                            {
+                                r.headers_mut().insert(
+                                    super::headers::X_ENVOY_OVERLOADED,
+                                    HeaderValue::from_static("true"),
+                                );
+                            }
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
                                     super::headers::X_ENVOY_ATTEMPT_COUNT,

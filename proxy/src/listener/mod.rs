@@ -273,12 +273,13 @@ impl ActiveListener {
         })
     }
 
-    /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).
+    /// Whether every chain's TLS secrets are present, or were rejected (SDS dependencies
+    /// warm the listener).
     pub fn warmed(&self) -> bool {
         self.chains
             .iter()
             .chain(self.default_chain.iter())
-            .all(|c| c.tls.as_ref().is_none_or(|t| t.ready()))
+            .all(|c| c.tls.as_ref().is_none_or(|t| t.settled()))
     }
 }
 

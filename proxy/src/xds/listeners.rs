@@ -40,7 +40,7 @@ pub struct Entry {
 
 impl Entry {
     fn warm(&self) -> bool {
-        !self.awaits_extension && self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
+        !self.awaits_extension && self.slots.iter().all(|s| s.answered()) && self.listener.warmed()
     }
 
     /// How long it may warm: the longest initial fetch timeout of its routes and secrets;
@@ -483,6 +483,16 @@ pub fn apply_ecds(
         }
     }
     rebuild_users(server, st, &changed, secrets);
+    // As Envoy's init target is ready after a rejection, a listener stops waiting for a
+    // config that was rejected (its filter serves without one, or with its default).
+    let failed: HashSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
+    for e in st.warming.values_mut().filter(|e| e.awaits_extension) {
+        let pending = e
+            .extensions
+            .iter()
+            .filter(|d| !failed.contains(d.name.as_str()));
+        e.awaits_extension = extensions::waits(pending, &st.extensions);
+    }
     st.promote(server, false);
     rejected
 }
@@ -601,6 +611,11 @@ pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
             Ok((name, routes)) => (name, Arc::new(routes)),
             Err(e) => {
                 count_rds_update(server, st, &e.name, false);
+                for entry in st.active.values().chain(st.warming.values()) {
+                    for s in entry.slots.iter().filter(|s| s.name == e.name) {
+                        s.reject();
+                    }
+                }
                 rejected.push(e);
                 continue;
             }
