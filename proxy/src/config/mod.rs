@@ -25,6 +25,7 @@ pub mod retry;
 pub mod route;
 pub mod secrets;
 pub mod source;
+pub mod spiffe;
 pub mod stats;
 pub mod support;
 pub mod tcp_proxy;

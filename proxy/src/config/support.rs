@@ -552,7 +552,10 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig", ["private_key", "poll_delay"]),
     msg!("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", [
         "trusted_ca", "match_typed_subject_alt_names", "match_subject_alt_names",
+        "custom_validator_config",
     ]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig", ["trust_domains"]),
+    msg!("envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain", ["name", "trust_bundle"]),
     msg!("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", ["san_type", "matcher"]),
     msg!("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig", [
         "name", "sds_config" = SDS_PENDING,

@@ -175,7 +175,7 @@ enum Key {
 
 struct Material {
     certs: Option<(Vec<CertificateDer<'static>>, Key)>,
-    roots: Option<rustls::RootCertStore>,
+    trust: Option<verify::Trust>,
     sans: Vec<SanMatcher>,
     pending: Vec<String>,
     sds: Vec<SdsRef>,
@@ -268,9 +268,9 @@ fn server_state(
         .as_ref()
         .map(|b| b.value)
         .unwrap_or(false);
-    let builder = match m.roots {
-        Some(roots) => {
-            let v = verify::DownstreamVerifier::new(roots, m.sans, require, provider.clone())
+    let builder = match m.trust {
+        Some(trust) => {
+            let v = verify::DownstreamVerifier::new(trust, m.sans, require, provider.clone())
                 .map_err(|e| ConfigError::at(join(&p, "common_tls_context"), e))?;
             builder.with_client_cert_verifier(Arc::new(v))
         }
@@ -364,7 +364,7 @@ fn client_state(
     }
     let provider = provider(&common, &join(&p, "common_tls_context.tls_params"))?;
     let versions = versions(&common, &join(&p, "common_tls_context.tls_params"))?;
-    let verifier = verify::UpstreamVerifier::new(m.roots, m.sans, provider.clone())
+    let verifier = verify::UpstreamVerifier::new(m.trust, m.sans, provider.clone())
         .map_err(|e| ConfigError::at(join(&p, "common_tls_context"), e))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
@@ -411,7 +411,7 @@ fn sds_ref(sds: &tls::SdsSecretConfig, path: &str) -> Result<SdsRef> {
 fn material(common: &tls::CommonTlsContext, secrets: &Secrets, path: &str) -> Result<Material> {
     let mut m = Material {
         certs: None,
-        roots: None,
+        trust: None,
         sans: Vec::new(),
         pending: Vec::new(),
         sds: Vec::new(),
@@ -565,17 +565,32 @@ fn certificate(c: &tls::TlsCertificate, path: &str) -> Result<(Vec<CertificateDe
 }
 
 fn validation(v: &tls::CertificateValidationContext, m: &mut Material, path: &str) -> Result<()> {
-    if let Some(ca) = &v.trusted_ca {
-        let p = join(path, "trusted_ca");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            pem::certificates(&common::data_source(ca, &p)?).map_err(|e| ConfigError::at(&p, e))?
-        {
-            roots
-                .add(cert)
-                .map_err(|e| ConfigError::at(&p, format!("invalid CA certificate: {e}")))?;
+    match (&v.custom_validator_config, &v.trusted_ca) {
+        (Some(validator), ca) => {
+            match ca {
+                // Envoy's proto validation requires a data source to say where it reads.
+                Some(ca) if ca.specifier.is_none() => {
+                    return Err(ConfigError::at(
+                        join(path, "trusted_ca"),
+                        "a data source needs one of filename, inline_bytes, inline_string",
+                    ))
+                }
+                // As in Envoy, the SPIFFE validator takes its CAs from its trust domains.
+                Some(_) => {
+                    tracing::warn!("{path}.trusted_ca: no effect beside the SPIFFE validator")
+                }
+                None => {}
+            }
+            m.trust = Some(super::spiffe::trust(
+                validator,
+                &join(path, "custom_validator_config"),
+            )?);
         }
-        m.roots = Some(roots);
+        (None, Some(ca)) => {
+            let roots = super::spiffe::roots(ca, &join(path, "trusted_ca"))?;
+            m.trust = Some(verify::Trust::Bundle(roots));
+        }
+        (None, None) => {}
     }
     for (i, s) in v.match_typed_subject_alt_names.iter().enumerate() {
         let p = item(path, "match_typed_subject_alt_names", i);

@@ -16,6 +16,79 @@ use rustls::{
 };
 use std::sync::Arc;
 
+/// The CAs a peer's chain is verified against.
+pub enum Trust {
+    /// One bundle for every peer (`trusted_ca`).
+    Bundle(RootCertStore),
+    /// Envoy's SPIFFE validator (`envoy.tls.cert_validator.spiffe`): each trust domain has
+    /// its own bundle, chosen by the trust domain of the peer's SPIFFE ID before the chain
+    /// is checked, so no domain's CA can vouch for another domain's identities. A peer
+    /// without exactly one `spiffe://` URI SAN, or of a domain not listed, is refused.
+    TrustDomains(Vec<(String, RootCertStore)>),
+}
+
+/// One chain verifier per bundle of a [`Trust`], built once per TLS context.
+#[derive(Debug)]
+enum Chains<V: ?Sized> {
+    One(Arc<V>),
+    ByTrustDomain(Vec<(String, Arc<V>)>),
+}
+
+impl<V: ?Sized> Chains<V> {
+    /// Builds a verifier for each bundle with `build`.
+    fn new(
+        trust: Trust,
+        mut build: impl FnMut(RootCertStore) -> Result<Arc<V>, String>,
+    ) -> Result<Self, String> {
+        Ok(match trust {
+            Trust::Bundle(roots) => Chains::One(build(roots)?),
+            Trust::TrustDomains(domains) => Chains::ByTrustDomain(
+                domains
+                    .into_iter()
+                    .map(|(name, roots)| Ok((name, build(roots)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+
+    /// The verifier for this peer certificate.
+    fn pick(&self, end_entity: &CertificateDer<'_>) -> Result<&Arc<V>, Error> {
+        match self {
+            Chains::One(v) => Ok(v),
+            Chains::ByTrustDomain(domains) => {
+                let domain = spiffe_trust_domain(end_entity).ok_or(Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))?;
+                domains
+                    .iter()
+                    .find(|(name, _)| *name == domain)
+                    .map(|(_, v)| v)
+                    .ok_or(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+            }
+        }
+    }
+
+    /// Any one of the verifiers (for what every bundle answers alike).
+    fn first(&self) -> Option<&Arc<V>> {
+        match self {
+            Chains::One(v) => Some(v),
+            Chains::ByTrustDomain(domains) => domains.first().map(|(_, v)| v),
+        }
+    }
+}
+
+/// The trust domain of a certificate's SPIFFE ID: its one `spiffe://` URI SAN, up to the
+/// path. An X.509-SVID has exactly one URI SAN; anything else has no SPIFFE identity.
+fn spiffe_trust_domain(cert: &CertificateDer<'_>) -> Option<String> {
+    let uris = san::uri_sans(cert);
+    let [uri] = uris.as_slice() else {
+        return None;
+    };
+    let rest = uri.strip_prefix("spiffe://")?;
+    let domain = rest.split('/').next().unwrap_or_default();
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
 fn san_check(matchers: &[SanMatcher], cert: &CertificateDer<'_>) -> Result<(), Error> {
     if matchers.is_empty() || san::any_matches(matchers, &san::subject_alt_names(cert)) {
         Ok(())
@@ -30,27 +103,29 @@ fn san_check(matchers: &[SanMatcher], cert: &CertificateDer<'_>) -> Result<(), E
 /// optional SAN matchers.
 #[derive(Debug)]
 pub struct UpstreamVerifier {
-    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    chain: Option<Chains<rustls::client::WebPkiServerVerifier>>,
     sans: Vec<SanMatcher>,
     provider: Arc<CryptoProvider>,
 }
 
 impl UpstreamVerifier {
-    /// Builds a verifier; `roots` of `None` skips chain verification (Envoy's behaviour
+    /// Builds a verifier; `trust` of `None` skips chain verification (Envoy's behaviour
     /// without a validation context).
     pub fn new(
-        roots: Option<RootCertStore>,
+        trust: Option<Trust>,
         sans: Vec<SanMatcher>,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, String> {
-        let chain = roots
-            .map(|r| {
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(r),
-                    provider.clone(),
-                )
-                .build()
-                .map_err(|e| e.to_string())
+        let chain = trust
+            .map(|t| {
+                Chains::new(t, |roots| {
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| e.to_string())
+                })
             })
             .transpose()?;
         Ok(UpstreamVerifier {
@@ -70,7 +145,8 @@ impl ServerCertVerifier for UpstreamVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        if let Some(chain) = &self.chain {
+        if let Some(chains) = &self.chain {
+            let chain = chains.pick(end_entity)?;
             match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
                 Ok(_) => {}
                 Err(Error::InvalidCertificate(CertificateError::NotValidForName))
@@ -122,28 +198,42 @@ impl ServerCertVerifier for UpstreamVerifier {
 /// Verifies downstream client certificates against the trusted CA and SAN matchers.
 #[derive(Debug)]
 pub struct DownstreamVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    chains: Chains<dyn ClientCertVerifier>,
+    /// Checks what every bundle's verifier answers alike (whether a certificate is
+    /// mandatory, handshake signatures).
+    any: Arc<dyn ClientCertVerifier>,
     sans: Vec<SanMatcher>,
 }
 
 impl DownstreamVerifier {
-    /// Wraps a webpki client verifier built from `roots`; `mandatory` rejects handshakes
-    /// without a client certificate.
+    /// Wraps a webpki client verifier per bundle of `trust`; `mandatory` rejects
+    /// handshakes without a client certificate.
     pub fn new(
-        roots: RootCertStore,
+        trust: Trust,
         sans: Vec<SanMatcher>,
         mandatory: bool,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, String> {
-        let builder =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let builder = if mandatory {
+        let chains = Chains::new(trust, |roots| {
+            let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            );
+            let builder = if mandatory {
+                builder
+            } else {
+                builder.allow_unauthenticated()
+            };
             builder
-        } else {
-            builder.allow_unauthenticated()
-        };
-        let inner = builder.build().map_err(|e| e.to_string())?;
-        Ok(DownstreamVerifier { inner, sans })
+                .build()
+                .map(|v| v as Arc<dyn ClientCertVerifier>)
+                .map_err(|e| e.to_string())
+        })?;
+        let any = chains
+            .first()
+            .cloned()
+            .ok_or("the SPIFFE validator needs at least one trust domain")?;
+        Ok(DownstreamVerifier { chains, any, sans })
     }
 }
 
@@ -153,11 +243,16 @@ impl ClientCertVerifier for DownstreamVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.any.client_auth_mandatory()
     }
 
+    /// The CA names a client may choose its certificate by: the one bundle's; with
+    /// several trust domains none (a client then sends the certificate it has).
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        match &self.chains {
+            Chains::One(v) => v.root_hint_subjects(),
+            Chains::ByTrustDomain(_) => &[],
+        }
     }
 
     fn verify_client_cert(
@@ -166,7 +261,8 @@ impl ClientCertVerifier for DownstreamVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.inner
+        self.chains
+            .pick(end_entity)?
             .verify_client_cert(end_entity, intermediates, now)?;
         san_check(&self.sans, end_entity)?;
         Ok(ClientCertVerified::assertion())
@@ -178,7 +274,7 @@ impl ClientCertVerifier for DownstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.any.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -187,10 +283,10 @@ impl ClientCertVerifier for DownstreamVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.any.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.any.supported_verify_schemes()
     }
 }
