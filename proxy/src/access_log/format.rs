@@ -38,6 +38,19 @@ enum Op {
     UpstreamHost,
     UpstreamCluster,
     UpstreamLocalAddress,
+    ConnectionTerminationDetails,
+    GrpcStatusNumber,
+    /// `%FILTER_STATE(key...)%`: no filter here publishes filter state objects, so every
+    /// key reads as absent, as Envoy renders an unset key.
+    FilterState,
+    /// `%DYNAMIC_METADATA(namespace[:key...])%`.
+    DynamicMetadata {
+        namespace: String,
+        path: Vec<String>,
+    },
+    LocalUriSan,
+    UpstreamPeerUriSan,
+    UpstreamLocalUriSan,
     UpstreamTransportFailureReason,
     DownstreamRemote {
         port: bool,
@@ -69,6 +82,7 @@ impl Op {
                 | Op::ResponseHeadersBytes
                 | Op::ConnectionId
                 | Op::AttemptCount
+                | Op::GrpcStatusNumber
         )
     }
 }
@@ -132,7 +146,33 @@ fn parse_operator(body: &str) -> Result<Op, String> {
         "RESPONSE_HEADERS_BYTES" => Op::ResponseHeadersBytes,
         "PROTOCOL" => Op::Protocol,
         "UPSTREAM_HOST" => Op::UpstreamHost,
-        "UPSTREAM_CLUSTER" => Op::UpstreamCluster,
+        // Our record holds the cluster's own name: `alt_stat_name` is not applied here.
+        "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
+        "CONNECTION_TERMINATION_DETAILS" => Op::ConnectionTerminationDetails,
+        "GRPC_STATUS_NUMBER" => Op::GrpcStatusNumber,
+        "FILTER_STATE" => {
+            let arg = arg.filter(|a| !a.is_empty());
+            let arg = arg.ok_or_else(|| "FILTER_STATE needs a key".to_string())?;
+            let mut parts = arg.split(':');
+            parts.next();
+            match (parts.next(), parts.next()) {
+                (None | Some("PLAIN" | "TYPED"), None) | (Some("FIELD"), Some(_)) => {}
+                _ => return Err(format!("Invalid filter state serialize type in {body}")),
+            }
+            Op::FilterState
+        }
+        "DYNAMIC_METADATA" => {
+            let arg = arg.filter(|a| !a.is_empty());
+            let arg = arg.ok_or_else(|| "DYNAMIC_METADATA needs a namespace".to_string())?;
+            let mut parts = arg.split(':').map(str::to_string);
+            Op::DynamicMetadata {
+                namespace: parts.next().unwrap_or_default(),
+                path: parts.collect(),
+            }
+        }
+        "DOWNSTREAM_LOCAL_URI_SAN" => Op::LocalUriSan,
+        "UPSTREAM_PEER_URI_SAN" => Op::UpstreamPeerUriSan,
+        "UPSTREAM_LOCAL_URI_SAN" => Op::UpstreamLocalUriSan,
         "UPSTREAM_LOCAL_ADDRESS" => Op::UpstreamLocalAddress,
         "UPSTREAM_TRANSPORT_FAILURE_REASON" => Op::UpstreamTransportFailureReason,
         "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemote { port: true },
@@ -291,6 +331,23 @@ fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Option<String> {
     })
 }
 
+/// `%DYNAMIC_METADATA%`: a namespace renders as a JSON object of its keys, a key as its
+/// value; the values here are strings, so a deeper path reads as absent.
+fn dynamic_metadata(r: &Record, namespace: &str, path: &[String]) -> Option<String> {
+    match path {
+        [] => {
+            let fields: serde_json::Map<_, _> = r
+                .metadata
+                .namespace(namespace)
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+                .collect();
+            (!fields.is_empty()).then(|| serde_json::Value::Object(fields).to_string())
+        }
+        [key] => r.metadata.get(namespace, key).map(str::to_string),
+        _ => None,
+    }
+}
+
 fn render_token(t: &Token, r: &Record) -> Option<String> {
     let (op, max) = match t {
         Token::Literal(s) => return Some(s.clone()),
@@ -316,7 +373,20 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::UpstreamHost => r.upstream_host.as_deref().map(str::to_string),
         Op::UpstreamCluster => r.upstream_cluster.as_deref().map(str::to_string),
         Op::UpstreamLocalAddress => r.upstream_local.map(|a| a.to_string()),
-        Op::UpstreamTransportFailureReason => r.upstream_failure.clone(),
+        // Envoy logs the reason with its spaces replaced: one token per field.
+        Op::UpstreamTransportFailureReason => {
+            r.upstream_failure.as_ref().map(|f| f.replace(' ', "_"))
+        }
+        Op::ConnectionTerminationDetails => r
+            .connection_termination_details
+            .as_deref()
+            .map(str::to_string),
+        Op::GrpcStatusNumber => r.grpc_status_code().map(|c| c.to_string()),
+        Op::FilterState => None,
+        Op::DynamicMetadata { namespace, path } => dynamic_metadata(r, namespace, path),
+        Op::LocalUriSan => r.local_uri_san.clone(),
+        Op::UpstreamPeerUriSan => r.upstream_peer_uri_san.clone(),
+        Op::UpstreamLocalUriSan => r.upstream_local_uri_san.clone(),
         Op::DownstreamRemote { port } => addr(r.downstream_remote, *port),
         Op::DownstreamDirectRemote { port } => addr(r.downstream_direct_remote, *port),
         Op::DownstreamLocal { port } => addr(r.downstream_local, *port),

@@ -1,6 +1,7 @@
 //! Access-log writers: lines are handed to a background thread per sink so a slow disk
 //! never blocks a worker; files are opened in append mode and reopened on failure.
 
+use super::filter::Filter;
 use super::format::Format;
 use super::record::Record;
 use crate::config::access_log::{AccessLogConfig, Sink};
@@ -12,6 +13,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct AccessLogger {
     format: Arc<Format>,
+    filter: Option<Arc<Filter>>,
     tx: mpsc::Sender<String>,
 }
 
@@ -55,12 +57,16 @@ impl AccessLogger {
             })?;
         Ok(AccessLogger {
             format: Arc::new(config.format.clone()),
+            filter: config.filter.clone().map(Arc::new),
             tx,
         })
     }
 
-    /// Formats and queues one line.
+    /// Formats and queues one line, if the logger's filter lets the record through.
     pub fn log(&self, record: &Record) {
+        if self.filter.as_ref().is_some_and(|f| !f.allows(record)) {
+            return;
+        }
         let _ = self.tx.send(self.format.render(record));
     }
 }

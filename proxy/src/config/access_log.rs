@@ -1,6 +1,8 @@
-//! Access-log configuration: file, stdout and stderr loggers with Envoy's format strings.
+//! Access-log configuration: file, stdout and stderr loggers with Envoy's format strings
+//! and the filters that decide which streams they log.
 
 use super::error::{join, ConfigError, Result};
+use crate::access_log::filter::Filter;
 use crate::access_log::format::{Format, DEFAULT_FORMAT};
 use prost::Message;
 use std::path::PathBuf;
@@ -28,16 +30,39 @@ pub struct AccessLogConfig {
     pub sink: Sink,
     /// Line format.
     pub format: Format,
+    /// Which streams are logged (all when `None`).
+    pub filter: Option<Filter>,
+}
+
+/// Formatter extensions that only enable operators: Envoy 1.40 has their operators built
+/// in, and istiod before 1.26 lists them on every mesh access log. An operator we lack
+/// is still rejected where the format uses it.
+const OPERATOR_FORMATTERS: &[&str] = &[
+    "envoy.extensions.formatter.metadata.v3.Metadata",
+    "envoy.extensions.formatter.cel.v3.Cel",
+    "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery",
+];
+
+fn formatters(list: &[core::TypedExtensionConfig], path: &str) -> Result<()> {
+    for (i, f) in list.iter().enumerate() {
+        let type_url = f.typed_config.as_ref().map_or("", |a| a.type_url.as_str());
+        let name = xds_client::descriptors::type_name_of_url(type_url);
+        if !OPERATOR_FORMATTERS.contains(&name) {
+            return Err(ConfigError::at(
+                format!("{}[{i}].typed_config", join(path, "formatters")),
+                format!("unsupported formatter extension {type_url:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn substitution(f: &core::SubstitutionFormatString, path: &str) -> Result<Format> {
     use core::substitution_format_string::Format as F;
-    if !f.formatters.is_empty() {
-        return Err(ConfigError::at(
-            join(path, "formatters"),
-            "custom formatters are not supported",
-        ));
-    }
+    formatters(&f.formatters, path)?;
+    // `content_type` only shapes local reply bodies; Envoy ignores it on access logs.
+    // `json_format_options.sort_properties` is deprecated and without effect in Envoy
+    // 1.40: JSON keys always come out sorted, as they do here.
     match &f.format {
         Some(F::TextFormat(t)) => {
             Format::text(t).map_err(|e| ConfigError::at(join(path, "text_format"), e))
@@ -55,12 +80,11 @@ fn substitution(f: &core::SubstitutionFormatString, path: &str) -> Result<Format
 
 /// Translates one `AccessLog` entry.
 pub fn translate(log: &accesslog::AccessLog, path: &str) -> Result<AccessLogConfig> {
-    if log.filter.is_some() {
-        return Err(ConfigError::at(
-            join(path, "filter"),
-            "access log filters are not supported",
-        ));
-    }
+    let filter = log
+        .filter
+        .as_ref()
+        .map(|f| super::access_log_filter::translate(f, &join(path, "filter")))
+        .transpose()?;
     let p = join(path, "typed_config");
     let any = match &log.config_type {
         Some(accesslog::access_log::ConfigType::TypedConfig(a)) => a,
@@ -95,7 +119,11 @@ pub fn translate(log: &accesslog::AccessLog, path: &str) -> Result<AccessLogConf
                 "/dev/stderr" => Sink::Stderr,
                 other => Sink::File(PathBuf::from(other)),
             };
-            Ok(AccessLogConfig { sink, format })
+            Ok(AccessLogConfig {
+                sink,
+                format,
+                filter,
+            })
         }
         name @ ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
         | "envoy.extensions.access_loggers.stream.v3.StderrAccessLog") => {
@@ -120,7 +148,11 @@ pub fn translate(log: &accesslog::AccessLog, path: &str) -> Result<AccessLogConf
                 Some(l) => substitution(&l, &join(&p, "log_format"))?,
                 None => default()?,
             };
-            Ok(AccessLogConfig { sink, format })
+            Ok(AccessLogConfig {
+                sink,
+                format,
+                filter,
+            })
         }
         _ => Err(ConfigError::at(
             &p,
