@@ -97,25 +97,19 @@ impl TcpProxy {
         &clusters[0].0
     }
 
-    /// Proxies one downstream connection.
+    /// Proxies one downstream connection; returns its record (the listener-level access
+    /// log writes it too).
     pub async fn serve(
         self: Arc<Self>,
         server: Arc<Server>,
         downstream: BoxIo,
         downstream_buffer_limit: usize,
         info: ConnectionInfo,
-    ) {
+    ) -> Record {
         self.cx_total.inc();
         let started = Instant::now();
         let mut record = Record::new(info.id);
-        record.downstream_remote = info.remote;
-        record.downstream_direct_remote = info.direct_remote;
-        record.downstream_local = info.local;
-        record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san();
-        record.local_uri_san = info.local_uri_san.clone();
-        record.istio.peers.downstream = info.downstream_peer.clone();
-        record.istio.principals = info.istio_principals.clone();
+        info.describe(&mut record);
         let cluster_name = self.pick_cluster().to_string();
         record.upstream_cluster = Some(cluster_name.as_str().into());
         let received = Arc::new(Counter::default());
@@ -193,9 +187,13 @@ impl TcpProxy {
                     }
                     None if record.flags.is_empty() => {
                         self.connect_attempts_exceeded.inc();
+                        // Every attempt failed to connect (`UF`) and none is left (`URX`).
                         record
                             .flags
                             .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                        record
+                            .flags
+                            .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     }
                     None => {}
                 }
@@ -220,6 +218,7 @@ impl TcpProxy {
         for l in &self.access_logs {
             l.log(&record);
         }
+        record
     }
 
     /// Reports the bytes of a live connection to the Istio metrics filters every

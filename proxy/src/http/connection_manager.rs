@@ -475,13 +475,8 @@ impl HttpConnectionManager {
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        record.downstream_direct_remote = info.direct_remote;
-        record.downstream_local = info.local;
-        record.requested_server_name = info.server_name.clone();
-        record.peer_uri_san = info.peer_uri_san();
-        record.local_uri_san = info.local_uri_san.clone();
-        record.istio.peers.downstream = info.downstream_peer.clone();
-        record.istio.principals = info.istio_principals.clone();
+        // The remote address is decided below (XFF, trusted hops).
+        info.describe(record);
         // What a compressor filter chooses its encoding from once the request has gone
         // upstream: only this header is kept, not a copy of them all.
         let accept_encoding: http::HeaderMap = req

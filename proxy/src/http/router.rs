@@ -438,11 +438,15 @@ pub async fn forward(
                 let reply = match e {
                     SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                     SendError::Pool(PoolError::Connect(c)) => {
-                        record.upstream_failure = Some(c.to_string());
-                        LocalReply::connect_failure(matches!(
-                            c,
-                            crate::upstream::connect::ConnectError::Timeout
-                        ))
+                        let reason = c.to_string();
+                        let reply = match c {
+                            crate::upstream::connect::ConnectError::Timeout => {
+                                LocalReply::connect_failure(true)
+                            }
+                            _ => LocalReply::connect_failure(false).with_transport_failure(&reason),
+                        };
+                        record.upstream_failure = Some(reason);
+                        reply
                     }
                     SendError::Reset { .. } => {
                         cluster.stats().rq_rx_reset.inc();

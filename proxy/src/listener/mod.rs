@@ -1,6 +1,7 @@
 //! Listeners: bound sockets, the per-worker accept loops, listener filters, filter-chain
 //! selection, downstream TLS, and the hand-off to the HTTP connection manager or TCP proxy.
 
+mod access_log;
 pub mod chain_match;
 pub mod drain;
 pub mod inspect;
@@ -60,6 +61,19 @@ impl ConnectionInfo {
     pub fn peer_uri_san(&self) -> Option<String> {
         self.peer_certificate.as_ref()?.uris.first().cloned()
     }
+
+    /// Writes what a connection-level access-log record says of the downstream:
+    /// addresses, SNI, certificate SANs and what Istio's filters learnt of the peer.
+    pub fn describe(&self, r: &mut crate::access_log::record::Record) {
+        r.downstream_remote = self.remote;
+        r.downstream_direct_remote = self.direct_remote;
+        r.downstream_local = self.local;
+        r.requested_server_name = self.server_name.clone();
+        r.peer_uri_san = self.peer_uri_san();
+        r.local_uri_san = self.local_uri_san.clone();
+        r.istio.peers.downstream = self.downstream_peer.clone();
+        r.istio.principals = self.istio_principals.clone();
+    }
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -115,6 +129,8 @@ pub struct ActiveListener {
     chains: Vec<ChainRuntime>,
     default_chain: Option<ChainRuntime>,
     retired: tokio::sync::watch::Sender<bool>,
+    /// Listener-level access logs.
+    access_logs: Vec<crate::access_log::writer::AccessLogger>,
 }
 
 impl ActiveListener {
@@ -186,7 +202,13 @@ impl ActiveListener {
             .map(build)
             .collect::<std::io::Result<Vec<_>>>()?;
         let default_chain = config.default_chain.as_ref().map(build).transpose()?;
+        let access_logs = config
+            .access_logs
+            .iter()
+            .map(|l| crate::access_log::writer::AccessLogger::start(l, flush))
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(ActiveListener {
+            access_logs,
             stats: ListenerStats {
                 cx_total: scope.counter("downstream_cx_total"),
                 cx_active: scope.gauge("downstream_cx_active"),
@@ -436,6 +458,7 @@ async fn handle(
         },
         ..Default::default()
     };
+    let mut log = access_log::ConnectionLog::start(&listener, &info);
     let mut facts = ConnectionFacts {
         transport_protocol: "raw_buffer",
         ..Default::default()
@@ -473,6 +496,7 @@ async fn handle(
                 .local
                 .and_then(|dst| server.listener_for_original_dst(dst, &listener))
             {
+                access_log::ConnectionLog::hand_off(&mut log, &target, &info);
                 listener = target;
                 hops += 1;
                 continue;
@@ -485,6 +509,9 @@ async fn handle(
     listener.stats.cx_total.inc();
     listener.stats.cx_active.inc();
     let _active = ActiveGuard(listener.clone());
+    if let Some(log) = &mut log {
+        log.connection(&info);
+    }
     facts.destination = info.local;
     facts.source = info.remote;
     facts.direct_source = info.direct_remote;
@@ -495,6 +522,9 @@ async fn handle(
         &facts,
     ) else {
         listener.stats.no_filter_chain_match.inc();
+        if let Some(log) = &mut log {
+            log.no_filter_chain();
+        }
         return;
     };
     let chain = match listener
@@ -556,6 +586,9 @@ async fn handle(
             });
         }
         io = Box::new(stream);
+        if let Some(log) = &mut log {
+            log.connection(&info);
+        }
     }
     if let Some(x) = &chain.exchange {
         (io, info.downstream_peer) = x.run(info.alpn.as_deref(), io).await;
@@ -576,11 +609,23 @@ async fn handle(
         }
     }
     match &chain.terminal {
-        TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,
+        TerminalRuntime::Http(h) => match &mut log {
+            None => h.clone().serve(server, io, info).await,
+            Some(log) => {
+                let (received, sent) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+                let counted = crate::io::CountingIo::new(io, received.clone(), sent.clone());
+                h.clone().serve(server, Box::new(counted), info).await;
+                log.wire_bytes(received.value(), sent.value());
+            }
+        },
         TerminalRuntime::Tcp(t) => {
-            t.clone()
+            let record = t
+                .clone()
                 .serve(server, io, listener.config.buffer_limit, info)
-                .await
+                .await;
+            if let Some(log) = &mut log {
+                log.served_by_tcp_proxy(record);
+            }
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Lease {
     pub sender: http1::SendRequest<Body>,
     requests: u32,
     clock: Arc<IdleClock>,
+    /// The connection's local address, logged for every request it carries.
+    local: Option<std::net::SocketAddr>,
 }
 
 /// When an HTTP/1.1 connection went idle (milliseconds since the pool clock's origin; 0
@@ -119,11 +121,13 @@ struct Idle {
     sender: http1::SendRequest<Body>,
     requests: u32,
     clock: Arc<IdleClock>,
+    local: Option<std::net::SocketAddr>,
 }
 
 struct H2 {
     sender: http2::SendRequest<Body>,
     requests: u32,
+    local: Option<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -258,7 +262,8 @@ impl HostPool {
         )
     }
 
-    fn take_ready(self: &Arc<Self>) -> Option<Checkout> {
+    /// A ready connection and its local address.
+    fn take_ready(self: &Arc<Self>) -> Option<(Checkout, Option<std::net::SocketAddr>)> {
         let (_, idle_timeout) = self.limits();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // An HTTP/2 connection serves Http2 pools and Auto pools that negotiated h2.
@@ -271,7 +276,7 @@ impl HostPool {
             if usable {
                 let h = st.h2.as_mut()?;
                 h.requests += 1;
-                return Some(Checkout::Http2(h.sender.clone()));
+                return Some((Checkout::Http2(h.sender.clone()), h.local));
             }
             st.h2 = None;
         }
@@ -279,12 +284,16 @@ impl HostPool {
             let expired = idle_timeout.is_some_and(|t| idle.clock.idle_for(t));
             if !expired && !idle.sender.is_closed() {
                 idle.clock.set_idle(false);
-                return Some(Checkout::Http1(Lease {
-                    pool: self.clone(),
-                    sender: idle.sender,
-                    requests: idle.requests,
-                    clock: idle.clock,
-                }));
+                return Some((
+                    Checkout::Http1(Lease {
+                        pool: self.clone(),
+                        sender: idle.sender,
+                        requests: idle.requests,
+                        clock: idle.clock,
+                        local: idle.local,
+                    }),
+                    idle.local,
+                ));
             }
         }
         None
@@ -300,6 +309,7 @@ impl HostPool {
                 sender: lease.sender,
                 requests,
                 clock: lease.clock,
+                local: lease.local,
             });
         }
         self.freed.notify_one();
@@ -312,8 +322,8 @@ impl HostPool {
     ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let mut pending: Option<(Slot, PendingGuard)> = None;
         loop {
-            if let Some(c) = self.take_ready() {
-                return Ok((c, None));
+            if let Some(ready) = self.take_ready() {
+                return Ok(ready);
             }
             if pending.is_none() {
                 let slot = self
@@ -394,6 +404,7 @@ impl HostPool {
             st.h2 = Some(H2 {
                 sender: sender.clone(),
                 requests: 1,
+                local,
             });
             Ok((Checkout::Http2(sender), local))
         } else {
@@ -434,6 +445,7 @@ impl HostPool {
                     sender,
                     requests: 0,
                     clock,
+                    local,
                 }),
                 local,
             ))

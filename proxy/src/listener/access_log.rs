@@ -1,0 +1,80 @@
+//! The listener-level access log (`Listener.access_log`): one record per downstream
+//! connection, written when the connection ends, whichever way it ends: closed by a
+//! listener filter, matching no filter chain (`NR`, `filter_chain_not_found`, the case
+//! istiod's listener log is for), or served. As in Envoy, the record of a TCP proxy
+//! connection is the TCP proxy's own; an HTTP connection's carries its wire bytes.
+
+use super::{ActiveListener, ConnectionInfo};
+use crate::access_log::record::{Record, ResponseFlags};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The pending listener-level record of one connection; logged on drop.
+pub(super) struct ConnectionLog {
+    listener: Arc<ActiveListener>,
+    record: Record,
+    started: Instant,
+}
+
+impl ConnectionLog {
+    /// Starts the record at accept time, when the listener has access logs.
+    pub(super) fn start(listener: &Arc<ActiveListener>, info: &ConnectionInfo) -> Option<Self> {
+        if listener.access_logs.is_empty() {
+            return None;
+        }
+        let mut log = ConnectionLog {
+            listener: listener.clone(),
+            record: Record::new(info.id),
+            started: Instant::now(),
+        };
+        log.connection(info);
+        Some(log)
+    }
+
+    /// The connection moved to the listener of its original destination: that
+    /// listener's logs write the record.
+    pub(super) fn hand_off(
+        this: &mut Option<Self>,
+        to: &Arc<ActiveListener>,
+        info: &ConnectionInfo,
+    ) {
+        match this {
+            Some(log) if !to.access_logs.is_empty() => log.listener = to.clone(),
+            Some(_) => *this = None,
+            None => *this = Self::start(to, info),
+        }
+    }
+
+    /// Takes what is known of the connection now (addresses after listener filters, the
+    /// SNI, the peer certificate after the handshake).
+    pub(super) fn connection(&mut self, info: &ConnectionInfo) {
+        info.describe(&mut self.record);
+    }
+
+    /// No filter chain matched the connection.
+    pub(super) fn no_filter_chain(&mut self) {
+        self.record.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+        self.record.response_code_details = "filter_chain_not_found".into();
+    }
+
+    /// The TCP proxy's record of the connection becomes this one (from accept time).
+    pub(super) fn served_by_tcp_proxy(&mut self, mut record: Record) {
+        record.start_time = self.record.start_time;
+        self.record = record;
+    }
+
+    /// The bytes an HTTP connection carried on the wire.
+    pub(super) fn wire_bytes(&mut self, received: u64, sent: u64) {
+        self.record.bytes_received = received;
+        self.record.bytes_sent = sent;
+    }
+}
+
+impl Drop for ConnectionLog {
+    fn drop(&mut self) {
+        self.record.duration = self.started.elapsed();
+        for l in self.listener.access_logs.iter() {
+            l.log(&self.record);
+        }
+    }
+}
