@@ -1,0 +1,379 @@
+//! Mesh access logging as istiod turns it on (`meshConfig.accessLogFile`), side by side
+//! with Envoy 1.40: Istio's default text format and its JSON format on the connection
+//! manager and the TCP proxy, and the listener-level log with the `NR` response-flag
+//! filter, from `tests/fixtures/istio-access-logs.json` (written field for field as
+//! istiod's generator writes them). The same bootstrap and traffic go to both proxies and
+//! the lines must be equal, timestamps, durations and ephemeral ports aside.
+
+use e2e::config::{bootstrap, cluster, merge};
+use e2e::proxy::{Kind, Proxy};
+use e2e::upstream::{TcpEcho, Upstream};
+use e2e::{free_port, scratch};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// istiod's access log objects.
+fn fixture() -> Value {
+    let path = e2e::workspace().join("tests/fixtures/istio-access-logs.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
+}
+
+/// istiod's file access log in `encoding` ("text" or "json") writing to `path`; `older`
+/// adds the formatter extensions istiod lists for proxies before 1.26; `listener` adds
+/// the `NR` filter of the listener-level log.
+fn istio_log(encoding: &str, path: &Path, older: bool, listener: bool) -> Value {
+    let f = fixture();
+    let mut log = f[encoding].clone();
+    log["typed_config"]["path"] = json!(path.display().to_string());
+    if older {
+        merge(
+            &mut log["typed_config"]["log_format"],
+            f["proxies_before_1_26"].clone(),
+        );
+    }
+    if listener {
+        log["filter"] = f["listener_filter"].clone();
+    }
+    log
+}
+
+struct Ports {
+    http: u16,
+    tcp: u16,
+    no_match: u16,
+}
+
+/// A sidecar-like bootstrap: an HTTP listener (a route to the app, one to a refused
+/// port, no route for the rest), a TCP proxy listener, and a listener whose only chain
+/// wants an SNI, each with istiod's logs.
+fn istio_bootstrap(
+    encoding: &str,
+    older: bool,
+    dir: &Path,
+    ports: &Ports,
+    up: (u16, u16, u16),
+) -> String {
+    let log = |name: &str| istio_log(encoding, &dir.join(name), older, false);
+    let listener_log = |name: &str| istio_log(encoding, &dir.join(name), older, true);
+    let routes = json!({"name": "8080", "virtual_hosts": [{"name": "app.default.svc.cluster.local:8080",
+        "domains": ["*"], "routes": [
+            {"name": "ok", "match": {"prefix": "/ok"}, "route": {"cluster": "outbound|8080||app.default.svc.cluster.local"}},
+            {"name": "refused", "match": {"prefix": "/bad"}, "route": {"cluster": "outbound|9090||down.default.svc.cluster.local"}}]}]});
+    let hcm = json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "outbound_0.0.0.0_8080", "route_config": routes,
+        "http_filters": e2e::config::router(), "access_log": [log("http.log")]}});
+    let tcp = |cluster: &str, file: &str| {
+        json!({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": cluster, "cluster": cluster, "access_log": [log(file)]}})
+    };
+    let address =
+        |port: u16| json!({"socket_address": {"address": "127.0.0.1", "port_value": port}});
+    let listeners = vec![
+        json!({"name": "http", "address": address(ports.http), "filter_chains": [{"filters": [hcm]}],
+            "access_log": [listener_log("listener-http.log")]}),
+        json!({"name": "tcp", "address": address(ports.tcp),
+            "filter_chains": [{"filters": [tcp("outbound|3306||db.default.svc.cluster.local", "tcp.log")]}],
+            "access_log": [listener_log("listener-tcp.log")]}),
+        json!({"name": "sni", "address": address(ports.no_match),
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+            "filter_chains": [{"filter_chain_match": {"server_names": ["db.example.com"]},
+                "filters": [tcp("outbound|3306||db.default.svc.cluster.local", "sni.log")]}],
+            "access_log": [listener_log("listener-sni.log")]}),
+    ];
+    bootstrap(
+        listeners,
+        vec![
+            cluster(
+                "outbound|8080||app.default.svc.cluster.local",
+                &[up.0],
+                json!({}),
+            ),
+            cluster(
+                "outbound|9090||down.default.svc.cluster.local",
+                &[up.1],
+                json!({}),
+            ),
+            cluster(
+                "outbound|3306||db.default.svc.cluster.local",
+                &[up.2],
+                json!({}),
+            ),
+        ],
+    )
+}
+
+/// Four requests on one downstream connection (so the second reuses the pooled upstream
+/// connection): 200 from the app, again, 404 `NR`, 503 `UF` from the refused port.
+fn http_traffic(port: u16) -> String {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let mut args: Vec<String> = vec![];
+    for (i, path) in ["/ok", "/ok", "/nope", "/bad"].iter().enumerate() {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(
+            [
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} ",
+                "-A",
+                "istio-e2e/1",
+                "-H",
+            ]
+            .map(String::from),
+        );
+        args.push(format!("x-request-id: r{i}"));
+        args.push(url(path));
+    }
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A connection to 127.0.0.1:`port` whose reads give up after 10 s.
+fn connect(port: u16) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s
+}
+
+/// A TCP proxy connection: 4 bytes each way, then closed by the client.
+fn tcp_traffic(port: u16) {
+    let mut s = connect(port);
+    s.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let _ = s.read_to_end(&mut vec![]);
+}
+
+/// A plaintext connection to the listener whose only chain wants an SNI: no chain
+/// matches, the proxy closes it.
+fn no_match_traffic(port: u16) {
+    let mut s = connect(port);
+    let _ = s.write_all(b"hello");
+    let _ = s.read_to_end(&mut vec![]);
+}
+
+/// A log file's lines with what differs between runs masked: timestamps, durations, the
+/// upstream service time, the listener ports (by name) and ephemeral ports (numbered by
+/// first appearance, so a reused connection still shows as the same one).
+fn masked(file: &Path, ports: &Ports, json: bool) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let addr = regex::Regex::new(r"127\.0\.0\.1:(\d+)").unwrap();
+    let mut ephemeral: Vec<String> = vec![];
+    text.lines()
+        .map(|line| {
+            let line = addr.replace_all(line, |c: &regex::Captures| {
+                let port = &c[1];
+                let known = [
+                    (ports.http, "HTTP"),
+                    (ports.tcp, "TCP"),
+                    (ports.no_match, "SNI"),
+                ];
+                if let Some((_, name)) = known.iter().find(|(p, _)| p.to_string() == port) {
+                    return format!("127.0.0.1:{{{name}}}");
+                }
+                let n = match ephemeral.iter().position(|e| e == port) {
+                    Some(n) => n,
+                    None => {
+                        ephemeral.push(port.to_string());
+                        ephemeral.len() - 1
+                    }
+                };
+                format!("127.0.0.1:{{E{n}}}")
+            });
+            if json {
+                let mut v: Value = serde_json::from_str(&line).expect("a JSON line");
+                v["start_time"] = json!("T");
+                v["duration"] = json!("D");
+                if !v["upstream_service_time"].is_null() {
+                    v["upstream_service_time"] = json!("S");
+                }
+                // Key order as written, then the masked object.
+                let keys = regex::Regex::new(r#""([a-z_]+)":"#).unwrap();
+                let order: Vec<_> = keys
+                    .captures_iter(&line)
+                    .map(|c| c[1].to_string())
+                    .collect();
+                format!("{} {v}", order.join(","))
+            } else {
+                let time = regex::Regex::new(r"^\[[^\]]+\]").unwrap();
+                let durations = regex::Regex::new(r#"" (\d+) (\d+) \d+ (\d+|-) ""#).unwrap();
+                let line = time.replace(&line, "[T]");
+                durations
+                    .replace(&line, |c: &regex::Captures| {
+                        let service = if &c[3] == "-" { "-" } else { "S" };
+                        format!("\" {} {} D {service} \"", &c[1], &c[2])
+                    })
+                    .into_owned()
+            }
+        })
+        .collect()
+}
+
+/// Runs the traffic against `kind` and returns the masked lines of every log file.
+fn scenario(
+    kind: Kind,
+    encoding: &str,
+    older: bool,
+    up: (u16, u16, u16),
+) -> Vec<(String, Vec<String>)> {
+    let dir = scratch("istio-alog");
+    let ports = Ports {
+        http: free_port(),
+        tcp: free_port(),
+        no_match: free_port(),
+    };
+    let _proxy = Proxy::start(
+        kind,
+        &istio_bootstrap(encoding, older, &dir, &ports, up),
+        &["--file-flush-interval-msec", "50"],
+    );
+    assert_eq!(http_traffic(ports.http), "200 200 404 503");
+    tcp_traffic(ports.tcp);
+    no_match_traffic(ports.no_match);
+    let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map_or(0, |t| t.lines().count());
+    e2e::wait_until(15, "access log lines", || {
+        lines("http.log") >= 4 && lines("tcp.log") >= 1 && lines("listener-sni.log") >= 1
+    });
+    [
+        "http.log",
+        "tcp.log",
+        "sni.log",
+        "listener-http.log",
+        "listener-tcp.log",
+        "listener-sni.log",
+    ]
+    .iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            masked(&dir.join(f), &ports, encoding == "json"),
+        )
+    })
+    .collect()
+}
+
+fn agree_on(encoding: &str, older: bool) {
+    let app = Upstream::http("app");
+    let refused = free_port();
+    let db = TcpEcho::start();
+    let up = (app.port, refused, db.port);
+    let Some(logs) = e2e::proxy::same_in_both(|kind| scenario(kind, encoding, older, up)) else {
+        return;
+    };
+    // What both logged, as Envoy logs it.
+    let get = |f: &str| {
+        logs.iter()
+            .find(|(n, _)| n == f)
+            .map(|(_, l)| l.clone())
+            .unwrap()
+    };
+    let http = get("http.log");
+    assert_eq!(http.len(), 4, "{http:#?}");
+    assert!(http[3].contains("upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}"), "{}", http[3]);
+    assert!(http[2].contains("route_not_found"), "{}", http[2]);
+    assert_eq!(get("tcp.log").len(), 1);
+    assert_eq!(get("listener-sni.log").len(), 1);
+    assert!(get("listener-sni.log")[0].contains("filter_chain_not_found"));
+    assert!(get("listener-http.log").is_empty() && get("listener-tcp.log").is_empty());
+    assert!(get("sni.log").is_empty());
+}
+
+#[test]
+fn istio_text_access_logs_equal_envoys() {
+    agree_on("text", true);
+}
+
+#[test]
+fn istio_json_access_logs_equal_envoys() {
+    agree_on("json", false);
+}
+
+/// `--mode validate` on a bootstrap with one HCM access log `log`: (exit code, stderr).
+fn validate(kind: Kind, log: Value) -> (i32, String) {
+    let dir = scratch("alog-bad");
+    let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]);
+    let config = bootstrap(
+        vec![e2e::config::listener(
+            "l",
+            free_port(),
+            e2e::config::hcm(vh, json!({"access_log": [log]})),
+            json!({}),
+        )],
+        vec![],
+    )
+    .replace("{ADMIN}", "0");
+    let path = dir.join("b.json");
+    std::fs::write(&path, config).unwrap();
+    let bin = match kind {
+        Kind::Meshproxy => e2e::proxy::meshproxy_bin(),
+        Kind::Envoy => e2e::proxy::envoy_bin().expect("envoy"),
+    };
+    let out = std::process::Command::new(bin)
+        .args(["--mode", "validate", "-c", path.to_str().unwrap()])
+        .args(["--disable-hot-restart", "-l", "error"])
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn bad_formats_and_filters_are_rejected_naming_the_field() {
+    let text = |format: &str| {
+        json!({"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": "/dev/null", "log_format": {"text_format_source": {"inline_string": format}}}})
+    };
+    let filtered = |filter: Value| {
+        let mut log = text("%RESPONSE_CODE%\n");
+        log["filter"] = filter;
+        log
+    };
+    let cases = [
+        (text("%REQ(:PATH%\n"), "log_format.text_format_source"),
+        (text("%NOT_AN_OPERATOR%\n"), "log_format.text_format_source"),
+        (
+            filtered(json!({"response_flag_filter": {"flags": ["NOPE"]}})),
+            "filter.response_flag_filter.flags[0]",
+        ),
+        (
+            filtered(json!({"and_filter": {"filters": [{"not_health_check_filter": {}}]}})),
+            "filter.and_filter.filters",
+        ),
+        (
+            filtered(json!({"grpc_status_filter": {"statuses": [17]}})),
+            "filter.grpc_status_filter.statuses[0]",
+        ),
+    ];
+    for (log, field) in cases {
+        let (code, err) = validate(Kind::Meshproxy, log.clone());
+        assert_eq!(code, 1, "must be rejected: {log}");
+        assert!(err.contains(field), "{field} not named in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        if e2e::proxy::envoy_bin().is_some() {
+            let (code, err) = validate(Kind::Envoy, log.clone());
+            assert_ne!(code, 0, "Envoy accepts {log}: {err}");
+        }
+    }
+    // What istiod writes loads in both.
+    for encoding in ["text", "json"] {
+        let log = istio_log(encoding, Path::new("/dev/null"), true, true);
+        assert_eq!(validate(Kind::Meshproxy, log.clone()).0, 0, "{log}");
+        if e2e::proxy::envoy_bin().is_some() {
+            assert_eq!(validate(Kind::Envoy, log.clone()).0, 0, "{log}");
+        }
+    }
+}
