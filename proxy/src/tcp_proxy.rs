@@ -97,6 +97,21 @@ impl TcpProxy {
         &clusters[0].0
     }
 
+    /// Logs a connection an earlier network filter closed (network RBAC), as Envoy's
+    /// proxy logs it, with the filter's termination `details`; returns the record. Envoy
+    /// has connected upstream by then (its RBAC decides on the first bytes): this record
+    /// has no upstream host.
+    pub fn closed_by_filter(&self, info: &ConnectionInfo, details: String) -> Record {
+        let mut record = Record::new(info.id);
+        info.describe(&mut record);
+        record.upstream_cluster = Some(self.pick_cluster().into());
+        record.connection_termination_details = Some(details.into());
+        for l in &self.access_logs {
+            l.log(&record);
+        }
+        record
+    }
+
     /// Proxies one downstream connection; returns its record (the listener-level access
     /// log writes it too).
     pub async fn serve(

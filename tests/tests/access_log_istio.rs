@@ -377,3 +377,54 @@ fn bad_formats_and_filters_are_rejected_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn network_rbac_denial_shows_in_the_tcp_proxy_and_listener_logs() {
+    // An AuthorizationPolicy DENY on a TCP service: istiod's network RBAC before the TCP
+    // proxy. Envoy's proxy (and the listener-level log) record the connection with the
+    // matched policy as its termination details.
+    let db = TcpEcho::start();
+    let dir = scratch("rbac-alog");
+    let format = |file: &str| {
+        json!({"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": dir.join(file).display().to_string(),
+            "log_format": {"text_format_source": {"inline_string":
+                "%RESPONSE_FLAGS% %CONNECTION_TERMINATION_DETAILS% %UPSTREAM_CLUSTER_RAW% %DOWNSTREAM_LOCAL_ADDRESS%\n"}}}})
+    };
+    let got = e2e::proxy::agree_with_envoy(
+        |port| {
+            let rbac = json!({"name": "envoy.filters.network.rbac", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
+                "stat_prefix": "tcp.", "rules": {"action": "DENY", "policies": {
+                    "ns[default]-policy[deny-all]-rule[0]": {"permissions": [{"any": true}], "principals": [{"any": true}]}}}}});
+            let tcp = json!({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": "db", "cluster": "db", "access_log": [format(&format!("{port}-tcp.log"))]}});
+            bootstrap(
+                vec![
+                    json!({"name": "db", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [{"filters": [rbac, tcp]}],
+                    "access_log": [format(&format!("{port}-listener.log"))]}),
+                ],
+                vec![cluster("db", &[db.port], json!({}))],
+            )
+        },
+        |_, port| {
+            let mut s = connect(port);
+            let _ = s.write_all(b"hi");
+            let _ = s.read_to_end(&mut vec![]);
+            let read = |f: &str| std::fs::read_to_string(dir.join(format!("{port}-{f}.log")));
+            e2e::wait_until(10, "access logs", || {
+                read("tcp").is_ok_and(|l| !l.is_empty())
+                    && read("listener").is_ok_and(|l| !l.is_empty())
+            });
+            let mask = |l: String| l.replace(&port.to_string(), "{PORT}");
+            (mask(read("tcp").unwrap()), mask(read("listener").unwrap()))
+        },
+    );
+    if let Some((tcp, listener)) = got {
+        let want = "- rbac_access_denied_matched_policy[ns[default]-policy[deny-all]-rule[0]] db 127.0.0.1:{PORT}\n";
+        assert_eq!((tcp.as_str(), listener.as_str()), (want, want));
+    }
+}

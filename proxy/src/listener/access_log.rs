@@ -57,6 +57,15 @@ impl ConnectionLog {
         self.record.response_code_details = "filter_chain_not_found".into();
     }
 
+    /// A network filter closed the connection: the TCP proxy's record of it (when the
+    /// chain ends in one) with the filter's `details`.
+    pub(super) fn terminated(&mut self, tcp_proxy: Option<Record>, details: String) {
+        if let Some(record) = tcp_proxy {
+            self.served_by_tcp_proxy(record);
+        }
+        self.record.connection_termination_details = Some(details.into());
+    }
+
     /// The TCP proxy's record of the connection becomes this one (from accept time).
     pub(super) fn served_by_tcp_proxy(&mut self, mut record: Record) {
         record.start_time = self.record.start_time;

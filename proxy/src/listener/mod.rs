@@ -600,11 +600,16 @@ async fn handle(
         metadata: None,
     };
     for (filter, stats) in &chain.rbac {
-        if crate::rbac::enforce(&filter.rules, stats, &subject)
-            .denied
-            .is_some()
-        {
+        if let Some(policy) = crate::rbac::enforce(&filter.rules, stats, &subject).denied {
             tracing::debug!(target: "rbac", "connection denied by RBAC");
+            let details = format!("rbac_access_denied_matched_policy[{policy}]");
+            let record = match &chain.terminal {
+                TerminalRuntime::Tcp(t) => Some(t.closed_by_filter(&info, details.clone())),
+                TerminalRuntime::Http(_) => None,
+            };
+            if let Some(log) = &mut log {
+                log.terminated(record, details);
+            }
             return;
         }
     }
