@@ -154,6 +154,7 @@ impl TcpProxy {
                         break;
                     };
                     record.upstream_host = Some(host.address_string.clone());
+                    record.attempt_count += 1;
                     let tls = cluster.client_tls(&host);
                     cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls, info.upstream_source).await {

@@ -345,6 +345,11 @@ fn bad_formats_and_filters_are_rejected_naming_the_field() {
     let cases = [
         (text("%REQ(:PATH%\n"), "log_format.text_format_source"),
         (text("%NOT_AN_OPERATOR%\n"), "log_format.text_format_source"),
+        // Only with the `envoy.formatter.req_without_query` extension listed.
+        (
+            text("%REQ_WITHOUT_QUERY(:PATH)%\n"),
+            "log_format.text_format_source",
+        ),
         (
             filtered(json!({"response_flag_filter": {"flags": ["NOPE"]}})),
             "filter.response_flag_filter.flags[0]",
@@ -426,5 +431,116 @@ fn network_rbac_denial_shows_in_the_tcp_proxy_and_listener_logs() {
     if let Some((tcp, listener)) = got {
         let want = "- rbac_access_denied_matched_policy[ns[default]-policy[deny-all]-rule[0]] db 127.0.0.1:{PORT}\n";
         assert_eq!((tcp.as_str(), listener.as_str()), (want, want));
+    }
+}
+
+#[test]
+fn further_operators_equal_envoys() {
+    // Operators Telemetry API formats use beyond istiod's defaults, on HTTP (a query, a
+    // refused upstream, gRPC requests answered by the app and by no route) and TCP.
+    let app = Upstream::http("app");
+    let db = TcpEcho::start();
+    let refused = free_port();
+    let format = "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)% %METADATA(DYNAMIC:envoy.filters.http.rbac:shadow_engine_result)% %DYNAMIC_METADATA(istio.mixer)% %FILTER_STATE(upstream_peer:PLAIN)% %ENVIRONMENT(MESHPROXY_ALOG_TEST)% %ENVIRONMENT(MESHPROXY_ALOG_UNSET)% %UPSTREAM_REMOTE_ADDRESS% %UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_REMOTE_PORT% %DOWNSTREAM_LOCAL_PORT% %GRPC_STATUS% %GRPC_STATUS(SNAKE_STRING)% %GRPC_STATUS_NUMBER% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UNIQUE_ID% %UPSTREAM_CLUSTER_RAW% %CONNECTION_TERMINATION_DETAILS%\n";
+    let logs = e2e::proxy::same_in_both(|kind| {
+        let dir = scratch("alog-ops");
+        let (http, tcp) = (free_port(), free_port());
+        let log = |file: &str| {
+            json!({"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(file).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string": format}, "formatters": [
+                    {"name": "envoy.formatter.req_without_query", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"}}]}}})
+        };
+        let routes = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/ok"}, "route": {"cluster": "app"}},
+            {"match": {"prefix": "/bad"}, "route": {"cluster": "refused"}}]}]);
+        let tcp_proxy = json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "db", "cluster": "db", "access_log": [log("tcp.log")]});
+        let config = bootstrap(
+            vec![
+                e2e::config::listener(
+                    "http",
+                    http,
+                    e2e::config::hcm(routes, json!({"access_log": [log("http.log")]})),
+                    json!({}),
+                ),
+                e2e::config::listener("tcp", tcp, tcp_proxy, json!({})),
+            ],
+            vec![
+                cluster("app", &[app.port], json!({})),
+                cluster("refused", &[refused], json!({})),
+                cluster("db", &[db.port], json!({})),
+            ],
+        );
+        let _proxy = Proxy::start_with_env(
+            kind,
+            &config,
+            &["--file-flush-interval-msec", "50"],
+            &[("MESHPROXY_ALOG_TEST", "from-env")],
+        );
+        let grpc = ["-H", "content-type: application/grpc"];
+        for (path, args) in [
+            ("/ok?q=1", &[][..]),
+            ("/bad", &[][..]),
+            ("/ok", &grpc[..]),
+            ("/nope", &grpc[..]),
+        ] {
+            e2e::curl::get(http, path, args);
+        }
+        tcp_traffic(tcp);
+        let lines = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        e2e::wait_until(15, "access log lines", || {
+            lines("http.log").lines().count() >= 4 && lines("tcp.log").lines().count() >= 1
+        });
+        let ports = Ports {
+            http,
+            tcp,
+            no_match: 0,
+        };
+        let uuid = regex::Regex::new(
+            r"\b[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\b",
+        )
+        .unwrap();
+        // Ephemeral ports also appear bare (`%..._PORT%`): masked by their addresses' names.
+        ["http.log", "tcp.log"]
+            .iter()
+            .flat_map(|f| masked(&dir.join(f), &ports, false))
+            .map(|l| uuid.replace_all(&l, "UUID").into_owned())
+            .map(|l| {
+                let (http, tcp) = (http.to_string(), tcp.to_string());
+                l.split(' ')
+                    .map(|w| match w {
+                        w if w == http => "{HTTP}".to_string(),
+                        w if w == tcp => "{TCP}".to_string(),
+                        w if w.len() >= 4
+                            && w.parse::<u16>()
+                                .is_ok_and(|p| p > 1024 && p != app.port && p != db.port) =>
+                        {
+                            "{PORT}".to_string()
+                        }
+                        w => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+    });
+    if let Some(lines) = logs {
+        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("/ok - - - from-env - 127.0.0.1:"),
+            "{}",
+            lines[0]
+        );
+        // A gRPC request answered 200 without `grpc-status` is Unknown; a 404 maps to
+        // Unimplemented.
+        assert!(lines[2].contains(" Unknown UNKNOWN 2 1 "), "{}", lines[2]);
+        assert!(
+            lines[3].contains(" Unimplemented UNIMPLEMENTED 12 0 "),
+            "{}",
+            lines[3]
+        );
     }
 }

@@ -16,6 +16,25 @@ enum HeaderSource {
     Trailer,
 }
 
+/// How `%GRPC_STATUS%` names a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrpcStyle {
+    /// `Unimplemented` (the default).
+    Camel,
+    /// `UNIMPLEMENTED`.
+    Snake,
+    /// `12`.
+    Number,
+}
+
+/// The formatter extensions listed with a format (`formatters`): the operators they add
+/// are accepted only then, as in Envoy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extensions {
+    /// `envoy.formatter.req_without_query`: `%REQ_WITHOUT_QUERY(...)%`.
+    pub req_without_query: bool,
+}
+
 /// One operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
@@ -39,7 +58,22 @@ enum Op {
     UpstreamCluster,
     UpstreamLocalAddress,
     ConnectionTerminationDetails,
-    GrpcStatusNumber,
+    GrpcStatus(GrpcStyle),
+    /// `%ENVIRONMENT(NAME)%`, read when the format is compiled.
+    Environment(Option<String>),
+    /// `%REQ_WITHOUT_QUERY(...)%`: a request header with its query string cut off.
+    RequestWithoutQuery {
+        main: String,
+        alt: Option<String>,
+    },
+    /// The upstream peer's address: only once connected.
+    UpstreamRemote {
+        port: bool,
+    },
+    UpstreamRemotePort,
+    DownstreamRemotePort,
+    DownstreamLocalPort,
+    UniqueId,
     /// `%FILTER_STATE(key...)%`: no filter here publishes filter state objects, so every
     /// key reads as absent, as Envoy renders an unset key.
     FilterState,
@@ -82,7 +116,10 @@ impl Op {
                 | Op::ResponseHeadersBytes
                 | Op::ConnectionId
                 | Op::AttemptCount
-                | Op::GrpcStatusNumber
+                | Op::GrpcStatus(GrpcStyle::Number)
+                | Op::UpstreamRemotePort
+                | Op::DownstreamRemotePort
+                | Op::DownstreamLocalPort
         )
     }
 }
@@ -108,7 +145,7 @@ enum Kind {
     },
 }
 
-fn parse_operator(body: &str) -> Result<Op, String> {
+fn parse_operator(body: &str, extensions: Extensions) -> Result<Op, String> {
     let (name, arg) = match body.find('(') {
         Some(i) => {
             let close = body
@@ -118,17 +155,17 @@ fn parse_operator(body: &str) -> Result<Op, String> {
         }
         None => (body, None),
     };
-    let header = |source| -> Result<Op, String> {
+    // A header name with an optional `?`-separated fallback, lower-cased.
+    let names = || -> Result<(String, Option<String>), String> {
         let arg = arg.ok_or_else(|| format!("{name} needs a header name"))?;
-        let (main, alt) = match arg.split_once('?') {
-            Some((m, a)) => (m, Some(a.to_ascii_lowercase())),
-            None => (arg, None),
-        };
-        Ok(Op::Header {
-            source,
-            main: main.to_ascii_lowercase(),
-            alt,
+        Ok(match arg.split_once('?') {
+            Some((m, a)) => (m.to_ascii_lowercase(), Some(a.to_ascii_lowercase())),
+            None => (arg.to_ascii_lowercase(), None),
         })
+    };
+    let header = |source| -> Result<Op, String> {
+        let (main, alt) = names()?;
+        Ok(Op::Header { source, main, alt })
     };
     Ok(match name {
         "START_TIME" => Op::StartTime(arg.map(str::to_string).filter(|a| !a.is_empty())),
@@ -149,7 +186,40 @@ fn parse_operator(body: &str) -> Result<Op, String> {
         // Our record holds the cluster's own name: `alt_stat_name` is not applied here.
         "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
         "CONNECTION_TERMINATION_DETAILS" => Op::ConnectionTerminationDetails,
-        "GRPC_STATUS_NUMBER" => Op::GrpcStatusNumber,
+        "GRPC_STATUS_NUMBER" => Op::GrpcStatus(GrpcStyle::Number),
+        "GRPC_STATUS" => Op::GrpcStatus(match arg.unwrap_or("") {
+            "" | "CAMEL_STRING" => GrpcStyle::Camel,
+            "SNAKE_STRING" => GrpcStyle::Snake,
+            "NUMBER" => GrpcStyle::Number,
+            other => {
+                return Err(format!(
+                    "GRPC_STATUS only supports CAMEL_STRING, SNAKE_STRING or NUMBER, not {other:?}"
+                ))
+            }
+        }),
+        "ENVIRONMENT" => {
+            let var = arg.filter(|a| !a.is_empty());
+            let var = var.ok_or_else(|| "ENVIRONMENT needs a variable name".to_string())?;
+            Op::Environment(std::env::var(var).ok())
+        }
+        "REQ_WITHOUT_QUERY" if extensions.req_without_query => {
+            let (main, alt) = names()?;
+            Op::RequestWithoutQuery { main, alt }
+        }
+        "METADATA" => match arg.unwrap_or("").split_once(':') {
+            Some(("DYNAMIC", rest)) => dynamic_metadata_op(Some(rest))?,
+            _ => {
+                return Err(format!(
+                    "METADATA only supports DYNAMIC metadata here, not {body}"
+                ))
+            }
+        },
+        "UPSTREAM_REMOTE_ADDRESS" => Op::UpstreamRemote { port: true },
+        "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Op::UpstreamRemote { port: false },
+        "UPSTREAM_REMOTE_PORT" => Op::UpstreamRemotePort,
+        "DOWNSTREAM_REMOTE_PORT" => Op::DownstreamRemotePort,
+        "DOWNSTREAM_LOCAL_PORT" => Op::DownstreamLocalPort,
+        "UNIQUE_ID" => Op::UniqueId,
         "FILTER_STATE" => {
             let arg = arg.filter(|a| !a.is_empty());
             let arg = arg.ok_or_else(|| "FILTER_STATE needs a key".to_string())?;
@@ -161,15 +231,7 @@ fn parse_operator(body: &str) -> Result<Op, String> {
             }
             Op::FilterState
         }
-        "DYNAMIC_METADATA" => {
-            let arg = arg.filter(|a| !a.is_empty());
-            let arg = arg.ok_or_else(|| "DYNAMIC_METADATA needs a namespace".to_string())?;
-            let mut parts = arg.split(':').map(str::to_string);
-            Op::DynamicMetadata {
-                namespace: parts.next().unwrap_or_default(),
-                path: parts.collect(),
-            }
-        }
+        "DYNAMIC_METADATA" => dynamic_metadata_op(arg)?,
         "DOWNSTREAM_LOCAL_URI_SAN" => Op::LocalUriSan,
         "UPSTREAM_PEER_URI_SAN" => Op::UpstreamPeerUriSan,
         "UPSTREAM_LOCAL_URI_SAN" => Op::UpstreamLocalUriSan,
@@ -193,6 +255,17 @@ fn parse_operator(body: &str) -> Result<Op, String> {
     })
 }
 
+/// `namespace[:key...]` of `%DYNAMIC_METADATA%` and `%METADATA(DYNAMIC:...)%`.
+fn dynamic_metadata_op(arg: Option<&str>) -> Result<Op, String> {
+    let arg = arg.filter(|a| !a.is_empty());
+    let arg = arg.ok_or_else(|| "DYNAMIC_METADATA needs a namespace".to_string())?;
+    let mut parts = arg.split(':').map(str::to_string);
+    Ok(Op::DynamicMetadata {
+        namespace: parts.next().unwrap_or_default(),
+        path: parts.collect(),
+    })
+}
+
 fn operator_regex() -> &'static regex::Regex {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
@@ -200,7 +273,7 @@ fn operator_regex() -> &'static regex::Regex {
     })
 }
 
-fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
+fn parse_tokens(s: &str, extensions: Extensions) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut literal = String::new();
     let mut rest = s;
@@ -224,7 +297,7 @@ fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
         if !literal.is_empty() {
             tokens.push(Token::Literal(std::mem::take(&mut literal)));
         }
-        tokens.push(Token::Operator(parse_operator(&body)?, max_len));
+        tokens.push(Token::Operator(parse_operator(&body, extensions)?, max_len));
         rest = &after[caps[0].len()..];
     }
     literal.push_str(rest);
@@ -235,22 +308,28 @@ fn parse_tokens(s: &str) -> Result<Vec<Token>, String> {
 }
 
 impl Format {
-    /// Compiles a text format.
+    /// Compiles a text format of Envoy's built-in operators.
     pub fn text(s: &str) -> Result<Format, String> {
-        parse_tokens(s).map(|t| Format(Kind::Text(t)))
+        Self::text_with(s, Extensions::default())
+    }
+
+    /// Compiles a text format that may use the operators of `extensions`.
+    pub fn text_with(s: &str, extensions: Extensions) -> Result<Format, String> {
+        parse_tokens(s, extensions).map(|t| Format(Kind::Text(t)))
     }
 
     /// Compiles a JSON format from a protobuf Struct of string templates.
     pub fn json(
         s: &xds_client::proto::google::protobuf::Struct,
         omit_empty: bool,
+        extensions: Extensions,
     ) -> Result<Format, String> {
         use xds_client::proto::google::protobuf::value::Kind as V;
         let sorted: BTreeMap<_, _> = s.fields.iter().collect();
         let mut fields = Vec::new();
         for (k, v) in sorted {
             match &v.kind {
-                Some(V::StringValue(t)) => fields.push((k.clone(), parse_tokens(t)?)),
+                Some(V::StringValue(t)) => fields.push((k.clone(), parse_tokens(t, extensions)?)),
                 _ => {
                     return Err(format!(
                         "json_format: only string values are supported (key {k})"
@@ -331,6 +410,60 @@ fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Option<String> {
     })
 }
 
+/// The upstream peer's address, known only once a connection is up (Envoy logs `-` after
+/// a connect failure, where `%UPSTREAM_HOST%` still names the host tried).
+fn upstream_remote(r: &Record) -> Option<&str> {
+    r.upstream_local?;
+    r.upstream_host.as_deref()
+}
+
+/// Envoy's names of the gRPC statuses (`Grpc::Utility::grpcStatusToString`); a code it
+/// does not name prints as its number.
+fn grpc_status_name(code: u32, style: GrpcStyle) -> String {
+    const CAMEL: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    let Some(camel) = CAMEL
+        .get(code as usize)
+        .filter(|_| style != GrpcStyle::Number)
+    else {
+        return code.to_string();
+    };
+    match style {
+        GrpcStyle::Snake => {
+            // `DeadlineExceeded` -> `DEADLINE_EXCEEDED`; `OK` stays.
+            let mut out = String::new();
+            for (i, c) in camel.chars().enumerate() {
+                if i > 0
+                    && c.is_ascii_uppercase()
+                    && !camel[..i].ends_with(|p: char| p.is_ascii_uppercase())
+                {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_uppercase());
+            }
+            out
+        }
+        _ => camel.to_string(),
+    }
+}
+
 /// `%DYNAMIC_METADATA%`: a namespace renders as a JSON object of its keys, a key as its
 /// value; the values here are strings, so a deeper path reads as absent.
 fn dynamic_metadata(r: &Record, namespace: &str, path: &[String]) -> Option<String> {
@@ -381,7 +514,29 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
             .connection_termination_details
             .as_deref()
             .map(str::to_string),
-        Op::GrpcStatusNumber => r.grpc_status_code().map(|c| c.to_string()),
+        Op::GrpcStatus(style) => r.grpc_status_code().map(|c| grpc_status_name(c, *style)),
+        Op::Environment(value) => value.clone(),
+        Op::RequestWithoutQuery { main, alt } => header_value(r, HeaderSource::Request, main)
+            .or_else(|| {
+                alt.as_deref()
+                    .and_then(|a| header_value(r, HeaderSource::Request, a))
+            })
+            .map(|v| match v.split_once('?') {
+                Some((path, _)) => path.to_string(),
+                None => v,
+            }),
+        Op::UpstreamRemote { port } => upstream_remote(r).map(|a| match port {
+            true => a.to_string(),
+            false => a.split_once(':').map_or(a, |(ip, _)| ip).to_string(),
+        }),
+        Op::UpstreamRemotePort => upstream_remote(r)
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(_, port)| port.to_string()),
+        Op::DownstreamRemotePort => r.downstream_remote.map(|a| a.port().to_string()),
+        Op::DownstreamLocalPort => r.downstream_local.map(|a| a.port().to_string()),
+        Op::UniqueId => {
+            Some(String::from_utf8_lossy(crate::http::headers::uuid_v4().as_bytes()).into_owned())
+        }
         Op::FilterState => None,
         Op::DynamicMetadata { namespace, path } => dynamic_metadata(r, namespace, path),
         Op::LocalUriSan => r.local_uri_san.clone(),
@@ -459,7 +614,9 @@ mod tests {
                 },
             );
         }
-        let line = Format::json(&s, false).unwrap().render(&record());
+        let line = Format::json(&s, false, Extensions::default())
+            .unwrap()
+            .render(&record());
         assert_eq!(line, "{\"code\":200,\"host\":null,\"m\":\"GET x\"}\n");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::error::{join, ConfigError, Result};
 use crate::access_log::filter::Filter;
-use crate::access_log::format::{Format, DEFAULT_FORMAT};
+use crate::access_log::format::{Extensions, Format, DEFAULT_FORMAT};
 use prost::Message;
 use std::path::PathBuf;
 use xds_client::proto::envoy::config::accesslog::v3 as accesslog;
@@ -43,7 +43,9 @@ const OPERATOR_FORMATTERS: &[&str] = &[
     "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery",
 ];
 
-fn formatters(list: &[core::TypedExtensionConfig], path: &str) -> Result<()> {
+/// The operators the listed formatter extensions add.
+fn formatters(list: &[core::TypedExtensionConfig], path: &str) -> Result<Extensions> {
+    let mut extensions = Extensions::default();
     for (i, f) in list.iter().enumerate() {
         let type_url = f.typed_config.as_ref().map_or("", |a| a.type_url.as_str());
         let name = xds_client::descriptors::type_name_of_url(type_url);
@@ -53,26 +55,27 @@ fn formatters(list: &[core::TypedExtensionConfig], path: &str) -> Result<()> {
                 format!("unsupported formatter extension {type_url:?}"),
             ));
         }
+        extensions.req_without_query |=
+            name == "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery";
     }
-    Ok(())
+    Ok(extensions)
 }
 
 fn substitution(f: &core::SubstitutionFormatString, path: &str) -> Result<Format> {
     use core::substitution_format_string::Format as F;
-    formatters(&f.formatters, path)?;
+    let extensions = formatters(&f.formatters, path)?;
     // `content_type` only shapes local reply bodies; Envoy ignores it on access logs.
     // `json_format_options.sort_properties` is deprecated and without effect in Envoy
     // 1.40: JSON keys always come out sorted, as they do here.
     match &f.format {
-        Some(F::TextFormat(t)) => {
-            Format::text(t).map_err(|e| ConfigError::at(join(path, "text_format"), e))
-        }
+        Some(F::TextFormat(t)) => Format::text_with(t, extensions)
+            .map_err(|e| ConfigError::at(join(path, "text_format"), e)),
         Some(F::TextFormatSource(ds)) => {
             let bytes = super::common::data_source(ds, &join(path, "text_format_source"))?;
-            Format::text(&String::from_utf8_lossy(&bytes))
+            Format::text_with(&String::from_utf8_lossy(&bytes), extensions)
                 .map_err(|e| ConfigError::at(join(path, "text_format_source"), e))
         }
-        Some(F::JsonFormat(s)) => Format::json(s, f.omit_empty_values)
+        Some(F::JsonFormat(s)) => Format::json(s, f.omit_empty_values, extensions)
             .map_err(|e| ConfigError::at(join(path, "json_format"), e)),
         None => Format::text(DEFAULT_FORMAT).map_err(|e| ConfigError::at(path, e)),
     }
@@ -100,7 +103,7 @@ pub fn translate(log: &accesslog::AccessLog, path: &str) -> Result<AccessLogConf
                 Some(A::Format(t)) => {
                     Format::text(t).map_err(|e| ConfigError::at(join(&p, "format"), e))?
                 }
-                Some(A::JsonFormat(s)) => Format::json(s, false)
+                Some(A::JsonFormat(s)) => Format::json(s, false, Extensions::default())
                     .map_err(|e| ConfigError::at(join(&p, "json_format"), e))?,
                 Some(A::LogFormat(l)) => substitution(l, &join(&p, "log_format"))?,
                 Some(A::TypedJsonFormat(_)) => {
