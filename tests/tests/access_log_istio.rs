@@ -544,3 +544,61 @@ fn further_operators_equal_envoys() {
         );
     }
 }
+
+#[test]
+fn listener_logs_without_a_filter_record_every_connection_as_envoy() {
+    // A listener-level log with no filter writes a line per connection: an HTTP
+    // connection's protocol and wire bytes, a TCP proxy connection's proxy record.
+    let app = Upstream::http("app");
+    let db = TcpEcho::start();
+    let format = "%PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %ROUTE_NAME%|%BYTES_SENT%\n";
+    let logs = e2e::proxy::same_in_both(|kind| {
+        let dir = scratch("alog-listener");
+        let (http, tcp) = (free_port(), free_port());
+        let log = |file: &str| {
+            json!([{"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(file).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string": format}}}}])
+        };
+        let routes = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"name": "r", "match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]);
+        let tcp_proxy = json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "db", "cluster": "db"});
+        let mut listeners = vec![
+            e2e::config::listener("http", http, e2e::config::hcm(routes, json!({})), json!({})),
+            e2e::config::listener("tcp", tcp, tcp_proxy, json!({})),
+        ];
+        listeners[0]["access_log"] = log("http.log");
+        listeners[1]["access_log"] = log("tcp.log");
+        let config = bootstrap(
+            listeners,
+            vec![
+                cluster("app", &[app.port], json!({})),
+                cluster("db", &[db.port], json!({})),
+            ],
+        );
+        let _proxy = Proxy::start(kind, &config, &["--file-flush-interval-msec", "50"]);
+        assert_eq!(e2e::curl::get(http, "/", &["-A", "e2e/1"]).status, 200);
+        tcp_traffic(tcp);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        e2e::wait_until(15, "listener log lines", || {
+            !read("http.log").is_empty() && !read("tcp.log").is_empty()
+        });
+        // The response's wire size depends on each proxy's own headers: only whether
+        // bytes were sent is compared.
+        [read("http.log"), read("tcp.log")]
+            .iter()
+            .flat_map(|t| t.lines())
+            .map(|l| {
+                let (head, sent) = l.split_once('|').unwrap_or((l, ""));
+                format!("{head} sent:{}", sent != "0")
+            })
+            .collect::<Vec<_>>()
+    });
+    if let Some(lines) = logs {
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].starts_with("HTTP/1.1 0 - "), "{}", lines[0]);
+        assert!(lines[1].starts_with("- 0 - 4 127.0.0.1:"), "{}", lines[1]);
+    }
+}

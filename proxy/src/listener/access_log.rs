@@ -2,7 +2,8 @@
 //! connection, written when the connection ends, whichever way it ends: closed by a
 //! listener filter, matching no filter chain (`NR`, `filter_chain_not_found`, the case
 //! istiod's listener log is for), or served. As in Envoy, the record of a TCP proxy
-//! connection is the TCP proxy's own; an HTTP connection's carries its wire bytes.
+//! connection is the TCP proxy's own; an HTTP connection's carries its protocol and wire
+//! bytes.
 
 use super::{ActiveListener, ConnectionInfo};
 use crate::access_log::record::{Record, ResponseFlags};
@@ -72,8 +73,14 @@ impl ConnectionLog {
         self.record = record;
     }
 
-    /// The bytes an HTTP connection carried on the wire.
-    pub(super) fn wire_bytes(&mut self, received: u64, sent: u64) {
+    /// An HTTP connection's protocol and the bytes it carried on the wire.
+    pub(super) fn served_by_http(
+        &mut self,
+        protocol: Option<&'static str>,
+        received: u64,
+        sent: u64,
+    ) {
+        self.record.protocol = protocol.unwrap_or_default();
         self.record.bytes_received = received;
         self.record.bytes_sent = sent;
     }

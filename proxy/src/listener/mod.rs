@@ -615,12 +615,14 @@ async fn handle(
     }
     match &chain.terminal {
         TerminalRuntime::Http(h) => match &mut log {
-            None => h.clone().serve(server, io, info).await,
+            None => {
+                h.clone().serve(server, io, info).await;
+            }
             Some(log) => {
                 let (received, sent) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
                 let counted = crate::io::CountingIo::new(io, received.clone(), sent.clone());
-                h.clone().serve(server, Box::new(counted), info).await;
-                log.wire_bytes(received.value(), sent.value());
+                let protocol = h.clone().serve(server, Box::new(counted), info).await;
+                log.served_by_http(protocol, received.value(), sent.value());
             }
         },
         TerminalRuntime::Tcp(t) => {
