@@ -449,13 +449,12 @@ fn grpc_status_name(code: u32, style: GrpcStyle) -> String {
         GrpcStyle::Snake => {
             // `DeadlineExceeded` -> `DEADLINE_EXCEEDED`; `OK` stays.
             let mut out = String::new();
-            for (i, c) in camel.chars().enumerate() {
-                if i > 0
-                    && c.is_ascii_uppercase()
-                    && !camel[..i].ends_with(|p: char| p.is_ascii_uppercase())
-                {
+            let mut after_lower = false;
+            for c in camel.chars() {
+                if after_lower && c.is_ascii_uppercase() {
                     out.push('_');
                 }
+                after_lower = c.is_ascii_lowercase();
                 out.push(c.to_ascii_uppercase());
             }
             out
@@ -596,6 +595,15 @@ mod tests {
         assert_eq!(f.render(&record()), "curl 100% 1700000000");
         assert!(Format::text("%NOPE%").unwrap_err().contains("NOPE"));
         assert!(Format::text("%REQ(x").is_err());
+    }
+
+    #[test]
+    fn grpc_status_names() {
+        assert_eq!(grpc_status_name(4, GrpcStyle::Snake), "DEADLINE_EXCEEDED");
+        assert_eq!(grpc_status_name(4, GrpcStyle::Camel), "DeadlineExceeded");
+        assert_eq!(grpc_status_name(0, GrpcStyle::Snake), "OK");
+        assert_eq!(grpc_status_name(16, GrpcStyle::Number), "16");
+        assert_eq!(grpc_status_name(20, GrpcStyle::Camel), "20");
     }
 
     #[test]
