@@ -458,12 +458,19 @@ fn further_operators_equal_envoys() {
             {"match": {"prefix": "/bad"}, "route": {"cluster": "refused"}}]}]);
         let tcp_proxy = json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             "stat_prefix": "db", "cluster": "db", "access_log": [log("tcp.log")]});
+        // Envoy's JSON formats nest objects and lists and keep constants as they are (no
+        // fractions here: Envoy's YAML loading turns `2.5` into a string).
+        let nested = json!({"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": dir.join("nested.json").display().to_string(),
+            "log_format": {"json_format": {"a": "%RESPONSE_CODE%-code", "b": true, "lst": ["%REQ(:METHOD)%", 1],
+                "nul": null, "num": 7, "z": {"code": "%RESPONSE_CODE%", "inner": {"m": "%REQ(:METHOD)%", "flags": "%RESPONSE_FLAGS%"}}}}}});
         let config = bootstrap(
             vec![
                 e2e::config::listener(
                     "http",
                     http,
-                    e2e::config::hcm(routes, json!({"access_log": [log("http.log")]})),
+                    e2e::config::hcm(routes, json!({"access_log": [log("http.log"), nested]})),
                     json!({}),
                 ),
                 e2e::config::listener("tcp", tcp, tcp_proxy, json!({})),
@@ -492,7 +499,9 @@ fn further_operators_equal_envoys() {
         tcp_traffic(tcp);
         let lines = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
         e2e::wait_until(15, "access log lines", || {
-            lines("http.log").lines().count() >= 4 && lines("tcp.log").lines().count() >= 1
+            lines("http.log").lines().count() >= 4
+                && lines("tcp.log").lines().count() >= 1
+                && lines("nested.json").lines().count() >= 4
         });
         let ports = Ports {
             http,
@@ -504,7 +513,7 @@ fn further_operators_equal_envoys() {
         )
         .unwrap();
         // Ephemeral ports also appear bare (`%..._PORT%`): masked by their addresses' names.
-        ["http.log", "tcp.log"]
+        ["http.log", "tcp.log", "nested.json"]
             .iter()
             .flat_map(|f| masked(&dir.join(f), &ports, false))
             .map(|l| uuid.replace_all(&l, "UUID").into_owned())
@@ -528,7 +537,11 @@ fn further_operators_equal_envoys() {
             .collect::<Vec<_>>()
     });
     if let Some(lines) = logs {
-        assert_eq!(lines.len(), 5, "{lines:#?}");
+        assert_eq!(lines.len(), 9, "{lines:#?}");
+        assert_eq!(
+            lines[5],
+            r#"{"a":"200-code","b":true,"lst":["GET",1],"nul":null,"num":7,"z":{"code":200,"inner":{"flags":"-","m":"GET"}}}"#
+        );
         assert!(
             lines[0].starts_with("/ok - - - from-env - 127.0.0.1:"),
             "{}",
