@@ -101,10 +101,19 @@ impl TcpProxy {
     /// proxy logs it, with the filter's termination `details`; returns the record. Envoy
     /// has connected upstream by then (its RBAC decides on the first bytes): this record
     /// has no upstream host.
-    pub fn closed_by_filter(&self, info: &ConnectionInfo, details: String) -> Record {
+    pub fn closed_by_filter(
+        &self,
+        server: &Server,
+        info: &ConnectionInfo,
+        details: String,
+    ) -> Record {
         let mut record = Record::new(info.id);
         info.describe(&mut record);
-        record.upstream_cluster = Some(self.pick_cluster().into());
+        let cluster_name = self.pick_cluster();
+        if let Some(cluster) = server.clusters.get(cluster_name) {
+            record.cluster_found(&cluster.config);
+        }
+        record.upstream_cluster = Some(cluster_name.into());
         record.connection_termination_details = Some(details.into());
         for l in &self.access_logs {
             l.log(&record);
@@ -139,6 +148,7 @@ impl TcpProxy {
                 record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
             }
             Some(cluster) => {
+                record.cluster_found(&cluster.config);
                 let mut upstream = None;
                 for _ in 0..self.config.max_connect_attempts {
                     let Some(host) = cluster.pick(&LbContext {

@@ -615,3 +615,51 @@ fn listener_logs_without_a_filter_record_every_connection_as_envoy() {
         assert!(lines[1].starts_with("- 0 - 4 127.0.0.1:"), "{}", lines[1]);
     }
 }
+
+#[test]
+fn upstream_cluster_logs_the_observability_name_and_nothing_for_a_missing_cluster() {
+    // `%UPSTREAM_CLUSTER%` is the cluster's `alt_stat_name` (istiod sets it with
+    // `outboundClusterStatName`), `%UPSTREAM_CLUSTER_RAW%` its name; a route to a
+    // cluster that does not exist (`NC`) logs neither.
+    let app = Upstream::http("app");
+    let dir = scratch("alog-cluster");
+    let got = e2e::proxy::agree_with_envoy(
+        |port| {
+            let log = json!({"name": "f", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(format!("{port}.log")).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string":
+                    "%RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %UPSTREAM_CLUSTER_RAW% %RESPONSE_CODE_DETAILS%\n"}}}});
+            let routes = json!([{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/missing"}, "route": {"cluster_header": "x-cluster"}},
+                {"match": {"prefix": "/"}, "route": {"cluster": "outbound|80||app.default.svc.cluster.local"}}]}]);
+            let hcm = e2e::config::hcm(routes, json!({"access_log": [log]}));
+            bootstrap(
+                vec![e2e::config::listener("l", port, hcm, json!({}))],
+                vec![cluster(
+                    "outbound|80||app.default.svc.cluster.local",
+                    &[app.port],
+                    json!({"alt_stat_name": "app_80"}),
+                )],
+            )
+        },
+        |_, port| {
+            let statuses = [
+                e2e::curl::get(port, "/", &[]).status,
+                e2e::curl::get(port, "/missing", &["-H", "x-cluster: missing"]).status,
+            ];
+            let log = dir.join(format!("{port}.log"));
+            e2e::wait_until(10, "access log lines", || {
+                std::fs::read_to_string(&log).is_ok_and(|l| l.lines().count() >= 2)
+            });
+            (statuses, std::fs::read_to_string(&log).unwrap())
+        },
+    );
+    if let Some((statuses, log)) = got {
+        assert_eq!(statuses, [200, 503]);
+        assert_eq!(
+            log,
+            "200 - app_80 outbound|80||app.default.svc.cluster.local via_upstream\n503 NC - - cluster_not_found\n"
+        );
+    }
+}

@@ -55,7 +55,10 @@ enum Op {
     ResponseHeadersBytes,
     Protocol,
     UpstreamHost,
-    UpstreamCluster,
+    /// The cluster's `alt_stat_name` when it has one, unless `raw`.
+    UpstreamCluster {
+        raw: bool,
+    },
     UpstreamLocalAddress,
     ConnectionTerminationDetails,
     GrpcStatus(GrpcStyle),
@@ -279,8 +282,8 @@ fn parse_operator(body: &str, extensions: Extensions) -> Result<Op, String> {
         "RESPONSE_HEADERS_BYTES" => Op::ResponseHeadersBytes,
         "PROTOCOL" => Op::Protocol,
         "UPSTREAM_HOST" => Op::UpstreamHost,
-        // Our record holds the cluster's own name: `alt_stat_name` is not applied here.
-        "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
+        "UPSTREAM_CLUSTER" => Op::UpstreamCluster { raw: false },
+        "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster { raw: true },
         "CONNECTION_TERMINATION_DETAILS" => Op::ConnectionTerminationDetails,
         "GRPC_STATUS_NUMBER" => Op::GrpcStatus(GrpcStyle::Number),
         "GRPC_STATUS" => Op::GrpcStatus(match arg.unwrap_or("") {
@@ -567,7 +570,11 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::ResponseHeadersBytes => Some(r.response_headers_bytes().to_string()),
         Op::Protocol => (!r.protocol.is_empty()).then(|| r.protocol.to_string()),
         Op::UpstreamHost => r.upstream_host.as_deref().map(str::to_string),
-        Op::UpstreamCluster => r.upstream_cluster.as_deref().map(str::to_string),
+        Op::UpstreamCluster { raw } => match (&r.upstream_cluster_alt, raw) {
+            _ if !r.upstream_cluster_found => None,
+            (Some(alt), false) => Some(alt.to_string()),
+            _ => r.upstream_cluster.as_deref().map(str::to_string),
+        },
         Op::UpstreamLocalAddress => r.upstream_local.map(|a| a.to_string()),
         // Envoy logs the reason with its spaces replaced: one token per field.
         Op::UpstreamTransportFailureReason => {

@@ -141,6 +141,10 @@ pub struct Record {
     pub upstream_host: Option<Arc<str>>,
     /// Upstream cluster name.
     pub upstream_cluster: Option<Arc<str>>,
+    /// Whether that cluster exists: Envoy logs no cluster when it does not (`NC`).
+    pub upstream_cluster_found: bool,
+    /// The cluster's `alt_stat_name`, which `%UPSTREAM_CLUSTER%` logs when set.
+    pub upstream_cluster_alt: Option<Arc<str>>,
     /// Upstream local address.
     pub upstream_local: Option<SocketAddr>,
     /// Upstream transport failure reason.
@@ -185,6 +189,12 @@ impl Record {
         [&self.response_trailers, &self.response_headers]
             .iter()
             .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
+    }
+
+    /// The upstream cluster was found: its observability name is known.
+    pub fn cluster_found(&mut self, config: &crate::config::cluster::ClusterConfig) {
+        self.upstream_cluster_found = true;
+        self.upstream_cluster_alt = config.alt_stat_name.as_deref().map(Arc::from);
     }
 
     /// A request header as Envoy's header map holds it: pseudo-headers by name, `host`
@@ -291,6 +301,8 @@ impl Record {
             protocol: "",
             upstream_host: None,
             upstream_cluster: None,
+            upstream_cluster_found: false,
+            upstream_cluster_alt: None,
             upstream_local: None,
             upstream_failure: None,
             downstream_remote: None,

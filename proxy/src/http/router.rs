@@ -197,6 +197,7 @@ pub async fn forward(
     let Some(cluster) = ctx.server.clusters.get(&cluster_name) else {
         return Err(LocalReply::no_cluster());
     };
+    record.cluster_found(&cluster.config);
     let Some(request_slot) = cluster.resources.requests.try_acquire() else {
         cluster.stats().rq_active_overflow.inc();
         return Err(LocalReply::overflow());

@@ -604,7 +604,9 @@ async fn handle(
             tracing::debug!(target: "rbac", "connection denied by RBAC");
             let details = format!("rbac_access_denied_matched_policy[{policy}]");
             let record = match &chain.terminal {
-                TerminalRuntime::Tcp(t) => Some(t.closed_by_filter(&info, details.clone())),
+                TerminalRuntime::Tcp(t) => {
+                    Some(t.closed_by_filter(&server, &info, details.clone()))
+                }
                 TerminalRuntime::Http(_) => None,
             };
             if let Some(log) = &mut log {
