@@ -465,12 +465,33 @@ fn further_operators_equal_envoys() {
             "path": dir.join("nested.json").display().to_string(),
             "log_format": {"json_format": {"a": "%RESPONSE_CODE%-code", "b": true, "lst": ["%REQ(:METHOD)%", 1],
                 "nul": null, "num": 7, "z": {"code": "%RESPONSE_CODE%", "inner": {"m": "%REQ(:METHOD)%", "flags": "%RESPONSE_FLAGS%"}}}}}});
+        // `omit_empty_values`: nothing for a missing value in text, no key in JSON.
+        let omitting = |file: &str, format: Value| {
+            let mut format = format;
+            format["omit_empty_values"] = json!(true);
+            json!({"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(file).display().to_string(), "log_format": format}})
+        };
+        let omit_text = omitting(
+            "omit.log",
+            json!({"text_format_source": {"inline_string":
+            "[%REQ(X-NOPE)%] [%RESPONSE_FLAGS%] [%REQ(X-EMPTY)%] [%BYTES_RECEIVED%] [%ROUTE_NAME%]\n"}}),
+        );
+        let omit_json = omitting(
+            "omit.json",
+            json!({"json_format": {"a": "%REQ(X-NOPE)%", "b": "%RESPONSE_FLAGS%",
+            "c": "%REQ(X-EMPTY)%", "d": "x%REQ(X-NOPE)%", "e": "%BYTES_RECEIVED%", "f": {"g": "%REQ(X-NOPE)%"}}}),
+        );
         let config = bootstrap(
             vec![
                 e2e::config::listener(
                     "http",
                     http,
-                    e2e::config::hcm(routes, json!({"access_log": [log("http.log"), nested]})),
+                    e2e::config::hcm(
+                        routes,
+                        json!({"access_log": [log("http.log"), nested, omit_text, omit_json]}),
+                    ),
                     json!({}),
                 ),
                 e2e::config::listener("tcp", tcp, tcp_proxy, json!({})),
@@ -489,7 +510,7 @@ fn further_operators_equal_envoys() {
         );
         let grpc = ["-H", "content-type: application/grpc"];
         for (path, args) in [
-            ("/ok?q=1", &[][..]),
+            ("/ok?q=1", &["-H", "x-empty;"][..]),
             ("/bad", &[][..]),
             ("/ok", &grpc[..]),
             ("/nope", &grpc[..]),
@@ -502,6 +523,8 @@ fn further_operators_equal_envoys() {
             lines("http.log").lines().count() >= 4
                 && lines("tcp.log").lines().count() >= 1
                 && lines("nested.json").lines().count() >= 4
+                && lines("omit.log").lines().count() >= 4
+                && lines("omit.json").lines().count() >= 4
         });
         let ports = Ports {
             http,
@@ -513,31 +536,39 @@ fn further_operators_equal_envoys() {
         )
         .unwrap();
         // Ephemeral ports also appear bare (`%..._PORT%`): masked by their addresses' names.
-        ["http.log", "tcp.log", "nested.json"]
-            .iter()
-            .flat_map(|f| masked(&dir.join(f), &ports, false))
-            .map(|l| uuid.replace_all(&l, "UUID").into_owned())
-            .map(|l| {
-                let (http, tcp) = (http.to_string(), tcp.to_string());
-                l.split(' ')
-                    .map(|w| match w {
-                        w if w == http => "{HTTP}".to_string(),
-                        w if w == tcp => "{TCP}".to_string(),
-                        w if w.len() >= 4
-                            && w.parse::<u16>()
-                                .is_ok_and(|p| p > 1024 && p != app.port && p != db.port) =>
-                        {
-                            "{PORT}".to_string()
-                        }
-                        w => w.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect::<Vec<_>>()
+        [
+            "http.log",
+            "tcp.log",
+            "nested.json",
+            "omit.log",
+            "omit.json",
+        ]
+        .iter()
+        .flat_map(|f| masked(&dir.join(f), &ports, false))
+        .map(|l| uuid.replace_all(&l, "UUID").into_owned())
+        .map(|l| {
+            let (http, tcp) = (http.to_string(), tcp.to_string());
+            l.split(' ')
+                .map(|w| match w {
+                    w if w == http => "{HTTP}".to_string(),
+                    w if w == tcp => "{TCP}".to_string(),
+                    w if w.len() >= 4
+                        && w.parse::<u16>()
+                            .is_ok_and(|p| p > 1024 && p != app.port && p != db.port) =>
+                    {
+                        "{PORT}".to_string()
+                    }
+                    w => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
     });
     if let Some(lines) = logs {
-        assert_eq!(lines.len(), 9, "{lines:#?}");
+        assert_eq!(lines.len(), 17, "{lines:#?}");
+        assert_eq!(lines[9], "[] [-] [] [0] []");
+        assert_eq!(lines[13], r#"{"b":"-","c":"","d":"x","e":0}"#);
         assert_eq!(
             lines[5],
             r#"{"a":"200-code","b":true,"lst":["GET",1],"nul":null,"num":7,"z":{"code":200,"inner":{"flags":"-","m":"GET"}}}"#

@@ -135,17 +135,19 @@ enum Token {
 
 /// A compiled format.
 #[derive(Debug, Clone)]
-pub struct Format(Kind);
+pub struct Format {
+    kind: Kind,
+    /// `omit_empty_values`: a missing value is written as nothing instead of `-`, and a
+    /// JSON key whose value is missing (or an object left empty) is left out.
+    omit_empty: bool,
+}
 
 #[derive(Debug, Clone)]
 enum Kind {
     /// A text line.
     Text(Vec<Token>),
     /// A JSON object, one key per entry (sorted, as Envoy's Struct keys are).
-    Json {
-        fields: Vec<(String, JsonTemplate)>,
-        omit_empty: bool,
-    },
+    Json(Vec<(String, JsonTemplate)>),
 }
 
 /// One value of a JSON format: a format string, a nested object or list, or a constant
@@ -202,12 +204,7 @@ impl JsonTemplate {
                 [single @ Token::Operator(..)] => render_token(single, r)
                     .map(Value::from)
                     .unwrap_or(Value::Null),
-                _ => Value::from(
-                    tokens
-                        .iter()
-                        .map(|t| render_token(t, r).unwrap_or_else(|| "-".into()))
-                        .collect::<String>(),
-                ),
+                _ => Value::from(render_tokens(tokens, r, omit_empty)),
             },
             JsonTemplate::Object(fields) => Value::Object(render_object(fields, r, omit_empty)),
             JsonTemplate::List(items) => {
@@ -218,7 +215,17 @@ impl JsonTemplate {
     }
 }
 
-/// An object's rendered entries; with `omit_empty`, null and empty-string values go.
+/// Text of format tokens; a missing value reads `-`, or nothing with `omit_empty`.
+fn render_tokens(tokens: &[Token], r: &Record, omit_empty: bool) -> String {
+    let missing = if omit_empty { "" } else { "-" };
+    tokens
+        .iter()
+        .map(|t| render_token(t, r).unwrap_or_else(|| missing.into()))
+        .collect()
+}
+
+/// An object's rendered entries; with `omit_empty`, missing values and objects left
+/// empty go (an empty string a request really carried stays, as in Envoy).
 fn render_object(
     fields: &[(String, JsonTemplate)],
     r: &Record,
@@ -227,7 +234,8 @@ fn render_object(
     let mut obj = serde_json::Map::new();
     for (k, template) in fields {
         let value = template.render(r, omit_empty);
-        if omit_empty && (value.is_null() || value == "") {
+        let empty = value.is_null() || value.as_object().is_some_and(|o| o.is_empty());
+        if omit_empty && empty {
             continue;
         }
         obj.insert(k.clone(), value);
@@ -414,29 +422,35 @@ impl Format {
 
     /// Compiles a text format that may use the operators of `extensions`.
     pub fn text_with(s: &str, extensions: Extensions) -> Result<Format, String> {
-        parse_tokens(s, extensions).map(|t| Format(Kind::Text(t)))
+        parse_tokens(s, extensions).map(|t| Format {
+            kind: Kind::Text(t),
+            omit_empty: false,
+        })
     }
 
     /// Compiles a JSON format from a protobuf Struct: string values are format strings,
     /// nested objects and lists are rendered in place, other values written as they are.
     pub fn json(
         s: &xds_client::proto::google::protobuf::Struct,
-        omit_empty: bool,
         extensions: Extensions,
     ) -> Result<Format, String> {
-        let fields = JsonTemplate::fields(s, extensions)?;
-        Ok(Format(Kind::Json { fields, omit_empty }))
+        Ok(Format {
+            kind: Kind::Json(JsonTemplate::fields(s, extensions)?),
+            omit_empty: false,
+        })
+    }
+
+    /// The format with `omit_empty_values` set as given.
+    pub fn omit_empty_values(self, omit_empty: bool) -> Format {
+        Format { omit_empty, ..self }
     }
 
     /// Renders a line (text formats keep their own newline; JSON gets one).
     pub fn render(&self, r: &Record) -> String {
-        match &self.0 {
-            Kind::Text(tokens) => tokens
-                .iter()
-                .map(|t| render_token(t, r).unwrap_or_else(|| "-".into()))
-                .collect(),
-            Kind::Json { fields, omit_empty } => {
-                let obj = render_object(fields, r, *omit_empty);
+        match &self.kind {
+            Kind::Text(tokens) => render_tokens(tokens, r, self.omit_empty),
+            Kind::Json(fields) => {
+                let obj = render_object(fields, r, self.omit_empty);
                 let mut line = serde_json::Value::Object(obj).to_string();
                 line.push('\n');
                 line
@@ -696,7 +710,7 @@ mod tests {
         };
         // Envoy 1.40 wrote this line for the same format.
         assert_eq!(
-            Format::json(&s, false, Extensions::default())
+            Format::json(&s, Extensions::default())
                 .unwrap()
                 .render(&record()),
             "{\"l\":[\"GET\",2.5,true,null,{\"k\":2.5},1],\"s\":{\"code\":200,\"k\":2.5},\"t1\":0.1,\"t3\":123456789012}\n"
@@ -728,7 +742,7 @@ mod tests {
                 },
             );
         }
-        let line = Format::json(&s, false, Extensions::default())
+        let line = Format::json(&s, Extensions::default())
             .unwrap()
             .render(&record());
         assert_eq!(line, "{\"code\":200,\"host\":null,\"m\":\"GET x\"}\n");

@@ -67,7 +67,7 @@ fn substitution(f: &core::SubstitutionFormatString, path: &str) -> Result<Format
     // `content_type` only shapes local reply bodies; Envoy ignores it on access logs.
     // `json_format_options.sort_properties` is deprecated and without effect in Envoy
     // 1.40: JSON keys always come out sorted, as they do here.
-    match &f.format {
+    let format = match &f.format {
         Some(F::TextFormat(t)) => Format::text_with(t, extensions)
             .map_err(|e| ConfigError::at(join(path, "text_format"), e)),
         Some(F::TextFormatSource(ds)) => {
@@ -75,10 +75,12 @@ fn substitution(f: &core::SubstitutionFormatString, path: &str) -> Result<Format
             Format::text_with(&String::from_utf8_lossy(&bytes), extensions)
                 .map_err(|e| ConfigError::at(join(path, "text_format_source"), e))
         }
-        Some(F::JsonFormat(s)) => Format::json(s, f.omit_empty_values, extensions)
-            .map_err(|e| ConfigError::at(join(path, "json_format"), e)),
+        Some(F::JsonFormat(s)) => {
+            Format::json(s, extensions).map_err(|e| ConfigError::at(join(path, "json_format"), e))
+        }
         None => Format::text(DEFAULT_FORMAT).map_err(|e| ConfigError::at(path, e)),
-    }
+    }?;
+    Ok(format.omit_empty_values(f.omit_empty_values))
 }
 
 /// Translates one `AccessLog` entry.
@@ -103,7 +105,7 @@ pub fn translate(log: &accesslog::AccessLog, path: &str) -> Result<AccessLogConf
                 Some(A::Format(t)) => {
                     Format::text(t).map_err(|e| ConfigError::at(join(&p, "format"), e))?
                 }
-                Some(A::JsonFormat(s)) => Format::json(s, false, Extensions::default())
+                Some(A::JsonFormat(s)) => Format::json(s, Extensions::default())
                     .map_err(|e| ConfigError::at(join(&p, "json_format"), e))?,
                 Some(A::LogFormat(l)) => substitution(l, &join(&p, "log_format"))?,
                 Some(A::TypedJsonFormat(_)) => {
