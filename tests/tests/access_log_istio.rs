@@ -694,3 +694,54 @@ fn upstream_cluster_logs_the_observability_name_and_nothing_for_a_missing_cluste
         );
     }
 }
+
+#[test]
+fn loggers_of_one_file_share_one_writer() {
+    // istiod puts the same file log on every connection manager, TCP proxy and listener
+    // of a sidecar: one writer thread (and file) serves them all, as Envoy's access log
+    // manager opens a path once.
+    let app = Upstream::http("app");
+    let dir = scratch("alog-shared");
+    let log = istio_log("text", &dir.join("mesh.log"), false, false);
+    let listener_log = istio_log("text", &dir.join("mesh.log"), false, true);
+    let listeners: Vec<Value> = (0..4)
+        .map(|i| {
+            let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]);
+            let mut l = e2e::config::listener(
+                &format!("l{i}"),
+                free_port(),
+                e2e::config::hcm(vh, json!({"access_log": [log.clone()]})),
+                json!({}),
+            );
+            l["access_log"] = json!([listener_log.clone()]);
+            l
+        })
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| {
+            l["address"]["socket_address"]["port_value"]
+                .as_u64()
+                .unwrap() as u16
+        })
+        .collect();
+    let proxy = Proxy::start(
+        Kind::Meshproxy,
+        &bootstrap(listeners, vec![cluster("app", &[app.port], json!({}))]),
+        &["--file-flush-interval-msec", "50"],
+    );
+    let writers = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "access_log")
+        })
+        .count();
+    assert_eq!(writers, 1);
+    for port in &ports {
+        assert_eq!(e2e::curl::get(*port, "/", &[]).status, 200);
+    }
+    let lines = || std::fs::read_to_string(dir.join("mesh.log")).map_or(0, |t| t.lines().count());
+    e2e::wait_until(10, "a line per request", || lines() >= ports.len());
+    assert_eq!(lines(), ports.len());
+}

@@ -13,7 +13,7 @@ use xds_client::proto::envoy::extensions::access_loggers::{
 };
 
 /// Where log lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Sink {
     /// Appended to a file.
     File(PathBuf),
