@@ -745,3 +745,72 @@ fn loggers_of_one_file_share_one_writer() {
     e2e::wait_until(10, "a line per request", || lines() >= ports.len());
     assert_eq!(lines(), ports.len());
 }
+
+#[test]
+fn istiod_access_logs_over_ads_get_envoys_verdicts() {
+    // Listeners as istiod sends them with mesh access logging on, over Delta ADS: ACKed
+    // by both; one with an unknown operator NACKed by both, meshproxy naming the field.
+    use e2e::xds::{resources::ads_bootstrap, ControlPlane, LISTENER};
+    let sidecar_listener = |name: &str, encoding: &str, older: bool| {
+        let path = Path::new("/dev/stdout");
+        let routes = json!({"name": "80", "virtual_hosts": [{"name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]});
+        json!({"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}},
+            "traffic_direction": "OUTBOUND",
+            "filter_chains": [
+                {"filter_chain_match": {"transport_protocol": "raw_buffer", "application_protocols": ["http/1.1", "h2c"]},
+                 "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "outbound_0.0.0.0_80", "route_config": routes,
+                    "http_filters": e2e::config::router(),
+                    "access_log": [istio_log(encoding, path, older, false)]}}]},
+                {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "PassthroughCluster", "cluster": "PassthroughCluster",
+                    "access_log": [istio_log(encoding, path, older, false)]}}]}],
+            "listener_filters": [{"name": "envoy.filters.listener.http_inspector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}],
+            "access_log": [istio_log(encoding, path, older, true)]})
+    };
+    let verdicts = e2e::proxy::same_in_both(|kind| {
+        let cp = ControlPlane::tcp();
+        let good = [
+            ("text-1.26", "text", false),
+            ("text-older", "text", true),
+            ("json", "json", false),
+        ];
+        for (name, encoding, older) in good {
+            cp.set_json(LISTENER, name, sidecar_listener(name, encoding, older));
+        }
+        let _proxy = Proxy::spawn(kind, &ads_bootstrap(&cp, true, vec![]), &[]);
+        let mut verdicts: Vec<(String, bool)> = good
+            .iter()
+            .map(|(name, _, _)| {
+                (
+                    name.to_string(),
+                    cp.wait_verdict(LISTENER, name, 0, 60).is_ack(),
+                )
+            })
+            .collect();
+        let mut bad = sidecar_listener("bad", "text", false);
+        bad["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"] =
+            json!("%START_TIME% %NOT_AN_OPERATOR%\n");
+        let mark = cp.sent_count();
+        cp.set_json(LISTENER, "bad", bad);
+        cp.push(LISTENER);
+        let answer = cp.wait_verdict(LISTENER, "bad", mark, 60);
+        if kind == Kind::Meshproxy {
+            let error = answer.error.clone().unwrap_or_default();
+            assert!(
+                error.contains("access_log[0]") && error.contains("NOT_AN_OPERATOR"),
+                "{error}"
+            );
+        }
+        verdicts.push(("bad".into(), answer.is_ack()));
+        verdicts
+    });
+    if let Some(verdicts) = verdicts {
+        let acked: Vec<bool> = verdicts.iter().map(|(_, ack)| *ack).collect();
+        assert_eq!(acked, [true, true, true, false], "{verdicts:?}");
+    }
+}
