@@ -77,6 +77,7 @@ enum Op {
     DownstreamRemotePort,
     DownstreamLocalPort,
     UniqueId,
+    UpstreamProtocol,
     /// `%FILTER_STATE(key...)%`: no filter here publishes filter state objects, so every
     /// key reads as absent, as Envoy renders an unset key.
     FilterState,
@@ -327,6 +328,7 @@ fn parse_operator(body: &str, extensions: Extensions) -> Result<Op, String> {
         "DOWNSTREAM_REMOTE_PORT" => Op::DownstreamRemotePort,
         "DOWNSTREAM_LOCAL_PORT" => Op::DownstreamLocalPort,
         "UNIQUE_ID" => Op::UniqueId,
+        "UPSTREAM_PROTOCOL" => Op::UpstreamProtocol,
         "FILTER_STATE" => {
             let arg = arg.filter(|a| !a.is_empty());
             let arg = arg.ok_or_else(|| "FILTER_STATE needs a key".to_string())?;
@@ -583,6 +585,9 @@ fn render_token(t: &Token, r: &Record) -> Option<String> {
         Op::RequestHeadersBytes => Some(r.request_headers_bytes().to_string()),
         Op::ResponseHeadersBytes => Some(r.response_headers_bytes().to_string()),
         Op::Protocol => (!r.protocol.is_empty()).then(|| r.protocol.to_string()),
+        Op::UpstreamProtocol => {
+            (!r.upstream_protocol.is_empty()).then(|| r.upstream_protocol.to_string())
+        }
         Op::UpstreamHost => r.upstream_host.as_deref().map(str::to_string),
         Op::UpstreamCluster { raw } => match (&r.upstream_cluster_alt, raw) {
             _ if !r.upstream_cluster_found => None,

@@ -137,6 +137,9 @@ pub struct Record {
     pub bytes_sent: u64,
     /// `HTTP/1.1`, `HTTP/2`, or empty for TCP.
     pub protocol: &'static str,
+    /// The protocol of the upstream exchange that answered (`HTTP/1.1`, `HTTP/2`), empty
+    /// when none did.
+    pub upstream_protocol: &'static str,
     /// Upstream host address.
     pub upstream_host: Option<Arc<str>>,
     /// Upstream cluster name.
@@ -299,6 +302,7 @@ impl Record {
             bytes_received: 0,
             bytes_sent: 0,
             protocol: "",
+            upstream_protocol: "",
             upstream_host: None,
             upstream_cluster: None,
             upstream_cluster_found: false,

@@ -514,6 +514,10 @@ pub async fn forward(
     record.upstream_host = Some(host.address_string.clone());
     cluster.record_upstream_identity(&host, record);
     record.upstream_local = local;
+    record.upstream_protocol = match resp.version() {
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);
     cluster.stats().rq_time.record(elapsed.as_millis() as u64);
