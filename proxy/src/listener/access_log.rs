@@ -39,9 +39,9 @@ impl ConnectionLog {
         to: &Arc<ActiveListener>,
         info: &ConnectionInfo,
     ) {
+        // A listener without logs writes nothing: the record then goes nowhere.
         match this {
-            Some(log) if !to.access_logs.is_empty() => log.listener = to.clone(),
-            Some(_) => *this = None,
+            Some(log) => log.listener = to.clone(),
             None => *this = Self::start(to, info),
         }
     }
