@@ -56,14 +56,16 @@ pub fn traffic(
 }
 
 /// The HTTPS bootstrap: TLS 1.3 termination on `rsa_port` (RSA-2048) and `ecdsa_port`
-/// (ECDSA-P256), routed to the plaintext upstream.
+/// (ECDSA-P256), routed to the plaintext upstream; the same keys again on the last two
+/// ports, behind the cryptomb provider when `provider` is given (meshproxy: with its
+/// software fallback where the kernel cannot run), else plain (Envoy, which lacks it).
 pub fn https(
     admin: u16,
     [rsa_port, ecdsa_port, multi_buffer_port, ecdsa_multi_buffer_port]: [u16; 4],
     upstream: u16,
     rsa: &crate::tls::CertFiles,
     ecdsa: &crate::tls::CertFiles,
-    multi_buffer: bool,
+    provider: Option<crate::multi_buffer::MultiBuffer>,
 ) -> String {
     let vh = json!([{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]);
     let key = |c: &crate::tls::CertFiles| json!({"filename": c.key.display().to_string()});
@@ -81,14 +83,14 @@ pub fn https(
                 "tls_certificates": [certificate]}}});
         l
     };
-    let multi_buffer_key = |c: &crate::tls::CertFiles| {
-        if multi_buffer {
-            json!({"private_key_provider": {"provider_name": "cryptomb", "typed_config": {
+    let multi_buffer_key = |c: &crate::tls::CertFiles| match provider {
+        Some(multi_buffer) => {
+            json!({"private_key_provider": {"provider_name": "cryptomb",
+                "fallback": !multi_buffer.available(), "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.private_key_providers.cryptomb.v3alpha.CryptoMbPrivateKeyMethodConfig",
                 "private_key": key(c), "poll_delay": "0.002s"}}})
-        } else {
-            json!({"private_key": key(c)})
         }
+        None => json!({"private_key": key(c)}),
     };
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},

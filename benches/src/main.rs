@@ -10,6 +10,7 @@
 mod bootstrap;
 mod histogram;
 mod load;
+mod multi_buffer;
 mod pacer;
 mod proxies;
 mod report;
@@ -19,6 +20,7 @@ mod upstream;
 mod xds_push;
 
 use clap::Parser;
+use multi_buffer::MultiBuffer;
 use proxies::{Binaries, Kind};
 use report::{Row, Samples};
 use std::net::SocketAddr;
@@ -179,11 +181,17 @@ fn main() {
     if !rows.is_empty() {
         println!("{}", report::table(&rows));
     }
+    let multi_buffer = MultiBuffer::here();
+    let kernel_wanted = wanted("rsa") || wanted("rsa-leak");
+    if kernel_wanted || wanted("https") {
+        println!("{}", multi_buffer.line());
+    }
     if !kernel.is_empty() || !leaks.is_empty() {
         println!("{}", sign_rate::table(&kernel, &leaks));
     }
     println!("machine: {machine}\ncommand: {command}");
     let mut json = report::json(&rows, &command, &machine);
+    json["multi_buffer_kernel"] = multi_buffer.json();
     json["kernel"] = sign_rate::json(&kernel, &leaks);
     if let Err(e) = std::fs::write(
         &args.out,
@@ -193,8 +201,12 @@ fn main() {
     }
 }
 
-/// The rsa and rsa-leak scenarios: in-process, no proxies.
+/// The rsa and rsa-leak scenarios: in-process, no proxies. Where the kernel cannot run
+/// there is nothing to compare, and both are empty (the report says why).
 fn kernel_scenarios(args: &Args) -> (Vec<sign_rate::KernelRow>, Vec<(String, f64)>) {
+    if !MultiBuffer::here().available() {
+        return (Vec::new(), Vec::new());
+    }
     let wanted = |s: &str| args.scenarios.iter().any(|x| x == s);
     let kernel = if wanted("rsa") {
         sign_rate::run(args.runs, secs(args)).unwrap_or_else(|e| fail(&e))
@@ -474,8 +486,10 @@ async fn workers(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
 
 /// TLS 1.3 termination: full-handshake rate and keep-alive rps, for RSA-2048 and ECDSA-P256
 /// server certificates, and the handshakes again with meshproxy's keys behind the cryptomb
-/// provider (no direct column: the upstream speaks plaintext).
+/// provider (no direct column: the upstream speaks plaintext). Where the multi-buffer
+/// kernel cannot run, the provider's rows measure its software fallback and say so.
 async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let multi_buffer = MultiBuffer::here();
     let upstream = upstream::http();
     let dir = bench_dir()?;
     let (rsa, ecdsa) = (tls::make(&dir, "rsa")?, tls::make(&dir, "ecdsa")?);
@@ -483,24 +497,17 @@ async fn https(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         // Envoy's build has no cryptomb (a contrib extension): its last two listeners are
         // its plain RSA and ECDSA ones again, the references the multi-buffer rows
         // compare with.
-        let multi_buffer = kind == Kind::Meshproxy;
-        bootstrap::https(
-            admin,
-            listeners,
-            upstream.port(),
-            &rsa,
-            &ecdsa,
-            multi_buffer,
-        )
+        let provider = (kind == Kind::Meshproxy).then_some(multi_buffer);
+        bootstrap::https(admin, listeners, upstream.port(), &rsa, &ecdsa, provider)
     })?;
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let (d, c, client) = (secs(args), args.connections, tls::client());
     let mut rows = Vec::new();
     let variants = [
-        "RSA-2048",
-        "ECDSA-P256",
-        "RSA-2048 (meshproxy: cryptomb multi-buffer)",
-        "ECDSA-P256 (meshproxy: cryptomb precomputed nonces)",
+        "RSA-2048".to_string(),
+        "ECDSA-P256".to_string(),
+        format!("RSA-2048 (meshproxy: {})", multi_buffer.rsa_label()),
+        format!("ECDSA-P256 (meshproxy: {})", multi_buffer.ecdsa_label()),
     ];
     for (i, cert) in variants.into_iter().enumerate() {
         let pick = |p: &[u16; 4]| addr(p[i]);

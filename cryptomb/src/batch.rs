@@ -62,7 +62,7 @@ mod tests {
     /// and ring signs instead, while the healthy lane beside it is released.
     #[test]
     fn faulty_results_are_withheld_and_resigned() {
-        if !crate::multi_buffer_available() {
+        if !crate::kernel_or_report_skip("batch::faulty_results_are_withheld_and_resigned") {
             return;
         }
         let der = std::process::Command::new("openssl")

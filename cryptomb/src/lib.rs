@@ -109,16 +109,44 @@ impl Engine {
     }
 }
 
-/// Whether this CPU has AVX-512F and AVX-512 IFMA.
+/// Whether the multi-buffer kernel runs here: the CPU has AVX-512F and AVX-512 IFMA,
+/// and `MESHPROXY_CRYPTOMB_DISABLE=1` does not switch it off.
 pub fn multi_buffer_available() -> bool {
+    multi_buffer_unavailable_reason().is_none()
+}
+
+/// Why the multi-buffer kernel cannot run here (for messages, reports and skipped
+/// tests), or `None` when it can.
+pub fn multi_buffer_unavailable_reason() -> Option<&'static str> {
     #[cfg(target_arch = "x86_64")]
     {
-        ifma::available()
+        ifma::unavailable_reason()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        Some("the kernel is x86-64 only")
     }
+}
+
+/// For tests that exercise the kernel itself: whether it runs here. Where it does not,
+/// says so for `test` on the terminal, once per test, written past the test harness's
+/// output capture so that a test that could not run shows in every log as skipped,
+/// never as a silent pass.
+pub fn kernel_or_report_skip(test: &str) -> bool {
+    let Some(reason) = multi_buffer_unavailable_reason() else {
+        return true;
+    };
+    static REPORTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !reported.iter().any(|t| t == test) {
+        reported.push(test.to_owned());
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED {test}: the multi-buffer kernel cannot run here ({reason})"
+        );
+    }
+    false
 }
 
 /// One signature to compute.

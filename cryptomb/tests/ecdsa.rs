@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use cryptomb::{multi_buffer_available, EcdsaP256Key, NoncePool};
+use cryptomb::{kernel_or_report_skip, multi_buffer_available, EcdsaP256Key, NoncePool};
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
 
 /// A fresh EC private key on `curve` from openssl, PKCS#8 DER or (with `sec1`) the
@@ -76,7 +76,7 @@ fn kernel_signatures_verify_with_ring_for_both_encodings() {
 
 #[test]
 fn every_signature_uses_a_fresh_nonce() {
-    if !multi_buffer_available() {
+    if !kernel_or_report_skip("ecdsa::every_signature_uses_a_fresh_nonce") {
         return;
     }
     let key = EcdsaP256Key::from_der(&generate("P-256", false)).unwrap();
@@ -95,7 +95,7 @@ fn every_signature_uses_a_fresh_nonce() {
 
 #[test]
 fn the_filler_keeps_the_stock_up() {
-    if !multi_buffer_available() {
+    if !kernel_or_report_skip("ecdsa::the_filler_keeps_the_stock_up") {
         return;
     }
     let pool = NoncePool::new(32);

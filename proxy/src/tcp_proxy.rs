@@ -107,8 +107,8 @@ impl TcpProxy {
         info: &ConnectionInfo,
         details: String,
     ) -> Record {
-        let mut record = Record::new(info.id);
-        info.describe(&mut record);
+        let mut record = info.record();
+        record.downstream_remote = info.remote;
         let cluster_name = self.pick_cluster();
         if let Some(cluster) = server.clusters.get(cluster_name) {
             record.cluster_found(&cluster.config);
@@ -132,8 +132,8 @@ impl TcpProxy {
     ) -> Record {
         self.cx_total.inc();
         let started = Instant::now();
-        let mut record = Record::new(info.id);
-        info.describe(&mut record);
+        let mut record = info.record();
+        record.downstream_remote = info.remote;
         let cluster_name = self.pick_cluster().to_string();
         record.upstream_cluster = Some(cluster_name.as_str().into());
         let received = Arc::new(Counter::default());

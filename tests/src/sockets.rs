@@ -59,3 +59,18 @@ pub fn tcp_nodelay(pid: u32, local_port: u16, remote_port: u16) -> Option<bool> 
             .expect("getsockopt TCP_NODELAY"),
     )
 }
+
+/// How many sockets process `pid` holds open (its `/proc/<pid>/fd` entries that are
+/// sockets): a leak of connections shows here even when memory stays flat.
+pub fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}

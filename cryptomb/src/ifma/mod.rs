@@ -10,10 +10,34 @@ mod tests;
 
 use crate::key::{KeySize, RsaParams};
 
-/// Whether this CPU runs the kernel (AVX-512F and AVX-512 IFMA).
-pub fn available() -> bool {
+/// The environment variable that makes the kernel count as absent on any CPU, so the
+/// software paths (and a machine without AVX-512 IFMA) can be exercised anywhere.
+const DISABLE_VAR: &str = "MESHPROXY_CRYPTOMB_DISABLE";
+
+/// Whether this CPU has the kernel's features (AVX-512F and AVX-512 IFMA).
+pub fn cpu_supported() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512ifma")
+}
+
+/// Why the kernel cannot run in this process, or `None` when it can. Decided once: the
+/// CPU does not change, and every guard in front of the kernel must agree with the first.
+pub fn unavailable_reason() -> Option<&'static str> {
+    static REASON: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *REASON.get_or_init(|| {
+        if !cpu_supported() {
+            Some("this CPU lacks AVX-512F or AVX-512 IFMA")
+        } else if std::env::var(DISABLE_VAR).is_ok_and(|v| v == "1") {
+            Some("switched off by MESHPROXY_CRYPTOMB_DISABLE=1")
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether the kernel runs here: the CPU has its features and it is not switched off.
+pub fn available() -> bool {
+    unavailable_reason().is_none()
 }
 
 /// The private operation on up to eight inputs of keys of one size, each

@@ -90,7 +90,7 @@ proptest! {
 
     #[test]
     fn multiply_and_square_are_almost_montgomery((ms, a, b) in operands()) {
-        if !super::available() { return Ok(()); }
+        if !crate::kernel_or_report_skip("ifma::multiply_and_square_are_almost_montgomery") { return Ok(()); }
         let m = modulus(&ms);
         // SAFETY: the features were just confirmed.
         let (product, squared) = unsafe {
@@ -110,7 +110,7 @@ proptest! {
 
     #[test]
     fn wide_product_reduction_and_subtraction((ms, a, b) in operands()) {
-        if !super::available() { return Ok(()); }
+        if !crate::kernel_or_report_skip("ifma::wide_product_reduction_and_subtraction") { return Ok(()); }
         let m = modulus(&ms);
         let small: [BigUint; 8] = core::array::from_fn(|i| &a[i] % &ms[i]);
         // SAFETY: the features were just confirmed.
@@ -136,7 +136,7 @@ proptest! {
         exponents in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 128), 8),
         public in proptest::collection::vec(1u64..1 << 20, 8),
     ) {
-        if !super::available() { return Ok(()); }
+        if !crate::kernel_or_report_skip("ifma::exponentiation_matches_modpow") { return Ok(()); }
         let m = modulus(&ms);
         let r = |m: &BigUint| (BigUint::from(1u8) << (LIMB_BITS * N)) % m;
         let base: [BigUint; 8] = core::array::from_fn(|i| (&a[i] % &ms[i]) * r(&ms[i]) % &ms[i]);
@@ -165,7 +165,7 @@ proptest! {
 /// and accumulator at its bound, where a carry lost anywhere would show.
 #[test]
 fn extreme_operands_stay_in_bounds() {
-    if !super::available() {
+    if !crate::kernel_or_report_skip("ifma::extreme_operands_stay_in_bounds") {
         return;
     }
     let ms: [BigUint; 8] =
@@ -191,8 +191,10 @@ fn extreme_operands_stay_in_bounds() {
 fn detection_matches_cpuinfo() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let listed = |flag: &str| cpuinfo.split_whitespace().any(|word| word == flag);
-    assert_eq!(
-        super::available(),
-        listed("avx512f") && listed("avx512ifma")
-    );
+    let on_cpu = listed("avx512f") && listed("avx512ifma");
+    assert_eq!(super::cpu_supported(), on_cpu);
+    // The switch only ever takes the kernel away.
+    let switched_off = std::env::var("MESHPROXY_CRYPTOMB_DISABLE").is_ok_and(|v| v == "1");
+    assert_eq!(super::available(), on_cpu && !switched_off);
+    assert_eq!(super::unavailable_reason().is_none(), super::available());
 }

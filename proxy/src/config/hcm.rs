@@ -113,6 +113,9 @@ pub struct HttpConnectionManagerConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// Time to receive the whole request (default none).
     pub request_timeout: Option<Duration>,
+    /// `request_headers_timeout`: time to receive a request head, from its first byte
+    /// (default none; `0s` disables).
+    pub request_headers_timeout: Option<Duration>,
     /// `common_http_protocol_options.max_stream_duration`: the whole stream's limit
     /// (default none; a route's own setting overrides it).
     pub max_stream_duration: Option<Duration>,
@@ -270,6 +273,11 @@ pub fn translate(
             h.request_timeout.as_ref(),
             None,
             &join(path, "request_timeout"),
+        )?,
+        request_headers_timeout: common::timeout(
+            h.request_headers_timeout.as_ref(),
+            None,
+            &join(path, "request_headers_timeout"),
         )?,
         normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
         merge_slashes: h.merge_slashes,

@@ -800,10 +800,7 @@ mod tests {
             .unwrap();
         // The fixture key is RSA-2048: it batches wherever the kernel runs; with the
         // software fallback it signs at once.
-        assert_eq!(
-            batched.batching(),
-            crate::tls::multibuffer::provider::kernel_enabled()
-        );
+        assert_eq!(batched.batching(), cryptomb::multi_buffer_available());
         assert!(batched
             .local_uri_san()
             .is_some_and(|s| s.starts_with("spiffe://")));

@@ -4,6 +4,7 @@
 //! compression, stats and access logs.
 
 use super::fault::{self, FaultStats};
+use super::head_deadline::{HeadDeadline, HeadLimit, HeadTimeout, HeadWatch};
 use super::headers;
 use super::local_reply::LocalReply;
 use super::path;
@@ -62,6 +63,8 @@ struct HttpStats {
     rq_redirect: Arc<Counter>,
     rq_direct_response: Arc<Counter>,
     rq_max_duration_reached: Arc<Counter>,
+    rq_header_timeout: Arc<Counter>,
+    rq_idle_timeout: Arc<Counter>,
 }
 
 fn classes(scope: &Scope) -> [Arc<Counter>; 5] {
@@ -162,6 +165,9 @@ struct ConnState {
     active: AtomicU32,
     last_active: std::sync::Mutex<Instant>,
     shutdown: tokio::sync::Notify,
+    /// An HTTP/1 upgrade (101, or a CONNECT answered 2xx) handed the connection to a
+    /// tunnel: its bytes are no request heads any more.
+    upgraded: std::sync::atomic::AtomicBool,
 }
 
 impl ConnState {
@@ -250,6 +256,8 @@ impl HttpConnectionManager {
                 rq_redirect: s.counter("rq_redirect"),
                 rq_direct_response: s.counter("rq_direct_response"),
                 rq_max_duration_reached: s.counter("downstream_rq_max_duration_reached"),
+                rq_header_timeout: s.counter("downstream_rq_header_timeout"),
+                rq_idle_timeout: s.counter("downstream_rq_idle_timeout"),
             },
             fault_stats: config
                 .filters
@@ -334,10 +342,25 @@ impl HttpConnectionManager {
             active: AtomicU32::new(0),
             last_active: std::sync::Mutex::new(Instant::now()),
             shutdown: tokio::sync::Notify::new(),
+            upgraded: std::sync::atomic::AtomicBool::new(false),
         });
+        let head_limit = HeadLimit::new(
+            self.config.request_headers_timeout,
+            self.config.stream_idle_timeout,
+        )
+        .filter(|_| h2 != Some(true));
+        let watch = HeadWatcher {
+            hcm: self.clone(),
+            conn: state.clone(),
+            info: info.clone(),
+        };
         let this = self.clone();
         let st = state.clone();
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            // Counted when the codec hands the head on, before the stream's first poll:
+            // from here the head deadline is off.
+            st.stream_started();
+            let n = st.requests.fetch_add(1, Ordering::Relaxed) + 1;
             let this = this.clone();
             let server = server.clone();
             let info = info.clone();
@@ -348,10 +371,10 @@ impl HttpConnectionManager {
                     _ => "HTTP/1.1",
                 });
                 let newest = this.newest();
-                Ok::<_, Infallible>(newest.handle(&server, &info, &st, req).await)
+                Ok::<_, Infallible>(newest.handle(&server, &info, &st, n, req).await)
             }
         });
-        let io = TokioIo::new(io);
+        let io = TokioIo::new(HeadDeadline::new(io, watch, head_limit));
         let c = &self.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
@@ -435,6 +458,7 @@ impl HttpConnectionManager {
         server: &Arc<Server>,
         info: &Arc<ConnectionInfo>,
         state: &Arc<ConnState>,
+        n: u32,
         req: Request<hyper::body::Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -447,8 +471,6 @@ impl HttpConnectionManager {
         } else {
             stats.rq_http1_total.inc()
         }
-        state.stream_started();
-        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let last_request = self
             .config
             .max_requests_per_connection
@@ -477,7 +499,7 @@ impl HttpConnectionManager {
         let mut finish = Finish {
             hcm: self.clone(),
             conn: state.clone(),
-            record: Record::new(info.id),
+            record: info.record(),
             started,
             received,
             sent: 0,
@@ -490,8 +512,6 @@ impl HttpConnectionManager {
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        // The remote address is decided below (XFF, trusted hops).
-        info.describe(record);
         // What a compressor filter chooses its encoding from once the request has gone
         // upstream: only this header is kept, not a copy of them all.
         let accept_encoding: http::HeaderMap = req
@@ -523,6 +543,9 @@ impl HttpConnectionManager {
                 if reply.flag == ResponseFlags::DURATION_TIMEOUT {
                     self.stats.rq_max_duration_reached.inc();
                 }
+                if reply.flag == ResponseFlags::STREAM_IDLE_TIMEOUT {
+                    self.stats.rq_idle_timeout.inc();
+                }
                 record.flags.insert(reply.flag);
                 record.response_code_details = reply.details.clone();
                 (reply.response(grpc_request), id)
@@ -544,6 +567,11 @@ impl HttpConnectionManager {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         record.response_code = resp.status().as_u16();
+        let tunnel = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (resp.status().is_success() && record.method == Some(http::Method::CONNECT));
+        if tunnel {
+            state.upgraded.store(true, Ordering::Relaxed);
+        }
         if !self.access_logs.is_empty() || !self.istio.stats.is_empty() || self.grpc_stats.is_some()
         {
             record.response_headers = resp.headers().clone();
@@ -631,7 +659,7 @@ impl HttpConnectionManager {
         mut req: Request<Body>,
         grpc: bool,
         record: &mut Record,
-        activity: &StreamActivity,
+        activity: &Arc<StreamActivity>,
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
         if grpc && self.grpc_stats.is_some() {
@@ -945,6 +973,7 @@ impl HttpConnectionManager {
                         cluster: chosen,
                         alpn: self.alpn.as_deref(),
                         record_request_headers: self.record_request_headers,
+                        activity,
                     };
                     let upgrade = req.headers().contains_key(header::UPGRADE)
                         && req.version() != Version::HTTP_2;
@@ -1344,6 +1373,48 @@ impl http_body::Body for CountedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The head deadline's view of a connection: heads are awaited while no stream is
+/// active; a head that ran out of time is a stream of its own, counted and logged as
+/// Envoy does, and answered 408.
+struct HeadWatcher {
+    hcm: Arc<HttpConnectionManager>,
+    conn: Arc<ConnState>,
+    info: Arc<ConnectionInfo>,
+}
+
+impl HeadWatch for HeadWatcher {
+    fn awaiting_head(&self) -> bool {
+        self.conn.active.load(Ordering::Relaxed) == 0 && !self.conn.upgraded.load(Ordering::Relaxed)
+    }
+
+    fn timed_out(&self, kind: HeadTimeout, waited: std::time::Duration) -> Vec<u8> {
+        let stats = &self.hcm.stats;
+        let reply = match kind {
+            HeadTimeout::RequestHeaders => {
+                stats.rq_header_timeout.inc();
+                LocalReply::request_header_timeout()
+            }
+            HeadTimeout::StreamIdle => {
+                stats.rq_idle_timeout.inc();
+                LocalReply::stream_idle_timeout(false)
+            }
+        };
+        stats.rq_total.inc();
+        stats.rq_http1_total.inc();
+        stats.rq_active.inc();
+        let mut record = self.info.record();
+        record.protocol = "HTTP/1.1";
+        record.response_code = reply.status.as_u16();
+        record.response_code_details = reply.details.clone();
+        record.flags.insert(reply.flag);
+        let sent = reply.body.len() as u64;
+        self.hcm.complete(&mut record, waited, sent, 0, true);
+        let c = &self.hcm.config;
+        let server = (c.server_header != ServerHeader::PassThrough).then_some(&c.server_name);
+        reply.http1_closing(server, &httpdate())
     }
 }
 

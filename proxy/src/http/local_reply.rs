@@ -183,6 +183,41 @@ impl LocalReply {
         }
     }
 
+    /// 408, a request head did not arrive within `request_headers_timeout` of its first
+    /// byte.
+    pub fn request_header_timeout() -> Self {
+        LocalReply {
+            status: StatusCode::REQUEST_TIMEOUT,
+            body: Bytes::from_static(b"request header timeout"),
+            flag: ResponseFlags::default(),
+            details: "request_header_timeout".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// The reply as raw HTTP/1.1 bytes that close the connection, for a connection
+    /// whose codec has no request to answer (a head that never completed).
+    pub fn http1_closing(&self, server: Option<&HeaderValue>, date: &HeaderValue) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.body.len()
+        )
+        .into_bytes();
+        for (name, value) in [("date", Some(date)), ("server", server)] {
+            if let Some(v) = value {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"connection: close\r\n\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
     /// 408, the whole request did not arrive within `request_timeout`.
     pub fn request_timeout() -> Self {
         LocalReply {

@@ -8,6 +8,7 @@ pub mod connection_manager;
 pub mod ext_authz;
 pub mod fault;
 pub mod grpc_stats;
+pub mod head_deadline;
 pub mod headers;
 pub mod local_reply;
 pub mod metadata;

@@ -6,6 +6,7 @@
 use super::headers;
 use super::local_reply::LocalReply;
 use super::mirror;
+use super::stream_timeouts::StreamActivity;
 use crate::access_log::record::Record;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::retry::RetryPolicy;
@@ -55,6 +56,10 @@ pub struct RouteContext<'a> {
     /// The record keeps the request headers (for logs and stats): it gets them again
     /// once the router changed them, as Envoy's router edits the downstream headers.
     pub record_request_headers: bool,
+    /// The stream's activity: it tells when the downstream request has fully arrived (an
+    /// HTTP/1.1 upstream connection goes back to its pool only then, and the route
+    /// timeout starts then).
+    pub activity: &'a Arc<StreamActivity>,
 }
 
 /// A forward action's cluster for one request, and the weighted entry it came from.
@@ -342,14 +347,14 @@ pub async fn forward(
             let idle_deadline = policy
                 .and_then(|p| p.per_try_idle_timeout)
                 .map(|t| now() + t);
-            let try_deadline = [
-                deadline,
+            let per_try = [
                 policy.and_then(|p| p.per_try_timeout).map(|t| now() + t),
                 idle_deadline,
             ]
             .into_iter()
             .flatten()
             .min();
+            let try_deadline = deadline.into_iter().chain(per_try).min();
             let exchange = {
                 let (cluster, host, alpn) = (cluster.clone(), host.clone(), alpn.clone());
                 let source = ctx.conn.upstream_source;
@@ -367,6 +372,19 @@ pub async fn forward(
                 let racing = racing.get_or_insert_with(tokio::task::JoinSet::new);
                 racing.spawn(exchange);
                 next_finished(racing, try_deadline).await
+            } else if let (Some(timeout), Some(route), false) = (
+                f.timeout,
+                route_timer.as_mut(),
+                ctx.activity.is_request_complete(),
+            ) {
+                // The body is still arriving (so this is the only attempt): Envoy's route
+                // timeout starts once the request is complete; per-try limits still count
+                // from the attempt's start.
+                let routed = after_request(exchange, route, timeout, ctx.activity);
+                match per_try {
+                    Some(d) => tokio::time::timeout_at(d, routed).await.ok().flatten(),
+                    None => routed.await,
+                }
             } else {
                 match (try_deadline, route_timer.as_mut()) {
                     (Some(d), Some(route)) if Some(d) == deadline => route.limit(exchange).await,
@@ -547,6 +565,7 @@ pub async fn forward(
     let body = UpstreamBody {
         inner: body,
         lease,
+        request: ctx.activity.clone(),
         deadline: route_timer,
         idle: idle.map(|t| (t, LazyTimer::at(tokio::time::Instant::now() + t))),
         idle_timeouts: cluster.stats().rq_per_try_idle_timeout.clone(),
@@ -744,6 +763,25 @@ type Finished = (
     Result<Exchange, SendError>,
 );
 
+/// `exchange`'s output within the route timeout, which starts once the downstream
+/// request is complete (as Envoy's does): `None` when it ran out first. The route's timer
+/// moves to the new deadline and goes on to bound the response body.
+async fn after_request<T>(
+    exchange: impl std::future::Future<Output = T>,
+    timer: &mut LazyTimer,
+    timeout: Duration,
+    activity: &StreamActivity,
+) -> Option<T> {
+    let mut exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased;
+        out = &mut exchange => return Some(out),
+        () = activity.request_completed() => {}
+    }
+    timer.restart(tokio::time::Instant::now() + timeout);
+    timer.limit(exchange).await
+}
+
 /// The next racing attempt to finish, or `None` when `until` comes first (or none is
 /// racing; then it waits for `until`).
 async fn next_finished(
@@ -812,8 +850,8 @@ pub(super) async fn send(
                     req.headers_mut().insert(http::header::HOST, v);
                 }
             }
-            lease.sender.ready().await.map_err(reset)?;
-            let resp = lease.sender.send_request(req).await.map_err(reset)?;
+            lease.sender().ready().await.map_err(reset)?;
+            let resp = lease.sender().send_request(req).await.map_err(reset)?;
             Ok((resp, Some(lease), local))
         }
         Checkout::Http2(mut sender) => {
@@ -863,11 +901,14 @@ impl Drop for RqActive {
 }
 
 /// The upstream response body: returns the HTTP/1.1 connection to the pool only after a
-/// complete body, enforces what is left of the route timeout, and holds the request's
-/// circuit-breaker slot and active-request marks until it ends.
+/// complete body of a completely sent request (else the lease's drop closes it), enforces
+/// what is left of the route timeout, and holds the request's circuit-breaker slot and
+/// active-request marks until it ends.
 struct UpstreamBody<G> {
     inner: hyper::body::Incoming,
     lease: Option<Lease>,
+    /// Tells whether the request has fully arrived, hence fully gone upstream.
+    request: Arc<StreamActivity>,
     deadline: Option<LazyTimer>,
     /// The final attempt's `per_try_idle_timeout` and its timer, restarted by every frame.
     idle: Option<(Duration, LazyTimer)>,
@@ -877,6 +918,17 @@ struct UpstreamBody<G> {
 }
 
 impl<G> UpstreamBody<G> {
+    /// The exchange is over: the connection goes back to the pool if the request is
+    /// complete too; otherwise (the upstream answered before reading all of it) the
+    /// lease's drop closes it, as Envoy does.
+    fn exchange_done(&mut self) {
+        if let Some(l) = self.lease.take() {
+            if self.request.is_request_complete() {
+                l.release();
+            }
+        }
+    }
+
     /// The error that ends the body when one of its timers ran out: `now` after a frame
     /// (the timers are then only compared with the clock, and the idle one restarted),
     /// or `None` when waiting (the timers are then armed to wake the task).
@@ -923,9 +975,7 @@ impl<G: Unpin> http_body::Body for UpstreamBody<G> {
                 }
             }
             Poll::Ready(None) => {
-                if let Some(l) = this.lease.take() {
-                    l.release();
-                }
+                this.exchange_done();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
@@ -952,9 +1002,7 @@ impl<G> Drop for UpstreamBody<G> {
         // The codec may stop polling once it has written content-length bytes; the
         // exchange is still complete if the upstream body is.
         if http_body::Body::is_end_stream(&self.inner) {
-            if let Some(l) = self.lease.take() {
-                l.release();
-            }
+            self.exchange_done();
         }
     }
 }

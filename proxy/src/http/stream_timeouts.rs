@@ -24,6 +24,8 @@ pub struct StreamActivity {
     max_duration_ms: AtomicU64,
     /// Wakes the watchdog when a route override changes what applies.
     changed: tokio::sync::Notify,
+    /// Wakes a router waiting for the request to complete (its route timeout starts then).
+    completed: tokio::sync::Notify,
 }
 
 impl StreamActivity {
@@ -37,6 +39,7 @@ impl StreamActivity {
             idle_override_ms: AtomicU64::new(NO_OVERRIDE),
             max_duration_ms: AtomicU64::new(NO_OVERRIDE),
             changed: tokio::sync::Notify::new(),
+            completed: tokio::sync::Notify::new(),
         }
     }
 
@@ -48,7 +51,22 @@ impl StreamActivity {
 
     /// The request has been fully received.
     pub fn request_complete(&self) {
-        self.request_done.store(true, Ordering::Relaxed);
+        self.request_done.store(true, Ordering::Release);
+        // Lock-free when nobody waits (a permit is stored for a later waiter, which then
+        // checks the flag again).
+        self.completed.notify_one();
+    }
+
+    /// Whether the request has been fully received.
+    pub fn is_request_complete(&self) -> bool {
+        self.request_done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the request has been fully received.
+    pub async fn request_completed(&self) {
+        while !self.is_request_complete() {
+            self.completed.notified().await;
+        }
     }
 
     /// The matched route's `idle_timeout` (`None` inside disables the idle timer).

@@ -23,13 +23,13 @@ impl ConnectionLog {
         if listener.access_logs.is_empty() {
             return None;
         }
-        let mut log = ConnectionLog {
+        let mut record = info.record();
+        record.downstream_remote = info.remote;
+        Some(ConnectionLog {
             listener: listener.clone(),
-            record: Record::new(info.id),
+            record,
             started: Instant::now(),
-        };
-        log.connection(info);
-        Some(log)
+        })
     }
 
     /// The connection moved to the listener of its original destination: that
@@ -49,7 +49,10 @@ impl ConnectionLog {
     /// Takes what is known of the connection now (addresses after listener filters, the
     /// SNI, the peer certificate after the handshake).
     pub(super) fn connection(&mut self, info: &ConnectionInfo) {
-        info.describe(&mut self.record);
+        let start_time = self.record.start_time;
+        self.record = info.record();
+        self.record.downstream_remote = info.remote;
+        self.record.start_time = start_time;
     }
 
     /// No filter chain matched the connection.

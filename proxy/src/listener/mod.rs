@@ -62,17 +62,18 @@ impl ConnectionInfo {
         self.peer_certificate.as_ref()?.uris.first().cloned()
     }
 
-    /// Writes what a connection-level access-log record says of the downstream:
-    /// addresses, SNI, certificate SANs and what Istio's filters learnt of the peer.
-    pub fn describe(&self, r: &mut crate::access_log::record::Record) {
-        r.downstream_remote = self.remote;
-        r.downstream_direct_remote = self.direct_remote;
-        r.downstream_local = self.local;
-        r.requested_server_name = self.server_name.clone();
-        r.peer_uri_san = self.peer_uri_san();
-        r.local_uri_san = self.local_uri_san.clone();
-        r.istio.peers.downstream = self.downstream_peer.clone();
-        r.istio.principals = self.istio_principals.clone();
+    /// A new access-log record of a stream or session on this connection, with what the
+    /// connection tells (addresses, TLS names, Istio peers).
+    pub fn record(&self) -> crate::access_log::record::Record {
+        let mut record = crate::access_log::record::Record::new(self.id);
+        record.downstream_direct_remote = self.direct_remote;
+        record.downstream_local = self.local;
+        record.requested_server_name = self.server_name.clone();
+        record.peer_uri_san = self.peer_uri_san();
+        record.local_uri_san = self.local_uri_san.clone();
+        record.istio.peers.downstream = self.downstream_peer.clone();
+        record.istio.principals = self.istio_principals.clone();
+        record
     }
 }
 

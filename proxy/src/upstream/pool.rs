@@ -1,8 +1,12 @@
 //! Per-worker HTTP connection pools, one per (cluster, host, protocol).
 //!
 //! HTTP/1.1: idle connections are reused; a connection goes back to the pool only when the
-//! response body has been fully read (the lease travels with the body), and its driver
-//! closes it once it has been idle for the cluster's `idle_timeout`. HTTP/2: one
+//! request has been fully sent and the response body fully read (the lease travels with
+//! the body). A lease dropped without [`Lease::release`] (an early answer while the
+//! request body is still coming, a timeout, a reset) closes its connection at once: one
+//! still writing a request body must serve nobody else, and one whose upstream stopped
+//! reading must not pin its sockets. The driver also closes a connection once it has
+//! been idle for the cluster's `idle_timeout`. HTTP/2: one
 //! multiplexed connection, replaced when it closes or reaches `max_requests_per_connection`.
 //! New connections take a `max_connections` slot for their whole life; a request that has
 //! to wait for one takes a `max_pending_requests` slot, and overflows with 503 `UO` when
@@ -51,22 +55,21 @@ pub enum Checkout {
     Http2(http2::SendRequest<Body>),
 }
 
-/// An HTTP/1.1 connection checked out of its pool.
+/// An HTTP/1.1 connection checked out of its pool: returned by [`Lease::release`],
+/// closed when dropped otherwise.
 pub struct Lease {
     pool: Arc<HostPool>,
-    /// The request sender.
-    pub sender: http1::SendRequest<Body>,
-    requests: u32,
-    clock: Arc<IdleClock>,
-    /// The connection's local address, logged for every request it carries.
-    local: Option<std::net::SocketAddr>,
+    /// The connection; taken only by `release` or `drop`.
+    conn: Option<Http1Conn>,
 }
 
 /// When an HTTP/1.1 connection went idle (milliseconds since the pool clock's origin; 0
-/// while a request uses it), watched by its driver task to close it after `idle_timeout`.
+/// while a request uses it), watched by its driver task to close it after `idle_timeout`;
+/// and the signal that closes it at once (its lease was dropped mid-exchange).
 #[derive(Default)]
 struct IdleClock {
     since_ms: std::sync::atomic::AtomicU64,
+    close: tokio::sync::Notify,
 }
 
 /// The origin of idle timestamps.
@@ -109,18 +112,48 @@ impl IdleClock {
 }
 
 impl Lease {
-    /// Returns the connection to the pool after a complete exchange; dropping the lease
-    /// instead closes it.
-    pub fn release(self) {
-        let pool = self.pool.clone();
-        pool.put_back(self);
+    fn new(pool: Arc<HostPool>, conn: Http1Conn) -> Self {
+        Lease {
+            pool,
+            conn: Some(conn),
+        }
+    }
+
+    /// The request sender.
+    pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
+        &mut self
+            .conn
+            .as_mut()
+            .expect("a lease holds its connection until released or dropped")
+            .sender
+    }
+
+    /// Returns the connection to the pool after a complete exchange (request sent and
+    /// response read); dropping the lease instead closes it.
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(conn);
+        }
     }
 }
 
-struct Idle {
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Dropping the sender alone would let hyper finish writing the request body
+        // first, which an upstream that stopped reading never lets happen.
+        if let Some(conn) = self.conn.take() {
+            conn.clock.close.notify_one();
+        }
+    }
+}
+
+/// An HTTP/1.1 connection: its sender, the requests it has served, its idle clock, its
+/// local address.
+struct Http1Conn {
     sender: http1::SendRequest<Body>,
     requests: u32,
     clock: Arc<IdleClock>,
+    /// The connection's local address, logged for every request it carries.
     local: Option<std::net::SocketAddr>,
 }
 
@@ -132,7 +165,7 @@ struct H2 {
 
 #[derive(Default)]
 struct State {
-    idle: Vec<Idle>,
+    idle: Vec<Http1Conn>,
     h2: Option<H2>,
 }
 
@@ -284,33 +317,20 @@ impl HostPool {
             let expired = idle_timeout.is_some_and(|t| idle.clock.idle_for(t));
             if !expired && !idle.sender.is_closed() {
                 idle.clock.set_idle(false);
-                return Some((
-                    Checkout::Http1(Lease {
-                        pool: self.clone(),
-                        sender: idle.sender,
-                        requests: idle.requests,
-                        clock: idle.clock,
-                        local: idle.local,
-                    }),
-                    idle.local,
-                ));
+                let local = idle.local;
+                return Some((Checkout::Http1(Lease::new(self.clone(), idle)), local));
             }
         }
         None
     }
 
-    fn put_back(&self, lease: Lease) {
+    fn put_back(&self, mut conn: Http1Conn) {
         let (max, _) = self.limits();
-        let requests = lease.requests + 1;
-        if max.is_none_or(|m| requests < m) && !lease.sender.is_closed() {
-            lease.clock.set_idle(true);
+        conn.requests += 1;
+        if max.is_none_or(|m| conn.requests < m) && !conn.sender.is_closed() {
+            conn.clock.set_idle(true);
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.idle.push(Idle {
-                sender: lease.sender,
-                requests,
-                clock: lease.clock,
-                local: lease.local,
-            });
+            st.idle.push(conn);
         }
         self.freed.notify_one();
     }
@@ -424,31 +444,31 @@ impl HostPool {
             tokio::spawn(async move {
                 let _slot = slot;
                 let connection = conn.with_upgrades();
-                match idle_timeout {
-                    // Closing an idle connection is dropping its driver. The idle watch is
-                    // polled only when its timer woke the task, not on every exchange.
-                    Some(t) => tokio::select! {
-                        biased;
-                        _ = connection => {}
-                        _ = OnWake::new(watched.expired(t)) => cluster.stats().cx_idle_timeout.inc(),
-                    },
-                    None => {
-                        let _ = connection.await;
+                let idle = async {
+                    match idle_timeout {
+                        Some(t) => watched.expired(t).await,
+                        None => std::future::pending().await,
                     }
+                };
+                // Closing a connection is dropping its driver. The idle watch and the
+                // close signal are polled only when they woke the task, not on every
+                // exchange.
+                tokio::select! {
+                    biased;
+                    _ = connection => {}
+                    _ = OnWake::new(idle) => cluster.stats().cx_idle_timeout.inc(),
+                    _ = OnWake::new(watched.close.notified()) => {}
                 }
                 on_close();
                 freed.freed.notify_one();
             });
-            Ok((
-                Checkout::Http1(Lease {
-                    pool: self.clone(),
-                    sender,
-                    requests: 0,
-                    clock,
-                    local,
-                }),
+            let conn = Http1Conn {
+                sender,
+                requests: 0,
+                clock,
                 local,
-            ))
+            };
+            Ok((Checkout::Http1(Lease::new(self.clone(), conn)), local))
         }
     }
 }

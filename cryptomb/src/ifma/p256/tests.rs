@@ -111,7 +111,7 @@ proptest! {
         values in proptest::collection::vec((scalar(), scalar()), 8),
         order in any::<bool>(),
     ) {
-        if !super::super::available() { return Ok(()); }
+        if !crate::kernel_or_report_skip("ifma::p256::field_operations_are_reduced_and_match_bigint") { return Ok(()); }
         let m = if order { big(&N) } else { big(&P) };
         let a: [[u64; LIMBS]; 8] = std::array::from_fn(|i| limbs(&(&values[i].0 % &m)));
         let b: [[u64; LIMBS]; 8] = std::array::from_fn(|i| limbs(&(&values[i].1 % &m)));
@@ -136,7 +136,7 @@ proptest! {
     fn base_multiplication_matches_double_and_add(
         mut scalars in proptest::collection::vec(scalar(), 8),
     ) {
-        if !super::super::available() { return Ok(()); }
+        if !crate::kernel_or_report_skip("ifma::p256::base_multiplication_matches_double_and_add") { return Ok(()); }
         scalars[0] = BigUint::from(1u8);
         scalars[1] = big(&N) - 1u8;
         let words: [[u64; 4]; 8] = std::array::from_fn(|i| {
@@ -157,7 +157,9 @@ proptest! {
 
 #[test]
 fn addition_is_complete_on_doubling_identity_and_inverses() {
-    if !super::super::available() {
+    if !crate::kernel_or_report_skip(
+        "ifma::p256::addition_is_complete_on_doubling_identity_and_inverses",
+    ) {
         return;
     }
     let p = big(&P);
@@ -194,7 +196,7 @@ fn addition_is_complete_on_doubling_identity_and_inverses() {
 
 #[test]
 fn nonces_hold_the_inverse_and_the_x_coordinate() {
-    if !super::super::available() {
+    if !crate::kernel_or_report_skip("ifma::p256::nonces_hold_the_inverse_and_the_x_coordinate") {
         return;
     }
     let n = big(&N);

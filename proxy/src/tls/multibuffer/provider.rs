@@ -7,8 +7,9 @@
 //! keys sign in software. An RSA key batches; a P-256 key signs with nonces the kernel
 //! precomputes eight at a time; other ECDSA keys (which the provider also accepts) sign
 //! single-buffer through ring. `MESHPROXY_CRYPTOMB_DISABLE=1` makes the
-//! CPU count as lacking the features, so the fallback behaviour can be exercised (and the
-//! kernel switched off) anywhere.
+//! CPU count as lacking the features (the `cryptomb` crate decides, for every user of the
+//! kernel alike), so the fallback behaviour can be exercised (and the kernel switched
+//! off) anywhere.
 
 use super::batcher::Batcher;
 use super::ecdsa::MultiBufferEcdsaKey;
@@ -25,12 +26,6 @@ use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
 
 /// The provider name Envoy registers the extension under.
 pub const CRYPTOMB: &str = "cryptomb";
-
-/// Whether the multi-buffer kernel may run here (CPU features, not disabled).
-pub fn kernel_enabled() -> bool {
-    cryptomb::multi_buffer_available()
-        && std::env::var("MESHPROXY_CRYPTOMB_DISABLE").map_or(true, |v| v != "1")
-}
 
 /// The signing key a provider made, and whether it batches.
 pub struct ProviderKey {
@@ -81,16 +76,18 @@ pub fn signing_key(provider: &tls::PrivateKeyProvider, path: &str) -> Result<Pro
         .ok_or_else(|| ConfigError::at(&key_path, "private_key is required"))?;
     let der = pem::private_key(&common::data_source(source, &key_path)?)
         .map_err(|e| ConfigError::at(&key_path, e))?;
-    let engine = if kernel_enabled() {
-        Engine::MultiBuffer
-    } else if provider.fallback {
-        tracing::warn!("{path}: no AVX-512 IFMA here, cryptomb signs in software (fallback)");
-        Engine::Single
-    } else {
-        return Err(ConfigError::at(
-            path,
-            "the cryptomb provider needs AVX-512 IFMA, which this CPU lacks (set fallback: true to sign in software)",
-        ));
+    let engine = match cryptomb::multi_buffer_unavailable_reason() {
+        None => Engine::MultiBuffer,
+        Some(reason) if provider.fallback => {
+            tracing::warn!("{path}: {reason}: cryptomb signs in software (fallback)");
+            Engine::Single
+        }
+        Some(reason) => {
+            return Err(ConfigError::at(
+                path,
+                format!("the cryptomb provider needs AVX-512 IFMA: {reason} (set fallback: true to sign in software)"),
+            ))
+        }
     };
     let unbatched = |key: Arc<dyn SigningKey>| ProviderKey {
         key,
