@@ -3,7 +3,10 @@
 //! manager and the TCP proxy, and the listener-level log with the `NR` response-flag
 //! filter, from `tests/fixtures/istio-access-logs.json` (written field for field as
 //! istiod's generator writes them). The same bootstrap and traffic go to both proxies and
-//! the lines must be equal, timestamps, durations and ephemeral ports aside.
+//! the lines must be equal, timestamps, durations and ephemeral ports aside. Also side by
+//! side: the same listeners over ADS, network RBAC denials, listener logs without a
+//! filter, further operators, nested JSON and `omit_empty_values`, the cluster's
+//! observability name, and bad formats and filters (rejected by both).
 
 use e2e::config::{bootstrap, cluster, merge};
 use e2e::proxy::{Kind, Proxy};
