@@ -179,7 +179,10 @@ impl TcpProxy {
                         Err(e) => {
                             cluster.report(&host, Outcome::ConnectFailed);
                             cluster.stats().cx_connect_fail.inc();
-                            record.upstream_failure = Some(e.to_string());
+                            // A connect timeout has no transport failure reason in Envoy.
+                            record.upstream_failure =
+                                (!matches!(e, connect::ConnectError::Timeout))
+                                    .then(|| e.to_string());
                         }
                     }
                 }

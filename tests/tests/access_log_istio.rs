@@ -817,3 +817,80 @@ fn istiod_access_logs_over_ads_get_envoys_verdicts() {
         assert_eq!(acked, [true, true, true, false], "{verdicts:?}");
     }
 }
+
+/// A listening socket whose accept queue is full and never drained: connecting to it
+/// hangs until the connecting side gives up (a connect timeout on loopback).
+fn black_hole() -> (u16, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let port = addr.as_socket().unwrap().port();
+    let mut held = vec![listener];
+    for _ in 0..4 {
+        let filler = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let _ = filler.connect(&addr);
+        held.push(filler);
+    }
+    (port, held)
+}
+
+#[test]
+fn connect_timeouts_log_no_transport_failure_reason() {
+    // Envoy's UF after `connect_timeout` names the timeout in the details and logs no
+    // transport failure reason (HTTP and TCP proxy alike).
+    let (hole, _held) = black_hole();
+    let got = e2e::proxy::same_in_both(|kind| {
+        let dir = scratch("alog-timeout");
+        let (http, tcp) = (free_port(), free_port());
+        let log = |file: &str, format: &str| {
+            json!([{"name": "f", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": dir.join(file).display().to_string(),
+                "log_format": {"text_format_source": {"inline_string": format}}}}])
+        };
+        let routes = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "hole"}}]}]);
+        let hcm = e2e::config::hcm(
+            routes,
+            json!({"access_log": log("http.log",
+                "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% [%UPSTREAM_TRANSPORT_FAILURE_REASON%]\n")}),
+        );
+        let tcp_proxy = json!({"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "hole", "cluster": "hole",
+            "access_log": log("tcp.log", "%RESPONSE_FLAGS% [%UPSTREAM_TRANSPORT_FAILURE_REASON%]\n")});
+        let config = bootstrap(
+            vec![
+                e2e::config::listener("http", http, hcm, json!({})),
+                e2e::config::listener("tcp", tcp, tcp_proxy, json!({})),
+            ],
+            vec![cluster("hole", &[hole], json!({"connect_timeout": "0.5s"}))],
+        );
+        let _proxy = Proxy::start(kind, &config, &["--file-flush-interval-msec", "50"]);
+        let status = e2e::curl::get(http, "/", &[]).status;
+        let mut s = connect(tcp);
+        let _ = s.read_to_end(&mut vec![]);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        e2e::wait_until(15, "access logs", || {
+            !read("http.log").is_empty() && !read("tcp.log").is_empty()
+        });
+        (status, read("http.log"), read("tcp.log"))
+    });
+    if let Some((status, http, tcp)) = got {
+        assert_eq!(status, 503);
+        assert_eq!(
+            http,
+            "503 UF upstream_reset_before_response_started{connection_timeout} [-]\n"
+        );
+        assert!(tcp.starts_with("UF"), "{tcp}");
+    }
+}

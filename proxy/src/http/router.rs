@@ -457,15 +457,19 @@ pub async fn forward(
                 let reply = match e {
                     SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                     SendError::Pool(PoolError::Connect(c)) => {
-                        let reason = c.to_string();
-                        let reply = match c {
+                        // A connect timeout has no transport failure reason in Envoy.
+                        match c {
                             crate::upstream::connect::ConnectError::Timeout => {
                                 LocalReply::connect_failure(true)
                             }
-                            _ => LocalReply::connect_failure(false).with_transport_failure(&reason),
-                        };
-                        record.upstream_failure = Some(reason);
-                        reply
+                            _ => {
+                                let reason = c.to_string();
+                                let reply = LocalReply::connect_failure(false)
+                                    .with_transport_failure(&reason);
+                                record.upstream_failure = Some(reason);
+                                reply
+                            }
+                        }
                     }
                     SendError::Reset { .. } => {
                         cluster.stats().rq_rx_reset.inc();
