@@ -5,7 +5,7 @@
 use crate::cli::Options;
 use crate::config::bootstrap::Bootstrap;
 use crate::listener::workers::Workers;
-use crate::listener::{self, ActiveListener, BoundSocket};
+use crate::listener::{self, ActiveListener, ListenerSockets};
 use crate::stats::{Scope, Store};
 use crate::upstream::manager::ClusterManager;
 use std::net::SocketAddr;
@@ -271,7 +271,10 @@ impl Server {
         let candidates = all.iter().filter(|l| !Arc::ptr_eq(l, current));
         let mut wildcard = None;
         for l in candidates {
-            if let Address::Socket(a) = &l.config.address {
+            for address in l.config.addresses() {
+                let Address::Socket(a) = address else {
+                    continue;
+                };
                 if *a == dst {
                     return Some(l.clone());
                 }
@@ -342,12 +345,12 @@ impl Server {
 
     /// Binds every listener that binds a port (done before workers start, so bind errors
     /// are reported at start-up like Envoy's).
-    pub fn bind_listeners(&self) -> std::io::Result<Vec<(Arc<ActiveListener>, BoundSocket)>> {
+    pub fn bind_listeners(&self) -> std::io::Result<Vec<(Arc<ActiveListener>, ListenerSockets)>> {
         self.listeners()
             .iter()
             .filter(|l| l.config.bind_to_port)
             .map(|l| {
-                listener::bind(&l.config.address, l.config.transparent)
+                listener::bind_listener(&l.config)
                     .map(|s| (l.clone(), s))
                     .map_err(|e| {
                         std::io::Error::new(
@@ -366,7 +369,7 @@ impl Server {
     /// listeners LDS activated before).
     pub fn start_workers(
         self: &Arc<Self>,
-        bound: Vec<(Arc<ActiveListener>, BoundSocket)>,
+        bound: Vec<(Arc<ActiveListener>, ListenerSockets)>,
     ) -> std::io::Result<()> {
         for (l, s) in &bound {
             self.workers.accept(l, s)?;

@@ -36,6 +36,9 @@ pub struct TcpProxy {
     access_logs: Vec<AccessLogger>,
     /// Istio's TCP metrics filters of the chain.
     istio_stats: Vec<IstioStats>,
+    /// An `sni_cluster` filter precedes: a connection with SNI goes to the cluster of
+    /// that name instead of the configured one.
+    cluster_from_sni: bool,
     /// Draining this chain's connections (LDS changed or removed the chain): they close
     /// when the drain time is over.
     pub drain: Arc<crate::listener::drain::ChainDrain>,
@@ -76,6 +79,9 @@ impl TcpProxy {
             connect_attempts_exceeded: s.counter("upstream_cx_connect_attempts_exceeded"),
             access_logs,
             istio_stats,
+            cluster_from_sni: network_filters
+                .iter()
+                .any(|f| matches!(f, NetworkFilter::SniCluster)),
             drain: Arc::default(),
             config,
         }))
@@ -134,7 +140,10 @@ impl TcpProxy {
         let started = Instant::now();
         let mut record = info.record();
         record.downstream_remote = info.remote;
-        let cluster_name = self.pick_cluster().to_string();
+        let cluster_name = match &info.server_name {
+            Some(sni) if self.cluster_from_sni && !sni.is_empty() => sni.clone(),
+            _ => self.pick_cluster().to_string(),
+        };
         record.upstream_cluster = Some(cluster_name.as_str().into());
         let received = Arc::new(Counter::default());
         let sent = Arc::new(Counter::default());

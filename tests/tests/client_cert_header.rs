@@ -127,3 +127,38 @@ fn xfcc_modes_match_envoy() {
         "the subject reaches the upstream"
     );
 }
+
+/// Gateways ask for the client certificate itself (`cert`) and its chain: the URL-encoded
+/// PEM in `Cert="..."` and `Chain="..."`, in Envoy's order with the other details.
+#[test]
+fn xfcc_cert_and_chain_match_envoy() {
+    let up = Upstream::http("app");
+    let cfg = |port: u16| {
+        let vh = json!([{"name": "v", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]);
+        let extra = json!({"forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": {
+                "cert": true, "chain": true, "subject": true, "dns": true, "uri": true}});
+        bootstrap(
+            vec![listener("gw", port, hcm(vh, extra), mtls())],
+            vec![cluster("app", &[up.port], json!({}))],
+        )
+    };
+    let (client_cert, client_key) = (cert("client.cert"), cert("client-key.cert"));
+    let got = agree_with_envoy(cfg, |_, port| {
+        up.set(Behavior::default());
+        let args = ["-k", "--cert", &client_cert, "--key", &client_key];
+        let r = e2e::curl::get_tls(port, "/", &args);
+        (
+            r.status,
+            up.last()
+                .and_then(|x| x.header("x-forwarded-client-cert").map(str::to_string)),
+        )
+    })
+    .expect("Envoy 1.40 is required");
+    let xfcc = got.1.expect("the upstream got an XFCC");
+    assert!(
+        xfcc.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A"),
+        "{xfcc}"
+    );
+}

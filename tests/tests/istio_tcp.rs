@@ -51,7 +51,12 @@ fn tls(kind: &str, cert: &str, key: &str, extra: Value) -> Value {
 
 /// A fixture filter list (YAML with templates) as values.
 fn filters(path: &str) -> Vec<Value> {
-    yaml(path, &HashMap::new()).as_array().unwrap().clone()
+    filters_with(path, &HashMap::new())
+}
+
+/// [`filters`] rendered with `vars`.
+fn filters_with(path: &str, vars: &HashMap<&str, &str>) -> Vec<Value> {
+    yaml(path, vars).as_array().unwrap().clone()
 }
 
 fn cluster(name: &str, port: u16, extra: Value) -> Value {
@@ -92,11 +97,26 @@ fn tcp_proxy(cluster: &str) -> Value {
 
 #[test]
 fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
+    tcp_basic_flow(&HashMap::new());
+}
+
+/// The stats filters as istiod up to 1.16 sent them: `envoy.filters.network.wasm` naming
+/// the null-VM `envoy.wasm.stats` plugin (istio/proxy's fixtures with a Wasm runtime).
+#[test]
+fn the_null_vm_network_stats_plugin_reports_the_same() {
+    tcp_basic_flow(&HashMap::from([("WasmRuntime", "envoy.wasm.runtime.null")]));
+}
+
+/// istio/proxy's TCP basic flow, its stats filter fixtures rendered with `vars`.
+fn tcp_basic_flow(vars: &HashMap<&str, &str>) {
     let (client_port, server_port, app) = (e2e::free_port(), e2e::free_port(), backend());
     let inbound = "inbound|9080|tcp|server.default.svc.cluster.local";
     let outbound = "outbound|9080|tcp|server.default.svc.cluster.local";
     let mut server_filters = filters("filters/server_mx_network_filter.yaml.tmpl");
-    server_filters.extend(filters("filters/server_stats_network_filter.yaml.tmpl"));
+    server_filters.extend(filters_with(
+        "filters/server_stats_network_filter.yaml.tmpl",
+        vars,
+    ));
     server_filters.push(tcp_proxy(inbound));
     let mut server_chain = json!({"filters": server_filters});
     merge(
@@ -121,7 +141,7 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
         &[],
     );
     // The client's stats filter: istio/proxy's client network filter fixture.
-    let mut client_filters = filters("filters/client_stats_network_filter.yaml.tmpl");
+    let mut client_filters = filters_with("filters/client_stats_network_filter.yaml.tmpl", vars);
     client_filters.push(tcp_proxy(outbound));
     let mut up = cluster(
         outbound,
@@ -158,7 +178,7 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
             "the application bytes pass untouched"
         );
     }
-    let vars = HashMap::new();
+    let no_vars = HashMap::new();
     for (proxy, side) in [(&client, "client"), (&server, "server")] {
         e2e::wait_until(10, "connections reported closed", || {
             let text = proxy.admin_get("/stats/prometheus").unwrap().1;
@@ -174,7 +194,7 @@ fn tcp_basic_flow_reports_istio_metrics_with_both_workloads() {
             "received_bytes",
         ] {
             let fixture = format!("metric/tcp_{side}_{metric}.yaml.tmpl");
-            let (name, labels, value) = expected_metric(&fixture, &vars);
+            let (name, labels, value) = expected_metric(&fixture, &no_vars);
             assert_eq!(
                 samples(&text, &name),
                 vec![(labels, value)],

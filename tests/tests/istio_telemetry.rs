@@ -28,6 +28,31 @@ fn stats_filter(name: &str, config: Value) -> Value {
         "type_url": "type.googleapis.com/stats.PluginConfig", "value": config}})
 }
 
+/// The same filter as istiod up to 1.16 sent it (istio/proxy's `stats_*bound.yaml.tmpl`
+/// with a Wasm runtime): the null-VM `envoy.wasm.stats` plugin, its config a JSON string
+/// with the old plugin's own settings.
+fn null_vm_stats_filter(name: &str, config: Value) -> Value {
+    let mut settings = json!({"debug": "false", "stat_prefix": "istio", "field_separator": ";.;"});
+    merge(&mut settings, config);
+    json!({"name": name, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"root_id": name, "vm_config": {"vm_id": name,
+            "runtime": "envoy.wasm.runtime.null",
+            "code": {"local": {"inline_string": "envoy.wasm.stats"}}},
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": settings.to_string()}}}})
+}
+
+/// The null-VM metadata exchange plugin with the JSON-string config of Istio 1.16.
+fn null_vm_exchange_filter() -> Value {
+    json!({"name": "istio.metadata_exchange", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"vm_config": {"runtime": "envoy.wasm.runtime.null",
+            "code": {"local": {"inline_string": "envoy.wasm.metadata_exchange"}}},
+            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": "{\"max_peer_cache_size\": 10000}"}}}})
+}
+
 /// A sidecar: `direction` listener on `port` with Istio's `filters` routing to `cluster`.
 fn sidecar(
     node: &str,
@@ -85,6 +110,17 @@ fn basic_flow_reports_istio_metrics_with_both_workloads() {
     basic_flow(
         yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
         yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
+        stats_filter,
+    );
+}
+
+/// Istio 1.16's forms of both filters, the null-VM Wasm plugins, report the same.
+#[test]
+fn the_null_vm_exchange_and_stats_plugins_report_the_same() {
+    basic_flow(
+        null_vm_exchange_filter(),
+        null_vm_exchange_filter(),
+        null_vm_stats_filter,
     );
 }
 
@@ -107,11 +143,11 @@ fn the_older_wasm_exchange_form_reports_the_same() {
         .unwrap()
         .unwrap();
     let filter = json!({"name": "istio.metadata_exchange", "typed_config": config});
-    basic_flow(filter.clone(), filter);
+    basic_flow(filter.clone(), filter, stats_filter);
 }
 
 /// A client sidecar in front of a server sidecar in front of an app, as the basic flow
-/// sets them up, with each side's metadata exchange filter and stats config;
+/// sets them up, with each side's metadata exchange filter and stats filter;
 /// `server_tls` / `client_tls` (merged into the server's chain and the client's cluster)
 /// put mutual TLS between them.
 struct Pair {
@@ -138,7 +174,7 @@ impl Pair {
                 node_metadata("server_node_metadata.json.tmpl"),
                 "INBOUND",
                 server_port,
-                vec![server_mx, stats_filter("stats_inbound", server_stats)],
+                vec![server_mx, server_stats],
                 inbound,
                 server_tls,
             ),
@@ -154,7 +190,7 @@ impl Pair {
                 node_metadata("client_node_metadata.json.tmpl"),
                 "OUTBOUND",
                 client_port,
-                vec![client_mx, stats_filter("stats_outbound", client_stats)],
+                vec![client_mx, client_stats],
                 outbound,
             ),
             &[],
@@ -168,8 +204,9 @@ impl Pair {
     }
 }
 
-/// The basic flow with the given metadata exchange filters on each side.
-fn basic_flow(client_mx: Value, server_mx: Value) {
+/// The basic flow with the given metadata exchange filters on each side, and the stats
+/// filter in the form `stats` builds (from its name and config).
+fn basic_flow(client_mx: Value, server_mx: Value, stats: fn(&str, Value) -> Value) {
     let no_vars = HashMap::new();
     let Pair {
         app,
@@ -177,8 +214,14 @@ fn basic_flow(client_mx: Value, server_mx: Value) {
         server,
         client_port,
     } = Pair::start(
-        (client_mx, yaml("stats/client_config.yaml", &no_vars)),
-        (server_mx, yaml("stats/server_config.yaml", &no_vars)),
+        (
+            client_mx,
+            stats("stats_outbound", yaml("stats/client_config.yaml", &no_vars)),
+        ),
+        (
+            server_mx,
+            stats("stats_inbound", yaml("stats/server_config.yaml", &no_vars)),
+        ),
         (json!({}), json!({})),
     );
     for _ in 0..REQUESTS {
@@ -398,11 +441,11 @@ fn mutual_tls_reports_principals_and_the_security_policy() {
     } = Pair::start(
         (
             yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
-            json!({}),
+            stats_filter("stats_outbound", json!({})),
         ),
         (
             yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
-            json!({}),
+            stats_filter("stats_inbound", json!({})),
         ),
         (
             transport_socket("transport_socket/client.yaml.tmpl"),
@@ -697,11 +740,11 @@ fn customized_dimensions_follow_istio_proxy() {
     } = Pair::start(
         (
             yaml("filters/mx_native_outbound.yaml.tmpl", &no_vars)[0].clone(),
-            customized,
+            stats_filter("stats_outbound", customized),
         ),
         (
             yaml("filters/mx_native_inbound.yaml.tmpl", &no_vars)[0].clone(),
-            yaml("stats/server_config.yaml", &no_vars),
+            stats_filter("stats_inbound", yaml("stats/server_config.yaml", &no_vars)),
         ),
         (json!({}), json!({})),
     );

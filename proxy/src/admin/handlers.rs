@@ -240,11 +240,15 @@ fn clusters(server: &Server, json: bool) -> AdminResponse {
     let mut out = String::new();
     for c in server.clusters.all() {
         let n = &c.config.name;
-        let t = c.config.thresholds;
-        out.push_str(&format!(
-            "{n}::default_priority::max_connections::{}\n{n}::default_priority::max_pending_requests::{}\n{n}::default_priority::max_requests::{}\n{n}::default_priority::max_retries::{}\n",
-            t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries
-        ));
+        for (p, t) in [
+            ("default_priority", c.config.thresholds),
+            ("high_priority", c.config.high_thresholds()),
+        ] {
+            out.push_str(&format!(
+                "{n}::{p}::max_connections::{}\n{n}::{p}::max_pending_requests::{}\n{n}::{p}::max_requests::{}\n{n}::{p}::max_retries::{}\n",
+                t.max_connections, t.max_pending_requests, t.max_requests, t.max_retries
+            ));
+        }
         if let Some(d) = c.outlier_detector() {
             use crate::upstream::outlier::monitor::Origin;
             let (mean, threshold) = d.success_rate_figures(Origin::External);

@@ -106,7 +106,7 @@ async fn route(server: Arc<Server>, req: Request<hyper::body::Incoming>) -> Admi
 
 /// Binds the admin address (at start-up, so a busy port is reported at once).
 pub fn bind(address: &Address) -> std::io::Result<crate::listener::BoundSocket> {
-    crate::listener::bind(address, false).map_err(|e| {
+    crate::listener::bind(address, false, false).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot bind admin address {address}: {e}"),

@@ -147,7 +147,7 @@ impl Default for Assignment {
     }
 }
 
-/// Circuit-breaker thresholds of the default priority.
+/// Circuit-breaker thresholds of one priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     /// Max upstream connections.
@@ -160,6 +160,8 @@ pub struct Thresholds {
     pub max_retries: u64,
     /// `retry_budget`: when set, it replaces `max_retries`.
     pub retry_budget: Option<RetryBudget>,
+    /// `track_remaining`: publish the `remaining_*` gauges.
+    pub track_remaining: bool,
 }
 
 /// A retry budget: concurrent retries limited to a share of the active and pending
@@ -187,6 +189,7 @@ impl Default for Thresholds {
             max_requests: 1024,
             max_retries: 3,
             retry_budget: None,
+            track_remaining: false,
         }
     }
 }
@@ -248,6 +251,9 @@ pub struct ClusterConfig {
     pub assignment: Assignment,
     /// Circuit breakers (DEFAULT priority).
     pub thresholds: Thresholds,
+    /// The HIGH priority's thresholds when configured (see
+    /// [`ClusterConfig::high_thresholds`]; boxed: clusters rarely set them).
+    pub high_priority: Option<Box<Thresholds>>,
     /// Upstream TLS, if any.
     pub tls: Option<Arc<UpstreamTls>>,
     /// Upstream HTTP protocol.
@@ -349,6 +355,12 @@ pub struct TlsMatch {
 }
 
 impl ClusterConfig {
+    /// The HIGH priority's thresholds: no route selects it (`RouteAction.priority` is not
+    /// supported), they only show in `/clusters` and the `circuit_breakers.high.*` gauges.
+    pub fn high_thresholds(&self) -> Thresholds {
+        self.high_priority.as_deref().copied().unwrap_or_default()
+    }
+
     /// The name the cluster's stats carry (`cluster.<stat name>.*`).
     pub fn stat_name(&self) -> &str {
         self.alt_stat_name.as_deref().unwrap_or(&self.name)
@@ -459,6 +471,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         }
     };
     let lb = lb_policy(c, discovery, path)?;
+    dns_resolver(c, path)?;
     let (eds_service_name, eds_source, eds_fetch_timeout) = match eds_config(c, discovery, path)? {
         Some((name, source, timeout)) => (Some(name), Some(source), timeout),
         None => (None, None, None),
@@ -525,7 +538,8 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         },
         lb,
         assignment,
-        thresholds: thresholds(c),
+        thresholds: thresholds(c, 0).unwrap_or_default(),
+        high_priority: thresholds(c, 1).map(Box::new),
         tls,
         protocol,
         max_requests_per_connection: max_rpc.or(u32_value(&c.max_requests_per_connection)),
@@ -827,31 +841,30 @@ fn is_prime(n: u64) -> bool {
             .all(|d| !n.is_multiple_of(d))
 }
 
-fn thresholds(c: &cluster::Cluster) -> Thresholds {
-    let mut t = Thresholds::default();
-    if let Some(th) = c
+/// The thresholds of `priority` (0 DEFAULT, 1 HIGH): the first entry for it, if any.
+fn thresholds(c: &cluster::Cluster, priority: i32) -> Option<Thresholds> {
+    let t = Thresholds::default();
+    let th = c
         .circuit_breakers
         .as_ref()
-        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == 0))
-    {
-        let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| {
-            x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d)
-        };
-        t = Thresholds {
-            max_connections: v(&th.max_connections, t.max_connections),
-            max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
-            max_requests: v(&th.max_requests, t.max_requests),
-            max_retries: v(&th.max_retries, t.max_retries),
-            retry_budget: th.retry_budget.as_ref().map(|b| RetryBudget {
-                milli_percent: b
-                    .budget_percent
-                    .as_ref()
-                    .map_or(20_000, |p| (p.value.clamp(0.0, 100.0) * 1000.0) as u64),
-                min_concurrency: v(&b.min_retry_concurrency, 3),
-            }),
-        };
-    }
-    t
+        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == priority))?;
+    let v = |x: &Option<xds_client::proto::google::protobuf::UInt32Value>, d: u64| {
+        x.as_ref().map(|v| u64::from(v.value)).unwrap_or(d)
+    };
+    Some(Thresholds {
+        max_connections: v(&th.max_connections, t.max_connections),
+        max_pending_requests: v(&th.max_pending_requests, t.max_pending_requests),
+        max_requests: v(&th.max_requests, t.max_requests),
+        max_retries: v(&th.max_retries, t.max_retries),
+        retry_budget: th.retry_budget.as_ref().map(|b| RetryBudget {
+            milli_percent: b
+                .budget_percent
+                .as_ref()
+                .map_or(20_000, |p| (p.value.clamp(0.0, 100.0) * 1000.0) as u64),
+            min_concurrency: v(&b.min_retry_concurrency, 3),
+        }),
+        track_remaining: th.track_remaining,
+    })
 }
 
 /// The assignment name an EDS cluster subscribes to, where it comes from, and how long
@@ -995,14 +1008,62 @@ fn endpoints(
     })
 }
 
+/// The protocol the deprecated cluster fields select, which Envoy 1.40 still honours when
+/// no `HttpProtocolOptions` extension options are set (those then replace them):
+/// `protocol_selection: USE_DOWNSTREAM_PROTOCOL` follows the downstream protocol, else
+/// `http2_protocol_options` selects HTTP/2 (Istio up to 1.9 writes it); with its
+/// `max_concurrent_streams`.
+fn legacy_protocol(c: &cluster::Cluster) -> (UpstreamProtocol, Option<u32>) {
+    #[allow(deprecated)]
+    let h2 = c.http2_protocol_options.as_ref();
+    let streams = h2.and_then(|o| u32_value(&o.max_concurrent_streams));
+    let use_downstream = c.protocol_selection
+        == cluster::cluster::ClusterProtocolSelection::UseDownstreamProtocol as i32;
+    match (use_downstream, h2) {
+        (true, _) => (UpstreamProtocol::UseDownstream, streams),
+        (false, Some(_)) => (UpstreamProtocol::Http2, streams),
+        (false, None) => (UpstreamProtocol::Http1, None),
+    }
+}
+
+/// The DNS resolver `typed_dns_resolver_config` names: meshproxy resolves with the
+/// system's resolver (getaddrinfo, `/etc/resolv.conf`), which is what the getaddrinfo
+/// resolver and a c-ares resolver without its own servers or options use. The support
+/// table refuses every option of theirs that would change that; another resolver type
+/// is refused here.
+fn dns_resolver(c: &cluster::Cluster, path: &str) -> Result<()> {
+    const RESOLVERS: [&str; 2] = [
+        "envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig",
+        "envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+    ];
+    let Some(config) = &c.typed_dns_resolver_config else {
+        return Ok(());
+    };
+    let p = join(path, "typed_dns_resolver_config.typed_config");
+    match &config.typed_config {
+        Some(any)
+            if RESOLVERS.contains(&xds_client::descriptors::type_name_of_url(&any.type_url)) =>
+        {
+            Ok(())
+        }
+        Some(any) => Err(ConfigError::at(
+            p,
+            format!(
+                "DNS resolver {} is not supported (getaddrinfo and c-ares are)",
+                any.type_url
+            ),
+        )),
+        None => Err(ConfigError::at(p, "typed_config is required")),
+    }
+}
+
 /// Upstream protocol, idle timeout, max requests per connection, max concurrent streams.
 type ProtocolOptions = (UpstreamProtocol, Option<Duration>, Option<u32>, Option<u32>);
 
 fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolOptions> {
-    let mut protocol = UpstreamProtocol::Http1;
+    let (mut protocol, mut h2_streams) = legacy_protocol(c);
     let mut idle = Some(Duration::from_secs(3600));
     let mut max_rpc = None;
-    let mut h2_streams = None;
     for (key, any) in &c.typed_extension_protocol_options {
         let p = format!(
             "{}[{key:?}]",
@@ -1016,6 +1077,8 @@ fn protocol_options(c: &cluster::Cluster, path: &str) -> Result<ProtocolOptions>
         }
         let hpo = upstream_http::HttpProtocolOptions::decode(any.value.as_slice())
             .map_err(|e| ConfigError::at(&p, format!("malformed HttpProtocolOptions: {e}")))?;
+        // These options replace the deprecated cluster fields.
+        (protocol, h2_streams) = (UpstreamProtocol::Http1, None);
         use upstream_http::http_protocol_options::UpstreamProtocolOptions as U;
         let h2 = |o: &Option<xds_client::proto::envoy::config::core::v3::Http2ProtocolOptions>| {
             o.as_ref()

@@ -151,6 +151,8 @@ pub struct HttpConnectionManagerConfig {
     pub strip_matching_host_port: bool,
     /// Strip any port from the host.
     pub strip_any_host_port: bool,
+    /// `http_protocol_options`: whether HTTP/1.0 is served, and its default host.
+    pub http10: crate::http::http10::Http10Options,
 }
 
 /// Translates an HttpConnectionManager.
@@ -282,7 +284,7 @@ pub fn translate(
         normalize_path: h.normalize_path.as_ref().map(|b| b.value).unwrap_or(false),
         merge_slashes: h.merge_slashes,
         forward_client_cert: forward_client_cert(h.forward_client_cert_details, path)?,
-        client_cert_details: client_cert_details(h, path)?,
+        client_cert_details: client_cert_details(h)?,
         escaped_slashes: match h.path_with_escaped_slashes_action {
             0 | 1 => EscapedSlashes::Keep,
             2 => EscapedSlashes::Reject,
@@ -345,6 +347,30 @@ pub fn translate(
         },
         strip_matching_host_port: h.strip_matching_host_port,
         strip_any_host_port: matches!(h.strip_port_mode, Some(S::StripAnyHostPort(true))),
+        http10: http10_options(h.http_protocol_options.as_ref(), path)?,
+    })
+}
+
+/// `http_protocol_options`' HTTP/1.0 switch and default host.
+fn http10_options(
+    o: Option<&xds_client::proto::envoy::config::core::v3::Http1ProtocolOptions>,
+    path: &str,
+) -> Result<crate::http::http10::Http10Options> {
+    let Some(o) = o else {
+        return Ok(Default::default());
+    };
+    let default_host = match o.default_host_for_http_10.as_str() {
+        "" => None,
+        h => Some(http::HeaderValue::from_str(h).map_err(|_| {
+            ConfigError::at(
+                join(path, "http_protocol_options.default_host_for_http_10"),
+                "is not a valid host",
+            )
+        })?),
+    };
+    Ok(crate::http::http10::Http10Options {
+        accept: o.accept_http_10,
+        default_host,
     })
 }
 
@@ -367,21 +393,13 @@ fn forward_client_cert(mode: i32, path: &str) -> Result<crate::http::client_cert
 
 fn client_cert_details(
     h: &hcm::HttpConnectionManager,
-    path: &str,
 ) -> Result<crate::http::client_cert::Details> {
     let Some(d) = &h.set_current_client_cert_details else {
         return Ok(Default::default());
     };
-    let p = join(path, "set_current_client_cert_details");
-    for (set, field) in [(d.cert, "cert"), (d.chain, "chain")] {
-        if set {
-            return Err(ConfigError::at(
-                join(&p, field),
-                "the URL-encoded PEM certificate and chain are not supported",
-            ));
-        }
-    }
     Ok(crate::http::client_cert::Details {
+        cert: d.cert,
+        chain: d.chain,
         subject: d.subject.as_ref().is_some_and(|b| b.value),
         dns: d.dns,
         uri: d.uri,
@@ -457,9 +475,14 @@ fn http_filters(list: &[hcm::HttpFilter], path: &str) -> Result<(Vec<HttpFilterC
                 let c = crate::http::grpc_stats::translate(&any.value, &tp)?;
                 out.push(HttpFilterConfig::GrpcStats(c));
             }
-            crate::istio::peer_metadata::WASM_TYPE_NAME => {
-                let c = crate::istio::peer_metadata::translate_wasm(&any.value, &tp)?;
-                out.push(HttpFilterConfig::PeerMetadata(Arc::new(c)));
+            crate::istio::null_vm::HTTP_TYPE_NAME => {
+                use crate::istio::null_vm::{translate_http, NullVmPlugin};
+                out.push(match translate_http(&any.value, &tp)? {
+                    NullVmPlugin::MetadataExchange(c) => {
+                        HttpFilterConfig::PeerMetadata(Arc::new(c))
+                    }
+                    NullVmPlugin::Stats(c) => HttpFilterConfig::IstioStats(Arc::new(c)),
+                });
             }
             crate::istio::stats::TYPE_NAME => {
                 let c = crate::istio::stats::translate(&any.value, &tp)?;

@@ -15,6 +15,7 @@ use xds_client::proto::envoy::config::listener::v3 as listener;
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const SNI_CLUSTER: &str = "envoy.extensions.filters.network.sni_cluster.v3.SniCluster";
 
 /// A listener filter that runs before filter-chain selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +157,10 @@ pub enum NetworkFilter {
     /// `istio_authn`: the connection's principals are the first `spiffe://` URI SANs of
     /// the peer's and our certificates (what Istio's metrics and RBAC read).
     IstioAuthn,
+    /// `envoy.filters.network.sni_cluster`: the TCP proxy's cluster is the connection's
+    /// SNI when it has one (the east-west gateway's AUTO_PASSTHROUGH before Istio 1.20,
+    /// whose SNIs are `outbound_.<port>_.<subset>_.<host>` cluster names).
+    SniCluster,
     /// Role-based access control on the connection (`envoy.filters.network.rbac`).
     Rbac(Arc<crate::rbac::translate::NetworkRbacConfig>),
     /// A discovered filter (`config_discovery`) whose config has not arrived and that has
@@ -187,6 +192,13 @@ pub struct ListenerConfig {
     pub name: String,
     /// Bound address.
     pub address: Address,
+    /// `additional_addresses`: more addresses the listener also binds and serves alike
+    /// (Istio's dual-stack listeners carry the IPv6 one here).
+    pub additional_addresses: Vec<Address>,
+    /// The IPv6 ones among these addresses that are bound IPv6-only: as Envoy binds an
+    /// IPv6 address unless its `ipv4_compat` is set, which lets a dual-stack listener
+    /// hold `0.0.0.0` and `[::]` on one port.
+    pub ipv6_only: Vec<Address>,
     /// Stat prefix for `listener.<prefix>.` (defaults to the address).
     pub stat_prefix: String,
     /// Whether to bind a socket (false: only reachable by original-destination hand-off).
@@ -218,6 +230,13 @@ pub struct ListenerConfig {
     pub access_logs: Vec<super::access_log::AccessLogConfig>,
 }
 
+impl ListenerConfig {
+    /// Every address the listener binds: its address, then the additional ones.
+    pub fn addresses(&self) -> impl Iterator<Item = &Address> {
+        std::iter::once(&self.address).chain(&self.additional_addresses)
+    }
+}
+
 /// Formats an address the way Envoy names listener stats (`0.0.0.0_15001`, `[::]_80`).
 pub fn stat_address(a: &Address) -> String {
     match a {
@@ -244,6 +263,26 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         &join(path, "address"),
         false,
     )?;
+    let additional_addresses = common::each(
+        &l.additional_addresses,
+        path,
+        "additional_addresses",
+        |a, p| additional_address(a, &address, &join(p, "address")),
+    )?;
+    let ipv6_only = std::iter::once(l.address.as_ref())
+        .chain(l.additional_addresses.iter().map(|a| a.address.as_ref()))
+        .zip(std::iter::once(&address).chain(&additional_addresses))
+        .filter(|(proto, a)| matches!(a, Address::Socket(s) if s.is_ipv6()) && !ipv4_compat(*proto))
+        .map(|(_, a)| a.clone())
+        .collect();
+    for (i, a) in additional_addresses.iter().enumerate() {
+        if additional_addresses[..i].contains(a) {
+            return Err(ConfigError::at(
+                format!("{}[{i}].address", join(path, "additional_addresses")),
+                "the listener has this address already",
+            ));
+        }
+    }
     if l.name.is_empty() {
         return Err(ConfigError::at(
             join(path, "name"),
@@ -305,7 +344,9 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             l.stat_prefix.clone()
         },
         address,
-        bind_to_port: l.bind_to_port.as_ref().map(|b| b.value).unwrap_or(true),
+        additional_addresses,
+        ipv6_only,
+        bind_to_port: bind_to_port(l),
         use_original_dst,
         transparent: l.transparent.as_ref().is_some_and(|b| b.value),
         listener_filters,
@@ -327,6 +368,55 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
         outbound: l.traffic_direction == 2,
         access_logs: super::access_log::translate_all(&l.access_log, &join(path, "access_log"))?,
     })
+}
+
+/// One of `additional_addresses`: bound and served like the listener's address, so both
+/// must be IP socket addresses, and different.
+fn additional_address(
+    a: &listener::AdditionalAddress,
+    main: &Address,
+    path: &str,
+) -> Result<Address> {
+    let address = common::address(
+        a.address
+            .as_ref()
+            .ok_or_else(|| ConfigError::at(path, "address is required"))?,
+        path,
+        false,
+    )?;
+    if !matches!((&address, main), (Address::Socket(_), Address::Socket(_))) {
+        return Err(ConfigError::at(
+            path,
+            "additional addresses (and the listener's own) must be IP socket addresses",
+        ));
+    }
+    if address == *main {
+        return Err(ConfigError::at(
+            path,
+            "the listener has this address already",
+        ));
+    }
+    Ok(address)
+}
+
+/// `socket_address.ipv4_compat` of an address.
+fn ipv4_compat(a: Option<&xds_client::proto::envoy::config::core::v3::Address>) -> bool {
+    use xds_client::proto::envoy::config::core::v3::address::Address as A;
+    matches!(a.and_then(|a| a.address.as_ref()), Some(A::SocketAddress(s)) if s.ipv4_compat)
+}
+
+/// Whether the listener binds its address: as in Envoy, both `bind_to_port` and the
+/// deprecated `deprecated_v1.bind_to_port` (which older istiods set on virtual listeners)
+/// must allow it; each defaults to true.
+fn bind_to_port(l: &listener::Listener) -> bool {
+    let allows =
+        |b: Option<&xds_client::proto::google::protobuf::BoolValue>| b.is_none_or(|b| b.value);
+    allows(l.bind_to_port.as_ref())
+        && allows(
+            l.deprecated_v1
+                .as_ref()
+                .and_then(|d| d.bind_to_port.as_ref()),
+        )
 }
 
 fn listener_filter(f: &listener::ListenerFilter, path: &str) -> Result<ConfiguredListenerFilter> {
@@ -462,7 +552,11 @@ fn filter_chain(c: &listener::FilterChain, secrets: &Secrets, path: &str) -> Res
                 crate::istio::stats::TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
                     crate::istio::stats::translate(&any.value, &tp)?,
                 )),
+                crate::istio::null_vm::NETWORK_TYPE_NAME => NetworkFilter::IstioStats(Arc::new(
+                    crate::istio::null_vm::translate_network(&any.value, &tp)?,
+                )),
                 xds_client::istio::AUTHN_CONFIG => NetworkFilter::IstioAuthn,
+                SNI_CLUSTER => NetworkFilter::SniCluster,
                 crate::rbac::translate::NETWORK_TYPE_NAME => {
                     NetworkFilter::Rbac(Arc::new(crate::rbac::translate::network(&any.value, &tp)?))
                 }

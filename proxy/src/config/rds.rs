@@ -4,6 +4,7 @@
 
 use super::route::RouteConfig;
 use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The route configuration an HCM with `rds` uses; empty until RDS delivers it.
@@ -17,6 +18,9 @@ pub struct RdsSlot {
     /// (`initial_fetch_timeout`; `None`: until it arrives).
     pub fetch_timeout: Option<std::time::Duration>,
     current: ArcSwapOption<RouteConfig>,
+    /// RDS answered with a configuration that was rejected: as in Envoy, a listener does
+    /// not wait for a bad configuration to be fixed (it routes with none meanwhile).
+    rejected: AtomicBool,
 }
 
 impl RdsSlot {
@@ -31,6 +35,7 @@ impl RdsSlot {
             source,
             fetch_timeout,
             current: ArcSwapOption::empty(),
+            rejected: AtomicBool::new(false),
         }
     }
 
@@ -39,9 +44,16 @@ impl RdsSlot {
         self.current.store(Some(routes));
     }
 
-    /// Whether RDS has delivered this slot's routes.
-    pub fn is_filled(&self) -> bool {
-        self.current.load().is_some()
+    /// Records that RDS answered with a configuration for this slot that was rejected.
+    pub fn reject(&self) {
+        self.rejected.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether RDS has answered for this slot: with routes, or with a rejected
+    /// configuration (either ends a listener's wait, as Envoy's RDS init target is ready
+    /// after a rejection).
+    pub fn answered(&self) -> bool {
+        self.current.load().is_some() || self.rejected.load(Ordering::Relaxed)
     }
 }
 

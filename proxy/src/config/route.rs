@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use xds_client::proto::envoy::config::route::v3 as route;
 
+/// Envoy's limit on a direct response's body when the route configuration's
+/// `max_direct_response_body_size_bytes` is unset.
+const DEFAULT_DIRECT_RESPONSE_BODY_LIMIT: usize = 4096;
+
 /// Envoy's default route timeout when `timeout` is unset.
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -245,7 +249,7 @@ pub struct Forward {
     pub regex_rewrite: Option<(Regex, String)>,
     /// Host rewrite.
     pub host_rewrite: HostRewrite,
-    /// Whole-request timeout; `None` disables it.
+    /// Whole-request timeout; `None` disables it (as does `max_stream_duration`).
     pub timeout: Option<Duration>,
     /// Stream idle timeout override.
     pub idle_timeout: Option<Option<Duration>>,
@@ -258,6 +262,12 @@ pub struct Forward {
     /// `max_stream_duration.grpc_timeout_header_max`/`_offset`: a gRPC request's
     /// `grpc-timeout` header sets its max stream duration.
     pub grpc_timeout_header: Option<GrpcTimeoutHeader>,
+    /// `max_grpc_timeout`/`grpc_timeout_offset`: a gRPC request's `grpc-timeout` header
+    /// sets its route timeout (`None` when unset, or when `max_stream_duration` is set,
+    /// which makes Envoy ignore them).
+    pub grpc_route_timeout: Option<GrpcRouteTimeout>,
+    /// `cluster_not_found_response_code`: the status when the cluster does not exist.
+    pub cluster_not_found: http::StatusCode,
     /// Retry policy (overrides the virtual host's; boxed like the virtual host's).
     pub retry: Option<Box<RetryPolicy>>,
     /// `hedge_policy.hedge_on_per_try_timeout` (overrides the virtual host's).
@@ -281,6 +291,76 @@ impl GrpcTimeoutHeader {
         let capped = self.max.map_or(requested, |m| requested.min(m));
         capped.saturating_sub(self.offset)
     }
+}
+
+/// The deprecated `max_grpc_timeout` and `grpc_timeout_offset` (every Istio route since
+/// 1.20 sets `max_grpc_timeout: 0s`), in whole milliseconds as Envoy computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRouteTimeout {
+    /// The cap; 0: none.
+    pub max_ms: u64,
+    /// Subtracted from the header's value when smaller than it.
+    pub offset_ms: u64,
+}
+
+impl GrpcRouteTimeout {
+    /// The route timeout of a gRPC request whose `grpc-timeout` says `requested` (`None`:
+    /// absent or malformed); `None` means no timeout. The request's value (0, "infinity",
+    /// when absent) less the offset if that leaves time, capped by a non-zero max.
+    pub fn timeout(&self, requested: Option<Duration>) -> Option<Duration> {
+        let mut ms = requested.map_or(0, |d| d.as_millis() as u64);
+        if self.offset_ms < ms {
+            ms -= self.offset_ms;
+        }
+        if self.max_ms != 0 && (ms == 0 || ms > self.max_ms) {
+            ms = self.max_ms;
+        }
+        (ms != 0).then(|| Duration::from_millis(ms))
+    }
+}
+
+/// Writes a timeout as a `grpc-timeout` value: milliseconds, or the smallest coarser unit
+/// that fits gRPC's 8 digits (hours clipped to 8 digits).
+pub fn format_grpc_timeout(t: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let ms = t.as_millis();
+    if ms <= MAX {
+        return format!("{ms}m");
+    }
+    let mut value = ms / 1000;
+    for (unit, next) in [("S", 60), ("M", 60)] {
+        if value <= MAX {
+            return format!("{value}{unit}");
+        }
+        value /= next;
+    }
+    format!("{}H", value.min(MAX))
+}
+
+fn grpc_route_timeout(ra: &route::RouteAction, path: &str) -> Result<Option<GrpcRouteTimeout>> {
+    #[allow(deprecated)]
+    let (max, offset) = (&ra.max_grpc_timeout, &ra.grpc_timeout_offset);
+    let Some(max) = max else {
+        if offset.is_some() {
+            return Err(ConfigError::at(
+                join(path, "grpc_timeout_offset"),
+                "has no effect without max_grpc_timeout",
+            ));
+        }
+        return Ok(None);
+    };
+    let ms = |d: &xds_client::proto::google::protobuf::Duration, field: &str| {
+        common::duration(d, &join(path, field)).map(|d| d.as_millis() as u64)
+    };
+    let timeout = GrpcRouteTimeout {
+        max_ms: ms(max, "max_grpc_timeout")?,
+        offset_ms: offset
+            .as_ref()
+            .map(|o| ms(o, "grpc_timeout_offset"))
+            .transpose()?
+            .unwrap_or(0),
+    };
+    Ok(ra.max_stream_duration.is_none().then_some(timeout))
 }
 
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
@@ -377,7 +457,15 @@ pub struct Route {
 
 /// Translates a RouteConfiguration.
 pub fn translate(rc: &route::RouteConfiguration, path: &str) -> Result<RouteConfig> {
-    let virtual_hosts = common::each(&rc.virtual_hosts, path, "virtual_hosts", virtual_host)?;
+    // `max_direct_response_body_size_bytes` (default 4 KiB) bounds every direct
+    // response's body.
+    let body_limit = rc
+        .max_direct_response_body_size_bytes
+        .as_ref()
+        .map_or(DEFAULT_DIRECT_RESPONSE_BODY_LIMIT, |v| v.value as usize);
+    let virtual_hosts = common::each(&rc.virtual_hosts, path, "virtual_hosts", |vh, p| {
+        virtual_host(vh, body_limit, p)
+    })?;
     let mut seen = std::collections::HashSet::new();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         for d in &vh.domains {
@@ -430,9 +518,11 @@ fn domain(d: &str, path: &str) -> Result<DomainMatch> {
     }
 }
 
-fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
+fn virtual_host(vh: &route::VirtualHost, body_limit: usize, path: &str) -> Result<VirtualHost> {
     let domains = common::each(&vh.domains, path, "domains", |d, p| domain(d, p))?;
-    let routes = common::each(&vh.routes, path, "routes", translate_route)?;
+    let routes = common::each(&vh.routes, path, "routes", |r, p| {
+        translate_route(r, body_limit, p)
+    })?;
     Ok(VirtualHost {
         per_filter: per_filter::translate(&vh.typed_per_filter_config, path)?,
         name: vh.name.clone(),
@@ -472,7 +562,7 @@ fn virtual_host(vh: &route::VirtualHost, path: &str) -> Result<VirtualHost> {
     })
 }
 
-fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
+fn translate_route(r: &route::Route, body_limit: usize, path: &str) -> Result<Route> {
     let m = r
         .r#match
         .as_ref()
@@ -494,6 +584,15 @@ fn translate_route(r: &route::Route, path: &str) -> Result<Route> {
                 Some(b) => common::data_source(b, &join(&p, "body"))?,
                 None => Vec::new(),
             };
+            if body.len() > body_limit {
+                return Err(ConfigError::at(
+                    join(&p, "body"),
+                    format!(
+                        "response body size is {} bytes; maximum is {body_limit} (max_direct_response_body_size_bytes)",
+                        body.len()
+                    ),
+                ));
+            }
             Action::Direct {
                 status: dr.status as u16,
                 body: body.into(),
@@ -724,11 +823,14 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             .map(|r| regex_substitution(r, &join(path, "regex_rewrite")))
             .transpose()?,
         host_rewrite,
+        // A route with `max_stream_duration` uses Envoy's "new" timeouts: its `timeout`
+        // (and the 15 s default) no longer applies, the stream duration limits do.
         timeout: common::timeout(
             ra.timeout.as_ref(),
             Some(DEFAULT_ROUTE_TIMEOUT),
             &join(path, "timeout"),
-        )?,
+        )?
+        .filter(|_| ra.max_stream_duration.is_none()),
         idle_timeout: ra
             .idle_timeout
             .as_ref()
@@ -756,6 +858,18 @@ fn forward(ra: &route::RouteAction, path: &str) -> Result<Forward> {
             None => StreamDurationLimit::FromHcm,
         },
         grpc_timeout_header: grpc_timeout_header(ra, path)?,
+        grpc_route_timeout: grpc_route_timeout(ra, path)?,
+        cluster_not_found: match ra.cluster_not_found_response_code {
+            0 => http::StatusCode::SERVICE_UNAVAILABLE,
+            1 => http::StatusCode::NOT_FOUND,
+            2 => http::StatusCode::INTERNAL_SERVER_ERROR,
+            n => {
+                return Err(ConfigError::at(
+                    join(path, "cluster_not_found_response_code"),
+                    format!("unknown response code {n}"),
+                ))
+            }
+        },
         retry: ra
             .retry_policy
             .as_ref()
@@ -980,6 +1094,52 @@ pub fn referenced_clusters(rc: &RouteConfig) -> impl Iterator<Item = ClusterRefe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_route_timeouts_follow_envoys_arithmetic() {
+        let ms = Duration::from_millis;
+        let uncapped = GrpcRouteTimeout {
+            max_ms: 0,
+            offset_ms: 0,
+        };
+        assert_eq!(uncapped.timeout(None), None, "no header: no timeout");
+        assert_eq!(uncapped.timeout(Some(ms(400))), Some(ms(400)));
+        assert_eq!(
+            uncapped.timeout(Some(Duration::from_micros(900))),
+            None,
+            "under a millisecond is 0: no timeout"
+        );
+        let capped = GrpcRouteTimeout {
+            max_ms: 300,
+            offset_ms: 100,
+        };
+        assert_eq!(capped.timeout(None), Some(ms(300)));
+        assert_eq!(capped.timeout(Some(ms(250))), Some(ms(150)));
+        assert_eq!(
+            capped.timeout(Some(ms(80))),
+            Some(ms(80)),
+            "an offset never takes all the time"
+        );
+    }
+
+    #[test]
+    fn grpc_timeouts_are_written_in_eight_digits() {
+        assert_eq!(format_grpc_timeout(Duration::from_millis(1500)), "1500m");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_millis(99_999_999)),
+            "99999999m"
+        );
+        assert_eq!(format_grpc_timeout(Duration::from_secs(100_000)), "100000S");
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(100_000_000)),
+            "1666666M"
+        );
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(6_000_000_000)),
+            "1666666H"
+        );
+        assert_eq!(format_grpc_timeout(Duration::MAX), "99999999H");
+    }
 
     #[test]
     fn grpc_timeout_values_parse_with_every_unit() {

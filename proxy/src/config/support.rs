@@ -148,7 +148,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials", ["root_certs", "private_key", "cert_chain"]),
     msg!("envoy.config.core.v3.GrpcService.GoogleGrpc.GoogleLocalCredentials", []),
     msg!("envoy.config.core.v3.GrpcService.EnvoyGrpc", ["cluster_name", "authority", "max_receive_message_length"]),
-    msg!("envoy.config.core.v3.Http1ProtocolOptions", []),
+    msg!("envoy.config.core.v3.Http1ProtocolOptions", ["accept_http_10", "default_host_for_http_10"]),
     msg!("envoy.config.core.v3.Http2ProtocolOptions", [
         "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size",
     ]),
@@ -168,8 +168,10 @@ pub const MESSAGES: &[MessageSupport] = &[
         "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
         "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
         "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
-        "transparent", "access_log",
+        "transparent", "deprecated_v1", "additional_addresses", "access_log",
     ]),
+    msg!("envoy.config.listener.v3.AdditionalAddress", ["address"]),
+    msg!("envoy.config.listener.v3.Listener.DeprecatedV1", ["bind_to_port"]),
     msg!("envoy.config.listener.v3.FilterChain", [
         "filter_chain_match", "filters", "transport_socket", "name", "metadata",
         "transport_socket_connect_timeout",
@@ -194,6 +196,7 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.filters.listener.original_src.v3.OriginalSrc", ["mark"]),
     msg!("envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol", ["allow_requests_without_proxy_protocol"]),
     // --- network filters -----------------------------------------------------------------
+    msg!("envoy.extensions.filters.network.sni_cluster.v3.SniCluster", []),
     msg!("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", [
         "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "max_connect_attempts",
         "access_log",
@@ -294,8 +297,9 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.rbac.v3.Policy", ["permissions", "principals"]),
     msg!("envoy.config.rbac.v3.Permission", [
         "and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port",
-        "destination_port_range", "metadata", "not_rule", "requested_server_name",
+        "destination_port_range", "metadata", "not_rule", "requested_server_name", "uri_template",
     ]),
+    msg!("envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig", ["path_template"]),
     msg!("envoy.config.rbac.v3.Permission.Set", ["rules"]),
     msg!("envoy.config.rbac.v3.Principal", [
         "and_ids", "or_ids", "any", "authenticated", "source_ip", "direct_remote_ip", "remote_ip",
@@ -352,17 +356,20 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("io.istio.http.peer_metadata.Config.WorkloadDiscovery", []),
     msg!("io.istio.http.peer_metadata.Config.Baggage", []),
     msg!("istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig", ["alpn_override"]),
+    // Istio's null-VM plugins (envoy.wasm.metadata_exchange, envoy.wasm.stats) only;
+    // any other runtime is refused at `vm_config.runtime`.
     msg!("envoy.extensions.filters.http.wasm.v3.Wasm", ["config"]),
+    msg!("envoy.extensions.filters.network.wasm.v3.Wasm", ["config"]),
     msg!("envoy.extensions.wasm.v3.PluginConfig", [
         "vm_config", "configuration",
         "name" = "only names the plugin in logs and stats",
-        "root_id" = "the null-VM metadata exchange plugin has one root context",
-        "fail_open" = "the built-in metadata exchange cannot fail to load",
-        "failure_policy" = "the built-in metadata exchange cannot fail to load",
+        "root_id" = "each null-VM plugin has one root context; the listener direction decides the rest",
+        "fail_open" = "the built-in plugins cannot fail to load",
+        "failure_policy" = "the built-in plugins cannot fail to load",
     ]),
     msg!("envoy.extensions.wasm.v3.VmConfig", [
         "runtime", "code",
-        "vm_id" = "only groups plugins sharing a VM; the built-in plugin needs none",
+        "vm_id" = "only groups plugins sharing a VM; the built-in plugins need none",
         "allow_precompiled" = "there is no module to precompile",
     ]),
     msg!("envoy.config.core.v3.AsyncDataSource", ["local"]),
@@ -377,6 +384,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "name", "virtual_hosts", "response_headers_to_add", "response_headers_to_remove",
         "request_headers_to_add", "request_headers_to_remove", "ignore_port_in_host_matching",
         "validate_clusters", "most_specific_header_mutations_wins", "typed_per_filter_config",
+        "max_direct_response_body_size_bytes",
     ]),
     msg!("envoy.config.route.v3.FilterConfig", ["config", "is_optional", "disabled"]),
     msg!("envoy.config.route.v3.VirtualHost", [
@@ -410,7 +418,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "cluster", "cluster_header", "weighted_clusters", "prefix_rewrite", "regex_rewrite",
         "host_rewrite_literal", "auto_host_rewrite", "timeout", "idle_timeout", "hash_policy",
         "upgrade_configs", "max_stream_duration", "retry_policy", "request_mirror_policies",
-        "hedge_policy",
+        "hedge_policy", "max_grpc_timeout", "grpc_timeout_offset", "cluster_not_found_response_code",
     ]),
     msg!("envoy.config.route.v3.HedgePolicy", ["initial_requests", "additional_request_chance", "hedge_on_per_try_timeout"]),
     msg!("envoy.config.route.v3.RouteAction.RequestMirrorPolicy", [
@@ -458,7 +466,8 @@ pub const MESSAGES: &[MessageSupport] = &[
         "max_requests_per_connection", "per_connection_buffer_limit_bytes", "ring_hash_lb_config",
         "maglev_lb_config", "least_request_lb_config", "round_robin_lb_config", "common_lb_config", "metadata",
         "cleanup_interval", "upstream_bind_config", "eds_cluster_config", "outlier_detection",
-        "health_checks", "transport_socket_matches", "filters",
+        "health_checks", "transport_socket_matches", "filters", "http2_protocol_options",
+        "protocol_selection", "typed_dns_resolver_config",
     ]),
     msg!("envoy.config.cluster.v3.Filter", ["name", "typed_config"]),
     msg!("envoy.config.cluster.v3.Cluster.TransportSocketMatch", ["name", "match", "transport_socket"]),
@@ -508,10 +517,14 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.cluster.v3.CircuitBreakers", ["thresholds"]),
     msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds", [
         "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries",
-        "retry_budget",
+        "retry_budget", "track_remaining",
     ]),
     msg!("envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget", ["budget_percent", "min_retry_concurrency"]),
     msg!("envoy.config.cluster.v3.UpstreamConnectionOptions", ["tcp_keepalive"]),
+    msg!("envoy.extensions.network.dns_resolver.getaddrinfo.v3.GetAddrInfoDnsResolverConfig", [
+        "num_resolver_threads" = "only sizes the resolver's thread pool; answers are the same",
+    ]),
+    msg!("envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig", []),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment", ["cluster_name", "endpoints", "policy"]),
     msg!("envoy.config.endpoint.v3.ClusterLoadAssignment.Policy", ["overprovisioning_factor"]),
     msg!("envoy.config.endpoint.v3.LocalityLbEndpoints", ["locality", "lb_endpoints", "load_balancing_weight", "priority"]),

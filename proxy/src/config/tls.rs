@@ -65,6 +65,10 @@ pub struct Tls<T> {
     build: fn(&core::TransportSocket, &Secrets, &str) -> Result<Prepared<T>>,
     state: arc_swap::ArcSwap<TlsState<T>>,
     presented: arc_swap::ArcSwap<Presented>,
+    /// A secret it needs was rejected: as Envoy's SDS init target is ready after a
+    /// rejection, its listener or cluster stops waiting (handshakes fail until a good
+    /// secret comes).
+    rejected: std::sync::atomic::AtomicBool,
 }
 
 impl<T> std::fmt::Debug for Tls<T> {
@@ -82,6 +86,18 @@ impl<T> Tls<T> {
     /// Whether the config is built (no secret missing).
     pub fn ready(&self) -> bool {
         self.state.load().is_ok()
+    }
+
+    /// Records that a secret it needs was rejected.
+    pub fn reject(&self) {
+        self.rejected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether its listener or cluster may stop waiting for it: built, or a secret it
+    /// needs was rejected.
+    pub fn settled(&self) -> bool {
+        self.ready() || self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Builds the config again with `secrets`, without installing it (so an update can
@@ -126,6 +142,7 @@ impl<T> Tls<T> {
             build,
             state: arc_swap::ArcSwap::from_pointee(state),
             presented: arc_swap::ArcSwap::from_pointee(presented),
+            rejected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -27,9 +27,13 @@ pub enum ForwardMode {
 }
 
 /// `set_current_client_cert_details`: what this hop's element carries besides `By` and
-/// `Hash` (in Envoy's order: Subject, DNS, URI).
+/// `Hash` (in Envoy's order: Cert, Chain, Subject, URI, DNS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Details {
+    /// `Cert="..."`: the URL-encoded PEM of the client certificate (gateways set it).
+    pub cert: bool,
+    /// `Chain="..."`: the URL-encoded PEM of the chain the client presented.
+    pub chain: bool,
     /// `Subject="..."` (RFC 2253 form).
     pub subject: bool,
     /// `DNS=...` for each DNS SAN.
@@ -49,9 +53,20 @@ pub struct PeerCertificate {
     pub uris: Vec<String>,
     /// DNS SANs.
     pub dns: Vec<String>,
+    /// The certificates the client presented, leaf first (DER), for `Cert` and `Chain`.
+    pub presented: Vec<CertificateDer<'static>>,
 }
 
 impl PeerCertificate {
+    /// Reads the chain a client presented (leaf first; `None` when empty).
+    pub fn from_chain(chain: &[CertificateDer<'_>]) -> Option<Self> {
+        let leaf = chain.first()?;
+        Some(PeerCertificate {
+            presented: chain.iter().map(|c| c.clone().into_owned()).collect(),
+            ..Self::from_der(leaf)
+        })
+    }
+
     /// Reads a peer certificate.
     pub fn from_der(cert: &CertificateDer<'_>) -> Self {
         let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
@@ -68,8 +83,34 @@ impl PeerCertificate {
             subject: subject_rfc2253(cert).unwrap_or_default(),
             uris: of(SanType::Uri),
             dns: of(SanType::Dns),
+            presented: Vec::new(),
         }
     }
+}
+
+/// A certificate as PEM (64-column base64, as OpenSSL writes it), URL-encoded the way
+/// Envoy encodes it for XFCC: newline, space, `+`, `/` and `=` percent-escaped.
+fn url_encoded_pem(cert: &CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 5 / 4);
+    for c in pem.chars() {
+        match c {
+            '\n' => out.push_str("%0A"),
+            ' ' => out.push_str("%20"),
+            '+' => out.push_str("%2B"),
+            '/' => out.push_str("%2F"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The attribute names RFC 2253 output uses (OpenSSL's short names), by OID; others
@@ -135,17 +176,26 @@ fn element(peer: &PeerCertificate, local_uri: Option<&str>, details: Details) ->
         parts.push(format!("By={by}"));
     }
     parts.push(format!("Hash={}", peer.hash));
+    if details.cert {
+        if let Some(leaf) = peer.presented.first() {
+            parts.push(format!("Cert=\"{}\"", url_encoded_pem(leaf)));
+        }
+    }
+    if details.chain && !peer.presented.is_empty() {
+        let chain: String = peer.presented.iter().map(url_encoded_pem).collect();
+        parts.push(format!("Chain=\"{chain}\""));
+    }
     if details.subject {
         parts.push(format!("Subject=\"{}\"", peer.subject));
-    }
-    if details.dns {
-        parts.extend(peer.dns.iter().map(|d| format!("DNS={d}")));
     }
     if details.uri {
         if peer.uris.is_empty() {
             parts.push("URI=".into());
         }
         parts.extend(peer.uris.iter().map(|u| format!("URI={u}")));
+    }
+    if details.dns {
+        parts.extend(peer.dns.iter().map(|d| format!("DNS={d}")));
     }
     parts.join(";")
 }
@@ -203,6 +253,7 @@ mod tests {
             subject: "O=x,C=US".into(),
             uris: vec!["spiffe://td/ns/a/sa/b".into()],
             dns: vec![],
+            presented: vec![],
         }
     }
 
@@ -212,6 +263,7 @@ mod tests {
             subject: true,
             dns: true,
             uri: true,
+            ..Default::default()
         };
         let mut h = HeaderMap::new();
         h.insert(XFCC, HeaderValue::from_static("By=old"));
@@ -239,6 +291,42 @@ mod tests {
         h.insert(XFCC, HeaderValue::from_static("x"));
         apply(&mut h, ForwardMode::AlwaysForwardOnly, all, None, None);
         assert_eq!(h[XFCC], "x");
+    }
+
+    #[test]
+    fn cert_and_chain_are_url_encoded_pem_in_envoys_order() {
+        let der = CertificateDer::from(vec![0xfbu8; 100]);
+        let encoded = url_encoded_pem(&der);
+        assert!(
+            encoded.starts_with("-----BEGIN%20CERTIFICATE-----%0A%2B%2Fv7"),
+            "{encoded}"
+        );
+        assert!(
+            encoded.ends_with("%3D%3D%0A-----END%20CERTIFICATE-----%0A"),
+            "{encoded}"
+        );
+        assert!(
+            !encoded.contains('/') && !encoded.contains('='),
+            "{encoded}"
+        );
+        let lines: Vec<&str> = encoded.split("%0A").collect();
+        assert_eq!(lines[1].replace("%2B", "+").replace("%2F", "/").len(), 64);
+        let peer = PeerCertificate {
+            dns: vec!["d.example".into()],
+            presented: vec![der.clone(), der],
+            ..peer()
+        };
+        let all = Details {
+            cert: true,
+            chain: true,
+            subject: true,
+            dns: true,
+            uri: true,
+        };
+        let e = element(&peer, None, all);
+        let keys: Vec<&str> = e.split(';').map(|p| p.split('=').next().unwrap()).collect();
+        assert_eq!(keys, ["Hash", "Cert", "Chain", "Subject", "URI", "DNS"]);
+        assert!(e.contains(&format!("Chain=\"{encoded}{encoded}\"")), "{e}");
     }
 
     #[test]

@@ -521,6 +521,7 @@ impl HttpConnectionManager {
             .map(|v| (header::ACCEPT_ENCODING, v.clone()))
             .collect();
         let grpc_request = headers::is_grpc(req.headers());
+        let http10_keep_alive = super::http10::asks_keep_alive(&req);
         let c = &self.config;
         // Pinned in place and raced by reference: `select!` would otherwise take the
         // pipeline (kilobytes of state) by value and copy it on every request.
@@ -555,16 +556,25 @@ impl HttpConnectionManager {
             record.response_code_details = "via_upstream".into();
         }
         self.finish_headers(&mut resp, request_id, &accept_encoding);
-        let last_request = last_request || {
-            let drain = server.should_drain(info.inbound) || self.drain.should_close();
-            if drain {
-                state.shutdown.notify_one();
+        // After a protocol error the connection closes, as Envoy's codec closes it.
+        let last_request = last_request
+            || record
+                .flags
+                .contains(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR)
+            || {
+                let drain = server.should_drain(info.inbound) || self.drain.should_close();
+                if drain {
+                    state.shutdown.notify_one();
+                }
+                drain
+            };
+        match http10_keep_alive {
+            Some(asked) => super::http10::persist(&mut resp, asked && !last_request),
+            None if last_request && !h2 => {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            drain
-        };
-        if last_request && !h2 {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            None => {}
         }
         record.response_code = resp.status().as_u16();
         let tunnel = resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -662,6 +672,7 @@ impl HttpConnectionManager {
         activity: &Arc<StreamActivity>,
     ) -> Result<(Response<Body>, Option<HeaderValue>), (LocalReply, Option<HeaderValue>)> {
         let c = &self.config;
+        super::http10::admit(&mut req, &c.http10, record).map_err(|r| (r, None))?;
         if grpc && self.grpc_stats.is_some() {
             let counts = Arc::new(super::grpc_stats::MessageCounts::default());
             record.grpc_messages = Some(counts.clone());
@@ -996,6 +1007,15 @@ impl HttpConnectionManager {
                             record.flags.insert(reply.flag);
                             record.response_code_details = reply.details.clone();
                             let mut r = reply.response(grpc);
+                            // A circuit breaker's 503 says so, as Envoy's router does.
+                            if reply.flag == ResponseFlags::UPSTREAM_OVERFLOW
+                                && !c.suppress_envoy_headers
+                            {
+                                r.headers_mut().insert(
+                                    super::headers::X_ENVOY_OVERLOADED,
+                                    HeaderValue::from_static("true"),
+                                );
+                            }
                             if vhost.include_attempt_count_in_response && record.attempt_count > 0 {
                                 r.headers_mut().insert(
                                     super::headers::X_ENVOY_ATTEMPT_COUNT,

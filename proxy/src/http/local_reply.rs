@@ -240,6 +240,29 @@ impl LocalReply {
         }
     }
 
+    /// 426 for an HTTP/1.0 request the connection manager does not accept (`DPE`); the
+    /// connection closes after it, as after every protocol error.
+    pub fn http10_refused() -> Self {
+        LocalReply {
+            status: StatusCode::UPGRADE_REQUIRED,
+            body: Bytes::from_static(b"Upgrade Required"),
+            flag: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            details: "low_version".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// 400 for a request without a host.
+    pub fn missing_host() -> Self {
+        LocalReply {
+            status: StatusCode::BAD_REQUEST,
+            body: Bytes::new(),
+            flag: ResponseFlags::default(),
+            details: "missing_host_header".into(),
+            grpc_status: None,
+        }
+    }
+
     /// 403 for an upgrade the route or HCM does not allow.
     pub fn upgrade_failed() -> Self {
         LocalReply {

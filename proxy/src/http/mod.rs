@@ -10,6 +10,7 @@ pub mod fault;
 pub mod grpc_stats;
 pub mod head_deadline;
 pub mod headers;
+pub mod http10;
 pub mod local_reply;
 pub mod metadata;
 pub mod mirror;

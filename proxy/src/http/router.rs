@@ -188,6 +188,27 @@ fn rewrite_path(f: &Forward, route: &Route, path_and_query: &str) -> Option<Stri
     })
 }
 
+/// The request's route timeout: the route's, or for a gRPC request on a route with
+/// `max_grpc_timeout` the one its `grpc-timeout` header asks for, which then goes
+/// upstream as what the proxy allows (Envoy rewrites the header the same way).
+fn route_timeout(f: &Forward, headers: &mut http::HeaderMap) -> Option<Duration> {
+    let Some(g) = f.grpc_route_timeout.filter(|_| headers::is_grpc(headers)) else {
+        return f.timeout;
+    };
+    let requested = headers
+        .get(&headers::GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::config::route::parse_grpc_timeout);
+    let timeout = g.timeout(requested);
+    if let Some(t) = timeout {
+        let value = crate::config::route::format_grpc_timeout(t);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(headers::GRPC_TIMEOUT, v);
+        }
+    }
+    timeout
+}
+
 /// Forwards a request; always returns a response (upstream or local reply).
 pub async fn forward(
     ctx: RouteContext<'_>,
@@ -195,12 +216,17 @@ pub async fn forward(
     record: &mut Record,
 ) -> Result<Response<Body>, LocalReply> {
     let f = ctx.forward;
+    let no_cluster = || {
+        let mut reply = LocalReply::no_cluster();
+        reply.status = f.cluster_not_found;
+        reply
+    };
     let Some((cluster_name, weighted)) = ctx.cluster.clone() else {
-        return Err(LocalReply::no_cluster());
+        return Err(no_cluster());
     };
     record.upstream_cluster = Some(cluster_name.clone());
     let Some(cluster) = ctx.server.clusters.get(&cluster_name) else {
-        return Err(LocalReply::no_cluster());
+        return Err(no_cluster());
     };
     record.cluster_found(&cluster.config);
     let Some(request_slot) = cluster.resources.requests.try_acquire() else {
@@ -225,7 +251,8 @@ pub async fn forward(
     let upgrade = req.headers().get(http::header::UPGRADE).is_some();
     headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     req.headers_mut().remove(http::header::EXPECT);
-    if let Some(t) = f.timeout {
+    let route_timeout = route_timeout(f, req.headers_mut());
+    if let Some(t) = route_timeout {
         if !ctx.suppress_envoy_headers {
             req.headers_mut().insert(
                 headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
@@ -282,7 +309,7 @@ pub async fn forward(
             body: body.clone(),
             authority,
             downstream_h2,
-            timeout: f.timeout,
+            timeout: route_timeout,
         };
         mirror::start(ctx.server, mirrors, original);
     }
@@ -296,7 +323,7 @@ pub async fn forward(
     let mut parts = Some(parts);
     let now = tokio::time::Instant::now();
     let started = now.into_std();
-    let deadline = f.timeout.map(|t| now + t);
+    let deadline = route_timeout.map(|t| now + t);
     // The route timeout's timer, armed at most once: it limits the wait for the response
     // head and then goes with the body.
     let mut route_timer = deadline.map(LazyTimer::at);

@@ -2,11 +2,13 @@
 //! the workload identity they share ([`workload`]), the HTTP metadata exchange filter
 //! ([`peer_metadata`]), the `istio.stats` filter that reports Istio's standard metrics
 //! ([`stats`]) with the CEL ([`cel`]) and attributes ([`attributes`]) its dimensions
-//! read, and the `istio.alpn` filter ([`alpn`]).
+//! read, the `istio.alpn` filter ([`alpn`]), and the null-VM Wasm forms older istiods
+//! sent for the exchange and stats filters ([`null_vm`]).
 
 pub mod alpn;
 pub mod attributes;
 pub mod cel;
+pub mod null_vm;
 pub mod peer_metadata;
 pub mod stats;
 pub mod tcp_exchange;

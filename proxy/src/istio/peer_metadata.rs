@@ -50,45 +50,16 @@ pub struct PeerMetadataConfig {
     pub by_direction: bool,
 }
 
-/// The Wasm filter type name istiod used for the older form.
-pub const WASM_TYPE_NAME: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
-/// The null-VM plugin that form names.
-const LEGACY_PLUGIN: &str = "envoy.wasm.metadata_exchange";
-
-/// Translates an `envoy.filters.http.wasm` config: only the null-VM metadata exchange
-/// plugin Istio ships is supported (its `max_peer_cache_size` setting only sizes a
-/// cache); any other Wasm module is refused.
-pub fn translate_wasm(bytes: &[u8], path: &str) -> Result<PeerMetadataConfig> {
-    use xds_client::proto::envoy::config::core::v3::{async_data_source, data_source};
-    use xds_client::proto::envoy::extensions::filters::http::wasm::v3::Wasm;
-    use xds_client::proto::envoy::extensions::wasm::v3::plugin_config::Vm;
-    let w = Wasm::decode(bytes).map_err(|e| ConfigError::at(path, e.to_string()))?;
-    let vm = w
-        .config
-        .as_ref()
-        .and_then(|c| c.vm.as_ref().map(|Vm::VmConfig(v)| v));
-    let code = vm.and_then(|v| match v.code.as_ref()?.specifier.as_ref()? {
-        async_data_source::Specifier::Local(d) => match d.specifier.as_ref()? {
-            data_source::Specifier::InlineString(s) => Some(s.as_str()),
-            _ => None,
-        },
-        _ => None,
-    });
-    if vm.map(|v| v.runtime.as_str()) != Some("envoy.wasm.runtime.null")
-        || code != Some(LEGACY_PLUGIN)
-    {
-        return Err(ConfigError::at(
-            join(path, "config.vm_config"),
-            format!("Wasm modules are not supported; only the null-VM {LEGACY_PLUGIN} plugin is"),
-        ));
-    }
-    Ok(PeerMetadataConfig {
-        by_direction: true,
-        ..Default::default()
-    })
-}
-
 impl PeerMetadataConfig {
+    /// Istio's older form (the null-VM `envoy.wasm.metadata_exchange` plugin, see
+    /// [`super::null_vm`]), which takes its behaviour from the listener's direction.
+    pub fn by_direction() -> Self {
+        PeerMetadataConfig {
+            by_direction: true,
+            ..Default::default()
+        }
+    }
+
     /// The concrete config on a listener of the given direction (the older form
     /// depends on it; the newer one does not).
     pub fn for_direction(self: &Arc<Self>, inbound: bool, outbound: bool) -> Arc<Self> {
@@ -351,16 +322,8 @@ mod tests {
     }
 
     #[test]
-    fn only_the_null_vm_exchange_plugin_is_accepted() {
-        let wasm = |code: &str| {
-            let json = serde_json::json!({"config": {"vm_config": {
-                "runtime": "envoy.wasm.runtime.null",
-                "code": {"local": {"inline_string": code}}}}});
-            let w: xds_client::proto::envoy::extensions::filters::http::wasm::v3::Wasm =
-                xds_client::json::decode(json, WASM_TYPE_NAME, false).unwrap();
-            translate_wasm(&w.encode_to_vec(), "f")
-        };
-        let legacy = Arc::new(wasm("envoy.wasm.metadata_exchange").unwrap());
+    fn the_older_form_follows_the_listener_direction() {
+        let legacy = Arc::new(PeerMetadataConfig::by_direction());
         let inbound = legacy.for_direction(true, false);
         assert!(
             inbound.upstream_propagation.is_empty() && !inbound.downstream_propagation.is_empty()
@@ -369,8 +332,6 @@ mod tests {
         assert!(
             !outbound.upstream_propagation.is_empty() && outbound.downstream_propagation.is_empty()
         );
-        let e = wasm("envoy.wasm.stats").unwrap_err();
-        assert!(e.to_string().contains("f.config.vm_config"), "{e}");
     }
 
     #[test]

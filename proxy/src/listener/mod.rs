@@ -282,12 +282,13 @@ impl ActiveListener {
         })
     }
 
-    /// Whether every chain's TLS secrets are present (SDS dependencies warm the listener).
+    /// Whether every chain's TLS secrets are present, or were rejected (SDS dependencies
+    /// warm the listener).
     pub fn warmed(&self) -> bool {
         self.chains
             .iter()
             .chain(self.default_chain.iter())
-            .all(|c| c.tls.as_ref().is_none_or(|t| t.ready()))
+            .all(|c| c.tls.as_ref().is_none_or(|t| t.settled()))
     }
 }
 
@@ -309,9 +310,25 @@ impl BoundSocket {
     }
 }
 
-/// Binds a listener's address (SO_REUSEADDR, non-blocking, dual-stack for `::`);
-/// `transparent` sets IP_TRANSPARENT so TPROXY'd connections are accepted.
-pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket> {
+/// A listener's bound sockets: one for its address, then one per additional address.
+pub struct ListenerSockets(pub Vec<BoundSocket>);
+
+/// Binds every address of a listener (see [`bind`]).
+pub fn bind_listener(config: &ListenerConfig) -> std::io::Result<ListenerSockets> {
+    config
+        .addresses()
+        .map(|a| {
+            bind(a, config.transparent, config.ipv6_only.contains(a))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{a}: {e}")))
+        })
+        .collect::<std::io::Result<_>>()
+        .map(ListenerSockets)
+}
+
+/// Binds a listener's address (SO_REUSEADDR, non-blocking; an IPv6 one accepts IPv4 too
+/// unless `ipv6_only`); `transparent` sets IP_TRANSPARENT so TPROXY'd connections are
+/// accepted.
+pub fn bind(address: &Address, transparent: bool, ipv6_only: bool) -> std::io::Result<BoundSocket> {
     match address {
         Address::Socket(a) => {
             let domain = if a.is_ipv4() {
@@ -322,7 +339,7 @@ pub fn bind(address: &Address, transparent: bool) -> std::io::Result<BoundSocket
             let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
             if a.is_ipv6() {
-                s.set_only_v6(false).ok();
+                s.set_only_v6(ipv6_only)?;
             }
             if transparent {
                 crate::upstream::source::set_transparent(&s, a.is_ipv6())?;
@@ -572,9 +589,10 @@ async fn handle(
         info.tls = true;
         info.alpn = conn.alpn_protocol().map(|a| a.to_vec());
         info.server_name = conn.server_name().map(str::to_string).or(info.server_name);
-        let leaf = conn.peer_certificates().and_then(|c| c.first());
-        info.peer_certificate =
-            leaf.map(|c| Arc::new(crate::http::client_cert::PeerCertificate::from_der(c)));
+        info.peer_certificate = conn
+            .peer_certificates()
+            .and_then(crate::http::client_cert::PeerCertificate::from_chain)
+            .map(Arc::new);
         info.local_uri_san = tls.local_uri_san();
         if chain.authn {
             // As `istio_authn`: only with a client certificate, the first `spiffe://`

@@ -2,7 +2,7 @@
 //! listener. Listeners reach workers as commands, so LDS can add one while they run;
 //! commands sent before the workers start wait in their queues.
 
-use super::{accept_loop, ActiveListener, BoundSocket};
+use super::{accept_loop, ActiveListener, BoundSocket, ListenerSockets};
 use crate::server::Server;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -30,14 +30,17 @@ impl Workers {
         }
     }
 
-    /// Makes every worker accept on `socket` for `listener` (each gets a duplicate fd).
+    /// Makes every worker accept on each of `sockets` for `listener` (each gets a
+    /// duplicate fd).
     pub fn accept(
         &self,
         listener: &Arc<ActiveListener>,
-        socket: &BoundSocket,
+        sockets: &ListenerSockets,
     ) -> std::io::Result<()> {
-        for tx in &self.senders {
-            let _ = tx.send(Command::Accept(listener.clone(), socket.try_clone()?));
+        for socket in &sockets.0 {
+            for tx in &self.senders {
+                let _ = tx.send(Command::Accept(listener.clone(), socket.try_clone()?));
+            }
         }
         Ok(())
     }

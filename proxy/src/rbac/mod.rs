@@ -4,6 +4,7 @@
 //! Istio's AuthorizationPolicies arrive as these filters on every inbound chain.
 
 pub mod translate;
+pub mod uri_template;
 
 use crate::config::common::{Cidr, StringMatch};
 use crate::config::route::HeaderMatch;
@@ -60,6 +61,9 @@ pub enum Rule {
     Header(String, HeaderMatch),
     /// The request path without its query (never matches on a connection).
     UrlPath(StringMatch),
+    /// The request path (without its query) matches a URI template (never matches on a
+    /// connection).
+    UriTemplate(uri_template::UriTemplate),
     /// The (original) destination address.
     DestinationIp(Cidr),
     /// The (original) destination port.
@@ -142,6 +146,7 @@ impl Rule {
                 let path = r.path.split(['?', '#']).next().unwrap_or_default();
                 m.matches(path)
             }),
+            Rule::UriTemplate(t) => s.request.as_ref().is_some_and(|r| t.matches(r.path)),
             Rule::DestinationIp(c) => ip_in(c, conn.local.map(|a| a.ip())),
             Rule::DestinationPort(p) => conn.local.is_some_and(|a| a.port() == *p),
             Rule::DestinationPortRange(start, end) => conn

@@ -196,10 +196,35 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Rule> {
         }
         #[allow(deprecated)]
         Some(R::Metadata(m)) => Rule::Metadata(metadata_matcher(m, &at("metadata"))?),
-        Some(R::Matcher(_) | R::UriTemplate(_) | R::SourcedMetadata(_)) | None => {
-            return Err(unsupported(path))
-        }
+        Some(R::UriTemplate(t)) => uri_template(t, &at("uri_template"))?,
+        Some(R::Matcher(_) | R::SourcedMetadata(_)) | None => return Err(unsupported(path)),
     })
+}
+
+/// A `uri_template` permission: Envoy's URI template path matcher extension.
+fn uri_template(
+    ext: &xds_client::proto::envoy::config::core::v3::TypedExtensionConfig,
+    path: &str,
+) -> Result<Rule> {
+    use super::uri_template::{UriTemplate, TYPE_NAME};
+    use xds_client::proto::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
+    let tp = join(path, "typed_config");
+    let any = ext
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&tp, "typed_config is required"))?;
+    if xds_client::descriptors::type_name_of_url(&any.type_url) != TYPE_NAME {
+        return Err(ConfigError::at(
+            &tp,
+            format!("unsupported path matcher {}", any.type_url),
+        ));
+    }
+    let c = UriTemplateMatchConfig::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
+    Ok(Rule::UriTemplate(UriTemplate::parse(
+        &c.path_template,
+        &join(&tp, "path_template"),
+    )?))
 }
 
 fn principal(p: &pb::Principal, path: &str) -> Result<Rule> {

@@ -61,7 +61,7 @@ pub fn text(store: &Store, sel: &Selection) -> String {
         }
         match &e.kind {
             StatKind::Counter(c) => writeln!(out, "{name}: {}", c.value()),
-            StatKind::Gauge(g) => writeln!(out, "{name}: {}", g.value()),
+            StatKind::Gauge(g) => writeln!(out, "{name}: {}", g.shown()),
             StatKind::Histogram(h) => {
                 let (counts, total, _) = h.snapshot();
                 if total == 0 {
@@ -92,7 +92,7 @@ pub fn json(store: &Store, sel: &Selection) -> serde_json::Value {
             StatKind::Counter(c) => {
                 stats.push(serde_json::json!({"name": name, "value": c.value()}))
             }
-            StatKind::Gauge(g) => stats.push(serde_json::json!({"name": name, "value": g.value()})),
+            StatKind::Gauge(g) => stats.push(serde_json::json!({"name": name, "value": g.shown()})),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();
                 let buckets: Vec<_> = h
@@ -170,7 +170,7 @@ pub fn prometheus(store: &Store, sel: &Selection) -> String {
             StatKind::Gauge(g) => gauges.entry(metric.clone()).or_default().push(format!(
                 "{metric}{} {}",
                 labels(&tags, None),
-                g.value()
+                g.shown()
             )),
             StatKind::Histogram(h) => {
                 let (counts, total, sum) = h.snapshot();

@@ -63,6 +63,12 @@ impl Gauge {
     pub fn value(&self) -> i64 {
         self.value.load(Ordering::Relaxed)
     }
+
+    /// The value as the admin API shows it: Envoy's gauges are unsigned 64-bit, and an
+    /// unlimited circuit breaker's `remaining_cx_pools` is 2^64-1.
+    pub fn shown(&self) -> u64 {
+        self.value() as u64
+    }
 }
 
 /// A histogram over fixed bucket bounds ([`super::DEFAULT_BUCKETS`] unless the

@@ -6,7 +6,7 @@ use super::lb::{Balancer, HostSet, LbContext};
 use super::outlier::monitor::Outcome;
 use super::outlier::Detector;
 use super::priority::{Priorities, Ranked, SplitPolicy};
-use super::resources::{Resource, Resources};
+use super::resources::Resources;
 use crate::config::cluster::{ClusterConfig, LbPolicy, Locality};
 use crate::config::common::Address;
 use crate::stats::{Counter, Gauge, Histogram, Scope};
@@ -301,7 +301,6 @@ impl Cluster {
             _ => None,
         };
         let scope = root.tagged("cluster", "envoy_cluster_name", config.stat_name());
-        let t = config.thresholds;
         let outlier = config
             .outlier
             .as_ref()
@@ -312,13 +311,7 @@ impl Cluster {
             zone: std::sync::OnceLock::new(),
             health_updates: Mutex::new(HealthUpdates::default()),
             update_counts,
-            resources: Resources {
-                connections: Resource::new(t.max_connections),
-                pending: Resource::new(t.max_pending_requests),
-                requests: Resource::new(t.max_requests),
-                retries: Resource::new(t.max_retries),
-                retry_budget: t.retry_budget,
-            },
+            resources: Resources::new(&config.thresholds),
             stats: std::sync::OnceLock::new(),
             scope,
             host_count: std::sync::atomic::AtomicI64::new(0),
@@ -423,7 +416,7 @@ impl Cluster {
         &self.scope
     }
 
-    /// The cluster's stats, created on first use.
+    /// The cluster's stats (its circuit-breaker gauges with them), created on first use.
     pub fn stats(&self) -> &ClusterStats {
         self.stats.get_or_init(|| {
             // Boxed: 36 stats inline would cost every idle cluster about 300 bytes.
@@ -437,6 +430,10 @@ impl Cluster {
                     .filter(|r| r.healthy && r.host.in_service())
                     .count() as i64,
             );
+            // The circuit-breaker gauges come with the other stats: an idle cluster
+            // carries none.
+            self.resources
+                .attach_stats(&self.scope, &self.config.high_thresholds());
             stats
         })
     }

@@ -183,6 +183,8 @@ pub struct HostPool {
     tls_cache: Mutex<Option<(usize, Arc<rustls::ClientConfig>)>>,
     state: Mutex<State>,
     freed: tokio::sync::Notify,
+    /// The pool's place in the cluster's count of pools (`remaining_cx_pools`).
+    _counted: Option<Slot>,
 }
 
 /// Identity of a pool: cluster (by pointer), host address, protocol, ALPN override (by
@@ -234,6 +236,7 @@ pub fn for_host(
         tls_cache: Mutex::new(None),
         state: Mutex::default(),
         freed: tokio::sync::Notify::new(),
+        _counted: cluster.resources.pools.try_acquire(),
     });
     POOLS.with(|p| {
         let mut pools = p.borrow_mut();

@@ -23,6 +23,10 @@ pub struct ClusterState {
     pub warming: BTreeMap<String, Arc<Cluster>>,
     /// The last assignment of each EDS service name.
     pub assignments: HashMap<String, (Arc<Assignment>, Applied)>,
+    /// EDS service names whose assignment was rejected: their clusters stop waiting for
+    /// it and serve without hosts until a good one comes (Envoy lets startup go on past a
+    /// bad configuration).
+    pub rejected: HashSet<String>,
 }
 
 impl ClusterState {
@@ -33,17 +37,23 @@ impl ClusterState {
                 c.config
                     .eds_service_name
                     .as_ref()
-                    .is_none_or(|s| self.assignments.contains_key(s))
+                    .is_none_or(|s| self.eds_answered(s))
             })
     }
 
-    /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets.
+    /// Whether EDS answered for `service`: with an assignment, or a rejected one.
+    fn eds_answered(&self, service: &str) -> bool {
+        self.assignments.contains_key(service) || self.rejected.contains(service)
+    }
+
+    /// Whether a cluster has what it waits for: its assignment (EDS) and its secrets (or
+    /// their rejections).
     fn ready(&self, c: &Cluster) -> bool {
         c.config
             .eds_service_name
             .as_ref()
-            .is_none_or(|s| self.assignments.contains_key(s))
-            && c.config.tls.as_ref().is_none_or(|t| t.tls.ready())
+            .is_none_or(|s| self.eds_answered(s))
+            && c.config.tls.as_ref().is_none_or(|t| t.tls.settled())
     }
 
     /// Shows how many clusters warm (`cluster_manager.warming_clusters`).
@@ -230,6 +240,7 @@ pub fn apply_eds(server: &Server, st: &mut ClusterState, update: &Update) -> Vec
                 for c in users(&by_service, &st.warming, &e.name) {
                     c.count_eds_update(false);
                 }
+                st.rejected.insert(e.name.clone());
                 rejected.push(e);
                 continue;
             }

@@ -290,8 +290,8 @@ pub fn count(server: &crate::server::Server, uses: &[Dependency], name: &str, ev
 }
 
 /// Whether a listener with `deps` must still wait for one of them.
-pub fn waits(deps: &[Dependency], st: &ExtensionState) -> bool {
-    deps.iter()
+pub fn waits<'a>(deps: impl IntoIterator<Item = &'a Dependency>, st: &ExtensionState) -> bool {
+    deps.into_iter()
         .any(|d| !(st.has(&d.name) || d.has_default && d.without_warming))
 }
 

@@ -5,12 +5,11 @@
 
 use super::extensions;
 use super::resource::{self, Applied};
-use crate::config::common::Address;
 use crate::config::listener::{self, ListenerConfig, Terminal};
 use crate::config::rds::{RdsSlot, Routes};
 use crate::config::route::{self, RouteConfig};
 use crate::config::source::XdsSource;
-use crate::listener::{ActiveListener, BoundSocket};
+use crate::listener::{ActiveListener, ListenerSockets};
 use crate::server::Server;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +22,7 @@ pub struct Entry {
     /// The listener.
     pub listener: Arc<ActiveListener>,
     /// Its bound socket (shared with the listener that replaces it on the same address).
-    socket: Option<Arc<BoundSocket>>,
+    socket: Option<Arc<ListenerSockets>>,
     /// The RDS slots of its HTTP connection managers.
     slots: Vec<Arc<RdsSlot>>,
     /// Its filter chains as received (then the default chain), to tell which chains an
@@ -41,7 +40,7 @@ pub struct Entry {
 
 impl Entry {
     fn warm(&self) -> bool {
-        !self.awaits_extension && self.slots.iter().all(|s| s.is_filled()) && self.listener.warmed()
+        !self.awaits_extension && self.slots.iter().all(|s| s.answered()) && self.listener.warmed()
     }
 
     /// How long it may warm: the longest initial fetch timeout of its routes and secrets;
@@ -251,10 +250,14 @@ fn slots(config: &ListenerConfig) -> Vec<Arc<RdsSlot>> {
         .collect()
 }
 
-/// Another listener (static, active or warming, of another name) already holding
-/// `address` on a bound port.
-fn address_taken(server: &Server, st: &ListenerState, name: &str, address: &Address) -> bool {
-    let same = |c: &ListenerConfig| c.name != name && c.bind_to_port && c.address == *address;
+/// Another listener (static, active or warming, of another name) already holding one of
+/// `config`'s addresses on a bound port.
+fn address_taken(server: &Server, st: &ListenerState, name: &str, config: &ListenerConfig) -> bool {
+    let same = |c: &ListenerConfig| {
+        c.name != name
+            && c.bind_to_port
+            && c.addresses().any(|a| config.addresses().any(|b| a == b))
+    };
     server.bootstrap.listeners.iter().any(|c| same(c))
         || st
             .active
@@ -268,7 +271,7 @@ fn address_taken(server: &Server, st: &ListenerState, name: &str, address: &Addr
 fn socket_for(
     st: &ListenerState,
     config: &ListenerConfig,
-) -> std::io::Result<Option<Arc<BoundSocket>>> {
+) -> std::io::Result<Option<Arc<ListenerSockets>>> {
     if !config.bind_to_port {
         return Ok(None);
     }
@@ -277,14 +280,15 @@ fn socket_for(
         .get(&config.name)
         .or_else(|| st.active.get(&config.name))
         .filter(|e| {
-            e.listener.config.address == config.address
+            e.listener.config.addresses().eq(config.addresses())
+                && e.listener.config.ipv6_only == config.ipv6_only
                 && e.listener.config.transparent == config.transparent
         })
         .and_then(|e| e.socket.clone());
     if let Some(s) = previous {
         return Ok(Some(s));
     }
-    crate::listener::bind(&config.address, config.transparent).map(|s| Some(Arc::new(s)))
+    crate::listener::bind_listener(config).map(|s| Some(Arc::new(s)))
 }
 
 /// Applies an LDS response (`secrets`: the static and SDS secrets known now); returns the
@@ -391,7 +395,7 @@ fn stage(
 ) -> Result<(), String> {
     let deps = extensions::dependencies(&proto).map_err(|e| e.to_string())?;
     let config = translate_now(st, &proto, &deps, secrets)?;
-    if config.bind_to_port && address_taken(server, st, name, &config.address) {
+    if config.bind_to_port && address_taken(server, st, name, &config) {
         return Err(format!(
             "error adding listener '{}': has duplicate address '{}' as existing listener",
             name, config.address
@@ -479,6 +483,16 @@ pub fn apply_ecds(
         }
     }
     rebuild_users(server, st, &changed, secrets);
+    // As Envoy's init target is ready after a rejection, a listener stops waiting for a
+    // config that was rejected (its filter serves without one, or with its default).
+    let failed: HashSet<&str> = rejected.iter().map(|r| r.name.as_str()).collect();
+    for e in st.warming.values_mut().filter(|e| e.awaits_extension) {
+        let pending = e
+            .extensions
+            .iter()
+            .filter(|d| !failed.contains(d.name.as_str()));
+        e.awaits_extension = extensions::waits(pending, &st.extensions);
+    }
     st.promote(server, false);
     rejected
 }
@@ -597,6 +611,11 @@ pub fn apply_rds(server: &Server, st: &mut ListenerState, update: &Update) -> Ve
             Ok((name, routes)) => (name, Arc::new(routes)),
             Err(e) => {
                 count_rds_update(server, st, &e.name, false);
+                for entry in st.active.values().chain(st.warming.values()) {
+                    for s in entry.slots.iter().filter(|s| s.name == e.name) {
+                        s.reject();
+                    }
+                }
                 rejected.push(e);
                 continue;
             }

@@ -34,6 +34,13 @@ impl Context {
             Context::Client(t) => t.tls.uses(name),
         }
     }
+
+    fn reject(&self) {
+        match self {
+            Context::Server(t) => t.reject(),
+            Context::Client(t) => t.tls.reject(),
+        }
+    }
 }
 
 /// A rebuilt config waiting to be installed.
@@ -167,6 +174,12 @@ pub fn apply_sds(server: &Server, st: &mut super::State, update: &Update) -> Vec
                 rejected.push(resource::rejected(&name, e));
             }
         }
+    }
+    // A rejected secret ends the wait of the contexts that need it.
+    for r in &rejected {
+        all.iter()
+            .filter(|c| c.uses(&r.name))
+            .for_each(Context::reject);
     }
     rejected
 }
