@@ -103,14 +103,39 @@ impl TcpProxy {
         &clusters[0].0
     }
 
-    /// Proxies one downstream connection.
+    /// Logs a connection an earlier network filter closed (network RBAC), as Envoy's
+    /// proxy logs it, with the filter's termination `details`; returns the record. Envoy
+    /// has connected upstream by then (its RBAC decides on the first bytes): this record
+    /// has no upstream host.
+    pub fn closed_by_filter(
+        &self,
+        server: &Server,
+        info: &ConnectionInfo,
+        details: String,
+    ) -> Record {
+        let mut record = info.record();
+        record.downstream_remote = info.remote;
+        let cluster_name = self.pick_cluster();
+        if let Some(cluster) = server.clusters.get(cluster_name) {
+            record.cluster_found(&cluster.config);
+        }
+        record.upstream_cluster = Some(cluster_name.into());
+        record.connection_termination_details = Some(details.into());
+        for l in &self.access_logs {
+            l.log(&record);
+        }
+        record
+    }
+
+    /// Proxies one downstream connection; returns its record (the listener-level access
+    /// log writes it too).
     pub async fn serve(
         self: Arc<Self>,
         server: Arc<Server>,
         downstream: BoxIo,
         downstream_buffer_limit: usize,
         info: ConnectionInfo,
-    ) {
+    ) -> Record {
         self.cx_total.inc();
         let started = Instant::now();
         let mut record = info.record();
@@ -132,6 +157,7 @@ impl TcpProxy {
                 record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
             }
             Some(cluster) => {
+                record.cluster_found(&cluster.config);
                 let mut upstream = None;
                 for _ in 0..self.config.max_connect_attempts {
                     let Some(host) = cluster.pick(&LbContext {
@@ -147,6 +173,7 @@ impl TcpProxy {
                         break;
                     };
                     record.upstream_host = Some(host.address_string.clone());
+                    record.attempt_count += 1;
                     let tls = cluster.client_tls(&host);
                     cluster.stats().cx_total.inc();
                     match connect::connect(&cluster, &host, tls, info.upstream_source).await {
@@ -161,7 +188,10 @@ impl TcpProxy {
                         Err(e) => {
                             cluster.report(&host, Outcome::ConnectFailed);
                             cluster.stats().cx_connect_fail.inc();
-                            record.upstream_failure = Some(e.to_string());
+                            // A connect timeout has no transport failure reason in Envoy.
+                            record.upstream_failure =
+                                (!matches!(e, connect::ConnectError::Timeout))
+                                    .then(|| e.to_string());
                         }
                     }
                 }
@@ -195,9 +225,13 @@ impl TcpProxy {
                     }
                     None if record.flags.is_empty() => {
                         self.connect_attempts_exceeded.inc();
+                        // Every attempt failed to connect (`UF`) and none is left (`URX`).
                         record
                             .flags
                             .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                        record
+                            .flags
+                            .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     }
                     None => {}
                 }
@@ -222,6 +256,7 @@ impl TcpProxy {
         for l in &self.access_logs {
             l.log(&record);
         }
+        record
     }
 
     /// Reports the bytes of a live connection to the Istio metrics filters every

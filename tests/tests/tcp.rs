@@ -84,7 +84,7 @@ fn tcp_connect_failure_closes_and_logs_uf() {
     });
     assert_eq!(
         std::fs::read_to_string(&log).unwrap().trim(),
-        "UF delayed connect error: Connection refused"
+        "UF,URX delayed_connect_error:_Connection_refused"
     );
     assert_eq!(p.stat("cluster.dead.upstream_cx_connect_fail"), Some(3));
 }

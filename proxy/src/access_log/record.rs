@@ -65,6 +65,19 @@ impl ResponseFlags {
     pub fn is_empty(&self) -> bool {
         self.0 == 0
     }
+
+    /// Whether any of `other` is set.
+    pub fn intersects(&self, other: ResponseFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The flag Envoy names `short` (`NR`, `UF`, ...).
+    pub fn from_short(short: &str) -> Option<ResponseFlags> {
+        Self::TABLE
+            .iter()
+            .find(|(_, s)| *s == short)
+            .map(|(f, _)| *f)
+    }
 }
 
 impl std::fmt::Display for ResponseFlags {
@@ -115,16 +128,26 @@ pub struct Record {
     pub response_code_details: std::borrow::Cow<'static, str>,
     /// Response flags.
     pub flags: ResponseFlags,
+    /// Why the connection was closed, when a filter closed it
+    /// (`%CONNECTION_TERMINATION_DETAILS%`).
+    pub connection_termination_details: Option<std::borrow::Cow<'static, str>>,
     /// Downstream body bytes received.
     pub bytes_received: u64,
     /// Downstream body bytes sent.
     pub bytes_sent: u64,
     /// `HTTP/1.1`, `HTTP/2`, or empty for TCP.
     pub protocol: &'static str,
+    /// The protocol of the upstream exchange that answered (`HTTP/1.1`, `HTTP/2`), empty
+    /// when none did.
+    pub upstream_protocol: &'static str,
     /// Upstream host address.
     pub upstream_host: Option<Arc<str>>,
     /// Upstream cluster name.
     pub upstream_cluster: Option<Arc<str>>,
+    /// Whether that cluster exists: Envoy logs no cluster when it does not (`NC`).
+    pub upstream_cluster_found: bool,
+    /// The cluster's `alt_stat_name`, which `%UPSTREAM_CLUSTER%` logs when set.
+    pub upstream_cluster_alt: Option<Arc<str>>,
     /// Upstream local address.
     pub upstream_local: Option<SocketAddr>,
     /// Upstream transport failure reason.
@@ -169,6 +192,55 @@ impl Record {
         [&self.response_trailers, &self.response_headers]
             .iter()
             .find_map(|h| h.get("grpc-status").and_then(|v| v.to_str().ok()))
+    }
+
+    /// The upstream cluster was found: its observability name is known.
+    pub fn cluster_found(&mut self, config: &crate::config::cluster::ClusterConfig) {
+        self.upstream_cluster_found = true;
+        self.upstream_cluster_alt = config.alt_stat_name.as_deref().map(Arc::from);
+    }
+
+    /// A request header as Envoy's header map holds it: pseudo-headers by name, `host`
+    /// as `:authority`, several values comma-joined.
+    pub fn request_header(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match name {
+            ":method" => self.method.as_ref().map(|m| Cow::Borrowed(m.as_str())),
+            ":path" => self.path.as_deref().map(Cow::Borrowed),
+            ":authority" | "host" => self.authority.as_deref().map(Cow::Borrowed),
+            ":scheme" => self.scheme.map(Cow::Borrowed),
+            _ => crate::http::route_match::joined_header(&self.request_headers, name),
+        }
+    }
+
+    /// The gRPC status Envoy's `%GRPC_STATUS_NUMBER%` logs: only for a gRPC request, from
+    /// `grpc-status`, else mapped from the HTTP status (as `Grpc::Utility::httpToGrpcStatus`).
+    pub fn grpc_status_code(&self) -> Option<u32> {
+        let grpc = self
+            .request_headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            return None;
+        }
+        self.grpc_status_or_mapped()
+    }
+
+    /// The stream's gRPC status: `grpc-status` from the trailers or headers, else the
+    /// HTTP status mapped as Envoy maps it; `None` when no response was sent.
+    pub fn grpc_status_or_mapped(&self) -> Option<u32> {
+        if let Some(s) = self.grpc_status().and_then(|s| s.parse::<u32>().ok()) {
+            return Some(s);
+        }
+        Some(match self.response_code {
+            0 => return None,
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502..=504 => 14,
+            _ => 2,
+        })
     }
 
     /// The request headers' size as Envoy counts it (`byteSize`: every name and value,
@@ -226,11 +298,15 @@ impl Record {
             response_code: 0,
             response_code_details: std::borrow::Cow::Borrowed(""),
             flags: ResponseFlags::default(),
+            connection_termination_details: None,
             bytes_received: 0,
             bytes_sent: 0,
             protocol: "",
+            upstream_protocol: "",
             upstream_host: None,
             upstream_cluster: None,
+            upstream_cluster_found: false,
+            upstream_cluster_alt: None,
             upstream_local: None,
             upstream_failure: None,
             downstream_remote: None,

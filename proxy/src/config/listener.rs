@@ -225,6 +225,9 @@ pub struct ListenerConfig {
     pub inbound: bool,
     /// `traffic_direction: OUTBOUND` (Istio's filters report as the client side).
     pub outbound: bool,
+    /// Listener-level access logs, written when a connection ends (istiod's logs the
+    /// connections no filter chain matched, `NR`).
+    pub access_logs: Vec<super::access_log::AccessLogConfig>,
 }
 
 impl ListenerConfig {
@@ -363,6 +366,7 @@ pub fn translate(l: &listener::Listener, secrets: &Secrets, path: &str) -> Resul
             .unwrap_or(1024 * 1024),
         inbound: l.traffic_direction == 1,
         outbound: l.traffic_direction == 2,
+        access_logs: super::access_log::translate_all(&l.access_log, &join(path, "access_log"))?,
     })
 }
 

@@ -7,6 +7,7 @@
 #![allow(deprecated)]
 
 pub mod access_log;
+pub mod access_log_filter;
 pub mod bootstrap;
 pub mod check;
 pub mod cluster;

@@ -701,6 +701,24 @@ fn route_matcher(m: &route::RouteMatch, path: &str) -> Result<RouteMatcher> {
     })
 }
 
+/// Translates a `HeaderMatcher` that may name a pseudo-header (RBAC, access-log
+/// filters): the condition is compiled under a placeholder name (header maps cannot name
+/// `:method`) and the header is read by the returned (lower-case) name.
+pub(crate) fn any_header_match(
+    h: &route::HeaderMatcher,
+    path: &str,
+) -> Result<(String, HeaderMatch)> {
+    let name = h.name.to_ascii_lowercase();
+    let condition = if name.starts_with(':') {
+        let mut placeholder = h.clone();
+        placeholder.name = "x-pseudo-header".into();
+        header_match(&placeholder, path)?
+    } else {
+        header_match(h, path)?
+    };
+    Ok((name, condition))
+}
+
 /// Translates one `HeaderMatcher` (routes and the fault filter share Envoy's semantics).
 pub(crate) fn header_match(h: &route::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
     use route::header_matcher::HeaderMatchSpecifier as S;

@@ -157,6 +157,10 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.config.core.v3.TcpKeepalive", ["keepalive_probes", "keepalive_time", "keepalive_interval"]),
     msg!("envoy.config.core.v3.SubstitutionFormatString", [
         "text_format", "json_format", "text_format_source", "omit_empty_values", "content_type",
+        "json_format_options", "formatters",
+    ]),
+    msg!("envoy.config.core.v3.JsonFormatOptions", [
+        "sort_properties" = "deprecated in Envoy 1.40, where JSON keys always come out sorted, as here",
     ]),
     // --- listeners ---------------------------------------------------------------------
     msg!("envoy.config.listener.v3.Listener", [
@@ -164,7 +168,7 @@ pub const MESSAGES: &[MessageSupport] = &[
         "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst",
         "bind_to_port", "per_connection_buffer_limit_bytes", "stat_prefix",
         "ignore_global_conn_limit", "bypass_overload_manager", "traffic_direction", "metadata",
-        "transparent", "deprecated_v1", "additional_addresses",
+        "transparent", "deprecated_v1", "additional_addresses", "access_log",
     ]),
     msg!("envoy.config.listener.v3.AdditionalAddress", ["address"]),
     msg!("envoy.config.listener.v3.Listener.DeprecatedV1", ["bind_to_port"]),
@@ -563,7 +567,29 @@ pub const MESSAGES: &[MessageSupport] = &[
     msg!("envoy.extensions.transport_sockets.tls.v3.Secret", ["name", "tls_certificate", "validation_context"]),
     msg!("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", []),
     // --- access logs ---------------------------------------------------------------------
-    msg!("envoy.config.accesslog.v3.AccessLog", ["name", "typed_config"]),
+    msg!("envoy.config.accesslog.v3.AccessLog", ["name", "typed_config", "filter"]),
+    msg!("envoy.config.accesslog.v3.AccessLogFilter", [
+        "status_code_filter", "duration_filter", "not_health_check_filter", "traceable_filter",
+        "runtime_filter", "and_filter", "or_filter", "header_filter", "response_flag_filter",
+        "grpc_status_filter",
+    ]),
+    msg!("envoy.config.accesslog.v3.StatusCodeFilter", ["comparison"]),
+    msg!("envoy.config.accesslog.v3.DurationFilter", ["comparison"]),
+    msg!("envoy.config.accesslog.v3.ComparisonFilter", ["op", "value"]),
+    msg!("envoy.config.core.v3.RuntimeUInt32", ["default_value", "runtime_key"]),
+    msg!("envoy.config.accesslog.v3.NotHealthCheckFilter", []),
+    msg!("envoy.config.accesslog.v3.TraceableFilter", []),
+    msg!("envoy.config.accesslog.v3.RuntimeFilter", ["runtime_key", "percent_sampled", "use_independent_randomness"]),
+    msg!("envoy.config.accesslog.v3.AndFilter", ["filters"]),
+    msg!("envoy.config.accesslog.v3.OrFilter", ["filters"]),
+    msg!("envoy.config.accesslog.v3.HeaderFilter", ["header"]),
+    msg!("envoy.config.accesslog.v3.ResponseFlagFilter", ["flags"]),
+    msg!("envoy.config.accesslog.v3.GrpcStatusFilter", ["statuses", "exclude"]),
+    // Formatter extensions that only enable operators Envoy 1.40 has built in (istiod
+    // before 1.26 lists them on every mesh access log).
+    msg!("envoy.extensions.formatter.metadata.v3.Metadata", []),
+    msg!("envoy.extensions.formatter.cel.v3.Cel", []),
+    msg!("envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery", []),
     msg!("envoy.extensions.access_loggers.file.v3.FileAccessLog", ["path", "format", "json_format", "log_format"]),
     msg!("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", ["log_format"]),
     msg!("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", ["log_format"]),

@@ -158,6 +158,9 @@ pub struct HttpConnectionManager {
 
 /// Per-connection state shared by its requests.
 struct ConnState {
+    /// The protocol of the connection's first request (`HTTP/1.1` or `HTTP/2`), for the
+    /// listener-level access log.
+    protocol: std::sync::OnceLock<&'static str>,
     requests: AtomicU32,
     active: AtomicU32,
     last_active: std::sync::Mutex<Instant>,
@@ -314,8 +317,14 @@ impl HttpConnectionManager {
         }))
     }
 
-    /// Serves one downstream connection until it closes.
-    pub async fn serve(self: Arc<Self>, server: Arc<Server>, io: BoxIo, info: ConnectionInfo) {
+    /// Serves one downstream connection until it closes; returns its protocol (`None`
+    /// when no request came).
+    pub async fn serve(
+        self: Arc<Self>,
+        server: Arc<Server>,
+        io: BoxIo,
+        info: ConnectionInfo,
+    ) -> Option<&'static str> {
         let stats = &self.stats;
         stats.cx_total.inc();
         stats.cx_active.inc();
@@ -328,6 +337,7 @@ impl HttpConnectionManager {
         };
         let info = Arc::new(info);
         let state = Arc::new(ConnState {
+            protocol: std::sync::OnceLock::new(),
             requests: AtomicU32::new(0),
             active: AtomicU32::new(0),
             last_active: std::sync::Mutex::new(Instant::now()),
@@ -356,6 +366,10 @@ impl HttpConnectionManager {
             let info = info.clone();
             let st = st.clone();
             async move {
+                st.protocol.get_or_init(|| match req.version() {
+                    Version::HTTP_2 => "HTTP/2",
+                    _ => "HTTP/1.1",
+                });
                 let newest = this.newest();
                 Ok::<_, Infallible>(newest.handle(&server, &info, &st, n, req).await)
             }
@@ -436,6 +450,7 @@ impl HttpConnectionManager {
         }
         stats.cx_active.dec();
         stats.cx_destroy.inc();
+        state.protocol.get().copied()
     }
 
     async fn handle(

@@ -99,6 +99,15 @@ impl LocalReply {
         }
     }
 
+    /// The reply with the transport failure reason appended to its details, as Envoy
+    /// logs them (`...{remote_connection_failure|delayed_connect_error:_Connection_refused}`).
+    pub fn with_transport_failure(mut self, reason: &str) -> Self {
+        if let Some(open) = self.details.strip_suffix('}') {
+            self.details = format!("{open}|{}}}", reason.replace(' ', "_")).into();
+        }
+        self
+    }
+
     /// The same reset reply after retries: Envoy's body then says the reason is the
     /// latest one ("... retried and the latest reset reason: ...").
     pub fn after_retries(mut self) -> Self {

@@ -21,6 +21,14 @@ impl DynamicMetadata {
         }
     }
 
+    /// The keys and values of `filter`'s namespace, in the order they were set.
+    pub fn namespace<'a>(&'a self, filter: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter(move |(f, _, _)| f == filter)
+            .map(|(_, k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The value at `filter` / `key`.
     pub fn get(&self, filter: &str, key: &str) -> Option<&str> {
         self.0

@@ -78,21 +78,25 @@ pub struct RequestView<'a> {
 
 /// Whether the request headers satisfy one header condition (routes and the fault filter).
 pub(crate) fn header_matches(m: &HeaderMatch, headers: &HeaderMap) -> bool {
+    header_value_matches(m, joined_header(headers, m.name.as_str()).as_deref())
+}
+
+/// A header's value as Envoy matches it: several values comma-joined, `None` when absent.
+pub(crate) fn joined_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
     let values: Vec<&str> = headers
-        .get_all(&m.name)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let joined;
-    let value: Option<&str> = if values.is_empty() {
-        None
-    } else if values.len() == 1 {
-        Some(values[0])
-    } else {
-        joined = values.join(",");
-        Some(joined.as_str())
-    };
-    header_value_matches(m, value)
+    match values.as_slice() {
+        [] => None,
+        [one] => Some(Cow::Borrowed(one)),
+        many => Some(Cow::Owned(many.join(","))),
+    }
 }
 
 /// Whether a header's value (`None`: absent; several values already comma-joined)

@@ -228,6 +228,7 @@ pub async fn forward(
     let Some(cluster) = ctx.server.clusters.get(&cluster_name) else {
         return Err(no_cluster());
     };
+    record.cluster_found(&cluster.config);
     let Some(request_slot) = cluster.resources.requests.try_acquire() else {
         cluster.stats().rq_active_overflow.inc();
         return Err(LocalReply::overflow());
@@ -483,11 +484,19 @@ pub async fn forward(
                 let reply = match e {
                     SendError::Pool(PoolError::Overflow) => LocalReply::overflow(),
                     SendError::Pool(PoolError::Connect(c)) => {
-                        record.upstream_failure = Some(c.to_string());
-                        LocalReply::connect_failure(matches!(
-                            c,
-                            crate::upstream::connect::ConnectError::Timeout
-                        ))
+                        // A connect timeout has no transport failure reason in Envoy.
+                        match c {
+                            crate::upstream::connect::ConnectError::Timeout => {
+                                LocalReply::connect_failure(true)
+                            }
+                            _ => {
+                                let reason = c.to_string();
+                                let reply = LocalReply::connect_failure(false)
+                                    .with_transport_failure(&reason);
+                                record.upstream_failure = Some(reason);
+                                reply
+                            }
+                        }
                     }
                     SendError::Reset { .. } => {
                         cluster.stats().rq_rx_reset.inc();
@@ -554,6 +563,10 @@ pub async fn forward(
     record.upstream_host = Some(host.address_string.clone());
     cluster.record_upstream_identity(&host, record);
     record.upstream_local = local;
+    record.upstream_protocol = match resp.version() {
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
     let elapsed = started.elapsed();
     record.response_duration = Some(elapsed);
     cluster.stats().rq_time.record(elapsed.as_millis() as u64);

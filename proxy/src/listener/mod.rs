@@ -1,6 +1,7 @@
 //! Listeners: bound sockets, the per-worker accept loops, listener filters, filter-chain
 //! selection, downstream TLS, and the hand-off to the HTTP connection manager or TCP proxy.
 
+mod access_log;
 pub mod chain_match;
 pub mod drain;
 pub mod inspect;
@@ -129,6 +130,8 @@ pub struct ActiveListener {
     chains: Vec<ChainRuntime>,
     default_chain: Option<ChainRuntime>,
     retired: tokio::sync::watch::Sender<bool>,
+    /// Listener-level access logs.
+    access_logs: Vec<crate::access_log::writer::AccessLogger>,
 }
 
 impl ActiveListener {
@@ -200,7 +203,13 @@ impl ActiveListener {
             .map(build)
             .collect::<std::io::Result<Vec<_>>>()?;
         let default_chain = config.default_chain.as_ref().map(build).transpose()?;
+        let access_logs = config
+            .access_logs
+            .iter()
+            .map(|l| crate::access_log::writer::AccessLogger::start(l, flush))
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(ActiveListener {
+            access_logs,
             stats: ListenerStats {
                 cx_total: scope.counter("downstream_cx_total"),
                 cx_active: scope.gauge("downstream_cx_active"),
@@ -467,6 +476,7 @@ async fn handle(
         },
         ..Default::default()
     };
+    let mut log = access_log::ConnectionLog::start(&listener, &info);
     let mut facts = ConnectionFacts {
         transport_protocol: "raw_buffer",
         ..Default::default()
@@ -504,6 +514,7 @@ async fn handle(
                 .local
                 .and_then(|dst| server.listener_for_original_dst(dst, &listener))
             {
+                access_log::ConnectionLog::hand_off(&mut log, &target, &info);
                 listener = target;
                 hops += 1;
                 continue;
@@ -516,6 +527,9 @@ async fn handle(
     listener.stats.cx_total.inc();
     listener.stats.cx_active.inc();
     let _active = ActiveGuard(listener.clone());
+    if let Some(log) = &mut log {
+        log.connection(&info);
+    }
     facts.destination = info.local;
     facts.source = info.remote;
     facts.direct_source = info.direct_remote;
@@ -526,6 +540,9 @@ async fn handle(
         &facts,
     ) else {
         listener.stats.no_filter_chain_match.inc();
+        if let Some(log) = &mut log {
+            log.no_filter_chain();
+        }
         return;
     };
     let chain = match listener
@@ -588,6 +605,9 @@ async fn handle(
             });
         }
         io = Box::new(stream);
+        if let Some(log) = &mut log {
+            log.connection(&info);
+        }
     }
     if let Some(x) = &chain.exchange {
         (io, info.downstream_peer) = x.run(info.alpn.as_deref(), io).await;
@@ -599,20 +619,41 @@ async fn handle(
         metadata: None,
     };
     for (filter, stats) in &chain.rbac {
-        if crate::rbac::enforce(&filter.rules, stats, &subject)
-            .denied
-            .is_some()
-        {
+        if let Some(policy) = crate::rbac::enforce(&filter.rules, stats, &subject).denied {
             tracing::debug!(target: "rbac", "connection denied by RBAC");
+            let details = format!("rbac_access_denied_matched_policy[{policy}]");
+            let record = match &chain.terminal {
+                TerminalRuntime::Tcp(t) => {
+                    Some(t.closed_by_filter(&server, &info, details.clone()))
+                }
+                TerminalRuntime::Http(_) => None,
+            };
+            if let Some(log) = &mut log {
+                log.terminated(record, details);
+            }
             return;
         }
     }
     match &chain.terminal {
-        TerminalRuntime::Http(h) => h.clone().serve(server, io, info).await,
+        TerminalRuntime::Http(h) => match &mut log {
+            None => {
+                h.clone().serve(server, io, info).await;
+            }
+            Some(log) => {
+                let (received, sent) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+                let counted = crate::io::CountingIo::new(io, received.clone(), sent.clone());
+                let protocol = h.clone().serve(server, Box::new(counted), info).await;
+                log.served_by_http(protocol, received.value(), sent.value());
+            }
+        },
         TerminalRuntime::Tcp(t) => {
-            t.clone()
+            let record = t
+                .clone()
                 .serve(server, io, listener.config.buffer_limit, info)
-                .await
+                .await;
+            if let Some(log) = &mut log {
+                log.served_by_tcp_proxy(record);
+            }
         }
     }
 }

@@ -123,19 +123,7 @@ impl RequestFacts<'_> {
             ":path" => Some(Cow::Borrowed(self.path)),
             ":authority" | "host" => Some(Cow::Borrowed(self.authority)),
             ":scheme" => Some(Cow::Borrowed(self.scheme)),
-            _ => {
-                let values: Vec<&str> = self
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                match values.as_slice() {
-                    [] => None,
-                    [one] => Some(Cow::Borrowed(one)),
-                    many => Some(Cow::Owned(many.join(","))),
-                }
-            }
+            _ => crate::http::route_match::joined_header(self.headers, name),
         }
     }
 }

@@ -267,20 +267,12 @@ fn principal(p: &pb::Principal, path: &str) -> Result<Rule> {
     })
 }
 
-/// A header rule: the route's header condition, for a pseudo-header compiled under a
-/// placeholder name (header maps cannot name `:method`) and read by its own name.
+/// A header rule: the route's header condition, pseudo-headers included.
 fn header(
     h: &xds_client::proto::envoy::config::route::v3::HeaderMatcher,
     path: &str,
 ) -> Result<Rule> {
-    let name = h.name.to_ascii_lowercase();
-    let condition = if name.starts_with(':') {
-        let mut placeholder = h.clone();
-        placeholder.name = "x-pseudo-header".into();
-        crate::config::route::header_match(&placeholder, path)?
-    } else {
-        crate::config::route::header_match(h, path)?
-    };
+    let (name, condition) = crate::config::route::any_header_match(h, path)?;
     Ok(Rule::Header(name, condition))
 }
 

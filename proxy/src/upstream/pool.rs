@@ -147,16 +147,20 @@ impl Drop for Lease {
     }
 }
 
-/// An HTTP/1.1 connection: its sender, the requests it has served, its idle clock.
+/// An HTTP/1.1 connection: its sender, the requests it has served, its idle clock, its
+/// local address.
 struct Http1Conn {
     sender: http1::SendRequest<Body>,
     requests: u32,
     clock: Arc<IdleClock>,
+    /// The connection's local address, logged for every request it carries.
+    local: Option<std::net::SocketAddr>,
 }
 
 struct H2 {
     sender: http2::SendRequest<Body>,
     requests: u32,
+    local: Option<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -294,7 +298,8 @@ impl HostPool {
         )
     }
 
-    fn take_ready(self: &Arc<Self>) -> Option<Checkout> {
+    /// A ready connection and its local address.
+    fn take_ready(self: &Arc<Self>) -> Option<(Checkout, Option<std::net::SocketAddr>)> {
         let (_, idle_timeout) = self.limits();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // An HTTP/2 connection serves Http2 pools and Auto pools that negotiated h2.
@@ -307,7 +312,7 @@ impl HostPool {
             if usable {
                 let h = st.h2.as_mut()?;
                 h.requests += 1;
-                return Some(Checkout::Http2(h.sender.clone()));
+                return Some((Checkout::Http2(h.sender.clone()), h.local));
             }
             st.h2 = None;
         }
@@ -315,7 +320,8 @@ impl HostPool {
             let expired = idle_timeout.is_some_and(|t| idle.clock.idle_for(t));
             if !expired && !idle.sender.is_closed() {
                 idle.clock.set_idle(false);
-                return Some(Checkout::Http1(Lease::new(self.clone(), idle)));
+                let local = idle.local;
+                return Some((Checkout::Http1(Lease::new(self.clone(), idle)), local));
             }
         }
         None
@@ -339,8 +345,8 @@ impl HostPool {
     ) -> Result<(Checkout, Option<std::net::SocketAddr>), PoolError> {
         let mut pending: Option<(Slot, PendingGuard)> = None;
         loop {
-            if let Some(c) = self.take_ready() {
-                return Ok((c, None));
+            if let Some(ready) = self.take_ready() {
+                return Ok(ready);
             }
             if pending.is_none() {
                 let slot = self
@@ -421,6 +427,7 @@ impl HostPool {
             st.h2 = Some(H2 {
                 sender: sender.clone(),
                 requests: 1,
+                local,
             });
             Ok((Checkout::Http2(sender), local))
         } else {
@@ -462,6 +469,7 @@ impl HostPool {
                 sender,
                 requests: 0,
                 clock,
+                local,
             };
             Ok((Checkout::Http1(Lease::new(self.clone(), conn)), local))
         }
