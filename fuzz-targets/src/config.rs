@@ -74,6 +74,8 @@ pub fn xds_resource(data: &[u8]) {
     let Some((&kind, body)) = data.split_first() else {
         return;
     };
+    // Held as the proxy holds it: else unwrapping TypedStructs decodes it every time.
+    let _pool = pool();
     let types = [CLUSTER, LISTENER, ROUTE, ENDPOINT];
     let type_url = types[usize::from(kind) % types.len()];
     let r = Resource {
