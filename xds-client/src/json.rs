@@ -112,7 +112,8 @@ pub fn text_to_bytes(text: &str, full_name: &str, allow_unknown_fields: bool) ->
 
 /// Decodes a proto3 JSON value into a reflective message (TypedStructs unwrapped): the
 /// path for what [`crate::transcode`] leaves, and the one that names errors by JSON path.
-pub(crate) fn decode_dynamic(
+/// Public so the transcoder's fuzz target can hold the two paths to agreement.
+pub fn decode_dynamic(
     mut value: Value,
     full_name: &str,
     allow_unknown_fields: bool,

@@ -365,7 +365,7 @@ fn grpc_route_timeout(ra: &route::RouteAction, path: &str) -> Result<Option<Grpc
 
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -1149,7 +1149,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
-        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S"] {
+        for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", "1\u{e9}"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }

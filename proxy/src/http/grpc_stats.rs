@@ -69,9 +69,10 @@ pub struct MessageCounts {
 }
 
 /// Finds gRPC message boundaries in a byte stream split at arbitrary points: each
-/// message is a 1-byte flag, a 4-byte big-endian length and that many bytes.
+/// message is a 1-byte flag, a 4-byte big-endian length and that many bytes. Public for
+/// the fuzz targets: the bytes are a client's or an upstream's.
 #[derive(Debug, Default)]
-struct FrameScanner {
+pub struct FrameScanner {
     /// Bytes of the current message prefix seen so far.
     prefix: [u8; 5],
     prefix_len: usize,
@@ -81,7 +82,7 @@ struct FrameScanner {
 
 impl FrameScanner {
     /// Scans `data`; returns how many messages started in it.
-    fn scan(&mut self, mut data: &[u8]) -> u64 {
+    pub fn scan(&mut self, mut data: &[u8]) -> u64 {
         let mut started = 0;
         while !data.is_empty() {
             if self.remaining > 0 {

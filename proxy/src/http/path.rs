@@ -92,6 +92,10 @@ fn decode_unreserved(p: &str) -> Option<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3)?;
+            // Two hex digits and nothing else: `from_str_radix` would take "+1".
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
             if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
                 out.push(v);
@@ -129,11 +133,12 @@ fn remove_dot_segments(p: &str) -> Option<String> {
             }
         }
     }
+    if trailing_slash {
+        // A final `.` or `..` leaves an empty last segment: the path ends in `/`.
+        out.push("");
+    }
     let mut s = String::from("/");
     s.push_str(&out.join("/"));
-    if trailing_slash && !s.ends_with('/') {
-        s.push('/');
-    }
     Some(s)
 }
 
@@ -183,7 +188,9 @@ mod tests {
         assert_eq!(normalize("/../../x", true, false).as_deref(), Some("/x"));
         assert_eq!(normalize("//a///b", false, true).as_deref(), Some("/a/b"));
         assert_eq!(normalize("/a/b/..", true, false).as_deref(), Some("/a/"));
+        assert_eq!(normalize("/x////..", true, false).as_deref(), Some("/x///"));
         assert_eq!(normalize("a", true, false), None);
         assert_eq!(normalize("/%zz", true, false), None);
+        assert_eq!(normalize("/%+1", true, false), None);
     }
 }

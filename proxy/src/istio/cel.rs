@@ -203,9 +203,20 @@ fn tokens(src: &str) -> Result<Vec<Token>, String> {
     Ok(out)
 }
 
+/// The most tokens an expression may have. Parsing, evaluating and dropping an
+/// expression all recurse as deep as its tree, and a tree is never deeper than its
+/// tokens are many: a bound here keeps a hostile expression from overflowing the stack.
+const MAX_TOKENS: usize = 1024;
+
+/// How deep parentheses, lists, calls, indexes and conditionals may nest: the parser
+/// recurses through every precedence level at each of them.
+const MAX_NESTING: usize = 32;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Sub-expressions being parsed, one inside the other.
+    nesting: usize,
 }
 
 impl Parser {
@@ -237,6 +248,16 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
+        self.nesting += 1;
+        if self.nesting > MAX_NESTING {
+            return Err(format!("expression nested deeper than {MAX_NESTING}"));
+        }
+        let e = self.conditional();
+        self.nesting -= 1;
+        e
+    }
+
+    fn conditional(&mut self) -> Result<Expr, String> {
         let c = self.or()?;
         if !self.eat("?") {
             return Ok(c);
@@ -433,9 +454,14 @@ fn method_call(receiver: Expr, name: &str, mut args: Vec<Expr>) -> Result<Expr, 
 
 /// Parses an expression of the supported subset.
 pub fn parse(src: &str) -> Result<Expr, String> {
+    let tokens = tokens(src)?;
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!("expression longer than {MAX_TOKENS} tokens"));
+    }
     let mut p = Parser {
-        tokens: tokens(src)?,
+        tokens,
         at: 0,
+        nesting: 0,
     };
     let e = p.expr()?;
     match p.peek() {
@@ -786,5 +812,28 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Each of these overflowed the stack (the parser's, then the evaluator's and the
+    /// tree's drop) before nesting and length were bounded.
+    #[test]
+    fn hostile_nesting_and_length_are_refused() {
+        let deep = format!("{}1{}", "(".repeat(3000), ")".repeat(3000));
+        let negations = format!("{}true", "!".repeat(20_000));
+        let long = vec!["1"; 50_000].join("+");
+        for src in [&deep, &negations, &long] {
+            assert!(parse(src).is_err(), "{}...", &src[..10]);
+        }
+        let nested = format!(
+            "{}1{}",
+            "(".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1)
+        );
+        assert_eq!(parse(&nested).unwrap().constant().as_deref(), Some("1"));
+        let sum = vec!["1"; MAX_TOKENS / 2].join("+");
+        assert_eq!(
+            parse(&sum).unwrap().constant(),
+            Some((MAX_TOKENS / 2).to_string())
+        );
     }
 }

@@ -115,7 +115,7 @@ fn announcement(
 
 /// What the front of a stream holds.
 #[derive(Debug, PartialEq)]
-enum Front {
+pub enum Front {
     /// Too few bytes to tell.
     Incomplete,
     /// Not an announcement: pass everything on.
@@ -124,7 +124,9 @@ enum Front {
     Announcement(usize, Option<Box<Workload>>),
 }
 
-fn front(buf: &[u8], additional_labels: &[String]) -> Front {
+/// Reads the peer's announcement from the front of `buf` (a stream's first bytes).
+/// Public for the fuzz targets: these are untrusted bytes from the network.
+pub fn front(buf: &[u8], additional_labels: &[String]) -> Front {
     if buf.len() < 8 {
         return Front::Incomplete;
     }

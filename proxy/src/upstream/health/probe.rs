@@ -148,8 +148,9 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Whether a gRPC response body (one length-prefixed frame) carries
-/// `HealthCheckResponse { status: SERVING }` (field 1, value 1).
-fn grpc_serving(body: &[u8]) -> bool {
+/// `HealthCheckResponse { status: SERVING }` (field 1, value 1). Public for the fuzz
+/// targets: the body is the upstream's.
+pub fn grpc_serving(body: &[u8]) -> bool {
     let Some(mut message) = body.get(5..) else {
         return false;
     };
