@@ -502,3 +502,45 @@ fn answered_uploads_keep_reusing_one_upstream_connection() {
         assert_eq!(connections, 1);
     }
 }
+
+/// Issue 23, item 8: `x-envoy-*` headers an external client sends to steer the router or
+/// to pass for internal never reach the upstream; on an edge (`use_remote_address`)
+/// neither do those naming the calling service, while other `x-envoy-*` headers pass,
+/// as in Envoy.
+#[test]
+fn client_sent_internal_envoy_headers_do_not_reach_the_upstream() {
+    const SENT: [&str; 7] = [
+        "x-envoy-internal",
+        "x-envoy-decorator-operation",
+        "x-envoy-upstream-stream-duration-ms",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+        "x-envoy-max-retries",
+        "x-envoy-custom",
+    ];
+    let up = e2e::upstream::Upstream::http("u");
+    let observed = same_in_both(|kind| {
+        [json!({}), json!({"use_remote_address": true})].map(|hcm_extra| {
+            let port = free_port();
+            let p = Proxy::start(kind, &config(port, up.port, hcm_extra, json!({})), &[]);
+            let args: Vec<String> = SENT.iter().map(|h| format!("{h}: 1")).collect();
+            let args: Vec<&str> = args.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+            let status = curl::get(port, "/", &args).status;
+            drop(p);
+            let arrived: Vec<&str> = up
+                .last()
+                .map(|r| SENT.into_iter().filter(|h| r.header(h).is_some()).collect())
+                .unwrap_or_default();
+            (status, arrived)
+        })
+    });
+    if let Some([plain, edge]) = observed {
+        assert_eq!(plain.0, 200);
+        assert!(!plain.1.contains(&"x-envoy-internal"), "{plain:?}");
+        assert!(
+            !plain.1.contains(&"x-envoy-upstream-stream-duration-ms"),
+            "{plain:?}"
+        );
+        assert_eq!(edge, (200, vec!["x-envoy-custom"]));
+    }
+}

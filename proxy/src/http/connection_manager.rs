@@ -755,7 +755,6 @@ impl HttpConnectionManager {
                 req.headers_mut()
                     .insert("x-envoy-internal", HeaderValue::from_static("true"));
             } else {
-                headers::remove_where(req.headers_mut(), |name| name.starts_with("x-envoy-"));
                 if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
                 {
                     req.headers_mut()
@@ -780,9 +779,9 @@ impl HttpConnectionManager {
             info.local_uri_san.as_deref(),
         );
         if !internal {
+            let edge = c.use_remote_address;
             headers::remove_where(req.headers_mut(), |name| {
-                name.starts_with("x-envoy-")
-                    && headers::INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
+                headers::removed_from_external(name, edge)
             });
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
