@@ -544,3 +544,31 @@ fn client_sent_internal_envoy_headers_do_not_reach_the_upstream() {
         assert_eq!(edge, (200, vec!["x-envoy-custom"]));
     }
 }
+
+/// Issue 23, item 6: an HTTP/1.1 client's offer to switch to HTTP/2 (`curl --http2` over
+/// plain HTTP sends `Upgrade: h2c`) is ignored, not refused: the request is served as
+/// HTTP/1.1 and the offer (`upgrade`, `http2-settings`) does not reach the upstream, as
+/// in Envoy.
+#[test]
+fn an_h2c_upgrade_offer_is_ignored_and_served_as_http_1_1() {
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        let port = free_port();
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
+        let r = curl::get(port, "/", &["--http2"]);
+        drop(p);
+        let offer = up.last().map(|r| {
+            ["upgrade", "http2-settings"]
+                .into_iter()
+                .filter(|h| r.header(h).is_some())
+                .collect::<Vec<_>>()
+        });
+        (r.status, r.text(), r.version, offer)
+    });
+    if let Some(observed) = observed {
+        assert_eq!(
+            observed,
+            (200, "u".to_string(), "1.1".to_string(), Some(vec![]))
+        );
+    }
+}

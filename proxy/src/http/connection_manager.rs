@@ -943,7 +943,7 @@ impl HttpConnectionManager {
                     redirect(r, &authority, &req, route)
                 }
                 Action::Forward(f) => {
-                    if let Some(reply) = upgrade_check(&req, &c.upgrades, &f.upgrades) {
+                    if let Some(reply) = upgrade_check(&mut req, &c.upgrades, &f.upgrades) {
                         return Err(fail(reply));
                     }
                     let ctx = RouteContext {
@@ -1196,8 +1196,13 @@ impl HttpConnectionManager {
     }
 }
 
+/// The answer to an upgrade neither the route nor the connection manager enables, else
+/// `None`. An HTTP/1.1 client's offer to switch to HTTP/2 (`Upgrade: h2c`, which curl
+/// `--http2` and Java's HttpClient send) is no upgrade to forward: as Envoy, the proxy
+/// drops the offer (`upgrade` and `http2-settings` here, `connection` as hop-by-hop in
+/// the router) and serves the request as HTTP/1.1.
 fn upgrade_check(
-    req: &Request<Body>,
+    req: &mut Request<Body>,
     hcm: &[(String, bool)],
     route: &[(String, bool)],
 ) -> Option<LocalReply> {
@@ -1207,6 +1212,11 @@ fn upgrade_check(
         .to_str()
         .ok()?
         .to_ascii_lowercase();
+    if kind == "h2c" {
+        req.headers_mut().remove(header::UPGRADE);
+        req.headers_mut().remove("http2-settings");
+        return None;
+    }
     let enabled = route
         .iter()
         .find(|(t, _)| *t == kind)
