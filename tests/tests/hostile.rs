@@ -16,23 +16,24 @@ use std::time::{Duration, Instant};
 /// A listener on `port` routing everything to cluster `c` (one host on `upstream`), with
 /// extra HCM and route fields.
 fn config(port: u16, upstream: u16, hcm_extra: Value, route_extra: Value) -> String {
-    config_with(port, upstream, hcm_extra, route_extra, json!({}))
+    config_with(port, upstream, [hcm_extra, route_extra], json!({}), json!({}))
 }
 
-/// [`config`] with `both` merged into the listener and the cluster.
+/// [`config`] with `listener_extra` merged into the listener and `cluster_extra` into
+/// the cluster.
 fn config_with(
     port: u16,
     upstream: u16,
-    hcm_extra: Value,
-    route_extra: Value,
-    both: Value,
+    [hcm_extra, route_extra]: [Value; 2],
+    listener_extra: Value,
+    cluster_extra: Value,
 ) -> String {
     let mut route = json!({"cluster": "c"});
     e2e::config::merge(&mut route, route_extra);
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}]);
     let mut l = listener("l", port, hcm(vh, hcm_extra), json!({}));
-    e2e::config::merge(&mut l, both.clone());
-    bootstrap(vec![l], vec![cluster("c", &[upstream], both)])
+    e2e::config::merge(&mut l, listener_extra);
+    bootstrap(vec![l], vec![cluster("c", &[upstream], cluster_extra)])
 }
 
 /// Reads one response head (and a `content-length` body) from `r`: the status line,
@@ -376,7 +377,7 @@ fn a_timed_out_upload_releases_both_connections() {
         let port = free_port();
         let limit = json!({"per_connection_buffer_limit_bytes": 32 << 20});
         let timeout = json!({"timeout": "1s"});
-        let config = config_with(port, up, json!({}), timeout, limit);
+        let config = config_with(port, up, [json!({}), timeout], limit.clone(), limit);
         let p = Proxy::start(kind, &config, &[]);
         let baseline = sockets::open_sockets(p.pid());
         let answers: Vec<Option<String>> = (0..2)
@@ -570,5 +571,39 @@ fn an_h2c_upgrade_offer_is_ignored_and_served_as_http_1_1() {
             observed,
             (200, "u".to_string(), "1.1".to_string(), Some(vec![]))
         );
+    }
+}
+
+/// Issue 23, item 5: a malformed request body (a chunk size that is no number, 100 kB of
+/// trailers) is the client's fault: it is answered 400 (431 for the trailers) and blames
+/// nobody upstream, so three of them in a row neither count as upstream 5xx nor eject the cluster's only host under
+/// `consecutive_5xx: 3`, as in Envoy (meshproxy answered 503 and ejected it).
+#[test]
+fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
+    let up = e2e::upstream::Upstream::http("u");
+    let observed = same_in_both(|kind| {
+        let port = free_port();
+        let outlier = json!({"outlier_detection": {"consecutive_5xx": 3, "interval": "30s"}});
+        let config = config_with(port, up.port, [json!({}), json!({})], json!({}), outlier);
+        let p = Proxy::start(kind, &config, &[]);
+        let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let bad_chunk = format!("{head}zz\r\nabc\r\n0\r\n\r\n");
+        let trailer = format!("x-t: {}\r\n", "t".repeat(1000));
+        let big_trailers = format!("{head}0\r\n{}\r\n", trailer.repeat(100));
+        let answers: Vec<Option<(String, String)>> = [&bad_chunk, &bad_chunk, &big_trailers]
+            .map(|bad| {
+                let raw = curl::raw(port, bad.as_bytes(), 5);
+                read_response(&mut BufReader::new(&raw[..]))
+            })
+            .into();
+        let good = curl::get(port, "/", &[]).status;
+        let blamed = ["upstream_rq_5xx", "outlier_detection.ejections_enforced_total"]
+            .map(|s| p.stat(&format!("cluster.c.{s}")).unwrap_or(0));
+        (answers, good, blamed, p.health_flags("c", up.port))
+    });
+    if let Some((answers, good, blamed, flags)) = observed {
+        let statuses: Vec<&str> = answers.iter().flatten().map(|a| &a.0[..12]).collect();
+        assert_eq!(statuses, ["HTTP/1.1 400", "HTTP/1.1 400", "HTTP/1.1 431"]);
+        assert_eq!((good, blamed, flags.as_str()), (200, [0, 0], "healthy"));
     }
 }

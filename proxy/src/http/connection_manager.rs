@@ -1329,7 +1329,8 @@ fn httpdate() -> HeaderValue {
     })
 }
 
-/// Counts request body bytes as they are read.
+/// Counts request body bytes as they are read, and tells the stream's activity when the
+/// body is complete or failed.
 struct CountedBody {
     inner: hyper::body::Incoming,
     counter: Arc<Counter>,
@@ -1356,7 +1357,10 @@ impl http_body::Body for CountedBody {
                 }
             }
             Poll::Ready(None) => self.activity.request_complete(),
-            _ => {}
+            Poll::Ready(Some(Err(e))) => self
+                .activity
+                .request_failed(super::stream_timeouts::BodyFailure::of(e)),
+            Poll::Pending => {}
         }
         r.map(|o| o.map(|r| r.map_err(Into::into)))
     }

@@ -231,6 +231,27 @@ impl LocalReply {
         }
     }
 
+    /// Envoy's codec error (`DPE`, blaming no upstream) for a request body the HTTP/1
+    /// codec could not read: 400 for a malformed one, 431 for trailers over the limits.
+    pub fn bad_request_body(how: super::stream_timeouts::BodyFailure) -> Self {
+        let (status, details) = match how {
+            super::stream_timeouts::BodyFailure::Malformed => {
+                (StatusCode::BAD_REQUEST, "http1.codec_error")
+            }
+            super::stream_timeouts::BodyFailure::TrailersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "http1.headers_too_large",
+            ),
+        };
+        LocalReply {
+            status,
+            body: Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes()),
+            flag: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            details: details.into(),
+            grpc_status: None,
+        }
+    }
+
     /// 403 for an upgrade the route or HCM does not allow.
     pub fn upgrade_failed() -> Self {
         LocalReply {

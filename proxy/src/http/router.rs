@@ -407,6 +407,12 @@ pub async fn forward(
                 (None, None) => return Err(LocalReply::upstream_timeout()),
             }
         };
+        // A reset caused by the client's own body (malformed, or cut off) is no upstream
+        // failure: it neither feeds outlier detection nor is retried.
+        let outcome = match (outcome, ctx.activity.request_failure()) {
+            (Err(SendError::Reset { .. }), Some(how)) => Err(SendError::ClientBody(how)),
+            (other, _) => other,
+        };
         launch = true;
         if cluster.outlier_detector().is_some() {
             if let Some(result) = outlier_outcome(&outcome, grpc) {
@@ -426,7 +432,7 @@ pub async fn forward(
             }
             (Err(SendError::Reset { refused }), Some(p)) => p.retriable_failure(false, *refused),
             (Err(SendError::Timeout), Some(p)) => in_time && p.retriable_failure(false, false),
-            (Err(SendError::Pool(PoolError::Overflow)), Some(_)) => false,
+            (Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)), Some(_)) => false,
         };
         let retry_slot = if retriable && attempt < max_attempts {
             match cluster.resources.try_acquire_retry() {
@@ -470,6 +476,7 @@ pub async fn forward(
                         cluster.stats().rq_timeout.inc();
                         LocalReply::upstream_timeout()
                     }
+                    SendError::ClientBody(how) => LocalReply::bad_request_body(how),
                 };
                 return Err(if attempt > 1 {
                     reply.after_retries()
@@ -683,7 +690,8 @@ pub fn apply_levels(
 
 /// What an attempt tells outlier detection: the response status (for gRPC requests, the
 /// `grpc-status` of a trailers-only response mapped to HTTP as Envoy maps it), a failed
-/// or reset connection, or a timeout; nothing when no host was involved (overflow).
+/// or reset connection, or a timeout; nothing when no host was involved (overflow) or the
+/// client's body failed.
 pub(super) fn outlier_outcome(
     outcome: &Result<Exchange, SendError>,
     grpc: bool,
@@ -705,7 +713,7 @@ pub(super) fn outlier_outcome(
             Some(Outcome::ConnectFailed)
         }
         Err(SendError::Timeout) => Some(Outcome::Timeout),
-        Err(SendError::Pool(PoolError::Overflow)) => None,
+        Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)) => None,
     }
 }
 
@@ -737,6 +745,9 @@ pub(super) enum SendError {
     },
     /// The per-try or route timeout elapsed.
     Timeout,
+    /// The client's request body failed (a malformed chunk or trailers, or the client
+    /// went away) while it was being sent: the client's fault, not the upstream's.
+    ClientBody(super::stream_timeouts::BodyFailure),
 }
 
 fn reset(e: hyper::Error) -> SendError {
