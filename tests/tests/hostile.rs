@@ -607,3 +607,44 @@ fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
         assert_eq!((good, blamed, flags.as_str()), (200, [0, 0], "healthy"));
     }
 }
+
+/// Issue 23, item 7: paths a backend may read otherwise than the routes and RBAC did.
+/// With `normalize_path`, a dot segment with parameters (`..;`, `..;a`, `.;`) is a dot
+/// segment, so `/x/..;/b` is routed, authorised and forwarded as `/b`, and an escaped
+/// NUL is answered 400; without it both go as sent. Each path's status and the path the
+/// upstream received are Envoy's.
+#[test]
+fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does() {
+    const PATHS: [&str; 5] = ["/x/..;/b", "/x/..;a/b", "/x/.;/b", "/x/%00/b", "/x/b%00"];
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        [json!({"normalize_path": true}), json!({"normalize_path": false})].map(|hcm_extra| {
+            let port = free_port();
+            let p = Proxy::start(kind, &config(port, up.port, hcm_extra, json!({})), &[]);
+            let seen: Vec<(u16, Option<String>)> = PATHS
+                .iter()
+                .map(|path| {
+                    let before = up.count();
+                    let r = curl::get(port, path, &["--path-as-is"]);
+                    let forwarded = (up.count() > before).then(|| up.last()).flatten();
+                    (r.status, forwarded.map(|f| f.path))
+                })
+                .collect();
+            drop(p);
+            seen
+        })
+    });
+    if let Some([normalized, _]) = observed {
+        let forwarded = |path: &str| (200, Some(path.to_string()));
+        assert_eq!(
+            normalized,
+            [
+                forwarded("/b"),
+                forwarded("/b"),
+                forwarded("/x/b"),
+                (400, None),
+                (400, None)
+            ]
+        );
+    }
+}
