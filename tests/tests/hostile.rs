@@ -16,7 +16,13 @@ use std::time::{Duration, Instant};
 /// A listener on `port` routing everything to cluster `c` (one host on `upstream`), with
 /// extra HCM and route fields.
 fn config(port: u16, upstream: u16, hcm_extra: Value, route_extra: Value) -> String {
-    config_with(port, upstream, [hcm_extra, route_extra], json!({}), json!({}))
+    config_with(
+        port,
+        upstream,
+        [hcm_extra, route_extra],
+        json!({}),
+        json!({}),
+    )
 }
 
 /// [`config`] with `listener_extra` merged into the listener and `cluster_extra` into
@@ -597,8 +603,11 @@ fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
             })
             .into();
         let good = curl::get(port, "/", &[]).status;
-        let blamed = ["upstream_rq_5xx", "outlier_detection.ejections_enforced_total"]
-            .map(|s| p.stat(&format!("cluster.c.{s}")).unwrap_or(0));
+        let blamed = [
+            "upstream_rq_5xx",
+            "outlier_detection.ejections_enforced_total",
+        ]
+        .map(|s| p.stat(&format!("cluster.c.{s}")).unwrap_or(0));
         (answers, good, blamed, p.health_flags("c", up.port))
     });
     if let Some((answers, good, blamed, flags)) = observed {
@@ -618,7 +627,11 @@ fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does
     const PATHS: [&str; 5] = ["/x/..;/b", "/x/..;a/b", "/x/.;/b", "/x/%00/b", "/x/b%00"];
     let observed = same_in_both(|kind| {
         let up = e2e::upstream::Upstream::http("u");
-        [json!({"normalize_path": true}), json!({"normalize_path": false})].map(|hcm_extra| {
+        [
+            json!({"normalize_path": true}),
+            json!({"normalize_path": false}),
+        ]
+        .map(|hcm_extra| {
             let port = free_port();
             let p = Proxy::start(kind, &config(port, up.port, hcm_extra, json!({})), &[]);
             let seen: Vec<(u16, Option<String>)> = PATHS
@@ -646,5 +659,70 @@ fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does
                 (400, None)
             ]
         );
+    }
+}
+
+/// An upstream that answers anything with bytes that are no HTTP response.
+fn garbage_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"this is no http\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// Issue 23, item 9: requests Envoy refuses before routing, and an upstream that answers
+/// garbage, get Envoy's answers: a CONNECT matches no route (404); HTTP/1.1 without
+/// `Host`, or with a space in it, is refused 400 (userinfo is an authority's and passes);
+/// bytes that are no HTTP response from the upstream are a protocol error, 502.
+#[test]
+fn malformed_heads_and_garbage_upstreams_get_envoys_answers() {
+    let heads = [
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: user@x\r\n\r\n",
+    ];
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        let port = free_port();
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
+        let answers: Vec<Option<String>> = heads
+            .iter()
+            .map(|h| {
+                let raw = curl::raw(port, h.as_bytes(), 5);
+                read_response(&mut BufReader::new(&raw[..])).map(|(s, _)| s)
+            })
+            .collect();
+        drop(p);
+        let port = free_port();
+        let p = Proxy::start(
+            kind,
+            &config(port, garbage_upstream(), json!({}), json!({})),
+            &[],
+        );
+        let garbage = curl::get(port, "/", &[]);
+        drop(p);
+        (answers, up.count(), garbage.status, garbage.text())
+    });
+    if let Some((answers, forwarded, status, body)) = observed {
+        let lines: Vec<&str> = answers.iter().flatten().map(|s| &s[..12]).collect();
+        assert_eq!(
+            lines,
+            [
+                "HTTP/1.1 404",
+                "HTTP/1.1 400",
+                "HTTP/1.1 400",
+                "HTTP/1.1 200"
+            ]
+        );
+        assert_eq!(forwarded, 1, "only the request with userinfo is forwarded");
+        assert_eq!(status, 502);
+        assert!(body.ends_with("protocol error"), "{body}");
     }
 }

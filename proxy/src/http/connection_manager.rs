@@ -672,7 +672,23 @@ impl HttpConnectionManager {
                         .and_then(|v| v.to_str().ok())
                 })
                 .unwrap_or_default();
-            let lowered = match raw.bytes().any(|b| b.is_ascii_uppercase()) {
+            // One scan of the authority finds both what lowering needs and what Envoy's
+            // codec refuses: HTTP/1.1 without `Host`, or bytes no authority may hold.
+            let (mut upper, mut invalid) = (false, false);
+            for b in raw.bytes() {
+                upper |= b.is_ascii_uppercase();
+                invalid |= !route_match::is_authority_byte(b);
+            }
+            if raw.is_empty() && req.version() == Version::HTTP_11 {
+                return Err((LocalReply::invalid_authority("missing_host_header"), None));
+            }
+            if invalid {
+                return Err((
+                    LocalReply::invalid_authority("http.invalid_authority"),
+                    None,
+                ));
+            }
+            let lowered = match upper {
                 true => std::borrow::Cow::Owned(raw.to_ascii_lowercase()),
                 false => std::borrow::Cow::Borrowed(raw),
             };
@@ -808,7 +824,14 @@ impl HttpConnectionManager {
             return Err(fail(LocalReply::missing_filter_config()));
         }
 
-        // Route.
+        // Route. No route matches a CONNECT (`connect_matcher` is not supported), but an
+        // HTTP/2 extended CONNECT (a WebSocket, with `:protocol`) routes by its path.
+        if req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
+            self.stats.no_route.inc();
+            return Err(fail(LocalReply::no_route()));
+        }
         let Some(routes) = c.routes.current() else {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));

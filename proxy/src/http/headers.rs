@@ -291,7 +291,10 @@ mod tests {
     #[test]
     fn internal_only_router_headers_share_the_prefix_their_removal_screens_for() {
         // The connection manager looks the list up only for names with this prefix.
-        for name in INTERNAL_ONLY_ROUTER_HEADERS.iter().chain(&EDGE_REMOVED_HEADERS) {
+        for name in INTERNAL_ONLY_ROUTER_HEADERS
+            .iter()
+            .chain(&EDGE_REMOVED_HEADERS)
+        {
             assert!(name.starts_with("x-envoy-"), "{name}");
         }
     }

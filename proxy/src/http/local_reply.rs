@@ -134,6 +134,29 @@ impl LocalReply {
         }
     }
 
+    /// 502, the upstream answered with bytes that are no HTTP response (`UPE`).
+    pub fn upstream_protocol_error() -> Self {
+        LocalReply {
+            status: StatusCode::BAD_GATEWAY,
+            body: Bytes::from(format!("{RESET_PREFIX}protocol error")),
+            flag: ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            details: "upstream_reset_before_response_started{protocol_error}".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// 400 for a request whose authority is missing (HTTP/1.1 without `Host`) or holds
+    /// characters no authority may (`DPE`), as Envoy's codec answers.
+    pub fn invalid_authority(details: &'static str) -> Self {
+        LocalReply {
+            status: StatusCode::BAD_REQUEST,
+            body: Bytes::from_static(b"Bad Request"),
+            flag: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            details: details.into(),
+            grpc_status: None,
+        }
+    }
+
     /// 504, the route timeout elapsed (`UT`).
     pub fn upstream_timeout() -> Self {
         LocalReply {

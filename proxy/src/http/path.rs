@@ -205,7 +205,11 @@ mod tests {
             ("/x/..;", Some("/")),
             ("/x/%00/b", None),
         ] {
-            assert_eq!(normalize(path, true, false).as_deref(), normalized, "{path}");
+            assert_eq!(
+                normalize(path, true, false).as_deref(),
+                normalized,
+                "{path}"
+            );
         }
         assert_eq!(normalize("/x/%00", false, false).as_deref(), Some("/x/%00"));
     }

@@ -430,9 +430,13 @@ pub async fn forward(
             (Err(SendError::Pool(PoolError::Connect(_))), Some(p)) => {
                 p.retriable_failure(true, false)
             }
-            (Err(SendError::Reset { refused }), Some(p)) => p.retriable_failure(false, *refused),
+            (Err(SendError::Reset { refused, .. }), Some(p)) => {
+                p.retriable_failure(false, *refused)
+            }
             (Err(SendError::Timeout), Some(p)) => in_time && p.retriable_failure(false, false),
-            (Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)), Some(_)) => false,
+            (Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)), Some(_)) => {
+                false
+            }
         };
         let retry_slot = if retriable && attempt < max_attempts {
             match cluster.resources.try_acquire_retry() {
@@ -468,9 +472,12 @@ pub async fn forward(
                             crate::upstream::connect::ConnectError::Timeout
                         ))
                     }
-                    SendError::Reset { .. } => {
+                    SendError::Reset { protocol, .. } => {
                         cluster.stats().rq_rx_reset.inc();
-                        LocalReply::upstream_reset()
+                        match protocol {
+                            true => LocalReply::upstream_protocol_error(),
+                            false => LocalReply::upstream_reset(),
+                        }
                     }
                     SendError::Timeout => {
                         cluster.stats().rq_timeout.inc();
@@ -739,9 +746,11 @@ fn grpc_to_http(code: u32) -> u16 {
 pub(super) enum SendError {
     Pool(PoolError),
     /// The upstream reset or closed before responding; `refused` for an HTTP/2
-    /// REFUSED_STREAM (safe to retry).
+    /// REFUSED_STREAM (safe to retry), `protocol` when what it sent was no HTTP
+    /// response (Envoy answers 502 then).
     Reset {
         refused: bool,
+        protocol: bool,
     },
     /// The per-try or route timeout elapsed.
     Timeout,
@@ -754,6 +763,7 @@ fn reset(e: hyper::Error) -> SendError {
     // hyper surfaces h2's REFUSED_STREAM reason in its message.
     SendError::Reset {
         refused: e.to_string().contains("refused"),
+        protocol: e.is_parse(),
     }
 }
 
@@ -870,14 +880,15 @@ pub(super) async fn send(
             } else {
                 http::uri::Scheme::HTTP
             });
-            uri.authority = Some(
-                authority
-                    .parse()
-                    .map_err(|_| SendError::Reset { refused: false })?,
-            );
+            uri.authority = Some(authority.parse().map_err(|_| SendError::Reset {
+                refused: false,
+                protocol: false,
+            })?);
             uri.path_and_query = Some(path_and_query);
-            *req.uri_mut() =
-                http::Uri::from_parts(uri).map_err(|_| SendError::Reset { refused: false })?;
+            *req.uri_mut() = http::Uri::from_parts(uri).map_err(|_| SendError::Reset {
+                refused: false,
+                protocol: false,
+            })?;
             sender.ready().await.map_err(reset)?;
             let resp = sender.send_request(req).await.map_err(reset)?;
             Ok((resp, None, local))
