@@ -624,7 +624,14 @@ fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
 /// upstream received are Envoy's.
 #[test]
 fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does() {
-    const PATHS: [&str; 5] = ["/x/..;/b", "/x/..;a/b", "/x/.;/b", "/x/%00/b", "/x/b%00"];
+    const PATHS: [&str; 6] = [
+        "/x/..;/b",
+        "/x/..;a/b",
+        "/x/.;/b",
+        "/x/a;b/./c",
+        "/x/%00/b",
+        "/x/b%00",
+    ];
     let observed = same_in_both(|kind| {
         let up = e2e::upstream::Upstream::http("u");
         [
@@ -655,6 +662,7 @@ fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does
                 forwarded("/b"),
                 forwarded("/b"),
                 forwarded("/x/b"),
+                forwarded("/x/a;b/c"),
                 (400, None),
                 (400, None)
             ]

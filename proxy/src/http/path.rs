@@ -131,8 +131,8 @@ fn remove_dot_segments(p: &str) -> Option<String> {
                 out.pop();
                 trailing_slash = i == last;
             }
-            s => {
-                out.push(s);
+            _ => {
+                out.push(seg);
                 trailing_slash = false;
             }
         }
