@@ -68,6 +68,12 @@ fn read_response(r: &mut impl BufRead) -> Option<(String, String)> {
     ))
 }
 
+/// The answer (status line, body) to raw `request` bytes sent on a new connection.
+fn raw_answer(port: u16, request: &str) -> Option<(String, String)> {
+    let raw = curl::raw(port, request.as_bytes(), 5);
+    read_response(&mut BufReader::new(&raw[..]))
+}
+
 /// Whether the peer closed `s` (end of input or a reset) within `secs`, discarding
 /// anything it still sends.
 fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
@@ -597,10 +603,7 @@ fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
         let trailer = format!("x-t: {}\r\n", "t".repeat(1000));
         let big_trailers = format!("{head}0\r\n{}\r\n", trailer.repeat(100));
         let answers: Vec<Option<(String, String)>> = [&bad_chunk, &bad_chunk, &big_trailers]
-            .map(|bad| {
-                let raw = curl::raw(port, bad.as_bytes(), 5);
-                read_response(&mut BufReader::new(&raw[..]))
-            })
+            .map(|bad| raw_answer(port, bad))
             .into();
         let good = curl::get(port, "/", &[]).status;
         let blamed = [
@@ -702,10 +705,7 @@ fn malformed_heads_and_garbage_upstreams_get_envoys_answers() {
         let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
         let answers: Vec<Option<String>> = heads
             .iter()
-            .map(|h| {
-                let raw = curl::raw(port, h.as_bytes(), 5);
-                read_response(&mut BufReader::new(&raw[..])).map(|(s, _)| s)
-            })
+            .map(|h| raw_answer(port, h).map(|(s, _)| s))
             .collect();
         drop(p);
         let port = free_port();
@@ -732,5 +732,38 @@ fn malformed_heads_and_garbage_upstreams_get_envoys_answers() {
         assert_eq!(forwarded, 1, "only the request with userinfo is forwarded");
         assert_eq!(status, 502);
         assert!(body.ends_with("protocol error"), "{body}");
+    }
+}
+
+/// Issue 23, item 9: a configured header value with CR or LF (which would smuggle a
+/// header, or end the head, on the wire) is refused by `--mode validate`, as by Envoy,
+/// with an error naming the field.
+#[test]
+fn header_values_with_cr_or_lf_are_refused_by_validate() {
+    let Some(envoy) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    for value in ["a\r\nx-injected: 1", "a\nb"] {
+        let route = json!({"request_headers_to_add": [{"header": {"key": "x-a", "value": value}}]});
+        let config = config(free_port(), free_port(), json!({}), json!({}));
+        let mut parsed: Value =
+            serde_json::from_str(&config.replace("{ADMIN}", "0")).expect("json");
+        let vh = &mut parsed["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+        e2e::config::merge(vh, route);
+        let config = parsed.to_string();
+        let args = ["--mode", "validate", "--config-yaml", config.as_str()];
+        let envoy_ok = std::process::Command::new(&envoy)
+            .args(args)
+            .output()
+            .expect("envoy runs")
+            .status
+            .success();
+        let (code, _, err) = e2e::proxy::run_meshproxy(&args);
+        assert_eq!((envoy_ok, code), (false, 1), "{value:?}: {err}");
+        assert!(
+            err.contains("request_headers_to_add[0].header.value"),
+            "{err}"
+        );
     }
 }
