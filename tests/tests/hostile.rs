@@ -735,6 +735,20 @@ fn malformed_heads_and_garbage_upstreams_get_envoys_answers() {
     }
 }
 
+/// Runs `--mode validate` on `config` in Envoy (at `envoy`) and meshproxy: whether
+/// Envoy accepted it, and meshproxy's exit code and standard error.
+fn validate_in_both(envoy: &std::path::Path, config: &str) -> (bool, i32, String) {
+    let args = ["--mode", "validate", "--config-yaml", config];
+    let envoy_ok = std::process::Command::new(envoy)
+        .args(args)
+        .output()
+        .expect("envoy runs")
+        .status
+        .success();
+    let (code, _, err) = e2e::proxy::run_meshproxy(&args);
+    (envoy_ok, code, err)
+}
+
 /// Issue 23, item 9: a configured header value with CR or LF (which would smuggle a
 /// header, or end the head, on the wire) is refused by `--mode validate`, as by Envoy,
 /// with an error naming the field.
@@ -752,17 +766,42 @@ fn header_values_with_cr_or_lf_are_refused_by_validate() {
             ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
         e2e::config::merge(vh, route);
         let config = parsed.to_string();
-        let args = ["--mode", "validate", "--config-yaml", config.as_str()];
-        let envoy_ok = std::process::Command::new(&envoy)
-            .args(args)
-            .output()
-            .expect("envoy runs")
-            .status
-            .success();
-        let (code, _, err) = e2e::proxy::run_meshproxy(&args);
+        let (envoy_ok, code, err) = validate_in_both(&envoy, &config);
         assert_eq!((envoy_ok, code), (false, 1), "{value:?}: {err}");
         assert!(
             err.contains("request_headers_to_add[0].header.value"),
+            "{err}"
+        );
+    }
+}
+
+/// Issue 23, item 9: two listeners on the same address are refused by `--mode validate`,
+/// as by Envoy, naming the second, even when it does not bind (`bind_to_port: false`).
+#[test]
+fn two_listeners_binding_one_address_are_refused_by_validate() {
+    let Some(envoy) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    let (port, up) = (free_port(), free_port());
+    let answers: Vec<(bool, i32, String)> = [json!({}), json!({"bind_to_port": false})]
+        .into_iter()
+        .map(|second| {
+            let config = config(port, up, json!({}), json!({}));
+            let mut parsed: Value =
+                serde_json::from_str(&config.replace("{ADMIN}", "0")).expect("json");
+            let listeners = &mut parsed["static_resources"]["listeners"];
+            let mut other = listeners[0].clone();
+            other["name"] = json!("l2");
+            e2e::config::merge(&mut other, second);
+            listeners.as_array_mut().expect("listeners").push(other);
+            validate_in_both(&envoy, &parsed.to_string())
+        })
+        .collect();
+    let outcomes: Vec<(bool, i32)> = answers.iter().map(|a| (a.0, a.1)).collect();
+    assert_eq!(outcomes, [(false, 1), (false, 1)], "{answers:?}");
+    for (_, _, err) in &answers {
+        assert!(
+            err.contains("static_resources.listeners[1].address"),
             "{err}"
         );
     }
