@@ -16,23 +16,30 @@ use std::time::{Duration, Instant};
 /// A listener on `port` routing everything to cluster `c` (one host on `upstream`), with
 /// extra HCM and route fields.
 fn config(port: u16, upstream: u16, hcm_extra: Value, route_extra: Value) -> String {
-    config_with(port, upstream, hcm_extra, route_extra, json!({}))
+    config_with(
+        port,
+        upstream,
+        [hcm_extra, route_extra],
+        json!({}),
+        json!({}),
+    )
 }
 
-/// [`config`] with `both` merged into the listener and the cluster.
+/// [`config`] with `listener_extra` merged into the listener and `cluster_extra` into
+/// the cluster.
 fn config_with(
     port: u16,
     upstream: u16,
-    hcm_extra: Value,
-    route_extra: Value,
-    both: Value,
+    [hcm_extra, route_extra]: [Value; 2],
+    listener_extra: Value,
+    cluster_extra: Value,
 ) -> String {
     let mut route = json!({"cluster": "c"});
     e2e::config::merge(&mut route, route_extra);
     let vh = json!([{"name": "v", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]}]);
     let mut l = listener("l", port, hcm(vh, hcm_extra), json!({}));
-    e2e::config::merge(&mut l, both.clone());
-    bootstrap(vec![l], vec![cluster("c", &[upstream], both)])
+    e2e::config::merge(&mut l, listener_extra);
+    bootstrap(vec![l], vec![cluster("c", &[upstream], cluster_extra)])
 }
 
 /// Reads one response head (and a `content-length` body) from `r`: the status line,
@@ -59,6 +66,12 @@ fn read_response(r: &mut impl BufRead) -> Option<(String, String)> {
         status.trim_end().to_string(),
         String::from_utf8_lossy(&body).into_owned(),
     ))
+}
+
+/// The answer (status line, body) to raw `request` bytes sent on a new connection.
+fn raw_answer(port: u16, request: &str) -> Option<(String, String)> {
+    let raw = curl::raw(port, request.as_bytes(), 5);
+    read_response(&mut BufReader::new(&raw[..]))
 }
 
 /// Whether the peer closed `s` (end of input or a reset) within `secs`, discarding
@@ -376,7 +389,7 @@ fn a_timed_out_upload_releases_both_connections() {
         let port = free_port();
         let limit = json!({"per_connection_buffer_limit_bytes": 32 << 20});
         let timeout = json!({"timeout": "1s"});
-        let config = config_with(port, up, json!({}), timeout, limit);
+        let config = config_with(port, up, [json!({}), timeout], limit.clone(), limit);
         let p = Proxy::start(kind, &config, &[]);
         let baseline = sockets::open_sockets(p.pid());
         let answers: Vec<Option<String>> = (0..2)
@@ -500,5 +513,296 @@ fn answered_uploads_keep_reusing_one_upstream_connection() {
     if let Some((statuses, connections)) = observed {
         assert_eq!(statuses, vec![200; 5]);
         assert_eq!(connections, 1);
+    }
+}
+
+/// Issue 23, item 8: `x-envoy-*` headers an external client sends to steer the router or
+/// to pass for internal never reach the upstream; on an edge (`use_remote_address`)
+/// neither do those naming the calling service, while other `x-envoy-*` headers pass,
+/// as in Envoy.
+#[test]
+fn client_sent_internal_envoy_headers_do_not_reach_the_upstream() {
+    const SENT: [&str; 7] = [
+        "x-envoy-internal",
+        "x-envoy-decorator-operation",
+        "x-envoy-upstream-stream-duration-ms",
+        "x-envoy-downstream-service-cluster",
+        "x-envoy-downstream-service-node",
+        "x-envoy-max-retries",
+        "x-envoy-custom",
+    ];
+    let up = e2e::upstream::Upstream::http("u");
+    let observed = same_in_both(|kind| {
+        [json!({}), json!({"use_remote_address": true})].map(|hcm_extra| {
+            let port = free_port();
+            let p = Proxy::start(kind, &config(port, up.port, hcm_extra, json!({})), &[]);
+            let args: Vec<String> = SENT.iter().map(|h| format!("{h}: 1")).collect();
+            let args: Vec<&str> = args.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+            let status = curl::get(port, "/", &args).status;
+            drop(p);
+            let arrived: Vec<&str> = up
+                .last()
+                .map(|r| SENT.into_iter().filter(|h| r.header(h).is_some()).collect())
+                .unwrap_or_default();
+            (status, arrived)
+        })
+    });
+    if let Some([plain, edge]) = observed {
+        assert_eq!(plain.0, 200);
+        assert!(!plain.1.contains(&"x-envoy-internal"), "{plain:?}");
+        assert!(
+            !plain.1.contains(&"x-envoy-upstream-stream-duration-ms"),
+            "{plain:?}"
+        );
+        assert_eq!(edge, (200, vec!["x-envoy-custom"]));
+    }
+}
+
+/// Issue 23, item 6: an HTTP/1.1 client's offer to switch to HTTP/2 (`curl --http2` over
+/// plain HTTP sends `Upgrade: h2c`) is ignored, not refused: the request is served as
+/// HTTP/1.1 and the offer (`upgrade`, `http2-settings`) does not reach the upstream, as
+/// in Envoy.
+#[test]
+fn an_h2c_upgrade_offer_is_ignored_and_served_as_http_1_1() {
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        let port = free_port();
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
+        let r = curl::get(port, "/", &["--http2"]);
+        drop(p);
+        let offer = up.last().map(|r| {
+            ["upgrade", "http2-settings"]
+                .into_iter()
+                .filter(|h| r.header(h).is_some())
+                .collect::<Vec<_>>()
+        });
+        (r.status, r.text(), r.version, offer)
+    });
+    if let Some(observed) = observed {
+        assert_eq!(
+            observed,
+            (200, "u".to_string(), "1.1".to_string(), Some(vec![]))
+        );
+    }
+}
+
+/// Issue 23, item 5: a malformed request body (a chunk size that is no number, 100 kB of
+/// trailers) is the client's fault: it is answered 400 (431 for the trailers) and blames
+/// nobody upstream, so three of them in a row neither count as upstream 5xx nor eject the cluster's only host under
+/// `consecutive_5xx: 3`, as in Envoy (meshproxy answered 503 and ejected it).
+#[test]
+fn a_malformed_client_body_gets_400_and_blames_no_upstream_host() {
+    let up = e2e::upstream::Upstream::http("u");
+    let observed = same_in_both(|kind| {
+        let port = free_port();
+        let outlier = json!({"outlier_detection": {"consecutive_5xx": 3, "interval": "30s"}});
+        let config = config_with(port, up.port, [json!({}), json!({})], json!({}), outlier);
+        let p = Proxy::start(kind, &config, &[]);
+        let head = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let bad_chunk = format!("{head}zz\r\nabc\r\n0\r\n\r\n");
+        let trailer = format!("x-t: {}\r\n", "t".repeat(1000));
+        let big_trailers = format!("{head}0\r\n{}\r\n", trailer.repeat(100));
+        let answers: Vec<Option<(String, String)>> = [&bad_chunk, &bad_chunk, &big_trailers]
+            .map(|bad| raw_answer(port, bad))
+            .into();
+        let good = curl::get(port, "/", &[]).status;
+        let blamed = [
+            "upstream_rq_5xx",
+            "outlier_detection.ejections_enforced_total",
+        ]
+        .map(|s| p.stat(&format!("cluster.c.{s}")).unwrap_or(0));
+        (answers, good, blamed, p.health_flags("c", up.port))
+    });
+    if let Some((answers, good, blamed, flags)) = observed {
+        let statuses: Vec<&str> = answers.iter().flatten().map(|a| &a.0[..12]).collect();
+        assert_eq!(statuses, ["HTTP/1.1 400", "HTTP/1.1 400", "HTTP/1.1 431"]);
+        assert_eq!((good, blamed, flags.as_str()), (200, [0, 0], "healthy"));
+    }
+}
+
+/// Issue 23, item 7: paths a backend may read otherwise than the routes and RBAC did.
+/// With `normalize_path`, a dot segment with parameters (`..;`, `..;a`, `.;`) is a dot
+/// segment, so `/x/..;/b` is routed, authorised and forwarded as `/b`, and an escaped
+/// NUL is answered 400; without it both go as sent. Each path's status and the path the
+/// upstream received are Envoy's.
+#[test]
+fn dot_dot_semicolon_segments_and_nul_escapes_in_paths_are_treated_as_envoy_does() {
+    const PATHS: [&str; 6] = [
+        "/x/..;/b",
+        "/x/..;a/b",
+        "/x/.;/b",
+        "/x/a;b/./c",
+        "/x/%00/b",
+        "/x/b%00",
+    ];
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        [
+            json!({"normalize_path": true}),
+            json!({"normalize_path": false}),
+        ]
+        .map(|hcm_extra| {
+            let port = free_port();
+            let p = Proxy::start(kind, &config(port, up.port, hcm_extra, json!({})), &[]);
+            let seen: Vec<(u16, Option<String>)> = PATHS
+                .iter()
+                .map(|path| {
+                    let before = up.count();
+                    let r = curl::get(port, path, &["--path-as-is"]);
+                    let forwarded = (up.count() > before).then(|| up.last()).flatten();
+                    (r.status, forwarded.map(|f| f.path))
+                })
+                .collect();
+            drop(p);
+            seen
+        })
+    });
+    if let Some([normalized, _]) = observed {
+        let forwarded = |path: &str| (200, Some(path.to_string()));
+        assert_eq!(
+            normalized,
+            [
+                forwarded("/b"),
+                forwarded("/b"),
+                forwarded("/x/b"),
+                forwarded("/x/a;b/c"),
+                (400, None),
+                (400, None)
+            ]
+        );
+    }
+}
+
+/// An upstream that answers anything with bytes that are no HTTP response.
+fn garbage_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"this is no http\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// Issue 23, item 9: requests Envoy refuses before routing, and an upstream that answers
+/// garbage, get Envoy's answers: a CONNECT matches no route (404); HTTP/1.1 without
+/// `Host`, or with a space in it, is refused 400 (userinfo is an authority's and passes);
+/// bytes that are no HTTP response from the upstream are a protocol error, 502.
+#[test]
+fn malformed_heads_and_garbage_upstreams_get_envoys_answers() {
+    let heads = [
+        "CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a b\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: user@x\r\n\r\n",
+    ];
+    let observed = same_in_both(|kind| {
+        let up = e2e::upstream::Upstream::http("u");
+        let port = free_port();
+        let p = Proxy::start(kind, &config(port, up.port, json!({}), json!({})), &[]);
+        let answers: Vec<Option<String>> = heads
+            .iter()
+            .map(|h| raw_answer(port, h).map(|(s, _)| s))
+            .collect();
+        drop(p);
+        let port = free_port();
+        let p = Proxy::start(
+            kind,
+            &config(port, garbage_upstream(), json!({}), json!({})),
+            &[],
+        );
+        let garbage = curl::get(port, "/", &[]);
+        drop(p);
+        (answers, up.count(), garbage.status, garbage.text())
+    });
+    if let Some((answers, forwarded, status, body)) = observed {
+        let lines: Vec<&str> = answers.iter().flatten().map(|s| &s[..12]).collect();
+        assert_eq!(
+            lines,
+            [
+                "HTTP/1.1 404",
+                "HTTP/1.1 400",
+                "HTTP/1.1 400",
+                "HTTP/1.1 200"
+            ]
+        );
+        assert_eq!(forwarded, 1, "only the request with userinfo is forwarded");
+        assert_eq!(status, 502);
+        assert!(body.ends_with("protocol error"), "{body}");
+    }
+}
+
+/// Runs `--mode validate` on `config` in Envoy (at `envoy`) and meshproxy: whether
+/// Envoy accepted it, and meshproxy's exit code and standard error.
+fn validate_in_both(envoy: &std::path::Path, config: &str) -> (bool, i32, String) {
+    let args = ["--mode", "validate", "--config-yaml", config];
+    let envoy_ok = std::process::Command::new(envoy)
+        .args(args)
+        .output()
+        .expect("envoy runs")
+        .status
+        .success();
+    let (code, _, err) = e2e::proxy::run_meshproxy(&args);
+    (envoy_ok, code, err)
+}
+
+/// Issue 23, item 9: a configured header value with CR or LF (which would smuggle a
+/// header, or end the head, on the wire) is refused by `--mode validate`, as by Envoy,
+/// with an error naming the field.
+#[test]
+fn header_values_with_cr_or_lf_are_refused_by_validate() {
+    let Some(envoy) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    for value in ["a\r\nx-injected: 1", "a\nb"] {
+        let route = json!({"request_headers_to_add": [{"header": {"key": "x-a", "value": value}}]});
+        let config = config(free_port(), free_port(), json!({}), json!({}));
+        let mut parsed: Value =
+            serde_json::from_str(&config.replace("{ADMIN}", "0")).expect("json");
+        let vh = &mut parsed["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+        e2e::config::merge(vh, route);
+        let config = parsed.to_string();
+        let (envoy_ok, code, err) = validate_in_both(&envoy, &config);
+        assert_eq!((envoy_ok, code), (false, 1), "{value:?}: {err}");
+        assert!(
+            err.contains("request_headers_to_add[0].header.value"),
+            "{err}"
+        );
+    }
+}
+
+/// Issue 23, item 9: two listeners on the same address are refused by `--mode validate`,
+/// as by Envoy, naming the second, even when it does not bind (`bind_to_port: false`).
+#[test]
+fn two_listeners_binding_one_address_are_refused_by_validate() {
+    let Some(envoy) = e2e::proxy::envoy_bin() else {
+        return;
+    };
+    let (port, up) = (free_port(), free_port());
+    let answers: Vec<(bool, i32, String)> = [json!({}), json!({"bind_to_port": false})]
+        .into_iter()
+        .map(|second| {
+            let config = config(port, up, json!({}), json!({}));
+            let mut parsed: Value =
+                serde_json::from_str(&config.replace("{ADMIN}", "0")).expect("json");
+            let listeners = &mut parsed["static_resources"]["listeners"];
+            let mut other = listeners[0].clone();
+            other["name"] = json!("l2");
+            e2e::config::merge(&mut other, second);
+            listeners.as_array_mut().expect("listeners").push(other);
+            validate_in_both(&envoy, &parsed.to_string())
+        })
+        .collect();
+    let outcomes: Vec<(bool, i32)> = answers.iter().map(|a| (a.0, a.1)).collect();
+    assert_eq!(outcomes, [(false, 1), (false, 1)], "{answers:?}");
+    for (_, _, err) in &answers {
+        assert!(
+            err.contains("static_resources.listeners[1].address"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use super::listener::{self, ListenerConfig, Terminal};
 use super::route;
 use super::secrets::Secrets;
 use prost::Message;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use xds_client::proto::envoy::config::bootstrap::v3 as proto;
 use xds_client::proto::envoy::config::core::v3 as core;
@@ -247,12 +247,25 @@ fn translate(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut listener_names = HashSet::new();
+    // Envoy refuses a second listener on an address, whether or not either binds it.
+    let mut addresses = HashMap::new();
     for (i, l) in listeners.iter().enumerate() {
         if !listener_names.insert(l.name.as_str()) {
             return Err(ConfigError::at(
                 format!("static_resources.listeners[{i}].name"),
                 format!("duplicate listener name {}", l.name),
             ));
+        }
+        if let Address::Socket(a) = &l.address {
+            if let Some(first) = addresses.insert(*a, l.name.as_str()) {
+                return Err(ConfigError::at(
+                    format!("static_resources.listeners[{i}].address"),
+                    format!(
+                        "listener {} has the address {a} of listener {first}",
+                        l.name
+                    ),
+                ));
+            }
         }
         check_route_clusters(l, &names, &format!("static_resources.listeners[{i}]"))?;
         if let Some(name) = discovered_filter(l) {

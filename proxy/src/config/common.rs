@@ -267,6 +267,14 @@ pub enum HeaderTemplate {
 
 impl HeaderTemplate {
     fn parse(value: &str, path: &str) -> Result<Self> {
+        // As Envoy's proto constraint on header values: a CR or LF would split the header
+        // into two (or end the head) on the wire, a NUL ends it for many parsers.
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(ConfigError::at(
+                path,
+                "a header value may not contain CR, LF or NUL",
+            ));
+        }
         if !value.contains('%') {
             return Ok(HeaderTemplate::Literal(value.to_string()));
         }

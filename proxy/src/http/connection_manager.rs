@@ -698,7 +698,23 @@ impl HttpConnectionManager {
                         .and_then(|v| v.to_str().ok())
                 })
                 .unwrap_or_default();
-            let lowered = match raw.bytes().any(|b| b.is_ascii_uppercase()) {
+            // One scan of the authority finds both what lowering needs and what Envoy's
+            // codec refuses: HTTP/1.1 without `Host`, or bytes no authority may hold.
+            let (mut upper, mut invalid) = (false, false);
+            for b in raw.bytes() {
+                upper |= b.is_ascii_uppercase();
+                invalid |= !route_match::is_authority_byte(b);
+            }
+            if raw.is_empty() && req.version() == Version::HTTP_11 {
+                return Err((LocalReply::invalid_authority("missing_host_header"), None));
+            }
+            if invalid {
+                return Err((
+                    LocalReply::invalid_authority("http.invalid_authority"),
+                    None,
+                ));
+            }
+            let lowered = match upper {
                 true => std::borrow::Cow::Owned(raw.to_ascii_lowercase()),
                 false => std::borrow::Cow::Borrowed(raw),
             };
@@ -781,7 +797,6 @@ impl HttpConnectionManager {
                 req.headers_mut()
                     .insert("x-envoy-internal", HeaderValue::from_static("true"));
             } else {
-                headers::remove_where(req.headers_mut(), |name| name.starts_with("x-envoy-"));
                 if let Some(ip) = remote.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
                 {
                     req.headers_mut()
@@ -806,9 +821,9 @@ impl HttpConnectionManager {
             info.local_uri_san.as_deref(),
         );
         if !internal {
+            let edge = c.use_remote_address;
             headers::remove_where(req.headers_mut(), |name| {
-                name.starts_with("x-envoy-")
-                    && headers::INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
+                headers::removed_from_external(name, edge)
             });
         }
         let regenerate = c.use_remote_address && !internal && !c.preserve_external_request_id;
@@ -835,7 +850,14 @@ impl HttpConnectionManager {
             return Err(fail(LocalReply::missing_filter_config()));
         }
 
-        // Route.
+        // Route. No route matches a CONNECT (`connect_matcher` is not supported), but an
+        // HTTP/2 extended CONNECT (a WebSocket, with `:protocol`) routes by its path.
+        if req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
+            self.stats.no_route.inc();
+            return Err(fail(LocalReply::no_route()));
+        }
         let Some(routes) = c.routes.current() else {
             self.stats.no_route.inc();
             return Err(fail(LocalReply::no_route()));
@@ -970,7 +992,7 @@ impl HttpConnectionManager {
                     redirect(r, &authority, &req, route)
                 }
                 Action::Forward(f) => {
-                    if let Some(reply) = upgrade_check(&req, &c.upgrades, &f.upgrades) {
+                    if let Some(reply) = upgrade_check(&mut req, &c.upgrades, &f.upgrades) {
                         return Err(fail(reply));
                     }
                     let ctx = RouteContext {
@@ -1232,8 +1254,13 @@ impl HttpConnectionManager {
     }
 }
 
+/// The answer to an upgrade neither the route nor the connection manager enables, else
+/// `None`. An HTTP/1.1 client's offer to switch to HTTP/2 (`Upgrade: h2c`, which curl
+/// `--http2` and Java's HttpClient send) is no upgrade to forward: as Envoy, the proxy
+/// drops the offer (`upgrade` and `http2-settings` here, `connection` as hop-by-hop in
+/// the router) and serves the request as HTTP/1.1.
 fn upgrade_check(
-    req: &Request<Body>,
+    req: &mut Request<Body>,
     hcm: &[(String, bool)],
     route: &[(String, bool)],
 ) -> Option<LocalReply> {
@@ -1243,6 +1270,11 @@ fn upgrade_check(
         .to_str()
         .ok()?
         .to_ascii_lowercase();
+    if kind == "h2c" {
+        req.headers_mut().remove(header::UPGRADE);
+        req.headers_mut().remove("http2-settings");
+        return None;
+    }
     let enabled = route
         .iter()
         .find(|(t, _)| *t == kind)
@@ -1355,7 +1387,8 @@ fn httpdate() -> HeaderValue {
     })
 }
 
-/// Counts request body bytes as they are read.
+/// Counts request body bytes as they are read, and tells the stream's activity when the
+/// body is complete or failed.
 struct CountedBody {
     inner: hyper::body::Incoming,
     counter: Arc<Counter>,
@@ -1382,7 +1415,10 @@ impl http_body::Body for CountedBody {
                 }
             }
             Poll::Ready(None) => self.activity.request_complete(),
-            _ => {}
+            Poll::Ready(Some(Err(e))) => self
+                .activity
+                .request_failed(super::stream_timeouts::BodyFailure::of(e)),
+            Poll::Pending => {}
         }
         r.map(|o| o.map(|r| r.map_err(Into::into)))
     }

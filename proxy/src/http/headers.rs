@@ -17,11 +17,14 @@ pub const HOP_BY_HOP: [&str; 7] = [
     "trailer",
 ];
 
-/// Request headers that steer the router (retries, timeouts, stat names, tracing). Envoy
-/// honours them only from internal clients and removes them from every other request;
-/// Envoy 1.40 treats no client as internal unless `internal_address_config` says so (not
-/// supported here), so meshproxy always removes them.
-pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
+/// Request headers that steer the router (retries, timeouts, stat names, tracing) or claim
+/// the request came from inside the mesh (`x-envoy-internal`). Envoy honours them only
+/// from internal clients and removes them from every other request; Envoy 1.40 treats no
+/// client as internal unless `internal_address_config` says so (not supported here), so
+/// meshproxy always removes them.
+pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 16] = [
+    "x-envoy-internal",
+    "x-envoy-upstream-stream-duration-ms",
     "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
     "x-envoy-retry-on",
@@ -37,6 +40,23 @@ pub const INTERNAL_ONLY_ROUTER_HEADERS: [&str; 14] = [
     "x-envoy-original-url",
     "x-envoy-hedge-on-per-try-timeout",
 ];
+
+/// Request headers that name the calling service or span; Envoy removes them from
+/// external requests on an edge (`use_remote_address`) connection manager only, where a
+/// client could otherwise pose as a mesh service. Other `x-envoy-*` headers pass.
+pub const EDGE_REMOVED_HEADERS: [&str; 3] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
+
+/// Whether an external request loses header `name` (lower case): the one screened pass
+/// over the request's names that sanitises what a client may not send.
+pub fn removed_from_external(name: &str, edge: bool) -> bool {
+    name.starts_with("x-envoy-")
+        && (INTERNAL_ONLY_ROUTER_HEADERS.contains(&name)
+            || (edge && EDGE_REMOVED_HEADERS.contains(&name)))
+}
 
 /// Names the proxied path reads or writes on every request, parsed once: a lookup by text
 /// parses the name each time.
@@ -273,7 +293,10 @@ mod tests {
     #[test]
     fn internal_only_router_headers_share_the_prefix_their_removal_screens_for() {
         // The connection manager looks the list up only for names with this prefix.
-        for name in INTERNAL_ONLY_ROUTER_HEADERS {
+        for name in INTERNAL_ONLY_ROUTER_HEADERS
+            .iter()
+            .chain(&EDGE_REMOVED_HEADERS)
+        {
             assert!(name.starts_with("x-envoy-"), "{name}");
         }
     }

@@ -143,6 +143,29 @@ impl LocalReply {
         }
     }
 
+    /// 502, the upstream answered with bytes that are no HTTP response (`UPE`).
+    pub fn upstream_protocol_error() -> Self {
+        LocalReply {
+            status: StatusCode::BAD_GATEWAY,
+            body: Bytes::from(format!("{RESET_PREFIX}protocol error")),
+            flag: ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            details: "upstream_reset_before_response_started{protocol_error}".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// 400 for a request whose authority is missing (HTTP/1.1 without `Host`) or holds
+    /// characters no authority may (`DPE`), as Envoy's codec answers.
+    pub fn invalid_authority(details: &'static str) -> Self {
+        LocalReply {
+            status: StatusCode::BAD_REQUEST,
+            body: Bytes::from_static(b"Bad Request"),
+            flag: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            details: details.into(),
+            grpc_status: None,
+        }
+    }
+
     /// 504, the route timeout elapsed (`UT`).
     pub fn upstream_timeout() -> Self {
         LocalReply {
@@ -259,6 +282,27 @@ impl LocalReply {
             body: Bytes::new(),
             flag: ResponseFlags::default(),
             details: "missing_host_header".into(),
+            grpc_status: None,
+        }
+    }
+
+    /// Envoy's codec error (`DPE`, blaming no upstream) for a request body the HTTP/1
+    /// codec could not read: 400 for a malformed one, 431 for trailers over the limits.
+    pub fn bad_request_body(how: super::stream_timeouts::BodyFailure) -> Self {
+        let (status, details) = match how {
+            super::stream_timeouts::BodyFailure::Malformed => {
+                (StatusCode::BAD_REQUEST, "http1.codec_error")
+            }
+            super::stream_timeouts::BodyFailure::TrailersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "http1.headers_too_large",
+            ),
+        };
+        LocalReply {
+            status,
+            body: Bytes::from_static(status.canonical_reason().unwrap_or("").as_bytes()),
+            flag: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            details: details.into(),
             grpc_status: None,
         }
     }

@@ -1,5 +1,5 @@
-//! Path normalisation (`normalize_path`: RFC 3986 dot-segment removal and unreserved
-//! percent-decoding; `merge_slashes`).
+//! Path normalisation (`normalize_path`: RFC 3986 dot-segment removal, counting `..;x`
+//! as `..`, and unreserved percent-decoding, refusing `%00`; `merge_slashes`).
 
 use std::borrow::Cow;
 
@@ -97,6 +97,10 @@ fn decode_unreserved(p: &str) -> Option<String> {
                 return None;
             }
             let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            // An escaped NUL has no place in a path (Envoy answers 400).
+            if v == 0 {
+                return None;
+            }
             if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
                 out.push(v);
             } else {
@@ -121,14 +125,18 @@ fn remove_dot_segments(p: &str) -> Option<String> {
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
-        match *seg {
+        // A dot segment may carry path parameters (`..;x`): Envoy's canonicaliser reads it
+        // as the dot segment and drops them, as Tomcat-style backends read `..;/`; a
+        // proxy that kept the segment would route and authorise a path the backend does
+        // not serve.
+        match seg.split(';').next().unwrap_or_default() {
             "." => trailing_slash = i == last,
             ".." => {
                 out.pop();
                 trailing_slash = i == last;
             }
-            s => {
-                out.push(s);
+            _ => {
+                out.push(seg);
                 trailing_slash = false;
             }
         }
@@ -192,5 +200,24 @@ mod tests {
         assert_eq!(normalize("a", true, false), None);
         assert_eq!(normalize("/%zz", true, false), None);
         assert_eq!(normalize("/%+1", true, false), None);
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_and_escaped_nul() {
+        for (path, normalized) in [
+            ("/x/..;/b", Some("/b")),
+            ("/x/..;a/b", Some("/b")),
+            ("/x/.;/b", Some("/x/b")),
+            ("/x/a;b/./c", Some("/x/a;b/c")),
+            ("/x/..;", Some("/")),
+            ("/x/%00/b", None),
+        ] {
+            assert_eq!(
+                normalize(path, true, false).as_deref(),
+                normalized,
+                "{path}"
+            );
+        }
+        assert_eq!(normalize("/x/%00", false, false).as_deref(), Some("/x/%00"));
     }
 }

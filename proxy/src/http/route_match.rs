@@ -170,6 +170,13 @@ pub fn route<'a>(vh: &'a VirtualHost, req: &RequestView<'_>) -> Option<&'a Route
     vh.routes.iter().find(|r| matches(&r.matcher, req))
 }
 
+/// Whether `b` may appear in a request's authority (RFC 3986's unreserved and sub-delims
+/// characters, `:`, `@`, `[`, `]` and `%`), the set Envoy's codec accepts; a `Host` with
+/// anything else (a space, a slash, a control character) is answered 400.
+pub fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

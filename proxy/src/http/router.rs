@@ -435,6 +435,12 @@ pub async fn forward(
                 (None, None) => return Err(LocalReply::upstream_timeout()),
             }
         };
+        // A reset caused by the client's own body (malformed, or cut off) is no upstream
+        // failure: it neither feeds outlier detection nor is retried.
+        let outcome = match (outcome, ctx.activity.request_failure()) {
+            (Err(SendError::Reset { .. }), Some(how)) => Err(SendError::ClientBody(how)),
+            (other, _) => other,
+        };
         launch = true;
         if cluster.outlier_detector().is_some() {
             if let Some(result) = outlier_outcome(&outcome, grpc) {
@@ -452,9 +458,13 @@ pub async fn forward(
             (Err(SendError::Pool(PoolError::Connect(_))), Some(p)) => {
                 p.retriable_failure(true, false)
             }
-            (Err(SendError::Reset { refused }), Some(p)) => p.retriable_failure(false, *refused),
+            (Err(SendError::Reset { refused, .. }), Some(p)) => {
+                p.retriable_failure(false, *refused)
+            }
             (Err(SendError::Timeout), Some(p)) => in_time && p.retriable_failure(false, false),
-            (Err(SendError::Pool(PoolError::Overflow)), Some(_)) => false,
+            (Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)), Some(_)) => {
+                false
+            }
         };
         let retry_slot = if retriable && attempt < max_attempts {
             match cluster.resources.try_acquire_retry() {
@@ -498,14 +508,18 @@ pub async fn forward(
                             }
                         }
                     }
-                    SendError::Reset { .. } => {
+                    SendError::Reset { protocol, .. } => {
                         cluster.stats().rq_rx_reset.inc();
-                        LocalReply::upstream_reset()
+                        match protocol {
+                            true => LocalReply::upstream_protocol_error(),
+                            false => LocalReply::upstream_reset(),
+                        }
                     }
                     SendError::Timeout => {
                         cluster.stats().rq_timeout.inc();
                         LocalReply::upstream_timeout()
                     }
+                    SendError::ClientBody(how) => LocalReply::bad_request_body(how),
                 };
                 return Err(if attempt > 1 {
                     reply.after_retries()
@@ -723,7 +737,8 @@ pub fn apply_levels(
 
 /// What an attempt tells outlier detection: the response status (for gRPC requests, the
 /// `grpc-status` of a trailers-only response mapped to HTTP as Envoy maps it), a failed
-/// or reset connection, or a timeout; nothing when no host was involved (overflow).
+/// or reset connection, or a timeout; nothing when no host was involved (overflow) or the
+/// client's body failed.
 pub(super) fn outlier_outcome(
     outcome: &Result<Exchange, SendError>,
     grpc: bool,
@@ -745,7 +760,7 @@ pub(super) fn outlier_outcome(
             Some(Outcome::ConnectFailed)
         }
         Err(SendError::Timeout) => Some(Outcome::Timeout),
-        Err(SendError::Pool(PoolError::Overflow)) => None,
+        Err(SendError::Pool(PoolError::Overflow) | SendError::ClientBody(_)) => None,
     }
 }
 
@@ -771,18 +786,24 @@ fn grpc_to_http(code: u32) -> u16 {
 pub(super) enum SendError {
     Pool(PoolError),
     /// The upstream reset or closed before responding; `refused` for an HTTP/2
-    /// REFUSED_STREAM (safe to retry).
+    /// REFUSED_STREAM (safe to retry), `protocol` when what it sent was no HTTP
+    /// response (Envoy answers 502 then).
     Reset {
         refused: bool,
+        protocol: bool,
     },
     /// The per-try or route timeout elapsed.
     Timeout,
+    /// The client's request body failed (a malformed chunk or trailers, or the client
+    /// went away) while it was being sent: the client's fault, not the upstream's.
+    ClientBody(super::stream_timeouts::BodyFailure),
 }
 
 fn reset(e: hyper::Error) -> SendError {
     // hyper surfaces h2's REFUSED_STREAM reason in its message.
     SendError::Reset {
         refused: e.to_string().contains("refused"),
+        protocol: e.is_parse(),
     }
 }
 
@@ -899,14 +920,15 @@ pub(super) async fn send(
             } else {
                 http::uri::Scheme::HTTP
             });
-            uri.authority = Some(
-                authority
-                    .parse()
-                    .map_err(|_| SendError::Reset { refused: false })?,
-            );
+            uri.authority = Some(authority.parse().map_err(|_| SendError::Reset {
+                refused: false,
+                protocol: false,
+            })?);
             uri.path_and_query = Some(path_and_query);
-            *req.uri_mut() =
-                http::Uri::from_parts(uri).map_err(|_| SendError::Reset { refused: false })?;
+            *req.uri_mut() = http::Uri::from_parts(uri).map_err(|_| SendError::Reset {
+                refused: false,
+                protocol: false,
+            })?;
             sender.ready().await.map_err(reset)?;
             let resp = sender.send_request(req).await.map_err(reset)?;
             Ok((resp, None, local))

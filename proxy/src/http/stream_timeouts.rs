@@ -6,7 +6,7 @@
 
 use super::local_reply::LocalReply;
 use crate::lazy_timer::LazyTimer;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -14,12 +14,36 @@ use tokio::time::Instant;
 const NO_OVERRIDE: u64 = u64::MAX;
 const DISABLED: u64 = u64::MAX - 1;
 
+/// How a client's request body failed; Envoy answers each differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// Malformed framing (a bad chunk size), or the client went away mid-body: 400.
+    Malformed = 1,
+    /// Trailers over the codec's limits: 431, as headers over them.
+    TrailersTooLarge = 2,
+}
+
+impl BodyFailure {
+    /// The failure an error of the HTTP/1 codec's body decoder stands for (its only
+    /// distinction is in the message of the I/O error it wraps).
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        let trailers = std::iter::successors(Some(e), |e| e.source())
+            .any(|e| e.to_string().starts_with("chunk trailers"));
+        match trailers {
+            true => BodyFailure::TrailersTooLarge,
+            false => BodyFailure::Malformed,
+        }
+    }
+}
+
 /// Activity of one stream, shared by its request body, the pipeline and the watchdog.
 #[derive(Debug)]
 pub struct StreamActivity {
     start: Instant,
     last_ms: AtomicU64,
     request_done: AtomicBool,
+    /// How the request body failed, if it did: a [`BodyFailure`] as its number.
+    request_failed: AtomicU8,
     idle_override_ms: AtomicU64,
     max_duration_ms: AtomicU64,
     /// Wakes the watchdog when a route override changes what applies.
@@ -36,6 +60,7 @@ impl StreamActivity {
             start,
             last_ms: AtomicU64::new(0),
             request_done: AtomicBool::new(request_done),
+            request_failed: AtomicU8::new(0),
             idle_override_ms: AtomicU64::new(NO_OVERRIDE),
             max_duration_ms: AtomicU64::new(NO_OVERRIDE),
             changed: tokio::sync::Notify::new(),
@@ -60,6 +85,21 @@ impl StreamActivity {
     /// Whether the request has been fully received.
     pub fn is_request_complete(&self) -> bool {
         self.request_done.load(Ordering::Acquire)
+    }
+
+    /// The request body ended in an error: a reset of the upstream request that follows
+    /// is the client's doing.
+    pub fn request_failed(&self, how: BodyFailure) {
+        self.request_failed.store(how as u8, Ordering::Release);
+    }
+
+    /// How the request body failed, if it did.
+    pub fn request_failure(&self) -> Option<BodyFailure> {
+        match self.request_failed.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(BodyFailure::Malformed),
+            _ => Some(BodyFailure::TrailersTooLarge),
+        }
     }
 
     /// Resolves once the request has been fully received.
