@@ -3,7 +3,10 @@
 //! characters decoded, other triplets upper-cased, a `%` not followed by two hex digits
 //! malformed), §5.2.4 (remove_dot_segments, step by step on an input and an output
 //! buffer), and Envoy's HCM fields: `normalize_path` (the above, a backslash read as a
-//! slash, a malformed path answered 400), `merge_slashes` (runs of `/` become one), and
+//! slash, a malformed path answered 400, and, as Envoy 1.40 answers: `%00` malformed too,
+//! and a segment whose name before its `;` parameters is `.` or `..` taken as that dot
+//! segment, so `/x/..;/b` is `/b` for the proxy as for a Tomcat-style backend),
+//! `merge_slashes` (runs of `/` become one), and
 //! `path_with_escaped_slashes_action: UNESCAPE_AND_*` (`%2F` `%2f` `%5C` `%5c` unescaped
 //! in the path, never in the query).
 
@@ -34,6 +37,9 @@ fn normalize_percent_encoding(path: &str) -> Option<String> {
         }
         let hex = |d: u8| (d as char).to_digit(16).expect("hex digit") as u8;
         let decoded = hex(hi) * 16 + hex(lo);
+        if decoded == 0 {
+            return None;
+        }
         if is_unreserved(decoded) {
             out.push(decoded);
         } else {
@@ -77,6 +83,18 @@ fn remove_dot_segments(path: &str) -> String {
     output
 }
 
+/// Each segment whose name before its first `;` is `.` or `..` becomes that dot segment
+/// (its parameters dropped); other segments keep their parameters.
+fn drop_dot_segment_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| match segment.split(';').next() {
+            Some(dots @ ("." | "..")) => dots,
+            _ => segment,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn merge_slashes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for c in path.chars() {
@@ -97,7 +115,7 @@ pub fn normalize(path_and_query: &str, normalize: bool, merge: bool) -> Option<S
     let mut path = path.to_string();
     if normalize {
         path = normalize_percent_encoding(&path)?.replace('\\', "/");
-        path = remove_dot_segments(&path);
+        path = remove_dot_segments(&drop_dot_segment_parameters(&path));
     }
     if merge {
         path = merge_slashes(&path);
