@@ -6,6 +6,7 @@ pub mod config;
 pub mod curl;
 pub mod istio;
 pub mod netns;
+pub mod pki;
 pub mod proxy;
 pub mod sockets;
 pub mod tls_client;

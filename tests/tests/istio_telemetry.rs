@@ -559,82 +559,18 @@ fn grpc_calls_report_protocol_status_and_message_counts() {
 /// Generates a CA and a leaf signed by it whose URI SANs put a non-SPIFFE URI before the
 /// SPIFFE id; returns (leaf cert, leaf key, CA cert) paths.
 fn leaf_with_uris(dir: &std::path::Path, name: &str, uris: &[&str]) -> (String, String, String) {
-    let run = |args: &[&str]| {
-        let ok = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl")
-            .status
-            .success();
-        assert!(ok, "openssl {args:?}");
+    let ca = if dir.join("ca.pem").exists() {
+        dir.join("ca.pem").display().to_string()
+    } else {
+        e2e::pki::ca(dir, "ca")
     };
-    if !dir.join("ca.pem").exists() {
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ]);
-    }
     let san = uris
         .iter()
         .map(|u| format!("URI:{u}"))
         .collect::<Vec<_>>()
         .join(",");
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("subjectAltName={san}\n"),
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &format!("{name}.key"),
-        "-out",
-        &format!("{name}.csr"),
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &format!("{name}.csr"),
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        &format!("{name}.pem"),
-        "-days",
-        "2",
-        "-extfile",
-        &format!("{name}.ext"),
-    ]);
-    let p = |f: String| dir.join(f).display().to_string();
-    (
-        p(format!("{name}.pem")),
-        p(format!("{name}.key")),
-        p("ca.pem".into()),
-    )
+    let (cert, key) = e2e::pki::leaf(dir, name, "ca", &san);
+    (cert, key, ca)
 }
 
 #[test]

@@ -6,99 +6,10 @@
 
 use e2e::config::{bootstrap, hcm, listener};
 use e2e::proxy::{agree_with_envoy, envoy_bin, meshproxy_bin, same_in_both, Kind};
-use e2e::{curl, fixtures, scratch};
+use e2e::{curl, fixtures, pki, scratch};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A P-256 CA named `name`: its certificate `<name>.pem` and key `<name>.key` in `dir`.
-fn ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/O={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A client certificate `<leaf>.pem`/`<leaf>.key` signed by CA `issuer` with `san`.
-fn leaf(dir: &Path, leaf: &str, issuer: &str, san: &str) -> (String, String) {
-    std::fs::write(
-        dir.join(format!("{leaf}.ext")),
-        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{leaf}.key"),
-            "-out",
-            &format!("{leaf}.csr"),
-            "-subj",
-            &format!("/O={leaf}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{leaf}.csr"),
-            "-CA",
-            &format!("{issuer}.pem"),
-            "-CAkey",
-            &format!("{issuer}.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-out",
-            &format!("{leaf}.pem"),
-            "-extfile",
-            &format!("{leaf}.ext"),
-        ],
-    );
-    let path = |ext: &str| dir.join(format!("{leaf}.{ext}")).display().to_string();
-    (path("pem"), path("key"))
-}
 
 /// A listener requiring client certificates validated per trust domain.
 fn spiffe_listener(port: u16, dir: &Path) -> Value {
@@ -126,37 +37,37 @@ fn spiffe_listener(port: u16, dir: &Path) -> Value {
 #[test]
 fn client_certificates_are_checked_against_their_trust_domains_bundle_as_in_envoy() {
     let dir = scratch("spiffe-validator");
-    ca(&dir, "east");
-    ca(&dir, "west");
+    pki::ca(&dir, "east");
+    pki::ca(&dir, "west");
     let clients = [
-        leaf(
+        pki::leaf(
             &dir,
             "east-a",
             "east",
             "URI:spiffe://east.local/ns/default/sa/a",
         ),
-        leaf(
+        pki::leaf(
             &dir,
             "west-b",
             "west",
             "URI:spiffe://west.local/ns/default/sa/b",
         ),
         // West's CA minting an east identity: refused, east's bundle is the one checked.
-        leaf(
+        pki::leaf(
             &dir,
             "forged",
             "west",
             "URI:spiffe://east.local/ns/default/sa/a",
         ),
         // A domain neither bundle covers, though east's CA signed it.
-        leaf(
+        pki::leaf(
             &dir,
             "north",
             "east",
             "URI:spiffe://north.local/ns/default/sa/c",
         ),
         // No SPIFFE ID at all.
-        leaf(&dir, "dns-only", "east", "DNS:east.example"),
+        pki::leaf(&dir, "dns-only", "east", "DNS:east.example"),
     ];
     let seen = agree_with_envoy(
         |port| bootstrap(vec![spiffe_listener(port, &dir)], vec![]),
