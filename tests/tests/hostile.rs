@@ -775,6 +775,31 @@ fn header_values_with_cr_or_lf_are_refused_by_validate() {
     }
 }
 
+/// Issue 23, item 9: a cluster's `connect_timeout: 0s` (every connection would fail at
+/// once) is refused by `--mode validate`, as by Envoy's proto validation, naming the field;
+/// the smallest positive timeout still loads in both.
+#[test]
+fn a_zero_connect_timeout_is_refused_by_validate() {
+    let envoy = e2e::proxy::envoy_bin().expect("Envoy");
+    let answers: Vec<(bool, i32, String)> = ["0s", "0.001s"]
+        .into_iter()
+        .map(|timeout| {
+            let config = config(free_port(), free_port(), json!({}), json!({}));
+            let mut parsed: Value =
+                serde_json::from_str(&config.replace("{ADMIN}", "0")).expect("json");
+            parsed["static_resources"]["clusters"][0]["connect_timeout"] = json!(timeout);
+            validate_in_both(&envoy, &parsed.to_string())
+        })
+        .collect();
+    let outcomes: Vec<(bool, i32)> = answers.iter().map(|a| (a.0, a.1)).collect();
+    assert_eq!(outcomes, [(false, 1), (true, 0)], "{answers:?}");
+    assert!(
+        answers[0].2.contains("clusters[0].connect_timeout"),
+        "{}",
+        answers[0].2
+    );
+}
+
 /// Issue 23, item 9: two listeners on the same address are refused by `--mode validate`,
 /// as by Envoy, naming the second, even when it does not bind (`bind_to_port: false`).
 #[test]

@@ -532,10 +532,7 @@ pub fn translate(c: &cluster::Cluster, secrets: &Secrets, path: &str) -> Result<
         name: c.name.clone(),
         alt_stat_name: (!c.alt_stat_name.is_empty()).then(|| c.alt_stat_name.clone()),
         discovery,
-        connect_timeout: match &c.connect_timeout {
-            Some(d) => common::duration(d, &join(path, "connect_timeout"))?,
-            None => Duration::from_secs(5),
-        },
+        connect_timeout: connect_timeout(c, path)?,
         lb,
         assignment,
         thresholds: thresholds(c, 0).unwrap_or_default(),
@@ -842,6 +839,20 @@ fn is_prime(n: u64) -> bool {
 }
 
 /// The thresholds of `priority` (0 DEFAULT, 1 HIGH): the first entry for it, if any.
+/// `connect_timeout`: 5 s when unset; Envoy's proto validation requires it to be
+/// greater than zero (a zero would fail every connection at once).
+fn connect_timeout(c: &cluster::Cluster, path: &str) -> Result<Duration> {
+    let Some(d) = &c.connect_timeout else {
+        return Ok(Duration::from_secs(5));
+    };
+    let p = join(path, "connect_timeout");
+    let timeout = common::duration(d, &p)?;
+    if timeout.is_zero() {
+        return Err(ConfigError::at(p, "value must be greater than 0s"));
+    }
+    Ok(timeout)
+}
+
 fn thresholds(c: &cluster::Cluster, priority: i32) -> Option<Thresholds> {
     let t = Thresholds::default();
     let th = c
