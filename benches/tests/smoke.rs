@@ -52,6 +52,7 @@ fn quick_run_produces_every_row() {
         "HTTPS TLS 1.3 RSA-2048, 1 worker",
         "HTTPS TLS 1.3 ECDSA-P256, 1 worker",
         "idle resilience policy, 1 worker",
+        "idle keep-alive connections, 100, 1 worker",
         "worker scaling, 2 worker(s)",
         "scale, 100 clusters",
         "xDS push, 100 EDS clusters, 200 endpoints",
