@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` with `args` in `dir`; a failure fails the test with openssl's words.
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -18,20 +19,29 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with `args`, making a new unencrypted (PKCS#8) P-256 key at `key`.
+pub fn req_new_p256(dir: &Path, key: &str, args: &[&str]) {
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 /// A self-signed CA `name` in `dir` (`<name>.pem`, `<name>.key`); the certificate's path.
 pub fn ca(dir: &Path, name: &str) -> String {
-    openssl(
+    req_new_p256(
         dir,
+        &format!("{name}.key"),
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.pem"),
             "-days",
@@ -58,17 +68,10 @@ pub fn leaf(dir: &Path, name: &str, issuer: &str, san: &str) -> (String, String)
         ),
     )
     .unwrap();
-    openssl(
+    req_new_p256(
         dir,
+        &format!("{name}.key"),
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.csr"),
             "-subj",

@@ -278,31 +278,12 @@ fn p256_certificate() -> (String, String, String) {
     let dir = scratch("cryptomb-p256");
     let path = |f: &str| dir.join(f).display().to_string();
     let (cert, pkcs8, sec1) = (path("cert.pem"), path("key.pem"), path("sec1.pem"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=p256",
-        "-days",
-        "1",
-        "-keyout",
+    e2e::pki::req_new_p256(
+        &dir,
         &pkcs8,
-        "-out",
-        &cert,
-    ]);
-    run(&["ec", "-in", &pkcs8, "-out", &sec1]);
+        &["-x509", "-subj", "/CN=p256", "-days", "1", "-out", &cert],
+    );
+    e2e::pki::openssl(&dir, &["ec", "-in", &pkcs8, "-out", &sec1]);
     (cert, pkcs8, sec1)
 }
 
