@@ -132,6 +132,38 @@ pub fn address(a: &core::Address, path: &str, allow_names: bool) -> Result<Addre
     }
 }
 
+/// Decodes `any` as the message `want` (a full name), refusing another type with both
+/// names; errors name `path`.
+pub fn decode_any<M: prost::Message + Default>(
+    any: &xds_client::proto::google::protobuf::Any,
+    want: &str,
+    path: &str,
+) -> Result<M> {
+    if xds_client::descriptors::type_name_of_url(&any.type_url) != want {
+        return Err(ConfigError::at(
+            path,
+            format!("expected {want}, got {}", any.type_url),
+        ));
+    }
+    M::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::at(path, format!("malformed {want}: {e}")))
+}
+
+/// The `typed_config` of an extension, which must be there, decoded as `want`; errors
+/// name `<path>.typed_config`.
+pub fn typed_extension<M: prost::Message + Default>(
+    ext: &core::TypedExtensionConfig,
+    want: &str,
+    path: &str,
+) -> Result<M> {
+    let typed_path = join(path, "typed_config");
+    let any = ext
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| ConfigError::at(&typed_path, "typed_config is required"))?;
+    decode_any(any, want, &typed_path)
+}
+
 /// Reads a DataSource (file, inline bytes or inline string).
 pub fn data_source(d: &core::DataSource, path: &str) -> Result<Vec<u8>> {
     use core::data_source::Specifier as S;

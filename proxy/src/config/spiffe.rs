@@ -7,12 +7,9 @@
 use super::common;
 use super::error::{item, join, ConfigError, Result};
 use crate::tls::{pem, verify::Trust};
-use prost::Message;
 use xds_client::proto::envoy::config::core::v3 as core;
 use xds_client::proto::envoy::extensions::transport_sockets::tls::v3 as tls;
 
-/// The validator's extension name.
-const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 /// Its config message.
 const SPIFFE_CONFIG: &str = "envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig";
 
@@ -33,21 +30,8 @@ pub fn roots(source: &core::DataSource, path: &str) -> Result<rustls::RootCertSt
 /// refused the fields meshproxy lacks: `trust_bundles`, `workload_trust_domain`).
 pub fn trust(config: &core::TypedExtensionConfig, path: &str) -> Result<Trust> {
     let typed_path = join(path, "typed_config");
-    let any = config
-        .typed_config
-        .as_ref()
-        .ok_or_else(|| ConfigError::at(&typed_path, "typed_config is required"))?;
-    if xds_client::descriptors::type_name_of_url(&any.type_url) != SPIFFE_CONFIG {
-        return Err(ConfigError::at(
-            &typed_path,
-            format!(
-                "unsupported certificate validator {} (meshproxy provides {SPIFFE_VALIDATOR})",
-                any.type_url
-            ),
-        ));
-    }
-    let spiffe = tls::SpiffeCertValidatorConfig::decode(any.value.as_slice())
-        .map_err(|e| ConfigError::at(&typed_path, format!("malformed {SPIFFE_CONFIG}: {e}")))?;
+    let spiffe: tls::SpiffeCertValidatorConfig =
+        common::typed_extension(config, SPIFFE_CONFIG, path)?;
     if spiffe.trust_domains.is_empty() {
         return Err(ConfigError::at(
             join(&typed_path, "trust_domains"),
@@ -86,7 +70,11 @@ pub fn trust(config: &core::TypedExtensionConfig, path: &str) -> Result<Trust> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use xds_client::proto::google::protobuf::Any;
+
+    /// The validator's extension name.
+    const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 
     fn config(spiffe: tls::SpiffeCertValidatorConfig) -> core::TypedExtensionConfig {
         core::TypedExtensionConfig {

@@ -12,7 +12,6 @@ use super::error::{item, join, ConfigError, Result};
 use super::secrets::Secrets;
 use crate::tls::san::{SanMatcher, SanType};
 use crate::tls::{pem, verify};
-use prost::Message;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
@@ -181,21 +180,6 @@ struct Material {
     sds: Vec<SdsRef>,
 }
 
-fn any_of<M: Message + Default>(
-    any: &xds_client::proto::google::protobuf::Any,
-    want: &str,
-    path: &str,
-) -> Result<M> {
-    if xds_client::descriptors::type_name_of_url(&any.type_url) != want {
-        return Err(ConfigError::at(
-            path,
-            format!("expected {want}, got {}", any.type_url),
-        ));
-    }
-    M::decode(any.value.as_slice())
-        .map_err(|e| ConfigError::at(path, format!("malformed {want}: {e}")))
-}
-
 fn typed_config(
     ts: &core::TransportSocket,
     path: &str,
@@ -251,7 +235,7 @@ fn server_state(
 ) -> Result<(Prepared<rustls::ServerConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
-    let ctx: tls::DownstreamTlsContext = any_of(&any, DOWNSTREAM, &p)?;
+    let ctx: tls::DownstreamTlsContext = common::decode_any(&any, DOWNSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
@@ -322,7 +306,7 @@ pub fn upstream_transport_socket(
         return Ok(None);
     };
     let p = join(path, "typed_config");
-    let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
+    let ctx: tls::UpstreamTlsContext = common::decode_any(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let alpn = common
         .alpn_protocols
@@ -355,7 +339,7 @@ fn client_state(
 ) -> Result<(Prepared<rustls::ClientConfig>, Vec<SdsRef>)> {
     let any = typed_config(ts, path)?.unwrap_or_default();
     let p = join(path, "typed_config");
-    let ctx: tls::UpstreamTlsContext = any_of(&any, UPSTREAM, &p)?;
+    let ctx: tls::UpstreamTlsContext = common::decode_any(&any, UPSTREAM, &p)?;
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let mut m = material(&common, secrets, &join(&p, "common_tls_context"))?;
     let sds = std::mem::take(&mut m.sds);
@@ -758,6 +742,7 @@ fn tls12_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use xds_client::contrib::{CryptoMbPrivateKeyMethodConfig, CRYPTOMB_CONFIG};
     use xds_client::proto::google::protobuf as pb;
 

@@ -208,19 +208,8 @@ fn uri_template(
 ) -> Result<Rule> {
     use super::uri_template::{UriTemplate, TYPE_NAME};
     use xds_client::proto::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
+    let c: UriTemplateMatchConfig = crate::config::common::typed_extension(ext, TYPE_NAME, path)?;
     let tp = join(path, "typed_config");
-    let any = ext
-        .typed_config
-        .as_ref()
-        .ok_or_else(|| ConfigError::at(&tp, "typed_config is required"))?;
-    if xds_client::descriptors::type_name_of_url(&any.type_url) != TYPE_NAME {
-        return Err(ConfigError::at(
-            &tp,
-            format!("unsupported path matcher {}", any.type_url),
-        ));
-    }
-    let c = UriTemplateMatchConfig::decode(any.value.as_slice())
-        .map_err(|e| ConfigError::at(&tp, e.to_string()))?;
     Ok(Rule::UriTemplate(UriTemplate::parse(
         &c.path_template,
         &join(&tp, "path_template"),
